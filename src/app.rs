@@ -1,0 +1,187 @@
+//! Start-up: the shared state every request sees, and the [`Application`] that binds, serves and
+//! shuts down gracefully. `omamori serve` and the test harness both start the service this way.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::config::{Config, Environment, Key};
+use crate::store::{self, Clock, Db};
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub config: Arc<Config>,
+    pub clock: Clock,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    router: axum::Router,
+    background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Application {
+    /// Connects to the database, applies migrations, prepares sandbox data and binds the socket.
+    pub async fn build(mut config: Config) -> anyhow::Result<Application> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
+        load_or_generate_keys(&mut config)?;
+        let db = Db::connect(
+            &config.effective_database_url(),
+            config.database_max_connections,
+        )
+        .await?;
+        store::migrate::run(&db).await?;
+        let clock = Clock::load(&db).await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let state = AppState {
+            db: db.clone(),
+            config: Arc::new(config),
+            clock: clock.clone(),
+            metrics: crate::http::metrics_handle(),
+        };
+        let mut background = vec![spawn_janitor(state.clone())];
+        if state.config.sandbox {
+            background.push(clock.spawn_refresh(db.clone()));
+            let addr = listener.local_addr()?;
+            crate::sandbox::prepare(&state, addr)
+                .await
+                .context("cannot prepare sandbox data")?;
+        }
+        let router = crate::http::router(state.clone());
+        Ok(Application {
+            listener,
+            state,
+            router,
+            background,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            router,
+            background,
+        } = self;
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        let result = axum::serve(listener, service)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        for task in background {
+            task.abort();
+        }
+        state.db.close().await;
+        result.context("the server stopped with an error")
+    }
+}
+
+/// Housekeeping that needs no coordination between instances: each delete is idempotent.
+fn spawn_janitor(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            match crate::idempotency::purge_expired(&state.db, state.clock.now_ms()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "purged expired idempotency keys"),
+                Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+            }
+        }
+    })
+}
+
+/// Outside production, keys that are not configured are generated once into
+/// `DATA_DIR/keys.toml` (readable only by the owner) and read from there afterwards, so that
+/// fingerprints and encrypted seeds survive a restart. Production refuses to start without them
+/// (checked when the configuration is loaded).
+fn load_or_generate_keys(config: &mut Config) -> anyhow::Result<()> {
+    if config.environment == Environment::Production {
+        return Ok(());
+    }
+    let path = config.data_dir.join("keys.toml");
+    let mut stored: toml::Table = match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .parse()
+            .with_context(|| format!("{} is not valid TOML", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut changed = false;
+    let slots: [(&str, &mut Option<Key>); 3] = [
+        ("card_fingerprint_key", &mut config.keys.card_fingerprint),
+        ("totp_encryption_key", &mut config.keys.totp_encryption),
+        ("webhook_signing_key", &mut config.keys.webhook_signing),
+    ];
+    for (name, slot) in slots {
+        if slot.is_some() {
+            continue;
+        }
+        let key = match stored.get(name).and_then(|v| v.as_str()) {
+            Some(text) => Key::parse(text)
+                .map_err(|e| anyhow::anyhow!("{name} in {}: {e}", path.display()))?,
+            None => {
+                let key = Key::generate("dev1");
+                stored.insert(name.to_string(), toml::Value::String(key.to_setting()));
+                changed = true;
+                key
+            }
+        };
+        *slot = Some(key);
+    }
+    if changed {
+        write_private(&path, &toml::to_string(&stored)?)?;
+        tracing::info!(path = %path.display(), "generated development keys");
+    }
+    Ok(())
+}
+
+/// Writes a file that only its owner can read.
+pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options
+            .open(&tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,215 @@
+//! The command line: `omamori serve`, `omamori migrate`, `omamori admin ...`, `omamori bench ...`.
+//!
+//! Exit status: 0 success, 1 a failure at run time (or `admin verify` finding a discrepancy),
+//! 2 a usage or configuration error (one line on stderr naming the setting).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+
+#[derive(Parser)]
+#[command(
+    name = "omamori",
+    version,
+    about = "Omamori: smartphone payments in yen"
+)]
+struct Cli {
+    /// A TOML configuration file; OMAMORI_* environment variables override it.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the HTTP service until SIGTERM or SIGINT.
+    Serve {
+        /// Sandbox mode (same as OMAMORI_SANDBOX=true): demo data, test cards, readable messages.
+        #[arg(long)]
+        sandbox: bool,
+    },
+    /// Applies the database migrations and exits.
+    Migrate,
+    /// Operator tasks.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Measures throughput (not a test: prints figures and the machine they were taken on).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Recomputes every balance from the postings; exits 1 naming any account that disagrees.
+    Verify,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Ledger transfers per second, one journal entry per transaction.
+    Ledger {
+        /// Where to run; defaults to a fresh SQLite file in a temporary folder. Point it at a
+        /// scratch database: the benchmark creates its own accounts there.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// How many transfers to make.
+        #[arg(long, default_value_t = 5000)]
+        transfers: u64,
+        /// How many transfers run at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: u64,
+        /// How many wallets the transfers move money between.
+        #[arg(long, default_value_t = 100)]
+        wallets: u64,
+    },
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let mut config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("omamori: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Serve { sandbox: true } = cli.command {
+        if config.environment == crate::config::Environment::Production {
+            eprintln!(
+                "omamori: invalid setting --sandbox: production (OMAMORI_ENVIRONMENT=production) refuses sandbox mode"
+            );
+            return ExitCode::from(2);
+        }
+        config.sandbox = true;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("omamori: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { .. } => serve(config).await,
+            Command::Migrate => migrate(config).await,
+            Command::Admin {
+                command: AdminCommand::Verify,
+            } => verify(config).await,
+            Command::Bench {
+                command:
+                    BenchCommand::Ledger {
+                        database_url,
+                        transfers,
+                        concurrency,
+                        wallets,
+                    },
+            } => crate::bench::ledger(database_url, transfers, concurrency, wallets)
+                .await
+                .map(|()| ExitCode::SUCCESS),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("omamori: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let sandbox = config.sandbox;
+    let app = crate::app::Application::build(config).await?;
+    let addr = app.local_addr();
+    println!("listening on http://{addr}");
+    tracing::info!(%addr, sandbox, backend = app.state().db.backend().name(), "omamori is serving");
+    app.run_until(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn connect(config: &Config) -> anyhow::Result<crate::store::Db> {
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)?;
+    }
+    crate::store::Db::connect(
+        &config.effective_database_url(),
+        config.database_max_connections,
+    )
+    .await
+}
+
+async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
+    let db = connect(&config).await?;
+    let applied = crate::store::migrate::run(&db).await?;
+    if applied.is_empty() {
+        println!("the {} database is up to date", db.backend().name());
+    } else {
+        println!(
+            "applied migrations {applied:?} to the {} database",
+            db.backend().name()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(config: Config) -> anyhow::Result<ExitCode> {
+    let db = connect(&config).await?;
+    let problems = crate::ledger::verify(&db).await?;
+    if problems.is_empty() {
+        println!(
+            "ledger verified: every balance equals the sum of its postings, every entry sums to zero"
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in &problems {
+            println!("MISMATCH {p}");
+        }
+        println!("ledger verification failed: {} problem(s)", problems.len());
+        Ok(ExitCode::FAILURE)
+    }
+}

@@ -1,0 +1,561 @@
+//! One typed configuration: an optional TOML file, overridden by `OMAMORI_*` environment variables.
+//!
+//! Every setting has one name (`listen`) used as the TOML key and, upper-cased with the `OMAMORI_`
+//! prefix, as the environment variable (`OMAMORI_LISTEN`). A value that does not parse stops start-up
+//! with one line naming the setting and where it came from ([`ConfigError`]); `main` exits with
+//! status 2. Production refuses sandbox mode and starts only with its keys configured.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use ipnet::IpNet;
+
+use crate::secret::Secret;
+
+/// Every setting Omamori reads, in the order the README documents them.
+pub const SETTINGS: &[&str] = &[
+    "listen",
+    "database_url",
+    "data_dir",
+    "sandbox",
+    "environment",
+    "trusted_proxies",
+    "geoip",
+    "allowed_countries",
+    "unknown_country",
+    "log_format",
+    "log_level",
+    "amount_ceiling",
+    "database_max_connections",
+    "card_fingerprint_key",
+    "totp_encryption_key",
+    "webhook_signing_key",
+];
+
+/// The keys of ARCHITECTURE section 14. Production refuses to start without them; other
+/// environments generate missing ones into the data directory.
+pub const KEY_SETTINGS: &[&str] = &[
+    "card_fingerprint_key",
+    "totp_encryption_key",
+    "webhook_signing_key",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownCountry {
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A key with an id, so that it can be rotated: configured as `ID:BASE64` (32 bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    pub id: String,
+    pub bytes: Secret<Vec<u8>>,
+}
+
+impl Key {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let (id, b64) = value
+            .split_once(':')
+            .ok_or("expected ID:BASE64, for example k1:<44 base64 characters>")?;
+        if id.is_empty()
+            || !id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err("the key id must be letters, digits, '-' or '_'".into());
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| "the key is not valid base64".to_string())?;
+        if bytes.len() != 32 {
+            return Err(format!("the key must be 32 bytes, not {}", bytes.len()));
+        }
+        Ok(Key {
+            id: id.to_string(),
+            bytes: Secret::new(bytes),
+        })
+    }
+
+    pub fn generate(id: &str) -> Self {
+        let mut bytes = vec![0u8; 32];
+        rand::fill(&mut bytes[..]);
+        Key {
+            id: id.to_string(),
+            bytes: Secret::new(bytes),
+        }
+    }
+
+    /// The `ID:BASE64` form, for writing a generated key to the data directory.
+    pub fn to_setting(&self) -> String {
+        format!(
+            "{}:{}",
+            self.id,
+            base64::engine::general_purpose::STANDARD.encode(self.bytes.expose())
+        )
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    pub card_fingerprint: Option<Key>,
+    pub totp_encryption: Option<Key>,
+    pub webhook_signing: Option<Key>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// `None` means the SQLite file under `data_dir`.
+    pub database_url: Option<String>,
+    pub data_dir: PathBuf,
+    pub sandbox: bool,
+    pub environment: Environment,
+    pub trusted_proxies: Vec<IpNet>,
+    pub geoip: Option<PathBuf>,
+    pub allowed_countries: Vec<String>,
+    pub unknown_country: UnknownCountry,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    /// The largest amount any single money movement may carry (API.md: default ¥1,000,000).
+    pub amount_ceiling_yen: i64,
+    pub database_max_connections: u32,
+    pub keys: Keys,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            database_url: None,
+            data_dir: PathBuf::from("./omamori-data"),
+            sandbox: false,
+            environment: Environment::Development,
+            trusted_proxies: Vec::new(),
+            geoip: None,
+            allowed_countries: vec!["JP".to_string()],
+            unknown_country: UnknownCountry::Allow,
+            log_format: LogFormat::Text,
+            log_level: "info".to_string(),
+            amount_ceiling_yen: 1_000_000,
+            database_max_connections: 16,
+            keys: Keys::default(),
+        }
+    }
+}
+
+/// A configuration problem, printed as one line; start-up stops with exit status 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Where a raw setting came from, so that an error names the exact place to fix.
+#[derive(Debug, Clone)]
+enum Source {
+    File(PathBuf),
+    Env,
+}
+
+#[derive(Debug, Clone)]
+struct Raw {
+    value: String,
+    source: Source,
+}
+
+fn env_name(setting: &str) -> String {
+    format!("OMAMORI_{}", setting.to_ascii_uppercase())
+}
+
+fn describe(setting: &str, source: &Source) -> String {
+    match source {
+        Source::Env => env_name(setting),
+        Source::File(path) => format!("{setting} (in {})", path.display()),
+    }
+}
+
+impl Config {
+    /// Reads the optional TOML file, then the process environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests use this).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+                ConfigError(format!(
+                    "config file {} is not valid TOML: {}",
+                    path.display(),
+                    e.message()
+                ))
+            })?;
+            for (key, value) in table {
+                let setting = SETTINGS.iter().find(|s| **s == key).ok_or_else(|| {
+                    ConfigError(format!("unknown setting {key} (in {})", path.display()))
+                })?;
+                let value = toml_scalar(&value).ok_or_else(|| {
+                    ConfigError(format!(
+                        "invalid setting {key} (in {}): expected a string, number, boolean or list of strings",
+                        path.display()
+                    ))
+                })?;
+                raw.insert(
+                    setting,
+                    Raw {
+                        value,
+                        source: Source::File(path.to_path_buf()),
+                    },
+                );
+            }
+        }
+        let env: BTreeMap<String, String> = env.into_iter().collect();
+        for setting in SETTINGS {
+            if let Some(value) = env.get(&env_name(setting)) {
+                raw.insert(
+                    setting,
+                    Raw {
+                        value: value.clone(),
+                        source: Source::Env,
+                    },
+                );
+            }
+        }
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
+        let mut config = Config::default();
+        for (setting, Raw { value, source }) in &raw {
+            let value = value.trim();
+            let fail = |why: &str| {
+                ConfigError(format!(
+                    "invalid setting {}: {why}",
+                    describe(setting, source)
+                ))
+            };
+            match *setting {
+                "listen" => {
+                    config.listen = value
+                        .parse()
+                        .map_err(|_| fail("expected HOST:PORT, for example 127.0.0.1:8080"))?
+                }
+                "database_url" => {
+                    if !(value.starts_with("sqlite:")
+                        || value.starts_with("postgres://")
+                        || value.starts_with("postgresql://"))
+                    {
+                        return Err(fail("expected sqlite://PATH or postgres://..."));
+                    }
+                    config.database_url = Some(value.to_string());
+                }
+                "data_dir" => {
+                    if value.is_empty() {
+                        return Err(fail("must not be empty"));
+                    }
+                    config.data_dir = PathBuf::from(value);
+                }
+                "sandbox" => config.sandbox = parse_bool(value).map_err(|e| fail(&e))?,
+                "environment" => {
+                    config.environment = match value {
+                        "development" => Environment::Development,
+                        "production" => Environment::Production,
+                        _ => return Err(fail("expected development or production")),
+                    }
+                }
+                "trusted_proxies" => {
+                    config.trusted_proxies = split_list(value)
+                        .map(|s| {
+                            s.parse::<IpNet>()
+                                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                                .map_err(|_| {
+                                    fail(&format!("{s:?} is not a CIDR such as 10.0.0.0/8"))
+                                })
+                        })
+                        .collect::<Result<_, _>>()?
+                }
+                "geoip" => {
+                    if value.is_empty() {
+                        return Err(fail("must be a path to a .mmdb or CSV file"));
+                    }
+                    config.geoip = Some(PathBuf::from(value));
+                }
+                "allowed_countries" => {
+                    let list: Vec<String> =
+                        split_list(value).map(str::to_ascii_uppercase).collect();
+                    if list.is_empty() {
+                        return Err(fail(
+                            "list at least one ISO 3166 alpha-2 code, for example JP",
+                        ));
+                    }
+                    if let Some(bad) = list
+                        .iter()
+                        .find(|c| c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_uppercase()))
+                    {
+                        return Err(fail(&format!("{bad:?} is not an ISO 3166 alpha-2 code")));
+                    }
+                    config.allowed_countries = list;
+                }
+                "unknown_country" => {
+                    config.unknown_country = match value {
+                        "allow" => UnknownCountry::Allow,
+                        "deny" => UnknownCountry::Deny,
+                        _ => return Err(fail("expected allow or deny")),
+                    }
+                }
+                "log_format" => {
+                    config.log_format = match value {
+                        "text" => LogFormat::Text,
+                        "json" => LogFormat::Json,
+                        _ => return Err(fail("expected text or json")),
+                    }
+                }
+                "log_level" => {
+                    tracing_subscriber::EnvFilter::try_new(value)
+                        .map_err(|_| fail("expected a level such as info, or a tracing filter"))?;
+                    config.log_level = value.to_string();
+                }
+                "amount_ceiling" => {
+                    config.amount_ceiling_yen = value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|n| (1..=1_000_000_000_000).contains(n))
+                        .ok_or_else(|| {
+                            fail("expected a whole number of yen from 1 to 1000000000000")
+                        })?
+                }
+                "database_max_connections" => {
+                    config.database_max_connections = value
+                        .parse::<u32>()
+                        .ok()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| fail("expected a number from 1 to 1000"))?
+                }
+                "card_fingerprint_key" => {
+                    config.keys.card_fingerprint = Some(Key::parse(value).map_err(|e| fail(&e))?)
+                }
+                "totp_encryption_key" => {
+                    config.keys.totp_encryption = Some(Key::parse(value).map_err(|e| fail(&e))?)
+                }
+                "webhook_signing_key" => {
+                    config.keys.webhook_signing = Some(Key::parse(value).map_err(|e| fail(&e))?)
+                }
+                other => unreachable!("setting {other} is listed in SETTINGS but not parsed"),
+            }
+        }
+        if config.environment == Environment::Production {
+            if config.sandbox {
+                let source = raw
+                    .get("sandbox")
+                    .map(|r| describe("sandbox", &r.source))
+                    .unwrap_or_default();
+                return Err(ConfigError(format!(
+                    "invalid setting {source}: production (OMAMORI_ENVIRONMENT=production) refuses sandbox mode"
+                )));
+            }
+            for (setting, present) in [
+                (
+                    "card_fingerprint_key",
+                    config.keys.card_fingerprint.is_some(),
+                ),
+                ("totp_encryption_key", config.keys.totp_encryption.is_some()),
+                ("webhook_signing_key", config.keys.webhook_signing.is_some()),
+            ] {
+                if !present {
+                    return Err(ConfigError(format!(
+                        "missing setting {}: production requires it (ID:BASE64 of 32 random bytes)",
+                        env_name(setting)
+                    )));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// The database URL in effect: the configured one, or the SQLite file in the data directory.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("omamori.db").display()),
+        }
+    }
+}
+
+fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// TOML values become the same strings an environment variable would carry.
+fn toml_scalar(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(s) => Some(s.clone()),
+        toml::Value::Integer(i) => Some(i.to_string()),
+        toml::Value::Boolean(b) => Some(b.to_string()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .map(|v| v.join(",")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn key() -> String {
+        Key::generate("k1").to_setting()
+    }
+
+    #[test]
+    fn defaults_match_api_md() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./omamori-data"));
+        assert!(!c.sandbox);
+        assert_eq!(c.allowed_countries, vec!["JP"]);
+        assert_eq!(c.unknown_country, UnknownCountry::Allow);
+        assert_eq!(c.environment, Environment::Development);
+        assert_eq!(c.amount_ceiling_yen, 1_000_000);
+        assert_eq!(
+            c.effective_database_url(),
+            "sqlite://./omamori-data/omamori.db"
+        );
+    }
+
+    #[test]
+    fn environment_wins_over_the_file() {
+        let dir = std::env::temp_dir().join(format!("omamori-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("omamori.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nsandbox = true\nallowed_countries = [\"jp\", \"KR\"]\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&file), env(&[("OMAMORI_LISTEN", "127.0.0.1:0")])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:0");
+        assert!(c.sandbox);
+        assert_eq!(c.allowed_countries, vec!["JP", "KR"]);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_invalid_value_names_the_setting() {
+        let err = Config::load_from(None, env(&[("OMAMORI_LISTEN", "nonsense")])).unwrap_err();
+        assert!(
+            err.0.starts_with("invalid setting OMAMORI_LISTEN:"),
+            "{err}"
+        );
+        let err = Config::load_from(
+            None,
+            env(&[("OMAMORI_TRUSTED_PROXIES", "10.0.0.0/8, bogus")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.0.contains("OMAMORI_TRUSTED_PROXIES") && err.0.contains("bogus"),
+            "{err}"
+        );
+        let err =
+            Config::load_from(None, env(&[("OMAMORI_ALLOWED_COUNTRIES", "JPN")])).unwrap_err();
+        assert!(err.0.contains("OMAMORI_ALLOWED_COUNTRIES"), "{err}");
+        let err =
+            Config::load_from(None, env(&[("OMAMORI_UNKNOWN_COUNTRY", "maybe")])).unwrap_err();
+        assert!(err.0.contains("OMAMORI_UNKNOWN_COUNTRY"), "{err}");
+        let err =
+            Config::load_from(None, env(&[("OMAMORI_DATABASE_URL", "mysql://x")])).unwrap_err();
+        assert!(err.0.contains("OMAMORI_DATABASE_URL"), "{err}");
+        let err = Config::load_from(
+            None,
+            env(&[("OMAMORI_CARD_FINGERPRINT_KEY", "k1:c2hvcnQ=")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.0.contains("OMAMORI_CARD_FINGERPRINT_KEY") && err.0.contains("32 bytes"),
+            "{err}"
+        );
+        assert!(
+            !err.0.contains("c2hvcnQ"),
+            "a key value must never be echoed: {err}"
+        );
+    }
+
+    #[test]
+    fn an_unknown_file_setting_is_refused() {
+        let dir = std::env::temp_dir().join(format!("omamori-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("omamori.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:9000\"\n").unwrap();
+        let err = Config::load_from(Some(&file), env(&[])).unwrap_err();
+        assert!(err.0.starts_with("unknown setting lisen"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn production_refuses_sandbox_and_demands_keys() {
+        let err = Config::load_from(
+            None,
+            env(&[
+                ("OMAMORI_ENVIRONMENT", "production"),
+                ("OMAMORI_SANDBOX", "true"),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            err.0.contains("OMAMORI_SANDBOX") && err.0.contains("refuses sandbox"),
+            "{err}"
+        );
+        let err =
+            Config::load_from(None, env(&[("OMAMORI_ENVIRONMENT", "production")])).unwrap_err();
+        assert!(err.0.contains("OMAMORI_CARD_FINGERPRINT_KEY"), "{err}");
+        let (k1, k2, k3) = (key(), key(), key());
+        let c = Config::load_from(
+            None,
+            env(&[
+                ("OMAMORI_ENVIRONMENT", "production"),
+                ("OMAMORI_CARD_FINGERPRINT_KEY", &k1),
+                ("OMAMORI_TOTP_ENCRYPTION_KEY", &k2),
+                ("OMAMORI_WEBHOOK_SIGNING_KEY", &k3),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.environment, Environment::Production);
+        assert_eq!(c.keys.card_fingerprint.unwrap().to_setting(), k1);
+    }
+}

@@ -1,0 +1,208 @@
+//! The one place where failures become `application/problem+json` (RFC 9457).
+//!
+//! Every error a client can see carries a stable machine `code`; the `detail` helps a person and
+//! never contains a database message, a stack trace or a submitted secret. Internal causes are
+//! kept in the error for the log line only.
+
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use crate::ledger::LedgerError;
+use crate::store::Retryable;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    /// Extra members named by API.md (`retry_after`, `attempts_left`, `switch`, ...).
+    pub extra: Map<String, Value>,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A business decline that is the final answer to an idempotent request (stored and replayed),
+    /// as opposed to an error the client may fix and retry under the same key.
+    pub is_final: bool,
+    retryable: bool,
+    /// The internal cause, for the log line; never sent.
+    source: Option<anyhow::Error>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            extra: Map::new(),
+            headers: Vec::new(),
+            is_final: false,
+            retryable: false,
+            source: None,
+        }
+    }
+
+    /// A business decline: the final answer, stored for idempotent replays.
+    pub fn decline(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            is_final: true,
+            ..ApiError::new(status, code, detail)
+        }
+    }
+
+    pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
+        self.extra.insert(name.to_string(), value.into());
+        self
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+
+    pub fn internal(source: impl Into<anyhow::Error>) -> Self {
+        ApiError {
+            source: Some(source.into()),
+            ..ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "something went wrong on our side; try again",
+            )
+        }
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", detail)
+    }
+
+    pub fn invalid_body(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", detail)
+    }
+
+    pub fn invalid_amount(detail: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_amount", detail)
+    }
+
+    /// The problem document as JSON (also what idempotency stores for a decline).
+    pub fn body(&self) -> Value {
+        let mut body = json!({
+            "type": format!("urn:omamori:problem:{}", self.code),
+            "title": title(self.status),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+            "code": self.code,
+        });
+        if let Value::Object(map) = &mut body {
+            for (k, v) in &self.extra {
+                map.insert(k.clone(), v.clone());
+            }
+        }
+        body
+    }
+}
+
+fn title(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("Error")
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            match &self.source {
+                Some(source) => tracing::error!(
+                    code = self.code,
+                    error = format!("{source:#}"),
+                    "request failed"
+                ),
+                None => tracing::error!(code = self.code, detail = %self.detail, "request failed"),
+            }
+        }
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, PROBLEM_JSON)],
+            self.body().to_string(),
+        )
+            .into_response();
+        for (name, value) in self.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}
+
+impl Retryable for ApiError {
+    fn is_retryable(&self) -> bool {
+        self.retryable
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        let retryable = e.is_retryable();
+        if matches!(e, sqlx::Error::PoolTimedOut) {
+            return ApiError {
+                source: Some(e.into()),
+                ..ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the service is busy; try again shortly",
+                )
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
+            };
+        }
+        ApiError {
+            retryable,
+            ..ApiError::internal(e)
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+impl From<LedgerError> for ApiError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::InsufficientFunds(_) => ApiError::decline(
+                StatusCode::PAYMENT_REQUIRED,
+                "insufficient_funds",
+                "the balance does not cover this amount",
+            ),
+            LedgerError::Db(db) => db.into(),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// A problem for a status that a layer below the handlers produced (an unknown route, a method
+/// the route does not take, a body over the limit, a panic).
+pub fn problem_for_status(status: StatusCode) -> ApiError {
+    let (code, detail) = match status {
+        StatusCode::NOT_FOUND => ("not_found", "there is nothing at this address"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ("method_not_allowed", "this route does not take this method")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            "the request body is larger than 64 KiB",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
+            "unsupported_media_type",
+            "send the body as application/json",
+        ),
+        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
+        StatusCode::BAD_REQUEST => ("bad_request", "the request could not be understood"),
+        StatusCode::UNAUTHORIZED => ("unauthenticated", "a valid token is required"),
+        StatusCode::FORBIDDEN => ("forbidden", "this token may not do that"),
+        s if s.is_server_error() => (
+            "internal_error",
+            "something went wrong on our side; try again",
+        ),
+        _ => ("error", "the request failed"),
+    };
+    ApiError::new(status, code, detail)
+}

@@ -1,0 +1,146 @@
+//! Request extractors whose every rejection is a precise problem (never axum's plain-text one).
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::error::ApiError;
+
+/// A JSON body: `T` parsed from it, and the parsed document itself (what idempotency fingerprints).
+///
+/// Rejections: a body that is not declared as JSON gets `415 unsupported_media_type`; one over the
+/// 64 KiB limit `413 payload_too_large`; one that is not JSON `400 malformed_json`; one of the
+/// wrong shape `422 invalid_body` naming the field (never its value, which may be a secret). An
+/// empty body counts as `{}`.
+pub struct ApiJson<T> {
+    pub value: T,
+    pub raw: Value,
+}
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|s| {
+                s.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                super::error::problem_for_status(StatusCode::PAYLOAD_TOO_LARGE)
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_body",
+                    "the request body could not be read",
+                )
+            }
+        })?;
+        let is_json = |ct: &str| {
+            ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"))
+        };
+        let raw = if bytes.iter().all(u8::is_ascii_whitespace) {
+            Value::Object(Default::default())
+        } else {
+            match content_type.as_deref() {
+                Some(ct) if is_json(ct) => {}
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "unsupported_media_type",
+                        "send the body as application/json",
+                    ));
+                }
+            }
+            serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed_json",
+                    format!(
+                        "the body is not valid JSON (line {}, column {})",
+                        e.line(),
+                        e.column()
+                    ),
+                )
+            })?
+        };
+        let value = parse_value(&raw)?;
+        Ok(ApiJson { value, raw })
+    }
+}
+
+/// Parses a JSON document into `T`, naming the offending field without echoing its value.
+pub fn parse_value<T: DeserializeOwned>(raw: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(raw).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        let detail = if let Some(field) = inner.strip_prefix("missing field ") {
+            let field = field.split(" at ").next().unwrap_or(field);
+            if path == "." {
+                format!("the field {field} is required")
+            } else {
+                format!("the field {field} is required in {path}")
+            }
+        } else if inner.starts_with("unknown field") {
+            let field = inner.split('`').nth(1).unwrap_or("?");
+            format!("the field `{field}` is not accepted here")
+        } else if path == "." {
+            "the body must be a JSON object".to_string()
+        } else {
+            format!("the field `{path}` has the wrong type or an invalid value")
+        };
+        ApiError::invalid_body(detail)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Card {
+        number: String,
+        exp_month: u8,
+    }
+
+    #[test]
+    fn shape_errors_name_the_field_but_never_its_value() {
+        let e = parse_value::<Card>(&json!({"number": 4242424242424242u64, "exp_month": 1}))
+            .unwrap_err();
+        assert_eq!(e.code, "invalid_body");
+        assert!(e.detail.contains("number"), "{}", e.detail);
+        assert!(!e.detail.contains("4242"), "{}", e.detail);
+        let e = parse_value::<Card>(
+            &json!({"number": "4242424242424242", "exp_month": "4242424242424242"}),
+        )
+        .unwrap_err();
+        assert!(
+            e.detail.contains("exp_month") && !e.detail.contains("4242"),
+            "{}",
+            e.detail
+        );
+        let e = parse_value::<Card>(&json!({"exp_month": 1})).unwrap_err();
+        assert_eq!(e.detail, "the field `number` is required");
+        let e = parse_value::<Card>(&json!([1, 2])).unwrap_err();
+        assert_eq!(e.detail, "the body must be a JSON object");
+        let e =
+            parse_value::<Card>(&json!({"number": "1", "exp_month": 1, "cvc": "123"})).unwrap_err();
+        assert_eq!(e.detail, "the field `cvc` is not accepted here");
+    }
+}

@@ -1,0 +1,217 @@
+//! The HTTP layer: the axum router, the middleware every request passes through, operational
+//! routes (`/healthz`, `/readyz`, `/metrics`, `/v1/openapi.json`) and error mapping.
+//!
+//! Handlers stay thin: parse, call one service function, map the result. Whatever goes wrong below
+//! them (an unknown route, a method a route does not take, a body over 64 KiB, a panic) still
+//! reaches the client as `application/problem+json` with a stable `code`, and every response
+//! carries an `x-request-id` that also tags its log lines.
+
+pub mod error;
+pub mod extract;
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+pub use error::ApiError;
+
+/// The largest request body accepted (API.md).
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Omamori API",
+        version = "1",
+        description = "Stored-value smartphone payments in yen. Errors are application/problem+json with a stable `code`."
+    ),
+    components(schemas(Problem))
+)]
+struct ApiDoc;
+
+/// An RFC 9457 problem document, as every error is sent.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+pub struct Problem {
+    #[schema(example = "urn:omamori:problem:insufficient_funds")]
+    r#type: String,
+    title: String,
+    status: u16,
+    detail: String,
+    /// A stable machine-readable code.
+    #[schema(example = "insufficient_funds")]
+    code: String,
+}
+
+/// The API routes with their OpenAPI description.
+fn api(state: &AppState) -> OpenApiRouter<AppState> {
+    let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text));
+    if state.config.sandbox {
+        api = api.merge(crate::sandbox::routes());
+    }
+    api
+}
+
+/// The OpenAPI document for a server with this configuration.
+pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
+    api(state).into_openapi()
+}
+
+pub fn router(state: AppState) -> Router {
+    let (router, doc) = api(&state).split_for_parts();
+    let doc = serde_json::to_string(&doc).expect("the OpenAPI document serialises");
+    let router = router
+        .route(
+            "/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
+            }),
+        )
+        .fallback(|| async { error::problem_for_status(StatusCode::NOT_FOUND) });
+    let layers = ServiceBuilder::new()
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(middleware::from_fn(record_metrics))
+        .layer(middleware::from_fn(problem_for_bare_errors))
+        .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+            // The panic message may hold request data: it goes nowhere but the log.
+            tracing::error!("a handler panicked");
+            error::problem_for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
+        }))
+        .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES));
+    router
+        .layer(layers)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .with_state(state)
+}
+
+/// Turns any error response that is not already a problem document into one, keeping its status
+/// and headers (such as `Allow` on a 405).
+async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(error::PROBLEM_JSON.as_bytes()));
+    if (status.is_client_error() || status.is_server_error()) && !is_problem {
+        let (parts, _) = response.into_parts();
+        let mut replaced = error::problem_for_status(status).into_response();
+        for (name, value) in parts.headers.iter() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                replaced.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        return replaced;
+    }
+    response
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    // The route pattern, not the raw path, so that ids do not explode the label set.
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("omamori_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("omamori_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// One Prometheus recorder per process (the `metrics` facade is global).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .expect("static buckets are valid")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (a test harness); then ours stays empty
+            // rather than failing start-up.
+            let _ = metrics::set_global_recorder(recorder);
+            let upkeep = handle.clone();
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+            handle
+        })
+        .clone()
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is alive")))]
+async fn healthz() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses(
+    (status = 200, description = "Ready to serve"),
+    (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
+))]
+async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let ping = tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await;
+    if matches!(ping, Ok(true)) {
+        Ok(axum::Json(
+            serde_json::json!({"status": "ready", "database": state.db.backend().name()}),
+        ))
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the database is not reachable",
+        ))
+    }
+}
+
+/// Prometheus metrics in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        state.metrics.render(),
+    )
+}

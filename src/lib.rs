@@ -1,0 +1,17 @@
+//! Omamori: a stored-value smartphone payment service in yen.
+//!
+//! The crate is arranged by capability (ARCHITECTURE.md section 3). Each module owns its tables,
+//! its service functions and, where it has any, its HTTP routes. `main.rs` only calls [`cli::run`].
+
+pub mod app;
+pub mod bench;
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod idempotency;
+pub mod ledger;
+pub mod money;
+pub mod notify;
+pub mod sandbox;
+pub mod secret;
+pub mod store;

@@ -1,0 +1,220 @@
+//! The database: one connection pool for SQLite or PostgreSQL, migrations per backend,
+//! transactions, retries, and the service clock.
+//!
+//! Both backends are driven through sqlx's `Any` driver with plain runtime SQL and `$1`
+//! placeholders, which both dialects accept. Where the dialects differ, the two statements stand
+//! side by side in the capability's code, chosen by [`Db::backend`]. Timestamps are stored as
+//! `BIGINT` milliseconds since the Unix epoch (UTC): the one time representation both backends
+//! compare, index and decode the same way through `Any`.
+
+pub mod clock;
+pub mod migrate;
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, ConnectOptions};
+
+pub use clock::Clock;
+
+/// A transaction on either backend.
+pub type Tx = sqlx::Transaction<'static, Any>;
+/// A connection on either backend; service functions that work inside the caller's transaction
+/// take `&mut Conn` (pass `&mut *tx`).
+pub type Conn = sqlx::AnyConnection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://...`). A SQLite file and its folder are
+    /// created when missing and put in WAL mode.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            anyhow::bail!("unsupported database URL scheme (expected sqlite:// or postgres://)");
+        };
+        let url = match backend {
+            Backend::Sqlite => prepare_sqlite_url(url)?,
+            Backend::Postgres => url.to_string(),
+        };
+        let options = AnyConnectOptions::from_str(&url)
+            .map_err(|e| anyhow::anyhow!("invalid database URL: {}", redact_db_error(&e)))?
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
+        let max = match backend {
+            // SQLite has one writer at a time; more connections only queue on its lock.
+            Backend::Sqlite => max_connections.min(8),
+            Backend::Postgres => max_connections,
+        };
+        let mut pool_options = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            pool_options = pool_options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Wait for the writer lock instead of failing at once; WAL lets readers go on.
+                    sqlx::raw_sql("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_options.connect_with(options).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to the {} database: {}",
+                backend.name(),
+                redact_db_error(&e)
+            )
+        })?;
+        if backend == Backend::Sqlite {
+            sqlx::raw_sql("PRAGMA journal_mode = WAL;")
+                .execute(&pool)
+                .await?;
+        }
+        Ok(Db { pool, backend })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Begins a read-write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so that two transactions that read and then write queue on the lock
+    /// instead of failing when both try to upgrade. PostgreSQL runs at READ COMMITTED; money code
+    /// relies on conditional updates and row locks, not on snapshot isolation.
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
+    /// Whether the database answers a trivial query (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Adds `mode=rwc` so that the file is created on first start, and creates its folder.
+fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path != ":memory:" && !path.is_empty() {
+        if let Some(parent) = std::path::Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    anyhow::anyhow!("cannot create the data directory {}: {e}", parent.display())
+                })?;
+            }
+        }
+    }
+    Ok(match query {
+        Some(q) if q.contains("mode=") => url.to_string(),
+        Some(q) => format!("sqlite://{path}?{q}&mode=rwc"),
+        None => format!("sqlite://{path}?mode=rwc"),
+    })
+}
+
+/// Database errors can carry connection details; keep only the kind of failure.
+fn redact_db_error(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Configuration(_) => "bad configuration".to_string(),
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::Database(db) => db.message().to_string(),
+        other => other
+            .to_string()
+            .split(" for url")
+            .next()
+            .unwrap_or_default()
+            .to_string(),
+    }
+}
+
+/// Errors that may succeed when the whole transaction is tried again.
+pub trait Retryable {
+    fn is_retryable(&self) -> bool;
+}
+
+impl Retryable for sqlx::Error {
+    fn is_retryable(&self) -> bool {
+        match self {
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                // PostgreSQL: serialization_failure, deadlock_detected.
+                Some("40001") | Some("40P01") => true,
+                // SQLite: BUSY, LOCKED, BUSY_SNAPSHOT (extended codes keep the primary in the low byte).
+                Some(code) => code
+                    .parse::<i64>()
+                    .map(|c| matches!(c & 0xff, 5 | 6))
+                    .unwrap_or(false),
+                None => false,
+            },
+            sqlx::Error::PoolTimedOut => false,
+            _ => false,
+        }
+    }
+}
+
+/// How many times a transaction is tried before its error is returned.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// Runs `attempt` until it succeeds, fails with an error that is not retryable, or has been tried
+/// [`MAX_ATTEMPTS`] times; waits a little longer, with jitter, before each new try.
+pub async fn retry<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
+where
+    E: Retryable,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut n = 0;
+    loop {
+        n += 1;
+        match attempt().await {
+            Err(e) if e.is_retryable() && n < MAX_ATTEMPTS => {
+                metrics::counter!("omamori_db_retries_total").increment(1);
+                let base = 2u64.pow(n.min(6));
+                let jitter = rand::random_range(0..=base);
+                tokio::time::sleep(Duration::from_millis(base + jitter)).await;
+            }
+            other => return other,
+        }
+    }
+}
