@@ -82,8 +82,12 @@ where
     }
 }
 
-/// Parses a JSON document into `T`, naming the offending field without echoing its value.
+/// Parses a JSON document (every request body is an object) into `T`, naming the offending field
+/// without echoing its value.
 pub fn parse_value<T: DeserializeOwned>(raw: &Value) -> Result<T, ApiError> {
+    if !raw.is_object() {
+        return Err(ApiError::invalid_body("the body must be a JSON object"));
+    }
     serde_path_to_error::deserialize(raw).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -97,8 +101,6 @@ pub fn parse_value<T: DeserializeOwned>(raw: &Value) -> Result<T, ApiError> {
         } else if inner.starts_with("unknown field") {
             let field = inner.split('`').nth(1).unwrap_or("?");
             format!("the field `{field}` is not accepted here")
-        } else if path == "." {
-            "the body must be a JSON object".to_string()
         } else {
             format!("the field `{path}` has the wrong type or an invalid value")
         };

@@ -22,7 +22,6 @@ use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
@@ -89,7 +88,14 @@ pub fn router(state: AppState) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
-        .fallback(|| async { error::problem_for_status(StatusCode::NOT_FOUND) });
+        .fallback(|| async { error::problem_for_status(StatusCode::NOT_FOUND) })
+        .with_state(state);
+    with_layers(router)
+}
+
+/// Wraps routes in the middleware every request passes through: request ids, tracing, metrics,
+/// problem documents for bare errors, panic recovery and the body limit.
+pub fn with_layers(router: Router) -> Router {
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
@@ -103,12 +109,13 @@ pub fn router(state: AppState) -> Router {
             // The panic message may hold request data: it goes nowhere but the log.
             tracing::error!("a handler panicked");
             error::problem_for_status(StatusCode::INTERNAL_SERVER_ERROR).into_response()
-        }))
-        .layer(RequestBodyLimitLayer::new(BODY_LIMIT_BYTES));
+        }));
+    // Bodies are read only by the extractors, which stop at the limit. (A layer that refuses on
+    // `Content-Length` before reading answers so early that clients still sending see a broken
+    // pipe instead of the 413.)
     router
         .layer(layers)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .with_state(state)
 }
 
 /// Turns any error response that is not already a problem document into one, keeping its status

@@ -225,10 +225,10 @@ async fn create_account(
     body: ApiJson<NewAccount>,
 ) -> Result<Response, ApiError> {
     let NewAccount { kind, owner } = body.value;
-    if let Some(owner) = &owner {
-        if owner.len() > 254 || !owner.contains('@') || owner.trim() != owner {
-            return Err(ApiError::invalid_body("owner must be an e-mail address"));
-        }
+    if let Some(owner) = &owner
+        && (owner.len() > 254 || !owner.contains('@') || owner.trim() != owner)
+    {
+        return Err(ApiError::invalid_body("owner must be an e-mail address"));
     }
     let now = state.clock.now_ms();
     let account = store::retry(|| async {

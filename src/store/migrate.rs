@@ -19,7 +19,7 @@ const MIGRATIONS: &[Migration] = &[Migration {
 }];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.
-const PG_MIGRATION_LOCK: i64 = 0x6f6d_616d_6f72_69;
+const PG_MIGRATION_LOCK: i64 = 0x006f_6d61_6d6f_7269;
 
 /// Applies every migration not yet applied; returns the versions it applied.
 pub async fn run(db: &Db) -> anyhow::Result<Vec<i64>> {

@@ -138,14 +138,15 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
         Some((p, q)) => (p, Some(q)),
         None => (rest, None),
     };
-    if path != ":memory:" && !path.is_empty() {
-        if let Some(parent) = std::path::Path::new(path).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    anyhow::anyhow!("cannot create the data directory {}: {e}", parent.display())
-                })?;
-            }
-        }
+    let parent = std::path::Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty());
+    if path != ":memory:"
+        && let Some(parent) = parent
+    {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            anyhow::anyhow!("cannot create the data directory {}: {e}", parent.display())
+        })?;
     }
     Ok(match query {
         Some(q) if q.contains("mode=") => url.to_string(),

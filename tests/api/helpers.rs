@@ -1,0 +1,400 @@
+//! The test harness: a real `omamori` server on a free port against a fresh database.
+//!
+//! Every black-box test runs twice through [`both_backends!`]: on SQLite, and on PostgreSQL
+//! when `OMAMORI_TEST_POSTGRES_URL` is set (a fresh database per test, dropped afterwards). Without
+//! that variable the PostgreSQL half prints why it is skipped, except under `CI=true`, where a
+//! missing PostgreSQL fails the test.
+
+use std::path::PathBuf;
+
+use omamori::app::{AppState, Application};
+use omamori::config::Config;
+use omamori::store::Db;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each test body once per backend.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($app:ident: TestApp) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run($app: $crate::helpers::TestApp) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    run($crate::helpers::TestApp::spawn($crate::helpers::Backend::Sqlite).await.unwrap()).await
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(app) = $crate::helpers::TestApp::spawn($crate::helpers::Backend::Postgres).await {
+                        run(app).await
+                    }
+                }
+            }
+        )*
+    };
+}
+
+pub fn postgres_url() -> Option<String> {
+    match std::env::var("OMAMORI_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "CI=true but OMAMORI_TEST_POSTGRES_URL is not set: the PostgreSQL tests must run in CI"
+                );
+            }
+            eprintln!(
+                "skipping the PostgreSQL half of this test: OMAMORI_TEST_POSTGRES_URL is not set"
+            );
+            None
+        }
+    }
+}
+
+/// A temporary folder removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("omamori-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("create a temporary folder");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh, empty database for one test: a SQLite file in a temporary folder, or a new
+/// PostgreSQL database dropped when this value is dropped.
+pub struct TestDatabase {
+    pub url: String,
+    pub backend: Backend,
+    pg: Option<(String, String)>, // (admin url, database name)
+}
+
+impl TestDatabase {
+    pub async fn create(backend: Backend, dir: &TempDir) -> Option<TestDatabase> {
+        match backend {
+            Backend::Sqlite => Some(TestDatabase {
+                url: format!("sqlite://{}", dir.0.join("omamori.db").display()),
+                backend,
+                pg: None,
+            }),
+            Backend::Postgres => {
+                let admin = postgres_url()?;
+                sqlx::any::install_default_drivers();
+                let name = format!("omamori_t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::AnyConnection::connect(&admin)
+                    .await
+                    .expect("connect to OMAMORI_TEST_POSTGRES_URL");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create a test database");
+                let _ = conn.close().await;
+                let url = with_database(&admin, &name);
+                Some(TestDatabase {
+                    url,
+                    backend,
+                    pg: Some((admin, name)),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((admin, name)) = self.pg.take() {
+            // Drop runs outside async code: use a thread with its own runtime.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async move {
+                    if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin).await {
+                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut conn)
+                        .await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// Replaces the database name in a PostgreSQL URL.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let base = match base[scheme_end..].find('/') {
+        Some(i) => &base[..scheme_end + i],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub backend: Backend,
+    pub database_url: String,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    // Dropped last: the database and its folder outlive the server.
+    _database: TestDatabase,
+    pub data_dir: TempDir,
+}
+
+impl TestApp {
+    /// A sandbox-mode server on a fresh database, or `None` when that backend is not available.
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestApp> {
+        let data_dir = TempDir::new();
+        let database = TestDatabase::create(backend, &data_dir).await?;
+        Some(Self::start(database, data_dir, adjust).await)
+    }
+
+    /// A second server on the same database as `self` (as a second instance behind a balancer).
+    pub async fn another_instance(&self) -> TestApp {
+        let data_dir = TempDir::new();
+        let database = TestDatabase {
+            url: self.database_url.clone(),
+            backend: self.backend,
+            pg: None,
+        };
+        Self::start(database, data_dir, |_| {}).await
+    }
+
+    async fn start(
+        database: TestDatabase,
+        data_dir: TempDir,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            database_url: Some(database.url.clone()),
+            data_dir: data_dir.0.clone(),
+            sandbox: true,
+            database_max_connections: 8,
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let app = Application::build(config).await.expect("the server starts");
+        let addr = app.local_addr();
+        let state = app.state().clone();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async move {
+            let _ = rx.await;
+        }));
+        TestApp {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::builder().no_proxy().build().unwrap(),
+            state,
+            backend: database.backend,
+            database_url: database.url.clone(),
+            shutdown: Some(tx),
+            server: Some(server),
+            _database: database,
+            data_dir,
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Stops the server and waits until in-flight requests have finished.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        Reply::from(
+            self.client
+                .get(self.url(path))
+                .send()
+                .await
+                .expect("request sent"),
+        )
+        .await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, idempotency_key: Option<&str>) -> Reply {
+        let mut req = self.client.post(self.url(path)).json(body);
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        Reply::from(req.send().await.expect("request sent")).await
+    }
+
+    // One method per API call.
+
+    pub async fn create_account(&self, kind: &str, owner: Option<&str>) -> i64 {
+        let r = self
+            .post(
+                "/v1/sandbox/accounts",
+                &json!({"kind": kind, "owner": owner}),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        r.body["account_id"].as_i64().unwrap()
+    }
+
+    pub async fn balance(&self, account: i64) -> i64 {
+        let r = self.get(&format!("/v1/sandbox/accounts/{account}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        r.body["balance"].as_i64().unwrap()
+    }
+
+    pub async fn transfer(&self, from: i64, to: i64, amount: i64, key: &str) -> Reply {
+        self.post(
+            "/v1/sandbox/transfers",
+            &json!({"from_account": from, "to_account": to, "amount": amount}),
+            Some(key),
+        )
+        .await
+    }
+
+    /// A wallet funded with `amount` from a fresh funding account.
+    pub async fn funded_wallet(&self, amount: i64, owner: Option<&str>) -> i64 {
+        let funding = self.create_account("funding_clearing", None).await;
+        let wallet = self.create_account("wallet", owner).await;
+        let r = self
+            .transfer(funding, wallet, amount, &uuid::Uuid::new_v4().to_string())
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        wallet
+    }
+
+    pub async fn advance_clock(&self, seconds: i64) -> Reply {
+        self.post(
+            "/v1/sandbox/clock",
+            &json!({"advance_seconds": seconds}),
+            None,
+        )
+        .await
+    }
+
+    pub async fn messages(&self, to: &str) -> Vec<Value> {
+        let r = self
+            .client
+            .get(self.url("/v1/sandbox/messages"))
+            .query(&[("to", to)])
+            .send()
+            .await
+            .unwrap();
+        let r = Reply::from(r).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        r.body["items"].as_array().unwrap().clone()
+    }
+
+    /// Runs `omamori` as a separate process against this app's database.
+    pub fn omamori(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_omamori"))
+            .args(args)
+            .env_clear()
+            .env("OMAMORI_DATABASE_URL", &self.database_url)
+            .env("OMAMORI_DATA_DIR", &self.data_dir.0)
+            .env("OMAMORI_LOG_LEVEL", "warn")
+            .output()
+            .expect("run omamori")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Reply {
+    pub async fn from(r: reqwest::Response) -> Reply {
+        let status = r.status();
+        let headers = r.headers().clone();
+        let text = r.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    pub fn content_type(&self) -> &str {
+        self.headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// Asserts a problem document with this status and code.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "{self:?}");
+        assert_eq!(self.content_type(), "application/problem+json", "{self:?}");
+        assert_eq!(self.body["code"], code, "{self:?}");
+        assert_eq!(self.body["status"], status, "{self:?}");
+        assert!(
+            self.body["title"].is_string()
+                && self.body["detail"].is_string()
+                && self.body["type"].is_string(),
+            "{self:?}"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! Omamori's black-box tests: one integration-test binary (so that it links once), one module per
+//! capability. Each test starts the real server (see `helpers`) and drives it as a client would.
+
+mod helpers;
+
+mod bad_input;
+mod cli;
+mod idempotency;
+mod ledger;
+mod operations;
+mod sandbox;

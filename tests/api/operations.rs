@@ -1,0 +1,101 @@
+//! `/healthz`, `/readyz`, `/metrics`, `/v1/openapi.json`, request ids, and the problem document for
+//! whatever goes wrong below the handlers.
+
+use crate::both_backends;
+use crate::helpers::*;
+
+both_backends! {
+    async fn health_readiness_and_metrics(app: TestApp) {
+        let r = app.get("/healthz").await;
+        assert_eq!(r.status, 200);
+        let r = app.get("/readyz").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["database"], match app.backend { Backend::Sqlite => "sqlite", Backend::Postgres => "postgres" });
+        let r = app.get("/metrics").await;
+        assert_eq!(r.status, 200);
+        assert!(r.content_type().starts_with("text/plain"), "{r:?}");
+        assert!(r.text.contains("omamori_http_requests_total"), "{}", r.text);
+    }
+
+    async fn every_response_carries_a_request_id(app: TestApp) {
+        let a = app.get("/healthz").await;
+        let b = app.get("/no/such/route").await;
+        let id_a = a.headers.get("x-request-id").expect("a request id").to_str().unwrap().to_string();
+        let id_b = b.headers.get("x-request-id").expect("a request id on errors too").to_str().unwrap().to_string();
+        assert_ne!(id_a, id_b);
+        assert_eq!(uuid::Uuid::parse_str(&id_a).unwrap().get_version_num(), 4);
+        // A caller's own id is kept, so that a POS vendor can correlate its logs with ours.
+        let r = app.client.get(app.url("/healthz")).header("x-request-id", "pos-123").send().await.unwrap();
+        assert_eq!(r.headers()["x-request-id"], "pos-123");
+    }
+
+    async fn unknown_routes_and_methods_are_problems(app: TestApp) {
+        app.get("/v1/nothing-here").await.assert_problem(404, "not_found");
+        let r = Reply::from(app.client.delete(app.url("/healthz")).send().await.unwrap()).await;
+        r.assert_problem(405, "method_not_allowed");
+        assert!(r.headers.get("allow").is_some(), "{r:?}");
+    }
+
+    async fn openapi_describes_every_route(app: TestApp) {
+        let r = app.get("/v1/openapi.json").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["openapi"], "3.1.0");
+        let paths = r.body["paths"].as_object().unwrap();
+        for path in ["/healthz", "/readyz", "/metrics", "/v1/sandbox/messages", "/v1/sandbox/clock",
+                     "/v1/sandbox/accounts", "/v1/sandbox/accounts/{id}", "/v1/sandbox/transfers"] {
+            assert!(paths.contains_key(path), "{path} missing from the OpenAPI document");
+        }
+        // Every documented path answers something other than 404 (the document matches the router).
+        for path in paths.keys() {
+            let concrete = path.replace("{id}", "1");
+            let methods = paths[path].as_object().unwrap();
+            if methods.contains_key("get") {
+                let r = app.get(&concrete).await;
+                assert_ne!(r.body["code"], "not_found", "{path} is documented but not routed: {r:?}");
+                assert!(r.status.as_u16() != 405, "{path}: {r:?}");
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_a_problem_not_a_crash() {
+    // A route that panics, behind the same layers that wrap every real route.
+    use axum::routing::get;
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let router = omamori::http::with_layers(
+        axum::Router::new()
+            .route("/boom", get(boom))
+            .route("/healthz", get(|| async { "ok" })),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    let r = Reply::from(
+        app.client
+            .get(format!("http://{addr}/boom"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    r.assert_problem(500, "internal_error");
+    assert!(
+        !r.text.contains("4242"),
+        "the panic message must not reach the client: {r:?}"
+    );
+    // The server is still up.
+    let r = Reply::from(
+        app.client
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+}
+
+async fn boom() -> &'static str {
+    panic!("secret 4242424242424242")
+}
