@@ -19,8 +19,36 @@ use sqlx::{Any, AnyPool, ConnectOptions};
 
 pub use clock::Clock;
 
-/// A transaction on either backend.
-pub type Tx = sqlx::Transaction<'static, Any>;
+/// A read-write transaction on either backend. It derefs to the connection, so service functions
+/// take `&mut Conn` and callers pass `&mut tx`. On SQLite it also holds this process's writer
+/// turn (see [`Db::begin`]).
+pub struct Tx {
+    tx: sqlx::Transaction<'static, Any>,
+    _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl Tx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.tx.rollback().await
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Conn {
+        &mut self.tx
+    }
+}
 /// A connection on either backend; service functions that work inside the caller's transaction
 /// take `&mut Conn` (pass `&mut *tx`).
 pub type Conn = sqlx::AnyConnection;
@@ -44,6 +72,10 @@ impl Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite admits one writer at a time. Writers of this process queue here, first come first
+    /// served, instead of polling SQLite's lock (whose busy handler is unfair: under load one
+    /// writer could wait seconds while later ones went ahead).
+    writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl Db {
@@ -97,7 +129,13 @@ impl Db {
                 .execute(&pool)
                 .await?;
         }
-        Ok(Db { pool, backend })
+        let writer =
+            (backend == Backend::Sqlite).then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Db {
+            pool,
+            backend,
+            writer,
+        })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -108,15 +146,24 @@ impl Db {
         self.backend
     }
 
-    /// Begins a read-write transaction. On SQLite it takes the write lock at once
-    /// (`BEGIN IMMEDIATE`), so that two transactions that read and then write queue on the lock
-    /// instead of failing when both try to upgrade. PostgreSQL runs at READ COMMITTED; money code
+    /// Begins a read-write transaction. On SQLite it waits for this process's writer turn, then
+    /// takes the write lock at once (`BEGIN IMMEDIATE`), so that two transactions that read and
+    /// then write never fail trying to upgrade (another process on the same file still waits on
+    /// the busy timeout). PostgreSQL runs at READ COMMITTED; money code
     /// relies on conditional updates and row locks, not on snapshot isolation.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
-        }
+        let writer = match &self.writer {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx {
+            tx,
+            _writer: writer,
+        })
     }
 
     /// Whether the database answers a trivial query (for `/readyz`).

@@ -17,6 +17,15 @@ both_backends! {
         assert!(r.text.contains("omamori_http_requests_total"), "{}", r.text);
     }
 
+    async fn readyz_fails_when_the_database_is_gone(app: TestApp) {
+        assert_eq!(app.get("/readyz").await.status, 200);
+        app.db().close().await;
+        let r = app.get("/readyz").await;
+        r.assert_problem(503, "unavailable");
+        // Liveness does not depend on the database.
+        assert_eq!(app.get("/healthz").await.status, 200);
+    }
+
     async fn every_response_carries_a_request_id(app: TestApp) {
         let a = app.get("/healthz").await;
         let b = app.get("/no/such/route").await;
@@ -98,4 +107,17 @@ async fn a_panic_is_a_problem_not_a_crash() {
 
 async fn boom() -> &'static str {
     panic!("secret 4242424242424242")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_runs_in_wal_mode_in_one_file_under_the_data_directory() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.database_url = None)
+        .await
+        .unwrap();
+    assert!(app.data_dir.0.join("omamori.db").exists());
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(mode, "wal");
 }
