@@ -25,29 +25,20 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     router: axum::Router,
-    background: Vec<tokio::task::JoinHandle<()>>,
+    background: AbortOnDrop,
 }
 
 impl Application {
     /// Connects to the database, applies migrations, prepares sandbox data and binds the socket.
     pub async fn build(mut config: Config) -> anyhow::Result<Application> {
-        std::fs::create_dir_all(&config.data_dir).with_context(|| {
-            format!(
-                "cannot create the data directory {}",
-                config.data_dir.display()
-            )
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
         load_or_generate_keys(&mut config)?;
-        let db = Db::connect(
-            &config.effective_database_url(),
-            config.database_max_connections,
-        )
-        .await?;
+        let db = Db::connect(&config.effective_database_url(), config.database_max_connections).await?;
         store::migrate::run(&db).await?;
         let clock = Clock::load(&db).await?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener =
+            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
         let state = AppState {
             db: db.clone(),
             config: Arc::new(config),
@@ -58,49 +49,59 @@ impl Application {
         if state.config.sandbox {
             background.push(clock.spawn_refresh(db.clone()));
             let addr = listener.local_addr()?;
-            crate::sandbox::prepare(&state, addr)
-                .await
-                .context("cannot prepare sandbox data")?;
+            crate::sandbox::prepare(&state, addr).await.context("cannot prepare sandbox data")?;
         }
         let router = crate::http::router(state.clone());
-        Ok(Application {
-            listener,
-            state,
-            router,
-            background,
-        })
+        Ok(Application { listener, state, router, background: AbortOnDrop(background) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .expect("a bound listener has an address")
+        self.listener.local_addr().expect("a bound listener has an address")
     }
 
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish.
-    pub async fn run_until(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let Application {
-            listener,
-            state,
-            router,
-            background,
-        } = self;
+    /// Serves until `shutdown` completes, then lets in-flight requests finish (for at most
+    /// [`SHUTDOWN_GRACE`]).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let Application { listener, state, router, background } = self;
+        // Background tasks stop with the server, even if this future is dropped rather than finished.
+        let _background = background;
+        let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown.await;
+            let _ = stopping_tx.send(true);
+        };
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
-        for task in background {
+        let server = axum::serve(listener, service).with_graceful_shutdown(signal);
+        let deadline = async move {
+            let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        let result = tokio::select! {
+            result = server => result.context("the server stopped with an error"),
+            () = deadline => {
+                tracing::warn!(grace_secs = SHUTDOWN_GRACE.as_secs(), "requests still running after the grace period; stopping anyway");
+                Ok(())
+            }
+        };
+        state.db.close().await;
+        result
+    }
+}
+
+/// How long a stopping server waits for requests in flight (longer than any request may run).
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(35);
+
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
             task.abort();
         }
-        state.db.close().await;
-        result.context("the server stopped with an error")
     }
 }
 
@@ -129,9 +130,7 @@ fn load_or_generate_keys(config: &mut Config) -> anyhow::Result<()> {
     }
     let path = config.data_dir.join("keys.toml");
     let mut stored: toml::Table = match std::fs::read_to_string(&path) {
-        Ok(text) => text
-            .parse()
-            .with_context(|| format!("{} is not valid TOML", path.display()))?,
+        Ok(text) => text.parse().with_context(|| format!("{} is not valid TOML", path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
@@ -146,8 +145,7 @@ fn load_or_generate_keys(config: &mut Config) -> anyhow::Result<()> {
             continue;
         }
         let key = match stored.get(name).and_then(|v| v.as_str()) {
-            Some(text) => Key::parse(text)
-                .map_err(|e| anyhow::anyhow!("{name} in {}: {e}", path.display()))?,
+            Some(text) => Key::parse(text).map_err(|e| anyhow::anyhow!("{name} in {}: {e}", path.display()))?,
             None => {
                 let key = Key::generate("dev1");
                 stored.insert(name.to_string(), toml::Value::String(key.to_setting()));
@@ -168,6 +166,8 @@ fn load_or_generate_keys(config: &mut Config) -> anyhow::Result<()> {
 pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
+    // A leftover temporary file could carry wider permissions than the mode given at creation.
+    let _ = std::fs::remove_file(&tmp);
     {
         let mut options = std::fs::OpenOptions::new();
         options.write(true).create(true).truncate(true);
@@ -176,9 +176,7 @@ pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
             use std::os::unix::fs::OpenOptionsExt;
             options.mode(0o600);
         }
-        let mut file = options
-            .open(&tmp)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        let mut file = options.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
         file.write_all(contents.as_bytes())?;
         file.sync_all()?;
     }

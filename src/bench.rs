@@ -26,10 +26,7 @@ pub async fn ledger(
         None => {
             let dir = std::env::temp_dir().join(format!("omamori-bench-{}", uuid::Uuid::new_v4()));
             std::fs::create_dir_all(&dir)?;
-            (
-                format!("sqlite://{}", dir.join("bench.db").display()),
-                Some(TempDir(dir)),
-            )
+            (format!("sqlite://{}", dir.join("bench.db").display()), Some(TempDir(dir)))
         }
     };
     let db = Db::connect(&url, (concurrency as u32).max(2) + 2).await?;
@@ -41,32 +38,13 @@ pub async fn ledger(
     {
         let mut tx = db.begin().await?;
         let now = clock.now_ms();
-        let funding = ledger::create_account(
-            &mut tx,
-            AccountKind::FundingClearing,
-            Currency::Jpy,
-            Some("bench"),
-            now,
-        )
-        .await?;
+        let funding =
+            ledger::create_account(&mut tx, AccountKind::FundingClearing, Currency::Jpy, Some("bench"), now).await?;
         for _ in 0..wallets {
-            let w = ledger::create_account(
-                &mut tx,
-                AccountKind::Wallet,
-                Currency::Jpy,
-                Some("bench"),
-                now,
-            )
-            .await?;
+            let w = ledger::create_account(&mut tx, AccountKind::Wallet, Currency::Jpy, Some("bench"), now).await?;
             ledger::post(
                 &mut tx,
-                &NewEntry::transfer(
-                    EntryKind::Adjustment,
-                    "bench-funding",
-                    funding,
-                    w,
-                    Yen(1_000_000_000),
-                ),
+                &NewEntry::transfer(EntryKind::Adjustment, "bench-funding", funding, w, Yen(1_000_000_000)),
                 now,
             )
             .await?;
@@ -79,8 +57,7 @@ pub async fn ledger(
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
-        let (db, clock, accounts, next) =
-            (db.clone(), clock.clone(), accounts.clone(), next.clone());
+        let (db, clock, accounts, next) = (db.clone(), clock.clone(), accounts.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             loop {
@@ -91,11 +68,7 @@ pub async fn ledger(
                 let n = accounts.len() as u64;
                 let from = accounts[(i % n) as usize];
                 let to = accounts[((i * 7 + 1 + i / n) % n) as usize];
-                let to = if to == from {
-                    accounts[((i + 1) % n) as usize]
-                } else {
-                    to
-                };
+                let to = if to == from { accounts[((i + 1) % n) as usize] } else { to };
                 let entry = NewEntry::transfer(
                     EntryKind::Adjustment,
                     format!("bench-{i}"),
@@ -139,25 +112,16 @@ pub async fn ledger(
     );
     println!(
         "ledger verify after the run: {}",
-        if problems.is_empty() {
-            "clean".to_string()
-        } else {
-            format!("{} problem(s)", problems.len())
-        }
+        if problems.is_empty() { "clean".to_string() } else { format!("{} problem(s)", problems.len()) }
     );
-    anyhow::ensure!(
-        problems.is_empty(),
-        "the ledger did not verify after the benchmark"
-    );
+    anyhow::ensure!(problems.is_empty(), "the ledger did not verify after the benchmark");
     db.close().await;
     Ok(())
 }
 
 /// CPU model and count, for the report.
 fn machine() -> String {
-    let cpus = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|s| {
@@ -166,11 +130,7 @@ fn machine() -> String {
                 .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
         })
         .unwrap_or_else(|| "unknown CPU".into());
-    format!(
-        "{cpus} CPUs, {model}, {} {}",
-        std::env::consts::OS,
-        std::env::consts::ARCH
-    )
+    format!("{cpus} CPUs, {model}, {} {}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
 struct TempDir(std::path::PathBuf);

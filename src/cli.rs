@@ -11,11 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::config::{Config, LogFormat};
 
 #[derive(Parser)]
-#[command(
-    name = "omamori",
-    version,
-    about = "Omamori: smartphone payments in yen"
-)]
+#[command(name = "omamori", version, about = "Omamori: smartphone payments in yen")]
 struct Cli {
     /// A TOML configuration file; OMAMORI_* environment variables override it.
     #[arg(long, global = true, value_name = "FILE")]
@@ -103,20 +99,10 @@ pub fn run() -> ExitCode {
         match cli.command {
             Command::Serve { .. } => serve(config).await,
             Command::Migrate => migrate(config).await,
-            Command::Admin {
-                command: AdminCommand::Verify,
-            } => verify(config).await,
-            Command::Bench {
-                command:
-                    BenchCommand::Ledger {
-                        database_url,
-                        transfers,
-                        concurrency,
-                        wallets,
-                    },
-            } => crate::bench::ledger(database_url, transfers, concurrency, wallets)
-                .await
-                .map(|()| ExitCode::SUCCESS),
+            Command::Admin { command: AdminCommand::Verify } => verify(config).await,
+            Command::Bench { command: BenchCommand::Ledger { database_url, transfers, concurrency, wallets } } => {
+                crate::bench::ledger(database_url, transfers, concurrency, wallets).await.map(|()| ExitCode::SUCCESS)
+            }
         }
     });
     match result {
@@ -131,9 +117,7 @@ pub fn run() -> ExitCode {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -144,10 +128,7 @@ fn init_logging(config: &Config) {
 /// happened, never what it said. The request still gets its 500 problem from the HTTP layer.
 fn quiet_panics() {
     std::panic::set_hook(Box::new(|info| {
-        let at = info
-            .location()
-            .map(|l| format!("{}:{}", l.file(), l.line()))
-            .unwrap_or_default();
+        let at = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
         tracing::error!(at = %at, "panic (message withheld from the log)");
     }));
 }
@@ -189,11 +170,7 @@ async fn connect(config: &Config) -> anyhow::Result<crate::store::Db> {
     if config.database_url.is_none() {
         std::fs::create_dir_all(&config.data_dir)?;
     }
-    crate::store::Db::connect(
-        &config.effective_database_url(),
-        config.database_max_connections,
-    )
-    .await
+    crate::store::Db::connect(&config.effective_database_url(), config.database_max_connections).await
 }
 
 async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
@@ -202,10 +179,7 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
     if applied.is_empty() {
         println!("the {} database is up to date", db.backend().name());
     } else {
-        println!(
-            "applied migrations {applied:?} to the {} database",
-            db.backend().name()
-        );
+        println!("applied migrations {applied:?} to the {} database", db.backend().name());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -214,9 +188,7 @@ async fn verify(config: Config) -> anyhow::Result<ExitCode> {
     let db = connect(&config).await?;
     let problems = crate::ledger::verify(&db).await?;
     if problems.is_empty() {
-        println!(
-            "ledger verified: every balance equals the sum of its postings, every entry sums to zero"
-        );
+        println!("ledger verified: every balance equals the sum of its postings, every entry sums to zero");
         Ok(ExitCode::SUCCESS)
     } else {
         for p in &problems {

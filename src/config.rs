@@ -36,11 +36,7 @@ pub const SETTINGS: &[&str] = &[
 
 /// The keys of ARCHITECTURE section 14. Production refuses to start without them; other
 /// environments generate missing ones into the data directory.
-pub const KEY_SETTINGS: &[&str] = &[
-    "card_fingerprint_key",
-    "totp_encryption_key",
-    "webhook_signing_key",
-];
+pub const KEY_SETTINGS: &[&str] = &["card_fingerprint_key", "totp_encryption_key", "webhook_signing_key"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -69,14 +65,8 @@ pub struct Key {
 
 impl Key {
     pub fn parse(value: &str) -> Result<Self, String> {
-        let (id, b64) = value
-            .split_once(':')
-            .ok_or("expected ID:BASE64, for example k1:<44 base64 characters>")?;
-        if id.is_empty()
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        let (id, b64) = value.split_once(':').ok_or("expected ID:BASE64, for example k1:<44 base64 characters>")?;
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err("the key id must be letters, digits, '-' or '_'".into());
         }
         let bytes = base64::engine::general_purpose::STANDARD
@@ -85,28 +75,18 @@ impl Key {
         if bytes.len() != 32 {
             return Err(format!("the key must be 32 bytes, not {}", bytes.len()));
         }
-        Ok(Key {
-            id: id.to_string(),
-            bytes: Secret::new(bytes),
-        })
+        Ok(Key { id: id.to_string(), bytes: Secret::new(bytes) })
     }
 
     pub fn generate(id: &str) -> Self {
         let mut bytes = vec![0u8; 32];
         rand::fill(&mut bytes[..]);
-        Key {
-            id: id.to_string(),
-            bytes: Secret::new(bytes),
-        }
+        Key { id: id.to_string(), bytes: Secret::new(bytes) }
     }
 
     /// The `ID:BASE64` form, for writing a generated key to the data directory.
     pub fn to_setting(&self) -> String {
-        format!(
-            "{}:{}",
-            self.id,
-            base64::engine::general_purpose::STANDARD.encode(self.bytes.expose())
-        )
+        format!("{}:{}", self.id, base64::engine::general_purpose::STANDARD.encode(self.bytes.expose()))
     }
 }
 
@@ -190,7 +170,17 @@ fn describe(setting: &str, source: &Source) -> String {
 impl Config {
     /// Reads the optional TOML file, then the process environment.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::load_from(file, std::env::vars())
+        // Only our own variables are read as text: another program's non-Unicode variable is not
+        // our business, but one of ours must be readable.
+        let mut env = Vec::new();
+        for (name, value) in std::env::vars_os() {
+            let Some(name) = name.to_str().filter(|n| n.starts_with("OMAMORI_")) else { continue };
+            let value = value
+                .into_string()
+                .map_err(|_| ConfigError(format!("invalid setting {name}: the value is not valid UTF-8")))?;
+            env.push((name.to_string(), value));
+        }
+        Self::load_from(file, env)
     }
 
     /// As [`Config::load`], with the environment given explicitly (tests use this).
@@ -200,45 +190,35 @@ impl Config {
     ) -> Result<Self, ConfigError> {
         let mut raw: BTreeMap<&'static str, Raw> = BTreeMap::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError(format!("cannot read config file {}: {e}", path.display()))
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
             let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-                ConfigError(format!(
-                    "config file {} is not valid TOML: {}",
-                    path.display(),
-                    e.message()
-                ))
+                ConfigError(format!("config file {} is not valid TOML: {}", path.display(), e.message()))
             })?;
             for (key, value) in table {
-                let setting = SETTINGS.iter().find(|s| **s == key).ok_or_else(|| {
-                    ConfigError(format!("unknown setting {key} (in {})", path.display()))
-                })?;
+                let setting = SETTINGS
+                    .iter()
+                    .find(|s| **s == key)
+                    .ok_or_else(|| ConfigError(format!("unknown setting {key} (in {})", path.display())))?;
                 let value = toml_scalar(&value).ok_or_else(|| {
                     ConfigError(format!(
                         "invalid setting {key} (in {}): expected a string, number, boolean or list of strings",
                         path.display()
                     ))
                 })?;
-                raw.insert(
-                    setting,
-                    Raw {
-                        value,
-                        source: Source::File(path.to_path_buf()),
-                    },
-                );
+                raw.insert(setting, Raw { value, source: Source::File(path.to_path_buf()) });
             }
         }
         let env: BTreeMap<String, String> = env.into_iter().collect();
+        for name in env.keys().filter(|n| n.starts_with("OMAMORI_") && !n.starts_with("OMAMORI_TEST_")) {
+            // A misspelt variable would otherwise be silently ignored.
+            if !SETTINGS.iter().any(|s| env_name(s) == *name) {
+                return Err(ConfigError(format!("unknown setting {name}")));
+            }
+        }
         for setting in SETTINGS {
             if let Some(value) = env.get(&env_name(setting)) {
-                raw.insert(
-                    setting,
-                    Raw {
-                        value: value.clone(),
-                        source: Source::Env,
-                    },
-                );
+                raw.insert(setting, Raw { value: value.clone(), source: Source::Env });
             }
         }
         Self::from_raw(raw)
@@ -248,17 +228,10 @@ impl Config {
         let mut config = Config::default();
         for (setting, Raw { value, source }) in &raw {
             let value = value.trim();
-            let fail = |why: &str| {
-                ConfigError(format!(
-                    "invalid setting {}: {why}",
-                    describe(setting, source)
-                ))
-            };
+            let fail = |why: &str| ConfigError(format!("invalid setting {}: {why}", describe(setting, source)));
             match *setting {
                 "listen" => {
-                    config.listen = value
-                        .parse()
-                        .map_err(|_| fail("expected HOST:PORT, for example 127.0.0.1:8080"))?
+                    config.listen = value.parse().map_err(|_| fail("expected HOST:PORT, for example 127.0.0.1:8080"))?
                 }
                 "database_url" => {
                     if !(value.starts_with("sqlite:")
@@ -288,9 +261,7 @@ impl Config {
                         .map(|s| {
                             s.parse::<IpNet>()
                                 .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                                .map_err(|_| {
-                                    fail(&format!("{s:?} is not a CIDR such as 10.0.0.0/8"))
-                                })
+                                .map_err(|_| fail(&format!("{s:?} is not a CIDR such as 10.0.0.0/8")))
                         })
                         .collect::<Result<_, _>>()?
                 }
@@ -301,16 +272,12 @@ impl Config {
                     config.geoip = Some(PathBuf::from(value));
                 }
                 "allowed_countries" => {
-                    let list: Vec<String> =
-                        split_list(value).map(str::to_ascii_uppercase).collect();
+                    let list: Vec<String> = split_list(value).map(str::to_ascii_uppercase).collect();
                     if list.is_empty() {
-                        return Err(fail(
-                            "list at least one ISO 3166 alpha-2 code, for example JP",
-                        ));
+                        return Err(fail("list at least one ISO 3166 alpha-2 code, for example JP"));
                     }
-                    if let Some(bad) = list
-                        .iter()
-                        .find(|c| c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_uppercase()))
+                    if let Some(bad) =
+                        list.iter().find(|c| c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_uppercase()))
                     {
                         return Err(fail(&format!("{bad:?} is not an ISO 3166 alpha-2 code")));
                     }
@@ -340,9 +307,7 @@ impl Config {
                         .parse::<i64>()
                         .ok()
                         .filter(|n| (1..=1_000_000_000_000).contains(n))
-                        .ok_or_else(|| {
-                            fail("expected a whole number of yen from 1 to 1000000000000")
-                        })?
+                        .ok_or_else(|| fail("expected a whole number of yen from 1 to 1000000000000"))?
                 }
                 "database_max_connections" => {
                     config.database_max_connections = value
@@ -351,33 +316,21 @@ impl Config {
                         .filter(|n| (1..=1000).contains(n))
                         .ok_or_else(|| fail("expected a number from 1 to 1000"))?
                 }
-                "card_fingerprint_key" => {
-                    config.keys.card_fingerprint = Some(Key::parse(value).map_err(|e| fail(&e))?)
-                }
-                "totp_encryption_key" => {
-                    config.keys.totp_encryption = Some(Key::parse(value).map_err(|e| fail(&e))?)
-                }
-                "webhook_signing_key" => {
-                    config.keys.webhook_signing = Some(Key::parse(value).map_err(|e| fail(&e))?)
-                }
+                "card_fingerprint_key" => config.keys.card_fingerprint = Some(Key::parse(value).map_err(|e| fail(&e))?),
+                "totp_encryption_key" => config.keys.totp_encryption = Some(Key::parse(value).map_err(|e| fail(&e))?),
+                "webhook_signing_key" => config.keys.webhook_signing = Some(Key::parse(value).map_err(|e| fail(&e))?),
                 other => unreachable!("setting {other} is listed in SETTINGS but not parsed"),
             }
         }
         if config.environment == Environment::Production {
             if config.sandbox {
-                let source = raw
-                    .get("sandbox")
-                    .map(|r| describe("sandbox", &r.source))
-                    .unwrap_or_default();
+                let source = raw.get("sandbox").map(|r| describe("sandbox", &r.source)).unwrap_or_default();
                 return Err(ConfigError(format!(
                     "invalid setting {source}: production (OMAMORI_ENVIRONMENT=production) refuses sandbox mode"
                 )));
             }
             for (setting, present) in [
-                (
-                    "card_fingerprint_key",
-                    config.keys.card_fingerprint.is_some(),
-                ),
+                ("card_fingerprint_key", config.keys.card_fingerprint.is_some()),
                 ("totp_encryption_key", config.keys.totp_encryption.is_some()),
                 ("webhook_signing_key", config.keys.webhook_signing.is_some()),
             ] {
@@ -419,11 +372,9 @@ fn toml_scalar(value: &toml::Value) -> Option<String> {
         toml::Value::String(s) => Some(s.clone()),
         toml::Value::Integer(i) => Some(i.to_string()),
         toml::Value::Boolean(b) => Some(b.to_string()),
-        toml::Value::Array(items) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .map(|v| v.join(",")),
+        toml::Value::Array(items) => {
+            items.iter().map(|v| v.as_str().map(str::to_string)).collect::<Option<Vec<_>>>().map(|v| v.join(","))
+        }
         _ => None,
     }
 }
@@ -433,10 +384,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn key() -> String {
@@ -453,10 +401,7 @@ mod tests {
         assert_eq!(c.unknown_country, UnknownCountry::Allow);
         assert_eq!(c.environment, Environment::Development);
         assert_eq!(c.amount_ceiling_yen, 1_000_000);
-        assert_eq!(
-            c.effective_database_url(),
-            "sqlite://./omamori-data/omamori.db"
-        );
+        assert_eq!(c.effective_database_url(), "sqlite://./omamori-data/omamori.db");
     }
 
     #[test]
@@ -464,11 +409,8 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("omamori-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("omamori.toml");
-        std::fs::write(
-            &file,
-            "listen = \"127.0.0.1:9000\"\nsandbox = true\nallowed_countries = [\"jp\", \"KR\"]\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nsandbox = true\nallowed_countries = [\"jp\", \"KR\"]\n")
+            .unwrap();
         let c = Config::load_from(Some(&file), env(&[("OMAMORI_LISTEN", "127.0.0.1:0")])).unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:0");
         assert!(c.sandbox);
@@ -479,41 +421,25 @@ mod tests {
     #[test]
     fn an_invalid_value_names_the_setting() {
         let err = Config::load_from(None, env(&[("OMAMORI_LISTEN", "nonsense")])).unwrap_err();
-        assert!(
-            err.0.starts_with("invalid setting OMAMORI_LISTEN:"),
-            "{err}"
-        );
-        let err = Config::load_from(
-            None,
-            env(&[("OMAMORI_TRUSTED_PROXIES", "10.0.0.0/8, bogus")]),
-        )
-        .unwrap_err();
-        assert!(
-            err.0.contains("OMAMORI_TRUSTED_PROXIES") && err.0.contains("bogus"),
-            "{err}"
-        );
-        let err =
-            Config::load_from(None, env(&[("OMAMORI_ALLOWED_COUNTRIES", "JPN")])).unwrap_err();
+        assert!(err.0.starts_with("invalid setting OMAMORI_LISTEN:"), "{err}");
+        let err = Config::load_from(None, env(&[("OMAMORI_TRUSTED_PROXIES", "10.0.0.0/8, bogus")])).unwrap_err();
+        assert!(err.0.contains("OMAMORI_TRUSTED_PROXIES") && err.0.contains("bogus"), "{err}");
+        let err = Config::load_from(None, env(&[("OMAMORI_ALLOWED_COUNTRIES", "JPN")])).unwrap_err();
         assert!(err.0.contains("OMAMORI_ALLOWED_COUNTRIES"), "{err}");
-        let err =
-            Config::load_from(None, env(&[("OMAMORI_UNKNOWN_COUNTRY", "maybe")])).unwrap_err();
+        let err = Config::load_from(None, env(&[("OMAMORI_UNKNOWN_COUNTRY", "maybe")])).unwrap_err();
         assert!(err.0.contains("OMAMORI_UNKNOWN_COUNTRY"), "{err}");
-        let err =
-            Config::load_from(None, env(&[("OMAMORI_DATABASE_URL", "mysql://x")])).unwrap_err();
+        let err = Config::load_from(None, env(&[("OMAMORI_DATABASE_URL", "mysql://x")])).unwrap_err();
         assert!(err.0.contains("OMAMORI_DATABASE_URL"), "{err}");
-        let err = Config::load_from(
-            None,
-            env(&[("OMAMORI_CARD_FINGERPRINT_KEY", "k1:c2hvcnQ=")]),
-        )
-        .unwrap_err();
-        assert!(
-            err.0.contains("OMAMORI_CARD_FINGERPRINT_KEY") && err.0.contains("32 bytes"),
-            "{err}"
-        );
-        assert!(
-            !err.0.contains("c2hvcnQ"),
-            "a key value must never be echoed: {err}"
-        );
+        let err = Config::load_from(None, env(&[("OMAMORI_CARD_FINGERPRINT_KEY", "k1:c2hvcnQ=")])).unwrap_err();
+        assert!(err.0.contains("OMAMORI_CARD_FINGERPRINT_KEY") && err.0.contains("32 bytes"), "{err}");
+        assert!(!err.0.contains("c2hvcnQ"), "a key value must never be echoed: {err}");
+    }
+
+    #[test]
+    fn a_misspelt_variable_is_refused() {
+        let err = Config::load_from(None, env(&[("OMAMORI_LISTN", "127.0.0.1:1")])).unwrap_err();
+        assert_eq!(err.0, "unknown setting OMAMORI_LISTN");
+        assert!(Config::load_from(None, env(&[("OMAMORI_TEST_POSTGRES_URL", "x"), ("PATH", "/bin")])).is_ok());
     }
 
     #[test]
@@ -529,20 +455,10 @@ mod tests {
 
     #[test]
     fn production_refuses_sandbox_and_demands_keys() {
-        let err = Config::load_from(
-            None,
-            env(&[
-                ("OMAMORI_ENVIRONMENT", "production"),
-                ("OMAMORI_SANDBOX", "true"),
-            ]),
-        )
-        .unwrap_err();
-        assert!(
-            err.0.contains("OMAMORI_SANDBOX") && err.0.contains("refuses sandbox"),
-            "{err}"
-        );
-        let err =
-            Config::load_from(None, env(&[("OMAMORI_ENVIRONMENT", "production")])).unwrap_err();
+        let err = Config::load_from(None, env(&[("OMAMORI_ENVIRONMENT", "production"), ("OMAMORI_SANDBOX", "true")]))
+            .unwrap_err();
+        assert!(err.0.contains("OMAMORI_SANDBOX") && err.0.contains("refuses sandbox"), "{err}");
+        let err = Config::load_from(None, env(&[("OMAMORI_ENVIRONMENT", "production")])).unwrap_err();
         assert!(err.0.contains("OMAMORI_CARD_FINGERPRINT_KEY"), "{err}");
         let (k1, k2, k3) = (key(), key(), key());
         let c = Config::load_from(

@@ -46,11 +46,8 @@ impl IdempotencyKey {
                 "this route moves money: send an Idempotency-Key header (a unique string of at most 255 characters)",
             )
         })?;
-        let key = value.to_str().ok().map(str::trim).unwrap_or("");
-        if key.is_empty()
-            || key.len() > MAX_KEY_LEN
-            || !key.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-        {
+        let key = value.to_str().unwrap_or("");
+        if key.is_empty() || key.len() > MAX_KEY_LEN || !key.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_idempotency_key",
@@ -84,17 +81,11 @@ pub struct Outcome {
 
 impl Outcome {
     pub fn created(body: Value) -> Self {
-        Outcome {
-            status: StatusCode::CREATED,
-            body,
-        }
+        Outcome { status: StatusCode::CREATED, body }
     }
 
     pub fn ok(body: Value) -> Self {
-        Outcome {
-            status: StatusCode::OK,
-            body,
-        }
+        Outcome { status: StatusCode::OK, body }
     }
 }
 
@@ -116,14 +107,7 @@ enum Begin {
 }
 
 /// Runs `work` at most once per `(caller, key)`, answering repeats as the module describes.
-pub async fn run<F>(
-    db: &Db,
-    clock: &Clock,
-    caller: &str,
-    key: &IdempotencyKey,
-    fingerprint: &str,
-    work: F,
-) -> Response
+pub async fn run<F>(db: &Db, clock: &Clock, caller: &str, key: &IdempotencyKey, fingerprint: &str, work: F) -> Response
 where
     F: for<'c> Fn(&'c mut Conn) -> Work<'c> + Send + Sync,
 {
@@ -178,20 +162,13 @@ where
     }
 }
 
-async fn begin(
-    db: &Db,
-    clock: &Clock,
-    caller: &str,
-    key: &str,
-    fingerprint: &str,
-) -> Result<Begin, ApiError> {
+async fn begin(db: &Db, clock: &Clock, caller: &str, key: &str, fingerprint: &str) -> Result<Begin, ApiError> {
     // Each pass either claims the key, answers from it, or clears a stale row and tries again.
     for _ in 0..3 {
         let now = clock.now_ms();
         let token = uuid::Uuid::new_v4().to_string();
-        let inserted = store::retry(|| async {
-            let mut tx = db.begin().await?;
-            let n = sqlx::query(
+        let inserted = store::write_one(db, || {
+            sqlx::query(
                 "INSERT INTO idempotency_keys (caller, idem_key, fingerprint, claim, state, lease_until, created_at) \
                  VALUES ($1, $2, $3, $4, 'running', $5, $6) ON CONFLICT (caller, idem_key) DO NOTHING",
             )
@@ -201,18 +178,9 @@ async fn begin(
             .bind(&token)
             .bind(now + LEASE_MS)
             .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            tx.commit().await?;
-            Ok::<_, sqlx::Error>(n)
         })
         .await?;
-        let claim = Claim {
-            caller: caller.to_string(),
-            key: key.to_string(),
-            token,
-        };
+        let claim = Claim { caller: caller.to_string(), key: key.to_string(), token };
         if inserted == 1 {
             return Ok(Begin::Fresh(claim));
         }
@@ -230,13 +198,12 @@ async fn begin(
         let created_at: i64 = row.try_get("created_at")?;
         let old_claim: String = row.try_get("claim")?;
         if created_at + RETENTION_MS < now {
-            sqlx::query(
-                "DELETE FROM idempotency_keys WHERE caller = $1 AND idem_key = $2 AND claim = $3",
-            )
-            .bind(caller)
-            .bind(key)
-            .bind(&old_claim)
-            .execute(db.pool())
+            store::write_one(db, || {
+                sqlx::query("DELETE FROM idempotency_keys WHERE caller = $1 AND idem_key = $2 AND claim = $3")
+                    .bind(caller)
+                    .bind(key)
+                    .bind(&old_claim)
+            })
             .await?;
             continue;
         }
@@ -253,14 +220,12 @@ async fn begin(
             let status: i64 = row.try_get("status")?;
             let content_type: String = row.try_get("content_type")?;
             let body: String = row.try_get("body")?;
-            let status =
-                StatusCode::from_u16(status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let status = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             let mut response = (status, body).into_response();
             let headers = response.headers_mut();
             headers.insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_str(&content_type)
-                    .unwrap_or(HeaderValue::from_static("application/json")),
+                HeaderValue::from_str(&content_type).unwrap_or(HeaderValue::from_static("application/json")),
             );
             headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
             return Ok(Begin::Replay(response));
@@ -275,18 +240,18 @@ async fn begin(
             .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")));
         }
         // The claimant's lease ran out (it died): take the key over.
-        let taken = sqlx::query(
-            "UPDATE idempotency_keys SET claim = $1, lease_until = $2 \
-             WHERE caller = $3 AND idem_key = $4 AND claim = $5 AND state = 'running'",
-        )
-        .bind(&claim.token)
-        .bind(now + LEASE_MS)
-        .bind(caller)
-        .bind(key)
-        .bind(&old_claim)
-        .execute(db.pool())
-        .await?
-        .rows_affected();
+        let taken = store::write_one(db, || {
+            sqlx::query(
+                "UPDATE idempotency_keys SET claim = $1, lease_until = $2 \
+                 WHERE caller = $3 AND idem_key = $4 AND claim = $5 AND state = 'running'",
+            )
+            .bind(&claim.token)
+            .bind(now + LEASE_MS)
+            .bind(caller)
+            .bind(key)
+            .bind(&old_claim)
+        })
+        .await?;
         if taken == 1 {
             return Ok(Begin::Fresh(claim));
         }
@@ -332,15 +297,13 @@ async fn complete(
 
 /// Lets the key be used again after an answer that is not final.
 async fn release(db: &Db, claim: &Claim) {
-    let result = store::retry(|| async {
-        let mut tx = db.begin().await?;
-        sqlx::query("DELETE FROM idempotency_keys WHERE caller = $1 AND idem_key = $2 AND claim = $3 AND state = 'running'")
-            .bind(&claim.caller)
-            .bind(&claim.key)
-            .bind(&claim.token)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await
+    let result = store::write_one(db, || {
+        sqlx::query(
+            "DELETE FROM idempotency_keys WHERE caller = $1 AND idem_key = $2 AND claim = $3 AND state = 'running'",
+        )
+        .bind(&claim.caller)
+        .bind(&claim.key)
+        .bind(&claim.token)
     })
     .await;
     if let Err(e) = result {
@@ -372,36 +335,21 @@ mod tests {
         let a: Value = serde_json::from_str(r#"{"amount": 100, "to": 2}"#).unwrap();
         let b: Value = serde_json::from_str(r#"{ "to":2,"amount":100 }"#).unwrap();
         assert_eq!(fingerprint("POST /x", &a), fingerprint("POST /x", &b));
-        assert_ne!(
-            fingerprint("POST /x", &a),
-            fingerprint("POST /x", &json!({"amount": 101, "to": 2}))
-        );
+        assert_ne!(fingerprint("POST /x", &a), fingerprint("POST /x", &json!({"amount": 101, "to": 2})));
         assert_ne!(fingerprint("POST /x", &a), fingerprint("POST /y", &a));
     }
 
     #[test]
     fn keys_are_required_and_bounded() {
         let mut h = HeaderMap::new();
-        assert_eq!(
-            IdempotencyKey::from_headers(&h).unwrap_err().code,
-            "idempotency_key_required"
-        );
+        assert_eq!(IdempotencyKey::from_headers(&h).unwrap_err().code, "idempotency_key_required");
         h.insert(HEADER, HeaderValue::from_static("abc-123"));
-        assert_eq!(
-            IdempotencyKey::from_headers(&h).unwrap().as_str(),
-            "abc-123"
-        );
+        assert_eq!(IdempotencyKey::from_headers(&h).unwrap().as_str(), "abc-123");
         h.insert(HEADER, HeaderValue::from_str(&"k".repeat(255)).unwrap());
         assert!(IdempotencyKey::from_headers(&h).is_ok());
         h.insert(HEADER, HeaderValue::from_str(&"k".repeat(256)).unwrap());
-        assert_eq!(
-            IdempotencyKey::from_headers(&h).unwrap_err().code,
-            "invalid_idempotency_key"
-        );
+        assert_eq!(IdempotencyKey::from_headers(&h).unwrap_err().code, "invalid_idempotency_key");
         h.insert(HEADER, HeaderValue::from_static(""));
-        assert_eq!(
-            IdempotencyKey::from_headers(&h).unwrap_err().code,
-            "invalid_idempotency_key"
-        );
+        assert_eq!(IdempotencyKey::from_headers(&h).unwrap_err().code, "invalid_idempotency_key");
     }
 }

@@ -34,9 +34,7 @@ impl fmt::Display for Currency {
 }
 
 /// An amount in yen (yen have no minor unit). Signed, because postings and history lines are.
-#[derive(
-    Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Yen(pub i64);
 
@@ -91,37 +89,13 @@ mod tests {
     #[test]
     fn amounts_are_whole_yen_within_the_ceiling() {
         assert_eq!(parse_amount(&json!(1), 1_000_000), Ok(Yen(1)));
-        assert_eq!(
-            parse_amount(&json!(1_000_000), 1_000_000),
-            Ok(Yen(1_000_000))
-        );
-        assert_eq!(
-            parse_amount(&json!(1_000_001), 1_000_000),
-            Err(AmountError::TooLarge(1_000_000))
-        );
-        assert_eq!(
-            parse_amount(&json!(0), 1_000_000),
-            Err(AmountError::TooSmall)
-        );
-        assert_eq!(
-            parse_amount(&json!(-5), 1_000_000),
-            Err(AmountError::TooSmall)
-        );
-        assert_eq!(
-            parse_amount(&json!(1.5), 1_000_000),
-            Err(AmountError::NotAnInteger)
-        );
-        assert_eq!(
-            parse_amount(&json!("100"), 1_000_000),
-            Err(AmountError::NotAnInteger)
-        );
-        assert_eq!(
-            parse_amount(&json!(u64::MAX), 1_000_000),
-            Err(AmountError::TooLarge(1_000_000))
-        );
-        assert_eq!(
-            parse_amount(&json!(null), 1_000_000),
-            Err(AmountError::NotAnInteger)
-        );
+        assert_eq!(parse_amount(&json!(1_000_000), 1_000_000), Ok(Yen(1_000_000)));
+        assert_eq!(parse_amount(&json!(1_000_001), 1_000_000), Err(AmountError::TooLarge(1_000_000)));
+        assert_eq!(parse_amount(&json!(0), 1_000_000), Err(AmountError::TooSmall));
+        assert_eq!(parse_amount(&json!(-5), 1_000_000), Err(AmountError::TooSmall));
+        assert_eq!(parse_amount(&json!(1.5), 1_000_000), Err(AmountError::NotAnInteger));
+        assert_eq!(parse_amount(&json!("100"), 1_000_000), Err(AmountError::NotAnInteger));
+        assert_eq!(parse_amount(&json!(u64::MAX), 1_000_000), Err(AmountError::TooLarge(1_000_000)));
+        assert_eq!(parse_amount(&json!(null), 1_000_000), Err(AmountError::NotAnInteger));
     }
 }

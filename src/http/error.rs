@@ -45,10 +45,7 @@ impl ApiError {
 
     /// A business decline: the final answer, stored for idempotent replays.
     pub fn decline(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
-        ApiError {
-            is_final: true,
-            ..ApiError::new(status, code, detail)
-        }
+        ApiError { is_final: true, ..ApiError::new(status, code, detail) }
     }
 
     pub fn with(mut self, name: &str, value: impl Into<Value>) -> Self {
@@ -110,20 +107,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if self.status.is_server_error() {
             match &self.source {
-                Some(source) => tracing::error!(
-                    code = self.code,
-                    error = format!("{source:#}"),
-                    "request failed"
-                ),
+                Some(source) => tracing::error!(code = self.code, error = format!("{source:#}"), "request failed"),
                 None => tracing::error!(code = self.code, detail = %self.detail, "request failed"),
             }
         }
-        let mut response = (
-            self.status,
-            [(header::CONTENT_TYPE, PROBLEM_JSON)],
-            self.body().to_string(),
-        )
-            .into_response();
+        let mut response =
+            (self.status, [(header::CONTENT_TYPE, PROBLEM_JSON)], self.body().to_string()).into_response();
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);
         }
@@ -151,10 +140,7 @@ impl From<sqlx::Error> for ApiError {
                 .with_header(header::RETRY_AFTER, HeaderValue::from_static("1"))
             };
         }
-        ApiError {
-            retryable,
-            ..ApiError::internal(e)
-        }
+        ApiError { retryable, ..ApiError::internal(e) }
     }
 }
 
@@ -183,25 +169,17 @@ impl From<LedgerError> for ApiError {
 pub fn problem_for_status(status: StatusCode) -> ApiError {
     let (code, detail) = match status {
         StatusCode::NOT_FOUND => ("not_found", "there is nothing at this address"),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ("method_not_allowed", "this route does not take this method")
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "this route does not take this method"),
+        StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", "the request body is larger than 64 KiB"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported_media_type", "send the body as application/json"),
+        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request body took too long to arrive"),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ("unavailable", "the service is busy or the request took too long; try again")
         }
-        StatusCode::PAYLOAD_TOO_LARGE => (
-            "payload_too_large",
-            "the request body is larger than 64 KiB",
-        ),
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => (
-            "unsupported_media_type",
-            "send the body as application/json",
-        ),
-        StatusCode::REQUEST_TIMEOUT => ("request_timeout", "the request took too long"),
         StatusCode::BAD_REQUEST => ("bad_request", "the request could not be understood"),
         StatusCode::UNAUTHORIZED => ("unauthenticated", "a valid token is required"),
         StatusCode::FORBIDDEN => ("forbidden", "this token may not do that"),
-        s if s.is_server_error() => (
-            "internal_error",
-            "something went wrong on our side; try again",
-        ),
+        s if s.is_server_error() => ("internal_error", "something went wrong on our side; try again"),
         _ => ("error", "the request failed"),
     };
     ApiError::new(status, code, detail)

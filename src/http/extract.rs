@@ -31,27 +31,15 @@ where
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .map(|s| {
-                s.split(';')
-                    .next()
-                    .unwrap_or("")
-                    .trim()
-                    .to_ascii_lowercase()
-            });
+            .map(|s| s.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 super::error::problem_for_status(StatusCode::PAYLOAD_TOO_LARGE)
             } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_body",
-                    "the request body could not be read",
-                )
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", "the request body could not be read")
             }
         })?;
-        let is_json = |ct: &str| {
-            ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"))
-        };
+        let is_json = |ct: &str| ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"));
         let raw = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Object(Default::default())
         } else {
@@ -69,11 +57,7 @@ where
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "malformed_json",
-                    format!(
-                        "the body is not valid JSON (line {}, column {})",
-                        e.line(),
-                        e.column()
-                    ),
+                    format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()),
                 )
             })?
         };
@@ -87,6 +71,10 @@ where
 pub fn parse_value<T: DeserializeOwned>(raw: &Value) -> Result<T, ApiError> {
     if !raw.is_object() {
         return Err(ApiError::invalid_body("the body must be a JSON object"));
+    }
+    if contains_nul(raw) {
+        // PostgreSQL cannot store NUL in text, and no field of ours has a use for it.
+        return Err(ApiError::invalid_body("text must not contain NUL characters"));
     }
     serde_path_to_error::deserialize(raw).map_err(|e| {
         let path = e.path().to_string();
@@ -108,6 +96,15 @@ pub fn parse_value<T: DeserializeOwned>(raw: &Value) -> Result<T, ApiError> {
     })
 }
 
+fn contains_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(contains_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,26 +120,18 @@ mod tests {
 
     #[test]
     fn shape_errors_name_the_field_but_never_its_value() {
-        let e = parse_value::<Card>(&json!({"number": 4242424242424242u64, "exp_month": 1}))
-            .unwrap_err();
+        let e = parse_value::<Card>(&json!({"number": 4242424242424242u64, "exp_month": 1})).unwrap_err();
         assert_eq!(e.code, "invalid_body");
         assert!(e.detail.contains("number"), "{}", e.detail);
         assert!(!e.detail.contains("4242"), "{}", e.detail);
-        let e = parse_value::<Card>(
-            &json!({"number": "4242424242424242", "exp_month": "4242424242424242"}),
-        )
-        .unwrap_err();
-        assert!(
-            e.detail.contains("exp_month") && !e.detail.contains("4242"),
-            "{}",
-            e.detail
-        );
+        let e =
+            parse_value::<Card>(&json!({"number": "4242424242424242", "exp_month": "4242424242424242"})).unwrap_err();
+        assert!(e.detail.contains("exp_month") && !e.detail.contains("4242"), "{}", e.detail);
         let e = parse_value::<Card>(&json!({"exp_month": 1})).unwrap_err();
         assert_eq!(e.detail, "the field `number` is required");
         let e = parse_value::<Card>(&json!([1, 2])).unwrap_err();
         assert_eq!(e.detail, "the body must be a JSON object");
-        let e =
-            parse_value::<Card>(&json!({"number": "1", "exp_month": 1, "cvc": "123"})).unwrap_err();
+        let e = parse_value::<Card>(&json!({"number": "1", "exp_month": 1, "cvc": "123"})).unwrap_err();
         assert_eq!(e.detail, "the field `cvc` is not accepted here");
     }
 }

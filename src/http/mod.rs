@@ -23,6 +23,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -33,6 +34,10 @@ pub use error::ApiError;
 
 /// The largest request body accepted (API.md).
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+/// The longest a request may run.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest a client may take to send its body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(OpenApi)]
@@ -99,12 +104,18 @@ pub fn with_layers(router: Router) -> Router {
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+            // The route pattern, never the raw path: paths can carry codes and ids.
             let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+            let route = req.extensions().get::<MatchedPath>().map(MatchedPath::as_str).unwrap_or("unmatched");
+            tracing::info_span!("request", request_id = %id, method = method_label(req.method()), route = %route)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(middleware::from_fn(record_metrics))
         .layer(middleware::from_fn(problem_for_bare_errors))
+        // Bounds on how long one request may hold a worker and a connection: a client that drips
+        // its body gets 408, a request that runs too long 503 (its transaction rolls back).
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
+        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
             // The panic message may hold request data: it goes nowhere but the log.
             tracing::error!("a handler panicked");
@@ -113,9 +124,7 @@ pub fn with_layers(router: Router) -> Router {
     // Bodies are read only by the extractors, which stop at the limit. (A layer that refuses on
     // `Content-Length` before reading answers so early that clients still sending see a broken
     // pipe instead of the 413.)
-    router
-        .layer(layers)
-        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+    router.layer(layers).layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
 }
 
 /// Turns any error response that is not already a problem document into one, keeping its status
@@ -140,18 +149,30 @@ async fn problem_for_bare_errors(req: Request, next: Next) -> Response {
     response
 }
 
+/// A bounded label for a method: clients may send any token as a method.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 async fn record_metrics(req: Request, next: Next) -> Response {
     let started = Instant::now();
     // The route pattern, not the raw path, so that ids do not explode the label set.
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let route =
+        req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_else(|| "unmatched".into());
+    let method = method_label(req.method());
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
-    metrics::counter!("omamori_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+    metrics::counter!("omamori_http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);
     metrics::histogram!("omamori_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
@@ -164,9 +185,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                ])
+                .set_buckets(&[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
                 .expect("static buckets are valid")
                 .build_recorder();
             let handle = recorder.handle();
@@ -199,26 +218,14 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let ping = tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await;
     if matches!(ping, Ok(true)) {
-        Ok(axum::Json(
-            serde_json::json!({"status": "ready", "database": state.db.backend().name()}),
-        ))
+        Ok(axum::Json(serde_json::json!({"status": "ready", "database": state.db.backend().name()})))
     } else {
-        Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "the database is not reachable",
-        ))
+        Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is not reachable"))
     }
 }
 
 /// Prometheus metrics in the text exposition format.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], state.metrics.render())
 }

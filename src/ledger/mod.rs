@@ -30,9 +30,7 @@ impl fmt::Display for AccountId {
 #[serde(transparent)]
 pub struct EntryId(pub i64);
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccountKind {
     /// A shopper's stored value; never below zero.
@@ -135,16 +133,7 @@ impl NewEntry {
             kind,
             reference: reference.into(),
             currency: Currency::Jpy,
-            postings: vec![
-                Posting {
-                    account: from,
-                    amount: Yen(-amount.0),
-                },
-                Posting {
-                    account: to,
-                    amount,
-                },
-            ],
+            postings: vec![Posting { account: from, amount: Yen(-amount.0) }, Posting { account: to, amount }],
         }
     }
 
@@ -221,11 +210,10 @@ pub struct Account {
 }
 
 pub async fn account(conn: &mut Conn, id: AccountId) -> Result<Option<Account>, sqlx::Error> {
-    let row =
-        sqlx::query("SELECT id, kind, currency, owner_ref, balance FROM accounts WHERE id = $1")
-            .bind(id.0)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let row = sqlx::query("SELECT id, kind, currency, owner_ref, balance FROM accounts WHERE id = $1")
+        .bind(id.0)
+        .fetch_optional(&mut *conn)
+        .await?;
     row.map(|r| account_from_row(&r)).transpose()
 }
 
@@ -268,10 +256,7 @@ pub struct Posted {
 
 impl Posted {
     pub fn balance_of(&self, account: AccountId) -> Option<Yen> {
-        self.balances
-            .iter()
-            .find(|(a, _)| *a == account)
-            .map(|(_, b)| *b)
+        self.balances.iter().find(|(a, _)| *a == account).map(|(_, b)| *b)
     }
 }
 
@@ -340,19 +325,10 @@ pub async fn post(conn: &mut Conn, entry: &NewEntry, now_ms: i64) -> Result<Post
         (row.try_get("total")?, row.try_get("n")?)
     };
     if sum != 0 || count != entry.postings.len() as i64 {
-        tracing::error!(
-            entry_id,
-            sum,
-            count,
-            "journal entry failed its balance check; rolling back"
-        );
+        tracing::error!(entry_id, sum, count, "journal entry failed its balance check; rolling back");
         return Err(LedgerError::Unbalanced);
     }
-    metrics::counter!("omamori_journal_entries_total", "kind" => entry.kind.as_str()).increment(1);
-    Ok(Posted {
-        entry: EntryId(entry_id),
-        balances,
-    })
+    Ok(Posted { entry: EntryId(entry_id), balances })
 }
 
 async fn explain_refused_update(
@@ -360,15 +336,11 @@ async fn explain_refused_update(
     account: AccountId,
     currency: Currency,
 ) -> Result<LedgerError, sqlx::Error> {
-    let row = sqlx::query("SELECT currency FROM accounts WHERE id = $1")
-        .bind(account.0)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row =
+        sqlx::query("SELECT currency FROM accounts WHERE id = $1").bind(account.0).fetch_optional(&mut *conn).await?;
     Ok(match row {
         None => LedgerError::UnknownAccount(account),
-        Some(r) if r.try_get::<String, _>("currency")? != currency.code() => {
-            LedgerError::CurrencyMismatch(account)
-        }
+        Some(r) if r.try_get::<String, _>("currency")? != currency.code() => LedgerError::CurrencyMismatch(account),
         Some(_) => LedgerError::InsufficientFunds(account),
     })
 }
@@ -378,34 +350,17 @@ async fn explain_refused_update(
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "problem", rename_all = "snake_case")]
 pub enum Discrepancy {
-    Balance {
-        account: AccountId,
-        kind: String,
-        stored: i64,
-        from_postings: i64,
-    },
-    Entry {
-        entry: EntryId,
-        sum: i64,
-    },
-    NegativeWallet {
-        account: AccountId,
-        balance: i64,
-    },
+    Balance { account: AccountId, kind: String, stored: i64, from_postings: i64 },
+    Entry { entry: EntryId, sum: i64 },
+    NegativeWallet { account: AccountId, balance: i64 },
 }
 
 impl fmt::Display for Discrepancy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Discrepancy::Balance {
-                account,
-                kind,
-                stored,
-                from_postings,
-            } => write!(
-                f,
-                "{account} ({kind}): stored balance {stored} but its postings sum to {from_postings}"
-            ),
+            Discrepancy::Balance { account, kind, stored, from_postings } => {
+                write!(f, "{account} ({kind}): stored balance {stored} but its postings sum to {from_postings}")
+            }
             Discrepancy::Entry { entry, sum } => {
                 write!(f, "journal entry {}: postings sum to {sum}, not 0", entry.0)
             }
@@ -427,12 +382,8 @@ pub async fn verify(db: &Db) -> Result<Vec<Discrepancy>, sqlx::Error> {
     .fetch_all(db.pool())
     .await?;
     for r in rows {
-        let (id, kind, stored, computed): (i64, String, i64, i64) = (
-            r.try_get("id")?,
-            r.try_get("kind")?,
-            r.try_get("balance")?,
-            r.try_get("computed")?,
-        );
+        let (id, kind, stored, computed): (i64, String, i64, i64) =
+            (r.try_get("id")?, r.try_get("kind")?, r.try_get("balance")?, r.try_get("computed")?);
         if stored != computed {
             found.push(Discrepancy::Balance {
                 account: AccountId(id),
@@ -442,10 +393,7 @@ pub async fn verify(db: &Db) -> Result<Vec<Discrepancy>, sqlx::Error> {
             });
         }
         if kind == "wallet" && stored < 0 {
-            found.push(Discrepancy::NegativeWallet {
-                account: AccountId(id),
-                balance: stored,
-            });
+            found.push(Discrepancy::NegativeWallet { account: AccountId(id), balance: stored });
         }
     }
     let rows = sqlx::query(
@@ -454,10 +402,7 @@ pub async fn verify(db: &Db) -> Result<Vec<Discrepancy>, sqlx::Error> {
     .fetch_all(db.pool())
     .await?;
     for r in rows {
-        found.push(Discrepancy::Entry {
-            entry: EntryId(r.try_get("entry_id")?),
-            sum: r.try_get("total")?,
-        });
+        found.push(Discrepancy::Entry { entry: EntryId(r.try_get("entry_id")?), sum: r.try_get("total")? });
     }
     Ok(found)
 }
@@ -467,41 +412,21 @@ mod tests {
     use super::*;
 
     fn p(account: i64, amount: i64) -> Posting {
-        Posting {
-            account: AccountId(account),
-            amount: Yen(amount),
-        }
+        Posting { account: AccountId(account), amount: Yen(amount) }
     }
 
     fn entry(postings: Vec<Posting>) -> NewEntry {
-        NewEntry {
-            kind: EntryKind::Adjustment,
-            reference: "t".into(),
-            currency: Currency::Jpy,
-            postings,
-        }
+        NewEntry { kind: EntryKind::Adjustment, reference: "t".into(), currency: Currency::Jpy, postings }
     }
 
     #[test]
     fn an_entry_must_balance_before_anything_is_written() {
         assert!(entry(vec![p(1, -5), p(2, 5)]).validate().is_ok());
         assert!(entry(vec![p(1, -5), p(2, 3), p(3, 2)]).validate().is_ok());
-        assert!(matches!(
-            entry(vec![p(1, -5), p(2, 4)]).validate(),
-            Err(LedgerError::Unbalanced)
-        ));
-        assert!(matches!(
-            entry(vec![p(1, 0), p(2, 0)]).validate(),
-            Err(LedgerError::ZeroPosting)
-        ));
-        assert!(matches!(
-            entry(vec![p(1, 5)]).validate(),
-            Err(LedgerError::TooFewPostings)
-        ));
-        assert!(matches!(
-            entry(vec![]).validate(),
-            Err(LedgerError::TooFewPostings)
-        ));
+        assert!(matches!(entry(vec![p(1, -5), p(2, 4)]).validate(), Err(LedgerError::Unbalanced)));
+        assert!(matches!(entry(vec![p(1, 0), p(2, 0)]).validate(), Err(LedgerError::ZeroPosting)));
+        assert!(matches!(entry(vec![p(1, 5)]).validate(), Err(LedgerError::TooFewPostings)));
+        assert!(matches!(entry(vec![]).validate(), Err(LedgerError::TooFewPostings)));
         // Overflow must not wrap around to a false zero.
         assert!(matches!(
             entry(vec![p(1, i64::MAX), p(2, i64::MAX), p(3, 2)]).validate(),

@@ -72,11 +72,7 @@ pub struct SandboxMessage {
 }
 
 /// The SMS and e-mail messages sent to `to`, newest first (at most `limit`).
-pub async fn messages_to(
-    db: &Db,
-    to: &str,
-    limit: i64,
-) -> Result<Vec<SandboxMessage>, sqlx::Error> {
+pub async fn messages_to(db: &Db, to: &str, limit: i64) -> Result<Vec<SandboxMessage>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT channel, recipient, kind, subject, body, code, created_at FROM outbox \
          WHERE recipient = $1 AND channel IN ('sms', 'email') ORDER BY id DESC LIMIT $2",
@@ -90,11 +86,7 @@ pub async fn messages_to(
             let channel: String = r.try_get("channel")?;
             Ok(SandboxMessage {
                 to: r.try_get("recipient")?,
-                channel: if channel == "sms" {
-                    Channel::Sms
-                } else {
-                    Channel::Email
-                },
+                channel: if channel == "sms" { Channel::Sms } else { Channel::Email },
                 kind: r.try_get("kind")?,
                 subject: r.try_get("subject")?,
                 body: r.try_get("body")?,

@@ -27,11 +27,9 @@ use crate::store::{self, clock};
 
 /// Money every demo wallet starts with.
 const DEMO_WALLET_START_YEN: i64 = 10_000;
-const DEMO_WALLETS: [&str; 2] = [
-    "demo-wallet-1@sandbox.omamori.test",
-    "demo-wallet-2@sandbox.omamori.test",
-];
+const DEMO_WALLETS: [&str; 2] = ["demo-wallet-1@sandbox.omamori.test", "demo-wallet-2@sandbox.omamori.test"];
 const FUNDING_OWNER: &str = "sandbox";
+const SANDBOX_PREPARE_LOCK: i64 = 0x0053_414e_4442_4f58;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -47,35 +45,19 @@ pub async fn prepare(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
     let now = state.clock.now_ms();
     let funding = store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        let funding =
-            match ledger::account_by_owner(&mut tx, AccountKind::FundingClearing, FUNDING_OWNER)
-                .await?
-            {
-                Some(a) => a.id,
-                None => {
-                    ledger::create_account(
-                        &mut tx,
-                        AccountKind::FundingClearing,
-                        Currency::Jpy,
-                        Some(FUNDING_OWNER),
-                        now,
-                    )
+        // Two instances starting at once must not both create the demo accounts.
+        tx.serialize_on(SANDBOX_PREPARE_LOCK).await?;
+        let funding = match ledger::account_by_owner(&mut tx, AccountKind::FundingClearing, FUNDING_OWNER).await? {
+            Some(a) => a.id,
+            None => {
+                ledger::create_account(&mut tx, AccountKind::FundingClearing, Currency::Jpy, Some(FUNDING_OWNER), now)
                     .await?
-                }
-            };
+            }
+        };
         for owner in DEMO_WALLETS {
-            if ledger::account_by_owner(&mut tx, AccountKind::Wallet, owner)
-                .await?
-                .is_none()
-            {
-                let wallet = ledger::create_account(
-                    &mut tx,
-                    AccountKind::Wallet,
-                    Currency::Jpy,
-                    Some(owner),
-                    now,
-                )
-                .await?;
+            if ledger::account_by_owner(&mut tx, AccountKind::Wallet, owner).await?.is_none() {
+                let wallet =
+                    ledger::create_account(&mut tx, AccountKind::Wallet, Currency::Jpy, Some(owner), now).await?;
                 let entry = NewEntry::transfer(
                     EntryKind::Adjustment,
                     "sandbox-demo-funding",
@@ -136,14 +118,10 @@ async fn list_messages(
     query: Result<Query<MessagesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            "give the recipient as ?to=<phone or e-mail>",
-        )
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "give the recipient as ?to=<phone or e-mail>")
     })?;
     let to = query.to.trim();
-    if to.is_empty() || to.len() > 320 {
+    if to.is_empty() || to.len() > 320 || to.contains('\0') {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_query",
@@ -169,22 +147,20 @@ struct ClockNow {
 /// Moves the shared service clock forward, for expiry and cooling-off tests.
 #[utoipa::path(post, path = "/v1/sandbox/clock", tag = "sandbox", request_body = ClockAdvance,
     responses((status = 200, body = ClockNow), (status = 422, body = crate::http::Problem, content_type = "application/problem+json")))]
-async fn advance_clock(
-    State(state): State<AppState>,
-    body: ApiJson<ClockAdvance>,
-) -> Result<Response, ApiError> {
+async fn advance_clock(State(state): State<AppState>, body: ApiJson<ClockAdvance>) -> Result<Response, ApiError> {
     const TEN_YEARS_SECS: i64 = 10 * 366 * 24 * 3600;
     let seconds = body.value.advance_seconds;
     if !(0..=TEN_YEARS_SECS).contains(&seconds) {
-        return Err(ApiError::invalid_body(
-            "advance_seconds must be from 0 to 316224000 (ten years)",
-        ));
+        return Err(ApiError::invalid_body("advance_seconds must be from 0 to 316224000 (ten years)"));
     }
-    let now = state.clock.advance(&state.db, seconds).await?;
-    Ok(axum::Json(ClockNow {
-        now: clock::rfc3339(now),
-    })
-    .into_response())
+    let now = state.clock.advance(&state.db, seconds).await?.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "clock_limit",
+            "the sandbox clock cannot run more than 100 years ahead",
+        )
+    })?;
+    Ok(axum::Json(ClockNow { now: clock::rfc3339(now) }).into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -207,23 +183,14 @@ struct AccountView {
 
 impl From<ledger::Account> for AccountView {
     fn from(a: ledger::Account) -> Self {
-        AccountView {
-            account_id: a.id.0,
-            kind: a.kind,
-            owner: a.owner_ref,
-            balance: a.balance.0,
-            currency: a.currency,
-        }
+        AccountView { account_id: a.id.0, kind: a.kind, owner: a.owner_ref, balance: a.balance.0, currency: a.currency }
     }
 }
 
 /// Opens a test account with a zero balance.
 #[utoipa::path(post, path = "/v1/sandbox/accounts", tag = "sandbox", request_body = NewAccount,
     responses((status = 201, body = AccountView), (status = 422, body = crate::http::Problem, content_type = "application/problem+json")))]
-async fn create_account(
-    State(state): State<AppState>,
-    body: ApiJson<NewAccount>,
-) -> Result<Response, ApiError> {
+async fn create_account(State(state): State<AppState>, body: ApiJson<NewAccount>) -> Result<Response, ApiError> {
     let NewAccount { kind, owner } = body.value;
     if let Some(owner) = &owner
         && (owner.len() > 254 || !owner.contains('@') || owner.trim() != owner)
@@ -233,8 +200,7 @@ async fn create_account(
     let now = state.clock.now_ms();
     let account = store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        let id =
-            ledger::create_account(&mut tx, kind, Currency::Jpy, owner.as_deref(), now).await?;
+        let id = ledger::create_account(&mut tx, kind, Currency::Jpy, owner.as_deref(), now).await?;
         let account = ledger::account(&mut tx, id).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(account)
@@ -302,7 +268,8 @@ async fn create_transfer(
         let input = input.clone();
         let clock = clock.clone();
         Box::pin(async move {
-            let amount = crate::money::parse_amount(&input.amount, ceiling).map_err(|e| ApiError::invalid_amount(e.to_string()))?;
+            let amount = crate::money::parse_amount(&input.amount, ceiling)
+                .map_err(|e| ApiError::invalid_amount(e.to_string()))?;
             if input.from_account == input.to_account {
                 return Err(ApiError::invalid_body("from_account and to_account must differ"));
             }
@@ -310,14 +277,17 @@ async fn create_transfer(
             let (from, to) = (AccountId(input.from_account), AccountId(input.to_account));
             let mut owners = Vec::new();
             for id in [from, to] {
-                let account = ledger::account(conn, id)
-                    .await?
-                    .ok_or_else(|| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_account", format!("{id} does not exist")))?;
+                let account = ledger::account(conn, id).await?.ok_or_else(|| {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_account", format!("{id} does not exist"))
+                })?;
                 owners.push(account.owner_ref.filter(|_| account.kind == AccountKind::Wallet));
             }
             let reference = format!("sandbox-transfer:{}", uuid::Uuid::now_v7());
-            let posted = ledger::post(conn, &NewEntry::transfer(EntryKind::SandboxTransfer, reference, from, to, amount), now).await?;
-            let (from_balance, to_balance) = (posted.balance_of(from).unwrap_or_default(), posted.balance_of(to).unwrap_or_default());
+            let posted =
+                ledger::post(conn, &NewEntry::transfer(EntryKind::SandboxTransfer, reference, from, to, amount), now)
+                    .await?;
+            let (from_balance, to_balance) =
+                (posted.balance_of(from).unwrap_or_default(), posted.balance_of(to).unwrap_or_default());
             // The notice commits with the money, or neither does.
             if let Some(owner) = &owners[1] {
                 let message = Message {

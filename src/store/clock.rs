@@ -18,6 +18,9 @@ pub struct Clock {
     offset_ms: Arc<AtomicI64>,
 }
 
+/// The furthest the sandbox may move the clock ahead of real time: 100 years.
+pub const MAX_OFFSET_MS: i64 = 100 * 366 * 24 * 3600 * 1000;
+
 /// How often a sandbox instance reloads the shared offset.
 pub const REFRESH_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -25,21 +28,17 @@ impl Clock {
     /// A clock with the offset stored in `db`.
     pub async fn load(db: &Db) -> Result<Clock, sqlx::Error> {
         let offset = read_offset(db).await?;
-        Ok(Clock {
-            offset_ms: Arc::new(AtomicI64::new(offset)),
-        })
+        Ok(Clock { offset_ms: Arc::new(AtomicI64::new(offset)) })
     }
 
     /// A clock that is exactly real time (for tools that have no database).
     pub fn real() -> Clock {
-        Clock {
-            offset_ms: Arc::new(AtomicI64::new(0)),
-        }
+        Clock { offset_ms: Arc::new(AtomicI64::new(0)) }
     }
 
     pub fn now(&self) -> OffsetDateTime {
-        OffsetDateTime::now_utc()
-            + time::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
+        let real = OffsetDateTime::now_utc();
+        real.checked_add(time::Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))).unwrap_or(real)
     }
 
     /// Milliseconds since the Unix epoch, as stored in the database.
@@ -47,22 +46,28 @@ impl Clock {
         to_ms(self.now())
     }
 
-    /// Moves the shared clock forward by `seconds` and returns the new time.
-    pub async fn advance(&self, db: &Db, seconds: i64) -> Result<OffsetDateTime, sqlx::Error> {
-        let delta = seconds.saturating_mul(1000);
-        let offset: i64 = super::retry(|| async {
+    /// Moves the shared clock forward by `seconds` and returns the new time, or `None` when that
+    /// would put it more than [`MAX_OFFSET_MS`] ahead of real time.
+    pub async fn advance(&self, db: &Db, seconds: i64) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+        let delta = seconds.clamp(0, MAX_OFFSET_MS / 1000) * 1000;
+        let offset: Option<i64> = super::retry(|| async {
             let mut tx = db.begin().await?;
-            let offset: i64 =
-                sqlx::query_scalar("UPDATE service_clock SET offset_ms = offset_ms + $1 WHERE id = 1 RETURNING offset_ms")
-                    .bind(delta)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let offset: Option<i64> = sqlx::query_scalar(
+                "UPDATE service_clock SET offset_ms = offset_ms + $1 WHERE id = 1 AND offset_ms + $1 <= $2 \
+                 RETURNING offset_ms",
+            )
+            .bind(delta)
+            .bind(MAX_OFFSET_MS)
+            .fetch_optional(&mut *tx)
+            .await?;
             tx.commit().await?;
             Ok::<_, sqlx::Error>(offset)
         })
         .await?;
-        self.offset_ms.fetch_max(offset, Ordering::Relaxed);
-        Ok(self.now())
+        Ok(offset.map(|offset| {
+            self.offset_ms.fetch_max(offset, Ordering::Relaxed);
+            self.now()
+        }))
     }
 
     /// Keeps this instance's copy of the offset within [`REFRESH_INTERVAL`] of the database's.
@@ -85,9 +90,7 @@ impl Clock {
 }
 
 async fn read_offset(db: &Db) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT offset_ms FROM service_clock WHERE id = 1")
-        .fetch_one(db.pool())
-        .await
+    sqlx::query_scalar("SELECT offset_ms FROM service_clock WHERE id = 1").fetch_one(db.pool()).await
 }
 
 pub fn to_ms(t: OffsetDateTime) -> i64 {
@@ -95,15 +98,12 @@ pub fn to_ms(t: OffsetDateTime) -> i64 {
 }
 
 pub fn from_ms(ms: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// RFC 3339 UTC, as the API shows times.
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.to_offset(time::UtcOffset::UTC)
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    t.to_offset(time::UtcOffset::UTC).format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }
 
 pub fn rfc3339_ms(ms: i64) -> String {

@@ -25,17 +25,18 @@ const PG_MIGRATION_LOCK: i64 = 0x006f_6d61_6d6f_7269;
 pub async fn run(db: &Db) -> anyhow::Result<Vec<i64>> {
     let mut conn = db.pool().acquire().await?;
     if db.backend() == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_lock($1)")
-            .bind(PG_MIGRATION_LOCK)
-            .execute(&mut *conn)
-            .await?;
+        sqlx::query("SELECT pg_advisory_lock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *conn).await?;
     }
     let result = apply(db, &mut conn).await;
-    if db.backend() == Backend::Postgres {
-        sqlx::query("SELECT pg_advisory_unlock($1)")
-            .bind(PG_MIGRATION_LOCK)
-            .execute(&mut *conn)
-            .await?;
+    let unlocked = match db.backend() {
+        Backend::Postgres => {
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(PG_MIGRATION_LOCK).execute(&mut *conn).await.is_ok()
+        }
+        Backend::Sqlite => true,
+    };
+    if result.is_err() || !unlocked {
+        // Never hand back to the pool a connection that may still hold a transaction or the lock.
+        conn.close_on_drop();
     }
     result
 }
@@ -46,45 +47,46 @@ async fn apply(db: &Db, conn: &mut sqlx::AnyConnection) -> anyhow::Result<Vec<i6
     )
     .execute(&mut *conn)
     .await?;
-    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations")
-        .fetch_all(&mut *conn)
-        .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations").fetch_all(&mut *conn).await?;
     let newest_known = MIGRATIONS.last().map(|m| m.version).unwrap_or(0);
     if let Some(v) = applied.iter().find(|v| **v > newest_known) {
-        anyhow::bail!(
-            "the database has migration {v}, newer than this binary knows ({newest_known}); upgrade omamori"
-        );
+        anyhow::bail!("the database has migration {v}, newer than this binary knows ({newest_known}); upgrade omamori");
     }
     let mut done = Vec::new();
     for m in MIGRATIONS.iter().filter(|m| !applied.contains(&m.version)) {
-        let sql = match db.backend() {
-            Backend::Sqlite => m.sqlite,
-            Backend::Postgres => m.postgres,
-        };
-        let begin = match db.backend() {
-            Backend::Sqlite => "BEGIN IMMEDIATE",
-            Backend::Postgres => "BEGIN",
+        let (sql, begin) = match db.backend() {
+            Backend::Sqlite => (m.sqlite, "BEGIN IMMEDIATE"),
+            Backend::Postgres => (m.postgres, "BEGIN"),
         };
         sqlx::raw_sql(begin).execute(&mut *conn).await?;
         let step = async {
+            // Looked at again under the lock: another process starting at the same moment (SQLite has
+            // no advisory lock) may have applied it since the list above was read.
+            let present: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM schema_migrations WHERE version = $1")
+                .bind(m.version)
+                .fetch_one(&mut *conn)
+                .await?;
+            if present > 0 {
+                sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await?;
+                return Ok(false);
+            }
             sqlx::raw_sql(sql).execute(&mut *conn).await?;
-            sqlx::query(
-                "INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-            )
-            .bind(m.version)
-            .bind(m.name)
-            .bind(super::clock::to_ms(time::OffsetDateTime::now_utc()))
-            .execute(&mut *conn)
-            .await?;
-            Ok::<_, sqlx::Error>(())
+            sqlx::query("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)")
+                .bind(m.version)
+                .bind(m.name)
+                .bind(super::clock::to_ms(time::OffsetDateTime::now_utc()))
+                .execute(&mut *conn)
+                .await?;
+            sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+            Ok::<_, sqlx::Error>(true)
         }
         .await;
         match step {
-            Ok(()) => {
-                sqlx::raw_sql("COMMIT").execute(&mut *conn).await?;
+            Ok(true) => {
                 tracing::info!(version = m.version, name = m.name, "applied migration");
                 done.push(m.version);
             }
+            Ok(false) => {}
             Err(e) => {
                 let _ = sqlx::raw_sql("ROLLBACK").execute(&mut *conn).await;
                 anyhow::bail!("migration {} ({}) failed: {e}", m.version, m.name);

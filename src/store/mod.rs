@@ -24,10 +24,22 @@ pub use clock::Clock;
 /// turn (see [`Db::begin`]).
 pub struct Tx {
     tx: sqlx::Transaction<'static, Any>,
+    backend: Backend,
     _writer: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Tx {
+    /// Serialises this transaction with every other that takes the same `key`, until commit or
+    /// rollback (for check-then-insert work that no row lock covers). On PostgreSQL a
+    /// transaction-scoped advisory lock; on SQLite nothing is needed, as a writer holds the
+    /// whole database.
+    pub async fn serialize_on(&mut self, key: i64) -> Result<(), sqlx::Error> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *self.tx).await?;
+        }
+        Ok(())
+    }
+
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.tx.commit().await
     }
@@ -103,39 +115,24 @@ impl Db {
             Backend::Sqlite => max_connections.min(8),
             Backend::Postgres => max_connections,
         };
-        let mut pool_options = AnyPoolOptions::new()
-            .max_connections(max)
-            .acquire_timeout(Duration::from_secs(10));
+        let mut pool_options = AnyPoolOptions::new().max_connections(max).acquire_timeout(Duration::from_secs(10));
         if backend == Backend::Sqlite {
             pool_options = pool_options.after_connect(|conn, _| {
                 Box::pin(async move {
                     // Wait for the writer lock instead of failing at once; WAL lets readers go on.
-                    sqlx::raw_sql("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;")
-                        .execute(&mut *conn)
-                        .await?;
+                    sqlx::raw_sql("PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;").execute(&mut *conn).await?;
                     Ok(())
                 })
             });
         }
         let pool = pool_options.connect_with(options).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot connect to the {} database: {}",
-                backend.name(),
-                redact_db_error(&e)
-            )
+            anyhow::anyhow!("cannot connect to the {} database: {}", backend.name(), redact_db_error(&e))
         })?;
         if backend == Backend::Sqlite {
-            sqlx::raw_sql("PRAGMA journal_mode = WAL;")
-                .execute(&pool)
-                .await?;
+            sqlx::raw_sql("PRAGMA journal_mode = WAL;").execute(&pool).await?;
         }
-        let writer =
-            (backend == Backend::Sqlite).then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
-        Ok(Db {
-            pool,
-            backend,
-            writer,
-        })
+        let writer = (backend == Backend::Sqlite).then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Db { pool, backend, writer })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -153,17 +150,18 @@ impl Db {
     /// relies on conditional updates and row locks, not on snapshot isolation.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
         let writer = match &self.writer {
-            Some(lock) => Some(lock.clone().lock_owned().await),
+            Some(lock) => Some(
+                tokio::time::timeout(WRITER_WAIT, lock.clone().lock_owned())
+                    .await
+                    .map_err(|_| sqlx::Error::PoolTimedOut)?,
+            ),
             None => None,
         };
         let tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(Tx {
-            tx,
-            _writer: writer,
-        })
+        Ok(Tx { tx, backend: self.backend, _writer: writer })
     }
 
     /// Whether the database answers a trivial query (for `/readyz`).
@@ -178,22 +176,19 @@ impl Db {
 
 /// Adds `mode=rwc` so that the file is created on first start, and creates its folder.
 fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
+    let rest = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
     let (path, query) = match rest.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (rest, None),
     };
-    let parent = std::path::Path::new(path)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty());
-    if path != ":memory:"
-        && let Some(parent) = parent
-    {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            anyhow::anyhow!("cannot create the data directory {}: {e}", parent.display())
-        })?;
+    // Each pooled connection would get its own empty in-memory database.
+    anyhow::ensure!(
+        !path.is_empty() && !path.contains(":memory:") && !query.is_some_and(|q| q.contains("memory")),
+        "in-memory SQLite is not supported: give a file path (sqlite://PATH)"
+    );
+    if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("cannot create the data directory {}: {e}", parent.display()))?;
     }
     Ok(match query {
         Some(q) if q.contains("mode=") => url.to_string(),
@@ -208,12 +203,7 @@ fn redact_db_error(e: &sqlx::Error) -> String {
         sqlx::Error::Configuration(_) => "bad configuration".to_string(),
         sqlx::Error::Io(io) => io.to_string(),
         sqlx::Error::Database(db) => db.message().to_string(),
-        other => other
-            .to_string()
-            .split(" for url")
-            .next()
-            .unwrap_or_default()
-            .to_string(),
+        other => other.to_string().split(" for url").next().unwrap_or_default().to_string(),
     }
 }
 
@@ -225,21 +215,40 @@ pub trait Retryable {
 impl Retryable for sqlx::Error {
     fn is_retryable(&self) -> bool {
         match self {
-            sqlx::Error::Database(db) => match db.code().as_deref() {
-                // PostgreSQL: serialization_failure, deadlock_detected.
-                Some("40001") | Some("40P01") => true,
-                // SQLite: BUSY, LOCKED, BUSY_SNAPSHOT (extended codes keep the primary in the low byte).
-                Some(code) => code
-                    .parse::<i64>()
-                    .map(|c| matches!(c & 0xff, 5 | 6))
-                    .unwrap_or(false),
-                None => false,
-            },
+            sqlx::Error::Database(db) => {
+                if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    // serialization_failure, deadlock_detected
+                    matches!(pg.code(), "40001" | "40P01")
+                } else if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // BUSY, LOCKED and their extended codes (the primary code is the low byte).
+                    db.code().and_then(|c| c.parse::<i64>().ok()).is_some_and(|c| matches!(c & 0xff, 5 | 6))
+                } else {
+                    false
+                }
+            }
             sqlx::Error::PoolTimedOut => false,
             _ => false,
         }
     }
 }
+
+/// Runs one write statement in its own short transaction, retried; returns the rows it touched.
+/// `statement` builds the query afresh for each try.
+pub async fn write_one<'q, F>(db: &Db, statement: F) -> Result<u64, sqlx::Error>
+where
+    F: Fn() -> sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
+{
+    retry(|| async {
+        let mut tx = db.begin().await?;
+        let n = statement().execute(&mut *tx).await?.rows_affected();
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(n)
+    })
+    .await
+}
+
+/// The longest a SQLite writer waits for its turn before the request is answered `503`.
+pub const WRITER_WAIT: Duration = Duration::from_secs(10);
 
 /// How many times a transaction is tried before its error is returned.
 pub const MAX_ATTEMPTS: u32 = 8;

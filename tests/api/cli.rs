@@ -9,9 +9,7 @@ use crate::helpers::*;
 
 fn omamori(data_dir: &TempDir) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_omamori"));
-    cmd.env_clear()
-        .env("OMAMORI_DATA_DIR", &data_dir.0)
-        .env("OMAMORI_LOG_LEVEL", "warn");
+    cmd.env_clear().env("OMAMORI_DATA_DIR", &data_dir.0).env("OMAMORI_LOG_LEVEL", "warn");
     cmd
 }
 
@@ -36,16 +34,10 @@ fn an_invalid_setting_stops_start_up_with_one_line_and_status_2() {
     // A config file: the error names the key and the file.
     let file = dir.0.join("omamori.toml");
     std::fs::write(&file, "listen = 8080\n").unwrap();
-    let out = omamori(&dir)
-        .args(["--config", file.to_str().unwrap(), "serve"])
-        .output()
-        .unwrap();
+    let out = omamori(&dir).args(["--config", file.to_str().unwrap(), "serve"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("listen (in ") && stderr.contains("omamori.toml"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("listen (in ") && stderr.contains("omamori.toml"), "{stderr}");
 }
 
 #[test]
@@ -71,11 +63,7 @@ fn production_refuses_sandbox_and_starts_only_with_its_keys() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refuses sandbox"));
-    let out = omamori(&dir)
-        .arg("serve")
-        .env("OMAMORI_ENVIRONMENT", "production")
-        .output()
-        .unwrap();
+    let out = omamori(&dir).arg("serve").env("OMAMORI_ENVIRONMENT", "production").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("OMAMORI_CARD_FINGERPRINT_KEY"));
 }
@@ -83,18 +71,13 @@ fn production_refuses_sandbox_and_starts_only_with_its_keys() {
 /// Starts `omamori serve` on a free port and returns it with the address it printed.
 fn start(dir: &TempDir, extra: &[(&str, &str)]) -> (Child, String) {
     let mut cmd = omamori(dir);
-    cmd.args(["serve", "--sandbox"])
-        .env("OMAMORI_LISTEN", "127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(["serve", "--sandbox"]).env("OMAMORI_LISTEN", "127.0.0.1:0").stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in extra {
         cmd.env(k, v);
     }
     let mut child = cmd.spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line
         .trim()
         .strip_prefix("listening on http://")
@@ -104,10 +87,7 @@ fn start(dir: &TempDir, extra: &[(&str, &str)]) -> (Child, String) {
 }
 
 fn sigterm(child: &Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
 }
 
@@ -117,10 +97,7 @@ fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
         }
-        assert!(
-            started.elapsed() < limit,
-            "the server did not stop within {limit:?}"
-        );
+        assert!(started.elapsed() < limit, "the server did not stop within {limit:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -129,14 +106,8 @@ fn wait(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 fn serve_prints_its_address_and_finishes_requests_in_flight_on_sigterm() {
     let dir = TempDir::new();
     let (mut child, addr) = start(&dir, &[]);
-    assert!(
-        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
-        "{addr}"
-    );
-    assert!(
-        dir.0.join("omamori.db").exists(),
-        "the SQLite file is created on first start"
-    );
+    assert!(addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"), "{addr}");
+    assert!(dir.0.join("omamori.db").exists(), "the SQLite file is created on first start");
     assert!(dir.0.join("sandbox.json").exists());
 
     // Begin a request and leave it half-sent, so that it is in flight when SIGTERM arrives.
@@ -149,10 +120,7 @@ fn serve_prints_its_address_and_finishes_requests_in_flight_on_sigterm() {
     sigterm(&child);
     std::thread::sleep(Duration::from_millis(300));
     // New connections are no longer taken...
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "the server quit with a request in flight"
-    );
+    assert!(child.try_wait().unwrap().is_none(), "the server quit with a request in flight");
     // ...but the one in flight completes.
     stream.write_all(&body[5..]).unwrap();
     let mut response = String::new();
@@ -166,38 +134,19 @@ fn serve_prints_its_address_and_finishes_requests_in_flight_on_sigterm() {
 #[test]
 fn logs_are_json_when_asked() {
     let dir = TempDir::new();
-    let (mut child, addr) = start(
-        &dir,
-        &[
-            ("OMAMORI_LOG_FORMAT", "json"),
-            ("OMAMORI_LOG_LEVEL", "info"),
-        ],
-    );
+    let (mut child, addr) = start(&dir, &[("OMAMORI_LOG_FORMAT", "json"), ("OMAMORI_LOG_LEVEL", "info")]);
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    write!(
-        s,
-        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    write!(s, "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
     let mut response = String::new();
     s.read_to_string(&mut response).unwrap();
     sigterm(&child);
     wait(&mut child, Duration::from_secs(10));
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
     assert!(!stderr.is_empty());
     for line in stderr.lines() {
-        let v: serde_json::Value =
-            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        assert!(
-            v["level"].is_string() && v["timestamp"].is_string(),
-            "{line}"
-        );
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
     }
     assert!(stderr.contains("omamori is serving"), "{stderr}");
 }
@@ -206,46 +155,25 @@ fn logs_are_json_when_asked() {
 fn migrate_creates_the_schema_once() {
     let dir = TempDir::new();
     let out = omamori(&dir).arg("migrate").output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1]"));
     let out = omamori(&dir).arg("migrate").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
     let out = omamori(&dir).args(["admin", "verify"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }
 
 #[test]
 fn migrate_on_postgres() {
     let Some(admin) = postgres_url() else { return };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let dir = TempDir::new();
-    let db = rt
-        .block_on(TestDatabase::create(Backend::Postgres, &dir))
-        .unwrap();
+    let db = rt.block_on(TestDatabase::create(Backend::Postgres, &dir)).unwrap();
     let _ = admin;
     for expected in ["applied migrations [1]", "up to date"] {
-        let out = omamori(&dir)
-            .arg("migrate")
-            .env("OMAMORI_DATABASE_URL", &db.url)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let out = omamori(&dir).arg("migrate").env("OMAMORI_DATABASE_URL", &db.url).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains(expected));
     }
     drop(db);

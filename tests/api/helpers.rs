@@ -51,13 +51,9 @@ pub fn postgres_url() -> Option<String> {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
             if std::env::var("CI").as_deref() == Ok("true") {
-                panic!(
-                    "CI=true but OMAMORI_TEST_POSTGRES_URL is not set: the PostgreSQL tests must run in CI"
-                );
+                panic!("CI=true but OMAMORI_TEST_POSTGRES_URL is not set: the PostgreSQL tests must run in CI");
             }
-            eprintln!(
-                "skipping the PostgreSQL half of this test: OMAMORI_TEST_POSTGRES_URL is not set"
-            );
+            eprintln!("skipping the PostgreSQL half of this test: OMAMORI_TEST_POSTGRES_URL is not set");
             None
         }
     }
@@ -100,20 +96,15 @@ impl TestDatabase {
                 let admin = postgres_url()?;
                 sqlx::any::install_default_drivers();
                 let name = format!("omamori_t_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = sqlx::AnyConnection::connect(&admin)
-                    .await
-                    .expect("connect to OMAMORI_TEST_POSTGRES_URL");
+                let mut conn =
+                    sqlx::AnyConnection::connect(&admin).await.expect("connect to OMAMORI_TEST_POSTGRES_URL");
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&mut conn)
                     .await
                     .expect("create a test database");
                 let _ = conn.close().await;
                 let url = with_database(&admin, &name);
-                Some(TestDatabase {
-                    url,
-                    backend,
-                    pg: Some((admin, name)),
-                })
+                Some(TestDatabase { url, backend, pg: Some((admin, name)) })
             }
         }
     }
@@ -124,17 +115,13 @@ impl Drop for TestDatabase {
         if let Some((admin, name)) = self.pg.take() {
             // Drop runs outside async code: use a thread with its own runtime.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 rt.block_on(async move {
                     if let Ok(mut conn) = sqlx::AnyConnection::connect(&admin).await {
-                        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                        )))
-                        .execute(&mut conn)
-                        .await;
+                        let _ =
+                            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                                .execute(&mut conn)
+                                .await;
                     }
                 });
             })
@@ -188,19 +175,13 @@ impl TestApp {
     /// A second server on the same database as `self` (as a second instance behind a balancer).
     pub async fn another_instance(&self) -> TestApp {
         let data_dir = TempDir::new();
-        let database = TestDatabase {
-            url: self.database_url.clone(),
-            backend: self.backend,
-            pg: None,
-        };
-        Self::start(database, data_dir, |_| {}).await
+        let database = TestDatabase { url: self.database_url.clone(), backend: self.backend, pg: None };
+        // Instances of one deployment share their keys as they share the database.
+        let keys = self.state.config.keys.clone();
+        Self::start(database, data_dir, move |c| c.keys = keys).await
     }
 
-    async fn start(
-        database: TestDatabase,
-        data_dir: TempDir,
-        adjust: impl FnOnce(&mut Config),
-    ) -> TestApp {
+    async fn start(database: TestDatabase, data_dir: TempDir, adjust: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
             database_url: Some(database.url.clone()),
@@ -249,14 +230,7 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> Reply {
-        Reply::from(
-            self.client
-                .get(self.url(path))
-                .send()
-                .await
-                .expect("request sent"),
-        )
-        .await
+        Reply::from(self.client.get(self.url(path)).send().await.expect("request sent")).await
     }
 
     pub async fn post(&self, path: &str, body: &Value, idempotency_key: Option<&str>) -> Reply {
@@ -270,13 +244,7 @@ impl TestApp {
     // One method per API call.
 
     pub async fn create_account(&self, kind: &str, owner: Option<&str>) -> i64 {
-        let r = self
-            .post(
-                "/v1/sandbox/accounts",
-                &json!({"kind": kind, "owner": owner}),
-                None,
-            )
-            .await;
+        let r = self.post("/v1/sandbox/accounts", &json!({"kind": kind, "owner": owner}), None).await;
         assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
         r.body["account_id"].as_i64().unwrap()
     }
@@ -300,30 +268,17 @@ impl TestApp {
     pub async fn funded_wallet(&self, amount: i64, owner: Option<&str>) -> i64 {
         let funding = self.create_account("funding_clearing", None).await;
         let wallet = self.create_account("wallet", owner).await;
-        let r = self
-            .transfer(funding, wallet, amount, &uuid::Uuid::new_v4().to_string())
-            .await;
+        let r = self.transfer(funding, wallet, amount, &uuid::Uuid::new_v4().to_string()).await;
         assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
         wallet
     }
 
     pub async fn advance_clock(&self, seconds: i64) -> Reply {
-        self.post(
-            "/v1/sandbox/clock",
-            &json!({"advance_seconds": seconds}),
-            None,
-        )
-        .await
+        self.post("/v1/sandbox/clock", &json!({"advance_seconds": seconds}), None).await
     }
 
     pub async fn messages(&self, to: &str) -> Vec<Value> {
-        let r = self
-            .client
-            .get(self.url("/v1/sandbox/messages"))
-            .query(&[("to", to)])
-            .send()
-            .await
-            .unwrap();
+        let r = self.client.get(self.url("/v1/sandbox/messages")).query(&[("to", to)]).send().await.unwrap();
         let r = Reply::from(r).await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
         r.body["items"].as_array().unwrap().clone()
@@ -368,19 +323,11 @@ impl Reply {
         let headers = r.headers().clone();
         let text = r.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
+        Reply { status, headers, body, text }
     }
 
     pub fn content_type(&self) -> &str {
-        self.headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("")
     }
 
     /// Asserts a problem document with this status and code.
@@ -391,9 +338,7 @@ impl Reply {
         assert_eq!(self.body["code"], code, "{self:?}");
         assert_eq!(self.body["status"], status, "{self:?}");
         assert!(
-            self.body["title"].is_string()
-                && self.body["detail"].is_string()
-                && self.body["type"].is_string(),
+            self.body["title"].is_string() && self.body["detail"].is_string() && self.body["type"].is_string(),
             "{self:?}"
         );
     }

@@ -123,21 +123,10 @@ both_backends! {
 async fn accounts(db: &Db) -> (AccountId, AccountId, AccountId) {
     let mut tx = db.begin().await.unwrap();
     let now = 0;
-    let funding = ledger::create_account(
-        &mut tx,
-        AccountKind::FundingClearing,
-        Currency::Jpy,
-        None,
-        now,
-    )
-    .await
-    .unwrap();
-    let wallet = ledger::create_account(&mut tx, AccountKind::Wallet, Currency::Jpy, None, now)
-        .await
-        .unwrap();
-    let shop = ledger::create_account(&mut tx, AccountKind::Merchant, Currency::Jpy, None, now)
-        .await
-        .unwrap();
+    let funding =
+        ledger::create_account(&mut tx, AccountKind::FundingClearing, Currency::Jpy, None, now).await.unwrap();
+    let wallet = ledger::create_account(&mut tx, AccountKind::Wallet, Currency::Jpy, None, now).await.unwrap();
+    let shop = ledger::create_account(&mut tx, AccountKind::Merchant, Currency::Jpy, None, now).await.unwrap();
     tx.commit().await.unwrap();
     (funding, wallet, shop)
 }
@@ -155,12 +144,7 @@ async fn post(db: &Db, entry: NewEntry) -> Result<ledger::Posted, LedgerError> {
 
 async fn balance(db: &Db, account: AccountId) -> i64 {
     let mut conn = db.pool().acquire().await.unwrap();
-    ledger::account(&mut conn, account)
-        .await
-        .unwrap()
-        .unwrap()
-        .balance
-        .0
+    ledger::account(&mut conn, account).await.unwrap().unwrap().balance.0
 }
 
 /// One step of a random sequence over three wallets, a merchant and a funding account.
@@ -176,62 +160,35 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0..3usize, 1..5_000i64).prop_map(|(wallet, amount)| Op::Credit { wallet, amount }),
         (0..3usize, 1..5_000i64).prop_map(|(wallet, amount)| Op::Debit { wallet, amount }),
-        (0..3usize, 0..3usize, 1..5_000i64).prop_map(|(from, to, amount)| Op::Transfer {
-            from,
-            to,
-            amount
-        }),
-        (0..3usize, prop::collection::vec(1..2_000i64, 1..4))
-            .prop_map(|(from, amounts)| Op::Split { from, amounts }),
+        (0..3usize, 0..3usize, 1..5_000i64).prop_map(|(from, to, amount)| Op::Transfer { from, to, amount }),
+        (0..3usize, prop::collection::vec(1..2_000i64, 1..4)).prop_map(|(from, amounts)| Op::Split { from, amounts }),
     ]
 }
 
 /// Random sequences of credits, debits and transfers never break the invariants: every balance
 /// equals the model's, no wallet goes below zero, the books sum to zero, and `verify` is clean.
 fn property_run(backend: Backend) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let Some(app) = rt.block_on(TestApp::spawn(backend)) else {
         return;
     };
     let db = app.db().clone();
     let cases = if backend == Backend::Sqlite { 48 } else { 24 };
-    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
-        cases,
-        ..Default::default()
-    });
+    let mut runner =
+        proptest::test_runner::TestRunner::new(proptest::test_runner::Config { cases, ..Default::default() });
     runner
         .run(&prop::collection::vec(op(), 1..40), |ops| {
             rt.block_on(async {
                 let mut tx = db.begin().await.unwrap();
-                let funding = ledger::create_account(
-                    &mut tx,
-                    AccountKind::FundingClearing,
-                    Currency::Jpy,
-                    None,
-                    0,
-                )
-                .await
-                .unwrap();
+                let funding = ledger::create_account(&mut tx, AccountKind::FundingClearing, Currency::Jpy, None, 0)
+                    .await
+                    .unwrap();
                 let shop =
-                    ledger::create_account(&mut tx, AccountKind::Merchant, Currency::Jpy, None, 0)
-                        .await
-                        .unwrap();
+                    ledger::create_account(&mut tx, AccountKind::Merchant, Currency::Jpy, None, 0).await.unwrap();
                 let mut wallets = Vec::new();
                 for _ in 0..3 {
                     wallets.push(
-                        ledger::create_account(
-                            &mut tx,
-                            AccountKind::Wallet,
-                            Currency::Jpy,
-                            None,
-                            0,
-                        )
-                        .await
-                        .unwrap(),
+                        ledger::create_account(&mut tx, AccountKind::Wallet, Currency::Jpy, None, 0).await.unwrap(),
                     );
                 }
                 tx.commit().await.unwrap();
@@ -250,12 +207,7 @@ fn property_run(backend: Backend) {
                         Op::Transfer { .. } => continue,
                         Op::Split { from, amounts } => {
                             let mut p = vec![(wallets[*from], -amounts.iter().sum::<i64>())];
-                            p.extend(
-                                amounts
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(i, a)| (wallets[(from + 1 + i % 2) % 3], *a)),
-                            );
+                            p.extend(amounts.iter().enumerate().map(|(i, a)| (wallets[(from + 1 + i % 2) % 3], *a)));
                             p
                         }
                     };
@@ -264,20 +216,12 @@ fn property_run(backend: Backend) {
                     for (a, amt) in &postings {
                         *next.entry(*a).or_default() += amt;
                     }
-                    let would_overdraw = wallets
-                        .iter()
-                        .any(|w| next.get(w).copied().unwrap_or(0) < 0);
+                    let would_overdraw = wallets.iter().any(|w| next.get(w).copied().unwrap_or(0) < 0);
                     let entry = NewEntry {
                         kind: EntryKind::Adjustment,
                         reference: "prop".into(),
                         currency: Currency::Jpy,
-                        postings: postings
-                            .iter()
-                            .map(|(a, amt)| Posting {
-                                account: *a,
-                                amount: Yen(*amt),
-                            })
-                            .collect(),
+                        postings: postings.iter().map(|(a, amt)| Posting { account: *a, amount: Yen(*amt) }).collect(),
                     };
                     match post(&db, entry).await {
                         Ok(_) => {
@@ -288,9 +232,7 @@ fn property_run(backend: Backend) {
                             prop_assert!(would_overdraw, "a covered entry was refused: {op:?}")
                         }
                         Err(e) => {
-                            return Err(TestCaseError::fail(format!(
-                                "unexpected error {e} for {op:?}"
-                            )));
+                            return Err(TestCaseError::fail(format!("unexpected error {e} for {op:?}")));
                         }
                     }
                 }

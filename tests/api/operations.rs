@@ -73,35 +73,16 @@ async fn a_panic_is_a_problem_not_a_crash() {
     use axum::routing::get;
     let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
     let router = omamori::http::with_layers(
-        axum::Router::new()
-            .route("/boom", get(boom))
-            .route("/healthz", get(|| async { "ok" })),
+        axum::Router::new().route("/boom", get(boom)).route("/healthz", get(|| async { "ok" })),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    let r = Reply::from(
-        app.client
-            .get(format!("http://{addr}/boom"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = Reply::from(app.client.get(format!("http://{addr}/boom")).send().await.unwrap()).await;
     r.assert_problem(500, "internal_error");
-    assert!(
-        !r.text.contains("4242"),
-        "the panic message must not reach the client: {r:?}"
-    );
+    assert!(!r.text.contains("4242"), "the panic message must not reach the client: {r:?}");
     // The server is still up.
-    let r = Reply::from(
-        app.client
-            .get(format!("http://{addr}/healthz"))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = Reply::from(app.client.get(format!("http://{addr}/healthz")).send().await.unwrap()).await;
     assert_eq!(r.status, 200);
 }
 
@@ -111,13 +92,8 @@ async fn boom() -> &'static str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_runs_in_wal_mode_in_one_file_under_the_data_directory() {
-    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.database_url = None)
-        .await
-        .unwrap();
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.database_url = None).await.unwrap();
     assert!(app.data_dir.0.join("omamori.db").exists());
-    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(app.db().pool())
-        .await
-        .unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(app.db().pool()).await.unwrap();
     assert_eq!(mode, "wal");
 }

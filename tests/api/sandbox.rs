@@ -22,6 +22,20 @@ both_backends! {
         assert_eq!(r.status, 200);
         app.advance_clock(-1).await.assert_problem(422, "invalid_body");
         app.post("/v1/sandbox/clock", &json!({"advance_seconds": "soon"}), None).await.assert_problem(422, "invalid_body");
+        // The clock stops 100 years ahead instead of overflowing.
+        let ten_years = 10 * 366 * 24 * 3600;
+        let mut refused = None;
+        for i in 0..12 {
+            let r = app.advance_clock(ten_years).await;
+            if r.status != 200 {
+                refused = Some((i, r));
+                break;
+            }
+        }
+        let (i, r) = refused.expect("the clock never refused to move");
+        r.assert_problem(422, "clock_limit");
+        assert!(i >= 9, "refused too early, after {i} moves");
+        assert_eq!(app.get("/healthz").await.status, 200);
         other.stop().await;
     }
 
@@ -67,25 +81,11 @@ both_backends! {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_routes_do_not_exist_outside_sandbox_mode() {
-    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.sandbox = false)
-        .await
-        .unwrap();
-    app.get("/v1/sandbox/messages?to=x")
-        .await
-        .assert_problem(404, "not_found");
-    app.post("/v1/sandbox/clock", &json!({"advance_seconds": 60}), None)
-        .await
-        .assert_problem(404, "not_found");
-    app.post("/v1/sandbox/transfers", &json!({}), Some("k"))
-        .await
-        .assert_problem(404, "not_found");
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| c.sandbox = false).await.unwrap();
+    app.get("/v1/sandbox/messages?to=x").await.assert_problem(404, "not_found");
+    app.post("/v1/sandbox/clock", &json!({"advance_seconds": 60}), None).await.assert_problem(404, "not_found");
+    app.post("/v1/sandbox/transfers", &json!({}), Some("k")).await.assert_problem(404, "not_found");
     let doc = app.get("/v1/openapi.json").await;
-    assert!(
-        doc.body["paths"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .all(|p| !p.starts_with("/v1/sandbox"))
-    );
+    assert!(doc.body["paths"].as_object().unwrap().keys().all(|p| !p.starts_with("/v1/sandbox")));
     assert!(!app.data_dir.0.join("sandbox.json").exists());
 }
