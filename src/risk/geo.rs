@@ -1,0 +1,1 @@
+//! Country of an address: `.mmdb`, CSV ranges, or built-in registration data. (Being written.)

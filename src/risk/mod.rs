@@ -1,0 +1,4 @@
+//! Risk: client address and country, throttles, alerts.
+
+pub mod client;
+pub mod geo;
