@@ -19,6 +19,58 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub clock: Clock,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    pub hasher: crate::identity::password::Hasher,
+    pub geo: Arc<crate::risk::geo::GeoIp>,
+}
+
+impl AppState {
+    /// Everything but the socket: the data directory and keys, the database (migrated), the
+    /// clock, the country data and the password hasher. Command-line tools use this too.
+    pub async fn build(mut config: Config) -> anyhow::Result<AppState> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+        load_or_generate_keys(&mut config)?;
+        let db = Db::connect(&config.effective_database_url(), config.database_max_connections).await?;
+        store::migrate::run(&db).await?;
+        let clock = Clock::load(&db).await?;
+        let geo = crate::risk::geo::GeoIp::load(config.geoip.as_deref())?;
+        let hasher = crate::identity::password::Hasher::new(config.password_hash_concurrency as usize);
+        Ok(AppState {
+            db,
+            config: Arc::new(config),
+            clock,
+            metrics: crate::http::metrics_handle(),
+            hasher,
+            geo: Arc::new(geo),
+        })
+    }
+
+    pub fn session_timeouts(&self) -> crate::identity::session::Timeouts {
+        crate::identity::session::Timeouts {
+            idle_ms: self.config.session_idle_timeout_secs as i64 * 1000,
+            absolute_ms: self.config.session_absolute_timeout_secs as i64 * 1000,
+        }
+    }
+
+    pub fn throttle_limits(&self) -> crate::risk::throttle::Limits {
+        crate::risk::throttle::Limits {
+            per_address: self.config.throttle_address_failures as i64,
+            per_subnet: self.config.throttle_subnet_failures as i64,
+        }
+    }
+
+    pub fn alert_thresholds(&self) -> crate::risk::alerts::Thresholds {
+        crate::risk::alerts::Thresholds {
+            failed_logins: self.config.alert_failed_logins_per_minute as i64,
+            failed_codes: self.config.alert_failed_codes_per_minute as i64,
+            throttled_addresses: self.config.alert_throttled_addresses_per_minute as i64,
+        }
+    }
+
+    /// The country policy of shopper routes (`403 region_blocked`).
+    pub fn check_country(&self, client: &crate::http::auth::ClientInfo) -> Result<(), crate::http::ApiError> {
+        crate::http::auth::country_policy(self, client)
+    }
 }
 
 pub struct Application {
@@ -30,21 +82,11 @@ pub struct Application {
 
 impl Application {
     /// Connects to the database, applies migrations, prepares sandbox data and binds the socket.
-    pub async fn build(mut config: Config) -> anyhow::Result<Application> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-        load_or_generate_keys(&mut config)?;
-        let db = Db::connect(&config.effective_database_url(), config.database_max_connections).await?;
-        store::migrate::run(&db).await?;
-        let clock = Clock::load(&db).await?;
-        let listener =
-            TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-        let state = AppState {
-            db: db.clone(),
-            config: Arc::new(config),
-            clock: clock.clone(),
-            metrics: crate::http::metrics_handle(),
-        };
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let listen = config.listen;
+        let state = AppState::build(config).await?;
+        let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        let (db, clock) = (state.db.clone(), state.clock.clone());
         let mut background = vec![spawn_janitor(state.clone())];
         if state.config.sandbox {
             background.push(clock.spawn_refresh(db.clone()));
@@ -115,6 +157,15 @@ fn spawn_janitor(state: AppState) -> tokio::task::JoinHandle<()> {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "purged expired idempotency keys"),
                 Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+            }
+            let purged = async {
+                let mut tx = state.db.begin().await?;
+                let n = crate::risk::throttle::purge(&mut tx, state.clock.now_ms()).await?;
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(n)
+            };
+            if let Err(e) = purged.await {
+                tracing::warn!(error = %e, "could not purge old authentication events");
             }
         }
     })

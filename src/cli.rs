@@ -46,6 +46,23 @@ enum Command {
 enum AdminCommand {
     /// Recomputes every balance from the postings; exits 1 naming any account that disagrees.
     Verify,
+    /// Operator accounts.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCommand {
+    /// Creates an operator and prints their password and TOTP secret, once.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// viewer, operator or admin
+        #[arg(long, value_parser = ["viewer", "operator", "admin"])]
+        role: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -100,6 +117,9 @@ pub fn run() -> ExitCode {
             Command::Serve { .. } => serve(config).await,
             Command::Migrate => migrate(config).await,
             Command::Admin { command: AdminCommand::Verify } => verify(config).await,
+            Command::Admin { command: AdminCommand::Operator { command: OperatorCommand::Create { email, role } } } => {
+                create_operator(config, &email, &role).await
+            }
             Command::Bench { command: BenchCommand::Ledger { database_url, transfers, concurrency, wallets } } => {
                 crate::bench::ledger(database_url, transfers, concurrency, wallets).await.map(|()| ExitCode::SUCCESS)
             }
@@ -181,6 +201,24 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
     } else {
         println!("applied migrations {applied:?} to the {} database", db.backend().name());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn create_operator(config: Config, email: &str, role: &str) -> anyhow::Result<ExitCode> {
+    let role = crate::http::auth::Role::parse(role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
+    let state = crate::app::AppState::build(config).await?;
+    let created = crate::identity::operators::create(&state, email, role).await?;
+    println!("operator {} created with role {}", created.email, created.role.as_str());
+    println!("password: {}", created.password);
+    println!("TOTP secret (add it to an authenticator app now; it is not shown again): {}", created.totp_secret);
+    println!(
+        "otpauth URI: {}",
+        crate::identity::totp::otpauth_uri(
+            &crate::identity::totp::base32_decode(&created.totp_secret).unwrap_or_default(),
+            &created.email
+        )
+    );
+    state.db.close().await;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -29,6 +29,14 @@ pub const SETTINGS: &[&str] = &[
     "log_level",
     "amount_ceiling",
     "database_max_connections",
+    "session_idle_timeout_secs",
+    "session_absolute_timeout_secs",
+    "throttle_address_failures",
+    "throttle_subnet_failures",
+    "alert_failed_logins_per_minute",
+    "alert_failed_codes_per_minute",
+    "alert_throttled_addresses_per_minute",
+    "password_hash_concurrency",
     "card_fingerprint_key",
     "totp_encryption_key",
     "webhook_signing_key",
@@ -114,6 +122,17 @@ pub struct Config {
     /// The largest amount any single money movement may carry (API.md: default ¥1,000,000).
     pub amount_ceiling_yen: i64,
     pub database_max_connections: u32,
+    pub session_idle_timeout_secs: u32,
+    pub session_absolute_timeout_secs: u32,
+    /// Failed logins per client address, and per /24 or /48 subnet, in 10 minutes.
+    pub throttle_address_failures: u32,
+    pub throttle_subnet_failures: u32,
+    /// Per-minute thresholds of the alert detectors.
+    pub alert_failed_logins_per_minute: u32,
+    pub alert_failed_codes_per_minute: u32,
+    pub alert_throttled_addresses_per_minute: u32,
+    /// How many Argon2 computations may run at once (each takes 19 MiB and one core).
+    pub password_hash_concurrency: u32,
     pub keys: Keys,
 }
 
@@ -133,6 +152,14 @@ impl Default for Config {
             log_level: "info".to_string(),
             amount_ceiling_yen: 1_000_000,
             database_max_connections: 16,
+            session_idle_timeout_secs: 15 * 60,
+            session_absolute_timeout_secs: 12 * 3600,
+            throttle_address_failures: 10,
+            throttle_subnet_failures: 50,
+            alert_failed_logins_per_minute: 30,
+            alert_failed_codes_per_minute: 20,
+            alert_throttled_addresses_per_minute: 3,
+            password_hash_concurrency: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2),
             keys: Keys::default(),
         }
     }
@@ -316,6 +343,30 @@ impl Config {
                         .filter(|n| (1..=1000).contains(n))
                         .ok_or_else(|| fail("expected a number from 1 to 1000"))?
                 }
+                "session_idle_timeout_secs" => {
+                    config.session_idle_timeout_secs = number(value, 60, 24 * 3600).map_err(|e| fail(&e))?
+                }
+                "session_absolute_timeout_secs" => {
+                    config.session_absolute_timeout_secs = number(value, 300, 30 * 24 * 3600).map_err(|e| fail(&e))?
+                }
+                "throttle_address_failures" => {
+                    config.throttle_address_failures = number(value, 1, 100_000).map_err(|e| fail(&e))?
+                }
+                "throttle_subnet_failures" => {
+                    config.throttle_subnet_failures = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
+                }
+                "alert_failed_logins_per_minute" => {
+                    config.alert_failed_logins_per_minute = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
+                }
+                "alert_failed_codes_per_minute" => {
+                    config.alert_failed_codes_per_minute = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
+                }
+                "alert_throttled_addresses_per_minute" => {
+                    config.alert_throttled_addresses_per_minute = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
+                }
+                "password_hash_concurrency" => {
+                    config.password_hash_concurrency = number(value, 1, 256).map_err(|e| fail(&e))?
+                }
                 "card_fingerprint_key" => config.keys.card_fingerprint = Some(Key::parse(value).map_err(|e| fail(&e))?),
                 "totp_encryption_key" => config.keys.totp_encryption = Some(Key::parse(value).map_err(|e| fail(&e))?),
                 "webhook_signing_key" => config.keys.webhook_signing = Some(Key::parse(value).map_err(|e| fail(&e))?),
@@ -352,6 +403,14 @@ impl Config {
             None => format!("sqlite://{}", self.data_dir.join("omamori.db").display()),
         }
     }
+}
+
+fn number(value: &str, min: u32, max: u32) -> Result<u32, String> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("expected a whole number from {min} to {max}"))
 }
 
 fn split_list(value: &str) -> impl Iterator<Item = &str> {

@@ -6,6 +6,7 @@
 //! reaches the client as `application/problem+json` with a stable `code`, and every response
 //! carries an `x-request-id` that also tags its log lines.
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 
@@ -23,7 +24,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -70,7 +71,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
-        .routes(routes!(metrics_text));
+        .routes(routes!(metrics_text))
+        .merge(crate::identity::routes::routes());
     if state.config.sandbox {
         api = api.merge(crate::sandbox::routes());
     }
@@ -113,9 +115,9 @@ pub fn with_layers(router: Router) -> Router {
         .layer(middleware::from_fn(record_metrics))
         .layer(middleware::from_fn(problem_for_bare_errors))
         // Bounds on how long one request may hold a worker and a connection: a client that drips
-        // its body gets 408, a request that runs too long 503 (its transaction rolls back).
+        // its body gets 408 (below), a request that runs too long 503 (its transaction rolls back).
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
-        .layer(RequestBodyTimeoutLayer::new(BODY_TIMEOUT))
+        .layer(middleware::from_fn(read_whole_body))
         .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
             // The panic message may hold request data: it goes nowhere but the log.
             tracing::error!("a handler panicked");
@@ -125,6 +127,23 @@ pub fn with_layers(router: Router) -> Router {
     // `Content-Length` before reading answers so early that clients still sending see a broken
     // pipe instead of the 413.)
     router.layer(layers).layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+}
+
+/// Reads the whole body (at most 64 KiB) before any handler runs. A handler that refuses a
+/// request without reading its body (unauthenticated, say) would otherwise answer while the client
+/// is still sending, and the client would see a broken connection instead of the problem.
+async fn read_whole_body(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, BODY_LIMIT_BYTES)).await {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        // Over the limit (or a broken body): the 413 is the precise answer for the former.
+        Ok(Err(e)) => {
+            let too_large = format!("{e:?}").contains("LengthLimit");
+            error::problem_for_status(if too_large { StatusCode::PAYLOAD_TOO_LARGE } else { StatusCode::BAD_REQUEST })
+                .into_response()
+        }
+        Err(_) => error::problem_for_status(StatusCode::REQUEST_TIMEOUT).into_response(),
+    }
 }
 
 /// Turns any error response that is not already a problem document into one, keeping its status

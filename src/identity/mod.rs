@@ -1,3 +1,310 @@
-//! Identity: users, contacts, passwords, second factors, devices, sessions, step-up, recovery.
+//! Identity: users, contacts, passwords, second factors, devices, sessions, step-up, recovery
+//! (ARCHITECTURE sections 2 and 7).
+//!
+//! A password alone never opens anything: login always ends in a challenge (SMS code, TOTP or a
+//! recovery code) unless the device presents a device token from an earlier two-step login.
+//! Every secret Omamori hands out (session and device tokens, one-time codes, recovery codes) is
+//! stored only as a hash; every security event writes its notice in the same transaction.
 
+pub mod challenge;
+pub mod login;
+pub mod operators;
 pub mod password;
+pub mod recovery;
+pub mod routes;
+pub mod session;
+pub mod signup;
+pub mod totp;
+
+use std::fmt;
+
+use axum::http::StatusCode;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::http::error::ApiError;
+use crate::notify::{self, Channel, Message};
+use crate::store::Conn;
+
+/// How long one-time codes and challenges live.
+pub const CODE_TTL_MS: i64 = 5 * 60 * 1000;
+/// Wrong codes allowed per challenge, sign-up or reset.
+pub const MAX_CODE_FAILURES: i64 = 5;
+/// How long a verified step-up lasts.
+pub const STEP_UP_TTL_MS: i64 = 5 * 60 * 1000;
+/// A recognised device opens a session with password and device token for this long after its
+/// last two-step login.
+pub const DEVICE_TRUST_MS: i64 = 30 * 24 * 3600 * 1000;
+/// Cooling-off after a reset or a contact change, and after a password change or factor removal.
+pub const COOLING_OFF_RESET_MS: i64 = 72 * 3600 * 1000;
+pub const COOLING_OFF_PASSWORD_MS: i64 = 24 * 3600 * 1000;
+
+/// An E.164 phone number (`+` then 8 to 15 digits, the first not 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneNumber(String);
+
+impl PhoneNumber {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let digits = raw.strip_prefix('+').unwrap_or("");
+        let ok =
+            (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
+        if !ok {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_phone",
+                "the phone number must be in E.164 form, for example +819012345678",
+            ));
+        }
+        Ok(PhoneNumber(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Shows only the last 4 digits (for `GET /v1/me` and logs).
+pub fn mask_phone(phone: &str) -> String {
+    let keep = phone.len().saturating_sub(4);
+    format!("{}{}", "*".repeat(keep), &phone[keep..])
+}
+
+/// Shows the first character of the local part and the domain.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
+        None => "***".into(),
+    }
+}
+
+/// An e-mail address, lower-cased.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let lower = raw.trim().to_lowercase();
+        let valid = match lower.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && local.len() <= 64
+                    && domain.len() >= 3
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !domain.contains('@')
+                    && lower.len() <= 254
+                    && lower.chars().all(|c| !c.is_whitespace() && !c.is_control())
+            }
+            None => false,
+        };
+        if !valid {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_email",
+                "the e-mail address is not valid",
+            ));
+        }
+        Ok(Email(lower))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A login identifier: a phone in E.164 form or an e-mail address.
+pub enum Login {
+    Phone(PhoneNumber),
+    Email(Email),
+}
+
+impl Login {
+    /// Never fails: an identifier that is neither form simply matches no account (and is
+    /// answered exactly as a wrong password would be).
+    pub fn parse(raw: &str) -> Option<Login> {
+        let raw = raw.trim();
+        if raw.starts_with('+') {
+            PhoneNumber::parse(raw).ok().map(Login::Phone)
+        } else {
+            Email::parse(raw).ok().map(Login::Email)
+        }
+    }
+}
+
+/// A new id with a readable prefix (`usr_...`); UUIDv7 sorts by creation time.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// A 256-bit random token, URL-safe base64.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A 6-digit one-time code from the operating system's CSPRNG-seeded generator.
+pub fn new_code() -> String {
+    format!("{:06}", rand::random_range(0..1_000_000u32))
+}
+
+/// How a secret is stored: SHA-256 of a context (the owning row's id) and the secret. Tokens are
+/// 256-bit random, so a fast hash is enough; the context keeps a code from matching elsewhere.
+pub fn secret_hash(context: &str, secret: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(context.as_bytes());
+    h.update([0]);
+    h.update(secret.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Whether `secret` matches a stored [`secret_hash`], in constant time.
+pub fn secret_matches(context: &str, secret: &str, stored: Option<&str>) -> bool {
+    let Some(stored) = stored else { return false };
+    crate::secret::constant_time_eq(secret_hash(context, secret).as_bytes(), stored.as_bytes())
+}
+
+/// A user as identity code sees one.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: String,
+    pub phone: String,
+    pub email: String,
+    pub password_hash: String,
+    pub wallet_account_id: i64,
+    pub totp_secret: Option<String>,
+    pub cooling_off_until: i64,
+    pub created_at: i64,
+}
+
+impl fmt::Display for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "user {}", self.id)
+    }
+}
+
+const USER_COLUMNS: &str =
+    "id, phone, email, password_hash, wallet_account_id, totp_secret, cooling_off_until, created_at";
+
+fn user_from_row(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
+    use sqlx::Row;
+    Ok(User {
+        id: r.try_get("id")?,
+        phone: r.try_get("phone")?,
+        email: r.try_get("email")?,
+        password_hash: r.try_get("password_hash")?,
+        wallet_account_id: r.try_get("wallet_account_id")?,
+        totp_secret: r.try_get("totp_secret")?,
+        cooling_off_until: r.try_get("cooling_off_until")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+pub async fn user_by_id(conn: &mut Conn, id: &str) -> Result<Option<User>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"));
+    let row = sqlx::query(sql).bind(id).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(user_from_row).transpose()
+}
+
+pub async fn user_by_login(conn: &mut Conn, login: &Login) -> Result<Option<User>, sqlx::Error> {
+    let (column, value) = match login {
+        Login::Phone(p) => ("phone", p.as_str()),
+        Login::Email(e) => ("email", e.as_str()),
+    };
+    let sql = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1"));
+    let row = sqlx::query(sql).bind(value).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(user_from_row).transpose()
+}
+
+/// Tells the user on every verified channel (SMS and e-mail), in the caller's transaction.
+pub async fn notify_all(conn: &mut Conn, user: &User, kind: &str, text: &str, now: i64) -> Result<(), sqlx::Error> {
+    for (channel, to) in [(Channel::Sms, &user.phone), (Channel::Email, &user.email)] {
+        let message = Message {
+            channel,
+            to: to.clone(),
+            kind: kind.to_string(),
+            subject: (channel == Channel::Email).then(|| format!("Omamori: {text}")),
+            body: format!(
+                "{text} If this was not you, freeze your account at once: open the Omamori app or call support."
+            ),
+            code: None,
+        };
+        notify::enqueue(conn, &message, now).await?;
+    }
+    Ok(())
+}
+
+/// Sends a one-time code by SMS or e-mail, in the caller's transaction.
+pub async fn send_code(
+    conn: &mut Conn,
+    channel: Channel,
+    to: &str,
+    kind: &str,
+    purpose: &str,
+    code: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let message = Message {
+        channel,
+        to: to.to_string(),
+        kind: kind.to_string(),
+        subject: (channel == Channel::Email).then(|| format!("Your Omamori code for {purpose}")),
+        body: format!("Omamori: {code} is your code for {purpose}. It expires in 5 minutes. Never share it."),
+        code: Some(code.to_string()),
+    };
+    notify::enqueue(conn, &message, now).await.map(|_| ())
+}
+
+/// `403 cooling_off` when the user changed credentials recently.
+pub fn ensure_not_cooling_off(user: &User, now: i64) -> Result<(), ApiError> {
+    if user.cooling_off_until > now {
+        let secs = (user.cooling_off_until - now + 999) / 1000;
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cooling_off",
+            "this is not allowed for a while after a password reset or a change of contact details",
+        )
+        .with("retry_after", secs));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phones_are_e164() {
+        assert!(PhoneNumber::parse("+819012345678").is_ok());
+        for bad in ["819012345678", "+0123456789", "+81-90-1234", "+1234567", "+1234567890123456", ""] {
+            assert!(PhoneNumber::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(mask_phone("+819012345678"), "*********5678");
+    }
+
+    #[test]
+    fn emails_are_lowercased_and_checked() {
+        assert_eq!(Email::parse(" Hanako@Example.JP ").unwrap().as_str(), "hanako@example.jp");
+        for bad in ["hanako", "@example.jp", "a@b", "a@.jp", "a b@example.jp", "a@example.jp."] {
+            assert!(Email::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn codes_and_tokens() {
+        for _ in 0..100 {
+            let c = new_code();
+            assert_eq!(c.len(), 6);
+            assert!(c.bytes().all(|b| b.is_ascii_digit()));
+        }
+        let t = new_token();
+        assert_eq!(t.len(), 43);
+        assert_ne!(t, new_token());
+        let h = secret_hash("ch_1", "123456");
+        assert!(secret_matches("ch_1", "123456", Some(&h)));
+        assert!(!secret_matches("ch_2", "123456", Some(&h)));
+        assert!(!secret_matches("ch_1", "123457", Some(&h)));
+        assert!(!secret_matches("ch_1", "123456", None));
+    }
+}

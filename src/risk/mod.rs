@@ -1,4 +1,6 @@
-//! Risk: client address and country, throttles, alerts.
+//! Risk: the client address and its country, throttles on failed authentication, alerts.
 
+pub mod alerts;
 pub mod client;
 pub mod geo;
+pub mod throttle;

@@ -17,6 +17,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::app::AppState;
+use crate::http::auth::Role;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::idempotency::{self, IdempotencyKey, Outcome};
@@ -79,8 +80,21 @@ pub async fn prepare(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
             wallets.push(json!({"account_id": a.id, "owner": owner, "balance": a.balance, "currency": a.currency}));
         }
     }
+    let mut operators = Vec::new();
+    for (email, role) in
+        [("operator1@sandbox.omamori.test", Role::Admin), ("operator2@sandbox.omamori.test", Role::Operator)]
+    {
+        let created = crate::identity::operators::create_or_reset(state, email, role).await?;
+        operators.push(json!({
+            "email": created.email,
+            "password": created.password,
+            "totp_secret": created.totp_secret,
+            "role": created.role.as_str(),
+        }));
+    }
     let doc = json!({
         "base_url": format!("http://{addr}"),
+        "operators": operators,
         "database": state.db.backend().name(),
         "funding_account_id": funding,
         "demo_wallets": wallets,

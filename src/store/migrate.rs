@@ -11,12 +11,20 @@ struct Migration {
     postgres: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "foundation",
-    sqlite: include_str!("../../migrations/sqlite/0001_foundation.sql"),
-    postgres: include_str!("../../migrations/postgres/0001_foundation.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "foundation",
+        sqlite: include_str!("../../migrations/sqlite/0001_foundation.sql"),
+        postgres: include_str!("../../migrations/postgres/0001_foundation.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "identity",
+        sqlite: include_str!("../../migrations/sqlite/0002_identity.sql"),
+        postgres: include_str!("../../migrations/postgres/0002_identity.sql"),
+    },
+];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.
 const PG_MIGRATION_LOCK: i64 = 0x006f_6d61_6d6f_7269;

@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 use crate::both_backends;
 use crate::helpers::*;
 
-/// Bodies that no route accepts, each with its content type.
-fn hostile_bodies(schema_props: &[String]) -> Vec<(String, &'static str, Vec<u8>)> {
+/// Bodies that no route accepts, each with its content type. `schema_props` are the request's
+/// property names with their declared JSON types; a value of the declared type is not "wrong".
+fn hostile_bodies(schema_props: &[(String, Vec<String>)]) -> Vec<(String, &'static str, Vec<u8>)> {
     let mut bodies: Vec<(String, &'static str, Vec<u8>)> = vec![
         ("truncated".into(), "application/json", br#"{"amount": 10"#.to_vec()),
         ("malformed".into(), "application/json", b"{amount: ten}".to_vec()),
@@ -34,10 +35,22 @@ fn hostile_bodies(schema_props: &[String]) -> Vec<(String, &'static str, Vec<u8>
     // Every known field given every wrong type in turn, the others left out or wrong too.
     let wrong: [Value; 8] =
         [json!(null), json!({"x": 1}), json!([1]), json!("text"), json!(-1), json!(1.5), json!(true), json!(i64::MAX)];
-    for prop in schema_props {
+    for (prop, types) in schema_props {
         for w in &wrong {
+            let kind = match w {
+                Value::Null => "null",
+                Value::String(_) => "string",
+                Value::Bool(_) => "boolean",
+                Value::Array(_) => "array",
+                Value::Object(_) => "object",
+                Value::Number(n) if n.is_i64() => "integer",
+                Value::Number(_) => "number",
+            };
+            if types.iter().any(|t| t == kind) {
+                continue;
+            }
             let mut obj = serde_json::Map::new();
-            for other in schema_props {
+            for (other, _) in schema_props {
                 obj.insert(other.clone(), if other == prop { w.clone() } else { json!(1) });
             }
             bodies.push((
@@ -51,7 +64,7 @@ fn hostile_bodies(schema_props: &[String]) -> Vec<(String, &'static str, Vec<u8>
 }
 
 /// The property names of an operation's request body schema, following one `$ref`.
-fn request_props(doc: &Value, op: &Value) -> Vec<String> {
+fn request_props(doc: &Value, op: &Value) -> Vec<(String, Vec<String>)> {
     let schema = &op["requestBody"]["content"]["application/json"]["schema"];
     let schema = match schema["$ref"].as_str() {
         Some(r) => {
@@ -60,7 +73,15 @@ fn request_props(doc: &Value, op: &Value) -> Vec<String> {
         }
         None => schema,
     };
-    schema["properties"].as_object().map(|p| p.keys().cloned().collect()).unwrap_or_default()
+    let types = |p: &Value| -> Vec<String> {
+        match &p["type"] {
+            Value::String(t) => vec![t.clone()],
+            Value::Array(ts) => ts.iter().filter_map(|t| t.as_str().map(str::to_string)).collect(),
+            // `oneOf` with null and the like: treat as nullable of any type.
+            _ => vec!["null".into()],
+        }
+    };
+    schema["properties"].as_object().map(|p| p.iter().map(|(k, v)| (k.clone(), types(v))).collect()).unwrap_or_default()
 }
 
 both_backends! {

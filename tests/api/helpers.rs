@@ -188,6 +188,12 @@ impl TestApp {
             data_dir: data_dir.0.clone(),
             sandbox: true,
             database_max_connections: 8,
+            // Tests speak through 127.0.0.1 as a trusted proxy, naming the client in
+            // X-Forwarded-For; the range file maps documentation addresses to countries.
+            trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+            geoip: Some(PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/geoip-test.csv"))),
+            // Tests make many logins from one address; throttle tests set their own limits.
+            password_hash_concurrency: 2,
             ..Config::default()
         };
         adjust(&mut config);

@@ -1,0 +1,391 @@
+//! Challenges: every second step (login, step-up, operator login).
+//!
+//! A challenge lists the methods its owner has (`sms`, `totp`, `recovery_code`); creating one
+//! sends nothing. `send` delivers a fresh SMS code (3 per challenge, 20 per number and 50 per
+//! address an hour; a new code never resets the failure count). `verify` accepts a code at most
+//! once: wrong codes 1 to 5 answer `422 code_invalid` with `attempts_left` 4 to 0, and after the
+//! fifth, or 5 minutes after creation, every verify gets `410 challenge_expired`, even with the
+//! right code. Wrong codes also count against the account's throttle and the alert counters.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::session::{self, Subject};
+use super::{CODE_TTL_MS, MAX_CODE_FAILURES, new_code, new_id, secret_hash, secret_matches, totp};
+use crate::app::AppState;
+use crate::http::auth::ClientInfo;
+use crate::http::error::ApiError;
+use crate::notify::Channel;
+use crate::risk::{alerts, throttle};
+use crate::store::{self, Conn, clock};
+
+pub const SMS_PER_CHALLENGE: i64 = 3;
+pub const SMS_PER_NUMBER_HOUR: i64 = 20;
+pub const SMS_PER_ADDRESS_HOUR: i64 = 50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Login,
+    StepUp,
+    OperatorLogin,
+}
+
+impl Purpose {
+    fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Login => "login",
+            Purpose::StepUp => "step_up",
+            Purpose::OperatorLogin => "operator_login",
+        }
+    }
+}
+
+/// The methods a user can answer with: SMS always (the phone was verified at sign-up), TOTP when
+/// confirmed, recovery codes while any is unused.
+pub async fn user_methods(conn: &mut Conn, user_id: &str) -> Result<Vec<&'static str>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT totp_secret, (SELECT COUNT(*) FROM recovery_codes r WHERE r.user_id = u.id AND r.used_at IS NULL) AS codes \
+         FROM users u WHERE id = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let mut methods = vec!["sms"];
+    if row.try_get::<Option<String>, _>("totp_secret")?.is_some() {
+        methods.push("totp");
+    }
+    if row.try_get::<i64, _>("codes")? > 0 {
+        methods.push("recovery_code");
+    }
+    Ok(methods)
+}
+
+pub struct NewChallenge<'a> {
+    pub purpose: Purpose,
+    pub user_id: Option<&'a str>,
+    pub operator_id: Option<&'a str>,
+    pub session_id: Option<&'a str>,
+    pub device_id: Option<&'a str>,
+    pub methods: &'a [&'static str],
+    pub client: &'a ClientInfo,
+}
+
+/// Creates a challenge in the caller's transaction; answers `{challenge_id, methods}`.
+pub async fn create(conn: &mut Conn, c: &NewChallenge<'_>, now: i64) -> Result<Value, sqlx::Error> {
+    let id = new_id("chl");
+    sqlx::query(
+        "INSERT INTO challenges (id, purpose, user_id, operator_id, session_id, device_id, methods, state, ip, country, \
+         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11)",
+    )
+    .bind(&id)
+    .bind(c.purpose.as_str())
+    .bind(c.user_id)
+    .bind(c.operator_id)
+    .bind(c.session_id)
+    .bind(c.device_id)
+    .bind(c.methods.join(","))
+    .bind(&c.client.ip_text)
+    .bind(&c.client.country)
+    .bind(now)
+    .bind(now + CODE_TTL_MS)
+    .execute(&mut *conn)
+    .await?;
+    Ok(json!({"challenge_id": id, "methods": c.methods}))
+}
+
+struct Row_ {
+    id: String,
+    purpose: String,
+    user_id: Option<String>,
+    operator_id: Option<String>,
+    session_id: Option<String>,
+    device_id: Option<String>,
+    methods: String,
+    sms_code_hash: Option<String>,
+    sms_sends: i64,
+    failures: i64,
+    state: String,
+    expires_at: i64,
+}
+
+async fn load(conn: &mut Conn, id: &str) -> Result<Option<Row_>, sqlx::Error> {
+    if id.len() > 64 {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT id, purpose, user_id, operator_id, session_id, device_id, methods, sms_code_hash, sms_sends, failures, \
+         state, expires_at FROM challenges WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        Ok(Row_ {
+            id: r.try_get("id")?,
+            purpose: r.try_get("purpose")?,
+            user_id: r.try_get("user_id")?,
+            operator_id: r.try_get("operator_id")?,
+            session_id: r.try_get("session_id")?,
+            device_id: r.try_get("device_id")?,
+            methods: r.try_get("methods")?,
+            sms_code_hash: r.try_get("sms_code_hash")?,
+            sms_sends: r.try_get("sms_sends")?,
+            failures: r.try_get("failures")?,
+            state: r.try_get("state")?,
+            expires_at: r.try_get("expires_at")?,
+        })
+    })
+    .transpose()
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("there is no such challenge")
+}
+
+pub fn expired() -> ApiError {
+    ApiError::new(StatusCode::GONE, "challenge_expired", "this challenge has expired or is used up; start again")
+}
+
+/// `POST /v1/challenges/{id}/send {"method": "sms"}`.
+pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo) -> Result<(), ApiError> {
+    if method != "sms" {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_method",
+            "only the sms method sends a code; totp and recovery codes are read from your own device or paper",
+        ));
+    }
+    let now = state.clock.now_ms();
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let c = load(&mut tx, id).await?.ok_or_else(not_found)?;
+        if c.state != "open" || c.expires_at <= now || c.failures >= MAX_CODE_FAILURES {
+            return Err(expired());
+        }
+        if !c.methods.split(',').any(|m| m == "sms") {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_method",
+                "this challenge has no sms method",
+            ));
+        }
+        let phone: String = match (&c.user_id, &c.operator_id) {
+            (Some(user), _) => {
+                sqlx::query_scalar("SELECT phone FROM users WHERE id = $1").bind(user).fetch_one(&mut *tx).await?
+            }
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_method",
+                    "this challenge has no sms method",
+                ));
+            }
+        };
+        if c.sms_sends >= SMS_PER_CHALLENGE {
+            return Err(throttle::too_many(c.expires_at - now));
+        }
+        super::signup::check_sms_budget(&mut tx, &phone, &client.ip_text, now).await?;
+        let code = new_code();
+        // A new code replaces the old one; the failure count stays.
+        sqlx::query("UPDATE challenges SET sms_code_hash = $1, sms_sends = sms_sends + 1 WHERE id = $2")
+            .bind(secret_hash(&c.id, &code))
+            .bind(&c.id)
+            .execute(&mut *tx)
+            .await?;
+        let purpose = match c.purpose.as_str() {
+            "login" => "signing in",
+            _ => "confirming it is you",
+        };
+        super::send_code(&mut tx, Channel::Sms, &phone, "challenge_code", purpose, &code, now).await?;
+        tx.commit().await?;
+        Ok(())
+    })
+    .await
+}
+
+/// `POST /v1/challenges/{id}/verify {"method", "code"}`: answers with what the challenge was for.
+pub async fn verify(
+    state: &AppState,
+    id: &str,
+    method: &str,
+    code: &str,
+    client: &ClientInfo,
+) -> Result<Value, ApiError> {
+    let now = state.clock.now_ms();
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let c = load(&mut tx, id).await?.ok_or_else(not_found)?;
+        if c.state != "open" || c.expires_at <= now || c.failures >= MAX_CODE_FAILURES {
+            return Ok::<_, ApiError>(Err(expired()));
+        }
+        if !c.methods.split(',').any(|m| m == method) {
+            return Ok::<_, ApiError>(Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_method",
+                format!("this challenge accepts {}", c.methods.replace(',', ", ")),
+            )));
+        }
+        let account_key = match (&c.user_id, &c.operator_id) {
+            (Some(u), _) => format!("account:{u}"),
+            (_, Some(o)) => format!("operator:{o}"),
+            _ => return Err(ApiError::internal(anyhow::anyhow!("challenge {} has no owner", c.id))),
+        };
+        let right = match method {
+            "sms" => secret_matches(&c.id, code, c.sms_code_hash.as_deref()),
+            "totp" => check_totp(&mut tx, state, &c, code).await?,
+            "recovery_code" => match &c.user_id {
+                Some(user) => use_recovery_code(&mut tx, user, code, now).await?,
+                None => false,
+            },
+            _ => false,
+        };
+        if !right {
+            let failures = c.failures + 1;
+            sqlx::query("UPDATE challenges SET failures = $1, state = $2 WHERE id = $3")
+                .bind(failures)
+                .bind(if failures >= MAX_CODE_FAILURES { "dead" } else { "open" })
+                .bind(&c.id)
+                .execute(&mut *tx)
+                .await?;
+            let attempt =
+                throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &account_key, recognised: false };
+            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Code, now).await?;
+            alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
+            tx.commit().await?;
+            return Ok::<_, ApiError>(Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "code_invalid",
+                "the code is not right",
+            )
+            .with("attempts_left", MAX_CODE_FAILURES - failures)));
+        }
+        sqlx::query("UPDATE challenges SET state = 'verified' WHERE id = $1 AND state = 'open'")
+            .bind(&c.id)
+            .execute(&mut *tx)
+            .await?;
+        let answer = complete(&mut tx, state, &c, client, now).await?;
+        throttle::record_success(&mut tx, &account_key).await?;
+        tx.commit().await?;
+        Ok(Ok(answer))
+    })
+    .await?
+}
+
+async fn check_totp(conn: &mut Conn, state: &AppState, c: &Row_, code: &str) -> Result<bool, ApiError> {
+    let (table, owner) = match (&c.user_id, &c.operator_id) {
+        (Some(u), _) => ("users", u),
+        (_, Some(o)) => ("operators", o),
+        _ => return Ok(false),
+    };
+    let sql = sqlx::AssertSqlSafe(format!("SELECT totp_secret, totp_last_step FROM {table} WHERE id = $1"));
+    let row = sqlx::query(sql).bind(owner).fetch_one(&mut *conn).await?;
+    let Some(sealed) = row.try_get::<Option<String>, _>("totp_secret")? else { return Ok(false) };
+    let last: i64 = row.try_get("totp_last_step")?;
+    let key =
+        state.config.keys.totp_encryption.as_ref().ok_or_else(|| ApiError::internal(anyhow::anyhow!("no TOTP key")))?;
+    let seed =
+        totp::open(key, &sealed).ok_or_else(|| ApiError::internal(anyhow::anyhow!("a TOTP seed cannot be opened")))?;
+    match totp::verify(&seed, code, totp::current_step(), last.max(0) as u64) {
+        Some(step) => {
+            // Recorded in the same transaction: the same code is never accepted twice.
+            let sql = sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1"
+            ));
+            let n = sqlx::query(sql).bind(step as i64).bind(owner).execute(&mut *conn).await?.rows_affected();
+            Ok(n == 1)
+        }
+        None => Ok(false),
+    }
+}
+
+async fn use_recovery_code(conn: &mut Conn, user_id: &str, code: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let normalised: String =
+        code.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_uppercase();
+    let n =
+        sqlx::query("UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+            .bind(secret_hash(user_id, &normalised))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    Ok(n == 1)
+}
+
+/// What a verified challenge gives.
+async fn complete(
+    conn: &mut Conn,
+    state: &AppState,
+    c: &Row_,
+    client: &ClientInfo,
+    now: i64,
+) -> Result<Value, ApiError> {
+    match c.purpose.as_str() {
+        "login" => {
+            let user_id = c
+                .user_id
+                .as_deref()
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("login challenge without user")))?;
+            let device_id = c.device_id.as_deref().unwrap_or("unknown");
+            let user = super::user_by_id(conn, user_id).await?.ok_or_else(not_found)?;
+            let new_device = !session::device_known(conn, user_id, device_id).await?;
+            let opened = session::open(
+                conn,
+                Subject::User(user_id),
+                device_id,
+                &client.ip_text,
+                client.country.as_deref(),
+                true,
+                state.session_timeouts(),
+                now,
+            )
+            .await?;
+            let device_token = session::issue_device_token(conn, user_id, device_id, now).await?;
+            if new_device {
+                super::notify_all(
+                    conn,
+                    &user,
+                    "login_new_device",
+                    "Your Omamori account was signed in to from a new device.",
+                    now,
+                )
+                .await?;
+            }
+            Ok(
+                json!({"session_token": opened.token, "expires_at": clock::rfc3339_ms(opened.expires_at), "device_token": device_token}),
+            )
+        }
+        "step_up" => {
+            let session_id = c
+                .session_id
+                .as_deref()
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("step-up without session")))?;
+            session::mark_step_up(conn, session_id, now).await?;
+            Ok(json!({"step_up": true, "expires_at": clock::rfc3339_ms(now + super::STEP_UP_TTL_MS)}))
+        }
+        "operator_login" => {
+            let operator_id = c
+                .operator_id
+                .as_deref()
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("operator challenge without operator")))?;
+            let role: String = sqlx::query_scalar("SELECT role FROM operators WHERE id = $1")
+                .bind(operator_id)
+                .fetch_one(&mut *conn)
+                .await?;
+            let opened = session::open(
+                conn,
+                Subject::Operator { id: operator_id, role: &role },
+                c.device_id.as_deref().unwrap_or("console"),
+                &client.ip_text,
+                client.country.as_deref(),
+                true,
+                state.session_timeouts(),
+                now,
+            )
+            .await?;
+            Ok(json!({"session_token": opened.token, "expires_at": clock::rfc3339_ms(opened.expires_at), "role": role}))
+        }
+        other => Err(ApiError::internal(anyhow::anyhow!("unknown challenge purpose {other}"))),
+    }
+}

@@ -1,0 +1,188 @@
+//! Login, for shoppers and operators: always two steps.
+//!
+//! The answers for an unknown login and a wrong password are identical, and both cost one Argon2
+//! verification (against a dummy hash when there is no account), so neither the body nor the timing
+//! tells whether an account exists. A right password yields a challenge, never a session, unless
+//! the device presents a device token from a two-step login in the last 30 days.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::challenge::{self, NewChallenge, Purpose};
+use super::password::Password;
+use super::recovery::unknown_login_key;
+use super::session::{self, Subject};
+use super::{Login, user_by_login};
+use crate::app::AppState;
+use crate::http::auth::ClientInfo;
+use crate::http::error::ApiError;
+use crate::risk::{alerts, throttle};
+use crate::store::{self, clock};
+
+pub fn invalid_credentials() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "the login or the password is not right")
+}
+
+/// A device id as the app sends it: 1 to 128 printable ASCII characters.
+pub fn check_device_id(device_id: &str) -> Result<(), ApiError> {
+    if device_id.is_empty() || device_id.len() > 128 || !device_id.chars().all(|c| c.is_ascii_graphic()) {
+        return Err(ApiError::invalid_body("device_id must be 1 to 128 printable ASCII characters"));
+    }
+    Ok(())
+}
+
+/// `POST /v1/login`.
+pub async fn login(
+    state: &AppState,
+    login: &str,
+    password: &str,
+    device_id: &str,
+    device_token: Option<&str>,
+    client: &ClientInfo,
+) -> Result<Value, ApiError> {
+    check_device_id(device_id)?;
+    let now = state.clock.now_ms();
+    let parsed = Login::parse(login);
+    let (user, recognised) = {
+        let mut conn = state.db.pool().acquire().await?;
+        let user = match &parsed {
+            Some(l) => user_by_login(&mut conn, l).await?,
+            None => None,
+        };
+        let recognised = match (&user, device_token) {
+            (Some(u), Some(token)) => session::recognise(&mut conn, &u.id, device_id, token, now).await?,
+            _ => None,
+        };
+        (user, recognised)
+    };
+    let key = match (&recognised, &user) {
+        (Some(d), _) => format!("device:{}", d.id),
+        (None, Some(u)) => format!("account:{}", u.id),
+        (None, None) => unknown_login_key(login),
+    };
+    let attempt =
+        throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &key, recognised: recognised.is_some() };
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let verdict = throttle::check(&mut tx, state.throttle_limits(), &attempt, now).await?;
+        if verdict.is_err() {
+            alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
+        }
+        tx.commit().await?;
+        verdict
+    })
+    .await?;
+
+    let password = Password::for_login(password);
+    let right = state.hasher.verify(&password, user.as_ref().map(|u| u.password_hash.as_str())).await;
+    let Some(user) = user.filter(|_| right) else {
+        store::retry(|| async {
+            let mut tx = state.db.begin().await?;
+            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Password, now).await?;
+            alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
+            tx.commit().await
+        })
+        .await?;
+        return Err(invalid_credentials());
+    };
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        throttle::record_success(&mut tx, &key).await?;
+        let answer = match &recognised {
+            // Something known plus something held: the password and this device's token.
+            Some(device) if device.trusted_for_login => {
+                let opened = session::open(
+                    &mut tx,
+                    Subject::User(&user.id),
+                    device_id,
+                    &client.ip_text,
+                    client.country.as_deref(),
+                    false,
+                    state.session_timeouts(),
+                    now,
+                )
+                .await?;
+                json!({"session_token": opened.token, "expires_at": clock::rfc3339_ms(opened.expires_at)})
+            }
+            _ => {
+                let methods = challenge::user_methods(&mut tx, &user.id).await?;
+                let c = NewChallenge {
+                    purpose: Purpose::Login,
+                    user_id: Some(&user.id),
+                    operator_id: None,
+                    session_id: None,
+                    device_id: Some(device_id),
+                    methods: &methods,
+                    client,
+                };
+                challenge::create(&mut tx, &c, now).await?
+            }
+        };
+        tx.commit().await?;
+        Ok::<_, ApiError>(answer)
+    })
+    .await
+}
+
+/// `POST /v1/admin/login {email, password}`: then a TOTP challenge, always.
+pub async fn operator_login(
+    state: &AppState,
+    email: &str,
+    password: &str,
+    client: &ClientInfo,
+) -> Result<Value, ApiError> {
+    let now = state.clock.now_ms();
+    let email = email.trim().to_lowercase();
+    let row = if email.len() <= 254 {
+        sqlx::query("SELECT id, password_hash FROM operators WHERE email = $1")
+            .bind(&email)
+            .fetch_optional(state.db.pool())
+            .await?
+    } else {
+        None
+    };
+    let operator: Option<(String, String)> =
+        row.map(|r| Ok::<_, sqlx::Error>((r.try_get("id")?, r.try_get("password_hash")?))).transpose()?;
+    let key = match &operator {
+        Some((id, _)) => format!("operator:{id}"),
+        None => unknown_login_key(&email),
+    };
+    let attempt = throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &key, recognised: false };
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let verdict = throttle::check(&mut tx, state.throttle_limits(), &attempt, now).await?;
+        tx.commit().await?;
+        verdict
+    })
+    .await?;
+    let right = state.hasher.verify(&Password::for_login(password), operator.as_ref().map(|(_, h)| h.as_str())).await;
+    let Some((operator_id, _)) = operator.filter(|_| right) else {
+        store::retry(|| async {
+            let mut tx = state.db.begin().await?;
+            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Password, now).await?;
+            alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
+            tx.commit().await
+        })
+        .await?;
+        return Err(invalid_credentials());
+    };
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        throttle::record_success(&mut tx, &key).await?;
+        let c = NewChallenge {
+            purpose: Purpose::OperatorLogin,
+            user_id: None,
+            operator_id: Some(&operator_id),
+            session_id: None,
+            device_id: Some("console"),
+            methods: &["totp"],
+            client,
+        };
+        let v = challenge::create(&mut tx, &c, now).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(v)
+    })
+    .await
+    .map_err(ApiError::from)
+}

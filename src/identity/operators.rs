@@ -1,0 +1,88 @@
+//! Operators: created from the command line (which prints their password and TOTP secret once),
+//! they always log in with password plus TOTP and act under a role: `viewer`, `operator`, `admin`.
+
+use crate::app::AppState;
+use crate::http::auth::Role;
+use crate::identity::password::Password;
+use crate::identity::{Email, new_id, totp};
+
+const OPERATORS_LOCK: i64 = 0x004f_5045_5241_544f;
+
+/// What an operator needs to log in, shown once at creation.
+pub struct Created {
+    pub id: String,
+    pub email: String,
+    pub password: String,
+    pub totp_secret: String,
+    pub role: Role,
+}
+
+/// A long random password for an operator (they keep it in a password manager).
+fn random_password() -> String {
+    let mut bytes = [0u8; 20];
+    rand::fill(&mut bytes);
+    crate::identity::totp::base32(&bytes).to_lowercase()
+}
+
+/// Creates an operator. Fails if the e-mail is already an operator's.
+pub async fn create(state: &AppState, email: &str, role: Role) -> anyhow::Result<Created> {
+    put(state, email, role, false).await
+}
+
+/// Sandbox only: creates the operator, or gives an existing one new credentials (the old ones
+/// cannot be read back from their hashes to be shown again in `sandbox.json`).
+pub async fn create_or_reset(state: &AppState, email: &str, role: Role) -> anyhow::Result<Created> {
+    anyhow::ensure!(state.config.sandbox, "operator credentials are reset only in sandbox mode");
+    put(state, email, role, true).await
+}
+
+async fn put(state: &AppState, email: &str, role: Role, reset: bool) -> anyhow::Result<Created> {
+    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+    let password = random_password();
+    let hash = state.hasher.hash(&Password::for_login(&password)).await?;
+    let seed = totp::new_seed();
+    let key = state
+        .config
+        .keys
+        .totp_encryption
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("no TOTP encryption key configured"))?;
+    let now = state.clock.now_ms();
+    let mut tx = state.db.begin().await?;
+    // Two instances starting at once must not both insert the same operator.
+    tx.serialize_on(OPERATORS_LOCK).await?;
+    let existing: Option<String> = sqlx::query_scalar("SELECT id FROM operators WHERE email = $1")
+        .bind(email.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let id = match existing {
+        Some(id) if reset => {
+            sqlx::query("UPDATE operators SET password_hash = $1, totp_secret = $2, totp_last_step = 0, role = $3 WHERE id = $4")
+                .bind(&hash)
+                .bind(totp::seal(key, &seed))
+                .bind(role.as_str())
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            id
+        }
+        Some(_) => anyhow::bail!("an operator with e-mail {} exists already", email.as_str()),
+        None => {
+            let id = new_id("opr");
+            sqlx::query(
+                "INSERT INTO operators (id, email, password_hash, totp_secret, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&id)
+            .bind(email.as_str())
+            .bind(&hash)
+            .bind(totp::seal(key, &seed))
+            .bind(role.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            id
+        }
+    };
+    tx.commit().await?;
+    Ok(Created { id, email: email.as_str().to_string(), password, totp_secret: totp::base32(&seed), role })
+}

@@ -1,0 +1,408 @@
+//! Password reset and change, and adding an authenticator app.
+//!
+//! A reset is requested by phone or e-mail and always answered `202`. Codes go only to the
+//! contacts verified on the account, never to any address in the request. Completing it takes two
+//! independent proofs (SMS code, e-mail code, TOTP); it revokes every session and device token,
+//! tells every channel, and starts a 72-hour cooling-off. A change needs step-up and the current
+//! password, revokes the other sessions and every device token, and starts 24 hours of
+//! cooling-off.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+use super::password::{Password, check_policy};
+use super::signup::{check_sms_budget, weak_password};
+use super::{
+    CODE_TTL_MS, COOLING_OFF_PASSWORD_MS, COOLING_OFF_RESET_MS, Login, MAX_CODE_FAILURES, new_code, new_id,
+    secret_hash, secret_matches, session, totp, user_by_id, user_by_login,
+};
+use crate::app::AppState;
+use crate::http::auth::{ClientInfo, UserSession};
+use crate::http::error::ApiError;
+use crate::notify::Channel;
+use crate::risk::{alerts, throttle};
+use crate::store::{self, Conn};
+
+/// `POST /v1/password-reset {login}`: the same answer whether or not the account exists.
+pub async fn request(state: &AppState, login: &str, client: &ClientInfo) -> Result<String, ApiError> {
+    let now = state.clock.now_ms();
+    let id = new_id("rst");
+    let login = Login::parse(login);
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let user = match &login {
+            Some(l) => user_by_login(&mut tx, l).await?,
+            None => None,
+        };
+        let (sms_code, email_code) = (new_code(), new_code());
+        sqlx::query(
+            "INSERT INTO password_resets (id, user_id, sms_code_hash, email_code_hash, state, created_at, expires_at) \
+             VALUES ($1, $2, $3, $4, 'open', $5, $6)",
+        )
+        .bind(&id)
+        .bind(user.as_ref().map(|u| u.id.clone()))
+        .bind(user.as_ref().map(|_| secret_hash(&format!("{id}:sms"), &sms_code)))
+        .bind(user.as_ref().map(|_| secret_hash(&format!("{id}:email"), &email_code)))
+        .bind(now)
+        .bind(now + CODE_TTL_MS)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(user) = &user {
+            // Only to the contacts verified on the account.
+            check_sms_budget(&mut tx, &user.phone, &client.ip_text, now).await?;
+            super::send_code(
+                &mut tx,
+                Channel::Sms,
+                &user.phone,
+                "reset_code",
+                "resetting your password",
+                &sms_code,
+                now,
+            )
+            .await?;
+            super::send_code(
+                &mut tx,
+                Channel::Email,
+                &user.email,
+                "reset_code",
+                "resetting your password",
+                &email_code,
+                now,
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok::<_, ApiError>(())
+    })
+    .await?;
+    Ok(id)
+}
+
+pub struct Proofs<'a> {
+    pub sms_code: Option<&'a str>,
+    pub email_code: Option<&'a str>,
+    pub totp_code: Option<&'a str>,
+}
+
+/// `POST /v1/password-reset/{id}/complete`.
+pub async fn complete(
+    state: &AppState,
+    id: &str,
+    proofs: Proofs<'_>,
+    new_password: &str,
+    client: &ClientInfo,
+) -> Result<(), ApiError> {
+    let password = Password::parse(new_password).map_err(weak_password)?;
+    // Hashed before the transaction (it is slow); wasted only when the proofs fail, which the
+    // reset allows five times.
+    let hash = state.hasher.hash(&password).await?;
+    let now = state.clock.now_ms();
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let row = sqlx::query("SELECT user_id, sms_code_hash, email_code_hash, failures, state, expires_at FROM password_resets WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ApiError::not_found("there is no such reset"))?;
+        let failures: i64 = row.try_get("failures")?;
+        if row.try_get::<String, _>("state")? != "open" || row.try_get::<i64, _>("expires_at")? <= now || failures >= MAX_CODE_FAILURES {
+            return Ok::<_, ApiError>(Err(super::challenge::expired()));
+        }
+        let user = match row.try_get::<Option<String>, _>("user_id")? {
+            Some(u) => user_by_id(&mut tx, &u).await?,
+            None => None,
+        };
+        let mut proven = 0;
+        if let Some(code) = proofs.sms_code
+            && secret_matches(&format!("{id}:sms"), code, row.try_get::<Option<String>, _>("sms_code_hash")?.as_deref())
+        {
+            proven += 1;
+        }
+        if let Some(code) = proofs.email_code
+            && secret_matches(&format!("{id}:email"), code, row.try_get::<Option<String>, _>("email_code_hash")?.as_deref())
+        {
+            proven += 1;
+        }
+        if let (Some(code), Some(user)) = (proofs.totp_code, &user)
+            && totp_matches(&mut tx, state, &user.id, code).await?
+        {
+            proven += 1;
+        }
+        let Some(user) = user.filter(|_| proven >= 2) else {
+            let failures = failures + 1;
+            sqlx::query("UPDATE password_resets SET failures = $1, state = $2 WHERE id = $3")
+                .bind(failures)
+                .bind(if failures >= MAX_CODE_FAILURES { "dead" } else { "open" })
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let key = match row.try_get::<Option<String>, _>("user_id")? {
+                Some(u) => format!("account:{u}"),
+                None => format!("reset:{id}"),
+            };
+            let attempt = throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &key, recognised: false };
+            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Code, now).await?;
+            alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
+            tx.commit().await?;
+            return Ok::<_, ApiError>(Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "code_invalid",
+                "two valid proofs are needed: the SMS code, the e-mail code or an authenticator code",
+            )
+            .with("attempts_left", MAX_CODE_FAILURES - failures)));
+        };
+        if let Err(reason) = check_policy(&password, &user.phone, &user.email) {
+            // Not a failed try: the proofs were right; the user picks another password.
+            return Ok::<_, ApiError>(Err(weak_password(reason)));
+        }
+        sqlx::query(
+            "UPDATE users SET password_hash = $1, cooling_off_until = $2, cooling_off_reason = 'password_reset', \
+             credentials_changed_at = $3 WHERE id = $4",
+        )
+        .bind(&hash)
+        .bind(now + COOLING_OFF_RESET_MS)
+        .bind(now)
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE password_resets SET state = 'done' WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        session::revoke_all(&mut tx, &user.id, None, now).await?;
+        session::revoke_device_tokens(&mut tx, &user.id, now).await?;
+        throttle::record_success(&mut tx, &format!("account:{}", user.id)).await?;
+        super::notify_all(&mut tx, &user, "password_reset", "Your Omamori password was reset and every device was signed out.", now)
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
+    })
+    .await?
+}
+
+async fn totp_matches(conn: &mut Conn, state: &AppState, user_id: &str, code: &str) -> Result<bool, ApiError> {
+    let row = sqlx::query("SELECT totp_secret, totp_last_step FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let Some(sealed) = row.try_get::<Option<String>, _>("totp_secret")? else { return Ok(false) };
+    let seed = open_seed(state, &sealed)?;
+    let last: i64 = row.try_get("totp_last_step")?;
+    match totp::verify(&seed, code, totp::current_step(), last.max(0) as u64) {
+        Some(step) => {
+            let n = sqlx::query("UPDATE users SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1")
+                .bind(step as i64)
+                .bind(user_id)
+                .execute(&mut *conn)
+                .await?
+                .rows_affected();
+            Ok(n == 1)
+        }
+        None => Ok(false),
+    }
+}
+
+fn totp_key(state: &AppState) -> Result<&crate::config::Key, ApiError> {
+    state
+        .config
+        .keys
+        .totp_encryption
+        .as_ref()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no TOTP encryption key configured")))
+}
+
+fn open_seed(state: &AppState, sealed: &str) -> Result<Vec<u8>, ApiError> {
+    totp::open(totp_key(state)?, sealed)
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a TOTP seed cannot be opened")))
+}
+
+/// `403 step_up_required` with a fresh challenge unless the session stepped up in the last 5 minutes.
+pub async fn require_step_up(state: &AppState, session: &UserSession, client: &ClientInfo) -> Result<(), ApiError> {
+    let now = state.clock.now_ms();
+    if session.step_up_at + super::STEP_UP_TTL_MS > now {
+        return Ok(());
+    }
+    let challenge = store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let methods = super::challenge::user_methods(&mut tx, &session.user_id).await?;
+        let c = super::challenge::NewChallenge {
+            purpose: super::challenge::Purpose::StepUp,
+            user_id: Some(&session.user_id),
+            operator_id: None,
+            session_id: Some(&session.session_id),
+            device_id: Some(&session.device_id),
+            methods: &methods,
+            client,
+        };
+        let v = super::challenge::create(&mut tx, &c, now).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(v)
+    })
+    .await?;
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "step_up_required",
+        "confirm it is you first: verify the challenge, then repeat",
+    )
+    .with("challenge_id", challenge["challenge_id"].clone())
+    .with("methods", challenge["methods"].clone()))
+}
+
+/// `POST /v1/me/password`.
+pub async fn change(
+    state: &AppState,
+    session: &UserSession,
+    current: &str,
+    new: &str,
+    client: &ClientInfo,
+) -> Result<(), ApiError> {
+    let new = Password::parse(new).map_err(weak_password)?;
+    require_step_up(state, session, client).await?;
+    let user = {
+        let mut conn = state.db.pool().acquire().await?;
+        user_by_id(&mut conn, &session.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?
+    };
+    let now = state.clock.now_ms();
+    if !state.hasher.verify(&Password::for_login(current), Some(&user.password_hash)).await {
+        store::retry(|| async {
+            let mut tx = state.db.begin().await?;
+            let key = format!("account:{}", user.id);
+            let attempt =
+                throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &key, recognised: false };
+            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Password, now).await?;
+            tx.commit().await
+        })
+        .await?;
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_credentials",
+            "the current password is not right",
+        ));
+    }
+    check_policy(&new, &user.phone, &user.email).map_err(weak_password)?;
+    let hash = state.hasher.hash(&new).await?;
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        sqlx::query(
+            "UPDATE users SET password_hash = $1, credentials_changed_at = $2, \
+             cooling_off_reason = CASE WHEN cooling_off_until > $3 THEN cooling_off_reason ELSE 'password_change' END, \
+             cooling_off_until = CASE WHEN cooling_off_until > $3 THEN cooling_off_until ELSE $3 END WHERE id = $4",
+        )
+        .bind(&hash)
+        .bind(now)
+        .bind(now + COOLING_OFF_PASSWORD_MS)
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
+        session::revoke_all(&mut tx, &user.id, Some(&session.session_id), now).await?;
+        session::revoke_device_tokens(&mut tx, &user.id, now).await?;
+        super::notify_all(
+            &mut tx,
+            &user,
+            "password_changed",
+            "Your Omamori password was changed and your other devices were signed out.",
+            now,
+        )
+        .await?;
+        tx.commit().await
+    })
+    .await?;
+    Ok(())
+}
+
+/// `POST /v1/me/totp`: a new seed, pending until confirmed with a code from the app.
+pub async fn totp_begin(state: &AppState, session: &UserSession, client: &ClientInfo) -> Result<Value, ApiError> {
+    require_step_up(state, session, client).await?;
+    let seed = totp::new_seed();
+    let sealed = totp::seal(totp_key(state)?, &seed);
+    let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(&session.user_id)
+        .fetch_one(state.db.pool())
+        .await?;
+    store::write_one(&state.db, || {
+        sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2").bind(&sealed).bind(&session.user_id)
+    })
+    .await?;
+    Ok(json!({"secret": totp::base32(&seed), "otpauth_uri": totp::otpauth_uri(&seed, &email)}))
+}
+
+/// `POST /v1/me/totp/confirm {code}`: activates the app and answers 10 single-use recovery codes.
+pub async fn totp_confirm(
+    state: &AppState,
+    session: &UserSession,
+    code: &str,
+    client: &ClientInfo,
+) -> Result<Value, ApiError> {
+    let now = state.clock.now_ms();
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let user = user_by_id(&mut tx, &session.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+        let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = $1")
+            .bind(&user.id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let Some(pending) = pending else {
+            return Ok::<_, ApiError>(Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "totp_not_started",
+                "start with POST /v1/me/totp",
+            )));
+        };
+        let seed = open_seed(state, &pending)?;
+        let Some(step) = totp::verify(&seed, code, totp::current_step(), 0) else {
+            let key = format!("account:{}", user.id);
+            let attempt =
+                throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &key, recognised: false };
+            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Code, now).await?;
+            tx.commit().await?;
+            return Ok::<_, ApiError>(Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "code_invalid",
+                "the code is not right",
+            )));
+        };
+        sqlx::query(
+            "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $1 WHERE id = $2",
+        )
+        .bind(step as i64)
+        .bind(&user.id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(&user.id).execute(&mut *tx).await?;
+        let mut codes = Vec::new();
+        for _ in 0..10 {
+            let code = recovery_code();
+            let normalised: String = code.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+            sqlx::query("INSERT INTO recovery_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)")
+                .bind(&user.id)
+                .bind(secret_hash(&user.id, &normalised))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            codes.push(code);
+        }
+        super::notify_all(
+            &mut tx,
+            &user,
+            "factor_added",
+            "An authenticator app was added to your Omamori account.",
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(json!({"recovery_codes": codes})))
+    })
+    .await?
+}
+
+/// A recovery code: 10 characters (50 bits) from the base32 alphabet, shown as `XXXXX-XXXXX`.
+fn recovery_code() -> String {
+    let mut bytes = [0u8; 8];
+    rand::fill(&mut bytes);
+    let text = totp::base32(&bytes);
+    format!("{}-{}", &text[..5], &text[5..10])
+}
+
+/// A stable throttle key for a login that matches no account (so it throttles like one that does).
+pub fn unknown_login_key(login: &str) -> String {
+    format!("login:{}", hex::encode(&Sha256::digest(login.trim().to_lowercase().as_bytes())[..16]))
+}

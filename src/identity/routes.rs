@@ -1,0 +1,408 @@
+//! HTTP routes of identity (API.md: challenges, sign-up, login, sessions, step-up, TOTP,
+//! password change and reset, operator login and alerts). Each parses, calls one service
+//! function and maps the result.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{challenge, login, recovery, session, signup};
+use crate::app::AppState;
+use crate::http::Problem;
+use crate::http::auth::{ClientInfo, OperatorSession, Role, ShopperClient, UserSession};
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup_start))
+        .routes(routes!(signup_verify))
+        .routes(routes!(login_route))
+        .routes(routes!(challenge_send))
+        .routes(routes!(challenge_verify))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(sessions_list))
+        .routes(routes!(session_revoke))
+        .routes(routes!(step_up))
+        .routes(routes!(totp_begin))
+        .routes(routes!(totp_confirm))
+        .routes(routes!(password_change))
+        .routes(routes!(reset_request))
+        .routes(routes!(reset_complete))
+        .routes(routes!(admin_login))
+        .routes(routes!(admin_alerts))
+}
+
+fn path(p: Result<Path<String>, PathRejection>, what: &str) -> Result<String, ApiError> {
+    p.map(|Path(id)| id).map_err(|_| ApiError::not_found(format!("there is no such {what}")))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SignupBody {
+    /// E.164, for example +819012345678.
+    phone: String,
+    email: String,
+    password: String,
+}
+
+/// Starts a sign-up: sends an SMS code and an e-mail code.
+#[utoipa::path(post, path = "/v1/signup", tag = "shopper", request_body = SignupBody, responses(
+    (status = 202, description = "{signup_id}"),
+    (status = 422, description = "weak_password (with reason), invalid_phone, invalid_email", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "region_blocked", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "too_many_attempts", body = Problem, content_type = "application/problem+json")))]
+async fn signup_start(
+    State(state): State<AppState>,
+    client: ShopperClient,
+    body: ApiJson<SignupBody>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let id = signup::start(&state, &b.phone, &b.email, &b.password, &client.0).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"signup_id": id}))).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SignupVerifyBody {
+    phone_code: String,
+    email_code: String,
+}
+
+/// Completes a sign-up with both codes; creates the account and its wallet.
+#[utoipa::path(post, path = "/v1/signup/{signup_id}/verify", tag = "shopper", request_body = SignupVerifyBody,
+    params(("signup_id" = String, Path)), responses(
+    (status = 201, description = "{user_id}"),
+    (status = 410, description = "challenge_expired", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "code_invalid with attempts_left", body = Problem, content_type = "application/problem+json")))]
+async fn signup_verify(
+    State(state): State<AppState>,
+    client: ShopperClient,
+    id: Result<Path<String>, PathRejection>,
+    body: ApiJson<SignupVerifyBody>,
+) -> Result<Response, ApiError> {
+    let id = path(id, "sign-up")?;
+    let user_id = signup::verify(&state, &id, &body.value.phone_code, &body.value.email_code, &client.0).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"user_id": user_id}))).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    /// The phone (E.164) or the e-mail address.
+    login: String,
+    password: String,
+    /// A stable id the app generates once per installation.
+    device_id: String,
+    /// What an earlier two-step login on this device returned.
+    device_token: Option<String>,
+}
+
+/// First step of a login: answers a challenge, or a session for a recognised device.
+#[utoipa::path(post, path = "/v1/login", tag = "shopper", request_body = LoginBody, responses(
+    (status = 200, description = "{challenge_id, methods} or {session_token, expires_at}"),
+    (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "region_blocked", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "too_many_attempts with Retry-After", body = Problem, content_type = "application/problem+json")))]
+async fn login_route(
+    State(state): State<AppState>,
+    client: ShopperClient,
+    body: ApiJson<LoginBody>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let answer =
+        login::login(&state, &b.login, &b.password, &b.device_id, b.device_token.as_deref(), &client.0).await?;
+    Ok(axum::Json(answer).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SendBody {
+    /// `sms`
+    method: String,
+}
+
+/// Sends a fresh code for a challenge (SMS).
+#[utoipa::path(post, path = "/v1/challenges/{challenge_id}/send", tag = "shopper", request_body = SendBody,
+    params(("challenge_id" = String, Path)), responses(
+    (status = 202, description = "sent"),
+    (status = 410, description = "challenge_expired", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "too_many_attempts", body = Problem, content_type = "application/problem+json")))]
+async fn challenge_send(
+    State(state): State<AppState>,
+    client: ShopperClient,
+    id: Result<Path<String>, PathRejection>,
+    body: ApiJson<SendBody>,
+) -> Result<Response, ApiError> {
+    let id = path(id, "challenge")?;
+    challenge::send(&state, &id, &body.value.method, &client.0).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"sent": true}))).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    /// `sms`, `totp` or `recovery_code`
+    method: String,
+    code: String,
+}
+
+/// Answers a challenge; returns what it was for (a session, a step-up grant).
+#[utoipa::path(post, path = "/v1/challenges/{challenge_id}/verify", tag = "shopper", request_body = VerifyBody,
+    params(("challenge_id" = String, Path)), responses(
+    (status = 200, description = "{session_token, expires_at, device_token} after a login; {step_up, expires_at} after a step-up"),
+    (status = 410, description = "challenge_expired", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "code_invalid with attempts_left", body = Problem, content_type = "application/problem+json")))]
+async fn challenge_verify(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    id: Result<Path<String>, PathRejection>,
+    body: ApiJson<VerifyBody>,
+) -> Result<Response, ApiError> {
+    let id = path(id, "challenge")?;
+    // Operators verify their login here too; the country policy is for shoppers only.
+    if !id.starts_with("chl_") || !is_operator_challenge(&state, &id).await? {
+        state.check_country(&client)?;
+    }
+    let answer = challenge::verify(&state, &id, &body.value.method, &body.value.code, &client).await?;
+    Ok(axum::Json(answer).into_response())
+}
+
+async fn is_operator_challenge(state: &AppState, id: &str) -> Result<bool, ApiError> {
+    let purpose: Option<String> = sqlx::query_scalar("SELECT purpose FROM challenges WHERE id = $1")
+        .bind(id)
+        .fetch_optional(state.db.pool())
+        .await?;
+    Ok(purpose.as_deref() == Some("operator_login"))
+}
+
+/// Ends this session.
+#[utoipa::path(post, path = "/v1/logout", tag = "shopper", responses((status = 204, description = "logged out")))]
+async fn logout(State(state): State<AppState>, s: UserSession, _client: ShopperClient) -> Result<Response, ApiError> {
+    let now = state.clock.now_ms();
+    crate::store::write_one(&state.db, || {
+        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(&s.session_id)
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The signed-in shopper.
+#[utoipa::path(get, path = "/v1/me", tag = "shopper", responses((status = 200, description = "{user_id, phone, email, factors, created_at}")))]
+async fn me(State(state): State<AppState>, s: UserSession, _client: ShopperClient) -> Result<Response, ApiError> {
+    let mut conn = state.db.pool().acquire().await?;
+    let user = super::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+    let factors = challenge::user_methods(&mut conn, &user.id).await?;
+    Ok(axum::Json(json!({
+        "user_id": user.id,
+        "phone": super::mask_phone(&user.phone),
+        "email": user.email,
+        "factors": factors,
+        "created_at": crate::store::clock::rfc3339_ms(user.created_at),
+        "cooling_off_until": (user.cooling_off_until > state.clock.now_ms()).then(|| crate::store::clock::rfc3339_ms(user.cooling_off_until)),
+    }))
+    .into_response())
+}
+
+/// The shopper's live sessions (`current` marks this one).
+#[utoipa::path(get, path = "/v1/sessions", tag = "shopper", responses((status = 200, description = "{items}")))]
+async fn sessions_list(
+    State(state): State<AppState>,
+    s: UserSession,
+    _client: ShopperClient,
+) -> Result<Response, ApiError> {
+    let mut conn = state.db.pool().acquire().await?;
+    let items =
+        session::list(&mut conn, &s.user_id, &s.session_id, state.session_timeouts(), state.clock.now_ms()).await?;
+    Ok(axum::Json(json!({"items": items})).into_response())
+}
+
+/// Revokes one of the shopper's sessions.
+#[utoipa::path(delete, path = "/v1/sessions/{session_id}", tag = "shopper", params(("session_id" = String, Path)),
+    responses((status = 204, description = "revoked"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn session_revoke(
+    State(state): State<AppState>,
+    s: UserSession,
+    _client: ShopperClient,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path(id, "session")?;
+    let now = state.clock.now_ms();
+    let n = crate::store::write_one(&state.db, || {
+        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(&id)
+            .bind(&s.user_id)
+    })
+    .await?;
+    if n == 0 {
+        return Err(ApiError::not_found("there is no such session"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A challenge whose verification grants step-up for 5 minutes.
+#[utoipa::path(post, path = "/v1/step-up", tag = "shopper", responses((status = 200, description = "{challenge_id, methods}")))]
+async fn step_up(State(state): State<AppState>, s: UserSession, client: ShopperClient) -> Result<Response, ApiError> {
+    let now = state.clock.now_ms();
+    let answer = crate::store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let methods = challenge::user_methods(&mut tx, &s.user_id).await?;
+        let c = challenge::NewChallenge {
+            purpose: challenge::Purpose::StepUp,
+            user_id: Some(&s.user_id),
+            operator_id: None,
+            session_id: Some(&s.session_id),
+            device_id: Some(&s.device_id),
+            methods: &methods,
+            client: &client.0,
+        };
+        let v = challenge::create(&mut tx, &c, now).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(v)
+    })
+    .await?;
+    Ok(axum::Json(answer).into_response())
+}
+
+/// Starts adding an authenticator app (needs step-up).
+#[utoipa::path(post, path = "/v1/me/totp", tag = "shopper", responses(
+    (status = 200, description = "{secret, otpauth_uri}"),
+    (status = 403, description = "step_up_required with challenge_id", body = Problem, content_type = "application/problem+json")))]
+async fn totp_begin(
+    State(state): State<AppState>,
+    s: UserSession,
+    client: ShopperClient,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(recovery::totp_begin(&state, &s, &client.0).await?).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CodeBody {
+    code: String,
+}
+
+/// Confirms the authenticator app with a code from it; answers 10 single-use recovery codes.
+#[utoipa::path(post, path = "/v1/me/totp/confirm", tag = "shopper", request_body = CodeBody, responses(
+    (status = 200, description = "{recovery_codes}"),
+    (status = 422, description = "code_invalid", body = Problem, content_type = "application/problem+json")))]
+async fn totp_confirm(
+    State(state): State<AppState>,
+    s: UserSession,
+    client: ShopperClient,
+    body: ApiJson<CodeBody>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(recovery::totp_confirm(&state, &s, &body.value.code, &client.0).await?).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// Changes the password (needs step-up); signs out the other sessions.
+#[utoipa::path(post, path = "/v1/me/password", tag = "shopper", request_body = PasswordBody, responses(
+    (status = 204, description = "changed"),
+    (status = 403, description = "step_up_required with challenge_id", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "weak_password or invalid_credentials", body = Problem, content_type = "application/problem+json")))]
+async fn password_change(
+    State(state): State<AppState>,
+    s: UserSession,
+    client: ShopperClient,
+    body: ApiJson<PasswordBody>,
+) -> Result<Response, ApiError> {
+    recovery::change(&state, &s, &body.value.current_password, &body.value.new_password, &client.0).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    /// The phone or the e-mail address of the account.
+    login: String,
+}
+
+/// Asks for a password reset; codes go only to the contacts verified on the account.
+#[utoipa::path(post, path = "/v1/password-reset", tag = "shopper", request_body = ResetBody, responses((status = 202, description = "{reset_id}")))]
+async fn reset_request(
+    State(state): State<AppState>,
+    client: ShopperClient,
+    body: ApiJson<ResetBody>,
+) -> Result<Response, ApiError> {
+    let id = recovery::request(&state, &body.value.login, &client.0).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"reset_id": id}))).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ResetCompleteBody {
+    sms_code: Option<String>,
+    email_code: Option<String>,
+    totp_code: Option<String>,
+    new_password: String,
+}
+
+/// Completes a reset with two of the three proofs.
+#[utoipa::path(post, path = "/v1/password-reset/{reset_id}/complete", tag = "shopper", request_body = ResetCompleteBody,
+    params(("reset_id" = String, Path)), responses(
+    (status = 204, description = "reset; every session revoked"),
+    (status = 410, description = "challenge_expired", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "code_invalid or weak_password", body = Problem, content_type = "application/problem+json")))]
+async fn reset_complete(
+    State(state): State<AppState>,
+    client: ShopperClient,
+    id: Result<Path<String>, PathRejection>,
+    body: ApiJson<ResetCompleteBody>,
+) -> Result<Response, ApiError> {
+    let id = path(id, "reset")?;
+    let b = body.value;
+    let proofs = recovery::Proofs {
+        sms_code: b.sms_code.as_deref(),
+        email_code: b.email_code.as_deref(),
+        totp_code: b.totp_code.as_deref(),
+    };
+    recovery::complete(&state, &id, proofs, &b.new_password, &client.0).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct AdminLoginBody {
+    email: String,
+    password: String,
+}
+
+/// Operator login, first step; the TOTP challenge follows, always.
+#[utoipa::path(post, path = "/v1/admin/login", tag = "operator", request_body = AdminLoginBody, responses(
+    (status = 200, description = "{challenge_id, methods}"),
+    (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json")))]
+async fn admin_login(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    body: ApiJson<AdminLoginBody>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(login::operator_login(&state, &body.value.email, &body.value.password, &client).await?)
+        .into_response())
+}
+
+/// Alerts raised by the detectors, newest first.
+#[utoipa::path(get, path = "/v1/admin/alerts", tag = "operator", responses(
+    (status = 200, description = "{items:[{id, kind, severity, detail, created_at}]}"),
+    (status = 401, body = Problem, content_type = "application/problem+json"),
+    (status = 403, body = Problem, content_type = "application/problem+json")))]
+async fn admin_alerts(State(state): State<AppState>, op: OperatorSession) -> Result<Response, ApiError> {
+    op.require(Role::Viewer)?;
+    let items = crate::risk::alerts::list(&state.db, 200).await?;
+    Ok(axum::Json(json!({"items": items})).into_response())
+}

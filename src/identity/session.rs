@@ -1,0 +1,300 @@
+//! Sessions and device tokens.
+//!
+//! A session token is 256 random bits shown once; the database keeps its SHA-256. A session is
+//! bound to the device that logged in, ends after the idle timeout (default 15 minutes) or the
+//! absolute one (default 12 hours), and can be revoked. A device token, issued by a successful
+//! two-step login, is what makes a device "recognised" for that account.
+
+use serde::Serialize;
+use sqlx::Row;
+
+use super::{DEVICE_TRUST_MS, new_id, new_token, secret_hash};
+use crate::store::{Conn, clock};
+
+/// Hash context of session tokens (tokens are random, so the context is fixed).
+const SESSION: &str = "session";
+const DEVICE: &str = "device";
+
+/// How long sessions last (configurable).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub idle_ms: i64,
+    pub absolute_ms: i64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { idle_ms: 15 * 60 * 1000, absolute_ms: 12 * 3600 * 1000 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    User(&'a str),
+    Operator { id: &'a str, role: &'a str },
+}
+
+/// A session just opened: the token is shown to the client once.
+pub struct Opened {
+    pub id: String,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+/// Opens a session. `step_up` marks it as freshly verified (a two-step login counts as step-up).
+#[allow(clippy::too_many_arguments)]
+pub async fn open(
+    conn: &mut Conn,
+    subject: Subject<'_>,
+    device_id: &str,
+    ip: &str,
+    country: Option<&str>,
+    step_up: bool,
+    timeouts: Timeouts,
+    now: i64,
+) -> Result<Opened, sqlx::Error> {
+    let id = new_id("ses");
+    let token = new_token();
+    let expires_at = now + timeouts.absolute_ms;
+    let (kind, user_id, operator_id, role) = match subject {
+        Subject::User(u) => ("user", Some(u), None, None),
+        Subject::Operator { id, role } => ("operator", None, Some(id), Some(role)),
+    };
+    sqlx::query(
+        "INSERT INTO sessions (id, token_hash, kind, user_id, operator_id, role, device_id, ip, country, created_at, \
+         last_seen_at, expires_at, step_up_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
+    )
+    .bind(&id)
+    .bind(secret_hash(SESSION, &token))
+    .bind(kind)
+    .bind(user_id)
+    .bind(operator_id)
+    .bind(role)
+    .bind(device_id)
+    .bind(ip)
+    .bind(country)
+    .bind(now)
+    .bind(expires_at)
+    .bind(if step_up { now } else { 0 })
+    .execute(&mut *conn)
+    .await?;
+    Ok(Opened { id, token, expires_at })
+}
+
+/// A live session found by its token.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub id: String,
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub operator_id: Option<String>,
+    pub role: Option<String>,
+    pub device_id: String,
+    pub step_up_at: i64,
+    pub expires_at: i64,
+}
+
+/// Finds the live session a token belongs to, and notes that it was used. Expired (idle or
+/// absolute) and revoked sessions are not found.
+pub async fn authenticate(
+    conn: &mut Conn,
+    token: &str,
+    timeouts: Timeouts,
+    now: i64,
+) -> Result<Option<Live>, sqlx::Error> {
+    if token.len() > 100 {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT id, kind, user_id, operator_id, role, device_id, step_up_at, expires_at, last_seen_at, revoked_at \
+         FROM sessions WHERE token_hash = $1",
+    )
+    .bind(secret_hash(SESSION, token))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let revoked: Option<i64> = r.try_get("revoked_at")?;
+    let expires_at: i64 = r.try_get("expires_at")?;
+    let last_seen: i64 = r.try_get("last_seen_at")?;
+    if revoked.is_some() || expires_at <= now || last_seen + timeouts.idle_ms <= now {
+        return Ok(None);
+    }
+    let id: String = r.try_get("id")?;
+    // Writing on every request would make every read a write; a 10-second granularity is plenty
+    // against a 15-minute idle timeout.
+    if now - last_seen > 10_000 {
+        sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(Some(Live {
+        id,
+        kind: r.try_get("kind")?,
+        user_id: r.try_get("user_id")?,
+        operator_id: r.try_get("operator_id")?,
+        role: r.try_get("role")?,
+        device_id: r.try_get("device_id")?,
+        step_up_at: r.try_get("step_up_at")?,
+        expires_at,
+    }))
+}
+
+pub async fn revoke(conn: &mut Conn, session_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(session_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    Ok(n == 1)
+}
+
+/// Revokes every session of a user except `keep` (for a password change).
+pub async fn revoke_all(conn: &mut Conn, user_id: &str, keep: Option<&str>, now: i64) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND id <> $3")
+        .bind(now)
+        .bind(user_id)
+        .bind(keep.unwrap_or(""))
+        .execute(&mut *conn)
+        .await?
+        .rows_affected())
+}
+
+pub async fn mark_step_up(conn: &mut Conn, session_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET step_up_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(session_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct SessionView {
+    pub id: String,
+    pub device_id: String,
+    pub created_at: String,
+    pub last_seen_at: String,
+    pub ip: Option<String>,
+    pub country: Option<String>,
+    pub current: bool,
+}
+
+/// The user's live sessions, newest first.
+pub async fn list(
+    conn: &mut Conn,
+    user_id: &str,
+    current: &str,
+    timeouts: Timeouts,
+    now: i64,
+) -> Result<Vec<SessionView>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, device_id, created_at, last_seen_at, ip, country FROM sessions \
+         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND last_seen_at > $3 \
+         ORDER BY created_at DESC, id DESC LIMIT 100",
+    )
+    .bind(user_id)
+    .bind(now)
+    .bind(now - timeouts.idle_ms)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get("id")?;
+            Ok(SessionView {
+                current: id == current,
+                id,
+                device_id: r.try_get("device_id")?,
+                created_at: clock::rfc3339_ms(r.try_get("created_at")?),
+                last_seen_at: clock::rfc3339_ms(r.try_get("last_seen_at")?),
+                ip: r.try_get("ip")?,
+                country: r.try_get("country")?,
+            })
+        })
+        .collect()
+}
+
+/// A device token that is valid for `user_id` on `device_id`: its row id, and whether its last
+/// two-step login is recent enough to skip the second step.
+pub struct RecognisedDevice {
+    pub id: String,
+    pub trusted_for_login: bool,
+}
+
+pub async fn recognise(
+    conn: &mut Conn,
+    user_id: &str,
+    device_id: &str,
+    device_token: &str,
+    now: i64,
+) -> Result<Option<RecognisedDevice>, sqlx::Error> {
+    if device_token.len() > 100 {
+        return Ok(None);
+    }
+    let row = sqlx::query(
+        "SELECT id, last_two_step_at FROM device_tokens \
+         WHERE token_hash = $1 AND user_id = $2 AND device_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(secret_hash(DEVICE, device_token))
+    .bind(user_id)
+    .bind(device_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        let last: i64 = r.try_get("last_two_step_at")?;
+        Ok(RecognisedDevice { id: r.try_get("id")?, trusted_for_login: last + DEVICE_TRUST_MS > now })
+    })
+    .transpose()
+}
+
+/// Whether this user has ever completed a two-step login on `device_id` (for "new device" notices).
+pub async fn device_known(conn: &mut Conn, user_id: &str, device_id: &str) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_tokens WHERE user_id = $1 AND device_id = $2")
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(n > 0)
+}
+
+/// Issues a device token after a two-step login, replacing the device's earlier ones.
+pub async fn issue_device_token(
+    conn: &mut Conn,
+    user_id: &str,
+    device_id: &str,
+    now: i64,
+) -> Result<String, sqlx::Error> {
+    sqlx::query(
+        "UPDATE device_tokens SET revoked_at = $1 WHERE user_id = $2 AND device_id = $3 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(user_id)
+    .bind(device_id)
+    .execute(&mut *conn)
+    .await?;
+    let token = new_token();
+    sqlx::query(
+        "INSERT INTO device_tokens (id, user_id, device_id, token_hash, created_at, last_two_step_at) \
+         VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(new_id("dev"))
+    .bind(user_id)
+    .bind(device_id)
+    .bind(secret_hash(DEVICE, &token))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(token)
+}
+
+/// A reset or password change makes every device unrecognised again.
+pub async fn revoke_device_tokens(conn: &mut Conn, user_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE device_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
