@@ -81,6 +81,8 @@ pub async fn check(
         .fetch_optional(&mut *conn)
         .await?;
     if let Some(until) = locked_until.filter(|u| *u > now) {
+        // The alert counts addresses refused by any throttle.
+        record(conn, "throttled", a.ip, now).await?;
         return Ok(Err(too_many(until - now)));
     }
     if a.recognised {

@@ -349,3 +349,191 @@ impl Reply {
         );
     }
 }
+
+/// A shopper as the tests drive one: contacts, password, and (once logged in) tokens.
+#[derive(Debug, Clone)]
+pub struct Shopper {
+    pub user_id: String,
+    pub phone: String,
+    pub email: String,
+    pub password: String,
+    pub device_id: String,
+    pub ip: String,
+    pub session: Option<String>,
+    pub device_token: Option<String>,
+}
+
+/// A Japanese documentation address (tests/data/geoip-test.csv) for the n-th client.
+pub fn jp_ip(n: u32) -> String {
+    format!("2001:db8:{:x}::{:x}", n % 0x7fff, 1 + n / 0x7fff)
+}
+
+/// Where the tests' operators sit (a JP documentation address no attack test uses).
+pub const OPERATOR_IP: &str = "203.0.113.200";
+
+/// A US documentation address.
+pub const US_IP: &str = "198.51.100.7";
+
+/// A strong password nobody else uses.
+pub fn strong_password() -> String {
+    format!("Kq7#vL{}-mZ!", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
+
+static PHONE_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A fresh Japanese mobile number.
+pub fn new_phone() -> String {
+    let n = PHONE_SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let r: u32 = rand::random_range(0..100_000);
+    format!("+8190{:03}{:05}", n % 1000, r)
+}
+
+impl TestApp {
+    /// A request from client address `ip` (through the trusted test proxy).
+    pub fn from(&self, method: reqwest::Method, path: &str, ip: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).header("X-Forwarded-For", ip)
+    }
+
+    pub async fn post_from(&self, path: &str, body: &Value, ip: &str) -> Reply {
+        Reply::from(self.from(reqwest::Method::POST, path, ip).json(body).send().await.unwrap()).await
+    }
+
+    /// A request with a session token.
+    pub async fn authed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+        ip: &str,
+    ) -> Reply {
+        let mut req = self.from(method, path, ip).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        Reply::from(req.send().await.unwrap()).await
+    }
+
+    /// The code of the newest message of `kind` sent to `to`.
+    pub async fn code_for(&self, to: &str, kind: &str) -> String {
+        let messages = self.messages(to).await;
+        let m = messages
+            .iter()
+            .find(|m| m["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} message to {to}: {messages:?}"));
+        m["code"].as_str().unwrap().to_string()
+    }
+
+    pub async fn signup(&self, phone: &str, email: &str, password: &str, ip: &str) -> Reply {
+        self.post_from("/v1/signup", &json!({"phone": phone, "email": email, "password": password}), ip).await
+    }
+
+    /// Signs a new shopper up (both codes verified).
+    pub async fn register(&self) -> Shopper {
+        let phone = new_phone();
+        let email = format!("shopper-{}@example.jp", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let password = strong_password();
+        let ip = jp_ip(rand::random_range(1..30_000));
+        let r = self.signup(&phone, &email, &password, &ip).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{r:?}");
+        let signup_id = r.body["signup_id"].as_str().unwrap().to_string();
+        let phone_code = self.code_for(&phone, "signup_code").await;
+        let email_code = self.code_for(&email, "signup_code").await;
+        let r = self
+            .post_from(
+                &format!("/v1/signup/{signup_id}/verify"),
+                &json!({"phone_code": phone_code, "email_code": email_code}),
+                &ip,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        Shopper {
+            user_id: r.body["user_id"].as_str().unwrap().to_string(),
+            phone,
+            email,
+            password,
+            device_id: format!("phone-{}", uuid::Uuid::new_v4().simple()),
+            ip,
+            session: None,
+            device_token: None,
+        }
+    }
+
+    pub async fn login(
+        &self,
+        login: &str,
+        password: &str,
+        device_id: &str,
+        device_token: Option<&str>,
+        ip: &str,
+    ) -> Reply {
+        let mut body = json!({"login": login, "password": password, "device_id": device_id});
+        if let Some(t) = device_token {
+            body["device_token"] = json!(t);
+        }
+        self.post_from("/v1/login", &body, ip).await
+    }
+
+    pub async fn send_code(&self, challenge_id: &str, ip: &str) -> Reply {
+        self.post_from(&format!("/v1/challenges/{challenge_id}/send"), &json!({"method": "sms"}), ip).await
+    }
+
+    pub async fn verify(&self, challenge_id: &str, method: &str, code: &str, ip: &str) -> Reply {
+        self.post_from(&format!("/v1/challenges/{challenge_id}/verify"), &json!({"method": method, "code": code}), ip)
+            .await
+    }
+
+    /// Answers a challenge with the SMS code sent to `phone`.
+    pub async fn pass_sms_challenge(&self, challenge_id: &str, phone: &str, ip: &str) -> Reply {
+        let r = self.send_code(challenge_id, ip).await;
+        assert_eq!(r.status, StatusCode::ACCEPTED, "{r:?}");
+        let code = self.code_for(phone, "challenge_code").await;
+        self.verify(challenge_id, "sms", &code, ip).await
+    }
+
+    /// A full two-step login by SMS; keeps the session and device tokens on `s`.
+    pub async fn log_in(&self, s: &mut Shopper) {
+        let r = self.login(&s.phone, &s.password, &s.device_id, None, &s.ip).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert!(r.body["session_token"].is_null(), "a password alone opened a session: {r:?}");
+        let r = self.pass_sms_challenge(r.body["challenge_id"].as_str().unwrap(), &s.phone, &s.ip).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        s.session = Some(r.body["session_token"].as_str().unwrap().to_string());
+        s.device_token = Some(r.body["device_token"].as_str().unwrap().to_string());
+    }
+
+    pub async fn me(&self, token: &str, ip: &str) -> Reply {
+        self.authed(reqwest::Method::GET, "/v1/me", token, None, ip).await
+    }
+
+    /// Logs in as a sandbox operator (password, then TOTP computed from the secret).
+    pub async fn operator_session(&self, index: usize) -> String {
+        let doc: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.data_dir.0.join("sandbox.json")).unwrap()).unwrap();
+        let op = &doc["operators"][index];
+        let seed = omamori::identity::totp::base32_decode(op["totp_secret"].as_str().unwrap()).unwrap();
+        // A TOTP code is accepted once: a second login in the same 30 s uses the next step's code
+        // (one step of drift is allowed).
+        let now = omamori::identity::totp::current_step();
+        for step in [now, now + 1] {
+            let r = self
+                .post_from("/v1/admin/login", &json!({"email": op["email"], "password": op["password"]}), OPERATOR_IP)
+                .await;
+            assert_eq!(r.status, StatusCode::OK, "{r:?}");
+            assert_eq!(r.body["methods"], json!(["totp"]));
+            let code = omamori::identity::totp::code_at_step(&seed, step);
+            let r = self.verify(r.body["challenge_id"].as_str().unwrap(), "totp", &code, OPERATOR_IP).await;
+            if r.status == StatusCode::OK {
+                return r.body["session_token"].as_str().unwrap().to_string();
+            }
+        }
+        panic!("the sandbox operator could not log in")
+    }
+
+    pub async fn alerts(&self) -> Vec<Value> {
+        let token = self.operator_session(0).await;
+        let r = self.authed(reqwest::Method::GET, "/v1/admin/alerts", &token, None, OPERATOR_IP).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        r.body["items"].as_array().unwrap().clone()
+    }
+}

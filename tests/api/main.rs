@@ -3,9 +3,11 @@
 
 mod helpers;
 
+mod attacks;
 mod bad_input;
 mod cli;
 mod idempotency;
+mod identity;
 mod ledger;
 mod operations;
 mod sandbox;
