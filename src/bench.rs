@@ -119,6 +119,118 @@ pub async fn ledger(
     Ok(())
 }
 
+/// `omamori bench login`: how many Argon2id password checks per second the machine sustains (all
+/// cores busy through the bounded pool), and how long a first login step takes over HTTP (the
+/// server in this process on a fresh SQLite file, a client over loopback TCP).
+pub async fn login(
+    mut config: crate::config::Config,
+    logins: u64,
+    concurrency: u64,
+    checks: u64,
+) -> anyhow::Result<()> {
+    use crate::identity::password::{Hasher, Password};
+    anyhow::ensure!(logins >= 1 && concurrency >= 1 && checks >= 1, "need logins, concurrency and checks >= 1");
+    let dir = std::env::temp_dir().join(format!("omamori-bench-{}", uuid::Uuid::new_v4()));
+    let _tmp = TempDir(dir.clone());
+    config.data_dir = dir.clone();
+    config.database_url = None;
+    config.listen = "127.0.0.1:0".parse()?;
+    config.sandbox = false;
+    config.environment = crate::config::Environment::Development;
+    // The benchmark logs in many times from one address: keep the address throttle out of the way.
+    config.throttle_address_failures = 100_000;
+
+    // Password checks per second, as many at once as the pool allows.
+    let hasher = Hasher::new(config.password_hash_concurrency as usize);
+    let password = Password::for_login("Kq7#vL-bench-password!");
+    let stored = Arc::new(hasher.hash(&password).await?);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..checks {
+        let (hasher, stored) = (hasher.clone(), stored.clone());
+        tasks.push(tokio::spawn(async move {
+            hasher.verify(&Password::for_login("Kq7#vL-bench-password!"), Some(stored.as_str())).await
+        }));
+    }
+    for t in tasks {
+        anyhow::ensure!(t.await?, "a password check failed");
+    }
+    let check_rate = checks as f64 / started.elapsed().as_secs_f64();
+
+    // A user, made directly in the database (sign-up's codes are beside the point here).
+    let app = crate::app::Application::build(config).await?;
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    {
+        let mut tx = state.db.begin().await?;
+        let now = state.clock.now_ms();
+        let wallet = ledger::create_account(&mut tx, AccountKind::Wallet, Currency::Jpy, Some("bench"), now).await?;
+        sqlx::query(
+            "INSERT INTO users (id, phone, email, password_hash, wallet_account_id, credentials_changed_at, created_at) \
+             VALUES ('usr_bench', '+819000000000', 'bench@example.jp', $1, $2, $3, $3)",
+        )
+        .bind(stored.as_str())
+        .bind(wallet.0)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let server = tokio::spawn(app.run_until(std::future::pending()));
+    let body = r#"{"login":"bench@example.jp","password":"Kq7#vL-bench-password!","device_id":"bench-device"}"#;
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while next.fetch_add(1, Ordering::Relaxed) < logins {
+                let t0 = Instant::now();
+                let status = post_json(addr, "/v1/login", body).await?;
+                anyhow::ensure!(status == 200, "a login answered {status}");
+                latencies.push(t0.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies: Vec<Duration> = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = started.elapsed();
+    server.abort();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
+    println!("omamori bench login");
+    println!("machine: {}", machine());
+    println!("password checks: {checks} Argon2id verifications (m=19456 KiB, t=2, p=1), {:.1} checks/s", check_rate);
+    println!(
+        "logins (first step over HTTP, password checked, challenge answered): {logins} at concurrency {concurrency}: \
+         {:.1} logins/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        logins as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+/// One HTTP/1.1 POST over a fresh connection; answers the status code.
+async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await?;
+    let text = String::from_utf8_lossy(&response);
+    text.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow::anyhow!("no HTTP status in the answer"))
+}
+
 /// CPU model and count, for the report.
 fn machine() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);

@@ -83,6 +83,18 @@ enum BenchCommand {
         #[arg(long, default_value_t = 100)]
         wallets: u64,
     },
+    /// Password checks per second (Argon2id, as configured) and HTTP login latency.
+    Login {
+        /// How many logins (first step: password checked, challenge answered) to time.
+        #[arg(long, default_value_t = 200)]
+        logins: u64,
+        /// How many logins run at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: u64,
+        /// How many bare password verifications to time for the checks-per-second figure.
+        #[arg(long, default_value_t = 200)]
+        checks: u64,
+    },
 }
 
 pub fn run() -> ExitCode {
@@ -119,6 +131,9 @@ pub fn run() -> ExitCode {
             Command::Admin { command: AdminCommand::Verify } => verify(config).await,
             Command::Admin { command: AdminCommand::Operator { command: OperatorCommand::Create { email, role } } } => {
                 create_operator(config, &email, &role).await
+            }
+            Command::Bench { command: BenchCommand::Login { logins, concurrency, checks } } => {
+                crate::bench::login(config, logins, concurrency, checks).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Bench { command: BenchCommand::Ledger { database_url, transfers, concurrency, wallets } } => {
                 crate::bench::ledger(database_url, transfers, concurrency, wallets).await.map(|()| ExitCode::SUCCESS)

@@ -244,6 +244,27 @@ both_backends! {
         app.verify(&challenge, "sms", &right, &s.ip).await.assert_problem(410, "challenge_expired");
     }
 
+    async fn a_flood_of_wrong_codes_raises_an_alert(app: TestApp) {
+        // Five accounts whose passwords leaked; the attacker guesses each one's SMS code.
+        let mut challenges = Vec::new();
+        for _ in 0..5 {
+            let s = app.register().await;
+            let r = app.login(&s.phone, &s.password, "attacker", None, &jp_ip(7000)).await;
+            challenges.push(r.body["challenge_id"].as_str().unwrap().to_string());
+        }
+        assert!(app.alerts().await.iter().all(|a| a["kind"] != "failed_codes"));
+        for c in &challenges {
+            for guess in ["000000", "111111", "222222", "333333"] {
+                app.verify(c, "sms", guess, &jp_ip(7000)).await.assert_problem(422, "code_invalid");
+            }
+        }
+        // 20 wrong codes within a minute: the default threshold.
+        let alerts = app.alerts().await;
+        let alert = alerts.iter().find(|a| a["kind"] == "failed_codes").unwrap_or_else(|| panic!("{alerts:?}"));
+        assert_eq!(alert["severity"], "high");
+        assert!(alert["detail"].as_str().unwrap().starts_with("20 wrong one-time codes"), "{alert:?}");
+    }
+
     async fn sms_pumping_is_limited(app: TestApp) {
         let s = app.register().await;
         let r = app.login(&s.phone, &s.password, "new-phone", None, &s.ip).await;
