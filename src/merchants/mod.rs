@@ -1,0 +1,3 @@
+//! Merchants, stores, terminals and their keys, store QR codes.
+
+pub mod qr;

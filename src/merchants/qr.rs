@@ -1,0 +1,1 @@
+//! The EMVCo merchant-presented QR payload of a store. (Being written.)

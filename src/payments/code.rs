@@ -1,0 +1,1 @@
+//! Payment codes shown by the phone. (Being written.)

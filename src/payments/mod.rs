@@ -1,0 +1,3 @@
+//! Payments: cards, top-ups, payment codes, POS charges, refunds, limits, history.
+
+pub mod code;
