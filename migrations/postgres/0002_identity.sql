@@ -91,7 +91,7 @@ CREATE TABLE password_resets (
     sms_code_hash    TEXT,
     email_code_hash  TEXT,
     failures         BIGINT  NOT NULL DEFAULT 0,
-    state            TEXT    NOT NULL CHECK (state IN ('open', 'done', 'dead')),
+    state            TEXT    NOT NULL CHECK (state IN ('open', 'proven', 'done', 'dead')),
     created_at       BIGINT  NOT NULL,
     expires_at       BIGINT  NOT NULL
 );

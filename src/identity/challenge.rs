@@ -23,6 +23,8 @@ use crate::store::{self, Conn, clock};
 pub const SMS_PER_CHALLENGE: i64 = 3;
 pub const SMS_PER_NUMBER_HOUR: i64 = 20;
 pub const SMS_PER_ADDRESS_HOUR: i64 = 50;
+/// Per /24 or /48: rotating addresses inside one network do not multiply the budget.
+pub const SMS_PER_SUBNET_HOUR: i64 = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -159,6 +161,7 @@ pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo)
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
+        tx.lock("challenge", id).await?;
         let c = load(&mut tx, id).await?.ok_or_else(not_found)?;
         if c.state != "open" || c.expires_at <= now || c.failures >= MAX_CODE_FAILURES {
             return Err(expired());
@@ -185,7 +188,11 @@ pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo)
         if c.sms_sends >= SMS_PER_CHALLENGE {
             return Err(throttle::too_many(c.expires_at - now));
         }
-        super::signup::check_sms_budget(&mut tx, &phone, &client.ip_text, now).await?;
+        if let Err(retry_after) =
+            super::signup::sms_budget(&mut tx, super::signup::SmsCause::SecondFactor, &phone, client, now).await?
+        {
+            return Err(throttle::too_many(retry_after));
+        }
         let code = new_code();
         // A new code replaces the old one; the failure count stays.
         sqlx::query("UPDATE challenges SET sms_code_hash = $1, sms_sends = sms_sends + 1 WHERE id = $2")
@@ -215,6 +222,9 @@ pub async fn verify(
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
+        // One verify of a challenge at a time: the failure count and the state are read, checked
+        // and written under this lock, so parallel guesses cannot exceed 5 or revive a used code.
+        tx.lock("challenge", id).await?;
         let c = load(&mut tx, id).await?.ok_or_else(not_found)?;
         if c.state != "open" || c.expires_at <= now || c.failures >= MAX_CODE_FAILURES {
             return Ok::<_, ApiError>(Err(expired()));
@@ -226,11 +236,15 @@ pub async fn verify(
                 format!("this challenge accepts {}", c.methods.replace(',', ", ")),
             )));
         }
-        let account_key = match (&c.user_id, &c.operator_id) {
-            (Some(u), _) => format!("account:{u}"),
-            (_, Some(o)) => format!("operator:{o}"),
+        let (account_key, max_delay_ms) = match (&c.user_id, &c.operator_id) {
+            (Some(u), _) => (format!("account:{u}"), None),
+            (_, Some(o)) => (format!("operator:{o}"), Some(60_000)),
             _ => return Err(ApiError::internal(anyhow::anyhow!("challenge {} has no owner", c.id))),
         };
+        // The account's throttle gates the second step as it gates the first.
+        if let Some(until) = throttle::locked(&mut tx, &account_key, now).await? {
+            return Ok::<_, ApiError>(Err(throttle::too_many(until - now)));
+        }
         let right = match method {
             "sms" => secret_matches(&c.id, code, c.sms_code_hash.as_deref()),
             "totp" => check_totp(&mut tx, state, &c, code).await?,
@@ -241,15 +255,22 @@ pub async fn verify(
             _ => false,
         };
         if !right {
-            let failures = c.failures + 1;
-            sqlx::query("UPDATE challenges SET failures = $1, state = $2 WHERE id = $3")
-                .bind(failures)
-                .bind(if failures >= MAX_CODE_FAILURES { "dead" } else { "open" })
-                .bind(&c.id)
-                .execute(&mut *tx)
-                .await?;
-            let attempt =
-                throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &account_key, recognised: false };
+            let failures: i64 = sqlx::query_scalar(
+                "UPDATE challenges SET failures = failures + 1, \
+                 state = CASE WHEN failures + 1 >= $1 THEN 'dead' ELSE state END \
+                 WHERE id = $2 AND state = 'open' RETURNING failures",
+            )
+            .bind(MAX_CODE_FAILURES)
+            .bind(&c.id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let attempt = throttle::Attempt {
+                ip: &client.ip_text,
+                subnet: &client.subnet,
+                key: &account_key,
+                recognised: false,
+                max_delay_ms,
+            };
             throttle::record_failure(&mut tx, &attempt, throttle::Failure::Code, now).await?;
             alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
             tx.commit().await?;
@@ -258,12 +279,19 @@ pub async fn verify(
                 "code_invalid",
                 "the code is not right",
             )
-            .with("attempts_left", MAX_CODE_FAILURES - failures)));
+            .with("attempts_left", (MAX_CODE_FAILURES - failures).max(0))));
         }
-        sqlx::query("UPDATE challenges SET state = 'verified' WHERE id = $1 AND state = 'open'")
-            .bind(&c.id)
-            .execute(&mut *tx)
-            .await?;
+        // Used once: the state moves on and the code is forgotten.
+        let moved = sqlx::query(
+            "UPDATE challenges SET state = 'verified', sms_code_hash = NULL WHERE id = $1 AND state = 'open'",
+        )
+        .bind(&c.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved != 1 {
+            return Ok::<_, ApiError>(Err(expired()));
+        }
         let answer = complete(&mut tx, state, &c, client, now).await?;
         throttle::record_success(&mut tx, &account_key).await?;
         tx.commit().await?;

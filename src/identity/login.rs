@@ -61,37 +61,27 @@ pub async fn login(
         (None, Some(u)) => format!("account:{}", u.id),
         (None, None) => unknown_login_key(login),
     };
-    let attempt =
-        throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &key, recognised: recognised.is_some() };
-    store::retry(|| async {
-        let mut tx = state.db.begin().await?;
-        let verdict = throttle::check(&mut tx, state.throttle_limits(), &attempt, now).await?;
-        if verdict.is_err() {
-            alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
-        }
-        tx.commit().await?;
-        verdict
-    })
-    .await?;
-
-    let password = Password::for_login(password);
-    let right = state.hasher.verify(&password, user.as_ref().map(|u| u.password_hash.as_str())).await;
-    let Some(user) = user.filter(|_| right) else {
-        store::retry(|| async {
-            let mut tx = state.db.begin().await?;
-            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Password, now).await?;
-            alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
-            tx.commit().await
-        })
-        .await?;
+    let attempt = throttle::Attempt {
+        ip: &client.ip_text,
+        subnet: &client.subnet,
+        key: &key,
+        recognised: recognised.is_some(),
+        max_delay_ms: None,
+    };
+    let pending =
+        password_step(state, &attempt, user.as_ref().map(|u| u.password_hash.as_str()), password, now).await?;
+    let Some(user) = user.filter(|_| pending.is_some()) else {
         return Err(invalid_credentials());
     };
+    let pending = pending.expect("checked above");
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        throttle::record_success(&mut tx, &key).await?;
+        pending.succeeded(&mut tx).await?;
         let answer = match &recognised {
-            // Something known plus something held: the password and this device's token.
+            // Something known plus something held: the password and this device's token. This
+            // completes a login, so the device's run of failures ends.
             Some(device) if device.trusted_for_login => {
+                throttle::record_success(&mut tx, &key).await?;
                 let opened = session::open(
                     &mut tx,
                     Subject::User(&user.id),
@@ -125,6 +115,30 @@ pub async fn login(
     .await
 }
 
+/// The password half of a login: checks the throttles and counts the attempt as a failure before
+/// the (slow) password check, then verifies. Answers the pending count to undo when the password
+/// was right, or `None` when it was wrong (or there is no account: a dummy hash is checked then,
+/// so the timing is the same).
+async fn password_step(
+    state: &AppState,
+    attempt: &throttle::Attempt<'_>,
+    stored: Option<&str>,
+    password: &str,
+    now: i64,
+) -> Result<Option<throttle::Pending>, ApiError> {
+    let pending = store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let verdict =
+            throttle::begin(&mut tx, state.throttle_limits(), attempt, throttle::Failure::Password, now).await?;
+        alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
+        tx.commit().await?;
+        verdict
+    })
+    .await?;
+    let right = state.hasher.verify(&Password::for_login(password), stored).await;
+    Ok(right.then_some(pending))
+}
+
 /// `POST /v1/admin/login {email, password}`: then a TOTP challenge, always.
 pub async fn operator_login(
     state: &AppState,
@@ -144,32 +158,26 @@ pub async fn operator_login(
     };
     let operator: Option<(String, String)> =
         row.map(|r| Ok::<_, sqlx::Error>((r.try_get("id")?, r.try_get("password_hash")?))).transpose()?;
+    // Unknown operator logins have their own namespace: a shopper-side throttle on the same
+    // identifier must not tell whether an operator exists.
     let key = match &operator {
         Some((id, _)) => format!("operator:{id}"),
-        None => unknown_login_key(&email),
+        None => format!("operator-login:{}", &unknown_login_key(&email)["login:".len()..]),
     };
-    let attempt = throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &key, recognised: false };
-    store::retry(|| async {
-        let mut tx = state.db.begin().await?;
-        let verdict = throttle::check(&mut tx, state.throttle_limits(), &attempt, now).await?;
-        tx.commit().await?;
-        verdict
-    })
-    .await?;
-    let right = state.hasher.verify(&Password::for_login(password), operator.as_ref().map(|(_, h)| h.as_str())).await;
-    let Some((operator_id, _)) = operator.filter(|_| right) else {
-        store::retry(|| async {
-            let mut tx = state.db.begin().await?;
-            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Password, now).await?;
-            alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
-            tx.commit().await
-        })
-        .await?;
+    let attempt = throttle::Attempt {
+        ip: &client.ip_text,
+        subnet: &client.subnet,
+        key: &key,
+        recognised: false,
+        max_delay_ms: Some(60_000),
+    };
+    let pending = password_step(state, &attempt, operator.as_ref().map(|(_, h)| h.as_str()), password, now).await?;
+    let (Some((operator_id, _)), Some(pending)) = (operator, pending) else {
         return Err(invalid_credentials());
     };
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        throttle::record_success(&mut tx, &key).await?;
+        pending.succeeded(&mut tx).await?;
         let c = NewChallenge {
             purpose: Purpose::OperatorLogin,
             user_id: None,

@@ -39,20 +39,22 @@ pub const DEVICE_TRUST_MS: i64 = 30 * 24 * 3600 * 1000;
 pub const COOLING_OFF_RESET_MS: i64 = 72 * 3600 * 1000;
 pub const COOLING_OFF_PASSWORD_MS: i64 = 24 * 3600 * 1000;
 
-/// An E.164 phone number (`+` then 8 to 15 digits, the first not 0).
+/// A Japanese phone number in E.164 form (`+81` then 9 or 10 digits). Omamori serves Japan; other
+/// country codes, premium-rate ones included, are refused so that sign-ups cannot pump SMS abroad.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhoneNumber(String);
 
 impl PhoneNumber {
     pub fn parse(raw: &str) -> Result<Self, ApiError> {
-        let digits = raw.strip_prefix('+').unwrap_or("");
-        let ok =
-            (8..=15).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit()) && !digits.starts_with('0');
+        let national = raw.strip_prefix("+81").unwrap_or("");
+        let ok = (9..=10).contains(&national.len())
+            && national.bytes().all(|b| b.is_ascii_digit())
+            && !national.starts_with('0');
         if !ok {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "invalid_phone",
-                "the phone number must be in E.164 form, for example +819012345678",
+                "the phone number must be a Japanese number in E.164 form, for example +819012345678",
             ));
         }
         Ok(PhoneNumber(raw.to_string()))
@@ -277,7 +279,7 @@ mod tests {
     #[test]
     fn phones_are_e164() {
         assert!(PhoneNumber::parse("+819012345678").is_ok());
-        for bad in ["819012345678", "+0123456789", "+81-90-1234", "+1234567", "+1234567890123456", ""] {
+        for bad in ["819012345678", "+0123456789", "+81-90-1234", "+1234567", "+14155550100", "+8109012345678", ""] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(mask_phone("+819012345678"), "*********5678");

@@ -64,6 +64,12 @@ async fn put(state: &AppState, email: &str, role: Role, reset: bool) -> anyhow::
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
+            // Sessions carry the role they logged in with: new credentials end them.
+            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE operator_id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
             id
         }
         Some(_) => anyhow::bail!("an operator with e-mail {} exists already", email.as_str()),

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::password::{Password, check_policy};
-use super::signup::{check_sms_budget, weak_password};
+use super::signup::{SmsCause, weak_password};
 use super::{
     CODE_TTL_MS, COOLING_OFF_PASSWORD_MS, COOLING_OFF_RESET_MS, Login, MAX_CODE_FAILURES, new_code, new_id,
     secret_hash, secret_matches, session, totp, user_by_id, user_by_login,
@@ -25,18 +25,24 @@ use crate::notify::Channel;
 use crate::risk::{alerts, throttle};
 use crate::store::{self, Conn};
 
-/// `POST /v1/password-reset {login}`: the same answer whether or not the account exists.
+/// `POST /v1/password-reset {login}`: the same answer whether or not the account exists, and
+/// whether or not the SMS budget allowed a send (when it is spent, nothing is sent, silently).
 pub async fn request(state: &AppState, login: &str, client: &ClientInfo) -> Result<String, ApiError> {
     let now = state.clock.now_ms();
     let id = new_id("rst");
-    let login = Login::parse(login);
+    let parsed = Login::parse(login);
+    // The budget is keyed by what was asked for, so that it is spent alike for unknown logins.
+    let budget_key = login.trim().to_lowercase();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        let user = match &login {
+        let user = match &parsed {
             Some(l) => user_by_login(&mut tx, l).await?,
             None => None,
         };
+        let allowed =
+            super::signup::sms_budget(&mut tx, SmsCause::Unauthenticated, &budget_key, client, now).await?.is_ok();
         let (sms_code, email_code) = (new_code(), new_code());
+        let user = user.filter(|_| allowed);
         sqlx::query(
             "INSERT INTO password_resets (id, user_id, sms_code_hash, email_code_hash, state, created_at, expires_at) \
              VALUES ($1, $2, $3, $4, 'open', $5, $6)",
@@ -51,7 +57,6 @@ pub async fn request(state: &AppState, login: &str, client: &ClientInfo) -> Resu
         .await?;
         if let Some(user) = &user {
             // Only to the contacts verified on the account.
-            check_sms_budget(&mut tx, &user.phone, &client.ip_text, now).await?;
             super::send_code(
                 &mut tx,
                 Channel::Sms,
@@ -86,7 +91,11 @@ pub struct Proofs<'a> {
     pub totp_code: Option<&'a str>,
 }
 
-/// `POST /v1/password-reset/{id}/complete`.
+/// `POST /v1/password-reset/{id}/complete`, in three steps: the proofs are checked (and the
+/// reset moved to `proven`, so that a second completion cannot run alongside), then the new
+/// password is hashed outside any transaction, then the reset is applied. Failures count against
+/// the reset and the caller's address, never against the account: strangers must not be able to
+/// lock an owner out, nor learn from a lock that the account exists.
 pub async fn complete(
     state: &AppState,
     id: &str,
@@ -95,19 +104,26 @@ pub async fn complete(
     client: &ClientInfo,
 ) -> Result<(), ApiError> {
     let password = Password::parse(new_password).map_err(weak_password)?;
-    // Hashed before the transaction (it is slow); wasted only when the proofs fail, which the
-    // reset allows five times.
-    let hash = state.hasher.hash(&password).await?;
     let now = state.clock.now_ms();
-    store::retry(|| async {
+    let user = store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        let row = sqlx::query("SELECT user_id, sms_code_hash, email_code_hash, failures, state, expires_at FROM password_resets WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| ApiError::not_found("there is no such reset"))?;
+        tx.lock("reset", id).await?;
+        if let Err(refusal) = throttle::check_network(&mut tx, state.throttle_limits(), &client.ip_text, &client.subnet, now).await? {
+            tx.commit().await?;
+            return Ok::<_, ApiError>(Err(refusal));
+        }
+        let row = sqlx::query(
+            "SELECT user_id, sms_code_hash, email_code_hash, failures, state, expires_at FROM password_resets WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::not_found("there is no such reset"))?;
         let failures: i64 = row.try_get("failures")?;
-        if row.try_get::<String, _>("state")? != "open" || row.try_get::<i64, _>("expires_at")? <= now || failures >= MAX_CODE_FAILURES {
+        if row.try_get::<String, _>("state")? != "open"
+            || row.try_get::<i64, _>("expires_at")? <= now
+            || failures >= MAX_CODE_FAILURES
+        {
             return Ok::<_, ApiError>(Err(super::challenge::expired()));
         }
         let user = match row.try_get::<Option<String>, _>("user_id")? {
@@ -131,18 +147,22 @@ pub async fn complete(
             proven += 1;
         }
         let Some(user) = user.filter(|_| proven >= 2) else {
-            let failures = failures + 1;
-            sqlx::query("UPDATE password_resets SET failures = $1, state = $2 WHERE id = $3")
-                .bind(failures)
-                .bind(if failures >= MAX_CODE_FAILURES { "dead" } else { "open" })
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            let key = match row.try_get::<Option<String>, _>("user_id")? {
-                Some(u) => format!("account:{u}"),
-                None => format!("reset:{id}"),
+            let failures: i64 = sqlx::query_scalar(
+                "UPDATE password_resets SET failures = failures + 1, \
+                 state = CASE WHEN failures + 1 >= $1 THEN 'dead' ELSE state END WHERE id = $2 RETURNING failures",
+            )
+            .bind(MAX_CODE_FAILURES)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
+            let key = format!("reset:{id}");
+            let attempt = throttle::Attempt {
+                ip: &client.ip_text,
+                subnet: &client.subnet,
+                key: &key,
+                recognised: false,
+                max_delay_ms: None,
             };
-            let attempt = throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &key, recognised: false };
             throttle::record_failure(&mut tx, &attempt, throttle::Failure::Code, now).await?;
             alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
             tx.commit().await?;
@@ -151,11 +171,42 @@ pub async fn complete(
                 "code_invalid",
                 "two valid proofs are needed: the SMS code, the e-mail code or an authenticator code",
             )
-            .with("attempts_left", MAX_CODE_FAILURES - failures)));
+            .with("attempts_left", (MAX_CODE_FAILURES - failures).max(0))));
         };
         if let Err(reason) = check_policy(&password, &user.phone, &user.email) {
             // Not a failed try: the proofs were right; the user picks another password.
             return Ok::<_, ApiError>(Err(weak_password(reason)));
+        }
+        sqlx::query("UPDATE password_resets SET state = 'proven' WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(Ok(user))
+    })
+    .await??;
+
+    let hash = match state.hasher.hash(&password).await {
+        Ok(hash) => hash,
+        Err(e) => {
+            // Let the owner try again with the same codes.
+            let _ = store::write_one(&state.db, || {
+                sqlx::query("UPDATE password_resets SET state = 'open' WHERE id = $1 AND state = 'proven'").bind(id)
+            })
+            .await;
+            return Err(e.into());
+        }
+    };
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        tx.lock("reset", id).await?;
+        let done = sqlx::query(
+            "UPDATE password_resets SET state = 'done', sms_code_hash = NULL, email_code_hash = NULL \
+             WHERE id = $1 AND state = 'proven'",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if done != 1 {
+            return Ok::<_, ApiError>(Err(super::challenge::expired()));
         }
         sqlx::query(
             "UPDATE users SET password_hash = $1, cooling_off_until = $2, cooling_off_reason = 'password_reset', \
@@ -167,12 +218,17 @@ pub async fn complete(
         .bind(&user.id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE password_resets SET state = 'done' WHERE id = $1").bind(id).execute(&mut *tx).await?;
         session::revoke_all(&mut tx, &user.id, None, now).await?;
         session::revoke_device_tokens(&mut tx, &user.id, now).await?;
         throttle::record_success(&mut tx, &format!("account:{}", user.id)).await?;
-        super::notify_all(&mut tx, &user, "password_reset", "Your Omamori password was reset and every device was signed out.", now)
-            .await?;
+        super::notify_all(
+            &mut tx,
+            &user,
+            "password_reset",
+            "Your Omamori password was reset and every device was signed out.",
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(Ok(()))
     })
@@ -266,8 +322,13 @@ pub async fn change(
         store::retry(|| async {
             let mut tx = state.db.begin().await?;
             let key = format!("account:{}", user.id);
-            let attempt =
-                throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &key, recognised: false };
+            let attempt = throttle::Attempt {
+                ip: &client.ip_text,
+                subnet: &client.subnet,
+                key: &key,
+                recognised: false,
+                max_delay_ms: None,
+            };
             throttle::record_failure(&mut tx, &attempt, throttle::Failure::Password, now).await?;
             tx.commit().await
         })
@@ -350,8 +411,13 @@ pub async fn totp_confirm(
         let seed = open_seed(state, &pending)?;
         let Some(step) = totp::verify(&seed, code, totp::current_step(), 0) else {
             let key = format!("account:{}", user.id);
-            let attempt =
-                throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &key, recognised: false };
+            let attempt = throttle::Attempt {
+                ip: &client.ip_text,
+                subnet: &client.subnet,
+                key: &key,
+                recognised: false,
+                max_delay_ms: None,
+            };
             throttle::record_failure(&mut tx, &attempt, throttle::Failure::Code, now).await?;
             tx.commit().await?;
             return Ok::<_, ApiError>(Err(ApiError::new(
@@ -394,12 +460,13 @@ pub async fn totp_confirm(
     .await?
 }
 
-/// A recovery code: 10 characters (50 bits) from the base32 alphabet, shown as `XXXXX-XXXXX`.
+/// A recovery code: 16 characters (80 bits) from the base32 alphabet, shown as `XXXX-XXXX-XXXX-XXXX`.
+/// 80 bits keep a stolen database's hashes out of reach of offline guessing.
 fn recovery_code() -> String {
-    let mut bytes = [0u8; 8];
+    let mut bytes = [0u8; 10];
     rand::fill(&mut bytes);
     let text = totp::base32(&bytes);
-    format!("{}-{}", &text[..5], &text[5..10])
+    format!("{}-{}-{}-{}", &text[..4], &text[4..8], &text[8..12], &text[12..16])
 }
 
 /// A stable throttle key for a login that matches no account (so it throttles like one that does).

@@ -39,8 +39,13 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_alerts))
 }
 
+/// An id from the path: ours are `prefix_hex`, so anything else (a NUL, a long string) is simply
+/// not found, and never reaches the database.
 fn path(p: Result<Path<String>, PathRejection>, what: &str) -> Result<String, ApiError> {
-    p.map(|Path(id)| id).map_err(|_| ApiError::not_found(format!("there is no such {what}")))
+    p.ok()
+        .map(|Path(id)| id)
+        .filter(|id| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .ok_or_else(|| ApiError::not_found(format!("there is no such {what}")))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

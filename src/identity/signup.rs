@@ -24,11 +24,36 @@ pub fn weak_password(reason: super::password::WeakReason) -> ApiError {
         .with("reason", reason.as_str())
 }
 
-/// Refuses when the number or the address has had too many SMS sends in the last hour.
-pub async fn check_sms_budget(conn: &mut Conn, phone: &str, ip: &str, now: i64) -> Result<(), ApiError> {
-    use super::challenge::{SMS_PER_ADDRESS_HOUR, SMS_PER_NUMBER_HOUR};
+/// Who caused an SMS: an authenticated second step, or an unauthenticated request (sign-up,
+/// reset). They have separate budgets per number, so that strangers flooding sign-ups or resets
+/// with a victim's number cannot use up the codes the victim needs to log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsCause {
+    SecondFactor,
+    Unauthenticated,
+}
+
+/// Counts an SMS against the per-number, per-address and per-subnet budgets of the last hour.
+/// Answers `Err(retry_after_ms)` without counting when a budget is spent.
+pub async fn sms_budget(
+    conn: &mut Conn,
+    cause: SmsCause,
+    phone: &str,
+    client: &ClientInfo,
+    now: i64,
+) -> Result<Result<(), i64>, sqlx::Error> {
+    use super::challenge::{SMS_PER_ADDRESS_HOUR, SMS_PER_NUMBER_HOUR, SMS_PER_SUBNET_HOUR};
     const HOUR_MS: i64 = 3600 * 1000;
-    for (scope, key, limit) in [("sms_number", phone, SMS_PER_NUMBER_HOUR), ("sms_ip", ip, SMS_PER_ADDRESS_HOUR)] {
+    let number_scope = match cause {
+        SmsCause::SecondFactor => "sms_number",
+        SmsCause::Unauthenticated => "sms_unauth_number",
+    };
+    let budgets = [
+        (number_scope, phone, SMS_PER_NUMBER_HOUR),
+        ("sms_ip", client.ip_text.as_str(), SMS_PER_ADDRESS_HOUR),
+        ("sms_net", client.subnet.as_str(), SMS_PER_SUBNET_HOUR),
+    ];
+    for (scope, key, limit) in budgets {
         let row = sqlx::query(
             "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM auth_events WHERE scope = $1 AND key = $2 AND at > $3",
         )
@@ -39,12 +64,13 @@ pub async fn check_sms_budget(conn: &mut Conn, phone: &str, ip: &str, now: i64) 
         .await?;
         let (n, oldest): (i64, Option<i64>) = (row.try_get("n")?, row.try_get("oldest")?);
         if n >= limit {
-            return Err(throttle::too_many(oldest.unwrap_or(now) + HOUR_MS - now));
+            return Ok(Err(oldest.unwrap_or(now) + HOUR_MS - now));
         }
     }
-    throttle::record(conn, "sms_number", phone, now).await?;
-    throttle::record(conn, "sms_ip", ip, now).await?;
-    Ok(())
+    for (scope, key, _) in budgets {
+        throttle::record(conn, scope, key, now).await?;
+    }
+    Ok(Ok(()))
 }
 
 /// `POST /v1/signup`: answers the new sign-up's id.
@@ -59,12 +85,19 @@ pub async fn start(
     let email = Email::parse(email)?;
     let password = Password::parse(password).map_err(weak_password)?;
     check_policy(&password, phone.as_str(), email.as_str()).map_err(weak_password)?;
-    let hash = state.hasher.hash(&password).await?;
     let now = state.clock.now_ms();
+    // The SMS budget is spent before the (slow) hash, and for every number alike, registered or not.
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let verdict = sms_budget(&mut tx, SmsCause::Unauthenticated, phone.as_str(), client, now).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(verdict.map_err(throttle::too_many))
+    })
+    .await??;
+    let hash = state.hasher.hash(&password).await?;
     let id = new_id("sgn");
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        check_sms_budget(&mut tx, phone.as_str(), &client.ip_text, now).await?;
         let phone_taken: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE phone = $1").bind(phone.as_str()).fetch_one(&mut *tx).await?;
         let email_taken: i64 =
@@ -124,6 +157,7 @@ pub async fn verify(
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
+        tx.lock("signup", id).await?;
         let row = sqlx::query(
             "SELECT phone, email, password_hash, phone_code_hash, email_code_hash, failures, state, expires_at \
              FROM signups WHERE id = $1",
@@ -141,24 +175,34 @@ pub async fn verify(
         let phone_ok = secret_matches(&format!("{id}:phone"), phone_code, row.try_get::<Option<String>, _>("phone_code_hash")?.as_deref());
         let email_ok = secret_matches(&format!("{id}:email"), email_code, row.try_get::<Option<String>, _>("email_code_hash")?.as_deref());
         if !(phone_ok && email_ok) {
-            let failures = failures + 1;
-            sqlx::query("UPDATE signups SET failures = $1, state = $2 WHERE id = $3")
-                .bind(failures)
-                .bind(if failures >= MAX_CODE_FAILURES { "dead" } else { "pending" })
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            let failures: i64 = sqlx::query_scalar(
+                "UPDATE signups SET failures = failures + 1, \
+                 state = CASE WHEN failures + 1 >= $1 THEN 'dead' ELSE state END WHERE id = $2 RETURNING failures",
+            )
+            .bind(MAX_CODE_FAILURES)
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
             let key = format!("signup:{id}");
-            let attempt = throttle::Attempt { ip: &client.ip_text, subnet: &client.subnet, key: &key, recognised: false };
+            let attempt = throttle::Attempt {
+                ip: &client.ip_text,
+                subnet: &client.subnet,
+                key: &key,
+                recognised: false,
+                max_delay_ms: None,
+            };
             throttle::record_failure(&mut tx, &attempt, throttle::Failure::Code, now).await?;
             alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
             tx.commit().await?;
             return Ok::<_, ApiError>(Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "code_invalid", "the codes are not right")
-                .with("attempts_left", MAX_CODE_FAILURES - failures)));
+                .with("attempts_left", (MAX_CODE_FAILURES - failures).max(0))));
         }
         let (phone, email, hash): (String, String, String) =
             (row.try_get("phone")?, row.try_get("email")?, row.try_get("password_hash")?);
         // The contacts were free when the codes were sent; another sign-up may have taken one since.
+        // Locked in a fixed order, so that two sign-ups for the same contact cannot both pass.
+        tx.lock("contact", &phone).await?;
+        tx.lock("contact", &email).await?;
         let taken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE phone = $1 OR email = $2")
             .bind(&phone)
             .bind(&email)

@@ -12,12 +12,17 @@
 //! After 5 consecutive failures each further failure doubles a delay (1, 2, 4, 8, 16 s); the
 //! tenth blocks the key for 30 minutes; and an account takes at most 100 failures from
 //! unrecognised devices in 24 hours.
+//!
+//! A password check takes tens of milliseconds, so an attempt is counted as a failure *before*
+//! the password is checked ([`begin`], under a lock on its keys) and uncounted if it turns out
+//! right ([`Pending::succeeded`]). A thousand concurrent guesses therefore meet the limit as
+//! surely as a thousand sequential ones.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use sqlx::Row;
 
 use crate::http::error::ApiError;
-use crate::store::Conn;
+use crate::store::{Conn, Tx};
 
 pub const WINDOW_MS: i64 = 10 * 60 * 1000;
 pub const DAY_MS: i64 = 24 * 3600 * 1000;
@@ -47,6 +52,26 @@ pub struct Attempt<'a> {
     pub key: &'a str,
     /// A recognised device is exempt from the address, subnet and daily account limits.
     pub recognised: bool,
+    /// A cap on the key's delay. Operators' keys never block for 30 minutes: anyone who knows an
+    /// operator's address could otherwise keep them out of the console during an incident; their
+    /// logins are limited by address and subnet instead.
+    pub max_delay_ms: Option<i64>,
+}
+
+/// What failed, for the alert counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Password,
+    Code,
+}
+
+impl Failure {
+    fn counter(self) -> &'static str {
+        match self {
+            Failure::Password => "fail_login",
+            Failure::Code => "fail_code",
+        }
+    }
 }
 
 /// `429 too_many_attempts` with `Retry-After`.
@@ -69,7 +94,7 @@ async fn window(conn: &mut Conn, scope: &str, key: &str, since: i64) -> Result<(
     Ok((row.try_get("n")?, row.try_get("oldest")?))
 }
 
-/// Refuses the attempt before any password or code is checked when a throttle is engaged.
+/// Refuses the attempt when a throttle is engaged (records the refused address for the alerts).
 pub async fn check(
     conn: &mut Conn,
     limits: Limits,
@@ -81,7 +106,6 @@ pub async fn check(
         .fetch_optional(&mut *conn)
         .await?;
     if let Some(until) = locked_until.filter(|u| *u > now) {
-        // The alert counts addresses refused by any throttle.
         record(conn, "throttled", a.ip, now).await?;
         return Ok(Err(too_many(until - now)));
     }
@@ -95,71 +119,155 @@ pub async fn check(
     ] {
         let (n, oldest) = window(conn, scope, key, now - span).await?;
         if n >= limit {
-            if scope != "fail_account" {
-                record(conn, "throttled", a.ip, now).await?;
-            }
+            record(conn, "throttled", a.ip, now).await?;
             return Ok(Err(too_many(oldest.unwrap_or(now) + span - now)));
         }
     }
     Ok(Ok(()))
 }
 
-pub async fn record(conn: &mut Conn, scope: &str, key: &str, now: i64) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO auth_events (scope, key, at) VALUES ($1, $2, $3)")
+/// Checks the address/subnet/key limits only, without counting (for flows whose failures are
+/// counted elsewhere, such as completing a reset).
+pub async fn check_network(
+    conn: &mut Conn,
+    limits: Limits,
+    ip: &str,
+    subnet: &str,
+    now: i64,
+) -> Result<Result<(), ApiError>, sqlx::Error> {
+    for (scope, key, limit) in [("fail_ip", ip, limits.per_address), ("fail_net", subnet, limits.per_subnet)] {
+        let (n, oldest) = window(conn, scope, key, now - WINDOW_MS).await?;
+        if n >= limit {
+            record(conn, "throttled", ip, now).await?;
+            return Ok(Err(too_many(oldest.unwrap_or(now) + WINDOW_MS - now)));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// Records one event; answers its id.
+pub async fn record(conn: &mut Conn, scope: &str, key: &str, now: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("INSERT INTO auth_events (scope, key, at) VALUES ($1, $2, $3) RETURNING id")
         .bind(scope)
         .bind(key)
         .bind(now)
-        .execute(&mut *conn)
+        .fetch_one(&mut *conn)
         .await
-        .map(|_| ())
 }
 
-/// What failed, for the alert counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    Password,
-    Code,
-}
-
-/// Counts a failure (of a password or of a code) against every key of the attempt.
-pub async fn record_failure(conn: &mut Conn, a: &Attempt<'_>, what: Failure, now: i64) -> Result<(), sqlx::Error> {
-    let counter = match what {
-        Failure::Password => "fail_login",
-        Failure::Code => "fail_code",
+fn delay_for(consecutive: i64, cap: Option<i64>) -> i64 {
+    let delay = if consecutive < FREE_FAILURES {
+        0
+    } else if consecutive >= BLOCK_AFTER {
+        BLOCK_MS
+    } else {
+        1000 << (consecutive - FREE_FAILURES)
     };
-    record(conn, counter, a.ip, now).await?;
+    cap.map_or(delay, |c| delay.min(c))
+}
+
+/// An attempt counted as a failure until it is known to have succeeded.
+#[derive(Debug)]
+pub struct Pending {
+    key: String,
+    events: Vec<i64>,
+    previous_lock: i64,
+    provisional_lock: i64,
+}
+
+/// Counts a failure against every key of the attempt; answers what undoes it.
+async fn count(conn: &mut Conn, a: &Attempt<'_>, what: Failure, now: i64) -> Result<Pending, sqlx::Error> {
+    let mut events = vec![record(conn, what.counter(), a.ip, now).await?];
     if !a.recognised {
-        record(conn, "fail_ip", a.ip, now).await?;
-        record(conn, "fail_net", a.subnet, now).await?;
-        record(conn, "fail_account", a.key, now).await?;
+        events.push(record(conn, "fail_ip", a.ip, now).await?);
+        events.push(record(conn, "fail_net", a.subnet, now).await?);
+        events.push(record(conn, "fail_account", a.key, now).await?);
     }
-    let consecutive: i64 = sqlx::query_scalar(
+    let row = sqlx::query(
         "INSERT INTO throttle_state (key, consecutive, locked_until, updated_at) VALUES ($1, 1, 0, $2) \
          ON CONFLICT (key) DO UPDATE SET consecutive = throttle_state.consecutive + 1, updated_at = $2 \
-         RETURNING consecutive",
+         RETURNING consecutive, locked_until",
     )
     .bind(a.key)
     .bind(now)
     .fetch_one(&mut *conn)
     .await?;
-    if consecutive >= FREE_FAILURES {
-        let delay = if consecutive >= BLOCK_AFTER { BLOCK_MS } else { 1000 << (consecutive - FREE_FAILURES) };
+    let (consecutive, previous_lock): (i64, i64) = (row.try_get("consecutive")?, row.try_get("locked_until")?);
+    let delay = delay_for(consecutive, a.max_delay_ms);
+    let provisional_lock = if delay > 0 { now + delay } else { previous_lock };
+    if provisional_lock != previous_lock {
         sqlx::query("UPDATE throttle_state SET locked_until = $1 WHERE key = $2")
-            .bind(now + delay)
+            .bind(provisional_lock)
             .bind(a.key)
             .execute(&mut *conn)
             .await?;
     }
-    Ok(())
+    Ok(Pending { key: a.key.to_string(), events, previous_lock, provisional_lock })
 }
 
-/// A success ends the run of consecutive failures for that key.
+/// Checks the throttles for a password attempt and, when it may go ahead, counts it as a failure
+/// at once, all under a lock on its address and key. Call [`Pending::succeeded`] if the password
+/// was right.
+pub async fn begin(
+    tx: &mut Tx,
+    limits: Limits,
+    a: &Attempt<'_>,
+    what: Failure,
+    now: i64,
+) -> Result<Result<Pending, ApiError>, sqlx::Error> {
+    // Always in this order (address, subnet, key), so that two attempts cannot deadlock.
+    if !a.recognised {
+        tx.lock("throttle", a.ip).await?;
+        tx.lock("throttle", a.subnet).await?;
+    }
+    tx.lock("throttle", a.key).await?;
+    if let Err(refusal) = check(tx, limits, a, now).await? {
+        return Ok(Err(refusal));
+    }
+    Ok(Ok(count(tx, a, what, now).await?))
+}
+
+impl Pending {
+    /// Uncounts the attempt: it was not a failure. The account's run of failures is not reset
+    /// here (a right password is only half a login); the second step resets it.
+    pub async fn succeeded(&self, conn: &mut Conn) -> Result<(), sqlx::Error> {
+        for id in &self.events {
+            sqlx::query("DELETE FROM auth_events WHERE id = $1").bind(id).execute(&mut *conn).await?;
+        }
+        sqlx::query(
+            "UPDATE throttle_state SET consecutive = CASE WHEN consecutive > 0 THEN consecutive - 1 ELSE 0 END, \
+             locked_until = CASE WHEN locked_until = $1 THEN $2 ELSE locked_until END WHERE key = $3",
+        )
+        .bind(self.provisional_lock)
+        .bind(self.previous_lock)
+        .bind(&self.key)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Counts a failure that is already known (a wrong code), in the caller's locked transaction.
+pub async fn record_failure(conn: &mut Conn, a: &Attempt<'_>, what: Failure, now: i64) -> Result<(), sqlx::Error> {
+    count(conn, a, what, now).await.map(|_| ())
+}
+
+/// A completed login ends the run of consecutive failures for that key.
 pub async fn record_success(conn: &mut Conn, key: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE throttle_state SET consecutive = 0, locked_until = 0 WHERE key = $1")
         .bind(key)
         .execute(&mut *conn)
         .await
         .map(|_| ())
+}
+
+/// Whether `key` is blocked now (for a second step, which must not outrun the first's throttle).
+pub async fn locked(conn: &mut Conn, key: &str, now: i64) -> Result<Option<i64>, sqlx::Error> {
+    let until: Option<i64> = sqlx::query_scalar("SELECT locked_until FROM throttle_state WHERE key = $1")
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(until.filter(|u| *u > now))
 }
 
 /// Deletes events older than the longest window.
@@ -169,4 +277,17 @@ pub async fn purge(conn: &mut Conn, now: i64) -> Result<u64, sqlx::Error> {
         .execute(&mut *conn)
         .await?
         .rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_then_block() {
+        let d: Vec<i64> = (1..=11).map(|c| delay_for(c, None)).collect();
+        assert_eq!(d, vec![0, 0, 0, 0, 1000, 2000, 4000, 8000, 16000, BLOCK_MS, BLOCK_MS]);
+        assert_eq!(delay_for(12, Some(60_000)), 60_000);
+        assert_eq!(delay_for(6, Some(60_000)), 2000);
+    }
 }

@@ -24,6 +24,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0002_identity.sql"),
         postgres: include_str!("../../migrations/postgres/0002_identity.sql"),
     },
+    Migration {
+        version: 3,
+        name: "money",
+        sqlite: include_str!("../../migrations/sqlite/0003_money.sql"),
+        postgres: include_str!("../../migrations/postgres/0003_money.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

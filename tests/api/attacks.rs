@@ -265,6 +265,68 @@ both_backends! {
         assert!(alert["detail"].as_str().unwrap().starts_with("20 wrong one-time codes"), "{alert:?}");
     }
 
+    async fn parallel_guesses_get_five_tries_and_no_more(app: TestApp) {
+        let s = app.register().await;
+        let r = app.login(&s.phone, &s.password, "thief", None, &s.ip).await;
+        let challenge = r.body["challenge_id"].as_str().unwrap().to_string();
+        app.send_code(&challenge, &s.ip).await;
+        let right = app.code_for(&s.phone, "challenge_code").await;
+        let app = std::sync::Arc::new(app);
+        let mut tasks = Vec::new();
+        for i in 0..20u32 {
+            let (app, challenge, right) = (app.clone(), challenge.clone(), right.clone());
+            tasks.push(tokio::spawn(async move {
+                let guess = format!("{:06}", (right.parse::<u32>().unwrap() + 1 + i) % 1_000_000);
+                app.verify(&challenge, "sms", &guess, &jp_ip(5000 + i)).await
+            }));
+        }
+        let mut invalid = 0;
+        for t in tasks {
+            let r = t.await.unwrap();
+            assert!(r.body.get("session_token").is_none());
+            match r.body["code"].as_str().unwrap() {
+                "code_invalid" => invalid += 1,
+                "challenge_expired" | "too_many_attempts" => {}
+                other => panic!("unexpected {other}: {r:?}"),
+            }
+        }
+        assert_eq!(invalid, 5, "more than five guesses were judged");
+        app.verify(&challenge, "sms", &right, &s.ip).await.assert_problem(410, "challenge_expired");
+    }
+
+    async fn a_parallel_login_flood_meets_the_address_limit(app: TestApp) {
+        let app = std::sync::Arc::new(app);
+        let mut tasks = Vec::new();
+        for i in 0..30 {
+            let app = app.clone();
+            tasks.push(tokio::spawn(async move {
+                app.login(&format!("flood{i}@example.jp"), "Leaked-password-1", "bot", None, "203.0.113.77").await
+            }));
+        }
+        let mut statuses = Vec::new();
+        for t in tasks {
+            statuses.push(t.await.unwrap().status.as_u16());
+        }
+        // Attempts are counted before the slow password check, so concurrency gains nothing.
+        assert_eq!(statuses.iter().filter(|s| **s == 401).count(), 10, "{statuses:?}");
+        assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 20, "{statuses:?}");
+    }
+
+    async fn failed_resets_cannot_lock_the_owner_out(app: TestApp) {
+        let s = app.register().await;
+        let r = app.post_from("/v1/password-reset", &json!({"login": s.phone}), &jp_ip(6000)).await;
+        let reset = r.body["reset_id"].as_str().unwrap().to_string();
+        for i in 0..5u32 {
+            let body = json!({"sms_code": "000000", "email_code": "000000", "new_password": strong_password()});
+            app.post_from(&format!("/v1/password-reset/{reset}/complete"), &body, &jp_ip(6001 + i)).await
+                .assert_problem(422, "code_invalid");
+        }
+        // The owner, on a new phone, still gets a challenge at once.
+        let r = app.login(&s.phone, &s.password, "owners-new-phone", None, &s.ip).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.body["challenge_id"].is_string());
+    }
+
     async fn sms_pumping_is_limited(app: TestApp) {
         let s = app.register().await;
         let r = app.login(&s.phone, &s.password, "new-phone", None, &s.ip).await;

@@ -146,6 +146,15 @@ both_backends! {
         let r = app.post("/v1/sandbox/accounts", &serde_json::json!({"kind": "wallet", "owner": "a\u{0}@b.jp"}), None).await;
         r.assert_problem(422, "invalid_body");
         app.get("/v1/sandbox/messages?to=%00").await.assert_problem(400, "invalid_query");
+        // ...and in path ids, with an otherwise valid body.
+        for path in ["/v1/challenges/%00/verify", "/v1/challenges/chl_%00/verify", "/v1/signup/%00/verify"] {
+            let body = serde_json::json!({"method": "sms", "code": "123456", "phone_code": "1", "email_code": "1"});
+            let r = app.post(path, &body, None).await;
+            assert!(r.status == 404 || r.status == 422, "{path}: {r:?}");
+            assert!(r.status.is_client_error());
+        }
+        let r = app.post("/v1/challenges/%00/verify", &serde_json::json!({"method": "sms", "code": "123456"}), None).await;
+        r.assert_problem(404, "not_found");
         // A body just under the limit is read (and then refused for its shape, not its size).
         let fits = format!("{{\"advance_seconds\": 1, \"pad\": \"{}\"}}", "x".repeat(60 * 1024));
         send("application/json", fits.into_bytes()).await.assert_problem(422, "invalid_body");
