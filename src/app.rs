@@ -21,6 +21,9 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     pub hasher: crate::identity::password::Hasher,
     pub geo: Arc<crate::risk::geo::GeoIp>,
+    /// The card processor; the sandbox one in sandbox mode, none otherwise until a real one is
+    /// configured (card linking and top-ups then answer 503).
+    pub processor: Option<Arc<dyn crate::payments::processor::CardProcessor>>,
 }
 
 impl AppState {
@@ -35,6 +38,7 @@ impl AppState {
         let clock = Clock::load(&db).await?;
         let geo = crate::risk::geo::GeoIp::load(config.geoip.as_deref())?;
         let hasher = crate::identity::password::Hasher::new(config.password_hash_concurrency as usize);
+        let config_sandbox = config.sandbox;
         Ok(AppState {
             db,
             config: Arc::new(config),
@@ -42,6 +46,10 @@ impl AppState {
             metrics: crate::http::metrics_handle(),
             hasher,
             geo: Arc::new(geo),
+            processor: config_sandbox.then(|| {
+                Arc::new(crate::payments::processor::SandboxProcessor)
+                    as Arc<dyn crate::payments::processor::CardProcessor>
+            }),
         })
     }
 
@@ -87,7 +95,7 @@ impl Application {
         let state = AppState::build(config).await?;
         let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let (db, clock) = (state.db.clone(), state.clock.clone());
-        let mut background = vec![spawn_janitor(state.clone())];
+        let mut background = vec![spawn_janitor(state.clone()), spawn_sweeper(state.clone())];
         if state.config.sandbox {
             background.push(clock.spawn_refresh(db.clone()));
             let addr = listener.local_addr()?;
@@ -166,6 +174,22 @@ fn spawn_janitor(state: AppState) -> tokio::task::JoinHandle<()> {
             };
             if let Err(e) = purged.await {
                 tracing::warn!(error = %e, "could not purge old authentication events");
+            }
+        }
+    })
+}
+
+/// Settles top-ups that a crash left pending (every 30 s; settling is idempotent, so several
+/// instances may sweep at once).
+fn spawn_sweeper(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            match crate::payments::topups::sweep(&state).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(settled = n, "settled pending top-ups"),
+                Err(e) => tracing::warn!(error = %e.detail, "could not sweep pending top-ups"),
             }
         }
     })

@@ -37,6 +37,7 @@ pub const SETTINGS: &[&str] = &[
     "alert_failed_codes_per_minute",
     "alert_throttled_addresses_per_minute",
     "password_hash_concurrency",
+    "payment_code_prefix",
     "card_fingerprint_key",
     "totp_encryption_key",
     "webhook_signing_key",
@@ -133,6 +134,8 @@ pub struct Config {
     pub alert_throttled_addresses_per_minute: u32,
     /// How many Argon2 computations may run at once (each takes 19 MiB and one core).
     pub password_hash_concurrency: u32,
+    /// Omamori's provider prefix at the start of every payment code (2 to 6 digits).
+    pub payment_code_prefix: String,
     pub keys: Keys,
 }
 
@@ -160,6 +163,7 @@ impl Default for Config {
             alert_failed_codes_per_minute: 20,
             alert_throttled_addresses_per_minute: 3,
             password_hash_concurrency: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2),
+            payment_code_prefix: "4649".to_string(),
             keys: Keys::default(),
         }
     }
@@ -366,6 +370,10 @@ impl Config {
                 }
                 "password_hash_concurrency" => {
                     config.password_hash_concurrency = number(value, 1, 256).map_err(|e| fail(&e))?
+                }
+                "payment_code_prefix" => {
+                    crate::payments::code::validate_prefix(value).map_err(|e| fail(&e))?;
+                    config.payment_code_prefix = value.to_string();
                 }
                 "card_fingerprint_key" => config.keys.card_fingerprint = Some(Key::parse(value).map_err(|e| fail(&e))?),
                 "totp_encryption_key" => config.keys.totp_encryption = Some(Key::parse(value).map_err(|e| fail(&e))?),

@@ -72,6 +72,10 @@ pub fn fingerprint(route: &str, body: &Value) -> String {
     hex::encode(hasher.finalize())
 }
 
+/// The fingerprint of a tombstone: a key claimed by a reversal before any charge used it, so that
+/// a charge arriving late is answered with the reversal's decline instead of moving money.
+pub const TOMBSTONE: &str = "tombstone";
+
 /// A successful answer to store and send.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -93,15 +97,36 @@ impl Outcome {
 /// database asks for a retry, so it must do nothing outside that transaction.
 pub type Work<'c> = Pin<Box<dyn Future<Output = Result<Outcome, ApiError>> + Send + 'c>>;
 
-/// The claim a first request holds on its key.
+/// The claim a first request holds on its key (for flows that cannot run in one transaction,
+/// such as a top-up, which charges a card between two).
 #[derive(Debug)]
-struct Claim {
+pub struct Claim {
     caller: String,
     key: String,
     token: String,
 }
 
-enum Begin {
+impl Claim {
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+/// Ends a claimed request with `result`, as [`run`] does: a success or a business decline is
+/// stored (the success inside the caller's transaction, already committed with it); any other
+/// error releases the key.
+pub async fn store_decline(db: &Db, claim: &Claim, decline: &ApiError) -> Result<(), ApiError> {
+    let body = decline.body().to_string();
+    store::retry(|| async {
+        let mut tx = db.begin().await?;
+        complete(&mut tx, claim, decline.status, PROBLEM_JSON, &body).await?;
+        tx.commit().await?;
+        Ok::<_, ApiError>(())
+    })
+    .await
+}
+
+pub enum Begin {
     Fresh(Claim),
     Replay(Response),
 }
@@ -145,14 +170,7 @@ where
         Ok(outcome) => Ok((outcome.status, axum::Json(outcome.body)).into_response()),
         Err(decline) if decline.is_final => {
             // The work rolled back; store the decline on its own so that a repeat gets it again.
-            let body = decline.body().to_string();
-            store::retry(|| async {
-                let mut tx = db.begin().await?;
-                complete(&mut tx, &claim, decline.status, PROBLEM_JSON, &body).await?;
-                tx.commit().await?;
-                Ok::<_, ApiError>(())
-            })
-            .await?;
+            store_decline(db, &claim, &decline).await?;
             Ok(decline.into_response())
         }
         Err(error) => {
@@ -162,7 +180,7 @@ where
     }
 }
 
-async fn begin(db: &Db, clock: &Clock, caller: &str, key: &str, fingerprint: &str) -> Result<Begin, ApiError> {
+pub async fn begin(db: &Db, clock: &Clock, caller: &str, key: &str, fingerprint: &str) -> Result<Begin, ApiError> {
     // Each pass either claims the key, answers from it, or clears a stale row and tries again.
     for _ in 0..3 {
         let now = clock.now_ms();
@@ -208,7 +226,9 @@ async fn begin(db: &Db, clock: &Clock, caller: &str, key: &str, fingerprint: &st
             continue;
         }
         let stored_fingerprint: String = row.try_get("fingerprint")?;
-        if !crate::secret::constant_time_eq(stored_fingerprint.as_bytes(), fingerprint.as_bytes()) {
+        // A tombstone (a POS reversal of a charge that never arrived) answers any body.
+        let tombstone = stored_fingerprint == TOMBSTONE;
+        if !tombstone && !crate::secret::constant_time_eq(stored_fingerprint.as_bytes(), fingerprint.as_bytes()) {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "idempotency_conflict",
@@ -265,7 +285,7 @@ async fn begin(db: &Db, clock: &Clock, caller: &str, key: &str, fingerprint: &st
 }
 
 /// Stores the final answer inside the work's transaction; fails if the claim was taken over.
-async fn complete(
+pub async fn complete(
     conn: &mut Conn,
     claim: &Claim,
     status: StatusCode,
@@ -296,7 +316,7 @@ async fn complete(
 }
 
 /// Lets the key be used again after an answer that is not final.
-async fn release(db: &Db, claim: &Claim) {
+pub async fn release(db: &Db, claim: &Claim) {
     let result = store::write_one(db, || {
         sqlx::query(
             "DELETE FROM idempotency_keys WHERE caller = $1 AND idem_key = $2 AND claim = $3 AND state = 'running'",
@@ -310,6 +330,17 @@ async fn release(db: &Db, claim: &Claim) {
         // The lease still frees the key later.
         tracing::warn!(error = %e, "could not release an idempotency key");
     }
+}
+
+/// Whether a key is still being worked on (`Some(true)`), finished (`Some(false)`), or unknown.
+pub async fn running(db: &Db, caller: &str, key: &str) -> Result<Option<bool>, sqlx::Error> {
+    let state: Option<String> =
+        sqlx::query_scalar("SELECT state FROM idempotency_keys WHERE caller = $1 AND idem_key = $2")
+            .bind(caller)
+            .bind(key)
+            .fetch_optional(db.pool())
+            .await?;
+    Ok(state.map(|s| s == "running"))
 }
 
 /// Deletes answers older than the retention period; returns how many.

@@ -31,11 +31,13 @@ CREATE TABLE signups (
 
 CREATE TABLE challenges (
     id             TEXT    PRIMARY KEY,
-    purpose        TEXT    NOT NULL CHECK (purpose IN ('login', 'step_up', 'operator_login')),
+    purpose        TEXT    NOT NULL CHECK (purpose IN ('login', 'step_up', 'operator_login', 'card')),
     user_id        TEXT,
     operator_id    TEXT,
     session_id     TEXT,
     device_id      TEXT,
+    -- What the challenge unlocks besides a session (the card a 3-D Secure challenge activates).
+    subject_id     TEXT,
     methods        TEXT    NOT NULL,
     sms_code_hash  TEXT,
     sms_sends      BIGINT  NOT NULL DEFAULT 0,

@@ -58,8 +58,11 @@ CREATE TABLE topups (
     currency         TEXT    NOT NULL CHECK (currency = 'JPY'),
     status           TEXT    NOT NULL CHECK (status IN ('pending', 'succeeded', 'declined', 'held')),
     processor_ref    TEXT,
+    idem_key         TEXT    NOT NULL,
+    device_id        TEXT    NOT NULL,
     created_at       BIGINT  NOT NULL,
-    settled_at       BIGINT
+    settled_at       BIGINT,
+    UNIQUE (user_id, idem_key)
 );
 CREATE INDEX topups_user ON topups (user_id, created_at);
 CREATE INDEX topups_pending ON topups (status, created_at);

@@ -182,3 +182,26 @@ impl FromRequestParts<AppState> for OperatorSession {
         }
     }
 }
+
+/// A POS terminal, authenticated by its key (`Authorization: Bearer tk_...`).
+#[derive(Debug, Clone)]
+pub struct TerminalAuth(pub crate::merchants::Terminal);
+
+impl FromRequestParts<AppState> for TerminalAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let key = bearer(parts).ok_or_else(unauthenticated)?;
+        if !key.starts_with("tk_") {
+            // A shopper or operator session on a POS route.
+            let mut conn = state.db.pool().acquire().await?;
+            return match session::authenticate(&mut conn, key, state.session_timeouts(), state.clock.now_ms()).await? {
+                Some(_) => Err(forbidden()),
+                None => Err(unauthenticated()),
+            };
+        }
+        let mut conn = state.db.pool().acquire().await?;
+        let terminal = crate::merchants::authenticate_terminal(&mut conn, key).await?.ok_or_else(unauthenticated)?;
+        Ok(TerminalAuth(terminal))
+    }
+}

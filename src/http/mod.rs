@@ -72,7 +72,9 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics_text))
-        .merge(crate::identity::routes::routes());
+        .merge(crate::identity::routes::routes())
+        .merge(crate::merchants::routes::routes())
+        .merge(crate::payments::routes::routes());
     if state.config.sandbox {
         api = api.merge(crate::sandbox::routes());
     }

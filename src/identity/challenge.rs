@@ -31,6 +31,8 @@ pub enum Purpose {
     Login,
     StepUp,
     OperatorLogin,
+    /// A card issuer's 3-D Secure style challenge.
+    Card,
 }
 
 impl Purpose {
@@ -39,6 +41,7 @@ impl Purpose {
             Purpose::Login => "login",
             Purpose::StepUp => "step_up",
             Purpose::OperatorLogin => "operator_login",
+            Purpose::Card => "card",
         }
     }
 }
@@ -69,6 +72,8 @@ pub struct NewChallenge<'a> {
     pub operator_id: Option<&'a str>,
     pub session_id: Option<&'a str>,
     pub device_id: Option<&'a str>,
+    /// What the challenge unlocks (the card a card challenge activates).
+    pub subject_id: Option<&'a str>,
     pub methods: &'a [&'static str],
     pub client: &'a ClientInfo,
 }
@@ -78,7 +83,7 @@ pub async fn create(conn: &mut Conn, c: &NewChallenge<'_>, now: i64) -> Result<V
     let id = new_id("chl");
     sqlx::query(
         "INSERT INTO challenges (id, purpose, user_id, operator_id, session_id, device_id, methods, state, ip, country, \
-         created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11)",
+         created_at, expires_at, subject_id) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11, $12)",
     )
     .bind(&id)
     .bind(c.purpose.as_str())
@@ -91,6 +96,7 @@ pub async fn create(conn: &mut Conn, c: &NewChallenge<'_>, now: i64) -> Result<V
     .bind(&c.client.country)
     .bind(now)
     .bind(now + CODE_TTL_MS)
+    .bind(c.subject_id)
     .execute(&mut *conn)
     .await?;
     Ok(json!({"challenge_id": id, "methods": c.methods}))
@@ -103,6 +109,7 @@ struct Row_ {
     operator_id: Option<String>,
     session_id: Option<String>,
     device_id: Option<String>,
+    subject_id: Option<String>,
     methods: String,
     sms_code_hash: Option<String>,
     sms_sends: i64,
@@ -116,8 +123,8 @@ async fn load(conn: &mut Conn, id: &str) -> Result<Option<Row_>, sqlx::Error> {
         return Ok(None);
     }
     let row = sqlx::query(
-        "SELECT id, purpose, user_id, operator_id, session_id, device_id, methods, sms_code_hash, sms_sends, failures, \
-         state, expires_at FROM challenges WHERE id = $1",
+        "SELECT id, purpose, user_id, operator_id, session_id, device_id, subject_id, methods, sms_code_hash, sms_sends, \
+         failures, state, expires_at FROM challenges WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -130,6 +137,7 @@ async fn load(conn: &mut Conn, id: &str) -> Result<Option<Row_>, sqlx::Error> {
             operator_id: r.try_get("operator_id")?,
             session_id: r.try_get("session_id")?,
             device_id: r.try_get("device_id")?,
+            subject_id: r.try_get("subject_id")?,
             methods: r.try_get("methods")?,
             sms_code_hash: r.try_get("sms_code_hash")?,
             sms_sends: r.try_get("sms_sends")?,
@@ -413,6 +421,13 @@ async fn complete(
             )
             .await?;
             Ok(json!({"session_token": opened.token, "expires_at": clock::rfc3339_ms(opened.expires_at), "role": role}))
+        }
+        "card" => {
+            let (Some(user_id), Some(card_id)) = (c.user_id.as_deref(), c.subject_id.as_deref()) else {
+                return Err(ApiError::internal(anyhow::anyhow!("card challenge without user or card")));
+            };
+            let user = super::user_by_id(conn, user_id).await?.ok_or_else(not_found)?;
+            crate::payments::cards::activate(conn, &user, card_id, now).await
         }
         other => Err(ApiError::internal(anyhow::anyhow!("unknown challenge purpose {other}"))),
     }

@@ -103,6 +103,7 @@ pub async fn login(
                     operator_id: None,
                     session_id: None,
                     device_id: Some(device_id),
+                    subject_id: None,
                     methods: &methods,
                     client,
                 };
@@ -184,6 +185,7 @@ pub async fn operator_login(
             operator_id: Some(&operator_id),
             session_id: None,
             device_id: Some("console"),
+            subject_id: None,
             methods: &["totp"],
             client,
         };

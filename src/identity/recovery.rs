@@ -286,6 +286,7 @@ pub async fn require_step_up(state: &AppState, session: &UserSession, client: &C
             operator_id: None,
             session_id: Some(&session.session_id),
             device_id: Some(&session.device_id),
+            subject_id: None,
             methods: &methods,
             client,
         };

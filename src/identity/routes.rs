@@ -42,10 +42,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// An id from the path: ours are `prefix_hex`, so anything else (a NUL, a long string) is simply
 /// not found, and never reaches the database.
 fn path(p: Result<Path<String>, PathRejection>, what: &str) -> Result<String, ApiError> {
-    p.ok()
-        .map(|Path(id)| id)
-        .filter(|id| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
-        .ok_or_else(|| ApiError::not_found(format!("there is no such {what}")))
+    crate::merchants::routes::path_id(p, what)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -267,6 +264,7 @@ async fn step_up(State(state): State<AppState>, s: UserSession, client: ShopperC
             operator_id: None,
             session_id: Some(&s.session_id),
             device_id: Some(&s.device_id),
+            subject_id: None,
             methods: &methods,
             client: &client.0,
         };

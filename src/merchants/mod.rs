@@ -1,3 +1,211 @@
 //! Merchants, stores, terminals and their keys, store QR codes.
+//!
+//! Operators create merchants (each with a ledger `merchant` account and an ISO 18245 category
+//! code), their stores (name, city, postal code, and a category that may override the merchant's)
+//! and terminals. A terminal key is 256 random bits shown once, stored as a hash, scoped to its
+//! store, and revocable.
 
 pub mod qr;
+pub mod routes;
+
+use axum::http::StatusCode;
+use sqlx::Row;
+
+use crate::http::error::ApiError;
+use crate::identity::{new_id, new_token, secret_hash};
+use crate::ledger::{self, AccountKind};
+use crate::money::Currency;
+use crate::store::{self, Conn, Db};
+
+const TERMINAL: &str = "terminal";
+
+fn invalid(code: &'static str, detail: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+}
+
+/// Checks a display text: 1 to `max` characters, no control characters.
+fn text(value: &str, max: usize, field: &'static str) -> Result<String, ApiError> {
+    let v = value.trim();
+    if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
+        return Err(ApiError::invalid_body(format!("{field} must be 1 to {max} characters")));
+    }
+    Ok(v.to_string())
+}
+
+/// An ISO 18245 merchant category code: four digits.
+pub fn category(value: &str) -> Result<String, ApiError> {
+    if value.len() == 4 && value.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(value.to_string())
+    } else {
+        Err(invalid("invalid_category", "category must be an ISO 18245 merchant category code: four digits"))
+    }
+}
+
+pub async fn create_merchant(db: &Db, name: &str, mcc: &str, now: i64) -> Result<String, ApiError> {
+    let name = text(name, 100, "name")?;
+    let mcc = category(mcc)?;
+    let id = new_id("mer");
+    store::retry(|| async {
+        let mut tx = db.begin().await?;
+        let account = ledger::create_account(&mut tx, AccountKind::Merchant, Currency::Jpy, Some(&id), now).await?;
+        sqlx::query("INSERT INTO merchants (id, name, category, account_id, created_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&id)
+            .bind(&name)
+            .bind(&mcc)
+            .bind(account.0)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await
+    })
+    .await?;
+    Ok(id)
+}
+
+pub struct NewStore<'a> {
+    pub name: &'a str,
+    pub city: &'a str,
+    pub postal_code: Option<&'a str>,
+    pub category: Option<&'a str>,
+}
+
+/// Creates a store; answers its id and its QR payload.
+pub async fn create_store(db: &Db, merchant_id: &str, s: NewStore<'_>, now: i64) -> Result<(String, String), ApiError> {
+    let name = text(s.name, 100, "name")?;
+    let city = text(s.city, 60, "city")?;
+    let postal = s.postal_code.map(|p| text(p, 10, "postal_code")).transpose()?;
+    let mcc = s.category.map(category).transpose()?;
+    let id = new_id("sto");
+    store::retry(|| async {
+        let mut tx = db.begin().await?;
+        let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merchants WHERE id = $1")
+            .bind(merchant_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if exists == 0 {
+            return Err(ApiError::not_found("there is no such merchant"));
+        }
+        sqlx::query(
+            "INSERT INTO stores (id, merchant_id, name, city, postal_code, category, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&id)
+        .bind(merchant_id)
+        .bind(&name)
+        .bind(&city)
+        .bind(&postal)
+        .bind(&mcc)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    })
+    .await?;
+    let mut conn = db.pool().acquire().await?;
+    let store =
+        store_by_id(&mut conn, &id).await?.ok_or_else(|| ApiError::internal(anyhow::anyhow!("store vanished")))?;
+    Ok((id, store.qr_payload()))
+}
+
+/// A store with what payments need of its merchant.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub id: String,
+    pub merchant_id: String,
+    pub merchant_name: String,
+    pub merchant_account: i64,
+    pub name: String,
+    pub city: String,
+    pub postal_code: Option<String>,
+    /// The store's category, or the merchant's.
+    pub category: String,
+}
+
+impl Store {
+    pub fn qr_payload(&self) -> String {
+        qr::build(&qr::StoreQr {
+            store_id: self.id.clone(),
+            merchant_name: self.name.clone(),
+            merchant_city: self.city.clone(),
+            postal_code: self.postal_code.clone(),
+            mcc: self.category.clone(),
+        })
+    }
+}
+
+pub async fn store_by_id(conn: &mut Conn, id: &str) -> Result<Option<Store>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT s.id, s.merchant_id, m.name AS merchant_name, m.account_id, s.name, s.city, s.postal_code, \
+         COALESCE(s.category, m.category) AS category FROM stores s JOIN merchants m ON m.id = s.merchant_id WHERE s.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| {
+        Ok(Store {
+            id: r.try_get("id")?,
+            merchant_id: r.try_get("merchant_id")?,
+            merchant_name: r.try_get("merchant_name")?,
+            merchant_account: r.try_get("account_id")?,
+            name: r.try_get("name")?,
+            city: r.try_get("city")?,
+            postal_code: r.try_get("postal_code")?,
+            category: r.try_get("category")?,
+        })
+    })
+    .transpose()
+}
+
+/// Issues a terminal key for a store; answers the terminal id and the key (shown once).
+pub async fn create_terminal(db: &Db, store_id: &str, now: i64) -> Result<(String, String), ApiError> {
+    let id = new_id("trm");
+    let key = format!("tk_{}", new_token());
+    store::retry(|| async {
+        let mut tx = db.begin().await?;
+        let exists: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM stores WHERE id = $1").bind(store_id).fetch_one(&mut *tx).await?;
+        if exists == 0 {
+            return Err(ApiError::not_found("there is no such store"));
+        }
+        sqlx::query("INSERT INTO terminals (id, store_id, key_hash, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(&id)
+            .bind(store_id)
+            .bind(secret_hash(TERMINAL, &key))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    })
+    .await?;
+    Ok((id, key))
+}
+
+pub async fn revoke_terminal(db: &Db, terminal_id: &str, now: i64) -> Result<bool, ApiError> {
+    let n = store::write_one(db, || {
+        sqlx::query("UPDATE terminals SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(terminal_id)
+    })
+    .await?;
+    Ok(n == 1)
+}
+
+/// A terminal authenticated by its key.
+#[derive(Debug, Clone)]
+pub struct Terminal {
+    pub id: String,
+    pub store_id: String,
+}
+
+pub async fn authenticate_terminal(conn: &mut Conn, key: &str) -> Result<Option<Terminal>, sqlx::Error> {
+    if !key.starts_with("tk_") || key.len() > 100 {
+        return Ok(None);
+    }
+    let row = sqlx::query("SELECT id, store_id FROM terminals WHERE key_hash = $1 AND revoked_at IS NULL")
+        .bind(secret_hash(TERMINAL, key))
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|r| Ok(Terminal { id: r.try_get("id")?, store_id: r.try_get("store_id")? })).transpose()
+}

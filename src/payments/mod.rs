@@ -1,3 +1,10 @@
-//! Payments: cards, top-ups, payment codes, POS charges, refunds, limits, history.
+//! Payments: cards and the processor port, top-ups, payment codes, POS charges, refunds,
+//! reversals, store-QR payments, limits and history (ARCHITECTURE sections 5 and 6).
 
+pub mod cards;
 pub mod code;
+pub mod pos;
+pub mod processor;
+pub mod routes;
+pub mod topups;
+pub mod wallet;

@@ -92,9 +92,14 @@ pub async fn prepare(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
             "role": created.role.as_str(),
         }));
     }
+    let (merchant_id, store_id, store_qr, terminal_key) = demo_store(state).await?;
     let doc = json!({
         "base_url": format!("http://{addr}"),
         "operators": operators,
+        "merchant_id": merchant_id,
+        "store_id": store_id,
+        "store_qr": store_qr,
+        "terminal_key": terminal_key,
         "database": state.db.backend().name(),
         "funding_account_id": funding,
         "demo_wallets": wallets,
@@ -111,6 +116,51 @@ pub async fn prepare(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
     crate::app::write_private(&path, &serde_json::to_string_pretty(&doc)?)?;
     tracing::info!(path = %path.display(), "wrote sandbox.json");
     Ok(())
+}
+
+const DEMO_MERCHANT: &str = "Omamori Demo Mart";
+
+/// The demo merchant and store (made once) and a fresh terminal key (the previous sandbox
+/// terminals are revoked: a key is shown only when it is made).
+async fn demo_store(state: &AppState) -> anyhow::Result<(String, String, String, String)> {
+    use sqlx::Row;
+    let now = state.clock.now_ms();
+    let existing = sqlx::query(
+        "SELECT m.id AS merchant_id, s.id AS store_id FROM merchants m JOIN stores s ON s.merchant_id = m.id \
+                                WHERE m.name = $1 ORDER BY s.created_at LIMIT 1",
+    )
+    .bind(DEMO_MERCHANT)
+    .fetch_optional(state.db.pool())
+    .await?;
+    let (merchant_id, store_id) = match existing {
+        Some(r) => (r.try_get::<String, _>("merchant_id")?, r.try_get::<String, _>("store_id")?),
+        None => {
+            let merchant = crate::merchants::create_merchant(&state.db, DEMO_MERCHANT, "5411", now)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.detail))?;
+            let store = crate::merchants::NewStore {
+                name: "Demo Mart Shibuya",
+                city: "Tokyo",
+                postal_code: Some("150-0002"),
+                category: None,
+            };
+            let (store_id, _) = crate::merchants::create_store(&state.db, &merchant, store, now)
+                .await
+                .map_err(|e| anyhow::anyhow!(e.detail))?;
+            (merchant, store_id)
+        }
+    };
+    store::write_one(&state.db, || {
+        sqlx::query("UPDATE terminals SET revoked_at = $1 WHERE store_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(&store_id)
+    })
+    .await?;
+    let (_, key) =
+        crate::merchants::create_terminal(&state.db, &store_id, now).await.map_err(|e| anyhow::anyhow!(e.detail))?;
+    let mut conn = state.db.pool().acquire().await?;
+    let qr = crate::merchants::store_by_id(&mut conn, &store_id).await?.map(|s| s.qr_payload()).unwrap_or_default();
+    Ok((merchant_id, store_id, qr, key))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

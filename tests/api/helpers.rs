@@ -537,3 +537,89 @@ impl TestApp {
         r.body["items"].as_array().unwrap().clone()
     }
 }
+
+impl TestApp {
+    pub fn sandbox_doc(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.data_dir.0.join("sandbox.json")).unwrap()).unwrap()
+    }
+
+    /// A request from a POS terminal.
+    pub async fn pos(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        terminal_key: &str,
+        body: Option<&Value>,
+        idem: Option<&str>,
+    ) -> Reply {
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(terminal_key);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(k) = idem {
+            req = req.header("Idempotency-Key", k);
+        }
+        Reply::from(req.send().await.unwrap()).await
+    }
+
+    /// A shopper request with an idempotency key.
+    pub async fn money(&self, path: &str, s: &Shopper, body: &Value, key: &str) -> Reply {
+        let req = self
+            .from(reqwest::Method::POST, path, &s.ip)
+            .bearer_auth(s.session.as_ref().unwrap())
+            .header("Idempotency-Key", key)
+            .json(body);
+        Reply::from(req.send().await.unwrap()).await
+    }
+
+    /// Links a sandbox card (a fresh Luhn-valid 4242... number unless given).
+    pub async fn link_card(&self, s: &Shopper, number: &str) -> Reply {
+        let body = json!({"number": number, "exp_month": 12, "exp_year": 2031, "cvc": "123"});
+        self.authed(reqwest::Method::POST, "/v1/cards", s.session.as_ref().unwrap(), Some(&body), &s.ip).await
+    }
+
+    /// A logged-in shopper with a linked card and `amount` topped up.
+    pub async fn funded_shopper(&self, amount: i64) -> (Shopper, String) {
+        let mut s = self.register().await;
+        self.log_in(&mut s).await;
+        let r = self.link_card(&s, &test_card()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        let card = r.body["card_id"].as_str().unwrap().to_string();
+        if amount > 0 {
+            let r = self
+                .money("/v1/topups", &s, &json!({"card_id": card, "amount": amount}), &uuid::Uuid::new_v4().to_string())
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        }
+        (s, card)
+    }
+
+    pub async fn wallet(&self, s: &Shopper) -> Value {
+        let r = self.authed(reqwest::Method::GET, "/v1/wallet", s.session.as_ref().unwrap(), None, &s.ip).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        r.body
+    }
+
+    pub async fn payment_code(&self, s: &Shopper) -> String {
+        let r = self.authed(reqwest::Method::POST, "/v1/payment-codes", s.session.as_ref().unwrap(), None, &s.ip).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        r.body["code"].as_str().unwrap().to_string()
+    }
+}
+
+/// A fresh Luhn-valid sandbox card number starting 424242 (each succeeds and is distinct).
+pub fn test_card() -> String {
+    let mut digits: Vec<u32> = "424242".chars().map(|c| c.to_digit(10).unwrap()).collect();
+    for _ in 0..9 {
+        digits.push(rand::random_range(0..10));
+    }
+    // The check digit.
+    let sum: u32 = digits
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, d)| if i % 2 == 0 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { *d })
+        .sum();
+    digits.push((10 - sum % 10) % 10);
+    digits.iter().map(|d| char::from_digit(*d, 10).unwrap()).collect()
+}

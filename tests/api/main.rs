@@ -9,5 +9,6 @@ mod cli;
 mod idempotency;
 mod identity;
 mod ledger;
+mod money;
 mod operations;
 mod sandbox;

@@ -1,0 +1,122 @@
+//! Operator routes that onboard merchants, stores and terminals.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::http::Problem;
+use crate::http::auth::{OperatorSession, Role};
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_merchant))
+        .routes(routes!(create_store))
+        .routes(routes!(create_terminal))
+        .routes(routes!(revoke_terminal))
+}
+
+/// An id from the path (`prefix_hex`); anything else is not found.
+pub fn path_id(p: Result<Path<String>, PathRejection>, what: &str) -> Result<String, ApiError> {
+    p.ok()
+        .map(|Path(id)| id)
+        .filter(|id| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .ok_or_else(|| ApiError::not_found(format!("there is no such {what}")))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct MerchantBody {
+    name: String,
+    /// ISO 18245 merchant category code, e.g. "5411" (grocery stores).
+    category: String,
+}
+
+/// Creates a merchant (operator role).
+#[utoipa::path(post, path = "/v1/admin/merchants", tag = "operator", request_body = MerchantBody, responses(
+    (status = 201, description = "{merchant_id}"),
+    (status = 422, description = "invalid_category or invalid_body", body = Problem, content_type = "application/problem+json")))]
+async fn create_merchant(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    body: ApiJson<MerchantBody>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Operator)?;
+    let id = super::create_merchant(&state.db, &body.value.name, &body.value.category, state.clock.now_ms()).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"merchant_id": id}))).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct StoreBody {
+    name: String,
+    city: String,
+    postal_code: Option<String>,
+    /// Overrides the merchant's category for this store.
+    category: Option<String>,
+}
+
+/// Creates a store of a merchant; answers its EMVCo QR payload.
+#[utoipa::path(post, path = "/v1/admin/merchants/{merchant_id}/stores", tag = "operator", request_body = StoreBody,
+    params(("merchant_id" = String, Path)), responses(
+    (status = 201, description = "{store_id, store_qr}"),
+    (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn create_store(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    id: Result<Path<String>, PathRejection>,
+    body: ApiJson<StoreBody>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Operator)?;
+    let merchant = path_id(id, "merchant")?;
+    let b = body.value;
+    let store = super::NewStore {
+        name: &b.name,
+        city: &b.city,
+        postal_code: b.postal_code.as_deref(),
+        category: b.category.as_deref(),
+    };
+    let (store_id, qr) = super::create_store(&state.db, &merchant, store, state.clock.now_ms()).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"store_id": store_id, "store_qr": qr}))).into_response())
+}
+
+/// Issues a terminal key for a store (shown once).
+#[utoipa::path(post, path = "/v1/admin/stores/{store_id}/terminals", tag = "operator",
+    params(("store_id" = String, Path)), responses(
+    (status = 201, description = "{terminal_id, key}"),
+    (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn create_terminal(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Operator)?;
+    let store = path_id(id, "store")?;
+    let (terminal_id, key) = super::create_terminal(&state.db, &store, state.clock.now_ms()).await?;
+    Ok((StatusCode::CREATED, axum::Json(json!({"terminal_id": terminal_id, "key": key}))).into_response())
+}
+
+/// Revokes a terminal key at once.
+#[utoipa::path(delete, path = "/v1/admin/terminals/{terminal_id}", tag = "operator",
+    params(("terminal_id" = String, Path)), responses(
+    (status = 204, description = "revoked"),
+    (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn revoke_terminal(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Operator)?;
+    let terminal = path_id(id, "terminal")?;
+    if !super::revoke_terminal(&state.db, &terminal, state.clock.now_ms()).await? {
+        return Err(ApiError::not_found("there is no such terminal, or it is revoked already"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,397 @@
+//! Paying in a store: codes the phone shows (consumer-presented), POS charges, refunds,
+//! reversals, and paying a store's QR code (merchant-presented).
+//!
+//! A payment code is random, lives 60 seconds, is bound to the wallet and the device that asked
+//! for it (a new code for the same device replaces the old), and is redeemed at most once: the
+//! redemption, the limit check, the journal entry, the payment row and the shopper's notice
+//! commit together. A terminal that submits unknown codes is refused for 10 minutes after 5 in
+//! 10 minutes, and an alert is raised.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::code::PaymentCode;
+use super::wallet;
+use crate::http::error::ApiError;
+use crate::identity::{self, new_id};
+use crate::ledger::{self, AccountId, EntryKind, NewEntry};
+use crate::merchants::{self, Store};
+use crate::money::Yen;
+use crate::notify::{self, Channel, Message};
+use crate::risk::{alerts, throttle};
+use crate::store::{Conn, clock};
+
+pub const CODE_TTL_MS: i64 = 60 * 1000;
+pub const UNKNOWN_CODES_LIMIT: i64 = 5;
+pub const UNKNOWN_CODES_WINDOW_MS: i64 = 10 * 60 * 1000;
+
+/// `POST /v1/payment-codes`: a fresh code for this wallet and device, replacing the last one.
+pub async fn new_code(
+    conn: &mut Conn,
+    prefix: &str,
+    user_id: &str,
+    device_id: &str,
+    now: i64,
+) -> Result<Value, sqlx::Error> {
+    let code = PaymentCode::generate(prefix);
+    sqlx::query(
+        "UPDATE payment_codes SET state = 'replaced' WHERE user_id = $1 AND device_id = $2 AND state = 'active'",
+    )
+    .bind(user_id)
+    .bind(device_id)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO payment_codes (code_hash, user_id, device_id, state, created_at, expires_at) VALUES ($1, $2, $3, 'active', $4, $5)",
+    )
+    .bind(code.lookup_hash())
+    .bind(user_id)
+    .bind(device_id)
+    .bind(now)
+    .bind(now + CODE_TTL_MS)
+    .execute(&mut *conn)
+    .await?;
+    Ok(json!({"code": code.as_str(), "expires_at": clock::rfc3339_ms(now + CODE_TTL_MS)}))
+}
+
+/// Whether `code` is one of `user_id`'s codes (for drawing it).
+pub async fn owns_code(
+    conn: &mut Conn,
+    prefix: &str,
+    user_id: &str,
+    code: &str,
+) -> Result<Option<PaymentCode>, sqlx::Error> {
+    let Some(code) = PaymentCode::parse(code, prefix) else { return Ok(None) };
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payment_codes WHERE code_hash = $1 AND user_id = $2")
+        .bind(code.lookup_hash())
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((n == 1).then_some(code))
+}
+
+fn code_invalid() -> ApiError {
+    ApiError::decline(StatusCode::UNPROCESSABLE_ENTITY, "code_invalid", "there is no such payment code")
+}
+
+fn code_expired() -> ApiError {
+    ApiError::decline(
+        StatusCode::GONE,
+        "code_expired",
+        "this payment code was used, replaced or has expired; ask for a new one",
+    )
+}
+
+/// Refuses a terminal that has submitted too many unknown codes lately.
+pub async fn check_terminal(conn: &mut Conn, terminal_id: &str, now: i64) -> Result<(), ApiError> {
+    let row = sqlx::query("SELECT COUNT(*) AS n, MAX(at) AS newest FROM auth_events WHERE scope = 'unknown_code' AND key = $1 AND at > $2")
+        .bind(terminal_id)
+        .bind(now - UNKNOWN_CODES_WINDOW_MS)
+        .fetch_one(&mut *conn)
+        .await?;
+    let (n, newest): (i64, Option<i64>) = (row.try_get("n")?, row.try_get("newest")?);
+    if n >= UNKNOWN_CODES_LIMIT {
+        // Refused for 10 minutes after the last unknown code.
+        return Err(throttle::too_many(newest.unwrap_or(now) + UNKNOWN_CODES_WINDOW_MS - now));
+    }
+    Ok(())
+}
+
+/// Records an unknown code from a terminal (in its own transaction: the payment's rolls back),
+/// and raises an alert when the terminal reaches the limit.
+pub async fn record_unknown_code(conn: &mut Conn, terminal_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    throttle::record(conn, "unknown_code", terminal_id, now).await?;
+    let n: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM auth_events WHERE scope = 'unknown_code' AND key = $1 AND at > $2")
+            .bind(terminal_id)
+            .bind(now - UNKNOWN_CODES_WINDOW_MS)
+            .fetch_one(&mut *conn)
+            .await?;
+    if n >= UNKNOWN_CODES_LIMIT {
+        alerts::raise(
+            conn,
+            "unknown_payment_codes",
+            "high",
+            &format!("terminal {terminal_id} submitted {n} unknown payment codes in 10 minutes: code guessing? It is refused for 10 minutes."),
+            now,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// What a payment needs: who pays, where, how much.
+pub struct Charge<'a> {
+    pub user_id: &'a str,
+    pub store: &'a Store,
+    pub terminal_id: Option<&'a str>,
+    pub code_hash: Option<String>,
+    pub amount: Yen,
+    pub order_ref: Option<&'a str>,
+    pub idem_key: Option<&'a str>,
+}
+
+/// Moves the money of a payment, inside the caller's transaction: limits, the debit (which
+/// fails when funds are short), the payment row and the notice.
+pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<String, ApiError> {
+    let user = identity::user_by_id(conn, c.user_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("payer vanished")))?;
+    wallet::check_spending(conn, &user.id, c.amount.0, now).await?;
+    let payment_id = new_id("pay");
+    let entry = NewEntry::transfer(
+        EntryKind::Payment,
+        &payment_id,
+        AccountId(user.wallet_account_id),
+        AccountId(c.store.merchant_account),
+        c.amount,
+    );
+    let posted = ledger::post(conn, &entry, now).await?;
+    let source = if c.code_hash.is_some() { "code" } else { "store_qr" };
+    sqlx::query(
+        "INSERT INTO payments (id, user_id, merchant_id, store_id, terminal_id, code_hash, source, amount, currency, status, \
+         order_ref, idem_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'JPY', 'succeeded', $9, $10, $11)",
+    )
+    .bind(&payment_id)
+    .bind(&user.id)
+    .bind(&c.store.merchant_id)
+    .bind(&c.store.id)
+    .bind(c.terminal_id)
+    .bind(&c.code_hash)
+    .bind(source)
+    .bind(c.amount.0)
+    .bind(c.order_ref)
+    .bind(c.idem_key)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let balance = posted.balance_of(AccountId(user.wallet_account_id)).unwrap_or_default();
+    notify::enqueue(
+        conn,
+        &Message {
+            channel: Channel::Email,
+            to: user.email.clone(),
+            kind: "payment".into(),
+            subject: Some(format!("You paid {} at {}", c.amount, c.store.name)),
+            body: format!("You paid {} at {} ({}). Balance: {balance}.", c.amount, c.store.name, c.store.merchant_name),
+            code: None,
+        },
+        now,
+    )
+    .await?;
+    Ok(payment_id)
+}
+
+/// `POST /v1/pos/payments`, inside the idempotent transaction.
+#[allow(clippy::too_many_arguments)]
+pub async fn charge_code(
+    conn: &mut Conn,
+    prefix: &str,
+    terminal: &merchants::Terminal,
+    code: &str,
+    amount: Yen,
+    order_ref: Option<&str>,
+    idem_key: &str,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let Some(code) = PaymentCode::parse(code, prefix) else { return Err(code_invalid()) };
+    let hash = code.lookup_hash();
+    let row = sqlx::query("SELECT user_id, state, expires_at FROM payment_codes WHERE code_hash = $1")
+        .bind(&hash)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Err(code_invalid()) };
+    let (user_id, state, expires_at): (String, String, i64) =
+        (row.try_get("user_id")?, row.try_get("state")?, row.try_get("expires_at")?);
+    if state != "active" || expires_at <= now {
+        return Err(code_expired());
+    }
+    // Redeemed at most once: only one transaction can move it from active to used.
+    let redeemed = sqlx::query("UPDATE payment_codes SET state = 'used' WHERE code_hash = $1 AND state = 'active'")
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    if redeemed != 1 {
+        return Err(code_expired());
+    }
+    let store = merchants::store_by_id(conn, &terminal.store_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
+    let charge = Charge {
+        user_id: &user_id,
+        store: &store,
+        terminal_id: Some(&terminal.id),
+        code_hash: Some(hash),
+        amount,
+        order_ref,
+        idem_key: Some(idem_key),
+    };
+    let payment_id = pay(conn, &charge, now).await?;
+    Ok(json!({"payment_id": payment_id, "status": "succeeded", "amount": amount.0, "currency": "JPY"}))
+}
+
+/// A payment as the POS sees it, with its refunds.
+pub async fn payment_view(conn: &mut Conn, payment_id: &str, merchant_id: &str) -> Result<Option<Value>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT id, store_id, amount, refunded, status, order_ref, source, created_at FROM payments WHERE id = $1 AND merchant_id = $2",
+    )
+    .bind(payment_id)
+    .bind(merchant_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let refunds =
+        sqlx::query("SELECT id, amount, created_at FROM refunds WHERE payment_id = $1 ORDER BY created_at, id")
+            .bind(payment_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    let refunds: Vec<Value> = refunds
+        .iter()
+        .map(|f| {
+            Ok::<_, sqlx::Error>(json!({
+                "refund_id": f.try_get::<String, _>("id")?,
+                "amount": f.try_get::<i64, _>("amount")?,
+                "created_at": clock::rfc3339_ms(f.try_get("created_at")?),
+            }))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Some(json!({
+        "payment_id": r.try_get::<String, _>("id")?,
+        "store_id": r.try_get::<String, _>("store_id")?,
+        "amount": r.try_get::<i64, _>("amount")?,
+        "refunded": r.try_get::<i64, _>("refunded")?,
+        "currency": "JPY",
+        "status": r.try_get::<String, _>("status")?,
+        "source": r.try_get::<String, _>("source")?,
+        "order_ref": r.try_get::<Option<String>, _>("order_ref")?,
+        "created_at": clock::rfc3339_ms(r.try_get("created_at")?),
+        "refunds": refunds,
+    })))
+}
+
+/// Refunds part or all of a payment, inside the caller's transaction, which must hold the
+/// payment's lock (two refunds of one payment never interleave).
+pub async fn refund(
+    conn: &mut Conn,
+    payment_id: &str,
+    merchant_id: &str,
+    amount: Yen,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let row = sqlx::query(
+        "SELECT p.user_id, p.amount, p.refunded, p.status, m.account_id FROM payments p \
+                           JOIN merchants m ON m.id = p.merchant_id WHERE p.id = $1 AND p.merchant_id = $2",
+    )
+    .bind(payment_id)
+    .bind(merchant_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| ApiError::not_found("there is no such payment"))?;
+    let (user_id, paid, refunded, status, merchant_account): (String, i64, i64, String, i64) = (
+        row.try_get("user_id")?,
+        row.try_get("amount")?,
+        row.try_get("refunded")?,
+        row.try_get("status")?,
+        row.try_get("account_id")?,
+    );
+    if status != "succeeded" || refunded + amount.0 > paid {
+        return Err(ApiError::decline(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refund_exceeds_payment",
+            format!(
+                "at most ¥{} of this payment can still be refunded",
+                if status == "succeeded" { paid - refunded } else { 0 }
+            ),
+        ));
+    }
+    let user = identity::user_by_id(conn, &user_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("payer vanished")))?;
+    let refund_id = new_id("rfd");
+    let entry = NewEntry::transfer(
+        EntryKind::Refund,
+        &refund_id,
+        AccountId(merchant_account),
+        AccountId(user.wallet_account_id),
+        amount,
+    );
+    ledger::post(conn, &entry, now).await?;
+    sqlx::query("INSERT INTO refunds (id, payment_id, amount, currency, created_at) VALUES ($1, $2, $3, 'JPY', $4)")
+        .bind(&refund_id)
+        .bind(payment_id)
+        .bind(amount.0)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("UPDATE payments SET refunded = refunded + $1 WHERE id = $2")
+        .bind(amount.0)
+        .bind(payment_id)
+        .execute(&mut *conn)
+        .await?;
+    notify::enqueue(
+        conn,
+        &Message {
+            channel: Channel::Email,
+            to: user.email.clone(),
+            kind: "refund".into(),
+            subject: Some(format!("You were refunded {amount}")),
+            body: format!("{amount} was refunded to your Omamori wallet."),
+            code: None,
+        },
+        now,
+    )
+    .await?;
+    Ok(json!({"refund_id": refund_id, "amount": amount.0, "currency": "JPY"}))
+}
+
+/// Undoes a whole payment (a POS reversal), inside the caller's locked transaction.
+pub async fn reverse(conn: &mut Conn, payment_id: &str, now: i64) -> Result<(), ApiError> {
+    let row = sqlx::query(
+        "SELECT p.user_id, p.amount, p.refunded, p.status, m.account_id FROM payments p \
+                           JOIN merchants m ON m.id = p.merchant_id WHERE p.id = $1",
+    )
+    .bind(payment_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let (user_id, paid, refunded, status, merchant_account): (String, i64, i64, String, i64) = (
+        row.try_get("user_id")?,
+        row.try_get("amount")?,
+        row.try_get("refunded")?,
+        row.try_get("status")?,
+        row.try_get("account_id")?,
+    );
+    if status == "reversed" {
+        return Ok(());
+    }
+    let user = identity::user_by_id(conn, &user_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("payer vanished")))?;
+    let back = paid - refunded;
+    if back > 0 {
+        let entry = NewEntry::transfer(
+            EntryKind::Reversal,
+            payment_id,
+            AccountId(merchant_account),
+            AccountId(user.wallet_account_id),
+            Yen(back),
+        );
+        ledger::post(conn, &entry, now).await?;
+    }
+    sqlx::query("UPDATE payments SET status = 'reversed' WHERE id = $1").bind(payment_id).execute(&mut *conn).await?;
+    notify::enqueue(
+        conn,
+        &Message {
+            channel: Channel::Email,
+            to: user.email.clone(),
+            kind: "reversal".into(),
+            subject: Some(format!("A payment of ¥{paid} was cancelled")),
+            body: format!("A payment of ¥{paid} was cancelled by the store and ¥{back} returned to your wallet."),
+            code: None,
+        },
+        now,
+    )
+    .await?;
+    Ok(())
+}

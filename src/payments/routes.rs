@@ -1,0 +1,716 @@
+//! HTTP routes of payments: the wallet's (cards, top-ups, codes, store-QR payments, limits,
+//! history, notices) and the POS's (charges, refunds, reversals).
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::Row;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::processor::RawCard;
+use super::{cards, pos, topups, wallet};
+use crate::app::AppState;
+use crate::http::Problem;
+use crate::http::auth::{ClientInfo, ShopperClient, TerminalAuth, UserSession};
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+use crate::idempotency::{self, IdempotencyKey, Outcome};
+use crate::identity;
+use crate::merchants::routes::path_id;
+use crate::merchants::{self, qr};
+use crate::money::{Yen, parse_amount};
+use crate::secret::Secret;
+use crate::store::{self, clock};
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(link_card, list_cards))
+        .routes(routes!(remove_card))
+        .routes(routes!(topup))
+        .routes(routes!(get_wallet))
+        .routes(routes!(set_limits))
+        .routes(routes!(payment_code))
+        .routes(routes!(payment_code_qr))
+        .routes(routes!(pay_store_qr))
+        .routes(routes!(transactions))
+        .routes(routes!(transactions_csv))
+        .routes(routes!(notifications))
+        .routes(routes!(pos_charge, pos_list))
+        .routes(routes!(pos_get))
+        .routes(routes!(pos_refund))
+        .routes(routes!(pos_reversal))
+}
+
+fn amount(state: &AppState, v: &Value) -> Result<Yen, ApiError> {
+    parse_amount(v, state.config.amount_ceiling_yen).map_err(|e| ApiError::invalid_amount(e.to_string()))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CardBody {
+    number: Option<String>,
+    exp_month: Option<u32>,
+    exp_year: Option<u32>,
+    cvc: Option<String>,
+    /// A token from the card processor (preferred: the number never reaches Omamori).
+    processor_token: Option<String>,
+}
+
+/// Links a card (needs step-up); the issuer may ask for a challenge first.
+#[utoipa::path(post, path = "/v1/cards", tag = "shopper", request_body = CardBody, responses(
+    (status = 201, description = "{card_id, brand, last4, status: active}"),
+    (status = 202, description = "{card_id, status: pending_challenge, challenge_id}"),
+    (status = 402, description = "card_declined", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "step_up_required, cooling_off", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "card_not_allowed, card_limit_reached, invalid_card", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "too_many_attempts", body = Problem, content_type = "application/problem+json")))]
+async fn link_card(
+    State(state): State<AppState>,
+    s: UserSession,
+    client: ShopperClient,
+    body: ApiJson<CardBody>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let input = match (b.processor_token, b.number) {
+        (Some(token), None) if (1..=200).contains(&token.len()) => cards::CardInput::Token(token),
+        (None, Some(number)) => {
+            let (Some(exp_month), Some(exp_year), Some(cvc)) = (b.exp_month, b.exp_year, b.cvc) else {
+                return Err(ApiError::invalid_body("a card number needs exp_month, exp_year and cvc"));
+            };
+            let number: String = number.chars().filter(|c| !c.is_whitespace() && *c != '-').collect();
+            if number.len() > 19 || cvc.len() > 4 {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_card",
+                    "the card details are not valid",
+                ));
+            }
+            cards::CardInput::Raw(RawCard { number: Secret::new(number), exp_month, exp_year, cvc: Secret::new(cvc) })
+        }
+        _ => {
+            return Err(ApiError::invalid_body(
+                "send either a card number (with exp_month, exp_year, cvc) or a processor_token",
+            ));
+        }
+    };
+    let (status, body) = cards::link(&state, &s, &client.0, input).await?;
+    Ok((status, axum::Json(body)).into_response())
+}
+
+/// The wallet's cards.
+#[utoipa::path(get, path = "/v1/cards", tag = "shopper", responses((status = 200, description = "{items:[{card_id, brand, last4, status}]}")))]
+async fn list_cards(
+    State(state): State<AppState>,
+    s: UserSession,
+    _client: ShopperClient,
+) -> Result<Response, ApiError> {
+    let mut conn = state.db.pool().acquire().await?;
+    Ok(axum::Json(json!({"items": cards::list(&mut conn, &s.user_id).await?})).into_response())
+}
+
+/// Removes a card from the wallet.
+#[utoipa::path(delete, path = "/v1/cards/{card_id}", tag = "shopper", params(("card_id" = String, Path)),
+    responses((status = 204, description = "removed"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn remove_card(
+    State(state): State<AppState>,
+    s: UserSession,
+    _client: ShopperClient,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(id, "card")?;
+    cards::remove(&state, &s.user_id, &id).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct TopupBody {
+    card_id: String,
+    #[schema(value_type = i64)]
+    amount: Value,
+}
+
+/// Tops the wallet up from a linked card (needs `Idempotency-Key`).
+#[utoipa::path(post, path = "/v1/topups", tag = "shopper", request_body = TopupBody,
+    params(("Idempotency-Key" = String, Header)), responses(
+    (status = 201, description = "{topup_id, amount, balance}"),
+    (status = 402, description = "card_declined", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "step_up_required with challenge_id; cooling_off", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "limit_exceeded, invalid_amount", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "too_many_attempts (velocity)", body = Problem, content_type = "application/problem+json")))]
+async fn topup(
+    State(state): State<AppState>,
+    s: UserSession,
+    client: ClientInfo,
+    headers: HeaderMap,
+    body: ApiJson<TopupBody>,
+) -> Result<Response, ApiError> {
+    let key = IdempotencyKey::from_headers(&headers)?;
+    state.check_country(&client)?;
+    topups::create(&state, &s, &client, &key, &body.raw, &body.value.card_id, &body.value.amount).await
+}
+
+/// Balance, limits and what was spent today and this month (Tokyo time).
+#[utoipa::path(get, path = "/v1/wallet", tag = "shopper", responses((status = 200, description = "{balance, currency, limits, spent}")))]
+async fn get_wallet(
+    State(state): State<AppState>,
+    s: UserSession,
+    _client: ShopperClient,
+) -> Result<Response, ApiError> {
+    let mut conn = state.db.pool().acquire().await?;
+    let user = identity::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+    Ok(axum::Json(wallet::summary(&mut conn, &user.id, user.wallet_account_id, state.clock.now_ms()).await?)
+        .into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LimitsBody {
+    per_payment: Option<i64>,
+    daily: Option<i64>,
+    monthly: Option<i64>,
+}
+
+/// Sets spending limits: lowering is immediate, raising needs step-up.
+#[utoipa::path(put, path = "/v1/wallet/limits", tag = "shopper", request_body = LimitsBody, responses(
+    (status = 200, description = "the new limits"),
+    (status = 403, description = "step_up_required, cooling_off", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "invalid_amount (over the ceiling)", body = Problem, content_type = "application/problem+json")))]
+async fn set_limits(
+    State(state): State<AppState>,
+    s: UserSession,
+    client: ShopperClient,
+    body: ApiJson<LimitsBody>,
+) -> Result<Response, ApiError> {
+    let now = state.clock.now_ms();
+    let (user, old) = {
+        let mut conn = state.db.pool().acquire().await?;
+        let user = identity::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+        let old = wallet::limits(&mut conn, &user.id).await?;
+        (user, old)
+    };
+    let b = body.value;
+    let new = wallet::Limits {
+        per_payment: b.per_payment.unwrap_or(old.per_payment),
+        daily: b.daily.unwrap_or(old.daily),
+        monthly: b.monthly.unwrap_or(old.monthly),
+    };
+    wallet::validate(new)?;
+    if wallet::raises(old, new) {
+        identity::recovery::require_step_up(&state, &s, &client.0).await?;
+        identity::ensure_not_cooling_off(&user, now)?;
+    }
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        wallet::set_limits(&mut tx, &user.id, new, now).await?;
+        tx.commit().await
+    })
+    .await?;
+    Ok(axum::Json(json!({"per_payment": new.per_payment, "daily": new.daily, "monthly": new.monthly})).into_response())
+}
+
+/// A fresh payment code for this device (valid 60 s, single use).
+#[utoipa::path(post, path = "/v1/payment-codes", tag = "shopper", responses((status = 201, description = "{code, expires_at}")))]
+async fn payment_code(
+    State(state): State<AppState>,
+    s: UserSession,
+    _client: ShopperClient,
+) -> Result<Response, ApiError> {
+    let now = state.clock.now_ms();
+    let prefix = state.config.payment_code_prefix.clone();
+    let answer = store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let v = pos::new_code(&mut tx, &prefix, &s.user_id, &s.device_id, now).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(v)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// The payment code drawn as a QR code (the code's owner only).
+#[utoipa::path(get, path = "/v1/payment-codes/{code}/qr.svg", tag = "shopper", params(("code" = String, Path)),
+    responses((status = 200, description = "SVG", content_type = "image/svg+xml"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn payment_code_qr(
+    State(state): State<AppState>,
+    s: UserSession,
+    _client: ShopperClient,
+    code: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found("there is no such payment code of yours");
+    let Path(code) = code.map_err(|_| not_found())?;
+    let mut conn = state.db.pool().acquire().await?;
+    let code =
+        pos::owns_code(&mut conn, &state.config.payment_code_prefix, &s.user_id, &code).await?.ok_or_else(not_found)?;
+    let svg = super::code::qr_svg(code.as_str());
+    Ok(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], svg).into_response())
+}
+
+#[derive(Deserialize, Clone, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct StorePayBody {
+    /// The payload scanned from the store's QR code.
+    store_qr: String,
+    #[schema(value_type = i64)]
+    amount: Value,
+}
+
+/// Pays a store by its QR code (needs `Idempotency-Key`).
+#[utoipa::path(post, path = "/v1/payments", tag = "shopper", request_body = StorePayBody,
+    params(("Idempotency-Key" = String, Header)), responses(
+    (status = 201, description = "{payment_id, status, merchant}"),
+    (status = 402, description = "insufficient_funds, limit_exceeded", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "qr_bad_crc, qr_malformed, qr_not_omamori, qr_invalid_field, unknown_store, invalid_amount", body = Problem, content_type = "application/problem+json")))]
+async fn pay_store_qr(
+    State(state): State<AppState>,
+    s: UserSession,
+    client: ClientInfo,
+    headers: HeaderMap,
+    body: ApiJson<StorePayBody>,
+) -> Result<Response, ApiError> {
+    let key = IdempotencyKey::from_headers(&headers)?;
+    let fingerprint = idempotency::fingerprint("POST /v1/payments", &body.raw);
+    let input = body.value;
+    let (state2, s2) = (state.clone(), s.clone());
+    let caller = format!("user:{}", s.user_id);
+    let key_text = key.as_str().to_string();
+    Ok(idempotency::run(&state.db, &state.clock, &caller, &key, &fingerprint, move |conn| {
+        let (state, s, input, client, key_text) = (state2.clone(), s2.clone(), input.clone(), client.clone(), key_text.clone());
+        Box::pin(async move {
+            state.check_country(&client)?;
+            let parsed = qr::parse(input.store_qr.trim())
+                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()))?;
+            let amount = amount(&state, &input.amount)?;
+            let store = merchants::store_by_id(conn, &parsed.store_id)
+                .await?
+                .ok_or_else(|| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_store", "this QR code names no Omamori store"))?;
+            // The payload must match the store it names (a doctored code is refused).
+            if store.qr_payload() != input.store_qr.trim() {
+                return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "qr_mismatch", "this QR code does not match the store it names"));
+            }
+            let now = state.clock.now_ms();
+            lock_wallet(conn, &state, &s.user_id).await?;
+            let charge = pos::Charge {
+                user_id: &s.user_id,
+                store: &store,
+                terminal_id: None,
+                code_hash: None,
+                amount,
+                order_ref: None,
+                idem_key: Some(&key_text),
+            };
+            let payment_id = pos::pay(conn, &charge, now).await?;
+            Ok(Outcome::created(json!({
+                "payment_id": payment_id,
+                "status": "succeeded",
+                "amount": amount.0,
+                "merchant": {"merchant_id": store.merchant_id, "name": store.merchant_name, "store_id": store.id, "store_name": store.name},
+            })))
+        })
+    })
+    .await)
+}
+
+/// Serialises a wallet's payments so that two cannot slip under the same limit (PostgreSQL; on
+/// SQLite the writer lock already does).
+async fn lock_wallet(conn: &mut crate::store::Conn, state: &AppState, user_id: &str) -> Result<(), ApiError> {
+    if state.db.backend() == crate::store::Backend::Postgres {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("wallet\0{user_id}").as_bytes());
+        let key = i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct CursorQuery {
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn cursor(q: Result<Query<CursorQuery>, QueryRejection>) -> Result<Option<i64>, ApiError> {
+    let Query(q) = q.map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "the query is not valid"))?;
+    q.cursor
+        .map(|c| {
+            c.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not valid"))
+        })
+        .transpose()
+}
+
+/// The wallet's history, newest first, with the balance after each line.
+#[utoipa::path(get, path = "/v1/transactions", tag = "shopper", params(CursorQuery),
+    responses((status = 200, description = "{items:[{id, kind, amount, balance_after, counterparty, created_at}], next_cursor}")))]
+async fn transactions(
+    State(state): State<AppState>,
+    s: UserSession,
+    _client: ShopperClient,
+    q: Result<Query<CursorQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    const PAGE: i64 = 50;
+    let before = cursor(q)?;
+    let mut conn = state.db.pool().acquire().await?;
+    let user = identity::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+    let lines = wallet::history(&mut conn, user.wallet_account_id, before, PAGE).await?;
+    let next = (lines.len() as i64 == PAGE).then(|| lines.last().map(|l| l.posting_id.to_string())).flatten();
+    let items: Vec<Value> = lines
+        .iter()
+        .map(|l| {
+            json!({
+                "id": l.entry_id,
+                "kind": l.kind,
+                "amount": l.amount,
+                "currency": "JPY",
+                "balance_after": l.balance_after,
+                "counterparty": l.counterparty,
+                "created_at": clock::rfc3339_ms(l.created_at),
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({"items": items, "next_cursor": next})).into_response())
+}
+
+fn csv_field(s: &str) -> String {
+    // Quote every field, double inner quotes, and defuse spreadsheet formulas.
+    let s =
+        if s.starts_with(['=', '+', '-', '@']) && s.parse::<i64>().is_err() { format!("'{s}") } else { s.to_string() };
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// The whole history as CSV, newest first.
+#[utoipa::path(get, path = "/v1/transactions.csv", tag = "shopper", responses((status = 200, description = "CSV", content_type = "text/csv")))]
+async fn transactions_csv(
+    State(state): State<AppState>,
+    s: UserSession,
+    _client: ShopperClient,
+) -> Result<Response, ApiError> {
+    let mut conn = state.db.pool().acquire().await?;
+    let user = identity::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+    let mut out = String::from("id,created_at,kind,amount,currency,balance_after,counterparty\r\n");
+    let mut before = None;
+    loop {
+        let lines = wallet::history(&mut conn, user.wallet_account_id, before, 500).await?;
+        for l in &lines {
+            out.push_str(&format!(
+                "{},{},{},{},JPY,{},{}\r\n",
+                l.entry_id,
+                clock::rfc3339_ms(l.created_at),
+                l.kind,
+                l.amount,
+                l.balance_after,
+                csv_field(l.counterparty.as_deref().unwrap_or(""))
+            ));
+        }
+        match lines.last() {
+            Some(last) if lines.len() == 500 => before = Some(last.posting_id),
+            _ => break,
+        }
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (header::CONTENT_DISPOSITION, "attachment; filename=\"omamori-transactions.csv\""),
+        ],
+        out,
+    )
+        .into_response())
+}
+
+/// The notices sent to the shopper (by e-mail and SMS), newest first.
+#[utoipa::path(get, path = "/v1/notifications", tag = "shopper", responses((status = 200, description = "{items:[{id, kind, title, body, created_at}]}")))]
+async fn notifications(
+    State(state): State<AppState>,
+    s: UserSession,
+    _client: ShopperClient,
+) -> Result<Response, ApiError> {
+    let mut conn = state.db.pool().acquire().await?;
+    let user = identity::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+    // Messages that carry a one-time code are left out: the notice list is not a second inbox for codes.
+    let rows = sqlx::query(
+        "SELECT id, kind, subject, body, created_at FROM outbox WHERE recipient IN ($1, $2) AND code IS NULL \
+         ORDER BY id DESC LIMIT 100",
+    )
+    .bind(&user.phone)
+    .bind(&user.email)
+    .fetch_all(&mut *conn)
+    .await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            Ok::<_, sqlx::Error>(json!({
+                "id": r.try_get::<i64, _>("id")?,
+                "kind": r.try_get::<String, _>("kind")?,
+                "title": r.try_get::<Option<String>, _>("subject")?,
+                "body": r.try_get::<String, _>("body")?,
+                "created_at": clock::rfc3339_ms(r.try_get("created_at")?),
+            }))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(axum::Json(json!({"items": items})).into_response())
+}
+
+#[derive(Deserialize, Clone, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PosChargeBody {
+    /// The code the shopper's phone shows.
+    code: String,
+    #[schema(value_type = i64)]
+    amount: Value,
+    order_ref: Option<String>,
+}
+
+/// Charges a shopper's payment code (terminal key; needs `Idempotency-Key`).
+#[utoipa::path(post, path = "/v1/pos/payments", tag = "pos", request_body = PosChargeBody,
+    params(("Idempotency-Key" = String, Header)), responses(
+    (status = 201, description = "{payment_id, status: succeeded, amount}"),
+    (status = 402, description = "insufficient_funds, limit_exceeded", body = Problem, content_type = "application/problem+json"),
+    (status = 410, description = "code_expired", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "code_invalid, invalid_amount", body = Problem, content_type = "application/problem+json"),
+    (status = 429, description = "too_many_attempts (unknown codes)", body = Problem, content_type = "application/problem+json")))]
+async fn pos_charge(
+    State(state): State<AppState>,
+    t: TerminalAuth,
+    headers: HeaderMap,
+    body: ApiJson<PosChargeBody>,
+) -> Result<Response, ApiError> {
+    let key = IdempotencyKey::from_headers(&headers)?;
+    let fingerprint = idempotency::fingerprint("POST /v1/pos/payments", &body.raw);
+    let input = body.value;
+    let terminal = t.0;
+    let caller = format!("terminal:{}", terminal.id);
+    let key_text = key.as_str().to_string();
+    let state2 = state.clone();
+    let terminal2 = terminal.clone();
+    let response = idempotency::run(&state.db, &state.clock, &caller, &key, &fingerprint, move |conn| {
+        let (state, terminal, input, key_text) = (state2.clone(), terminal2.clone(), input.clone(), key_text.clone());
+        Box::pin(async move {
+            let now = state.clock.now_ms();
+            pos::check_terminal(conn, &terminal.id, now).await?;
+            let amount = amount(&state, &input.amount)?;
+            if input.order_ref.as_ref().is_some_and(|r| r.chars().count() > 100) {
+                return Err(ApiError::invalid_body("order_ref is at most 100 characters"));
+            }
+            let code_owner: Option<String> =
+                match super::code::PaymentCode::parse(&input.code, &state.config.payment_code_prefix) {
+                    Some(code) => {
+                        sqlx::query_scalar("SELECT user_id FROM payment_codes WHERE code_hash = $1")
+                            .bind(code.lookup_hash())
+                            .fetch_optional(&mut *conn)
+                            .await?
+                    }
+                    None => None,
+                };
+            if let Some(user_id) = &code_owner {
+                lock_wallet(conn, &state, user_id).await?;
+            }
+            let answer = pos::charge_code(
+                conn,
+                &state.config.payment_code_prefix,
+                &terminal,
+                &input.code,
+                amount,
+                input.order_ref.as_deref(),
+                &key_text,
+                now,
+            )
+            .await?;
+            Ok(Outcome::created(answer))
+        })
+    })
+    .await;
+    // An unknown code is counted against the terminal on its own (the payment rolled back).
+    if response.status() == StatusCode::UNPROCESSABLE_ENTITY && response.headers().get("idempotent-replayed").is_none()
+    {
+        let (parts, body) = response.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+        if serde_json::from_slice::<Value>(&bytes).ok().is_some_and(|v| v["code"] == "code_invalid") {
+            let now = state.clock.now_ms();
+            store::retry(|| async {
+                let mut tx = state.db.begin().await?;
+                pos::record_unknown_code(&mut tx, &terminal.id, now).await?;
+                tx.commit().await
+            })
+            .await?;
+        }
+        return Ok(Response::from_parts(parts, axum::body::Body::from(bytes)));
+    }
+    Ok(response)
+}
+
+/// The merchant's payments, newest first (terminal key).
+#[utoipa::path(get, path = "/v1/pos/payments", tag = "pos", params(CursorQuery),
+    responses((status = 200, description = "{items, next_cursor}")))]
+async fn pos_list(
+    State(state): State<AppState>,
+    t: TerminalAuth,
+    q: Result<Query<CursorQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    const PAGE: i64 = 50;
+    let before = cursor(q)?;
+    let mut conn = state.db.pool().acquire().await?;
+    let store = merchants::store_by_id(&mut conn, &t.0.store_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
+    let rows = sqlx::query(
+        "SELECT id, created_at FROM payments WHERE merchant_id = $1 AND created_at < $2 ORDER BY created_at DESC, id DESC LIMIT $3",
+    )
+    .bind(&store.merchant_id)
+    .bind(before.unwrap_or(i64::MAX))
+    .bind(PAGE)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut items = Vec::new();
+    let mut last = None;
+    for r in &rows {
+        let id: String = r.try_get("id")?;
+        last = Some(r.try_get::<i64, _>("created_at")?);
+        if let Some(v) = pos::payment_view(&mut conn, &id, &store.merchant_id).await? {
+            items.push(v);
+        }
+    }
+    let next = (rows.len() as i64 == PAGE).then(|| last.map(|l| l.to_string())).flatten();
+    Ok(axum::Json(json!({"items": items, "next_cursor": next})).into_response())
+}
+
+/// One payment of this merchant, with its refunds (terminal key).
+#[utoipa::path(get, path = "/v1/pos/payments/{payment_id}", tag = "pos", params(("payment_id" = String, Path)),
+    responses((status = 200, description = "the payment"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn pos_get(
+    State(state): State<AppState>,
+    t: TerminalAuth,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let id = path_id(id, "payment")?;
+    let mut conn = state.db.pool().acquire().await?;
+    let store = merchants::store_by_id(&mut conn, &t.0.store_id)
+        .await?
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
+    let view = pos::payment_view(&mut conn, &id, &store.merchant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("there is no such payment"))?;
+    Ok(axum::Json(view).into_response())
+}
+
+#[derive(Deserialize, Clone, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    #[schema(value_type = i64)]
+    amount: Value,
+}
+
+/// Refunds part or all of a payment (needs `Idempotency-Key`).
+#[utoipa::path(post, path = "/v1/pos/payments/{payment_id}/refunds", tag = "pos", request_body = RefundBody,
+    params(("payment_id" = String, Path), ("Idempotency-Key" = String, Header)), responses(
+    (status = 201, description = "{refund_id, amount}"),
+    (status = 422, description = "refund_exceeds_payment, invalid_amount", body = Problem, content_type = "application/problem+json")))]
+async fn pos_refund(
+    State(state): State<AppState>,
+    t: TerminalAuth,
+    id: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: ApiJson<RefundBody>,
+) -> Result<Response, ApiError> {
+    let payment_id = path_id(id, "payment")?;
+    let key = IdempotencyKey::from_headers(&headers)?;
+    let fingerprint = idempotency::fingerprint(&format!("POST /v1/pos/payments/{payment_id}/refunds"), &body.raw);
+    let input = body.value;
+    let caller = format!("terminal:{}", t.0.id);
+    let (state2, terminal) = (state.clone(), t.0.clone());
+    Ok(idempotency::run(&state.db, &state.clock, &caller, &key, &fingerprint, move |conn| {
+        let (state, terminal, input, payment_id) =
+            (state2.clone(), terminal.clone(), input.clone(), payment_id.clone());
+        Box::pin(async move {
+            let amount = amount(&state, &input.amount)?;
+            let store = merchants::store_by_id(conn, &terminal.store_id)
+                .await?
+                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
+            lock_payment(conn, &state, &payment_id).await?;
+            let answer = pos::refund(conn, &payment_id, &store.merchant_id, amount, state.clock.now_ms()).await?;
+            Ok(Outcome::created(answer))
+        })
+    })
+    .await)
+}
+
+/// Serialises the refunds and reversal of one payment (on SQLite the writer lock already does).
+async fn lock_payment(conn: &mut crate::store::Conn, state: &AppState, payment_id: &str) -> Result<(), ApiError> {
+    if state.db.backend() == crate::store::Backend::Postgres {
+        sqlx::query("SELECT id FROM payments WHERE id = $1 FOR UPDATE").bind(payment_id).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReversalBody {
+    /// The `Idempotency-Key` of the charge whose answer never arrived.
+    idempotency_key: String,
+}
+
+/// Undoes a charge whose answer the POS never received (a no-op when none happened).
+#[utoipa::path(post, path = "/v1/pos/reversals", tag = "pos", request_body = ReversalBody, responses(
+    (status = 200, description = "{payment_id?, status: reversed}"),
+    (status = 409, description = "idempotency_in_progress: the charge is still running; repeat", body = Problem, content_type = "application/problem+json")))]
+async fn pos_reversal(
+    State(state): State<AppState>,
+    t: TerminalAuth,
+    body: ApiJson<ReversalBody>,
+) -> Result<Response, ApiError> {
+    let key = body.value.idempotency_key;
+    if key.is_empty() || key.len() > 255 {
+        return Err(ApiError::invalid_body("idempotency_key must be 1 to 255 characters"));
+    }
+    let caller = format!("terminal:{}", t.0.id);
+    let now = state.clock.now_ms();
+    // Claim the charge's key as a tombstone: a charge that arrives later is answered as reversed
+    // instead of charging.
+    let tombstone =
+        ApiError::decline(StatusCode::CONFLICT, "payment_reversed", "this charge was reversed by the terminal");
+    match idempotency::begin(&state.db, &state.clock, &caller, &key, idempotency::TOMBSTONE).await {
+        Ok(idempotency::Begin::Fresh(claim)) => {
+            idempotency::store_decline(&state.db, &claim, &tombstone).await?;
+            return Ok(axum::Json(json!({"status": "reversed"})).into_response());
+        }
+        Ok(idempotency::Begin::Replay(_)) => {
+            // Reversed before, and nothing was charged under the key.
+            return Ok(axum::Json(json!({"status": "reversed"})).into_response());
+        }
+        // The key holds a charge (another fingerprint): reverse it below, once it has finished.
+        Err(e) if e.code == "idempotency_conflict" => {
+            if idempotency::running(&state.db, &caller, &key).await? == Some(true) {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_in_progress",
+                    "the charge is still being processed; repeat the reversal shortly",
+                ));
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    let answer = store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let payment: Option<String> =
+            sqlx::query_scalar("SELECT id FROM payments WHERE terminal_id = $1 AND idem_key = $2")
+                .bind(&t.0.id)
+                .bind(&key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(payment_id) = payment else {
+            // The charge under that key was declined: nothing moved.
+            return Ok::<_, ApiError>(json!({"status": "reversed"}));
+        };
+        lock_payment(&mut tx, &state, &payment_id).await?;
+        pos::reverse(&mut tx, &payment_id, now).await?;
+        tx.commit().await?;
+        Ok(json!({"payment_id": payment_id, "status": "reversed"}))
+    })
+    .await?;
+    Ok(axum::Json(answer).into_response())
+}

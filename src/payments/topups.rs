@@ -1,0 +1,307 @@
+//! Top-ups: from a linked card to the wallet, in two phases (ARCHITECTURE section 6).
+//!
+//! The card charge happens outside the database, so a `pending` top-up row (unique per shopper
+//! and `Idempotency-Key`) is committed first, the processor is charged with the top-up id as its
+//! idempotency key, and then the wallet is credited from the funding-clearing account in one
+//! transaction that also stores the answer. A crash in between leaves a pending row that a repeat
+//! of the request, or the sweeper, settles by asking the processor: never a second charge.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use super::processor::{ChargeStatus, ProcessorError};
+use super::wallet;
+use crate::app::AppState;
+use crate::http::auth::{ClientInfo, UserSession};
+use crate::http::error::ApiError;
+use crate::idempotency::{self, Begin, IdempotencyKey};
+use crate::identity::{self, new_id, recovery};
+use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry};
+use crate::money::{Currency, Yen};
+use crate::notify::{self, Channel, Message};
+use crate::risk::throttle;
+use crate::store::{self, Conn};
+
+const FUNDING_OWNER: &str = "card-processor";
+const TEN_MINUTES_MS: i64 = 10 * 60 * 1000;
+/// A pending top-up older than this is the sweeper's to settle.
+pub const SWEEP_AFTER_MS: i64 = 2 * 60 * 1000;
+
+/// The account card money arrives through (created on first use).
+pub async fn funding_account(conn: &mut Conn, now: i64) -> Result<AccountId, sqlx::Error> {
+    if let Some(a) = ledger::account_by_owner(conn, AccountKind::FundingClearing, FUNDING_OWNER).await? {
+        return Ok(a.id);
+    }
+    ledger::create_account(conn, AccountKind::FundingClearing, Currency::Jpy, Some(FUNDING_OWNER), now).await
+}
+
+/// `POST /v1/topups`.
+pub async fn create(
+    state: &AppState,
+    session: &UserSession,
+    client: &ClientInfo,
+    key: &IdempotencyKey,
+    raw: &Value,
+    card_id: &str,
+    amount: &Value,
+) -> Result<Response, ApiError> {
+    let caller = format!("user:{}", session.user_id);
+    let fingerprint = idempotency::fingerprint("POST /v1/topups", raw);
+    let claim = match idempotency::begin(&state.db, &state.clock, &caller, key.as_str(), &fingerprint).await? {
+        Begin::Replay(response) => return Ok(response),
+        Begin::Fresh(claim) => claim,
+    };
+    let result = run(state, session, client, key.as_str(), card_id, amount).await;
+    match result {
+        Ok((status, body)) => {
+            let text = body.to_string();
+            store::retry(|| async {
+                let mut tx = state.db.begin().await?;
+                idempotency::complete(&mut tx, &claim, status, "application/json", &text).await?;
+                tx.commit().await?;
+                Ok::<_, ApiError>(())
+            })
+            .await?;
+            Ok((status, axum::Json(body)).into_response())
+        }
+        Err(e) if e.is_final => {
+            idempotency::store_decline(&state.db, &claim, &e).await?;
+            Err(e)
+        }
+        Err(e) => {
+            idempotency::release(&state.db, &claim).await;
+            Err(e)
+        }
+    }
+}
+
+async fn run(
+    state: &AppState,
+    session: &UserSession,
+    client: &ClientInfo,
+    idem_key: &str,
+    card_id: &str,
+    amount: &Value,
+) -> Result<(StatusCode, Value), ApiError> {
+    let amount = crate::money::parse_amount(amount, state.config.amount_ceiling_yen)
+        .map_err(|e| ApiError::invalid_amount(e.to_string()))?;
+    let processor = state.processor.clone().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no card processor is configured")
+    })?;
+    let now = state.clock.now_ms();
+    let mut conn = state.db.pool().acquire().await?;
+    let user =
+        identity::user_by_id(&mut conn, &session.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+    // A repeat after a crash resumes the top-up it started, never a new one.
+    let existing = sqlx::query("SELECT id, card_id, amount, status FROM topups WHERE user_id = $1 AND idem_key = $2")
+        .bind(&user.id)
+        .bind(idem_key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let card = sqlx::query("SELECT processor_token FROM cards WHERE id = $1 AND user_id = $2 AND status = 'active'")
+        .bind(card_id)
+        .bind(&user.id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(card) = card else {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "card_not_found",
+            "there is no such active card in your wallet",
+        ));
+    };
+    let token: String = card.try_get("processor_token")?;
+    let topup_id = match existing {
+        Some(row) => row.try_get::<String, _>("id")?,
+        None => {
+            // Step-up when large or the first top-up on this device.
+            let on_device: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND device_id = $2 AND status = 'succeeded'",
+            )
+            .bind(&user.id)
+            .bind(&session.device_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            if amount.0 > wallet::TOPUP_STEP_UP_ABOVE || on_device == 0 {
+                recovery::require_step_up(state, session, client).await?;
+            }
+            check_rules(&mut conn, &user, amount.0, now).await?;
+            let id = new_id("top");
+            drop(conn);
+            store::write_one(&state.db, || {
+                sqlx::query(
+                    "INSERT INTO topups (id, user_id, card_id, amount, currency, status, idem_key, device_id, created_at) \
+                     VALUES ($1, $2, $3, $4, 'JPY', 'pending', $5, $6, $7)",
+                )
+                .bind(&id)
+                .bind(&user.id)
+                .bind(card_id)
+                .bind(amount.0)
+                .bind(idem_key)
+                .bind(&session.device_id)
+                .bind(now)
+            })
+            .await?;
+            id
+        }
+    };
+    let charged = processor.charge(&token, amount.0, &topup_id).await;
+    let outcome = match charged {
+        Ok(reference) => ChargeStatus::Succeeded { reference },
+        Err(ProcessorError::Declined) | Err(ProcessorError::InvalidCard) => ChargeStatus::Declined,
+        Err(ProcessorError::Unavailable) => {
+            // Still pending: the sweeper or a repeat settles it.
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the card processor is unavailable; repeat the request",
+            ));
+        }
+    };
+    settle(state, &topup_id, outcome).await
+}
+
+/// The limits of section 6: per top-up, per Tokyo day (¥10,000 during cooling-off), the balance
+/// ceiling, and at most 2 top-ups in 10 minutes.
+async fn check_rules(conn: &mut Conn, user: &identity::User, amount: i64, now: i64) -> Result<(), ApiError> {
+    let exceeded = |detail: String| ApiError::decline(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", detail);
+    if amount > wallet::TOPUP_MAX {
+        return Err(exceeded(format!("a top-up is at most ¥{}", wallet::TOPUP_MAX)));
+    }
+    let today: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM topups \
+         WHERE user_id = $1 AND status IN ('pending', 'succeeded') AND created_at >= $2",
+    )
+    .bind(&user.id)
+    .bind(wallet::tokyo_day_start(now))
+    .fetch_one(&mut *conn)
+    .await?;
+    let daily =
+        if user.cooling_off_until > now { wallet::TOPUP_DAILY_MAX_COOLING_OFF } else { wallet::TOPUP_DAILY_MAX };
+    if today + amount > daily {
+        return Err(exceeded(format!("top-ups are at most ¥{daily} a day")));
+    }
+    let balance: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
+        .bind(user.wallet_account_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if balance + amount > wallet::BALANCE_MAX {
+        return Err(exceeded(format!("a wallet holds at most ¥{}", wallet::BALANCE_MAX)));
+    }
+    let recent: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND status = 'succeeded' AND created_at > $2",
+    )
+    .bind(&user.id)
+    .bind(now - TEN_MINUTES_MS)
+    .fetch_one(&mut *conn)
+    .await?;
+    if recent >= wallet::TOPUPS_PER_10_MIN {
+        let mut refusal = throttle::too_many(TEN_MINUTES_MS);
+        refusal.is_final = true;
+        return Err(refusal);
+    }
+    Ok(())
+}
+
+/// Applies a charge's outcome to a pending top-up, once (later calls find it settled).
+pub async fn settle(state: &AppState, topup_id: &str, outcome: ChargeStatus) -> Result<(StatusCode, Value), ApiError> {
+    let now = state.clock.now_ms();
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        tx.lock("topup", topup_id).await?;
+        let row = sqlx::query("SELECT user_id, amount, status FROM topups WHERE id = $1")
+            .bind(topup_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        let (user_id, amount, status): (String, i64, String) =
+            (row.try_get("user_id")?, row.try_get("amount")?, row.try_get("status")?);
+        let user = identity::user_by_id(&mut tx, &user_id)
+            .await?
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("top-up without user")))?;
+        let answer = match (status.as_str(), &outcome) {
+            ("pending", ChargeStatus::Succeeded { reference }) => {
+                let funding = funding_account(&mut tx, now).await?;
+                let entry = NewEntry::transfer(
+                    EntryKind::Topup,
+                    topup_id,
+                    funding,
+                    AccountId(user.wallet_account_id),
+                    Yen(amount),
+                );
+                let posted = ledger::post(&mut tx, &entry, now).await?;
+                sqlx::query(
+                    "UPDATE topups SET status = 'succeeded', processor_ref = $1, settled_at = $2 WHERE id = $3",
+                )
+                .bind(reference)
+                .bind(now)
+                .bind(topup_id)
+                .execute(&mut *tx)
+                .await?;
+                let balance = posted.balance_of(AccountId(user.wallet_account_id)).unwrap_or_default().0;
+                notify::enqueue(
+                    &mut tx,
+                    &Message {
+                        channel: Channel::Email,
+                        to: user.email.clone(),
+                        kind: "topup".into(),
+                        subject: Some(format!("You topped up ¥{amount}")),
+                        body: format!("¥{amount} was added to your Omamori wallet. Balance: ¥{balance}."),
+                        code: None,
+                    },
+                    now,
+                )
+                .await?;
+                Ok((StatusCode::CREATED, json!({"topup_id": topup_id, "amount": amount, "balance": balance})))
+            }
+            ("pending", ChargeStatus::Declined) => {
+                sqlx::query("UPDATE topups SET status = 'declined', settled_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(topup_id)
+                    .execute(&mut *tx)
+                    .await?;
+                Err(ApiError::decline(StatusCode::PAYMENT_REQUIRED, "card_declined", "the card was declined"))
+            }
+            ("succeeded", _) => {
+                let balance: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
+                    .bind(user.wallet_account_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                Ok((StatusCode::CREATED, json!({"topup_id": topup_id, "amount": amount, "balance": balance})))
+            }
+            ("declined", _) => {
+                Err(ApiError::decline(StatusCode::PAYMENT_REQUIRED, "card_declined", "the card was declined"))
+            }
+            _ => Ok((StatusCode::ACCEPTED, json!({"topup_id": topup_id, "status": status}))),
+        };
+        tx.commit().await?;
+        Ok::<_, ApiError>(answer)
+    })
+    .await?
+}
+
+/// Settles top-ups that a crash left pending, by asking the processor how each charge ended.
+pub async fn sweep(state: &AppState) -> Result<usize, ApiError> {
+    let Some(processor) = state.processor.clone() else { return Ok(0) };
+    let now = state.clock.now_ms();
+    let rows = sqlx::query(
+        "SELECT t.id, c.processor_token FROM topups t JOIN cards c ON c.id = t.card_id \
+         WHERE t.status = 'pending' AND t.created_at < $1 ORDER BY t.created_at LIMIT 100",
+    )
+    .bind(now - SWEEP_AFTER_MS)
+    .fetch_all(state.db.pool())
+    .await?;
+    let mut settled = 0;
+    for r in rows {
+        let (id, token): (String, String) = (r.try_get("id")?, r.try_get("processor_token")?);
+        match processor.charge_status(&token, &id).await {
+            Ok(ChargeStatus::Unknown) | Err(_) => continue,
+            Ok(outcome) => {
+                let _ = settle(state, &id, outcome).await;
+                settled += 1;
+            }
+        }
+    }
+    Ok(settled)
+}

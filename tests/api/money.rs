@@ -1,0 +1,300 @@
+//! Money end to end: cards, top-ups, paying by code and by store QR, refunds, reversals, limits,
+//! history; and the attacks on money of ARCHITECTURE section 2.
+
+use std::sync::Arc;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+both_backends! {
+    async fn the_full_cycle(app: TestApp) {
+        let doc = app.sandbox_doc();
+        let terminal = doc["terminal_key"].as_str().unwrap().to_string();
+        let store_qr = doc["store_qr"].as_str().unwrap().to_string();
+        let mut s = app.register().await;
+        app.log_in(&mut s).await;
+        let token = s.session.clone().unwrap();
+        // Link a card: the number is never kept.
+        let number = test_card();
+        let r = app.link_card(&s, &number).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        assert_eq!(r.body["last4"], &number[12..]);
+        let card = r.body["card_id"].as_str().unwrap().to_string();
+        for sql in ["SELECT processor_token || ' ' || fingerprint || ' ' || last4 FROM cards", "SELECT fingerprint FROM card_fingerprints"] {
+            let dump: Vec<String> = sqlx::query_scalar(sql).fetch_all(app.db().pool()).await.unwrap();
+            assert!(!dump.is_empty());
+            assert!(dump.iter().all(|v| !v.contains(&number[..12]) && !v.contains(&number[4..])), "{sql}: {dump:?}");
+        }
+        let listed = app.authed(Method::GET, "/v1/cards", &token, None, &s.ip).await;
+        assert_eq!(listed.body["items"][0]["card_id"], card.as_str());
+        // Top up, and repeat with the same key: one charge, one credit.
+        let body = json!({"card_id": card, "amount": 10_000});
+        let first = app.money("/v1/topups", &s, &body, "topup-1").await;
+        assert_eq!(first.status, 201, "{first:?}");
+        assert_eq!(first.body["balance"], 10_000);
+        let again = app.money("/v1/topups", &s, &body, "topup-1").await;
+        assert_eq!(again.body, first.body);
+        app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 9_000}), "topup-1").await.assert_problem(409, "idempotency_conflict");
+        app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 0}), "topup-2").await.assert_problem(422, "invalid_amount");
+        let r = Reply::from(app.from(Method::POST, "/v1/topups", &s.ip).bearer_auth(&token).json(&body).send().await.unwrap()).await;
+        r.assert_problem(400, "idempotency_key_required");
+        assert_eq!(app.wallet(&s).await["balance"], 10_000);
+
+        // Pay by code at the till.
+        let code = app.payment_code(&s).await;
+        assert!(code.starts_with("4649") && code.len() == 22, "{code}");
+        let charge = json!({"code": code, "amount": 1_200, "order_ref": "R-1"});
+        let paid = app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&charge), Some("pos-1")).await;
+        assert_eq!(paid.status, 201, "{paid:?}");
+        assert_eq!(paid.body["status"], "succeeded");
+        let payment = paid.body["payment_id"].as_str().unwrap().to_string();
+        // The same request again (a POS retry) is the same answer; the code itself is spent.
+        assert_eq!(app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&charge), Some("pos-1")).await.body, paid.body);
+        app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&charge), Some("pos-2")).await.assert_problem(410, "code_expired");
+        // Pay a store by its QR code.
+        let r = app.money("/v1/payments", &s, &json!({"store_qr": store_qr, "amount": 500}), "qr-1").await;
+        assert_eq!(r.status, 201, "{r:?}");
+        assert_eq!(r.body["merchant"]["name"], "Omamori Demo Mart");
+        let w = app.wallet(&s).await;
+        assert_eq!(w["balance"], 10_000 - 1_200 - 500);
+        assert_eq!(w["spent"]["today"], 1_700);
+        // Refund part, refuse an over-refund, then reverse the rest of the charge.
+        let r = app.pos(Method::POST, &format!("/v1/pos/payments/{payment}/refunds"), &terminal, Some(&json!({"amount": 300})), Some("rf-1")).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let r = app.pos(Method::POST, &format!("/v1/pos/payments/{payment}/refunds"), &terminal, Some(&json!({"amount": 901})), Some("rf-2")).await;
+        r.assert_problem(422, "refund_exceeds_payment");
+        let view = app.pos(Method::GET, &format!("/v1/pos/payments/{payment}"), &terminal, None, None).await;
+        assert_eq!(view.body["refunded"], 300);
+        assert_eq!(view.body["refunds"].as_array().unwrap().len(), 1);
+        let r = app.pos(Method::POST, "/v1/pos/reversals", &terminal, Some(&json!({"idempotency_key": "pos-1"})), None).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body["payment_id"], payment.as_str());
+        // Reversing twice changes nothing; a key that charged nothing is a no-op and blocks a late charge.
+        app.pos(Method::POST, "/v1/pos/reversals", &terminal, Some(&json!({"idempotency_key": "pos-1"})), None).await;
+        let r = app.pos(Method::POST, "/v1/pos/reversals", &terminal, Some(&json!({"idempotency_key": "never-sent"})), None).await;
+        assert_eq!(r.body, json!({"status": "reversed"}));
+        let late = json!({"code": app.payment_code(&s).await, "amount": 100});
+        app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&late), Some("never-sent")).await.assert_problem(409, "payment_reversed");
+        assert_eq!(app.wallet(&s).await["balance"], 10_000 - 500);
+
+        // History, newest first, with running balances; and the CSV.
+        let h = app.authed(Method::GET, "/v1/transactions", &token, None, &s.ip).await;
+        let items = h.body["items"].as_array().unwrap();
+        let kinds: Vec<&str> = items.iter().map(|i| i["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, vec!["reversal", "refund", "payment", "payment", "topup"], "{h:?}");
+        assert_eq!(items[0]["balance_after"], 9_500);
+        assert_eq!(items[2]["amount"], -500);
+        assert_eq!(items[2]["counterparty"], "Omamori Demo Mart");
+        assert_eq!(items[4]["amount"], 10_000);
+        let csv = Reply::from(app.from(Method::GET, "/v1/transactions.csv", &s.ip).bearer_auth(&token).send().await.unwrap()).await;
+        assert!(csv.content_type().starts_with("text/csv"));
+        let lines: Vec<&str> = csv.text.lines().collect();
+        assert_eq!(lines[0], "id,created_at,kind,amount,currency,balance_after,counterparty");
+        assert_eq!(lines.len(), 6);
+        assert!(lines[3].contains(",payment,-500,JPY,8300,\"Omamori Demo Mart\""), "{}", lines[3]);
+        // Every money event told the shopper; the merchant sees its payments.
+        let notices = app.authed(Method::GET, "/v1/notifications", &token, None, &s.ip).await;
+        let kinds: Vec<&str> = notices.body["items"].as_array().unwrap().iter().map(|n| n["kind"].as_str().unwrap()).collect();
+        for k in ["topup", "payment", "refund", "reversal", "card_linked"] {
+            assert!(kinds.contains(&k), "no {k} notice: {kinds:?}");
+        }
+        let list = app.pos(Method::GET, "/v1/pos/payments", &terminal, None, None).await;
+        assert!(list.body["items"].as_array().unwrap().len() >= 2);
+        let out = app.omamori(&["admin", "verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+
+    async fn codes_expire_are_replaced_and_cannot_be_guessed(app: TestApp) {
+        let terminal = app.sandbox_doc()["terminal_key"].as_str().unwrap().to_string();
+        let (s, _) = app.funded_shopper(5_000).await;
+        // Used after 60 seconds.
+        let code = app.payment_code(&s).await;
+        app.advance_clock(61).await;
+        let r = app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": code, "amount": 100})), Some("late")).await;
+        r.assert_problem(410, "code_expired");
+        // A new code for the same device replaces the old one.
+        let old = app.payment_code(&s).await;
+        let new = app.payment_code(&s).await;
+        app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": old, "amount": 100})), Some("old")).await
+            .assert_problem(410, "code_expired");
+        assert_eq!(app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": new, "amount": 100})), Some("new")).await.status, 201);
+        // A rogue terminal guessing codes: five unknown codes, then ten minutes of refusal and an alert.
+        for i in 0..5 {
+            let guess = format!("4649{:018}", 123_456_789_000u64 + i);
+            app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": guess, "amount": 100})), Some(&format!("g{i}"))).await
+                .assert_problem(422, "code_invalid");
+        }
+        let fresh = app.payment_code(&s).await;
+        let r = app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": fresh, "amount": 100})), Some("after")).await;
+        r.assert_problem(429, "too_many_attempts");
+        let alerts = app.alerts().await;
+        assert!(alerts.iter().any(|a| a["kind"] == "unknown_payment_codes"), "{alerts:?}");
+        app.advance_clock(10 * 60 + 1).await;
+        let fresh = app.payment_code(&s).await;
+        assert_eq!(app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": fresh, "amount": 100})), Some("later")).await.status, 201);
+        // Only the code's owner can draw it; nobody can pay with a stolen drawing after use.
+        let other = { let mut o = app.register().await; app.log_in(&mut o).await; o };
+        let r = app.authed(Method::GET, &format!("/v1/payment-codes/{fresh}/qr.svg"), other.session.as_ref().unwrap(), None, &other.ip).await;
+        r.assert_problem(404, "not_found");
+        // Wrong keys are refused.
+        app.pos(Method::POST, "/v1/pos/payments", "tk_not-a-key", Some(&json!({"code": fresh, "amount": 1})), Some("x")).await
+            .assert_problem(401, "unauthenticated");
+        app.pos(Method::POST, "/v1/pos/payments", s.session.as_ref().unwrap(), Some(&json!({"code": fresh, "amount": 1})), Some("x")).await
+            .assert_problem(403, "forbidden");
+    }
+
+    async fn eight_concurrent_payments_against_a_balance_for_five(app: TestApp) {
+        let store_qr = app.sandbox_doc()["store_qr"].as_str().unwrap().to_string();
+        let (s, _) = app.funded_shopper(5_000).await;
+        let app = Arc::new(app);
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let (app, s, qr) = (app.clone(), s.clone(), store_qr.clone());
+            tasks.push(tokio::spawn(async move { app.money("/v1/payments", &s, &json!({"store_qr": qr, "amount": 1_000}), &format!("p{i}")).await }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            let r = t.await.unwrap();
+            match r.status.as_u16() {
+                201 => ok += 1,
+                402 => assert_eq!(r.body["code"], "insufficient_funds"),
+                _ => panic!("unexpected {r:?}"),
+            }
+        }
+        assert_eq!(ok, 5);
+        assert_eq!(app.wallet(&s).await["balance"], 0);
+        let out = app.omamori(&["admin", "verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+
+    async fn card_testing_and_a_card_on_a_second_wallet_are_refused(app: TestApp) {
+        let mut s = app.register().await;
+        app.log_in(&mut s).await;
+        // The same declined card, again and again: three strikes for the card, on any wallet.
+        for _ in 0..3 {
+            app.link_card(&s, "4000000000000002").await.assert_problem(402, "card_declined");
+        }
+        let mut other = app.register().await;
+        app.log_in(&mut other).await;
+        app.link_card(&other, "4000000000000002").await.assert_problem(429, "too_many_attempts");
+        // Different stolen numbers from one wallet: five failed checks a day.
+        for _ in 0..2 {
+            app.link_card(&s, "4242424242424241").await.assert_problem(422, "invalid_card");
+        }
+        let r = app.link_card(&s, &test_card()).await;
+        r.assert_problem(429, "too_many_attempts");
+        // A card belongs to one wallet for good.
+        let number = test_card();
+        let (owner, _) = app.funded_shopper(0).await;
+        assert_eq!(app.link_card(&owner, &number).await.status, 201);
+        let mut thief = app.register().await;
+        app.log_in(&mut thief).await;
+        let r = app.link_card(&thief, &number).await;
+        r.assert_problem(422, "card_not_allowed");
+        assert!(!r.text.contains(&number[6..]), "an error echoed the card number");
+        // At most 2 new cards a day (the owner has just added a second).
+        app.link_card(&owner, &test_card()).await.assert_problem(422, "card_limit_reached");
+    }
+
+    async fn a_card_whose_issuer_asks_for_a_challenge(app: TestApp) {
+        let mut s = app.register().await;
+        app.log_in(&mut s).await;
+        let r = app.link_card(&s, "4000000000003220").await;
+        assert_eq!(r.status, 202, "{r:?}");
+        assert_eq!(r.body["status"], "pending_challenge");
+        let challenge = r.body["challenge_id"].as_str().unwrap().to_string();
+        let card = r.body["card_id"].as_str().unwrap().to_string();
+        // Not usable before the challenge.
+        app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 1000}), "t").await.assert_problem(422, "card_not_found");
+        let r = app.pass_sms_challenge(&challenge, &s.phone, &s.ip).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body["status"], "active");
+        assert_eq!(app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 1000}), "t2").await.status, 201);
+    }
+
+    async fn money_adding_actions_during_cooling_off(app: TestApp) {
+        let (mut s, card) = app.funded_shopper(0).await;
+        // A password reset starts 72 hours of cooling-off.
+        let r = app.post_from("/v1/password-reset", &json!({"login": s.phone}), &s.ip).await;
+        let reset = r.body["reset_id"].as_str().unwrap().to_string();
+        let (sms, email) = (app.code_for(&s.phone, "reset_code").await, app.code_for(&s.email, "reset_code").await);
+        s.password = strong_password();
+        let r = app.post_from(&format!("/v1/password-reset/{reset}/complete"), &json!({"sms_code": sms, "email_code": email, "new_password": s.password}), &s.ip).await;
+        assert_eq!(r.status, 204, "{r:?}");
+        app.log_in(&mut s).await;
+        app.link_card(&s, &test_card()).await.assert_problem(403, "cooling_off");
+        app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 10_001}), "big").await.assert_problem(422, "limit_exceeded");
+        assert_eq!(app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 10_000}), "ok").await.status, 201);
+        app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 1}), "more").await.assert_problem(422, "limit_exceeded");
+        let body = json!({"daily": 200_000});
+        app.authed(Method::PUT, "/v1/wallet/limits", s.session.as_ref().unwrap(), Some(&body), &s.ip).await.assert_problem(403, "cooling_off");
+        // After 72 hours it is over.
+        app.advance_clock(72 * 3600 + 60).await;
+        app.log_in(&mut s).await;
+        assert_eq!(app.link_card(&s, &test_card()).await.status, 201);
+    }
+
+    async fn limits_and_velocity(app: TestApp) {
+        let store_qr = app.sandbox_doc()["store_qr"].as_str().unwrap().to_string();
+        let (s, card) = app.funded_shopper(20_000).await;
+        let token = s.session.clone().unwrap();
+        // Lowering is immediate and enforced atomically with the debit.
+        let r = app.authed(Method::PUT, "/v1/wallet/limits", &token, Some(&json!({"per_payment": 1_000})), &s.ip).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let r = app.money("/v1/payments", &s, &json!({"store_qr": store_qr, "amount": 1_500}), "over").await;
+        r.assert_problem(402, "limit_exceeded");
+        assert_eq!(r.body["limit"], "per_payment");
+        assert_eq!(app.money("/v1/payments", &s, &json!({"store_qr": store_qr, "amount": 1_000}), "under").await.status, 201);
+        // Raising needs a fresh step-up.
+        app.advance_clock(6 * 60).await;
+        let r = app.authed(Method::PUT, "/v1/wallet/limits", &token, Some(&json!({"per_payment": 5_000})), &s.ip).await;
+        r.assert_problem(403, "step_up_required");
+        app.authed(Method::PUT, "/v1/wallet/limits", &token, Some(&json!({"per_payment": 900_000})), &s.ip).await
+            .assert_problem(422, "invalid_amount");
+        // At most 2 top-ups in 10 minutes (7pay's thieves made three in one minute).
+        let (s2, card2) = app.funded_shopper(1_000).await;
+        assert_eq!(app.money("/v1/topups", &s2, &json!({"card_id": card2, "amount": 1_000}), "v2").await.status, 201);
+        app.money("/v1/topups", &s2, &json!({"card_id": card2, "amount": 1_000}), "v3").await.assert_problem(429, "too_many_attempts");
+        let _ = card;
+        // A store QR that was tampered with is refused precisely.
+        let mut bad = store_qr.clone();
+        bad.replace_range(bad.len() - 1.., "0");
+        let r = app.money("/v1/payments", &s, &json!({"store_qr": bad, "amount": 100}), "bad-qr").await;
+        assert!(r.body["code"] == "qr_bad_crc" || bad == store_qr, "{r:?}");
+        app.money("/v1/payments", &s, &json!({"store_qr": "hello", "amount": 100}), "junk").await.assert_problem(422, "qr_bad_crc");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drawn_payment_code_is_read_back_by_a_real_reader() {
+    let have = |tool: &str| {
+        std::process::Command::new("which").arg(tool).output().map(|o| o.status.success()).unwrap_or(false)
+    };
+    if !have("zbarimg") || !have("rsvg-convert") {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true but zbarimg or rsvg-convert is missing: install zbar-tools and librsvg2-bin");
+        }
+        eprintln!("skipping: zbarimg (zbar-tools) or rsvg-convert (librsvg2-bin) is not installed");
+        return;
+    }
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let mut s = app.register().await;
+    app.log_in(&mut s).await;
+    let code = app.payment_code(&s).await;
+    let r = app
+        .authed(Method::GET, &format!("/v1/payment-codes/{code}/qr.svg"), s.session.as_ref().unwrap(), None, &s.ip)
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.content_type(), "image/svg+xml");
+    let svg = app.data_dir.0.join("code.svg");
+    let png = app.data_dir.0.join("code.png");
+    std::fs::write(&svg, &r.text).unwrap();
+    let status =
+        std::process::Command::new("rsvg-convert").args(["--zoom=8", "-o"]).arg(&png).arg(&svg).status().unwrap();
+    assert!(status.success());
+    let out = std::process::Command::new("zbarimg").args(["--raw", "-q"]).arg(&png).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), code);
+}
