@@ -216,12 +216,135 @@ pub async fn login(
     Ok(())
 }
 
-/// One HTTP/1.1 POST over a fresh connection; answers the status code.
-async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> anyhow::Result<u16> {
+/// `omamori bench pos`: POS payments per second over HTTP. The server runs in this process in
+/// sandbox mode (for its demo store and terminal key) on the given database; shoppers are made
+/// directly in the database with funded wallets and one fresh payment code each; then the codes
+/// are charged at the terminal over loopback HTTP, `concurrency` at a time. Each payment is the
+/// whole production path: terminal key, idempotency, code redemption, limits, journal entry,
+/// payment row and notice in one transaction.
+pub async fn pos(
+    mut config: crate::config::Config,
+    database_url: Option<String>,
+    payments: u64,
+    concurrency: u64,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(payments >= 1 && concurrency >= 1, "need payments and concurrency >= 1");
+    let dir = std::env::temp_dir().join(format!("omamori-bench-{}", uuid::Uuid::new_v4()));
+    let _tmp = TempDir(dir.clone());
+    config.data_dir = dir.clone();
+    config.database_url = database_url;
+    config.listen = "127.0.0.1:0".parse()?;
+    config.sandbox = true;
+    config.environment = crate::config::Environment::Development;
+    config.database_max_connections = (concurrency as u32 + 4).max(8);
+    let app = crate::app::Application::build(config).await?;
+    let addr = app.local_addr();
+    let state = app.state().clone();
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sandbox.json"))?)?;
+    let terminal_key = doc["terminal_key"].as_str().unwrap_or_default().to_string();
+    let server = tokio::spawn(app.run_until(std::future::pending()));
+
+    // Shoppers with ¥100,000 each and one code each, made just before the timed run (codes live 60 s).
+    let now = state.clock.now_ms();
+    let mut codes = Vec::with_capacity(payments as usize);
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    {
+        let mut tx = state.db.begin().await?;
+        let funding = crate::payments::topups::funding_account(&mut tx, now).await?;
+        for i in 0..payments {
+            let user_id = format!("usr_bench_{run}_{i}");
+            let wallet =
+                ledger::create_account(&mut tx, AccountKind::Wallet, Currency::Jpy, Some(&user_id), now).await?;
+            ledger::post(
+                &mut tx,
+                &NewEntry::transfer(EntryKind::Adjustment, "bench-funding", funding, wallet, Yen(100_000)),
+                now,
+            )
+            .await?;
+            sqlx::query(
+                "INSERT INTO users (id, phone, email, password_hash, wallet_account_id, credentials_changed_at, created_at) \
+                 VALUES ($1, $2, $3, 'bench', $4, $5, $5)",
+            )
+            .bind(&user_id)
+            .bind(format!("+8170{:08}{}", i, &run[..2]))
+            .bind(format!("bench-{run}-{i}@example.jp"))
+            .bind(wallet.0)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let code = crate::payments::pos::new_code(
+                &mut tx,
+                &state.config.payment_code_prefix,
+                &user_id,
+                "bench-device",
+                now,
+            )
+            .await?;
+            codes.push(code["code"].as_str().unwrap_or_default().to_string());
+        }
+        tx.commit().await?;
+    }
+    let codes = Arc::new(codes);
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (codes, next, key, run) = (codes.clone(), next.clone(), terminal_key.clone(), run.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= payments {
+                    break;
+                }
+                let body = format!(r#"{{"code":"{}","amount":100}}"#, codes[i as usize]);
+                let headers =
+                    [("Authorization", format!("Bearer {key}")), ("Idempotency-Key", format!("bench-{run}-{i}"))];
+                let t0 = Instant::now();
+                let status = post_json_with(addr, "/v1/pos/payments", &body, &headers).await?;
+                anyhow::ensure!(status == 201, "a payment answered {status}");
+                latencies.push(t0.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    let mut latencies: Vec<Duration> = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    let elapsed = started.elapsed();
+    server.abort();
+    latencies.sort();
+    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
+    let problems = ledger::verify(&state.db).await?;
+    println!("omamori bench pos: {} backend", state.db.backend().name());
+    println!("machine: {}", machine());
+    println!(
+        "payments: {payments} POS charges over HTTP at concurrency {concurrency}: {:.0} payments/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        payments as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
+    println!(
+        "ledger verify after the run: {}",
+        if problems.is_empty() { "clean".to_string() } else { format!("{} problem(s)", problems.len()) }
+    );
+    anyhow::ensure!(problems.is_empty(), "the ledger did not verify after the benchmark");
+    Ok(())
+}
+
+async fn post_json_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+    headers: &[(&str, String)],
+) -> anyhow::Result<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await?;
@@ -229,6 +352,11 @@ async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> anyhow
     stream.read_to_end(&mut response).await?;
     let text = String::from_utf8_lossy(&response);
     text.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| anyhow::anyhow!("no HTTP status in the answer"))
+}
+
+/// One HTTP/1.1 POST over a fresh connection; answers the status code.
+async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> anyhow::Result<u16> {
+    post_json_with(addr, path, body, &[]).await
 }
 
 /// CPU model and count, for the report.

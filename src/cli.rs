@@ -51,6 +51,65 @@ enum AdminCommand {
         #[command(subcommand)]
         command: OperatorCommand,
     },
+    /// Merchants.
+    Merchant {
+        #[command(subcommand)]
+        command: MerchantCommand,
+    },
+    /// Stores of a merchant.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+    /// POS terminals and their keys.
+    Terminal {
+        #[command(subcommand)]
+        command: TerminalCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MerchantCommand {
+    /// Creates a merchant and prints its id.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// ISO 18245 merchant category code (four digits).
+        #[arg(long)]
+        category: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Creates a store and prints its id and QR payload.
+    Create {
+        #[arg(long)]
+        merchant: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        city: String,
+        #[arg(long)]
+        postal_code: Option<String>,
+        /// Overrides the merchant's category.
+        #[arg(long)]
+        category: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TerminalCommand {
+    /// Issues a terminal key for a store and prints it, once.
+    Create {
+        #[arg(long)]
+        store: String,
+    },
+    /// Revokes a terminal key at once.
+    Revoke {
+        #[arg(long)]
+        terminal: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -82,6 +141,19 @@ enum BenchCommand {
         /// How many wallets the transfers move money between.
         #[arg(long, default_value_t = 100)]
         wallets: u64,
+    },
+    /// POS payments per second over HTTP (codes charged at the demo store's terminal).
+    Pos {
+        /// Where to run; defaults to a fresh SQLite file in a temporary folder. Point it at a
+        /// scratch database: the benchmark creates its own shoppers there.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// How many payments to make.
+        #[arg(long, default_value_t = 2000)]
+        payments: u64,
+        /// How many payments run at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: u64,
     },
     /// Password checks per second (Argon2id, as configured) and HTTP login latency.
     Login {
@@ -131,6 +203,12 @@ pub fn run() -> ExitCode {
             Command::Admin { command: AdminCommand::Verify } => verify(config).await,
             Command::Admin { command: AdminCommand::Operator { command: OperatorCommand::Create { email, role } } } => {
                 create_operator(config, &email, &role).await
+            }
+            Command::Admin { command: AdminCommand::Merchant { command } } => merchant_command(config, command).await,
+            Command::Admin { command: AdminCommand::Store { command } } => store_command(config, command).await,
+            Command::Admin { command: AdminCommand::Terminal { command } } => terminal_command(config, command).await,
+            Command::Bench { command: BenchCommand::Pos { database_url, payments, concurrency } } => {
+                crate::bench::pos(config, database_url, payments, concurrency).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Bench { command: BenchCommand::Login { logins, concurrency, checks } } => {
                 crate::bench::login(config, logins, concurrency, checks).await.map(|()| ExitCode::SUCCESS)
@@ -235,6 +313,63 @@ async fn create_operator(config: Config, email: &str, role: &str) -> anyhow::Res
     );
     state.db.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A service error as one line for the terminal.
+fn cli_error(e: crate::http::ApiError) -> anyhow::Error {
+    anyhow::anyhow!("{} ({})", e.detail, e.code)
+}
+
+async fn merchant_command(config: Config, command: MerchantCommand) -> anyhow::Result<ExitCode> {
+    let state = crate::app::AppState::build(config).await?;
+    let MerchantCommand::Create { name, category } = command;
+    let id = crate::merchants::create_merchant(&state.db, &name, &category, state.clock.now_ms())
+        .await
+        .map_err(cli_error)?;
+    println!("merchant_id: {id}");
+    state.db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn store_command(config: Config, command: StoreCommand) -> anyhow::Result<ExitCode> {
+    let state = crate::app::AppState::build(config).await?;
+    let StoreCommand::Create { merchant, name, city, postal_code, category } = command;
+    let store = crate::merchants::NewStore {
+        name: &name,
+        city: &city,
+        postal_code: postal_code.as_deref(),
+        category: category.as_deref(),
+    };
+    let (id, qr) =
+        crate::merchants::create_store(&state.db, &merchant, store, state.clock.now_ms()).await.map_err(cli_error)?;
+    println!("store_id: {id}");
+    println!("store_qr: {qr}");
+    state.db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn terminal_command(config: Config, command: TerminalCommand) -> anyhow::Result<ExitCode> {
+    let state = crate::app::AppState::build(config).await?;
+    let now = state.clock.now_ms();
+    let code = match command {
+        TerminalCommand::Create { store } => {
+            let (id, key) = crate::merchants::create_terminal(&state.db, &store, now).await.map_err(cli_error)?;
+            println!("terminal_id: {id}");
+            println!("key (shown once; configure it in the POS now): {key}");
+            ExitCode::SUCCESS
+        }
+        TerminalCommand::Revoke { terminal } => {
+            if crate::merchants::revoke_terminal(&state.db, &terminal, now).await.map_err(cli_error)? {
+                println!("terminal {terminal} revoked");
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("omamori: there is no such active terminal");
+                ExitCode::FAILURE
+            }
+        }
+    };
+    state.db.close().await;
+    Ok(code)
 }
 
 async fn verify(config: Config) -> anyhow::Result<ExitCode> {

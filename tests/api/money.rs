@@ -170,6 +170,50 @@ both_backends! {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     }
 
+    async fn concurrent_refunds_never_overshoot_the_payment(app: TestApp) {
+        let terminal = app.sandbox_doc()["terminal_key"].as_str().unwrap().to_string();
+        let (s, _) = app.funded_shopper(5_000).await;
+        let code = app.payment_code(&s).await;
+        let paid = app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": code, "amount": 1_000})), Some("rf")).await;
+        let payment = paid.body["payment_id"].as_str().unwrap().to_string();
+        let app = Arc::new(app);
+        let mut tasks = Vec::new();
+        for i in 0..6 {
+            let (app, terminal, payment) = (app.clone(), terminal.clone(), payment.clone());
+            tasks.push(tokio::spawn(async move {
+                app.pos(Method::POST, &format!("/v1/pos/payments/{payment}/refunds"), &terminal, Some(&json!({"amount": 300})), Some(&format!("r{i}"))).await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            let r = t.await.unwrap();
+            match r.status.as_u16() {
+                201 => ok += 1,
+                422 => assert_eq!(r.body["code"], "refund_exceeds_payment"),
+                _ => panic!("unexpected {r:?}"),
+            }
+        }
+        assert_eq!(ok, 3, "three refunds of 300 fit in 1000");
+        assert_eq!(app.wallet(&s).await["balance"], 5_000 - 1_000 + 900);
+        // Another merchant's terminal cannot see or refund it.
+        let op = app.operator_session(0).await;
+        let m = app.authed(Method::POST, "/v1/admin/merchants", &op, Some(&json!({"name": "Other Shop", "category": "5812"})), OPERATOR_IP).await;
+        assert_eq!(m.status, 201, "{m:?}");
+        let st = app.authed(Method::POST, &format!("/v1/admin/merchants/{}/stores", m.body["merchant_id"].as_str().unwrap()), &op,
+            Some(&json!({"name": "Other", "city": "Osaka"})), OPERATOR_IP).await;
+        assert_eq!(st.status, 201, "{st:?}");
+        assert!(st.body["store_qr"].as_str().unwrap().starts_with("000201010211"));
+        let t = app.authed(Method::POST, &format!("/v1/admin/stores/{}/terminals", st.body["store_id"].as_str().unwrap()), &op, None, OPERATOR_IP).await;
+        let other_key = t.body["key"].as_str().unwrap().to_string();
+        app.pos(Method::GET, &format!("/v1/pos/payments/{payment}"), &other_key, None, None).await.assert_problem(404, "not_found");
+        app.pos(Method::POST, &format!("/v1/pos/payments/{payment}/refunds"), &other_key, Some(&json!({"amount": 1})), Some("x")).await
+            .assert_problem(404, "not_found");
+        // A revoked key is refused at once.
+        let r = app.authed(Method::DELETE, &format!("/v1/admin/terminals/{}", t.body["terminal_id"].as_str().unwrap()), &op, None, OPERATOR_IP).await;
+        assert_eq!(r.status, 204);
+        app.pos(Method::GET, "/v1/pos/payments", &other_key, None, None).await.assert_problem(401, "unauthenticated");
+    }
+
     async fn card_testing_and_a_card_on_a_second_wallet_are_refused(app: TestApp) {
         let mut s = app.register().await;
         app.log_in(&mut s).await;
@@ -297,4 +341,49 @@ async fn the_drawn_payment_code_is_read_back_by_a_real_reader() {
     assert!(status.success());
     let out = std::process::Command::new("zbarimg").args(["--raw", "-q"]).arg(&png).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), code);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchants_stores_and_terminals_from_the_command_line() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let line = |out: &std::process::Output, prefix: &str| -> String {
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {stdout}"))
+            .to_string()
+    };
+    let merchant = line(
+        &app.omamori(&["admin", "merchant", "create", "--name", "Kissa Hoshi", "--category", "5814"]),
+        "merchant_id: ",
+    );
+    let out = app.omamori(&[
+        "admin",
+        "store",
+        "create",
+        "--merchant",
+        &merchant,
+        "--name",
+        "喫茶ほし 神田",
+        "--city",
+        "Tokyo",
+        "--postal-code",
+        "101-0041",
+    ]);
+    let store = line(&out, "store_id: ");
+    let qr = line(&out, "store_qr: ");
+    assert_eq!(omamori::merchants::qr::parse(&qr).unwrap().merchant_name, "喫茶ほし 神田");
+    let out = app.omamori(&["admin", "terminal", "create", "--store", &store]);
+    let terminal = line(&out, "terminal_id: ");
+    let key = line(&out, "key (shown once; configure it in the POS now): ");
+    let r = app.pos(Method::GET, "/v1/pos/payments", &key, None, None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    // Bad input is one clear line and status 1; a revoked key stops working at once.
+    let out = app.omamori(&["admin", "merchant", "create", "--name", "X", "--category", "54a1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_category"));
+    line(&app.omamori(&["admin", "terminal", "revoke", "--terminal", &terminal]), "terminal ");
+    app.pos(Method::GET, "/v1/pos/payments", &key, None, None).await.assert_problem(401, "unauthenticated");
 }
