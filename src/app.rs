@@ -47,7 +47,7 @@ impl AppState {
             hasher,
             geo: Arc::new(geo),
             processor: config_sandbox.then(|| {
-                Arc::new(crate::payments::processor::SandboxProcessor)
+                Arc::new(crate::payments::processor::SandboxProcessor::default())
                     as Arc<dyn crate::payments::processor::CardProcessor>
             }),
         })

@@ -332,15 +332,38 @@ pub async fn release(db: &Db, claim: &Claim) {
     }
 }
 
-/// Whether a key is still being worked on (`Some(true)`), finished (`Some(false)`), or unknown.
-pub async fn running(db: &Db, caller: &str, key: &str) -> Result<Option<bool>, sqlx::Error> {
-    let state: Option<String> =
-        sqlx::query_scalar("SELECT state FROM idempotency_keys WHERE caller = $1 AND idem_key = $2")
-            .bind(caller)
-            .bind(key)
-            .fetch_optional(db.pool())
-            .await?;
-    Ok(state.map(|s| s == "running"))
+/// Whether a key is held by a request still running (its lease not yet run out).
+pub async fn running(db: &Db, caller: &str, key: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM idempotency_keys WHERE caller = $1 AND idem_key = $2 AND state = 'running' AND lease_until > $3",
+    )
+    .bind(caller)
+    .bind(key)
+    .bind(now)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(n > 0)
+}
+
+/// Turns a key whose claimant died (lease run out) into a tombstone with `answer`, so that no
+/// later repeat can take the key over and do the work after all.
+pub async fn entomb(db: &Db, caller: &str, key: &str, answer: &ApiError, now: i64) -> Result<(), sqlx::Error> {
+    let body = answer.body().to_string();
+    store::write_one(db, || {
+        sqlx::query(
+            "UPDATE idempotency_keys SET fingerprint = $1, state = 'done', status = $2, content_type = $3, body = $4 \
+             WHERE caller = $5 AND idem_key = $6 AND state = 'running' AND lease_until <= $7",
+        )
+        .bind(TOMBSTONE)
+        .bind(answer.status.as_u16() as i64)
+        .bind(PROBLEM_JSON)
+        .bind(&body)
+        .bind(caller)
+        .bind(key)
+        .bind(now)
+    })
+    .await
+    .map(|_| ())
 }
 
 /// Deletes answers older than the retention period; returns how many.

@@ -56,7 +56,7 @@ CREATE TABLE topups (
     card_id          TEXT    NOT NULL REFERENCES cards (id),
     amount           BIGINT  NOT NULL CHECK (amount > 0),
     currency         TEXT    NOT NULL CHECK (currency = 'JPY'),
-    status           TEXT    NOT NULL CHECK (status IN ('pending', 'succeeded', 'declined', 'held')),
+    status           TEXT    NOT NULL CHECK (status IN ('pending', 'succeeded', 'declined', 'held', 'abandoned')),
     processor_ref    TEXT,
     idem_key         TEXT    NOT NULL,
     device_id        TEXT    NOT NULL,
@@ -96,7 +96,8 @@ CREATE TABLE payments (
 );
 CREATE INDEX payments_user ON payments (user_id, created_at);
 CREATE INDEX payments_merchant ON payments (merchant_id, created_at);
-CREATE INDEX payments_terminal_key ON payments (terminal_id, idem_key);
+-- A terminal's Idempotency-Key names at most one charge (store-QR payments have no terminal).
+CREATE UNIQUE INDEX payments_terminal_key ON payments (terminal_id, idem_key);
 
 CREATE TABLE refunds (
     id          TEXT    PRIMARY KEY,

@@ -68,49 +68,43 @@ pub async fn link(
         identity::user_by_id(&mut conn, &session.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?
     };
     identity::ensure_not_cooling_off(&user, now)?;
-    {
-        let mut conn = state.db.pool().acquire().await?;
-        if count(&mut conn, "card_fail_wallet", &user.id, now - DAY_MS).await? >= FAILED_CHECKS_PER_WALLET {
-            return Err(throttle::too_many(DAY_MS));
-        }
-        let cards: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE user_id = $1 AND status <> 'removed'")
-            .bind(&user.id)
-            .fetch_one(&mut *conn)
-            .await?;
-        if cards >= MAX_CARDS {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "card_limit_reached",
-                "a wallet holds at most 5 cards",
-            ));
-        }
-        let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE user_id = $1 AND created_at > $2")
-            .bind(&user.id)
-            .bind(now - DAY_MS)
-            .fetch_one(&mut *conn)
-            .await?;
-        if recent >= NEW_CARDS_PER_DAY {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "card_limit_reached",
-                "at most 2 new cards a day",
-            ));
-        }
-    }
-    // A raw number can be fingerprinted before the processor is asked: a card that failed its
-    // check 3 times today (on any wallet) is not checked again.
+    // A raw number can be fingerprinted before the processor is asked.
     let raw_fingerprint = match &input {
         CardInput::Raw(card) if processor::luhn_valid(card.number.expose()) => {
             Some(processor::fingerprint(&key, &format!("pan:{}", card.number.expose())))
         }
         _ => None,
     };
-    if let Some(fp) = &raw_fingerprint {
-        let mut conn = state.db.pool().acquire().await?;
-        if count(&mut conn, "card_fail_card", fp, now - DAY_MS).await? >= FAILED_CHECKS_PER_CARD {
-            return Err(throttle::too_many(DAY_MS));
+    // The checks, and the attempt counted as a failure until the processor says otherwise, in
+    // one transaction under the wallet's (and the card's) lock: parallel attempts meet the
+    // limits as surely as sequential ones.
+    let provisional: Vec<i64> = store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        tx.lock("cards", &user.id).await?;
+        if let Some(fp) = &raw_fingerprint {
+            tx.lock("card", fp).await?;
         }
-    }
+        if count(&mut tx, "card_fail_wallet", &user.id, now - DAY_MS).await? >= FAILED_CHECKS_PER_WALLET {
+            tx.commit().await?;
+            return Ok::<_, ApiError>(Err(throttle::too_many(DAY_MS)));
+        }
+        if let Some(fp) = &raw_fingerprint
+            && count(&mut tx, "card_fail_card", fp, now - DAY_MS).await? >= FAILED_CHECKS_PER_CARD
+        {
+            tx.commit().await?;
+            return Ok(Err(throttle::too_many(DAY_MS)));
+        }
+        if let Err(e) = card_counts(&mut tx, &user.id, now).await? {
+            return Ok(Err(e));
+        }
+        let mut events = vec![throttle::record(&mut tx, "card_fail_wallet", &user.id, now).await?];
+        if let Some(fp) = &raw_fingerprint {
+            events.push(throttle::record(&mut tx, "card_fail_card", fp, now).await?);
+        }
+        tx.commit().await?;
+        Ok(Ok(events))
+    })
+    .await??;
     let checked = match &input {
         CardInput::Raw(card) => processor.tokenize(card).await,
         CardInput::Token(token) => processor.lookup(token).await,
@@ -120,13 +114,9 @@ pub async fn link(
     let info: CardInfo = match checked {
         Ok(info) => info,
         Err(e) => {
-            let fp = raw_fingerprint.clone();
+            // The provisional failure stands.
             store::retry(|| async {
                 let mut tx = state.db.begin().await?;
-                throttle::record(&mut tx, "card_fail_wallet", &user.id, now).await?;
-                if let Some(fp) = &fp {
-                    throttle::record(&mut tx, "card_fail_card", fp, now).await?;
-                }
                 crate::risk::alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
                 tx.commit().await
             })
@@ -148,10 +138,15 @@ pub async fn link(
     let card_id = new_id("crd");
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
+        tx.lock("cards", &user.id).await?;
         tx.lock("card", &fingerprint).await?;
-        let failures = count(&mut tx, "card_fail_card", &fingerprint, now - DAY_MS).await?;
-        if failures >= FAILED_CHECKS_PER_CARD {
-            return Ok::<_, ApiError>(Err(throttle::too_many(DAY_MS)));
+        // The check passed: it was not a failure.
+        for id in &provisional {
+            sqlx::query("DELETE FROM auth_events WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        }
+        if let Err(e) = card_counts(&mut tx, &user.id, now).await? {
+            tx.commit().await?;
+            return Ok::<_, ApiError>(Err(e));
         }
         let owner: Option<String> = sqlx::query_scalar("SELECT user_id FROM card_fingerprints WHERE fingerprint = $1")
             .bind(&fingerprint)
@@ -242,6 +237,34 @@ pub async fn link(
         Ok(Ok(answer))
     })
     .await?
+}
+
+/// At most 5 cards in a wallet and 2 new ones a day.
+async fn card_counts(conn: &mut Conn, user_id: &str, now: i64) -> Result<Result<(), ApiError>, sqlx::Error> {
+    let cards: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE user_id = $1 AND status <> 'removed'")
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if cards >= MAX_CARDS {
+        return Ok(Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "card_limit_reached",
+            "a wallet holds at most 5 cards",
+        )));
+    }
+    let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE user_id = $1 AND created_at > $2")
+        .bind(user_id)
+        .bind(now - DAY_MS)
+        .fetch_one(&mut *conn)
+        .await?;
+    if recent >= NEW_CARDS_PER_DAY {
+        return Ok(Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "card_limit_reached",
+            "at most 2 new cards a day",
+        )));
+    }
+    Ok(Ok(()))
 }
 
 /// Completes a card whose issuer challenge was verified (called inside the challenge's transaction).

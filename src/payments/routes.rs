@@ -187,29 +187,40 @@ async fn set_limits(
     body: ApiJson<LimitsBody>,
 ) -> Result<Response, ApiError> {
     let now = state.clock.now_ms();
-    let (user, old) = {
+    let user = {
         let mut conn = state.db.pool().acquire().await?;
-        let user = identity::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
-        let old = wallet::limits(&mut conn, &user.id).await?;
-        (user, old)
+        identity::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?
     };
     let b = body.value;
-    let new = wallet::Limits {
-        per_payment: b.per_payment.unwrap_or(old.per_payment),
-        daily: b.daily.unwrap_or(old.daily),
-        monthly: b.monthly.unwrap_or(old.monthly),
-    };
-    wallet::validate(new)?;
-    if wallet::raises(old, new) {
-        identity::recovery::require_step_up(&state, &s, &client.0).await?;
-        identity::ensure_not_cooling_off(&user, now)?;
-    }
-    store::retry(|| async {
+    let stepped_up = s.step_up_at + identity::STEP_UP_TTL_MS > now;
+    // Read, compare and write under the wallet's lock, changing only the fields sent, so that a
+    // concurrent change cannot undo a lowering without a step-up.
+    let outcome = store::retry(|| async {
         let mut tx = state.db.begin().await?;
+        tx.lock("wallet", &user.id).await?;
+        let old = wallet::limits(&mut tx, &user.id).await?;
+        let new = wallet::Limits {
+            per_payment: b.per_payment.unwrap_or(old.per_payment),
+            daily: b.daily.unwrap_or(old.daily),
+            monthly: b.monthly.unwrap_or(old.monthly),
+        };
+        wallet::validate(new)?;
+        if wallet::raises(old, new) {
+            if !stepped_up {
+                return Ok::<_, ApiError>(None);
+            }
+            identity::ensure_not_cooling_off(&user, now)?;
+        }
         wallet::set_limits(&mut tx, &user.id, new, now).await?;
-        tx.commit().await
+        tx.commit().await?;
+        Ok(Some(new))
     })
     .await?;
+    let Some(new) = outcome else {
+        // Raising needs a fresh step-up: this answers 403 with a challenge.
+        identity::recovery::require_step_up(&state, &s, &client.0).await?;
+        return Err(ApiError::internal(anyhow::anyhow!("a stale step-up was accepted")));
+    };
     Ok(axum::Json(json!({"per_payment": new.per_payment, "daily": new.daily, "monthly": new.monthly})).into_response())
 }
 
@@ -553,16 +564,27 @@ async fn pos_list(
     q: Result<Query<CursorQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     const PAGE: i64 = 50;
-    let before = cursor(q)?;
+    let Query(q) = q.map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "the query is not valid"))?;
+    // The cursor is `created_at.id` of the last payment seen: payments in one millisecond are not skipped.
+    let (before_at, before_id) = match q.cursor.as_deref() {
+        None => (i64::MAX, String::new()),
+        Some(c) => c
+            .split_once('.')
+            .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_string())))
+            .filter(|(_, id)| id.len() <= 64)
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not valid"))?,
+    };
     let mut conn = state.db.pool().acquire().await?;
     let store = merchants::store_by_id(&mut conn, &t.0.store_id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
     let rows = sqlx::query(
-        "SELECT id, created_at FROM payments WHERE merchant_id = $1 AND created_at < $2 ORDER BY created_at DESC, id DESC LIMIT $3",
+        "SELECT id, created_at FROM payments WHERE merchant_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
+         ORDER BY created_at DESC, id DESC LIMIT $4",
     )
     .bind(&store.merchant_id)
-    .bind(before.unwrap_or(i64::MAX))
+    .bind(before_at)
+    .bind(if before_id.is_empty() { "~".to_string() } else { before_id })
     .bind(PAGE)
     .fetch_all(&mut *conn)
     .await?;
@@ -570,12 +592,12 @@ async fn pos_list(
     let mut last = None;
     for r in &rows {
         let id: String = r.try_get("id")?;
-        last = Some(r.try_get::<i64, _>("created_at")?);
+        last = Some(format!("{}.{id}", r.try_get::<i64, _>("created_at")?));
         if let Some(v) = pos::payment_view(&mut conn, &id, &store.merchant_id).await? {
             items.push(v);
         }
     }
-    let next = (rows.len() as i64 == PAGE).then(|| last.map(|l| l.to_string())).flatten();
+    let next = if rows.len() as i64 == PAGE { last } else { None };
     Ok(axum::Json(json!({"items": items, "next_cursor": next})).into_response())
 }
 
@@ -639,6 +661,25 @@ async fn pos_refund(
     .await)
 }
 
+/// Reverses the payment a terminal made under `key`, if there is one.
+async fn reverse_charge(state: &AppState, terminal_id: &str, key: &str, now: i64) -> Result<Option<Value>, ApiError> {
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let payment: Option<String> =
+            sqlx::query_scalar("SELECT id FROM payments WHERE terminal_id = $1 AND idem_key = $2")
+                .bind(terminal_id)
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(payment_id) = payment else { return Ok::<_, ApiError>(None) };
+        lock_payment(&mut tx, state, &payment_id).await?;
+        pos::reverse(&mut tx, &payment_id, now).await?;
+        tx.commit().await?;
+        Ok(Some(json!({"payment_id": payment_id, "status": "reversed"})))
+    })
+    .await
+}
+
 /// Serialises the refunds and reversal of one payment (on SQLite the writer lock already does).
 async fn lock_payment(conn: &mut crate::store::Conn, state: &AppState, payment_id: &str) -> Result<(), ApiError> {
     if state.db.backend() == crate::store::Backend::Postgres {
@@ -669,48 +710,42 @@ async fn pos_reversal(
     }
     let caller = format!("terminal:{}", t.0.id);
     let now = state.clock.now_ms();
-    // Claim the charge's key as a tombstone: a charge that arrives later is answered as reversed
-    // instead of charging.
     let tombstone =
         ApiError::decline(StatusCode::CONFLICT, "payment_reversed", "this charge was reversed by the terminal");
-    match idempotency::begin(&state.db, &state.clock, &caller, &key, idempotency::TOMBSTONE).await {
-        Ok(idempotency::Begin::Fresh(claim)) => {
-            idempotency::store_decline(&state.db, &claim, &tombstone).await?;
-            return Ok(axum::Json(json!({"status": "reversed"})).into_response());
+    let answer = 'reversal: {
+        // A charge that happened under the key: reverse it (a second reversal finds it reversed).
+        if let Some(answer) = reverse_charge(&state, &t.0.id, &key, now).await? {
+            break 'reversal answer;
         }
-        Ok(idempotency::Begin::Replay(_)) => {
-            // Reversed before, and nothing was charged under the key.
-            return Ok(axum::Json(json!({"status": "reversed"})).into_response());
-        }
-        // The key holds a charge (another fingerprint): reverse it below, once it has finished.
-        Err(e) if e.code == "idempotency_conflict" => {
-            if idempotency::running(&state.db, &caller, &key).await? == Some(true) {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "idempotency_in_progress",
-                    "the charge is still being processed; repeat the reversal shortly",
-                ));
+        // None happened: claim the key as a tombstone, so that a charge arriving late is
+        // answered as reversed instead of moving money.
+        match idempotency::begin(&state.db, &state.clock, &caller, &key, idempotency::TOMBSTONE).await {
+            Ok(idempotency::Begin::Fresh(claim)) => {
+                idempotency::store_decline(&state.db, &claim, &tombstone).await?;
+                break 'reversal json!({"status": "reversed"});
             }
+            Ok(idempotency::Begin::Replay(_)) => break 'reversal json!({"status": "reversed"}),
+            Err(e) if e.code == "idempotency_conflict" => {
+                // The key holds a charge's answer. Still running: ask the POS to repeat. Finished:
+                // either a payment exists now (loop to reverse it) or it was declined and moved nothing.
+                if idempotency::running(&state.db, &caller, &key, now).await? {
+                    return Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "idempotency_in_progress",
+                        "the charge is still being processed; repeat the reversal shortly",
+                    ));
+                }
+                match reverse_charge(&state, &t.0.id, &key, now).await? {
+                    Some(answer) => break 'reversal answer,
+                    None => {
+                        // A claimant that died holding the key is replaced by the tombstone.
+                        idempotency::entomb(&state.db, &caller, &key, &tombstone, now).await?;
+                        break 'reversal json!({"status": "reversed"});
+                    }
+                }
+            }
+            Err(e) => return Err(e),
         }
-        Err(e) => return Err(e),
-    }
-    let answer = store::retry(|| async {
-        let mut tx = state.db.begin().await?;
-        let payment: Option<String> =
-            sqlx::query_scalar("SELECT id FROM payments WHERE terminal_id = $1 AND idem_key = $2")
-                .bind(&t.0.id)
-                .bind(&key)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let Some(payment_id) = payment else {
-            // The charge under that key was declined: nothing moved.
-            return Ok::<_, ApiError>(json!({"status": "reversed"}));
-        };
-        lock_payment(&mut tx, &state, &payment_id).await?;
-        pos::reverse(&mut tx, &payment_id, now).await?;
-        tx.commit().await?;
-        Ok(json!({"payment_id": payment_id, "status": "reversed"}))
-    })
-    .await?;
+    };
     Ok(axum::Json(answer).into_response())
 }

@@ -28,6 +28,8 @@ const FUNDING_OWNER: &str = "card-processor";
 const TEN_MINUTES_MS: i64 = 10 * 60 * 1000;
 /// A pending top-up older than this is the sweeper's to settle.
 pub const SWEEP_AFTER_MS: i64 = 2 * 60 * 1000;
+/// A pending top-up the processor never heard of is abandoned after this long.
+pub const ABANDON_AFTER_MS: i64 = 60 * 60 * 1000;
 
 /// The account card money arrives through (created on first use).
 pub async fn funding_account(conn: &mut Conn, now: i64) -> Result<AccountId, sqlx::Error> {
@@ -53,21 +55,14 @@ pub async fn create(
         Begin::Replay(response) => return Ok(response),
         Begin::Fresh(claim) => claim,
     };
-    let result = run(state, session, client, key.as_str(), card_id, amount).await;
+    let result = run(state, session, client, key.as_str(), card_id, amount, &claim).await;
     match result {
-        Ok((status, body)) => {
-            let text = body.to_string();
-            store::retry(|| async {
-                let mut tx = state.db.begin().await?;
-                idempotency::complete(&mut tx, &claim, status, "application/json", &text).await?;
-                tx.commit().await?;
-                Ok::<_, ApiError>(())
-            })
-            .await?;
-            Ok((status, axum::Json(body)).into_response())
-        }
+        // The answer was stored with the money (in `settle`).
+        Ok((status, body)) => Ok((status, axum::Json(body)).into_response()),
         Err(e) if e.is_final => {
-            idempotency::store_decline(&state.db, &claim, &e).await?;
+            // A decline found before any row was written (a limit): store it on its own. A
+            // decline from the processor was stored by `settle`; storing again finds no claim.
+            let _ = idempotency::store_decline(&state.db, &claim, &e).await;
             Err(e)
         }
         Err(e) => {
@@ -84,6 +79,7 @@ async fn run(
     idem_key: &str,
     card_id: &str,
     amount: &Value,
+    claim: &idempotency::Claim,
 ) -> Result<(StatusCode, Value), ApiError> {
     let amount = crate::money::parse_amount(amount, state.config.amount_ceiling_yen)
         .map_err(|e| ApiError::invalid_amount(e.to_string()))?;
@@ -91,30 +87,33 @@ async fn run(
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no card processor is configured")
     })?;
     let now = state.clock.now_ms();
-    let mut conn = state.db.pool().acquire().await?;
-    let user =
-        identity::user_by_id(&mut conn, &session.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
-    // A repeat after a crash resumes the top-up it started, never a new one.
+    let user = {
+        let mut conn = state.db.pool().acquire().await?;
+        identity::user_by_id(&mut conn, &session.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?
+    };
+    // A repeat after a crash resumes the top-up it started (its own card and amount), never a
+    // new one, and one that already ended answers as it ended without charging again.
     let existing = sqlx::query("SELECT id, card_id, amount, status FROM topups WHERE user_id = $1 AND idem_key = $2")
         .bind(&user.id)
         .bind(idem_key)
-        .fetch_optional(&mut *conn)
+        .fetch_optional(state.db.pool())
         .await?;
-    let card = sqlx::query("SELECT processor_token FROM cards WHERE id = $1 AND user_id = $2 AND status = 'active'")
-        .bind(card_id)
-        .bind(&user.id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(card) = card else {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "card_not_found",
-            "there is no such active card in your wallet",
-        ));
-    };
-    let token: String = card.try_get("processor_token")?;
     let topup_id = match existing {
-        Some(row) => row.try_get::<String, _>("id")?,
+        Some(row) => {
+            let (id, row_card, row_amount, status): (String, String, i64, String) =
+                (row.try_get("id")?, row.try_get("card_id")?, row.try_get("amount")?, row.try_get("status")?);
+            if row_card != card_id || row_amount != amount.0 {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "idempotency_conflict",
+                    "this Idempotency-Key was already used with a different request",
+                ));
+            }
+            if status != "pending" {
+                return settle(state, &id, ChargeStatus::Unknown, Some(claim)).await;
+            }
+            id
+        }
         None => {
             // Step-up when large or the first top-up on this device.
             let on_device: i64 = sqlx::query_scalar(
@@ -122,15 +121,30 @@ async fn run(
             )
             .bind(&user.id)
             .bind(&session.device_id)
-            .fetch_one(&mut *conn)
+            .fetch_one(state.db.pool())
             .await?;
             if amount.0 > wallet::TOPUP_STEP_UP_ABOVE || on_device == 0 {
                 recovery::require_step_up(state, session, client).await?;
             }
-            check_rules(&mut conn, &user, amount.0, now).await?;
             let id = new_id("top");
-            drop(conn);
-            store::write_one(&state.db, || {
+            // The rules and the pending row in one transaction under the wallet's top-up lock,
+            // so parallel requests cannot all slip under the same cap.
+            store::retry(|| async {
+                let mut tx = state.db.begin().await?;
+                tx.lock("topups", &user.id).await?;
+                let card_ok: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE id = $1 AND user_id = $2 AND status = 'active'")
+                    .bind(card_id)
+                    .bind(&user.id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if card_ok == 0 {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "card_not_found",
+                        "there is no such active card in your wallet",
+                    ));
+                }
+                check_rules(&mut tx, &user, amount.0, now).await?;
                 sqlx::query(
                     "INSERT INTO topups (id, user_id, card_id, amount, currency, status, idem_key, device_id, created_at) \
                      VALUES ($1, $2, $3, $4, 'JPY', 'pending', $5, $6, $7)",
@@ -142,13 +156,25 @@ async fn run(
                 .bind(idem_key)
                 .bind(&session.device_id)
                 .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
             })
             .await?;
             id
         }
     };
-    let charged = processor.charge(&token, amount.0, &topup_id).await;
-    let outcome = match charged {
+    let token: String =
+        sqlx::query_scalar("SELECT c.processor_token FROM topups t JOIN cards c ON c.id = t.card_id WHERE t.id = $1")
+            .bind(&topup_id)
+            .fetch_one(state.db.pool())
+            .await?;
+    let row_amount: i64 = sqlx::query_scalar("SELECT amount FROM topups WHERE id = $1")
+        .bind(&topup_id)
+        .fetch_one(state.db.pool())
+        .await?;
+    let outcome = match processor.charge(&token, row_amount, &topup_id).await {
         Ok(reference) => ChargeStatus::Succeeded { reference },
         Err(ProcessorError::Declined) | Err(ProcessorError::InvalidCard) => ChargeStatus::Declined,
         Err(ProcessorError::Unavailable) => {
@@ -160,11 +186,11 @@ async fn run(
             ));
         }
     };
-    settle(state, &topup_id, outcome).await
+    settle(state, &topup_id, outcome, Some(claim)).await
 }
 
 /// The limits of section 6: per top-up, per Tokyo day (¥10,000 during cooling-off), the balance
-/// ceiling, and at most 2 top-ups in 10 minutes.
+/// ceiling, and at most 2 top-ups in 10 minutes. Pending top-ups count: they may yet succeed.
 async fn check_rules(conn: &mut Conn, user: &identity::User, amount: i64, now: i64) -> Result<(), ApiError> {
     let exceeded = |detail: String| ApiError::decline(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", detail);
     if amount > wallet::TOPUP_MAX {
@@ -187,26 +213,36 @@ async fn check_rules(conn: &mut Conn, user: &identity::User, amount: i64, now: i
         .bind(user.wallet_account_id)
         .fetch_one(&mut *conn)
         .await?;
-    if balance + amount > wallet::BALANCE_MAX {
+    let pending: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM topups WHERE user_id = $1 AND status = 'pending'",
+    )
+    .bind(&user.id)
+    .fetch_one(&mut *conn)
+    .await?;
+    if balance + pending + amount > wallet::BALANCE_MAX {
         return Err(exceeded(format!("a wallet holds at most ¥{}", wallet::BALANCE_MAX)));
     }
     let recent: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND status = 'succeeded' AND created_at > $2",
+        "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND status IN ('pending', 'succeeded') AND created_at > $2",
     )
     .bind(&user.id)
     .bind(now - TEN_MINUTES_MS)
     .fetch_one(&mut *conn)
     .await?;
     if recent >= wallet::TOPUPS_PER_10_MIN {
-        let mut refusal = throttle::too_many(TEN_MINUTES_MS);
-        refusal.is_final = true;
-        return Err(refusal);
+        // Not final: after Retry-After the same request may go through.
+        return Err(throttle::too_many(TEN_MINUTES_MS));
     }
     Ok(())
 }
 
 /// Applies a charge's outcome to a pending top-up, once (later calls find it settled).
-pub async fn settle(state: &AppState, topup_id: &str, outcome: ChargeStatus) -> Result<(StatusCode, Value), ApiError> {
+pub async fn settle(
+    state: &AppState,
+    topup_id: &str,
+    outcome: ChargeStatus,
+    claim: Option<&idempotency::Claim>,
+) -> Result<(StatusCode, Value), ApiError> {
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
@@ -273,8 +309,21 @@ pub async fn settle(state: &AppState, topup_id: &str, outcome: ChargeStatus) -> 
             ("declined", _) => {
                 Err(ApiError::decline(StatusCode::PAYMENT_REQUIRED, "card_declined", "the card was declined"))
             }
+            ("abandoned", _) => Err(ApiError::decline(
+                StatusCode::PAYMENT_REQUIRED,
+                "card_declined",
+                "the card was not charged; this top-up was abandoned",
+            )),
             _ => Ok((StatusCode::ACCEPTED, json!({"topup_id": topup_id, "status": status}))),
         };
+        // The request's answer is stored with the money, in this transaction.
+        if let Some(claim) = claim {
+            let (status, content_type, body) = match &answer {
+                Ok((status, body)) => (*status, "application/json", body.to_string()),
+                Err(decline) => (decline.status, crate::http::error::PROBLEM_JSON, decline.body().to_string()),
+            };
+            idempotency::complete(&mut tx, claim, status, content_type, &body).await?;
+        }
         tx.commit().await?;
         Ok::<_, ApiError>(answer)
     })
@@ -286,7 +335,7 @@ pub async fn sweep(state: &AppState) -> Result<usize, ApiError> {
     let Some(processor) = state.processor.clone() else { return Ok(0) };
     let now = state.clock.now_ms();
     let rows = sqlx::query(
-        "SELECT t.id, c.processor_token FROM topups t JOIN cards c ON c.id = t.card_id \
+        "SELECT t.id, t.created_at, c.processor_token FROM topups t JOIN cards c ON c.id = t.card_id \
          WHERE t.status = 'pending' AND t.created_at < $1 ORDER BY t.created_at LIMIT 100",
     )
     .bind(now - SWEEP_AFTER_MS)
@@ -294,11 +343,25 @@ pub async fn sweep(state: &AppState) -> Result<usize, ApiError> {
     .await?;
     let mut settled = 0;
     for r in rows {
-        let (id, token): (String, String) = (r.try_get("id")?, r.try_get("processor_token")?);
+        let (id, token, created_at): (String, String, i64) =
+            (r.try_get("id")?, r.try_get("processor_token")?, r.try_get("created_at")?);
         match processor.charge_status(&token, &id).await {
-            Ok(ChargeStatus::Unknown) | Err(_) => continue,
+            Ok(ChargeStatus::Unknown) => {
+                // Never charged (the crash came before the charge): after an hour nobody will
+                // charge it any more, so it stops counting against the caps.
+                if now - created_at > ABANDON_AFTER_MS {
+                    store::write_one(&state.db, || {
+                        sqlx::query("UPDATE topups SET status = 'abandoned', settled_at = $1 WHERE id = $2 AND status = 'pending'")
+                            .bind(now)
+                            .bind(&id)
+                    })
+                    .await?;
+                    settled += 1;
+                }
+            }
+            Err(_) => continue,
             Ok(outcome) => {
-                let _ = settle(state, &id, outcome).await;
+                let _ = settle(state, &id, outcome, None).await;
                 settled += 1;
             }
         }
