@@ -214,6 +214,62 @@ both_backends! {
         app.pos(Method::GET, "/v1/pos/payments", &other_key, None, None).await.assert_problem(401, "unauthenticated");
     }
 
+    async fn top_ups_survive_crashes_and_parallel_requests(app: TestApp) {
+        let (s, card) = app.funded_shopper(0).await;
+        // Parallel top-ups with different keys: the velocity rule holds (pending ones count).
+        let app = Arc::new(app);
+        let mut tasks = Vec::new();
+        for i in 0..5 {
+            let (app, s, card) = (app.clone(), s.clone(), card.clone());
+            tasks.push(tokio::spawn(async move { (i, app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 5_000}), &format!("par-{i}")).await) }));
+        }
+        let mut ok = 0;
+        let mut succeeded_key = None;
+        for t in tasks {
+            let (i, r) = t.await.unwrap();
+            match r.status.as_u16() {
+                201 => {
+                    ok += 1;
+                    succeeded_key = Some(format!("par-{i}"));
+                }
+                429 => assert_eq!(r.body["code"], "too_many_attempts"),
+                _ => panic!("unexpected {r:?}"),
+            }
+        }
+        assert_eq!(ok, 2, "the 2-in-10-minutes rule was outrun");
+        assert_eq!(app.wallet(&s).await["balance"], 10_000);
+        // A repeat long after (its stored answer purged) answers from the top-up row: no second charge.
+        sqlx::query("DELETE FROM idempotency_keys").execute(app.db().pool()).await.unwrap();
+        app.advance_clock(11 * 60).await;
+        let again = app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 5_000}), &succeeded_key.unwrap()).await;
+        assert_eq!(again.status, 201, "{again:?}");
+        assert_eq!(app.wallet(&s).await["balance"], 10_000);
+        let balance = |app: Arc<TestApp>, user: String| async move {
+            sqlx::query_scalar::<_, i64>("SELECT a.balance FROM accounts a JOIN users u ON u.wallet_account_id = a.id WHERE u.id = $1")
+                .bind(user).fetch_one(app.db().pool()).await.unwrap()
+        };
+        // A crash left two top-ups pending: one charged before the crash, one never charged.
+        let token: String = sqlx::query_scalar("SELECT processor_token FROM cards WHERE id = $1").bind(&card).fetch_one(app.db().pool()).await.unwrap();
+        let now = app.state.clock.now_ms();
+        for (id, key) in [("top_crash_charged", "k-charged"), ("top_crash_never", "k-never")] {
+            sqlx::query("INSERT INTO topups (id, user_id, card_id, amount, currency, status, idem_key, device_id, created_at) VALUES ($1, $2, $3, 3000, 'JPY', 'pending', $4, 'd', $5)")
+                .bind(id).bind(&s.user_id).bind(&card).bind(key).bind(now).execute(app.db().pool()).await.unwrap();
+        }
+        app.state.processor.as_ref().unwrap().charge(&token, 3_000, "top_crash_charged").await.unwrap();
+        app.advance_clock(3 * 60).await;
+        omamori::payments::topups::sweep(&app.state).await.unwrap();
+        assert_eq!(balance(app.clone(), s.user_id.clone()).await, 13_000, "the charged top-up was not credited");
+        let status: String = sqlx::query_scalar("SELECT status FROM topups WHERE id = 'top_crash_never'").fetch_one(app.db().pool()).await.unwrap();
+        assert_eq!(status, "pending", "a top-up is not given up too soon");
+        app.advance_clock(61 * 60).await;
+        omamori::payments::topups::sweep(&app.state).await.unwrap();
+        let status: String = sqlx::query_scalar("SELECT status FROM topups WHERE id = 'top_crash_never'").fetch_one(app.db().pool()).await.unwrap();
+        assert_eq!(status, "abandoned");
+        assert_eq!(balance(app.clone(), s.user_id.clone()).await, 13_000);
+        let out = app.omamori(&["admin", "verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+
     async fn card_testing_and_a_card_on_a_second_wallet_are_refused(app: TestApp) {
         let mut s = app.register().await;
         app.log_in(&mut s).await;
