@@ -203,6 +203,11 @@ both_backends! {
             Some(&json!({"name": "Other", "city": "Osaka"})), OPERATOR_IP).await;
         assert_eq!(st.status, 201, "{st:?}");
         assert!(st.body["store_qr"].as_str().unwrap().starts_with("000201010211"));
+        assert_eq!(omamori::merchants::qr::parse(st.body["store_qr"].as_str().unwrap()).unwrap().mcc, "5812");
+        // A store may override its merchant's category; a viewer may not onboard merchants.
+        let over = app.authed(Method::POST, &format!("/v1/admin/merchants/{}/stores", m.body["merchant_id"].as_str().unwrap()), &op,
+            Some(&json!({"name": "Other Bar", "city": "Osaka", "category": "5813"})), OPERATOR_IP).await;
+        assert_eq!(omamori::merchants::qr::parse(over.body["store_qr"].as_str().unwrap()).unwrap().mcc, "5813");
         let t = app.authed(Method::POST, &format!("/v1/admin/stores/{}/terminals", st.body["store_id"].as_str().unwrap()), &op, None, OPERATOR_IP).await;
         let other_key = t.body["key"].as_str().unwrap().to_string();
         app.pos(Method::GET, &format!("/v1/pos/payments/{payment}"), &other_key, None, None).await.assert_problem(404, "not_found");
@@ -297,6 +302,28 @@ both_backends! {
         assert!(!r.text.contains(&number[6..]), "an error echoed the card number");
         // At most 2 new cards a day (the owner has just added a second).
         app.link_card(&owner, &test_card()).await.assert_problem(422, "card_limit_reached");
+    }
+
+    async fn large_top_ups_and_a_new_device_need_a_fresh_step_up(app: TestApp) {
+        let (mut s, card) = app.funded_shopper(1_000).await;
+        app.advance_clock(6 * 60).await;
+        // ¥10,000 or less from a device that has topped up before: no step-up.
+        assert_eq!(app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 10_000}), "small").await.status, 201);
+        app.advance_clock(11 * 60).await;
+        app.log_in(&mut s).await;
+        app.advance_clock(6 * 60).await;
+        // Above ¥10,000: a challenge first, then the same request goes through.
+        let r = app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 10_001}), "large").await;
+        r.assert_problem(403, "step_up_required");
+        let v = app.pass_sms_challenge(r.body["challenge_id"].as_str().unwrap(), &s.phone, &s.ip).await;
+        assert_eq!(v.status, 200, "{v:?}");
+        assert_eq!(app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 10_001}), "large").await.status, 201);
+        // The first top-up from a new device also asks, even when small.
+        app.advance_clock(11 * 60).await;
+        s.device_id = "a-new-phone".into();
+        app.log_in(&mut s).await;
+        app.advance_clock(6 * 60).await;
+        app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 100}), "new-device").await.assert_problem(403, "step_up_required");
     }
 
     async fn a_card_whose_issuer_asks_for_a_challenge(app: TestApp) {
