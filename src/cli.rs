@@ -66,6 +66,30 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TerminalCommand,
     },
+    /// Kill switches, from a shell in an emergency (a release always takes two operators in the console).
+    Switch {
+        #[command(subcommand)]
+        command: SwitchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SwitchCommand {
+    /// Engages a switch at once.
+    Engage {
+        /// signups, logins, card_linking, topups, payments or refunds
+        #[arg(long)]
+        name: String,
+        /// global (default), merchant, user, card or country
+        #[arg(long, default_value = "global")]
+        scope_kind: String,
+        #[arg(long, default_value = "")]
+        scope_id: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lists the switches in force.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -207,6 +231,7 @@ pub fn run() -> ExitCode {
             Command::Admin { command: AdminCommand::Merchant { command } } => merchant_command(config, command).await,
             Command::Admin { command: AdminCommand::Store { command } } => store_command(config, command).await,
             Command::Admin { command: AdminCommand::Terminal { command } } => terminal_command(config, command).await,
+            Command::Admin { command: AdminCommand::Switch { command } } => switch_command(config, command).await,
             Command::Bench { command: BenchCommand::Pos { database_url, payments, concurrency } } => {
                 crate::bench::pos(config, database_url, payments, concurrency).await.map(|()| ExitCode::SUCCESS)
             }
@@ -370,6 +395,35 @@ async fn terminal_command(config: Config, command: TerminalCommand) -> anyhow::R
     };
     state.db.close().await;
     Ok(code)
+}
+
+async fn switch_command(config: Config, command: SwitchCommand) -> anyhow::Result<ExitCode> {
+    let state = crate::app::AppState::build(config).await?;
+    match command {
+        SwitchCommand::Engage { name, scope_kind, scope_id, reason } => {
+            let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let view = crate::risk::switches::engage(
+                &state.db,
+                "switch",
+                &name,
+                &scope_kind,
+                &scope_id,
+                &reason,
+                &by,
+                state.clock.now_ms(),
+            )
+            .await
+            .map_err(cli_error)?;
+            println!("engaged: {view}");
+        }
+        SwitchCommand::List => {
+            for s in crate::risk::switches::list(&state.db).await? {
+                println!("{s}");
+            }
+        }
+    }
+    state.db.close().await;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn verify(config: Config) -> anyhow::Result<ExitCode> {

@@ -74,7 +74,8 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(metrics_text))
         .merge(crate::identity::routes::routes())
         .merge(crate::merchants::routes::routes())
-        .merge(crate::payments::routes::routes());
+        .merge(crate::payments::routes::routes())
+        .merge(crate::risk::routes::routes());
     if state.config.sandbox {
         api = api.merge(crate::sandbox::routes());
     }

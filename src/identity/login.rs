@@ -50,6 +50,12 @@ pub async fn login(
             Some(l) => user_by_login(&mut conn, l).await?,
             None => None,
         };
+        let subject = crate::risk::switches::Subject {
+            user_id: user.as_ref().map(|u| u.id.as_str()),
+            country: client.country.as_deref(),
+            ..Default::default()
+        };
+        crate::risk::switches::check(&mut conn, "logins", subject).await?;
         let recognised = match (&user, device_token) {
             (Some(u), Some(token)) => session::recognise(&mut conn, &u.id, device_id, token, now).await?,
             _ => None,

@@ -81,6 +81,11 @@ pub async fn start(
     password: &str,
     client: &ClientInfo,
 ) -> Result<String, ApiError> {
+    {
+        let mut conn = state.db.pool().acquire().await?;
+        let subject = crate::risk::switches::Subject { country: client.country.as_deref(), ..Default::default() };
+        crate::risk::switches::check(&mut conn, "signups", subject).await?;
+    }
     let phone = PhoneNumber::parse(phone)?;
     let email = Email::parse(email)?;
     let password = Password::parse(password).map_err(weak_password)?;

@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::http::auth::{ClientInfo, UserSession};
 use crate::http::error::ApiError;
 use crate::identity::{self, challenge, new_id, recovery};
-use crate::risk::throttle;
+use crate::risk::{switches, throttle};
 use crate::store::{self, Conn};
 
 pub const MAX_CARDS: i64 = 5;
@@ -61,6 +61,15 @@ pub async fn link(
         .card_fingerprint
         .clone()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no fingerprint key")))?;
+    {
+        let mut conn = state.db.pool().acquire().await?;
+        let subject = switches::Subject {
+            user_id: Some(&session.user_id),
+            country: client.country.as_deref(),
+            ..Default::default()
+        };
+        switches::check(&mut conn, "card_linking", subject).await?;
+    }
     recovery::require_step_up(state, session, client).await?;
     let now = state.clock.now_ms();
     let user = {

@@ -19,7 +19,7 @@ use crate::ledger::{self, AccountId, EntryKind, NewEntry};
 use crate::merchants::{self, Store};
 use crate::money::Yen;
 use crate::notify::{self, Channel, Message};
-use crate::risk::{alerts, throttle};
+use crate::risk::{alerts, switches, throttle};
 use crate::store::{Conn, clock};
 
 pub const CODE_TTL_MS: i64 = 60 * 1000;
@@ -219,6 +219,9 @@ pub async fn charge_code(
     let store = merchants::store_by_id(conn, &terminal.store_id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
+    let subject =
+        switches::Subject { user_id: Some(&user_id), merchant_id: Some(&store.merchant_id), ..Default::default() };
+    switches::check(conn, "payments", subject).await?;
     let charge = Charge {
         user_id: &user_id,
         store: &store,
@@ -306,6 +309,8 @@ pub async fn refund(
             ),
         ));
     }
+    let subject = switches::Subject { user_id: Some(&user_id), merchant_id: Some(merchant_id), ..Default::default() };
+    switches::check(conn, "refunds", subject).await?;
     let user = identity::user_by_id(conn, &user_id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("payer vanished")))?;

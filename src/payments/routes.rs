@@ -304,6 +304,13 @@ async fn pay_store_qr(
                 return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "qr_mismatch", "this QR code does not match the store it names"));
             }
             let now = state.clock.now_ms();
+            let subject = crate::risk::switches::Subject {
+                user_id: Some(&s.user_id),
+                merchant_id: Some(&store.merchant_id),
+                country: client.country.as_deref(),
+                ..Default::default()
+            };
+            crate::risk::switches::check(conn, "payments", subject).await?;
             lock_wallet(conn, &state, &s.user_id).await?;
             let charge = pos::Charge {
                 user_id: &s.user_id,

@@ -81,6 +81,22 @@ async fn run(
     amount: &Value,
     claim: &idempotency::Claim,
 ) -> Result<(StatusCode, Value), ApiError> {
+    {
+        let mut conn = state.db.pool().acquire().await?;
+        let fingerprint: Option<String> =
+            sqlx::query_scalar("SELECT fingerprint FROM cards WHERE id = $1 AND user_id = $2")
+                .bind(card_id)
+                .bind(&session.user_id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let subject = crate::risk::switches::Subject {
+            user_id: Some(&session.user_id),
+            card_fingerprint: fingerprint.as_deref(),
+            country: client.country.as_deref(),
+            ..Default::default()
+        };
+        crate::risk::switches::check(&mut conn, "topups", subject).await?;
+    }
     let amount = crate::money::parse_amount(amount, state.config.amount_ceiling_yen)
         .map_err(|e| ApiError::invalid_amount(e.to_string()))?;
     let processor = state.processor.clone().ok_or_else(|| {

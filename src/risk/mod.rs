@@ -1,6 +1,9 @@
-//! Risk: the client address and its country, throttles on failed authentication, alerts.
+//! Risk: the client address and its country, throttles on failed authentication, alerts, kill
+//! switches and freezes.
 
 pub mod alerts;
 pub mod client;
 pub mod geo;
+pub mod routes;
+pub mod switches;
 pub mod throttle;

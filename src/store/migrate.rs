@@ -30,6 +30,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0003_money.sql"),
         postgres: include_str!("../../migrations/postgres/0003_money.sql"),
     },
+    Migration {
+        version: 4,
+        name: "operations",
+        sqlite: include_str!("../../migrations/sqlite/0004_operations.sql"),
+        postgres: include_str!("../../migrations/postgres/0004_operations.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

@@ -12,3 +12,4 @@ mod ledger;
 mod money;
 mod operations;
 mod sandbox;
+mod switches;

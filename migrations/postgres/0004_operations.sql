@@ -1,0 +1,21 @@
+-- Operations: kill switches and account freezes.
+
+-- A switch refuses one kind of action (signups, logins, card_linking, topups, payments, refunds)
+-- within a scope until a release is confirmed by a second operator. A freeze is the same, scoped
+-- to a user, for every money action, and answers `account_frozen`.
+CREATE TABLE switches (
+    id                    TEXT    PRIMARY KEY,
+    kind                  TEXT    NOT NULL CHECK (kind IN ('switch', 'freeze')),
+    name                  TEXT    NOT NULL CHECK (name IN ('signups', 'logins', 'card_linking', 'topups', 'payments', 'refunds')),
+    scope_kind            TEXT    NOT NULL CHECK (scope_kind IN ('global', 'merchant', 'user', 'card', 'country')),
+    scope_id              TEXT    NOT NULL DEFAULT '',
+    reason                TEXT    NOT NULL,
+    engaged_at            BIGINT  NOT NULL,
+    engaged_by            TEXT    NOT NULL,
+    release_requested_by  TEXT,
+    release_requested_at  BIGINT,
+    released_at           BIGINT,
+    released_by           TEXT,
+    release_reason        TEXT
+);
+CREATE INDEX switches_active ON switches (name, released_at);

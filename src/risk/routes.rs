@@ -1,0 +1,112 @@
+//! Operator routes of risk: kill switches and freezes.
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::switches;
+use crate::app::AppState;
+use crate::http::Problem;
+use crate::http::auth::{OperatorSession, Role};
+use crate::http::error::ApiError;
+use crate::http::extract::ApiJson;
+use crate::merchants::routes::path_id;
+
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_switches, engage_switch))
+        .routes(routes!(release_switch))
+        .routes(routes!(freeze_user))
+}
+
+/// The switches and freezes in force.
+#[utoipa::path(get, path = "/v1/admin/switches", tag = "operator",
+    responses((status = 200, description = "{items:[{id, name, scope, engaged, reason, engaged_at, engaged_by}]}")))]
+async fn list_switches(State(state): State<AppState>, op: OperatorSession) -> Result<Response, ApiError> {
+    op.require(Role::Viewer)?;
+    Ok(axum::Json(json!({"items": switches::list(&state.db).await?})).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct Scope {
+    /// `global`, `merchant`, `user`, `card` or `country`
+    kind: String,
+    id: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct EngageBody {
+    /// `signups`, `logins`, `card_linking`, `topups`, `payments` or `refunds`
+    name: String,
+    scope: Option<Scope>,
+    reason: String,
+}
+
+/// Engages a switch at once (operator role).
+#[utoipa::path(post, path = "/v1/admin/switches", tag = "operator", request_body = EngageBody, responses(
+    (status = 201, description = "{id, name, scope, engaged: true}"),
+    (status = 422, body = Problem, content_type = "application/problem+json")))]
+async fn engage_switch(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    body: ApiJson<EngageBody>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Operator)?;
+    let b = body.value;
+    let (kind, id) = match &b.scope {
+        Some(s) => (s.kind.as_str(), s.id.as_deref().unwrap_or("")),
+        None => ("global", ""),
+    };
+    let by = format!("operator:{}", op.operator_id);
+    let view = switches::engage(&state.db, "switch", &b.name, kind, id, &b.reason, &by, state.clock.now_ms()).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ReasonBody {
+    reason: String,
+}
+
+/// Asks for, or (from a second operator) confirms, a switch's release.
+#[utoipa::path(post, path = "/v1/admin/switches/{switch_id}/release", tag = "operator", request_body = ReasonBody,
+    params(("switch_id" = String, Path)), responses(
+    (status = 202, description = "{released: false} when a second operator must confirm; {released: true} when it took effect"),
+    (status = 409, description = "second_operator_required", body = Problem, content_type = "application/problem+json")))]
+async fn release_switch(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    id: Result<Path<String>, PathRejection>,
+    body: ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Operator)?;
+    let id = path_id(id, "switch")?;
+    let by = format!("operator:{}", op.operator_id);
+    let released = switches::release(&state.db, &id, &by, &body.value.reason, state.clock.now_ms()).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": id, "released": released}))).into_response())
+}
+
+/// Freezes a user: every money action refused, every session revoked.
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/freeze", tag = "operator", request_body = ReasonBody,
+    params(("user_id" = String, Path)), responses(
+    (status = 204, description = "frozen"),
+    (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn freeze_user(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    id: Result<Path<String>, PathRejection>,
+    body: ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Operator)?;
+    let user = path_id(id, "user")?;
+    let by = format!("operator:{}", op.operator_id);
+    switches::freeze(&state.db, &user, &body.value.reason, &by, state.clock.now_ms()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,207 @@
+//! Kill switches and account freezes (ARCHITECTURE section 8).
+//!
+//! A switch refuses one kind of action (`signups`, `logins`, `card_linking`, `topups`, `payments`,
+//! `refunds`) in a scope: everywhere, for one merchant, one user, one card (its fingerprint on
+//! every wallet) or one country. Engaging is immediate; a release takes effect only when a second,
+//! different operator confirms it. Every guarded request reads the active switches from the
+//! database (one indexed query), so a switch engaged on one instance refuses the very next
+//! request on every instance. A freeze is the same for every money action of one user, and
+//! answers `403 account_frozen`.
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::http::error::ApiError;
+use crate::identity::new_id;
+use crate::store::{self, Conn, Db, clock};
+
+pub const NAMES: &[&str] = &["signups", "logins", "card_linking", "topups", "payments", "refunds"];
+pub const SCOPES: &[&str] = &["global", "merchant", "user", "card", "country"];
+/// What a freeze stops.
+pub const MONEY: &[&str] = &["card_linking", "topups", "payments", "refunds"];
+
+/// Who and what a guarded action concerns; each switch scope matches one of these.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Subject<'a> {
+    pub user_id: Option<&'a str>,
+    pub merchant_id: Option<&'a str>,
+    /// The card's fingerprint (a card switch covers that card on every wallet).
+    pub card_fingerprint: Option<&'a str>,
+    pub country: Option<&'a str>,
+}
+
+/// Refuses `name` for `subject` when a switch or a freeze covers it.
+pub async fn check(conn: &mut Conn, name: &str, s: Subject<'_>) -> Result<(), ApiError> {
+    let row = sqlx::query(
+        "SELECT kind, scope_kind FROM switches WHERE released_at IS NULL AND name = $1 AND ( \
+             scope_kind = 'global' \
+             OR (scope_kind = 'user' AND scope_id = $2) \
+             OR (scope_kind = 'merchant' AND scope_id = $3) \
+             OR (scope_kind = 'country' AND scope_id = $4) \
+             OR (scope_kind = 'card' AND scope_id IN (SELECT c.id FROM cards c WHERE c.fingerprint = $5)) \
+         ) ORDER BY kind LIMIT 1",
+    )
+    .bind(name)
+    .bind(s.user_id.unwrap_or(""))
+    .bind(s.merchant_id.unwrap_or(""))
+    .bind(s.country.unwrap_or(""))
+    .bind(s.card_fingerprint.unwrap_or(""))
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(()) };
+    let kind: String = row.try_get("kind")?;
+    if kind == "freeze" {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "account_frozen", "this account is frozen; contact support"));
+    }
+    let scope: String = row.try_get("scope_kind")?;
+    metrics::counter!("omamori_switch_refusals_total", "switch" => name.to_string()).increment(1);
+    // Not a final answer: the same request may go through once the switch is released.
+    Err(ApiError::new(StatusCode::FORBIDDEN, "switch_engaged", format!("{name} are stopped for now"))
+        .with("switch", name.to_string())
+        .with("scope", scope))
+}
+
+/// Engages a switch at once; answers its view.
+#[allow(clippy::too_many_arguments)]
+pub async fn engage(
+    db: &Db,
+    kind: &str,
+    name: &str,
+    scope_kind: &str,
+    scope_id: &str,
+    reason: &str,
+    by: &str,
+    now: i64,
+) -> Result<Value, ApiError> {
+    if !NAMES.contains(&name) {
+        return Err(ApiError::invalid_body(format!("name must be one of {}", NAMES.join(", "))));
+    }
+    if !SCOPES.contains(&scope_kind) {
+        return Err(ApiError::invalid_body(format!("scope kind must be one of {}", SCOPES.join(", "))));
+    }
+    let scope_id = if scope_kind == "global" { "" } else { scope_id.trim() };
+    if scope_kind != "global" && (scope_id.is_empty() || scope_id.len() > 64) {
+        return Err(ApiError::invalid_body("a scoped switch needs the scope's id"));
+    }
+    let scope_id = if scope_kind == "country" { scope_id.to_ascii_uppercase() } else { scope_id.to_string() };
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::invalid_body("give a reason of 1 to 500 characters"));
+    }
+    let id = new_id("swt");
+    store::write_one(db, || {
+        sqlx::query(
+            "INSERT INTO switches (id, kind, name, scope_kind, scope_id, reason, engaged_at, engaged_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&id)
+        .bind(kind)
+        .bind(name)
+        .bind(scope_kind)
+        .bind(&scope_id)
+        .bind(reason)
+        .bind(now)
+        .bind(by)
+    })
+    .await?;
+    tracing::warn!(switch = name, scope = scope_kind, by, "switch engaged");
+    Ok(json!({"id": id, "name": name, "scope": {"kind": scope_kind, "id": scope_id}, "engaged": true}))
+}
+
+/// Asks for (first operator) or confirms (a second, different operator) a release.
+pub async fn release(db: &Db, id: &str, by: &str, reason: &str, now: i64) -> Result<bool, ApiError> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::invalid_body("give a reason of 1 to 500 characters"));
+    }
+    store::retry(|| async {
+        let mut tx = db.begin().await?;
+        tx.lock("switch", id).await?;
+        let row = sqlx::query("SELECT release_requested_by, released_at FROM switches WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ApiError::not_found("there is no such switch"))?;
+        let (requested_by, released_at): (Option<String>, Option<i64>) =
+            (row.try_get("release_requested_by")?, row.try_get("released_at")?);
+        if released_at.is_some() {
+            return Err(ApiError::new(StatusCode::CONFLICT, "already_released", "this switch is released already"));
+        }
+        let released = match requested_by {
+            None => {
+                sqlx::query("UPDATE switches SET release_requested_by = $1, release_requested_at = $2, release_reason = $3 WHERE id = $4")
+                    .bind(by)
+                    .bind(now)
+                    .bind(reason)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                false
+            }
+            Some(first) if first == by => {
+                return Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "second_operator_required",
+                    "a release takes a second, different operator",
+                ));
+            }
+            Some(_) => {
+                sqlx::query("UPDATE switches SET released_at = $1, released_by = $2 WHERE id = $3")
+                    .bind(now)
+                    .bind(by)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                true
+            }
+        };
+        tx.commit().await?;
+        Ok(released)
+    })
+    .await
+}
+
+/// Active switches and freezes, newest first.
+pub async fn list(db: &Db) -> Result<Vec<Value>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, kind, name, scope_kind, scope_id, reason, engaged_at, engaged_by, release_requested_by FROM switches \
+         WHERE released_at IS NULL ORDER BY engaged_at DESC, id DESC LIMIT 500",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(json!({
+                "id": r.try_get::<String, _>("id")?,
+                "kind": r.try_get::<String, _>("kind")?,
+                "name": r.try_get::<String, _>("name")?,
+                "scope": {"kind": r.try_get::<String, _>("scope_kind")?, "id": r.try_get::<String, _>("scope_id")?},
+                "engaged": true,
+                "reason": r.try_get::<String, _>("reason")?,
+                "engaged_at": clock::rfc3339_ms(r.try_get("engaged_at")?),
+                "engaged_by": r.try_get::<String, _>("engaged_by")?,
+                "release_requested_by": r.try_get::<Option<String>, _>("release_requested_by")?,
+            }))
+        })
+        .collect()
+}
+
+/// Freezes a user: every money action refused, every session revoked.
+pub async fn freeze(db: &Db, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), ApiError> {
+    let exists: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = $1").bind(user_id).fetch_one(db.pool()).await?;
+    if exists == 0 {
+        return Err(ApiError::not_found("there is no such user"));
+    }
+    for name in MONEY {
+        engage(db, "freeze", name, "user", user_id, reason, by, now).await?;
+    }
+    store::write_one(db, || {
+        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(user_id)
+    })
+    .await?;
+    Ok(())
+}

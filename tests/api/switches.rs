@@ -1,0 +1,119 @@
+//! Kill switches and freezes: engaged at once on every instance, released only by two operators.
+
+use std::time::Instant;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::both_backends;
+use crate::helpers::*;
+
+both_backends! {
+    async fn a_switch_engaged_on_one_instance_refuses_the_next_request_on_another(app: TestApp) {
+        // The second instance's start made fresh sandbox credentials: read them from its sandbox.json.
+        let other = app.another_instance().await;
+        let doc = other.sandbox_doc();
+        let terminal = doc["terminal_key"].as_str().unwrap().to_string();
+        let store_qr = doc["store_qr"].as_str().unwrap().to_string();
+        let (s, card) = app.funded_shopper(5_000).await;
+        let code = app.payment_code(&s).await;
+        let op = other.operator_session(0).await;
+        let r = app.authed(Method::POST, "/v1/admin/switches", &op, Some(&json!({"name": "payments", "reason": "fraud wave"})), OPERATOR_IP).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        assert_eq!(r.body["engaged"], true);
+        let engaged = Instant::now();
+        let switch_id = r.body["id"].as_str().unwrap().to_string();
+        // The very next charge, through the other instance, is refused and names the switch.
+        let r = other.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": code, "amount": 100})), Some("sw-1")).await;
+        let propagation = engaged.elapsed();
+        r.assert_problem(403, "switch_engaged");
+        assert_eq!(r.body["switch"], "payments");
+        assert!(propagation.as_millis() < 1000, "took {propagation:?}");
+        eprintln!("switch propagation to the other instance: {propagation:?}");
+        let r = other.money("/v1/payments", &s, &json!({"store_qr": store_qr, "amount": 100}), "sw-2").await;
+        r.assert_problem(403, "switch_engaged");
+        // Other money keeps moving.
+        assert_eq!(other.money("/v1/topups", &s, &json!({"card_id": card, "amount": 1_000}), "sw-3").await.status, 201);
+        let listed = app.authed(Method::GET, "/v1/admin/switches", &op, None, OPERATOR_IP).await;
+        assert_eq!(listed.body["items"][0]["name"], "payments");
+        // One operator cannot release alone.
+        let path = format!("/v1/admin/switches/{switch_id}/release");
+        let r = app.authed(Method::POST, &path, &op, Some(&json!({"reason": "over"})), OPERATOR_IP).await;
+        assert_eq!(r.status, 202, "{r:?}");
+        assert_eq!(r.body["released"], false);
+        app.authed(Method::POST, &path, &op, Some(&json!({"reason": "over"})), OPERATOR_IP).await.assert_problem(409, "second_operator_required");
+        other.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": code, "amount": 100})), Some("sw-1")).await
+            .assert_problem(403, "switch_engaged");
+        let op2 = other.operator_session(1).await;
+        let r = app.authed(Method::POST, &path, &op2, Some(&json!({"reason": "confirmed over"})), OPERATOR_IP).await;
+        assert_eq!(r.body["released"], true, "{r:?}");
+        // The refused request, repeated with the same key, now goes through.
+        let r = other.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": code, "amount": 100})), Some("sw-1")).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        // A viewer may look but not engage; shoppers and terminals may do neither.
+        let mut shopper = s.clone();
+        app.log_in(&mut shopper).await;
+        app.authed(Method::GET, "/v1/admin/switches", shopper.session.as_ref().unwrap(), None, &shopper.ip).await.assert_problem(403, "forbidden");
+        app.pos(Method::POST, "/v1/admin/switches", &terminal, Some(&json!({"name": "payments", "reason": "x"})), None).await
+            .assert_problem(401, "unauthenticated");
+        other.stop().await;
+    }
+
+    async fn scoped_switches_stop_only_their_scope(app: TestApp) {
+        let store_qr = app.sandbox_doc()["store_qr"].as_str().unwrap().to_string();
+        let (a, _) = app.funded_shopper(5_000).await;
+        let (b, _) = app.funded_shopper(5_000).await;
+        let op = app.operator_session(0).await;
+        let body = json!({"name": "payments", "scope": {"kind": "user", "id": a.user_id}, "reason": "reported stolen phone"});
+        assert_eq!(app.authed(Method::POST, "/v1/admin/switches", &op, Some(&body), OPERATOR_IP).await.status, 201);
+        app.money("/v1/payments", &a, &json!({"store_qr": store_qr, "amount": 100}), "a1").await.assert_problem(403, "switch_engaged");
+        assert_eq!(app.money("/v1/payments", &b, &json!({"store_qr": store_qr, "amount": 100}), "b1").await.status, 201);
+        // Sign-ups from one country; logins everywhere.
+        let body = json!({"name": "signups", "scope": {"kind": "country", "id": "jp"}, "reason": "SMS pumping"});
+        assert_eq!(app.authed(Method::POST, "/v1/admin/switches", &op, Some(&body), OPERATOR_IP).await.status, 201);
+        app.signup(&new_phone(), "new@example.jp", &strong_password(), &jp_ip(42)).await.assert_problem(403, "switch_engaged");
+        let body = json!({"name": "logins", "reason": "incident"});
+        assert_eq!(app.authed(Method::POST, "/v1/admin/switches", &op, Some(&body), OPERATOR_IP).await.status, 201);
+        let r = app.login(&b.phone, &b.password, &b.device_id, None, &b.ip).await;
+        r.assert_problem(403, "switch_engaged");
+        assert_eq!(r.body["switch"], "logins");
+        // Bad requests are precise.
+        app.authed(Method::POST, "/v1/admin/switches", &op, Some(&json!({"name": "everything", "reason": "x"})), OPERATOR_IP).await
+            .assert_problem(422, "invalid_body");
+        app.authed(Method::POST, "/v1/admin/switches", &op, Some(&json!({"name": "topups", "scope": {"kind": "user"}, "reason": "x"})), OPERATOR_IP).await
+            .assert_problem(422, "invalid_body");
+    }
+
+    async fn a_frozen_user_cannot_pay(app: TestApp) {
+        let terminal = app.sandbox_doc()["terminal_key"].as_str().unwrap().to_string();
+        let (mut s, card) = app.funded_shopper(5_000).await;
+        let op = app.operator_session(0).await;
+        let r = app.authed(Method::POST, &format!("/v1/admin/users/{}/freeze", s.user_id), &op, Some(&json!({"reason": "account takeover reported"})), OPERATOR_IP).await;
+        assert_eq!(r.status, 204, "{r:?}");
+        // Every session ends at once.
+        app.me(s.session.as_ref().unwrap(), &s.ip).await.assert_problem(401, "unauthenticated");
+        app.log_in(&mut s).await;
+        let code = app.payment_code(&s).await;
+        app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": code, "amount": 100})), Some("fz")).await
+            .assert_problem(403, "account_frozen");
+        app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 1_000}), "fz2").await.assert_problem(403, "account_frozen");
+        app.link_card(&s, &test_card()).await.assert_problem(403, "account_frozen");
+        assert_eq!(app.wallet(&s).await["balance"], 5_000);
+        app.authed(Method::POST, "/v1/admin/users/usr_nobody/freeze", &op, Some(&json!({"reason": "x"})), OPERATOR_IP).await.assert_problem(404, "not_found");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_engages_a_switch_in_an_emergency() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let (s, card) = app.funded_shopper(1_000).await;
+    let out = app.omamori(&["admin", "switch", "engage", "--name", "topups", "--reason", "processor breach"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r = app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 1_000}), "cli").await;
+    r.assert_problem(403, "switch_engaged");
+    assert_eq!(r.body["switch"], "topups");
+    let out = app.omamori(&["admin", "switch", "list"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("processor breach"));
+    let out = app.omamori(&["admin", "switch", "engage", "--name", "nonsense", "--reason", "x"]);
+    assert_eq!(out.status.code(), Some(1));
+}
