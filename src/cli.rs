@@ -66,11 +66,22 @@ enum AdminCommand {
         #[command(subcommand)]
         command: TerminalCommand,
     },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Kill switches, from a shell in an emergency (a release always takes two operators in the console).
     Switch {
         #[command(subcommand)]
         command: SwitchCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walks the hash chain; exits 1 naming the first entry that does not hold.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -232,6 +243,9 @@ pub fn run() -> ExitCode {
             Command::Admin { command: AdminCommand::Store { command } } => store_command(config, command).await,
             Command::Admin { command: AdminCommand::Terminal { command } } => terminal_command(config, command).await,
             Command::Admin { command: AdminCommand::Switch { command } } => switch_command(config, command).await,
+            Command::Admin { command: AdminCommand::Audit { command: AuditCommand::Verify } } => {
+                audit_verify(config).await
+            }
             Command::Bench { command: BenchCommand::Pos { database_url, payments, concurrency } } => {
                 crate::bench::pos(config, database_url, payments, concurrency).await.map(|()| ExitCode::SUCCESS)
             }
@@ -340,6 +354,11 @@ async fn create_operator(config: Config, email: &str, role: &str) -> anyhow::Res
     Ok(ExitCode::SUCCESS)
 }
 
+/// Who acts from the command line, for the audit log.
+fn cli_actor() -> String {
+    format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
+}
+
 /// A service error as one line for the terminal.
 fn cli_error(e: crate::http::ApiError) -> anyhow::Error {
     anyhow::anyhow!("{} ({})", e.detail, e.code)
@@ -348,7 +367,7 @@ fn cli_error(e: crate::http::ApiError) -> anyhow::Error {
 async fn merchant_command(config: Config, command: MerchantCommand) -> anyhow::Result<ExitCode> {
     let state = crate::app::AppState::build(config).await?;
     let MerchantCommand::Create { name, category } = command;
-    let id = crate::merchants::create_merchant(&state.db, &name, &category, state.clock.now_ms())
+    let id = crate::merchants::create_merchant(&state.db, &name, &category, &cli_actor(), state.clock.now_ms())
         .await
         .map_err(cli_error)?;
     println!("merchant_id: {id}");
@@ -365,8 +384,9 @@ async fn store_command(config: Config, command: StoreCommand) -> anyhow::Result<
         postal_code: postal_code.as_deref(),
         category: category.as_deref(),
     };
-    let (id, qr) =
-        crate::merchants::create_store(&state.db, &merchant, store, state.clock.now_ms()).await.map_err(cli_error)?;
+    let (id, qr) = crate::merchants::create_store(&state.db, &merchant, store, &cli_actor(), state.clock.now_ms())
+        .await
+        .map_err(cli_error)?;
     println!("store_id: {id}");
     println!("store_qr: {qr}");
     state.db.close().await;
@@ -378,13 +398,14 @@ async fn terminal_command(config: Config, command: TerminalCommand) -> anyhow::R
     let now = state.clock.now_ms();
     let code = match command {
         TerminalCommand::Create { store } => {
-            let (id, key) = crate::merchants::create_terminal(&state.db, &store, now).await.map_err(cli_error)?;
+            let (id, key) =
+                crate::merchants::create_terminal(&state.db, &store, &cli_actor(), now).await.map_err(cli_error)?;
             println!("terminal_id: {id}");
             println!("key (shown once; configure it in the POS now): {key}");
             ExitCode::SUCCESS
         }
         TerminalCommand::Revoke { terminal } => {
-            if crate::merchants::revoke_terminal(&state.db, &terminal, now).await.map_err(cli_error)? {
+            if crate::merchants::revoke_terminal(&state.db, &terminal, &cli_actor(), now).await.map_err(cli_error)? {
                 println!("terminal {terminal} revoked");
                 ExitCode::SUCCESS
             } else {
@@ -401,7 +422,7 @@ async fn switch_command(config: Config, command: SwitchCommand) -> anyhow::Resul
     let state = crate::app::AppState::build(config).await?;
     match command {
         SwitchCommand::Engage { name, scope_kind, scope_id, reason } => {
-            let by = format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()));
+            let by = cli_actor();
             let view = crate::risk::switches::engage(
                 &state.db,
                 "switch",
@@ -424,6 +445,20 @@ async fn switch_command(config: Config, command: SwitchCommand) -> anyhow::Resul
     }
     state.db.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {
+    let db = connect(&config).await?;
+    match crate::audit::verify(&db).await? {
+        None => {
+            println!("audit log verified: every entry holds and links to the one before it");
+            Ok(ExitCode::SUCCESS)
+        }
+        Some((id, why)) => {
+            println!("BROKEN audit entry {id}: {why}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn verify(config: Config) -> anyhow::Result<ExitCode> {

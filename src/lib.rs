@@ -4,6 +4,7 @@
 //! its service functions and, where it has any, its HTTP routes. `main.rs` only calls [`cli::run`].
 
 pub mod app;
+pub mod audit;
 pub mod bench;
 pub mod cli;
 pub mod config;

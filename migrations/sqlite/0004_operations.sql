@@ -19,3 +19,15 @@ CREATE TABLE switches (
     release_reason        TEXT
 );
 CREATE INDEX switches_active ON switches (name, released_at);
+
+-- The audit log: append-only, hash-chained (see src/audit).
+CREATE TABLE audit_log (
+    id         INTEGER PRIMARY KEY,
+    at         BIGINT  NOT NULL,
+    actor      TEXT    NOT NULL,
+    action     TEXT    NOT NULL,
+    subject    TEXT    NOT NULL,
+    detail     TEXT    NOT NULL,
+    prev_hash  TEXT    NOT NULL,
+    hash       TEXT    NOT NULL UNIQUE
+);

@@ -163,6 +163,11 @@ pub struct OperatorSession {
 }
 
 impl OperatorSession {
+    /// Who acts, for the audit log.
+    pub fn actor(&self) -> String {
+        format!("operator:{}", self.operator_id)
+    }
+
     /// `403 forbidden` unless the operator's role is at least `role`.
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
         if self.role >= role { Ok(()) } else { Err(forbidden()) }

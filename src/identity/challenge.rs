@@ -420,6 +420,16 @@ async fn complete(
                 now,
             )
             .await?;
+
+            crate::audit::append(
+                conn,
+                &format!("operator:{operator_id}"),
+                "operator.login",
+                operator_id,
+                &json!({"ip": client.ip_text, "session_id": opened.id}),
+                now,
+            )
+            .await?;
             Ok(json!({"session_token": opened.token, "expires_at": clock::rfc3339_ms(opened.expires_at), "role": role}))
         }
         "card" => {

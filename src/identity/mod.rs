@@ -221,6 +221,8 @@ pub async fn user_by_login(conn: &mut Conn, login: &Login) -> Result<Option<User
 
 /// Tells the user on every verified channel (SMS and e-mail), in the caller's transaction.
 pub async fn notify_all(conn: &mut Conn, user: &User, kind: &str, text: &str, now: i64) -> Result<(), sqlx::Error> {
+    // Every event worth telling the user on every channel is a security event: it is audited too.
+    crate::audit::append(conn, &format!("user:{}", user.id), kind, &user.id, &serde_json::json!({}), now).await?;
     for (channel, to) in [(Channel::Sms, &user.phone), (Channel::Email, &user.email)] {
         let message = Message {
             channel,

@@ -89,6 +89,21 @@ async fn put(state: &AppState, email: &str, role: Role, reset: bool) -> anyhow::
             id
         }
     };
+    let action = if reset { "operator.credentials_reset" } else { "operator.create" };
+    let actor = if state.config.sandbox && reset {
+        "system:sandbox".to_string()
+    } else {
+        format!("cli:{}", std::env::var("USER").unwrap_or_default())
+    };
+    crate::audit::append(
+        &mut tx,
+        &actor,
+        action,
+        &id,
+        &serde_json::json!({"email": email.as_str(), "role": role.as_str()}),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Created { id, email: email.as_str().to_string(), password, totp_secret: totp::base32(&seed), role })
 }

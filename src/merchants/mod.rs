@@ -41,7 +41,7 @@ pub fn category(value: &str) -> Result<String, ApiError> {
     }
 }
 
-pub async fn create_merchant(db: &Db, name: &str, mcc: &str, now: i64) -> Result<String, ApiError> {
+pub async fn create_merchant(db: &Db, name: &str, mcc: &str, actor: &str, now: i64) -> Result<String, ApiError> {
     let name = text(name, 100, "name")?;
     let mcc = category(mcc)?;
     let id = new_id("mer");
@@ -56,6 +56,15 @@ pub async fn create_merchant(db: &Db, name: &str, mcc: &str, now: i64) -> Result
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        crate::audit::append(
+            &mut tx,
+            actor,
+            "merchant.create",
+            &id,
+            &serde_json::json!({"name": name, "category": mcc}),
+            now,
+        )
+        .await?;
         tx.commit().await
     })
     .await?;
@@ -70,7 +79,13 @@ pub struct NewStore<'a> {
 }
 
 /// Creates a store; answers its id and its QR payload.
-pub async fn create_store(db: &Db, merchant_id: &str, s: NewStore<'_>, now: i64) -> Result<(String, String), ApiError> {
+pub async fn create_store(
+    db: &Db,
+    merchant_id: &str,
+    s: NewStore<'_>,
+    actor: &str,
+    now: i64,
+) -> Result<(String, String), ApiError> {
     let name = text(s.name, 100, "name")?;
     let city = text(s.city, 60, "city")?;
     let postal = s.postal_code.map(|p| text(p, 10, "postal_code")).transpose()?;
@@ -98,6 +113,8 @@ pub async fn create_store(db: &Db, merchant_id: &str, s: NewStore<'_>, now: i64)
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let detail = serde_json::json!({"merchant_id": merchant_id, "name": name, "city": city});
+        crate::audit::append(&mut tx, actor, "store.create", &id, &detail, now).await?;
         tx.commit().await?;
         Ok(())
     })
@@ -158,7 +175,7 @@ pub async fn store_by_id(conn: &mut Conn, id: &str) -> Result<Option<Store>, sql
 }
 
 /// Issues a terminal key for a store; answers the terminal id and the key (shown once).
-pub async fn create_terminal(db: &Db, store_id: &str, now: i64) -> Result<(String, String), ApiError> {
+pub async fn create_terminal(db: &Db, store_id: &str, actor: &str, now: i64) -> Result<(String, String), ApiError> {
     let id = new_id("trm");
     let key = format!("tk_{}", new_token());
     store::retry(|| async {
@@ -175,6 +192,8 @@ pub async fn create_terminal(db: &Db, store_id: &str, now: i64) -> Result<(Strin
             .bind(now)
             .execute(&mut *tx)
             .await?;
+        crate::audit::append(&mut tx, actor, "terminal.create", &id, &serde_json::json!({"store_id": store_id}), now)
+            .await?;
         tx.commit().await?;
         Ok(())
     })
@@ -182,11 +201,20 @@ pub async fn create_terminal(db: &Db, store_id: &str, now: i64) -> Result<(Strin
     Ok((id, key))
 }
 
-pub async fn revoke_terminal(db: &Db, terminal_id: &str, now: i64) -> Result<bool, ApiError> {
-    let n = store::write_one(db, || {
-        sqlx::query("UPDATE terminals SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+pub async fn revoke_terminal(db: &Db, terminal_id: &str, actor: &str, now: i64) -> Result<bool, ApiError> {
+    let n = store::retry(|| async {
+        let mut tx = db.begin().await?;
+        let n = sqlx::query("UPDATE terminals SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(terminal_id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            crate::audit::append(&mut tx, actor, "terminal.revoke", terminal_id, &serde_json::json!({}), now).await?;
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(n)
     })
     .await?;
     Ok(n == 1)

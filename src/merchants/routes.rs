@@ -49,7 +49,9 @@ async fn create_merchant(
     body: ApiJson<MerchantBody>,
 ) -> Result<Response, ApiError> {
     op.require(Role::Operator)?;
-    let id = super::create_merchant(&state.db, &body.value.name, &body.value.category, state.clock.now_ms()).await?;
+    let id =
+        super::create_merchant(&state.db, &body.value.name, &body.value.category, &op.actor(), state.clock.now_ms())
+            .await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"merchant_id": id}))).into_response())
 }
 
@@ -83,7 +85,7 @@ async fn create_store(
         postal_code: b.postal_code.as_deref(),
         category: b.category.as_deref(),
     };
-    let (store_id, qr) = super::create_store(&state.db, &merchant, store, state.clock.now_ms()).await?;
+    let (store_id, qr) = super::create_store(&state.db, &merchant, store, &op.actor(), state.clock.now_ms()).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"store_id": store_id, "store_qr": qr}))).into_response())
 }
 
@@ -99,7 +101,7 @@ async fn create_terminal(
 ) -> Result<Response, ApiError> {
     op.require(Role::Operator)?;
     let store = path_id(id, "store")?;
-    let (terminal_id, key) = super::create_terminal(&state.db, &store, state.clock.now_ms()).await?;
+    let (terminal_id, key) = super::create_terminal(&state.db, &store, &op.actor(), state.clock.now_ms()).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"terminal_id": terminal_id, "key": key}))).into_response())
 }
 
@@ -115,7 +117,7 @@ async fn revoke_terminal(
 ) -> Result<Response, ApiError> {
     op.require(Role::Operator)?;
     let terminal = path_id(id, "terminal")?;
-    if !super::revoke_terminal(&state.db, &terminal, state.clock.now_ms()).await? {
+    if !super::revoke_terminal(&state.db, &terminal, &op.actor(), state.clock.now_ms()).await? {
         return Err(ApiError::not_found("there is no such terminal, or it is revoked already"));
     }
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -22,6 +22,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_switches, engage_switch))
         .routes(routes!(release_switch))
         .routes(routes!(freeze_user))
+        .routes(routes!(audit_log))
 }
 
 /// The switches and freezes in force.
@@ -64,7 +65,7 @@ async fn engage_switch(
         Some(s) => (s.kind.as_str(), s.id.as_deref().unwrap_or("")),
         None => ("global", ""),
     };
-    let by = format!("operator:{}", op.operator_id);
+    let by = op.actor();
     let view = switches::engage(&state.db, "switch", &b.name, kind, id, &b.reason, &by, state.clock.now_ms()).await?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
@@ -88,7 +89,7 @@ async fn release_switch(
 ) -> Result<Response, ApiError> {
     op.require(Role::Operator)?;
     let id = path_id(id, "switch")?;
-    let by = format!("operator:{}", op.operator_id);
+    let by = op.actor();
     let released = switches::release(&state.db, &id, &by, &body.value.reason, state.clock.now_ms()).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": id, "released": released}))).into_response())
 }
@@ -106,7 +107,41 @@ async fn freeze_user(
 ) -> Result<Response, ApiError> {
     op.require(Role::Operator)?;
     let user = path_id(id, "user")?;
-    let by = format!("operator:{}", op.operator_id);
+    let by = op.actor();
     switches::freeze(&state.db, &user, &body.value.reason, &by, state.clock.now_ms()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct AuditQuery {
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// The audit log, newest first, each entry with its hash and the previous entry's.
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "operator", params(AuditQuery),
+    responses((status = 200, description = "{items:[{id, at, actor, action, subject, detail, hash, prev_hash}], next_cursor}")))]
+async fn audit_log(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    q: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Viewer)?;
+    const PAGE: i64 = 100;
+    let axum::extract::Query(q) =
+        q.map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "the query is not valid"))?;
+    let before = q
+        .cursor
+        .map(|c| {
+            c.parse::<i64>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not valid"))
+        })
+        .transpose()?;
+    let items = crate::audit::list(&state.db, before, PAGE).await?;
+    let next = (items.len() as i64 == PAGE)
+        .then(|| items.last().and_then(|i| i["id"].as_i64()).map(|id| id.to_string()))
+        .flatten();
+    Ok(axum::Json(json!({"items": items, "next_cursor": next})).into_response())
 }

@@ -90,7 +90,8 @@ pub async fn engage(
         return Err(ApiError::invalid_body("give a reason of 1 to 500 characters"));
     }
     let id = new_id("swt");
-    store::write_one(db, || {
+    store::retry(|| async {
+        let mut tx = db.begin().await?;
         sqlx::query(
             "INSERT INTO switches (id, kind, name, scope_kind, scope_id, reason, engaged_at, engaged_by) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -103,6 +104,12 @@ pub async fn engage(
         .bind(reason)
         .bind(now)
         .bind(by)
+        .execute(&mut *tx)
+        .await?;
+        let detail =
+            json!({"kind": kind, "name": name, "scope": {"kind": scope_kind, "id": scope_id}, "reason": reason});
+        crate::audit::append(&mut tx, by, "switch.engage", &id, &detail, now).await?;
+        tx.commit().await
     })
     .await?;
     tracing::warn!(switch = name, scope = scope_kind, by, "switch engaged");
@@ -137,6 +144,7 @@ pub async fn release(db: &Db, id: &str, by: &str, reason: &str, now: i64) -> Res
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                crate::audit::append(&mut tx, by, "switch.release_requested", id, &json!({"reason": reason}), now).await?;
                 false
             }
             Some(first) if first == by => {
@@ -153,6 +161,7 @@ pub async fn release(db: &Db, id: &str, by: &str, reason: &str, now: i64) -> Res
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
+                crate::audit::append(&mut tx, by, "switch.released", id, &json!({"reason": reason}), now).await?;
                 true
             }
         };
@@ -197,10 +206,15 @@ pub async fn freeze(db: &Db, user_id: &str, reason: &str, by: &str, now: i64) ->
     for name in MONEY {
         engage(db, "freeze", name, "user", user_id, reason, by, now).await?;
     }
-    store::write_one(db, || {
+    store::retry(|| async {
+        let mut tx = db.begin().await?;
         sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        crate::audit::append(&mut tx, by, "user.freeze", user_id, &json!({"reason": reason}), now).await?;
+        tx.commit().await
     })
     .await?;
     Ok(())

@@ -135,7 +135,7 @@ async fn demo_store(state: &AppState) -> anyhow::Result<(String, String, String,
     let (merchant_id, store_id) = match existing {
         Some(r) => (r.try_get::<String, _>("merchant_id")?, r.try_get::<String, _>("store_id")?),
         None => {
-            let merchant = crate::merchants::create_merchant(&state.db, DEMO_MERCHANT, "5411", now)
+            let merchant = crate::merchants::create_merchant(&state.db, DEMO_MERCHANT, "5411", "system:sandbox", now)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.detail))?;
             let store = crate::merchants::NewStore {
@@ -144,7 +144,7 @@ async fn demo_store(state: &AppState) -> anyhow::Result<(String, String, String,
                 postal_code: Some("150-0002"),
                 category: None,
             };
-            let (store_id, _) = crate::merchants::create_store(&state.db, &merchant, store, now)
+            let (store_id, _) = crate::merchants::create_store(&state.db, &merchant, store, "system:sandbox", now)
                 .await
                 .map_err(|e| anyhow::anyhow!(e.detail))?;
             (merchant, store_id)
@@ -156,8 +156,9 @@ async fn demo_store(state: &AppState) -> anyhow::Result<(String, String, String,
             .bind(&store_id)
     })
     .await?;
-    let (_, key) =
-        crate::merchants::create_terminal(&state.db, &store_id, now).await.map_err(|e| anyhow::anyhow!(e.detail))?;
+    let (_, key) = crate::merchants::create_terminal(&state.db, &store_id, "system:sandbox", now)
+        .await
+        .map_err(|e| anyhow::anyhow!(e.detail))?;
     let mut conn = state.db.pool().acquire().await?;
     let qr = crate::merchants::store_by_id(&mut conn, &store_id).await?.map(|s| s.qr_payload()).unwrap_or_default();
     Ok((merchant_id, store_id, qr, key))

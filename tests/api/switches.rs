@@ -117,3 +117,46 @@ async fn the_command_line_engages_a_switch_in_an_emergency() {
     let out = app.omamori(&["admin", "switch", "engage", "--name", "nonsense", "--reason", "x"]);
     assert_eq!(out.status.code(), Some(1));
 }
+
+both_backends! {
+    async fn operator_actions_and_security_events_are_chained_and_tampering_is_found(app: TestApp) {
+        let op = app.operator_session(0).await;
+        let body = json!({"name": "refunds", "reason": "investigating"});
+        assert_eq!(app.authed(Method::POST, "/v1/admin/switches", &op, Some(&body), OPERATOR_IP).await.status, 201);
+        let mut s = app.register().await;
+        app.log_in(&mut s).await;
+        let r = app.authed(Method::GET, "/v1/admin/audit", &op, None, OPERATOR_IP).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let items = r.body["items"].as_array().unwrap();
+        let actions: Vec<&str> = items.iter().map(|i| i["action"].as_str().unwrap()).collect();
+        for a in ["login_new_device", "switch.engage", "operator.login", "terminal.create", "merchant.create"] {
+            assert!(actions.contains(&a), "{a} not audited: {actions:?}");
+        }
+        // Each entry carries the previous one's hash.
+        for pair in items.windows(2) {
+            assert_eq!(pair[0]["prev_hash"], pair[1]["hash"]);
+        }
+        let out = app.omamori(&["admin", "audit", "verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        // Someone edits a row behind the log's back: the first broken link is named.
+        let target = items.iter().find(|i| i["action"] == "switch.engage").unwrap()["id"].as_i64().unwrap();
+        sqlx::query("UPDATE audit_log SET actor = 'someone-else' WHERE id = $1").bind(target).execute(app.db().pool()).await.unwrap();
+        let out = app.omamori(&["admin", "audit", "verify"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains(&format!("BROKEN audit entry {target}: its contents do not match")), "{stdout}");
+        // Put it back: the chain holds again.
+        let original = items.iter().find(|i| i["id"] == target).unwrap()["actor"].as_str().unwrap().to_string();
+        sqlx::query("UPDATE audit_log SET actor = $1 WHERE id = $2").bind(&original).bind(target).execute(app.db().pool()).await.unwrap();
+        assert!(app.omamori(&["admin", "audit", "verify"]).status.success());
+        // Removing a row instead breaks the link of the entry after it.
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM audit_log ORDER BY id").fetch_all(app.db().pool()).await.unwrap();
+        sqlx::query("DELETE FROM audit_log WHERE id = $1").bind(ids[1]).execute(app.db().pool()).await.unwrap();
+        let out = app.omamori(&["admin", "audit", "verify"]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains(&format!("BROKEN audit entry {}: its prev_hash does not match", ids[2])), "{stdout}");
+        // Shoppers cannot read it.
+        app.authed(Method::GET, "/v1/admin/audit", s.session.as_ref().unwrap(), None, &s.ip).await.assert_problem(403, "forbidden");
+    }
+}
