@@ -56,7 +56,7 @@ CREATE TABLE topups (
     card_id          TEXT    NOT NULL REFERENCES cards (id),
     amount           BIGINT  NOT NULL CHECK (amount > 0),
     currency         TEXT    NOT NULL CHECK (currency = 'JPY'),
-    status           TEXT    NOT NULL CHECK (status IN ('pending', 'succeeded', 'declined', 'held', 'abandoned')),
+    status           TEXT    NOT NULL CHECK (status IN ('pending', 'succeeded', 'declined', 'held', 'abandoned', 'charged_back', 'reversed')),
     processor_ref    TEXT,
     idem_key         TEXT    NOT NULL,
     device_id        TEXT    NOT NULL,

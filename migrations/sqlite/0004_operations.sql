@@ -31,3 +31,19 @@ CREATE TABLE audit_log (
     prev_hash  TEXT    NOT NULL,
     hash       TEXT    NOT NULL UNIQUE
 );
+
+-- Corrections: an operator proposes undoing a fraudulent payment or top-up; a second, different
+-- operator approves, and only then does the correcting journal entry post.
+CREATE TABLE corrections (
+    id            TEXT    PRIMARY KEY,
+    target_kind   TEXT    NOT NULL CHECK (target_kind IN ('payment', 'topup')),
+    target_id     TEXT    NOT NULL,
+    reason        TEXT    NOT NULL,
+    state         TEXT    NOT NULL CHECK (state IN ('proposed', 'applied')),
+    proposed_by   TEXT    NOT NULL,
+    proposed_at   BIGINT  NOT NULL,
+    approved_by   TEXT,
+    applied_at    BIGINT,
+    result        TEXT
+);
+CREATE INDEX corrections_target ON corrections (target_kind, target_id);

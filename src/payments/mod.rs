@@ -3,6 +3,7 @@
 
 pub mod cards;
 pub mod code;
+pub mod corrections;
 pub mod pos;
 pub mod processor;
 pub mod routes;

@@ -23,6 +23,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(release_switch))
         .routes(routes!(freeze_user))
         .routes(routes!(audit_log))
+        .routes(routes!(propose_correction))
+        .routes(routes!(approve_correction))
 }
 
 /// The switches and freezes in force.
@@ -144,4 +146,54 @@ async fn audit_log(
         .then(|| items.last().and_then(|i| i["id"].as_i64()).map(|id| id.to_string()))
         .flatten();
     Ok(axum::Json(json!({"items": items, "next_cursor": next})).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CorrectionBody {
+    /// `payment` or `topup`
+    kind: String,
+    /// The payment's or top-up's id.
+    id: String,
+    reason: String,
+}
+
+/// Proposes undoing a fraudulent payment or top-up; a second operator must approve.
+#[utoipa::path(post, path = "/v1/admin/corrections", tag = "operator", request_body = CorrectionBody, responses(
+    (status = 202, description = "{correction_id, status: proposed}"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "not_reversible", body = Problem, content_type = "application/problem+json")))]
+async fn propose_correction(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    body: ApiJson<CorrectionBody>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Operator)?;
+    let b = body.value;
+    if b.id.len() > 64 || !b.id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+        return Err(ApiError::not_found(format!(
+            "there is no such {}",
+            if b.kind == "topup" { "top-up" } else { "payment" }
+        )));
+    }
+    let v =
+        crate::payments::corrections::propose(&state.db, &b.kind, &b.id, &b.reason, &op.actor(), state.clock.now_ms())
+            .await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(v)).into_response())
+}
+
+/// Approves and applies a proposed correction (a second, different operator).
+#[utoipa::path(post, path = "/v1/admin/corrections/{correction_id}/approve", tag = "operator",
+    params(("correction_id" = String, Path)), responses(
+    (status = 200, description = "{correction_id, status: applied, result}"),
+    (status = 409, description = "second_operator_required, already_applied", body = Problem, content_type = "application/problem+json")))]
+async fn approve_correction(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Operator)?;
+    let id = path_id(id, "correction")?;
+    let v = crate::payments::corrections::approve(&state.db, &id, &op.actor(), state.clock.now_ms()).await?;
+    Ok(axum::Json(v).into_response())
 }

@@ -39,6 +39,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_account))
         .routes(routes!(get_account))
         .routes(routes!(create_transfer))
+        .routes(routes!(report_chargeback))
 }
 
 /// Creates the demo accounts once (a restart finds them) and writes `sandbox.json`.
@@ -375,4 +376,24 @@ async fn create_transfer(
         })
     })
     .await)
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ChargebackBody {
+    topup_id: String,
+}
+
+/// Plays the card processor reporting a chargeback of a top-up: the wallet pays back what it
+/// can, the rest is booked to losses, and the wallet is frozen for review.
+#[utoipa::path(post, path = "/v1/sandbox/chargebacks", tag = "sandbox", request_body = ChargebackBody,
+    responses((status = 200, description = "{topup_id, status: charged_back, from_wallet, to_losses}"),
+    (status = 404, body = crate::http::Problem, content_type = "application/problem+json")))]
+async fn report_chargeback(State(state): State<AppState>, body: ApiJson<ChargebackBody>) -> Result<Response, ApiError> {
+    let id = body.value.topup_id;
+    if id.len() > 64 || !id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+        return Err(ApiError::not_found("there is no such top-up"));
+    }
+    let v = crate::payments::corrections::chargeback(&state.db, &id, state.clock.now_ms()).await?;
+    Ok(axum::Json(v).into_response())
 }

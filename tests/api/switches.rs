@@ -160,3 +160,65 @@ both_backends! {
         app.authed(Method::GET, "/v1/admin/audit", s.session.as_ref().unwrap(), None, &s.ip).await.assert_problem(403, "forbidden");
     }
 }
+
+both_backends! {
+    async fn a_victims_payment_is_reversed_by_two_operators_and_the_books_stay_clean(app: TestApp) {
+        let terminal = app.sandbox_doc()["terminal_key"].as_str().unwrap().to_string();
+        let (victim, _) = app.funded_shopper(5_000).await;
+        // A thief who took over the account pays at a till.
+        let code = app.payment_code(&victim).await;
+        let r = app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": code, "amount": 4_000})), Some("theft")).await;
+        let payment = r.body["payment_id"].as_str().unwrap().to_string();
+        let op1 = app.operator_session(0).await;
+        let op2 = app.operator_session(1).await;
+        let r = app.authed(Method::POST, &format!("/v1/admin/users/{}/freeze", victim.user_id), &op1, Some(&json!({"reason": "takeover"})), OPERATOR_IP).await;
+        assert_eq!(r.status, 204);
+        let r = app.authed(Method::POST, "/v1/admin/corrections", &op1, Some(&json!({"kind": "payment", "id": payment, "reason": "fraud by account takeover"})), OPERATOR_IP).await;
+        assert_eq!(r.status, 202, "{r:?}");
+        let correction = r.body["correction_id"].as_str().unwrap().to_string();
+        let path = format!("/v1/admin/corrections/{correction}/approve");
+        // Nothing moves until a second operator approves.
+        app.authed(Method::POST, &path, &op1, None, OPERATOR_IP).await.assert_problem(409, "second_operator_required");
+        let balance = |app: &TestApp| {
+            let pool = app.db().pool().clone();
+            let user = victim.user_id.clone();
+            async move {
+                sqlx::query_scalar::<_, i64>("SELECT a.balance FROM accounts a JOIN users u ON u.wallet_account_id = a.id WHERE u.id = $1")
+                    .bind(user).fetch_one(&pool).await.unwrap()
+            }
+        };
+        assert_eq!(balance(&app).await, 1_000);
+        let r = app.authed(Method::POST, &path, &op2, None, OPERATOR_IP).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(balance(&app).await, 5_000);
+        app.authed(Method::POST, &path, &op2, None, OPERATOR_IP).await.assert_problem(409, "already_applied");
+        let out = app.omamori(&["admin", "verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        let audit = app.authed(Method::GET, "/v1/admin/audit", &op1, None, OPERATOR_IP).await;
+        let actions: Vec<&str> = audit.body["items"].as_array().unwrap().iter().map(|i| i["action"].as_str().unwrap()).collect();
+        assert!(actions.contains(&"correction.propose") && actions.contains(&"correction.approve") && actions.contains(&"user.freeze"), "{actions:?}");
+    }
+
+    async fn a_chargeback_takes_what_it_can_books_the_rest_to_losses_and_freezes(app: TestApp) {
+        let store_qr = app.sandbox_doc()["store_qr"].as_str().unwrap().to_string();
+        let (mut s, card) = app.funded_shopper(0).await;
+        let r = app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 8_000}), "stolen-card").await;
+        let topup = r.body["topup_id"].as_str().unwrap().to_string();
+        // The money was spent at once.
+        assert_eq!(app.money("/v1/payments", &s, &json!({"store_qr": store_qr, "amount": 5_000}), "spend").await.status, 201);
+        let r = app.post("/v1/sandbox/chargebacks", &json!({"topup_id": topup}), None).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body["from_wallet"], 3_000);
+        assert_eq!(r.body["to_losses"], 5_000);
+        // The freeze ended every session; the owner logs in again to find the wallet empty and frozen.
+        app.log_in(&mut s).await;
+        assert_eq!(app.wallet(&s).await["balance"], 0);
+        let losses: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE kind = 'losses'").fetch_one(app.db().pool()).await.unwrap();
+        assert_eq!(losses, -5_000);
+        // Frozen for review; reported twice, it moves nothing more.
+        app.money("/v1/payments", &s, &json!({"store_qr": store_qr, "amount": 1}), "after").await.assert_problem(403, "account_frozen");
+        app.post("/v1/sandbox/chargebacks", &json!({"topup_id": topup}), None).await.assert_problem(409, "already_charged_back");
+        let out = app.omamori(&["admin", "verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+}
