@@ -89,13 +89,8 @@ pub async fn ledger(
             Ok::<_, ledger::LedgerError>(latencies)
         }));
     }
-    let mut latencies: Vec<Duration> = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await??);
-    }
+    let latencies = gather(tasks).await?;
     let elapsed = started.elapsed();
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
     let problems = ledger::verify(&db).await?;
     println!("omamori bench ledger: {} backend", db.backend().name());
     println!("machine: {}", machine());
@@ -103,12 +98,10 @@ pub async fn ledger(
         "transfers: {transfers}, concurrency: {concurrency}, wallets: {wallets}, one journal entry per transaction"
     );
     println!(
-        "elapsed: {:.2} s, throughput: {:.0} transfers/s, latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "elapsed: {:.2} s, throughput: {:.0} transfers/s, {}",
         elapsed.as_secs_f64(),
         transfers as f64 / elapsed.as_secs_f64(),
-        pct(0.50).as_secs_f64() * 1e3,
-        pct(0.99).as_secs_f64() * 1e3,
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        latency_summary(latencies),
     );
     println!(
         "ledger verify after the run: {}",
@@ -194,24 +187,17 @@ pub async fn login(
             Ok::<_, anyhow::Error>(latencies)
         }));
     }
-    let mut latencies: Vec<Duration> = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await??);
-    }
+    let latencies = gather(tasks).await?;
     let elapsed = started.elapsed();
     server.abort();
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
     println!("omamori bench login");
     println!("machine: {}", machine());
     println!("password checks: {checks} Argon2id verifications (m=19456 KiB, t=2, p=1), {:.1} checks/s", check_rate);
     println!(
         "logins (first step over HTTP, password checked, challenge answered): {logins} at concurrency {concurrency}: \
-         {:.1} logins/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+         {:.1} logins/s, {}",
         logins as f64 / elapsed.as_secs_f64(),
-        pct(0.50),
-        pct(0.99),
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        latency_summary(latencies)
     );
     Ok(())
 }
@@ -308,23 +294,16 @@ pub async fn pos(
             Ok::<_, anyhow::Error>(latencies)
         }));
     }
-    let mut latencies: Vec<Duration> = Vec::new();
-    for t in tasks {
-        latencies.extend(t.await??);
-    }
+    let latencies = gather(tasks).await?;
     let elapsed = started.elapsed();
     server.abort();
-    latencies.sort();
-    let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
     let problems = ledger::verify(&state.db).await?;
     println!("omamori bench pos: {} backend", state.db.backend().name());
     println!("machine: {}", machine());
     println!(
-        "payments: {payments} POS charges over HTTP at concurrency {concurrency}: {:.0} payments/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "payments: {payments} POS charges over HTTP at concurrency {concurrency}: {:.0} payments/s, {}",
         payments as f64 / elapsed.as_secs_f64(),
-        pct(0.50),
-        pct(0.99),
-        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+        latency_summary(latencies)
     );
     println!(
         "ledger verify after the run: {}",
@@ -357,6 +336,31 @@ async fn post_json_with(
 /// One HTTP/1.1 POST over a fresh connection; answers the status code.
 async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> anyhow::Result<u16> {
     post_json_with(addr, path, body, &[]).await
+}
+
+/// Waits for the workers and answers every latency they measured.
+async fn gather<E>(tasks: Vec<tokio::task::JoinHandle<Result<Vec<Duration>, E>>>) -> anyhow::Result<Vec<Duration>>
+where
+    anyhow::Error: From<E>,
+{
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await??);
+    }
+    Ok(latencies)
+}
+
+/// "latency p50 … ms, p99 … ms, max … ms".
+fn latency_summary(mut latencies: Vec<Duration>) -> String {
+    latencies.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let pct = |p: f64| ms(latencies[((latencies.len() as f64 - 1.0) * p).round() as usize]);
+    format!(
+        "latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        pct(0.50),
+        pct(0.99),
+        ms(latencies.last().copied().unwrap_or_default())
+    )
 }
 
 /// CPU model and count, for the report.
