@@ -72,6 +72,8 @@ impl AppState {
             failed_logins: self.config.alert_failed_logins_per_minute as i64,
             failed_codes: self.config.alert_failed_codes_per_minute as i64,
             throttled_addresses: self.config.alert_throttled_addresses_per_minute as i64,
+            card_declines: self.config.alert_card_declines_per_minute as i64,
+            contain: self.config.containment,
         }
     }
 

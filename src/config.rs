@@ -36,6 +36,8 @@ pub const SETTINGS: &[&str] = &[
     "alert_failed_logins_per_minute",
     "alert_failed_codes_per_minute",
     "alert_throttled_addresses_per_minute",
+    "alert_card_declines_per_minute",
+    "containment",
     "password_hash_concurrency",
     "payment_code_prefix",
     "card_fingerprint_key",
@@ -132,6 +134,9 @@ pub struct Config {
     pub alert_failed_logins_per_minute: u32,
     pub alert_failed_codes_per_minute: u32,
     pub alert_throttled_addresses_per_minute: u32,
+    pub alert_card_declines_per_minute: u32,
+    /// Whether detectors may engage switches on their own (card testing stops card linking).
+    pub containment: bool,
     /// How many Argon2 computations may run at once (each takes 19 MiB and one core).
     pub password_hash_concurrency: u32,
     /// Omamori's provider prefix at the start of every payment code (2 to 6 digits).
@@ -162,6 +167,8 @@ impl Default for Config {
             alert_failed_logins_per_minute: 30,
             alert_failed_codes_per_minute: 20,
             alert_throttled_addresses_per_minute: 3,
+            alert_card_declines_per_minute: 20,
+            containment: true,
             password_hash_concurrency: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2),
             payment_code_prefix: "4649".to_string(),
             keys: Keys::default(),
@@ -368,6 +375,10 @@ impl Config {
                 "alert_throttled_addresses_per_minute" => {
                     config.alert_throttled_addresses_per_minute = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
                 }
+                "alert_card_declines_per_minute" => {
+                    config.alert_card_declines_per_minute = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
+                }
+                "containment" => config.containment = parse_bool(value).map_err(|e| fail(&e))?,
                 "password_hash_concurrency" => {
                     config.password_hash_concurrency = number(value, 1, 256).map_err(|e| fail(&e))?
                 }

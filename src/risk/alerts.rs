@@ -19,11 +19,15 @@ pub struct Thresholds {
     pub failed_logins: i64,
     pub failed_codes: i64,
     pub throttled_addresses: i64,
+    /// Failed card checks in a minute that raise an alert and, when `contain` is set, engage the
+    /// `card_linking` switch everywhere (a card-testing flood).
+    pub card_declines: i64,
+    pub contain: bool,
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds { failed_logins: 30, failed_codes: 20, throttled_addresses: 3 }
+        Thresholds { failed_logins: 30, failed_codes: 20, throttled_addresses: 3, card_declines: 20, contain: true }
     }
 }
 
@@ -80,6 +84,27 @@ pub async fn evaluate(conn: &mut Conn, t: Thresholds, now: i64) -> Result<(), sq
             now,
         )
         .await?;
+    }
+    let card_declines: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM auth_events WHERE scope = 'card_fail_wallet' AND at > $1")
+            .bind(since)
+            .fetch_one(&mut *conn)
+            .await?;
+    if card_declines >= t.card_declines {
+        let contained = t.contain
+            && crate::risk::switches::contain(
+                conn,
+                "card_linking",
+                &format!("automatic containment: {card_declines} failed card checks in a minute"),
+                now,
+            )
+            .await?;
+        let detail = format!(
+            "{card_declines} failed card checks in the last minute (threshold {}): card testing?{}",
+            t.card_declines,
+            if contained { " Card linking was stopped everywhere (switch card_linking)." } else { "" }
+        );
+        raise(conn, "card_declines", "high", &detail, now).await?;
     }
     Ok(())
 }

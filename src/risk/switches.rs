@@ -92,28 +92,60 @@ pub async fn engage(
     let id = new_id("swt");
     store::retry(|| async {
         let mut tx = db.begin().await?;
-        sqlx::query(
-            "INSERT INTO switches (id, kind, name, scope_kind, scope_id, reason, engaged_at, engaged_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&id)
-        .bind(kind)
-        .bind(name)
-        .bind(scope_kind)
-        .bind(&scope_id)
-        .bind(reason)
-        .bind(now)
-        .bind(by)
-        .execute(&mut *tx)
-        .await?;
-        let detail =
-            json!({"kind": kind, "name": name, "scope": {"kind": scope_kind, "id": scope_id}, "reason": reason});
-        crate::audit::append(&mut tx, by, "switch.engage", &id, &detail, now).await?;
+        insert(&mut tx, &id, kind, name, scope_kind, &scope_id, reason, by, now).await?;
         tx.commit().await
     })
     .await?;
-    tracing::warn!(switch = name, scope = scope_kind, by, "switch engaged");
     Ok(json!({"id": id, "name": name, "scope": {"kind": scope_kind, "id": scope_id}, "engaged": true}))
+}
+
+/// Writes an engaged switch and its audit entry in the caller's transaction.
+#[allow(clippy::too_many_arguments)]
+async fn insert(
+    conn: &mut Conn,
+    id: &str,
+    kind: &str,
+    name: &str,
+    scope_kind: &str,
+    scope_id: &str,
+    reason: &str,
+    by: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO switches (id, kind, name, scope_kind, scope_id, reason, engaged_at, engaged_by) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(id)
+    .bind(kind)
+    .bind(name)
+    .bind(scope_kind)
+    .bind(scope_id)
+    .bind(reason)
+    .bind(now)
+    .bind(by)
+    .execute(&mut *conn)
+    .await?;
+    let detail = json!({"kind": kind, "name": name, "scope": {"kind": scope_kind, "id": scope_id}, "reason": reason});
+    crate::audit::append(conn, by, "switch.engage", id, &detail, now).await?;
+    tracing::warn!(switch = name, scope = scope_kind, by, "switch engaged");
+    Ok(())
+}
+
+/// Automatic containment: engages a global switch unless one of that name is in force already.
+/// Answers whether it engaged one.
+pub async fn contain(conn: &mut Conn, name: &str, reason: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let engaged: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM switches WHERE name = $1 AND scope_kind = 'global' AND kind = 'switch' AND released_at IS NULL",
+    )
+    .bind(name)
+    .fetch_one(&mut *conn)
+    .await?;
+    if engaged > 0 {
+        return Ok(false);
+    }
+    insert(conn, &new_id("swt"), "switch", name, "global", "", reason, "system:containment", now).await?;
+    Ok(true)
 }
 
 /// Asks for (first operator) or confirms (a second, different operator) a release.

@@ -222,3 +222,30 @@ both_backends! {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_testing_flood_engages_containment_by_itself() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::spawn_with(backend, |c| c.alert_card_declines_per_minute = 6).await else { continue };
+        // Stolen numbers tried from several wallets, as card testers do.
+        for _ in 0..3 {
+            let mut s = app.register().await;
+            app.log_in(&mut s).await;
+            for _ in 0..2 {
+                app.link_card(&s, "4242424242424241").await.assert_problem(422, "invalid_card");
+            }
+        }
+        // Card linking has stopped everywhere, without an operator, and the operators were told.
+        let mut honest = app.register().await;
+        app.log_in(&mut honest).await;
+        let r = app.link_card(&honest, &test_card()).await;
+        r.assert_problem(403, "switch_engaged");
+        assert_eq!(r.body["switch"], "card_linking");
+        let alerts = app.alerts().await;
+        let alert = alerts.iter().find(|a| a["kind"] == "card_declines").unwrap_or_else(|| panic!("{alerts:?}"));
+        assert!(alert["detail"].as_str().unwrap().contains("stopped everywhere"), "{alert:?}");
+        let op = app.operator_session(0).await;
+        let switches = app.authed(reqwest::Method::GET, "/v1/admin/switches", &op, None, OPERATOR_IP).await;
+        assert_eq!(switches.body["items"][0]["engaged_by"], "system:containment");
+    }
+}
