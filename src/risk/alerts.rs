@@ -127,6 +127,21 @@ pub async fn raise(conn: &mut Conn, kind: &str, severity: &str, detail: &str, no
         .bind(now)
         .execute(&mut *conn)
         .await?;
+    // Every operator is told, through the outbox (and so by whichever channel delivers e-mail),
+    // in the transaction that raised the alert.
+    let operators: Vec<String> =
+        sqlx::query_scalar("SELECT email FROM operators ORDER BY email").fetch_all(&mut *conn).await?;
+    for email in operators {
+        let message = crate::notify::Message {
+            channel: crate::notify::Channel::Email,
+            to: email,
+            kind: "operator_alert".into(),
+            subject: Some(format!("[Omamori {severity}] {kind}")),
+            body: detail.to_string(),
+            code: None,
+        };
+        crate::notify::enqueue(conn, &message, now).await?;
+    }
     tracing::warn!(kind, severity, detail, "alert raised");
     Ok(true)
 }

@@ -244,8 +244,94 @@ async fn a_card_testing_flood_engages_containment_by_itself() {
         let alerts = app.alerts().await;
         let alert = alerts.iter().find(|a| a["kind"] == "card_declines").unwrap_or_else(|| panic!("{alerts:?}"));
         assert!(alert["detail"].as_str().unwrap().contains("stopped everywhere"), "{alert:?}");
+        // Every operator received it by e-mail.
+        let doc = app.sandbox_doc();
+        for op in doc["operators"].as_array().unwrap() {
+            let mail = app.messages(op["email"].as_str().unwrap()).await;
+            assert!(
+                mail.iter()
+                    .any(|m| m["kind"] == "operator_alert" && m["subject"].as_str().unwrap().contains("card_declines")),
+                "{mail:?}"
+            );
+        }
         let op = app.operator_session(0).await;
         let switches = app.authed(reqwest::Method::GET, "/v1/admin/switches", &op, None, OPERATOR_IP).await;
         assert_eq!(switches.body["items"][0]["engaged_by"], "system:containment");
     }
+}
+
+/// Two `omamori serve` processes on one PostgreSQL database: a switch engaged through one refuses
+/// the next request on the other within a second.
+#[test]
+fn a_switch_propagates_between_two_serve_processes() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir_a = TempDir::new();
+    let dir_b = TempDir::new();
+    let Some(db) = rt.block_on(TestDatabase::create(Backend::Postgres, &dir_a)) else { return };
+    let start = |dir: &TempDir| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_omamori"))
+            .args(["serve", "--sandbox"])
+            .env_clear()
+            .env("OMAMORI_LISTEN", "127.0.0.1:0")
+            .env("OMAMORI_DATABASE_URL", &db.url)
+            .env("OMAMORI_DATA_DIR", &dir.0)
+            .env("OMAMORI_LOG_LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let base = line.trim().strip_prefix("listening on ").unwrap().to_string();
+        (child, base)
+    };
+    // B first: each sandbox start renews the demo credentials, so A's sandbox.json is the valid one.
+    let (mut b, base_b) = start(&dir_b);
+    let (mut a, base_a) = start(&dir_a);
+    rt.block_on(async {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir_a.0.join("sandbox.json")).unwrap()).unwrap();
+        let op = &doc["operators"][0];
+        let r = client
+            .post(format!("{base_a}/v1/admin/login"))
+            .json(&json!({"email": op["email"], "password": op["password"]}))
+            .send()
+            .await
+            .unwrap();
+        let challenge = r.json::<serde_json::Value>().await.unwrap()["challenge_id"].as_str().unwrap().to_string();
+        let seed = omamori::identity::totp::base32_decode(op["totp_secret"].as_str().unwrap()).unwrap();
+        let code = omamori::identity::totp::code_at_step(&seed, omamori::identity::totp::current_step());
+        let r = client
+            .post(format!("{base_a}/v1/challenges/{challenge}/verify"))
+            .json(&json!({"method": "totp", "code": code}))
+            .send()
+            .await
+            .unwrap();
+        let token = r.json::<serde_json::Value>().await.unwrap()["session_token"].as_str().unwrap().to_string();
+        let signup = json!({"phone": "+819011112222", "email": "two@example.jp", "password": strong_password()});
+        // Before: B takes sign-ups.
+        assert_eq!(client.post(format!("{base_b}/v1/signup")).json(&signup).send().await.unwrap().status(), 202);
+        let r = client
+            .post(format!("{base_a}/v1/admin/switches"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "signups", "reason": "SMS pumping"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let engaged = std::time::Instant::now();
+        let r = Reply::from(client.post(format!("{base_b}/v1/signup")).json(&signup).send().await.unwrap()).await;
+        let elapsed = engaged.elapsed();
+        r.assert_problem(403, "switch_engaged");
+        assert!(elapsed < std::time::Duration::from_secs(1), "{elapsed:?}");
+        eprintln!("switch propagation between two serve processes: {elapsed:?}");
+    });
+    for child in [&mut a, &mut b] {
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = child.wait();
+    }
+    drop(db);
 }
