@@ -149,6 +149,11 @@ pub async fn link(
         let mut tx = state.db.begin().await?;
         tx.lock("cards", &user.id).await?;
         tx.lock("card", &fingerprint).await?;
+        // A switch on this very card (by id, covering its fingerprint on every wallet).
+        let subject = switches::Subject { card_fingerprint: Some(&fingerprint), ..Default::default() };
+        if let Err(e) = switches::check(&mut tx, "card_linking", subject).await {
+            return Ok::<_, ApiError>(Err(e));
+        }
         // The check passed: it was not a failure.
         for id in &provisional {
             sqlx::query("DELETE FROM auth_events WHERE id = $1").bind(id).execute(&mut *tx).await?;

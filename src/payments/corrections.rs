@@ -21,6 +21,10 @@ use crate::store::{self, Conn, Db};
 
 const LOSSES_OWNER: &str = "omamori";
 
+fn state_backend_is_postgres(conn: &mut Conn) -> bool {
+    conn.backend_name() == "PostgreSQL"
+}
+
 async fn losses_account(conn: &mut Conn, now: i64) -> Result<AccountId, sqlx::Error> {
     if let Some(a) = ledger::account_by_owner(conn, AccountKind::Losses, LOSSES_OWNER).await? {
         return Ok(a.id);
@@ -53,6 +57,8 @@ async fn claw_back(
             format!("this top-up is {status}, not succeeded"),
         ));
     }
+    // The lock payments take: a payment cannot slip between reading the balance and the debit.
+    store::lock_conn(conn, "wallet", &user_id).await?;
     let balance: i64 =
         sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1").bind(wallet).fetch_one(&mut *conn).await?;
     let from_wallet = balance.clamp(0, amount);
@@ -79,7 +85,7 @@ async fn claw_back(
 
 /// A chargeback reported by the processor for a top-up: once per top-up (a repeat finds it done).
 pub async fn chargeback(db: &Db, topup_id: &str, now: i64) -> Result<Value, ApiError> {
-    let (user_id, from_wallet, shortfall) = store::retry(|| async {
+    let (_user, from_wallet, shortfall) = store::retry(|| async {
         let mut tx = db.begin().await?;
         tx.lock("topup", topup_id).await?;
         let status: Option<String> = sqlx::query_scalar("SELECT status FROM topups WHERE id = $1")
@@ -96,13 +102,13 @@ pub async fn chargeback(db: &Db, topup_id: &str, now: i64) -> Result<Value, ApiE
         let result = claw_back(&mut tx, topup_id, EntryKind::Chargeback, topup_id, now).await?;
         let detail = json!({"topup_id": topup_id, "from_wallet": result.1, "to_losses": result.2});
         crate::audit::append(&mut tx, "processor", "topup.chargeback", &result.0, &detail, now).await?;
+        // The wallet is frozen for review, in the same transaction.
+        let reason = format!("chargeback of top-up {topup_id}");
+        crate::risk::switches::freeze_in(&mut tx, &result.0, &reason, "system:chargeback", now).await?;
         tx.commit().await?;
         Ok(result)
     })
     .await?;
-    // The wallet is frozen for review.
-    crate::risk::switches::freeze(db, &user_id, &format!("chargeback of top-up {topup_id}"), "system:chargeback", now)
-        .await?;
     Ok(json!({"topup_id": topup_id, "status": "charged_back", "from_wallet": from_wallet, "to_losses": shortfall}))
 }
 
@@ -175,7 +181,10 @@ pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Value, Api
             return Err(ApiError::new(StatusCode::CONFLICT, "second_operator_required", "a correction takes a second, different operator"));
         }
         let (user_id, result) = if kind == "payment" {
-            tx.lock("payment", &target).await?;
+            // The same row lock refunds and till reversals take, so none of them interleave.
+            if state_backend_is_postgres(&mut tx) {
+                sqlx::query("SELECT id FROM payments WHERE id = $1 FOR UPDATE").bind(&target).execute(&mut *tx).await?;
+            }
             let user_id: String = sqlx::query_scalar("SELECT user_id FROM payments WHERE id = $1").bind(&target).fetch_one(&mut *tx).await?;
             super::pos::reverse(&mut tx, &target, now).await?;
             (user_id, json!({"payment_id": target, "status": "reversed"}))

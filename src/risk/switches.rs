@@ -85,6 +85,23 @@ pub async fn engage(
         return Err(ApiError::invalid_body("a scoped switch needs the scope's id"));
     }
     let scope_id = if scope_kind == "country" { scope_id.to_ascii_uppercase() } else { scope_id.to_string() };
+    // A mistyped id would match nothing while the operator believes the fraud contained.
+    let table = match scope_kind {
+        "user" => Some("users"),
+        "merchant" => Some("merchants"),
+        "card" => Some("cards"),
+        _ => None,
+    };
+    if let Some(table) = table {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table} WHERE id = $1"));
+        let n: i64 = sqlx::query_scalar(sql).bind(&scope_id).fetch_one(db.pool()).await?;
+        if n == 0 {
+            return Err(ApiError::not_found(format!("there is no {scope_kind} {scope_id}")));
+        }
+    }
+    if scope_kind == "country" && (scope_id.len() != 2 || !scope_id.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(ApiError::invalid_body("a country scope needs an ISO 3166 alpha-2 code"));
+    }
     let reason = reason.trim();
     if reason.is_empty() || reason.chars().count() > 500 {
         return Err(ApiError::invalid_body("give a reason of 1 to 500 characters"));
@@ -135,6 +152,8 @@ async fn insert(
 /// Automatic containment: engages a global switch unless one of that name is in force already.
 /// Answers whether it engaged one.
 pub async fn contain(conn: &mut Conn, name: &str, reason: &str, now: i64) -> Result<bool, sqlx::Error> {
+    // Two floods at once must not engage two switches (each would need its own release).
+    store::lock_conn(conn, "containment", name).await?;
     let engaged: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM switches WHERE name = $1 AND scope_kind = 'global' AND kind = 'switch' AND released_at IS NULL",
     )
@@ -230,24 +249,33 @@ pub async fn list(db: &Db) -> Result<Vec<Value>, sqlx::Error> {
 
 /// Freezes a user: every money action refused, every session revoked.
 pub async fn freeze(db: &Db, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), ApiError> {
-    let exists: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = $1").bind(user_id).fetch_one(db.pool()).await?;
-    if exists == 0 {
-        return Err(ApiError::not_found("there is no such user"));
-    }
-    for name in MONEY {
-        engage(db, "freeze", name, "user", user_id, reason, by, now).await?;
+    let reason = reason.trim();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::invalid_body("give a reason of 1 to 500 characters"));
     }
     store::retry(|| async {
         let mut tx = db.begin().await?;
-        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?;
-        crate::audit::append(&mut tx, by, "user.freeze", user_id, &json!({"reason": reason}), now).await?;
-        tx.commit().await
+        let exists: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = $1").bind(user_id).fetch_one(&mut *tx).await?;
+        if exists == 0 {
+            return Err(ApiError::not_found("there is no such user"));
+        }
+        freeze_in(&mut tx, user_id, reason, by, now).await?;
+        tx.commit().await?;
+        Ok(())
     })
-    .await?;
-    Ok(())
+    .await
+}
+
+/// The freeze, in the caller's transaction (a chargeback freezes with the money it takes back).
+pub async fn freeze_in(conn: &mut Conn, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), sqlx::Error> {
+    for name in MONEY {
+        insert(conn, &new_id("swt"), "freeze", name, "user", user_id, reason, by, now).await?;
+    }
+    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(user_id)
+        .execute(&mut *conn)
+        .await?;
+    crate::audit::append(conn, by, "user.freeze", user_id, &json!({"reason": reason}), now).await
 }

@@ -216,6 +216,19 @@ fn redact_db_error(e: &sqlx::Error) -> String {
     }
 }
 
+/// [`Tx::lock`] for code that holds only the connection of a transaction: serialises with every
+/// other transaction locking the same name (PostgreSQL advisory lock; SQLite's writer lock already
+/// serialises writers).
+pub async fn lock_conn(conn: &mut Conn, namespace: &str, id: &str) -> Result<(), sqlx::Error> {
+    if conn.backend_name() == "PostgreSQL" {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(format!("{namespace}\0{id}").as_bytes());
+        let key = i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 8 bytes"));
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Errors that may succeed when the whole transaction is tried again.
 pub trait Retryable {
     fn is_retryable(&self) -> bool;

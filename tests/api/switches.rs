@@ -68,6 +68,20 @@ both_backends! {
         assert_eq!(app.authed(Method::POST, "/v1/admin/switches", &op, Some(&body), OPERATOR_IP).await.status, 201);
         app.money("/v1/payments", &a, &json!({"store_qr": store_qr, "amount": 100}), "a1").await.assert_problem(403, "switch_engaged");
         assert_eq!(app.money("/v1/payments", &b, &json!({"store_qr": store_qr, "amount": 100}), "b1").await.status, 201);
+        // A card switch stops that card on every wallet, by its fingerprint.
+        let number = test_card();
+        let (owner, _) = app.funded_shopper(0).await;
+        let r = app.link_card(&owner, &number).await;
+        let card = r.body["card_id"].as_str().unwrap().to_string();
+        let body = json!({"name": "card_linking", "scope": {"kind": "card", "id": card}, "reason": "reported stolen"});
+        assert_eq!(app.authed(Method::POST, "/v1/admin/switches", &op, Some(&body), OPERATOR_IP).await.status, 201);
+        let mut thief = app.register().await;
+        app.log_in(&mut thief).await;
+        app.link_card(&thief, &number).await.assert_problem(403, "switch_engaged");
+        assert_eq!(app.link_card(&thief, &test_card()).await.status, 201, "other cards still link");
+        // A scope that names nothing is refused, so an operator cannot believe a typo contained anything.
+        let body = json!({"name": "payments", "scope": {"kind": "user", "id": "usr_typo"}, "reason": "x"});
+        app.authed(Method::POST, "/v1/admin/switches", &op, Some(&body), OPERATOR_IP).await.assert_problem(404, "not_found");
         // Sign-ups from one country; logins everywhere.
         let body = json!({"name": "signups", "scope": {"kind": "country", "id": "jp"}, "reason": "SMS pumping"});
         assert_eq!(app.authed(Method::POST, "/v1/admin/switches", &op, Some(&body), OPERATOR_IP).await.status, 201);
