@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::http::auth::ClientInfo;
 use crate::http::error::ApiError;
 use crate::notify::Channel;
-use crate::risk::{alerts, throttle};
+use crate::risk::throttle;
 use crate::store::{self, Conn, clock};
 
 pub const SMS_PER_CHALLENGE: i64 = 3;
@@ -263,31 +263,19 @@ pub async fn verify(
             _ => false,
         };
         if !right {
-            let failures: i64 = sqlx::query_scalar(
-                "UPDATE challenges SET failures = failures + 1, \
-                 state = CASE WHEN failures + 1 >= $1 THEN 'dead' ELSE state END \
-                 WHERE id = $2 AND state = 'open' RETURNING failures",
-            )
-            .bind(MAX_CODE_FAILURES)
-            .bind(&c.id)
-            .fetch_one(&mut *tx)
-            .await?;
-            let attempt = throttle::Attempt {
-                ip: &client.ip_text,
-                subnet: &client.subnet,
-                key: &account_key,
-                recognised: false,
+            let refusal = super::wrong_code(
+                tx,
+                state,
+                super::CodeHolder::Challenge,
+                &c.id,
+                &account_key,
                 max_delay_ms,
-            };
-            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Code, now).await?;
-            alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
-            tx.commit().await?;
-            return Ok::<_, ApiError>(Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "code_invalid",
+                client,
                 "the code is not right",
+                now,
             )
-            .with("attempts_left", (MAX_CODE_FAILURES - failures).max(0))));
+            .await?;
+            return Ok::<_, ApiError>(Err(refusal));
         }
         // Used once: the state moves on and the code is forgotten.
         let moved = sqlx::query(

@@ -260,6 +260,53 @@ pub async fn send_code(
     notify::enqueue(conn, &message, now).await.map(|_| ())
 }
 
+/// The rows a one-time code belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum CodeHolder {
+    Signup,
+    Reset,
+    Challenge,
+}
+
+/// Counts a wrong code, in the caller's locked transaction, which it then commits: against the
+/// sign-up, reset or challenge row (dead at the fifth), against `key` and the caller's address,
+/// and in the alert counters. Answers `422 code_invalid` with `attempts_left`.
+#[allow(clippy::too_many_arguments)]
+pub async fn wrong_code(
+    mut tx: crate::store::Tx,
+    state: &crate::app::AppState,
+    holder: CodeHolder,
+    id: &str,
+    key: &str,
+    max_delay_ms: Option<i64>,
+    client: &crate::http::auth::ClientInfo,
+    detail: &str,
+    now: i64,
+) -> Result<ApiError, sqlx::Error> {
+    let table = match holder {
+        CodeHolder::Signup => "signups",
+        CodeHolder::Reset => "password_resets",
+        CodeHolder::Challenge => "challenges",
+    };
+    let sql = sqlx::AssertSqlSafe(format!(
+        "UPDATE {table} SET failures = failures + 1, \
+         state = CASE WHEN failures + 1 >= $1 THEN 'dead' ELSE state END WHERE id = $2 RETURNING failures"
+    ));
+    let failures: i64 = sqlx::query_scalar(sql).bind(MAX_CODE_FAILURES).bind(id).fetch_one(&mut *tx).await?;
+    let attempt = crate::risk::throttle::Attempt {
+        ip: &client.ip_text,
+        subnet: &client.subnet,
+        key,
+        recognised: false,
+        max_delay_ms,
+    };
+    crate::risk::throttle::record_failure(&mut tx, &attempt, crate::risk::throttle::Failure::Code, now).await?;
+    crate::risk::alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
+    tx.commit().await?;
+    Ok(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "code_invalid", detail.to_string())
+        .with("attempts_left", (MAX_CODE_FAILURES - failures).max(0)))
+}
+
 /// `403 cooling_off` when the user changed credentials recently.
 pub fn ensure_not_cooling_off(user: &User, now: i64) -> Result<(), ApiError> {
     if user.cooling_off_until > now {

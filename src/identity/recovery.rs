@@ -22,7 +22,7 @@ use crate::app::AppState;
 use crate::http::auth::{ClientInfo, UserSession};
 use crate::http::error::ApiError;
 use crate::notify::Channel;
-use crate::risk::{alerts, throttle};
+use crate::risk::throttle;
 use crate::store::{self, Conn};
 
 /// `POST /v1/password-reset {login}`: the same answer whether or not the account exists, and
@@ -147,31 +147,10 @@ pub async fn complete(
             proven += 1;
         }
         let Some(user) = user.filter(|_| proven >= 2) else {
-            let failures: i64 = sqlx::query_scalar(
-                "UPDATE password_resets SET failures = failures + 1, \
-                 state = CASE WHEN failures + 1 >= $1 THEN 'dead' ELSE state END WHERE id = $2 RETURNING failures",
-            )
-            .bind(MAX_CODE_FAILURES)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
             let key = format!("reset:{id}");
-            let attempt = throttle::Attempt {
-                ip: &client.ip_text,
-                subnet: &client.subnet,
-                key: &key,
-                recognised: false,
-                max_delay_ms: None,
-            };
-            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Code, now).await?;
-            alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
-            tx.commit().await?;
-            return Ok::<_, ApiError>(Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "code_invalid",
-                "two valid proofs are needed: the SMS code, the e-mail code or an authenticator code",
-            )
-            .with("attempts_left", (MAX_CODE_FAILURES - failures).max(0))));
+            let detail = "two valid proofs are needed: the SMS code, the e-mail code or an authenticator code";
+            let refusal = super::wrong_code(tx, state, super::CodeHolder::Reset, id, &key, None, client, detail, now).await?;
+            return Ok::<_, ApiError>(Err(refusal));
         };
         if let Err(reason) = check_policy(&password, &user.phone, &user.email) {
             // Not a failed try: the proofs were right; the user picks another password.

@@ -16,7 +16,7 @@ use crate::http::error::ApiError;
 use crate::ledger::{self, AccountKind};
 use crate::money::Currency;
 use crate::notify::{self, Channel, Message};
-use crate::risk::{alerts, throttle};
+use crate::risk::throttle;
 use crate::store::{self, Conn};
 
 pub fn weak_password(reason: super::password::WeakReason) -> ApiError {
@@ -180,27 +180,11 @@ pub async fn verify(
         let phone_ok = secret_matches(&format!("{id}:phone"), phone_code, row.try_get::<Option<String>, _>("phone_code_hash")?.as_deref());
         let email_ok = secret_matches(&format!("{id}:email"), email_code, row.try_get::<Option<String>, _>("email_code_hash")?.as_deref());
         if !(phone_ok && email_ok) {
-            let failures: i64 = sqlx::query_scalar(
-                "UPDATE signups SET failures = failures + 1, \
-                 state = CASE WHEN failures + 1 >= $1 THEN 'dead' ELSE state END WHERE id = $2 RETURNING failures",
-            )
-            .bind(MAX_CODE_FAILURES)
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
             let key = format!("signup:{id}");
-            let attempt = throttle::Attempt {
-                ip: &client.ip_text,
-                subnet: &client.subnet,
-                key: &key,
-                recognised: false,
-                max_delay_ms: None,
-            };
-            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Code, now).await?;
-            alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
-            tx.commit().await?;
-            return Ok::<_, ApiError>(Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "code_invalid", "the codes are not right")
-                .with("attempts_left", (MAX_CODE_FAILURES - failures).max(0))));
+            let refusal =
+                super::wrong_code(tx, state, super::CodeHolder::Signup, id, &key, None, client, "the codes are not right", now)
+                    .await?;
+            return Ok::<_, ApiError>(Err(refusal));
         }
         let (phone, email, hash): (String, String, String) =
             (row.try_get("phone")?, row.try_get("email")?, row.try_get("password_hash")?);
