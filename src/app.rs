@@ -36,6 +36,7 @@ impl AppState {
         let db = Db::connect(&config.effective_database_url(), config.database_max_connections).await?;
         store::migrate::run(&db).await?;
         let clock = Clock::load(&db).await?;
+        crate::risk::rules::seed(&db, clock.now_ms()).await?;
         let geo = crate::risk::geo::GeoIp::load(config.geoip.as_deref())?;
         let hasher = crate::identity::password::Hasher::new(config.password_hash_concurrency as usize);
         let config_sandbox = config.sandbox;

@@ -81,15 +81,21 @@ pub const TOMBSTONE: &str = "tombstone";
 pub struct Outcome {
     pub status: StatusCode,
     pub body: Value,
+    pub content_type: &'static str,
 }
 
 impl Outcome {
+    /// A business decline that must commit with the work (a risk decline opens a review case).
+    pub fn problem(e: &ApiError) -> Self {
+        Outcome { status: e.status, body: e.body(), content_type: PROBLEM_JSON }
+    }
+
     pub fn created(body: Value) -> Self {
-        Outcome { status: StatusCode::CREATED, body }
+        Outcome { status: StatusCode::CREATED, body, content_type: "application/json" }
     }
 
     pub fn ok(body: Value) -> Self {
-        Outcome { status: StatusCode::OK, body }
+        Outcome { status: StatusCode::OK, body, content_type: "application/json" }
     }
 }
 
@@ -161,13 +167,17 @@ where
         let mut tx = db.begin().await?;
         let outcome = work(&mut tx).await?;
         let body = outcome.body.to_string();
-        complete(&mut tx, &claim, outcome.status, "application/json", &body).await?;
+        complete(&mut tx, &claim, outcome.status, outcome.content_type, &body).await?;
         tx.commit().await?;
         Ok::<_, ApiError>(outcome)
     })
     .await;
     match result {
-        Ok(outcome) => Ok((outcome.status, axum::Json(outcome.body)).into_response()),
+        Ok(outcome) => {
+            let mut response = (outcome.status, outcome.body.to_string()).into_response();
+            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(outcome.content_type));
+            Ok(response)
+        }
         Err(decline) if decline.is_final => {
             // The work rolled back; store the decline on its own so that a repeat gets it again.
             store_decline(db, &claim, &decline).await?;

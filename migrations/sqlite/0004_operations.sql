@@ -47,3 +47,28 @@ CREATE TABLE corrections (
     result        TEXT
 );
 CREATE INDEX corrections_target ON corrections (target_kind, target_id);
+
+-- Risk rules (data, not code) and the review cases their holds open.
+CREATE TABLE risk_rules (
+    id          TEXT    PRIMARY KEY,
+    event       TEXT    NOT NULL CHECK (event IN ('topup', 'payment')),
+    priority    BIGINT  NOT NULL,
+    conditions  TEXT    NOT NULL,
+    outcome     TEXT    NOT NULL CHECK (outcome IN ('allow', 'step_up', 'hold', 'decline')),
+    enabled     BIGINT  NOT NULL DEFAULT 1,
+    updated_at  BIGINT  NOT NULL
+);
+
+CREATE TABLE reviews (
+    id          TEXT    PRIMARY KEY,
+    kind        TEXT    NOT NULL CHECK (kind IN ('topup', 'payment')),
+    subject_id  TEXT,
+    user_id     TEXT    NOT NULL,
+    rule_id     TEXT    NOT NULL,
+    detail      TEXT    NOT NULL,
+    state       TEXT    NOT NULL CHECK (state IN ('open', 'approved', 'rejected')),
+    created_at  BIGINT  NOT NULL,
+    decided_by  TEXT,
+    decided_at  BIGINT
+);
+CREATE INDEX reviews_state ON reviews (state, created_at);

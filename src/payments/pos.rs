@@ -19,7 +19,7 @@ use crate::ledger::{self, AccountId, EntryKind, NewEntry};
 use crate::merchants::{self, Store};
 use crate::money::Yen;
 use crate::notify::{self, Channel, Message};
-use crate::risk::{alerts, switches, throttle};
+use crate::risk::{alerts, rules, switches, throttle};
 use crate::store::{Conn, clock};
 
 pub const CODE_TTL_MS: i64 = 60 * 1000;
@@ -183,7 +183,8 @@ pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<String, Ap
     Ok(payment_id)
 }
 
-/// `POST /v1/pos/payments`, inside the idempotent transaction.
+/// `POST /v1/pos/payments`, inside the idempotent transaction. The inner error is a risk decline
+/// that must commit (its review case and the spent code).
 #[allow(clippy::too_many_arguments)]
 pub async fn charge_code(
     conn: &mut Conn,
@@ -194,14 +195,15 @@ pub async fn charge_code(
     order_ref: Option<&str>,
     idem_key: &str,
     now: i64,
-) -> Result<Value, ApiError> {
+) -> Result<Result<Value, ApiError>, ApiError> {
     let Some(code) = PaymentCode::parse(code, prefix) else { return Err(code_invalid()) };
     let hash = code.lookup_hash();
-    let row = sqlx::query("SELECT user_id, state, expires_at FROM payment_codes WHERE code_hash = $1")
+    let row = sqlx::query("SELECT user_id, device_id, state, expires_at FROM payment_codes WHERE code_hash = $1")
         .bind(&hash)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(row) = row else { return Err(code_invalid()) };
+    let device_id: String = row.try_get("device_id")?;
     let (user_id, state, expires_at): (String, String, i64) =
         (row.try_get("user_id")?, row.try_get("state")?, row.try_get("expires_at")?);
     if state != "active" || expires_at <= now {
@@ -222,6 +224,16 @@ pub async fn charge_code(
     let subject =
         switches::Subject { user_id: Some(&user_id), merchant_id: Some(&store.merchant_id), ..Default::default() };
     switches::check(conn, "payments", subject).await?;
+    // A POS cannot wait: a hold (or a step-up it cannot ask for) declines and opens a review case,
+    // committed with the spent code so that the case survives.
+    let signals = rules::signals(conn, &user_id, &device_id, amount.0, Some(&store.category), None, now).await?;
+    if let (outcome, Some(rule)) = rules::evaluate(conn, "payment", &signals).await?
+        && outcome != rules::Outcome::Allow
+    {
+        let detail = json!({"store_id": store.id, "terminal_id": terminal.id, "amount": amount.0});
+        let review = rules::open_review(conn, "payment", None, &user_id, &rule, &detail, now).await?;
+        return Ok(Err(rules::risk_declined(Some(&review))));
+    }
     let charge = Charge {
         user_id: &user_id,
         store: &store,
@@ -232,7 +244,7 @@ pub async fn charge_code(
         idem_key: Some(idem_key),
     };
     let payment_id = pay(conn, &charge, now).await?;
-    Ok(json!({"payment_id": payment_id, "status": "succeeded", "amount": amount.0, "currency": "JPY"}))
+    Ok(Ok(json!({"payment_id": payment_id, "status": "succeeded", "amount": amount.0, "currency": "JPY"})))
 }
 
 /// A payment as the POS sees it, with its refunds.

@@ -23,6 +23,7 @@ use crate::identity;
 use crate::merchants::routes::path_id;
 use crate::merchants::{self, qr};
 use crate::money::{Yen, parse_amount};
+use crate::risk::rules;
 use crate::secret::Secret;
 use crate::store::{self, clock};
 
@@ -312,6 +313,27 @@ async fn pay_store_qr(
             };
             crate::risk::switches::check(conn, "payments", subject).await?;
             lock_wallet(conn, &state, &s.user_id).await?;
+            let signals =
+                rules::signals(conn, &s.user_id, &s.device_id, amount.0, Some(&store.category), client.country.as_deref(), now)
+                    .await?;
+            match rules::evaluate(conn, "payment", &signals).await? {
+                (rules::Outcome::Allow, _) | (_, None) => {}
+                (rules::Outcome::StepUp, _) if s.step_up_at + identity::STEP_UP_TTL_MS > now => {}
+                (rules::Outcome::StepUp, _) => {
+                    // Inside this transaction a challenge cannot be made (it would roll back with
+                    // the refusal): the app starts one with POST /v1/step-up and repeats.
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "step_up_required",
+                        "confirm it is you first: POST /v1/step-up, verify the challenge, then repeat",
+                    ));
+                }
+                (_, Some(rule)) => {
+                    let detail = json!({"store_id": store.id, "amount": amount.0});
+                    let review = rules::open_review(conn, "payment", None, &s.user_id, &rule, &detail, now).await?;
+                    return Ok(Outcome::problem(&rules::risk_declined(Some(&review))));
+                }
+            }
             let charge = pos::Charge {
                 user_id: &s.user_id,
                 store: &store,
@@ -539,7 +561,10 @@ async fn pos_charge(
                 now,
             )
             .await?;
-            Ok(Outcome::created(answer))
+            match answer {
+                Ok(paid) => Ok(Outcome::created(paid)),
+                Err(risk) => Ok(Outcome::problem(&risk)),
+            }
         })
     })
     .await;

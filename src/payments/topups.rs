@@ -21,7 +21,7 @@ use crate::identity::{self, new_id, recovery};
 use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry};
 use crate::money::{Currency, Yen};
 use crate::notify::{self, Channel, Message};
-use crate::risk::throttle;
+use crate::risk::{rules, throttle};
 use crate::store::{self, Conn};
 
 const FUNDING_OWNER: &str = "card-processor";
@@ -145,7 +145,7 @@ async fn run(
             let id = new_id("top");
             // The rules and the pending row in one transaction under the wallet's top-up lock,
             // so parallel requests cannot all slip under the same cap.
-            store::retry(|| async {
+            let held_answer: Option<Value> = store::retry(|| async {
                 let mut tx = state.db.begin().await?;
                 tx.lock("topups", &user.id).await?;
                 let card_ok: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE id = $1 AND user_id = $2 AND status = 'active'")
@@ -161,23 +161,44 @@ async fn run(
                     ));
                 }
                 check_rules(&mut tx, &user, amount.0, now).await?;
+                // The risk rules: a hold keeps the top-up uncharged until an operator decides.
+                let signals =
+                    rules::signals(&mut tx, &user.id, &session.device_id, amount.0, None, client.country.as_deref(), now).await?;
+                let (outcome, rule) = rules::evaluate(&mut tx, "topup", &signals).await?;
+                if outcome == rules::Outcome::Decline {
+                    return Err(rules::risk_declined(None));
+                }
+                let held = matches!(outcome, rules::Outcome::Hold | rules::Outcome::StepUp);
                 sqlx::query(
                     "INSERT INTO topups (id, user_id, card_id, amount, currency, status, idem_key, device_id, created_at) \
-                     VALUES ($1, $2, $3, $4, 'JPY', 'pending', $5, $6, $7)",
+                     VALUES ($1, $2, $3, $4, 'JPY', $5, $6, $7, $8)",
                 )
                 .bind(&id)
                 .bind(&user.id)
                 .bind(card_id)
                 .bind(amount.0)
+                .bind(if held { "held" } else { "pending" })
                 .bind(idem_key)
                 .bind(&session.device_id)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                if held {
+                    let rule = rule.unwrap_or_default();
+                    let detail = json!({"amount": amount.0, "card_id": card_id});
+                    rules::open_review(&mut tx, "topup", Some(&id), &user.id, &rule, &detail, now).await?;
+                    let answer = json!({"topup_id": id, "status": "held"});
+                    idempotency::complete(&mut tx, claim, StatusCode::ACCEPTED, "application/json", &answer.to_string()).await?;
+                    tx.commit().await?;
+                    return Ok(Some(answer));
+                }
                 tx.commit().await?;
-                Ok(())
+                Ok(None)
             })
             .await?;
+            if let Some(held) = held_answer {
+                return Ok((StatusCode::ACCEPTED, held));
+            }
             id
         }
     };
@@ -383,4 +404,28 @@ pub async fn sweep(state: &AppState) -> Result<usize, ApiError> {
         }
     }
     Ok(settled)
+}
+
+/// Charges a held top-up that an operator approved, and credits it.
+pub async fn charge_approved(state: &AppState, topup_id: &str) -> Result<(StatusCode, Value), ApiError> {
+    let processor = state.processor.clone().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no card processor is configured")
+    })?;
+    let row = sqlx::query("SELECT t.amount, c.processor_token FROM topups t JOIN cards c ON c.id = t.card_id WHERE t.id = $1 AND t.status = 'pending'")
+        .bind(topup_id)
+        .fetch_one(state.db.pool())
+        .await?;
+    let (amount, token): (i64, String) = (row.try_get("amount")?, row.try_get("processor_token")?);
+    let outcome = match processor.charge(&token, amount, topup_id).await {
+        Ok(reference) => ChargeStatus::Succeeded { reference },
+        Err(ProcessorError::Unavailable) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the card processor is unavailable; the sweeper will settle it",
+            ));
+        }
+        Err(_) => ChargeStatus::Declined,
+    };
+    settle(state, topup_id, outcome, None).await
 }

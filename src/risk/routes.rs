@@ -25,6 +25,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_log))
         .routes(routes!(propose_correction))
         .routes(routes!(approve_correction))
+        .routes(routes!(list_rules))
+        .routes(routes!(update_rule))
+        .routes(routes!(list_reviews))
+        .routes(routes!(decide_review))
 }
 
 /// The switches and freezes in force.
@@ -196,4 +200,91 @@ async fn approve_correction(
     let id = path_id(id, "correction")?;
     let v = crate::payments::corrections::approve(&state.db, &id, &op.actor(), state.clock.now_ms()).await?;
     Ok(axum::Json(v).into_response())
+}
+
+/// The risk rules, by event and priority.
+#[utoipa::path(get, path = "/v1/admin/rules", tag = "operator", responses((status = 200, description = "{items}")))]
+async fn list_rules(State(state): State<AppState>, op: OperatorSession) -> Result<Response, ApiError> {
+    op.require(Role::Viewer)?;
+    Ok(axum::Json(json!({"items": super::rules::list(&state.db).await?})).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RuleBody {
+    #[schema(value_type = Object)]
+    conditions: Option<serde_json::Value>,
+    /// allow, step_up, hold or decline
+    outcome: Option<String>,
+    enabled: Option<bool>,
+}
+
+/// Changes a risk rule (admin role; audited; applies to the next request, without a restart).
+#[utoipa::path(put, path = "/v1/admin/rules/{rule_id}", tag = "operator", request_body = RuleBody,
+    params(("rule_id" = String, Path)), responses((status = 200, description = "the rules"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn update_rule(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    id: Result<Path<String>, PathRejection>,
+    body: ApiJson<RuleBody>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Admin)?;
+    let Path(id) = id.map_err(|_| ApiError::not_found("there is no such rule"))?;
+    if id.len() > 64 {
+        return Err(ApiError::not_found("there is no such rule"));
+    }
+    let b = body.value;
+    super::rules::update(
+        &state.db,
+        &id,
+        b.conditions.as_ref(),
+        b.outcome.as_deref(),
+        b.enabled,
+        &op.actor(),
+        state.clock.now_ms(),
+    )
+    .await?;
+    Ok(axum::Json(json!({"items": super::rules::list(&state.db).await?})).into_response())
+}
+
+/// Review cases opened by risk holds, newest first.
+#[utoipa::path(get, path = "/v1/admin/reviews", tag = "operator", responses((status = 200, description = "{items}")))]
+async fn list_reviews(State(state): State<AppState>, op: OperatorSession) -> Result<Response, ApiError> {
+    op.require(Role::Viewer)?;
+    Ok(axum::Json(json!({"items": super::rules::reviews(&state.db).await?})).into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct DecideBody {
+    /// approve or reject
+    decision: String,
+}
+
+/// Decides a review case: an approved held top-up is charged and credited; a rejected one is declined.
+#[utoipa::path(post, path = "/v1/admin/reviews/{review_id}/decide", tag = "operator", request_body = DecideBody,
+    params(("review_id" = String, Path)), responses((status = 200, description = "{review_id, decision, result}"),
+    (status = 409, description = "already_decided", body = Problem, content_type = "application/problem+json")))]
+async fn decide_review(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    id: Result<Path<String>, PathRejection>,
+    body: ApiJson<DecideBody>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Operator)?;
+    let id = path_id(id, "review")?;
+    let approve = match body.value.decision.as_str() {
+        "approve" => true,
+        "reject" => false,
+        _ => return Err(ApiError::invalid_body("decision must be approve or reject")),
+    };
+    let (kind, subject) = super::rules::decide(&state.db, &id, approve, &op.actor(), state.clock.now_ms()).await?;
+    let result = match (kind.as_str(), subject, approve) {
+        ("topup", Some(topup), true) => {
+            let (_, v) = crate::payments::topups::charge_approved(&state, &topup).await?;
+            v
+        }
+        _ => json!(null),
+    };
+    Ok(axum::Json(json!({"review_id": id, "decision": body.value.decision, "result": result})).into_response())
 }

@@ -349,3 +349,77 @@ fn a_switch_propagates_between_two_serve_processes() {
     }
     drop(db);
 }
+
+both_backends! {
+    async fn a_risk_rule_holds_a_top_up_then_spend_from_a_new_device(app: TestApp) {
+        let op = app.operator_session(0).await;
+        // An electronics shop (goods easy to resell) with its own terminal.
+        let m = app.authed(Method::POST, "/v1/admin/merchants", &op, Some(&json!({"name": "Denki Land", "category": "5732"})), OPERATOR_IP).await;
+        let st = app.authed(Method::POST, &format!("/v1/admin/merchants/{}/stores", m.body["merchant_id"].as_str().unwrap()), &op,
+            Some(&json!({"name": "Denki Land Akihabara", "city": "Tokyo"})), OPERATOR_IP).await;
+        let t = app.authed(Method::POST, &format!("/v1/admin/stores/{}/terminals", st.body["store_id"].as_str().unwrap()), &op, None, OPERATOR_IP).await;
+        let electronics = t.body["key"].as_str().unwrap().to_string();
+        let grocery = app.sandbox_doc()["terminal_key"].as_str().unwrap().to_string();
+        // A phone first seen today tops up and at once buys electronics: held, so declined at the till.
+        let (s, _) = app.funded_shopper(20_000).await;
+        let code = app.payment_code(&s).await;
+        let r = app.pos(Method::POST, "/v1/pos/payments", &electronics, Some(&json!({"code": code, "amount": 15_000})), Some("tv")).await;
+        r.assert_problem(402, "risk_declined");
+        let review = r.body["review_id"].as_str().unwrap().to_string();
+        // The same request again gets the same answer; the code is spent; nothing moved.
+        let again = app.pos(Method::POST, "/v1/pos/payments", &electronics, Some(&json!({"code": code, "amount": 15_000})), Some("tv")).await;
+        assert_eq!(again.body, r.body);
+        assert_eq!(app.wallet(&s).await["balance"], 20_000);
+        let reviews = app.authed(Method::GET, "/v1/admin/reviews", &op, None, OPERATOR_IP).await;
+        let case = reviews.body["items"].as_array().unwrap().iter().find(|c| c["id"] == review.as_str()).cloned().unwrap();
+        assert_eq!(case["rule_id"], "resale-spend-from-new-device");
+        assert_eq!(case["state"], "open");
+        // The same shopper buying groceries is not bothered.
+        let code = app.payment_code(&s).await;
+        assert_eq!(app.pos(Method::POST, "/v1/pos/payments", &grocery, Some(&json!({"code": code, "amount": 1_500})), Some("rice")).await.status, 201);
+        // An admin turns the rule off: the next request obeys, without a restart.
+        let r = app.authed(Method::PUT, "/v1/admin/rules/resale-spend-from-new-device", &op, Some(&json!({"enabled": false})), OPERATOR_IP).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let code = app.payment_code(&s).await;
+        assert_eq!(app.pos(Method::POST, "/v1/pos/payments", &electronics, Some(&json!({"code": code, "amount": 15_000})), Some("tv2")).await.status, 201);
+        // Rules are data with a shape: nonsense is refused, and the change was audited.
+        app.authed(Method::PUT, "/v1/admin/rules/resale-spend-from-new-device", &op, Some(&json!({"conditions": {"moon_phase": "full"}})), OPERATOR_IP).await
+            .assert_problem(422, "invalid_body");
+        let audit = app.authed(Method::GET, "/v1/admin/audit", &op, None, OPERATOR_IP).await;
+        assert!(audit.body["items"].as_array().unwrap().iter().any(|i| i["action"] == "rule.update"));
+        let out = app.omamori(&["admin", "verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+
+    async fn a_large_top_up_from_a_new_phone_after_a_reset_waits_for_an_operator(app: TestApp) {
+        let (mut s, card) = app.funded_shopper(0).await;
+        let r = app.post_from("/v1/password-reset", &json!({"login": s.phone}), &s.ip).await;
+        let reset = r.body["reset_id"].as_str().unwrap().to_string();
+        let (sms, email) = (app.code_for(&s.phone, "reset_code").await, app.code_for(&s.email, "reset_code").await);
+        s.password = strong_password();
+        let r = app.post_from(&format!("/v1/password-reset/{reset}/complete"), &json!({"sms_code": sms, "email_code": email, "new_password": s.password}), &s.ip).await;
+        assert_eq!(r.status, 204);
+        // Cooling-off is over, but the credentials changed this week and the phone is new.
+        app.advance_clock(73 * 3600).await;
+        s.device_id = "a-phone-first-seen-today".into();
+        app.log_in(&mut s).await;
+        let r = app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 20_000}), "big").await;
+        assert_eq!(r.status, 202, "{r:?}");
+        assert_eq!(r.body["status"], "held");
+        assert_eq!(app.wallet(&s).await["balance"], 0);
+        let op = app.operator_session(0).await;
+        let reviews = app.authed(Method::GET, "/v1/admin/reviews", &op, None, OPERATOR_IP).await;
+        let case = reviews.body["items"][0].clone();
+        assert_eq!(case["kind"], "topup");
+        assert_eq!(case["subject_id"], r.body["topup_id"]);
+        let decide = format!("/v1/admin/reviews/{}/decide", case["id"].as_str().unwrap());
+        let d = app.authed(Method::POST, &decide, &op, Some(&json!({"decision": "approve"})), OPERATOR_IP).await;
+        assert_eq!(d.status, 200, "{d:?}");
+        assert_eq!(app.wallet(&s).await["balance"], 20_000);
+        app.authed(Method::POST, &decide, &op, Some(&json!({"decision": "reject"})), OPERATOR_IP).await.assert_problem(409, "already_decided");
+        // A small top-up is not held.
+        app.advance_clock(11 * 60).await;
+        app.log_in(&mut s).await;
+        assert_eq!(app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 5_000}), "small").await.status, 201);
+    }
+}

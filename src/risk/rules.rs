@@ -1,0 +1,427 @@
+//! Risk rules (ARCHITECTURE section 8): data in the database, seeded from `data/risk-rules.toml`,
+//! changed through the audited admin API, read on every evaluation (so a change applies to the
+//! next request, on every instance, without a restart).
+//!
+//! A rule names an event (`topup`, `payment`), conditions over signals that all must hold, and an
+//! outcome (`allow`, `step_up`, `hold`, `decline`). The first enabled matching rule by priority
+//! decides; no match allows.
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sqlx::Row;
+
+use crate::http::error::ApiError;
+use crate::identity::new_id;
+use crate::store::{Conn, Db, clock};
+
+const DEFAULTS: &str = include_str!("../../data/risk-rules.toml");
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    pub amount_at_least: Option<i64>,
+    pub new_device: Option<bool>,
+    pub topup_within_minutes: Option<i64>,
+    pub credential_change_within_hours: Option<i64>,
+    pub mcc_in: Option<Vec<String>>,
+    pub country_not_in: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Allow,
+    StepUp,
+    Hold,
+    Decline,
+}
+
+impl Outcome {
+    fn parse(s: &str) -> Option<Outcome> {
+        match s {
+            "allow" => Some(Outcome::Allow),
+            "step_up" => Some(Outcome::StepUp),
+            "hold" => Some(Outcome::Hold),
+            "decline" => Some(Outcome::Decline),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SeedFile {
+    rule: Vec<SeedRule>,
+}
+
+#[derive(Deserialize)]
+struct SeedRule {
+    id: String,
+    event: String,
+    priority: i64,
+    outcome: String,
+    conditions: Conditions,
+}
+
+/// The signals of one event.
+#[derive(Debug, Clone)]
+pub struct Signals {
+    pub amount: i64,
+    pub new_device: bool,
+    pub minutes_since_topup: Option<i64>,
+    pub hours_since_credential_change: Option<i64>,
+    pub mcc: Option<String>,
+    pub country: Option<String>,
+}
+
+impl Conditions {
+    pub fn matches(&self, s: &Signals) -> bool {
+        self.amount_at_least.is_none_or(|a| s.amount >= a)
+            && self.new_device.is_none_or(|n| s.new_device == n)
+            && self.topup_within_minutes.is_none_or(|m| s.minutes_since_topup.is_some_and(|t| t <= m))
+            && self
+                .credential_change_within_hours
+                .is_none_or(|h| s.hours_since_credential_change.is_some_and(|c| c <= h))
+            && self.mcc_in.as_ref().is_none_or(|list| s.mcc.as_ref().is_some_and(|m| list.contains(m)))
+            && self.country_not_in.as_ref().is_none_or(|list| s.country.as_ref().is_none_or(|c| !list.contains(c)))
+    }
+}
+
+/// Seeds the default rules when the table is empty (first start).
+pub async fn seed(db: &Db, now: i64) -> anyhow::Result<()> {
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM risk_rules").fetch_one(db.pool()).await?;
+    if n > 0 {
+        return Ok(());
+    }
+    let file: SeedFile = toml::from_str(DEFAULTS)?;
+    let mut tx = db.begin().await?;
+    tx.lock("risk_rules", "seed").await?;
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM risk_rules").fetch_one(&mut *tx).await?;
+    if n == 0 {
+        for r in file.rule {
+            anyhow::ensure!(Outcome::parse(&r.outcome).is_some(), "rule {}: unknown outcome {}", r.id, r.outcome);
+            let conditions = serde_json::to_string(&conditions_json(&r.conditions))?;
+            sqlx::query("INSERT INTO risk_rules (id, event, priority, conditions, outcome, enabled, updated_at) VALUES ($1, $2, $3, $4, $5, 1, $6)")
+                .bind(&r.id)
+                .bind(&r.event)
+                .bind(r.priority)
+                .bind(conditions)
+                .bind(&r.outcome)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn conditions_json(c: &Conditions) -> Value {
+    let mut m = serde_json::Map::new();
+    if let Some(v) = c.amount_at_least {
+        m.insert("amount_at_least".into(), json!(v));
+    }
+    if let Some(v) = c.new_device {
+        m.insert("new_device".into(), json!(v));
+    }
+    if let Some(v) = c.topup_within_minutes {
+        m.insert("topup_within_minutes".into(), json!(v));
+    }
+    if let Some(v) = c.credential_change_within_hours {
+        m.insert("credential_change_within_hours".into(), json!(v));
+    }
+    if let Some(v) = &c.mcc_in {
+        m.insert("mcc_in".into(), json!(v));
+    }
+    if let Some(v) = &c.country_not_in {
+        m.insert("country_not_in".into(), json!(v));
+    }
+    Value::Object(m)
+}
+
+/// Gathers the signals of an event for a user on a device.
+pub async fn signals(
+    conn: &mut Conn,
+    user_id: &str,
+    device_id: &str,
+    amount: i64,
+    mcc: Option<&str>,
+    country: Option<&str>,
+    now: i64,
+) -> Result<Signals, sqlx::Error> {
+    let first_seen: Option<i64> =
+        sqlx::query_scalar("SELECT MIN(created_at) FROM sessions WHERE user_id = $1 AND device_id = $2")
+            .bind(user_id)
+            .bind(device_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let last_topup: Option<i64> =
+        sqlx::query_scalar("SELECT MAX(settled_at) FROM topups WHERE user_id = $1 AND status = 'succeeded'")
+            .bind(user_id)
+            .fetch_one(&mut *conn)
+            .await?;
+    let row = sqlx::query("SELECT credentials_changed_at, created_at FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let (changed, created): (i64, i64) = (row.try_get("credentials_changed_at")?, row.try_get("created_at")?);
+    Ok(Signals {
+        amount,
+        new_device: first_seen.is_none_or(|t| t > now - DAY_MS),
+        minutes_since_topup: last_topup.map(|t| (now - t) / 60_000),
+        // The sign-up itself is not a credential change.
+        hours_since_credential_change: (changed > created).then_some((now - changed) / 3_600_000),
+        mcc: mcc.map(str::to_string),
+        country: country.map(str::to_string),
+    })
+}
+
+/// The decision for an event: the outcome and the rule that gave it.
+pub async fn evaluate(conn: &mut Conn, event: &str, s: &Signals) -> Result<(Outcome, Option<String>), sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, conditions, outcome FROM risk_rules WHERE event = $1 AND enabled = 1 ORDER BY priority, id",
+    )
+    .bind(event)
+    .fetch_all(&mut *conn)
+    .await?;
+    for r in rows {
+        let id: String = r.try_get("id")?;
+        let text: String = r.try_get("conditions")?;
+        let Ok(conditions) = serde_json::from_str::<Conditions>(&text) else {
+            tracing::error!(rule = %id, "a risk rule's conditions do not parse; skipping it");
+            continue;
+        };
+        if conditions.matches(s) {
+            let outcome = Outcome::parse(&r.try_get::<String, _>("outcome")?).unwrap_or(Outcome::Allow);
+            metrics::counter!("omamori_risk_matches_total", "rule" => id.clone()).increment(1);
+            return Ok((outcome, Some(id)));
+        }
+    }
+    Ok((Outcome::Allow, None))
+}
+
+/// Opens a review case; answers its id.
+pub async fn open_review(
+    conn: &mut Conn,
+    kind: &str,
+    subject: Option<&str>,
+    user_id: &str,
+    rule: &str,
+    detail: &Value,
+    now: i64,
+) -> Result<String, sqlx::Error> {
+    let id = new_id("rev");
+    sqlx::query("INSERT INTO reviews (id, kind, subject_id, user_id, rule_id, detail, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)")
+        .bind(&id)
+        .bind(kind)
+        .bind(subject)
+        .bind(user_id)
+        .bind(rule)
+        .bind(detail.to_string())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    crate::risk::alerts::raise(conn, "risk_hold", "medium", &format!("risk rule {rule} opened review {id}"), now)
+        .await?;
+    Ok(id)
+}
+
+/// `402 risk_declined` with the review case.
+pub fn risk_declined(review_id: Option<&str>) -> ApiError {
+    let e = ApiError::decline(
+        axum::http::StatusCode::PAYMENT_REQUIRED,
+        "risk_declined",
+        "this payment was declined for your protection",
+    );
+    match review_id {
+        Some(id) => e.with("review_id", id.to_string()),
+        None => e,
+    }
+}
+
+/// Decides an open review case (operator); answers its kind and subject. Audited.
+pub async fn decide(
+    db: &Db,
+    id: &str,
+    approve: bool,
+    by: &str,
+    now: i64,
+) -> Result<(String, Option<String>), ApiError> {
+    crate::store::retry(|| async {
+        let mut tx = db.begin().await?;
+        tx.lock("review", id).await?;
+        let row = sqlx::query("SELECT kind, subject_id, state FROM reviews WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| ApiError::not_found("there is no such review"))?;
+        let (kind, subject, state): (String, Option<String>, String) =
+            (row.try_get("kind")?, row.try_get("subject_id")?, row.try_get("state")?);
+        if state != "open" {
+            return Err(ApiError::new(
+                axum::http::StatusCode::CONFLICT,
+                "already_decided",
+                "this review was decided already",
+            ));
+        }
+        let decision = if approve { "approved" } else { "rejected" };
+        sqlx::query("UPDATE reviews SET state = $1, decided_by = $2, decided_at = $3 WHERE id = $4")
+            .bind(decision)
+            .bind(by)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if kind == "topup" && !approve {
+            sqlx::query("UPDATE topups SET status = 'declined', settled_at = $1 WHERE id = $2 AND status = 'held'")
+                .bind(now)
+                .bind(&subject)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if kind == "topup" && approve {
+            // Back to pending: the caller charges it now, and the sweeper would settle it after a crash.
+            sqlx::query("UPDATE topups SET status = 'pending' WHERE id = $1 AND status = 'held'")
+                .bind(&subject)
+                .execute(&mut *tx)
+                .await?;
+        }
+        crate::audit::append(
+            &mut tx,
+            by,
+            "review.decide",
+            id,
+            &json!({"decision": decision, "kind": kind, "subject": subject}),
+            now,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((kind, subject))
+    })
+    .await
+}
+
+pub async fn reviews(db: &Db) -> Result<Vec<Value>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, kind, subject_id, user_id, rule_id, detail, state, created_at FROM reviews ORDER BY created_at DESC, id DESC LIMIT 200")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let detail: String = r.try_get("detail")?;
+            Ok(json!({
+                "id": r.try_get::<String, _>("id")?,
+                "kind": r.try_get::<String, _>("kind")?,
+                "subject_id": r.try_get::<Option<String>, _>("subject_id")?,
+                "user_id": r.try_get::<String, _>("user_id")?,
+                "rule_id": r.try_get::<String, _>("rule_id")?,
+                "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null),
+                "state": r.try_get::<String, _>("state")?,
+                "created_at": clock::rfc3339_ms(r.try_get("created_at")?),
+            }))
+        })
+        .collect()
+}
+
+pub async fn list(db: &Db) -> Result<Vec<Value>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, event, priority, conditions, outcome, enabled, updated_at FROM risk_rules ORDER BY event, priority, id")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let text: String = r.try_get("conditions")?;
+            Ok(json!({
+                "id": r.try_get::<String, _>("id")?,
+                "event": r.try_get::<String, _>("event")?,
+                "priority": r.try_get::<i64, _>("priority")?,
+                "conditions": serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+                "outcome": r.try_get::<String, _>("outcome")?,
+                "enabled": r.try_get::<i64, _>("enabled")? == 1,
+                "updated_at": clock::rfc3339_ms(r.try_get("updated_at")?),
+            }))
+        })
+        .collect()
+}
+
+/// Changes a rule (admin); audited; applies to the next evaluation.
+pub async fn update(
+    db: &Db,
+    id: &str,
+    conditions: Option<&Value>,
+    outcome: Option<&str>,
+    enabled: Option<bool>,
+    by: &str,
+    now: i64,
+) -> Result<(), ApiError> {
+    if let Some(c) = conditions {
+        serde_json::from_value::<Conditions>(c.clone())
+            .map_err(|_| ApiError::invalid_body("conditions name unknown signals or have wrong types"))?;
+    }
+    if let Some(o) = outcome
+        && Outcome::parse(o).is_none()
+    {
+        return Err(ApiError::invalid_body("outcome must be allow, step_up, hold or decline"));
+    }
+    crate::store::retry(|| async {
+        let mut tx = db.begin().await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM risk_rules WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
+        if n == 0 {
+            return Err(ApiError::not_found("there is no such rule"));
+        }
+        if let Some(c) = conditions {
+            sqlx::query("UPDATE risk_rules SET conditions = $1 WHERE id = $2")
+                .bind(c.to_string())
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(o) = outcome {
+            sqlx::query("UPDATE risk_rules SET outcome = $1 WHERE id = $2").bind(o).bind(id).execute(&mut *tx).await?;
+        }
+        if let Some(e) = enabled {
+            sqlx::query("UPDATE risk_rules SET enabled = $1 WHERE id = $2")
+                .bind(e as i64)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE risk_rules SET updated_at = $1 WHERE id = $2").bind(now).bind(id).execute(&mut *tx).await?;
+        let detail = json!({"conditions": conditions, "outcome": outcome, "enabled": enabled});
+        crate::audit::append(&mut tx, by, "rule.update", id, &detail, now).await?;
+        tx.commit().await?;
+        Ok(())
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signals() -> Signals {
+        Signals {
+            amount: 5000,
+            new_device: true,
+            minutes_since_topup: Some(5),
+            hours_since_credential_change: None,
+            mcc: Some("5732".into()),
+            country: Some("JP".into()),
+        }
+    }
+
+    #[test]
+    fn the_defaults_parse_and_match_only_combinations() {
+        let file: SeedFile = toml::from_str(DEFAULTS).unwrap();
+        let resale = &file.rule.iter().find(|r| r.id == "resale-spend-from-new-device").unwrap().conditions;
+        assert!(resale.matches(&signals()));
+        assert!(!resale.matches(&Signals { new_device: false, ..signals() }));
+        assert!(!resale.matches(&Signals { mcc: Some("5411".into()), ..signals() }));
+        assert!(!resale.matches(&Signals { minutes_since_topup: Some(31), ..signals() }));
+        assert!(!resale.matches(&Signals { minutes_since_topup: None, ..signals() }));
+        let large = &file.rule.iter().find(|r| r.id == "large-spend-after-credential-change").unwrap().conditions;
+        assert!(!large.matches(&Signals { amount: 50_000, ..signals() }), "a sign-up is not a credential change");
+        assert!(large.matches(&Signals { amount: 50_000, hours_since_credential_change: Some(1), ..signals() }));
+        assert!(Conditions::default().matches(&signals()), "no condition matches everything");
+        let abroad = Conditions { country_not_in: Some(vec!["JP".into()]), ..Default::default() };
+        assert!(!abroad.matches(&signals()));
+    }
+}
