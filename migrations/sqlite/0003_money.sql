@@ -43,7 +43,7 @@ CREATE TABLE cards (
     brand             TEXT    NOT NULL,
     last4             TEXT    NOT NULL,
     fingerprint       TEXT    NOT NULL,
-    status            TEXT    NOT NULL CHECK (status IN ('pending_challenge', 'active', 'removed')),
+    status            TEXT    NOT NULL CHECK (status IN ('pending_challenge', 'held', 'active', 'removed')),
     challenge_id      TEXT,
     created_at        BIGINT  NOT NULL,
     removed_at        BIGINT

@@ -51,7 +51,7 @@ CREATE INDEX corrections_target ON corrections (target_kind, target_id);
 -- Risk rules (data, not code) and the review cases their holds open.
 CREATE TABLE risk_rules (
     id          TEXT    PRIMARY KEY,
-    event       TEXT    NOT NULL CHECK (event IN ('topup', 'payment')),
+    event       TEXT    NOT NULL CHECK (event IN ('topup', 'payment', 'card_link')),
     priority    BIGINT  NOT NULL,
     conditions  TEXT    NOT NULL,
     outcome     TEXT    NOT NULL CHECK (outcome IN ('allow', 'step_up', 'hold', 'decline')),
@@ -61,7 +61,7 @@ CREATE TABLE risk_rules (
 
 CREATE TABLE reviews (
     id          TEXT    PRIMARY KEY,
-    kind        TEXT    NOT NULL CHECK (kind IN ('topup', 'payment')),
+    kind        TEXT    NOT NULL CHECK (kind IN ('topup', 'payment', 'card')),
     subject_id  TEXT,
     user_id     TEXT    NOT NULL,
     rule_id     TEXT    NOT NULL,

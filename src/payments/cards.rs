@@ -13,7 +13,7 @@ use crate::app::AppState;
 use crate::http::auth::{ClientInfo, UserSession};
 use crate::http::error::ApiError;
 use crate::identity::{self, challenge, new_id, recovery};
-use crate::risk::{switches, throttle};
+use crate::risk::{rules, switches, throttle};
 use crate::store::{self, Conn};
 
 pub const MAX_CARDS: i64 = 5;
@@ -199,7 +199,25 @@ pub async fn link(
                     .await?;
             }
         }
-        let status = if info.needs_challenge { "pending_challenge" } else { "active" };
+        // The risk rules: a hold keeps the card unusable until an operator decides.
+        let signals =
+            rules::signals(&mut tx, &user.id, &session.device_id, 0, None, client.country.as_deref(), now).await?;
+        let (outcome, rule) = rules::evaluate(&mut tx, "card_link", &signals).await?;
+        if outcome == rules::Outcome::Decline {
+            return Ok(Err(ApiError::new(
+                StatusCode::PAYMENT_REQUIRED,
+                "risk_declined",
+                "this card cannot be added for now",
+            )));
+        }
+        let held = matches!(outcome, rules::Outcome::Hold | rules::Outcome::StepUp);
+        let status = if held {
+            "held"
+        } else if info.needs_challenge {
+            "pending_challenge"
+        } else {
+            "active"
+        };
         sqlx::query(
             "INSERT INTO cards (id, user_id, processor_token, brand, last4, fingerprint, status, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -214,7 +232,13 @@ pub async fn link(
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let answer = if info.needs_challenge {
+        let answer = if held {
+            let detail = json!({"card_id": card_id, "last4": info.last4});
+            let review =
+                rules::open_review(&mut tx, "card", Some(&card_id), &user.id, &rule.unwrap_or_default(), &detail, now)
+                    .await?;
+            (StatusCode::ACCEPTED, json!({"card_id": card_id, "status": "held", "review_id": review}))
+        } else if info.needs_challenge {
             // The issuer's challenge: in the sandbox, a code by SMS to the wallet's phone.
             let c = challenge::NewChallenge {
                 purpose: challenge::Purpose::Card,

@@ -271,6 +271,14 @@ pub async fn decide(
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        if kind == "card" {
+            // An approved card becomes usable; a rejected one is removed.
+            sqlx::query("UPDATE cards SET status = $1 WHERE id = $2 AND status = 'held'")
+                .bind(if approve { "active" } else { "removed" })
+                .bind(&subject)
+                .execute(&mut *tx)
+                .await?;
+        }
         if kind == "topup" && !approve {
             sqlx::query("UPDATE topups SET status = 'declined', settled_at = $1 WHERE id = $2 AND status = 'held'")
                 .bind(now)

@@ -421,5 +421,17 @@ both_backends! {
         app.advance_clock(11 * 60).await;
         app.log_in(&mut s).await;
         assert_eq!(app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 5_000}), "small").await.status, 201);
+        // A new card from this new phone, the same week, waits for an operator too.
+        let r = app.link_card(&s, &test_card()).await;
+        assert_eq!(r.status, 202, "{r:?}");
+        assert_eq!(r.body["status"], "held");
+        let new_card = r.body["card_id"].as_str().unwrap().to_string();
+        app.advance_clock(11 * 60).await;
+        app.log_in(&mut s).await;
+        app.money("/v1/topups", &s, &json!({"card_id": new_card, "amount": 1_000}), "held-card").await.assert_problem(422, "card_not_found");
+        let decide = format!("/v1/admin/reviews/{}/decide", r.body["review_id"].as_str().unwrap());
+        let op = app.operator_session(1).await;
+        assert_eq!(app.authed(Method::POST, &decide, &op, Some(&json!({"decision": "approve"})), OPERATOR_IP).await.status, 200);
+        assert_eq!(app.money("/v1/topups", &s, &json!({"card_id": new_card, "amount": 1_000}), "approved-card").await.status, 201);
     }
 }
