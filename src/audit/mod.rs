@@ -11,16 +11,6 @@ use crate::store::{Conn, Db, clock};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Takes the chain's lock in the caller's transaction (PostgreSQL; SQLite's writer lock already
-/// serialises writers).
-async fn lock_chain(conn: &mut Conn) -> Result<(), sqlx::Error> {
-    if conn.backend_name() == "PostgreSQL" {
-        // An arbitrary constant naming the audit chain among advisory locks.
-        sqlx::query("SELECT pg_advisory_xact_lock(4242000001)").execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
 fn link_hash(prev: &str, at: i64, actor: &str, action: &str, subject: &str, detail: &str) -> String {
     let mut h = Sha256::new();
     for part in [prev, &at.to_string(), actor, action, subject, detail] {
@@ -39,7 +29,8 @@ pub async fn append(
     detail: &Value,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    lock_chain(conn).await?;
+    // Appends serialise on the chain, so two cannot link to the same predecessor.
+    crate::store::lock_conn(conn, "audit", "chain").await?;
     let prev: Option<String> =
         sqlx::query_scalar("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetch_optional(&mut *conn).await?;
     let prev = prev.unwrap_or_else(|| GENESIS.to_string());

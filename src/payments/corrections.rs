@@ -21,10 +21,6 @@ use crate::store::{self, Conn, Db};
 
 const LOSSES_OWNER: &str = "omamori";
 
-fn state_backend_is_postgres(conn: &mut Conn) -> bool {
-    conn.backend_name() == "PostgreSQL"
-}
-
 async fn losses_account(conn: &mut Conn, now: i64) -> Result<AccountId, sqlx::Error> {
     if let Some(a) = ledger::account_by_owner(conn, AccountKind::Losses, LOSSES_OWNER).await? {
         return Ok(a.id);
@@ -117,10 +113,7 @@ pub async fn propose(db: &Db, kind: &str, target: &str, reason: &str, by: &str, 
     if !["payment", "topup"].contains(&kind) {
         return Err(ApiError::invalid_body("kind must be payment or topup"));
     }
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::invalid_body("give a reason of 1 to 500 characters"));
-    }
+    let reason = crate::risk::switches::check_reason(reason)?;
     let id = new_id("cor");
     store::retry(|| async {
         let mut tx = db.begin().await?;
@@ -182,9 +175,7 @@ pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Value, Api
         }
         let (user_id, result) = if kind == "payment" {
             // The same row lock refunds and till reversals take, so none of them interleave.
-            if state_backend_is_postgres(&mut tx) {
-                sqlx::query("SELECT id FROM payments WHERE id = $1 FOR UPDATE").bind(&target).execute(&mut *tx).await?;
-            }
+            super::pos::lock_payment(&mut tx, &target).await?;
             let user_id: String = sqlx::query_scalar("SELECT user_id FROM payments WHERE id = $1").bind(&target).fetch_one(&mut *tx).await?;
             super::pos::reverse(&mut tx, &target, now).await?;
             (user_id, json!({"payment_id": target, "status": "reversed"}))

@@ -286,6 +286,15 @@ pub async fn payment_view(conn: &mut Conn, payment_id: &str, merchant_id: &str) 
     })))
 }
 
+/// Serialises the refunds, reversal and correction of one payment: a row lock on PostgreSQL (on
+/// SQLite the writer lock already does).
+pub async fn lock_payment(conn: &mut Conn, payment_id: &str) -> Result<(), sqlx::Error> {
+    if conn.backend_name() == "PostgreSQL" {
+        sqlx::query("SELECT id FROM payments WHERE id = $1 FOR UPDATE").bind(payment_id).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 /// Refunds part or all of a payment, inside the caller's transaction, which must hold the
 /// payment's lock (two refunds of one payment never interleave).
 pub async fn refund(

@@ -312,7 +312,7 @@ async fn pay_store_qr(
                 ..Default::default()
             };
             crate::risk::switches::check(conn, "payments", subject).await?;
-            lock_wallet(conn, &state, &s.user_id).await?;
+            store::lock_conn(conn, "wallet", &s.user_id).await?;
             let signals =
                 rules::signals(conn, &s.user_id, &s.device_id, amount.0, Some(&store.category), client.country.as_deref(), now)
                     .await?;
@@ -353,18 +353,6 @@ async fn pay_store_qr(
         })
     })
     .await)
-}
-
-/// Serialises a wallet's payments so that two cannot slip under the same limit (PostgreSQL; on
-/// SQLite the writer lock already does).
-async fn lock_wallet(conn: &mut crate::store::Conn, state: &AppState, user_id: &str) -> Result<(), ApiError> {
-    if state.db.backend() == crate::store::Backend::Postgres {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(format!("wallet\0{user_id}").as_bytes());
-        let key = i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"));
-        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *conn).await?;
-    }
-    Ok(())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -548,7 +536,7 @@ async fn pos_charge(
                     None => None,
                 };
             if let Some(user_id) = &code_owner {
-                lock_wallet(conn, &state, user_id).await?;
+                store::lock_conn(conn, "wallet", user_id).await?;
             }
             let answer = pos::charge_code(
                 conn,
@@ -685,7 +673,7 @@ async fn pos_refund(
             let store = merchants::store_by_id(conn, &terminal.store_id)
                 .await?
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
-            lock_payment(conn, &state, &payment_id).await?;
+            pos::lock_payment(conn, &payment_id).await?;
             let answer = pos::refund(conn, &payment_id, &store.merchant_id, amount, state.clock.now_ms()).await?;
             Ok(Outcome::created(answer))
         })
@@ -704,20 +692,12 @@ async fn reverse_charge(state: &AppState, terminal_id: &str, key: &str, now: i64
                 .fetch_optional(&mut *tx)
                 .await?;
         let Some(payment_id) = payment else { return Ok::<_, ApiError>(None) };
-        lock_payment(&mut tx, state, &payment_id).await?;
+        pos::lock_payment(&mut tx, &payment_id).await?;
         pos::reverse(&mut tx, &payment_id, now).await?;
         tx.commit().await?;
         Ok(Some(json!({"payment_id": payment_id, "status": "reversed"})))
     })
     .await
-}
-
-/// Serialises the refunds and reversal of one payment (on SQLite the writer lock already does).
-async fn lock_payment(conn: &mut crate::store::Conn, state: &AppState, payment_id: &str) -> Result<(), ApiError> {
-    if state.db.backend() == crate::store::Backend::Postgres {
-        sqlx::query("SELECT id FROM payments WHERE id = $1 FOR UPDATE").bind(payment_id).execute(&mut *conn).await?;
-    }
-    Ok(())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

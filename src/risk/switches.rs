@@ -31,6 +31,15 @@ pub struct Subject<'a> {
     pub country: Option<&'a str>,
 }
 
+/// An operator's reason for an action: 1 to 500 characters after trimming.
+pub fn check_reason(text: &str) -> Result<&str, ApiError> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > 500 {
+        return Err(ApiError::invalid_body("give a reason of 1 to 500 characters"));
+    }
+    Ok(text)
+}
+
 /// Refuses `name` for `subject` when a switch or a freeze covers it.
 pub async fn check(conn: &mut Conn, name: &str, s: Subject<'_>) -> Result<(), ApiError> {
     let row = sqlx::query(
@@ -102,10 +111,7 @@ pub async fn engage(
     if scope_kind == "country" && (scope_id.len() != 2 || !scope_id.bytes().all(|b| b.is_ascii_uppercase())) {
         return Err(ApiError::invalid_body("a country scope needs an ISO 3166 alpha-2 code"));
     }
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::invalid_body("give a reason of 1 to 500 characters"));
-    }
+    let reason = check_reason(reason)?;
     let id = new_id("swt");
     store::retry(|| async {
         let mut tx = db.begin().await?;
@@ -169,10 +175,7 @@ pub async fn contain(conn: &mut Conn, name: &str, reason: &str, now: i64) -> Res
 
 /// Asks for (first operator) or confirms (a second, different operator) a release.
 pub async fn release(db: &Db, id: &str, by: &str, reason: &str, now: i64) -> Result<bool, ApiError> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::invalid_body("give a reason of 1 to 500 characters"));
-    }
+    let reason = check_reason(reason)?;
     store::retry(|| async {
         let mut tx = db.begin().await?;
         tx.lock("switch", id).await?;
@@ -249,10 +252,7 @@ pub async fn list(db: &Db) -> Result<Vec<Value>, sqlx::Error> {
 
 /// Freezes a user: every money action refused, every session revoked.
 pub async fn freeze(db: &Db, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), ApiError> {
-    let reason = reason.trim();
-    if reason.is_empty() || reason.chars().count() > 500 {
-        return Err(ApiError::invalid_body("give a reason of 1 to 500 characters"));
-    }
+    let reason = check_reason(reason)?;
     store::retry(|| async {
         let mut tx = db.begin().await?;
         let exists: i64 =

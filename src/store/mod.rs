@@ -43,10 +43,7 @@ impl Tx {
     /// Serialises this transaction with every other that locks the same named row (a challenge,
     /// a reset, a throttle key): a read-check-write of that row then cannot interleave with another.
     pub async fn lock(&mut self, namespace: &str, id: &str) -> Result<(), sqlx::Error> {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(format!("{namespace}\0{id}").as_bytes());
-        let key = i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 8 bytes"));
-        self.serialize_on(key).await
+        lock_conn(&mut self.tx, namespace, id).await
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
