@@ -230,7 +230,8 @@ async fn update_rule(
 ) -> Result<Response, ApiError> {
     op.require(Role::Admin)?;
     let Path(id) = id.map_err(|_| ApiError::not_found("there is no such rule"))?;
-    if id.len() > 64 {
+    // Rule ids are words joined by '-'; anything else (a NUL, which PostgreSQL cannot store) is not found.
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(ApiError::not_found("there is no such rule"));
     }
     let b = body.value;

@@ -385,6 +385,8 @@ both_backends! {
         // Rules are data with a shape: nonsense is refused, and the change was audited.
         app.authed(Method::PUT, "/v1/admin/rules/resale-spend-from-new-device", &op, Some(&json!({"conditions": {"moon_phase": "full"}})), OPERATOR_IP).await
             .assert_problem(422, "invalid_body");
+        app.authed(Method::PUT, "/v1/admin/rules/%00", &op, Some(&json!({"enabled": true})), OPERATOR_IP).await
+            .assert_problem(404, "not_found");
         let audit = app.authed(Method::GET, "/v1/admin/audit", &op, None, OPERATOR_IP).await;
         assert!(audit.body["items"].as_array().unwrap().iter().any(|i| i["action"] == "rule.update"));
         let out = app.omamori(&["admin", "verify"]);
