@@ -54,15 +54,7 @@ pub async fn sms_budget(
         ("sms_net", client.subnet.as_str(), SMS_PER_SUBNET_HOUR),
     ];
     for (scope, key, limit) in budgets {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM auth_events WHERE scope = $1 AND key = $2 AND at > $3",
-        )
-        .bind(scope)
-        .bind(key)
-        .bind(now - HOUR_MS)
-        .fetch_one(&mut *conn)
-        .await?;
-        let (n, oldest): (i64, Option<i64>) = (row.try_get("n")?, row.try_get("oldest")?);
+        let (n, oldest) = throttle::window(conn, scope, key, now - HOUR_MS).await?;
         if n >= limit {
             return Ok(Err(oldest.unwrap_or(now) + HOUR_MS - now));
         }

@@ -32,15 +32,6 @@ fn declined() -> ApiError {
     ApiError::new(StatusCode::PAYMENT_REQUIRED, "card_declined", "the card was declined")
 }
 
-async fn count(conn: &mut Conn, scope: &str, key: &str, since: i64) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("SELECT COUNT(*) FROM auth_events WHERE scope = $1 AND key = $2 AND at > $3")
-        .bind(scope)
-        .bind(key)
-        .bind(since)
-        .fetch_one(&mut *conn)
-        .await
-}
-
 pub fn view(id: &str, brand: &str, last4: &str, status: &str) -> Value {
     json!({"card_id": id, "brand": brand, "last4": last4, "status": status})
 }
@@ -93,12 +84,12 @@ pub async fn link(
         if let Some(fp) = &raw_fingerprint {
             tx.lock("card", fp).await?;
         }
-        if count(&mut tx, "card_fail_wallet", &user.id, now - DAY_MS).await? >= FAILED_CHECKS_PER_WALLET {
+        if throttle::window(&mut tx, "card_fail_wallet", &user.id, now - DAY_MS).await?.0 >= FAILED_CHECKS_PER_WALLET {
             tx.commit().await?;
             return Ok::<_, ApiError>(Err(throttle::too_many(DAY_MS)));
         }
         if let Some(fp) = &raw_fingerprint
-            && count(&mut tx, "card_fail_card", fp, now - DAY_MS).await? >= FAILED_CHECKS_PER_CARD
+            && throttle::window(&mut tx, "card_fail_card", fp, now - DAY_MS).await?.0 >= FAILED_CHECKS_PER_CARD
         {
             tx.commit().await?;
             return Ok(Err(throttle::too_many(DAY_MS)));

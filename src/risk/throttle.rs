@@ -82,7 +82,8 @@ pub fn too_many(retry_after_ms: i64) -> ApiError {
         .with_header(header::RETRY_AFTER, HeaderValue::from_str(&secs.to_string()).expect("digits are a valid header"))
 }
 
-async fn window(conn: &mut Conn, scope: &str, key: &str, since: i64) -> Result<(i64, Option<i64>), sqlx::Error> {
+/// How many `scope` events `key` had since `since`, and when the oldest of them was.
+pub async fn window(conn: &mut Conn, scope: &str, key: &str, since: i64) -> Result<(i64, Option<i64>), sqlx::Error> {
     let row = sqlx::query(
         "SELECT COUNT(*) AS n, MIN(at) AS oldest FROM auth_events WHERE scope = $1 AND key = $2 AND at > $3",
     )
