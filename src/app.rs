@@ -98,7 +98,12 @@ impl Application {
         let state = AppState::build(config).await?;
         let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let (db, clock) = (state.db.clone(), state.clock.clone());
-        let mut background = vec![spawn_janitor(state.clone()), spawn_sweeper(state.clone())];
+        let channels = crate::notify::dispatch::Channels::from_config(&state.config)?;
+        let mut background = vec![
+            spawn_janitor(state.clone()),
+            spawn_sweeper(state.clone()),
+            crate::notify::dispatch::spawn(state.clone(), channels),
+        ];
         if state.config.sandbox {
             background.push(clock.spawn_refresh(db.clone()));
             let addr = listener.local_addr()?;

@@ -37,12 +37,23 @@ pub const SETTINGS: &[&str] = &[
     "alert_failed_codes_per_minute",
     "alert_throttled_addresses_per_minute",
     "alert_card_declines_per_minute",
+    "alert_risk_declines_per_minute",
     "containment",
+    "containment_policy",
     "password_hash_concurrency",
     "payment_code_prefix",
     "card_fingerprint_key",
     "totp_encryption_key",
     "webhook_signing_key",
+    "smtp_url",
+    "smtp_from",
+    "sms_gateway_url",
+    "sms_gateway_token",
+    "oncall_webhook_url",
+    "oncall_webhook_token",
+    "notify_poll_ms",
+    "notify_retry_base_ms",
+    "notify_max_attempts",
 ];
 
 /// The keys of ARCHITECTURE section 14. Production refuses to start without them; other
@@ -135,14 +146,62 @@ pub struct Config {
     pub alert_failed_codes_per_minute: u32,
     pub alert_throttled_addresses_per_minute: u32,
     pub alert_card_declines_per_minute: u32,
-    /// Whether detectors may engage switches on their own (card testing stops card linking).
+    /// Risk-rule holds and declines in a minute (a wave of fraud attempts).
+    pub alert_risk_declines_per_minute: u32,
+    /// Whether detectors may engage switches on their own (the master switch of the policy).
     pub containment: bool,
+    /// Which detector engages which switch, everywhere, when its alert is raised
+    /// (`card_declines=card_linking` by default).
+    pub containment_policy: Vec<(String, String)>,
     /// How many Argon2 computations may run at once (each takes 19 MiB and one core).
     pub password_hash_concurrency: u32,
     /// Omamori's provider prefix at the start of every payment code (2 to 6 digits).
     pub payment_code_prefix: String,
     pub keys: Keys,
+    pub notify: NotifyConfig,
 }
+
+/// The real channels behind the outbox (ARCHITECTURE section 9). A channel that is not configured
+/// is the sandbox's (kept and readable) in sandbox mode; elsewhere its messages fail at once, and
+/// production refuses to start without SMTP and the SMS gateway.
+#[derive(Debug, Clone)]
+pub struct NotifyConfig {
+    /// `smtp://[user:password@]host[:port]` (or `smtps://`, or `?tls=required`), as lettre reads it.
+    pub smtp_url: Option<Secret<String>>,
+    pub smtp_from: String,
+    /// The gateway's endpoint: each SMS is a `POST {to, body}` of JSON.
+    pub sms_gateway_url: Option<String>,
+    pub sms_gateway_token: Option<Secret<String>>,
+    /// The on-call tool's endpoint: each operator alert is a `POST` of JSON.
+    pub oncall_webhook_url: Option<String>,
+    pub oncall_webhook_token: Option<Secret<String>>,
+    /// How often the dispatcher looks for due messages.
+    pub poll_ms: u32,
+    /// The first retry's delay; each further one doubles, up to an hour.
+    pub retry_base_ms: u32,
+    /// Attempts before a message is marked failed.
+    pub max_attempts: u32,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            smtp_url: None,
+            smtp_from: "Omamori <no-reply@omamori.invalid>".to_string(),
+            sms_gateway_url: None,
+            sms_gateway_token: None,
+            oncall_webhook_url: None,
+            oncall_webhook_token: None,
+            poll_ms: 1000,
+            retry_base_ms: 5000,
+            max_attempts: 16,
+        }
+    }
+}
+
+/// The detectors whose alerts a containment policy can act on.
+pub const DETECTORS: &[&str] =
+    &["failed_logins", "failed_codes", "throttled_addresses", "card_declines", "risk_declines"];
 
 impl Default for Config {
     fn default() -> Self {
@@ -168,10 +227,13 @@ impl Default for Config {
             alert_failed_codes_per_minute: 20,
             alert_throttled_addresses_per_minute: 3,
             alert_card_declines_per_minute: 20,
+            alert_risk_declines_per_minute: 10,
             containment: true,
+            containment_policy: vec![("card_declines".to_string(), "card_linking".to_string())],
             password_hash_concurrency: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2),
             payment_code_prefix: "4649".to_string(),
             keys: Keys::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -378,7 +440,33 @@ impl Config {
                 "alert_card_declines_per_minute" => {
                     config.alert_card_declines_per_minute = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
                 }
+                "alert_risk_declines_per_minute" => {
+                    config.alert_risk_declines_per_minute = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
+                }
                 "containment" => config.containment = parse_bool(value).map_err(|e| fail(&e))?,
+                "containment_policy" => {
+                    config.containment_policy = split_list(value)
+                        .map(|pair| {
+                            let (detector, switch) = pair
+                                .split_once('=')
+                                .map(|(d, s)| (d.trim(), s.trim()))
+                                .ok_or_else(|| fail(&format!("{pair:?} is not DETECTOR=SWITCH")))?;
+                            if !DETECTORS.contains(&detector) {
+                                return Err(fail(&format!(
+                                    "{detector:?} is not a detector ({})",
+                                    DETECTORS.join(", ")
+                                )));
+                            }
+                            if !crate::risk::switches::NAMES.contains(&switch) {
+                                return Err(fail(&format!(
+                                    "{switch:?} is not a switch ({})",
+                                    crate::risk::switches::NAMES.join(", ")
+                                )));
+                            }
+                            Ok((detector.to_string(), switch.to_string()))
+                        })
+                        .collect::<Result<_, _>>()?
+                }
                 "password_hash_concurrency" => {
                     config.password_hash_concurrency = number(value, 1, 256).map_err(|e| fail(&e))?
                 }
@@ -389,6 +477,28 @@ impl Config {
                 "card_fingerprint_key" => config.keys.card_fingerprint = Some(Key::parse(value).map_err(|e| fail(&e))?),
                 "totp_encryption_key" => config.keys.totp_encryption = Some(Key::parse(value).map_err(|e| fail(&e))?),
                 "webhook_signing_key" => config.keys.webhook_signing = Some(Key::parse(value).map_err(|e| fail(&e))?),
+                "smtp_url" => {
+                    // Never echo the value: it may carry a password.
+                    if !(value.starts_with("smtp://") || value.starts_with("smtps://")) {
+                        return Err(fail("expected smtp://[USER:PASSWORD@]HOST[:PORT] or smtps://..."));
+                    }
+                    config.notify.smtp_url = Some(Secret::new(value.to_string()));
+                }
+                "smtp_from" => {
+                    value
+                        .parse::<lettre::message::Mailbox>()
+                        .map_err(|_| fail("expected an address such as Omamori <no-reply@example.jp>"))?;
+                    config.notify.smtp_from = value.to_string();
+                }
+                "sms_gateway_url" => config.notify.sms_gateway_url = Some(http_url(value).map_err(|e| fail(&e))?),
+                "sms_gateway_token" => config.notify.sms_gateway_token = Some(Secret::new(value.to_string())),
+                "oncall_webhook_url" => config.notify.oncall_webhook_url = Some(http_url(value).map_err(|e| fail(&e))?),
+                "oncall_webhook_token" => config.notify.oncall_webhook_token = Some(Secret::new(value.to_string())),
+                "notify_poll_ms" => config.notify.poll_ms = number(value, 10, 60_000).map_err(|e| fail(&e))?,
+                "notify_retry_base_ms" => {
+                    config.notify.retry_base_ms = number(value, 10, 3_600_000).map_err(|e| fail(&e))?
+                }
+                "notify_max_attempts" => config.notify.max_attempts = number(value, 1, 100).map_err(|e| fail(&e))?,
                 other => unreachable!("setting {other} is listed in SETTINGS but not parsed"),
             }
         }
@@ -407,6 +517,17 @@ impl Config {
                 if !present {
                     return Err(ConfigError(format!(
                         "missing setting {}: production requires it (ID:BASE64 of 32 random bytes)",
+                        env_name(setting)
+                    )));
+                }
+            }
+            for (setting, present) in [
+                ("smtp_url", config.notify.smtp_url.is_some()),
+                ("sms_gateway_url", config.notify.sms_gateway_url.is_some()),
+            ] {
+                if !present {
+                    return Err(ConfigError(format!(
+                        "missing setting {}: production requires real notification channels",
                         env_name(setting)
                     )));
                 }
@@ -430,6 +551,15 @@ fn number(value: &str, min: u32, max: u32) -> Result<u32, String> {
         .ok()
         .filter(|n| (min..=max).contains(n))
         .ok_or_else(|| format!("expected a whole number from {min} to {max}"))
+}
+
+/// An http(s) URL, with nothing but the scheme checked beyond what reqwest accepts.
+fn http_url(value: &str) -> Result<String, String> {
+    let ok = (value.starts_with("https://") || value.starts_with("http://")) && reqwest::Url::parse(value).is_ok();
+    if !ok {
+        return Err("expected an http:// or https:// URL".into());
+    }
+    Ok(value.to_string())
 }
 
 fn split_list(value: &str) -> impl Iterator<Item = &str> {
@@ -539,17 +669,41 @@ mod tests {
         let err = Config::load_from(None, env(&[("OMAMORI_ENVIRONMENT", "production")])).unwrap_err();
         assert!(err.0.contains("OMAMORI_CARD_FINGERPRINT_KEY"), "{err}");
         let (k1, k2, k3) = (key(), key(), key());
-        let c = Config::load_from(
-            None,
-            env(&[
-                ("OMAMORI_ENVIRONMENT", "production"),
-                ("OMAMORI_CARD_FINGERPRINT_KEY", &k1),
-                ("OMAMORI_TOTP_ENCRYPTION_KEY", &k2),
-                ("OMAMORI_WEBHOOK_SIGNING_KEY", &k3),
-            ]),
-        )
-        .unwrap();
+        let mut vars = vec![
+            ("OMAMORI_ENVIRONMENT", "production"),
+            ("OMAMORI_CARD_FINGERPRINT_KEY", k1.as_str()),
+            ("OMAMORI_TOTP_ENCRYPTION_KEY", k2.as_str()),
+            ("OMAMORI_WEBHOOK_SIGNING_KEY", k3.as_str()),
+        ];
+        let err = Config::load_from(None, env(&vars)).unwrap_err();
+        assert!(err.0.contains("OMAMORI_SMTP_URL") && err.0.contains("notification channels"), "{err}");
+        vars.push(("OMAMORI_SMTP_URL", "smtp://mailer:s3cret-pass@mail.example.jp:587"));
+        let err = Config::load_from(None, env(&vars)).unwrap_err();
+        assert!(err.0.contains("OMAMORI_SMS_GATEWAY_URL"), "{err}");
+        vars.push(("OMAMORI_SMS_GATEWAY_URL", "https://sms.example.jp/send"));
+        let c = Config::load_from(None, env(&vars)).unwrap();
         assert_eq!(c.environment, Environment::Production);
         assert_eq!(c.keys.card_fingerprint.unwrap().to_setting(), k1);
+        assert!(!format!("{:?}", c.notify).contains("s3cret"), "the SMTP password must not print");
+    }
+
+    #[test]
+    fn notification_and_containment_settings_are_checked() {
+        let err = Config::load_from(None, env(&[("OMAMORI_SMTP_URL", "mail.example.jp:s3cret")])).unwrap_err();
+        assert!(err.0.contains("OMAMORI_SMTP_URL") && !err.0.contains("s3cret"), "{err}");
+        let err = Config::load_from(None, env(&[("OMAMORI_SMS_GATEWAY_URL", "ftp://x")])).unwrap_err();
+        assert!(err.0.contains("OMAMORI_SMS_GATEWAY_URL"), "{err}");
+        let err =
+            Config::load_from(None, env(&[("OMAMORI_CONTAINMENT_POLICY", "card_declines=everything")])).unwrap_err();
+        assert!(err.0.contains("is not a switch"), "{err}");
+        let err = Config::load_from(None, env(&[("OMAMORI_CONTAINMENT_POLICY", "vibes=topups")])).unwrap_err();
+        assert!(err.0.contains("is not a detector"), "{err}");
+        let c = Config::load_from(
+            None,
+            env(&[("OMAMORI_CONTAINMENT_POLICY", "card_declines=card_linking, risk_declines=topups")]),
+        )
+        .unwrap();
+        assert_eq!(c.containment_policy.len(), 2);
+        assert_eq!(c.containment_policy[1], ("risk_declines".to_string(), "topups".to_string()));
     }
 }

@@ -21,6 +21,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(create_store))
         .routes(routes!(create_terminal))
         .routes(routes!(revoke_terminal))
+        .routes(routes!(create_webhook, list_webhooks))
+        .routes(routes!(disable_webhook))
 }
 
 /// An id from the path (`prefix_hex`); anything else is not found.
@@ -119,6 +121,79 @@ async fn revoke_terminal(
     let terminal = path_id(id, "terminal")?;
     if !super::revoke_terminal(&state.db, &terminal, &op.actor(), state.clock.now_ms()).await? {
         return Err(ApiError::not_found("there is no such terminal, or it is revoked already"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct WebhookBody {
+    /// Where events are posted: https (http is accepted outside production, for local receivers).
+    url: String,
+}
+
+/// Registers a webhook endpoint for a merchant (operator role). The answer carries the signing
+/// secret, shown this once: each delivery has `Omamori-Signature: t=<unix seconds>,v1=<hex
+/// HMAC-SHA256(secret, "<t>.<body>")>` and `Omamori-Event-Id`, the same on every retry.
+#[utoipa::path(post, path = "/v1/admin/merchants/{merchant_id}/webhooks", tag = "operator", request_body = WebhookBody,
+    params(("merchant_id" = String, Path)), responses(
+    (status = 201, description = "{webhook_id, merchant_id, url, created_at, disabled, secret, events}"),
+    (status = 404, body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "invalid_body", body = Problem, content_type = "application/problem+json")))]
+async fn create_webhook(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    id: Result<Path<String>, PathRejection>,
+    body: ApiJson<WebhookBody>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Operator)?;
+    let merchant = path_id(id, "merchant")?;
+    let production = state.config.environment == crate::config::Environment::Production;
+    let url = crate::notify::webhooks::check_url(&body.value.url, production)?;
+    let key = state
+        .config
+        .keys
+        .webhook_signing
+        .as_ref()
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no webhook signing key is configured")))?;
+    let (endpoint, secret) =
+        crate::notify::webhooks::create(&state.db, key, &merchant, &url, &op.actor(), state.clock.now_ms()).await?;
+    let mut answer = serde_json::to_value(endpoint).map_err(ApiError::internal)?;
+    answer["secret"] = json!(secret);
+    answer["events"] = json!(crate::notify::webhooks::EVENTS);
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+/// A merchant's webhook endpoints (without their secrets).
+#[utoipa::path(get, path = "/v1/admin/merchants/{merchant_id}/webhooks", tag = "operator",
+    params(("merchant_id" = String, Path)), responses(
+    (status = 200, description = "{items: [endpoint]}"),
+    (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn list_webhooks(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Viewer)?;
+    let merchant = path_id(id, "merchant")?;
+    let items = crate::notify::webhooks::list(&state.db, &merchant).await?;
+    Ok(axum::Json(json!({"items": items})).into_response())
+}
+
+/// Disables a webhook endpoint at once; nothing more is sent to it.
+#[utoipa::path(delete, path = "/v1/admin/webhooks/{webhook_id}", tag = "operator",
+    params(("webhook_id" = String, Path)), responses(
+    (status = 204, description = "disabled"),
+    (status = 404, body = Problem, content_type = "application/problem+json")))]
+async fn disable_webhook(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Operator)?;
+    let webhook = path_id(id, "webhook endpoint")?;
+    if !crate::notify::webhooks::disable(&state.db, &webhook, &op.actor(), state.clock.now_ms()).await? {
+        return Err(ApiError::not_found("there is no such webhook endpoint, or it is disabled already"));
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

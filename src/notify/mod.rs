@@ -2,8 +2,12 @@
 //!
 //! A notice is written to the `outbox` table in the same transaction as the event that causes it,
 //! so it exists exactly when the event committed, and delivery can never block or undo the event.
-//! In sandbox mode the outbox is what `GET /v1/sandbox/messages` lists; the dispatcher and the
-//! real channels (SMTP e-mail, SMS gateway, merchant webhooks) sit behind the same table.
+//! The [`dispatch`]er delivers it through the real channels (SMTP e-mail, the SMS gateway, the
+//! on-call webhook, signed merchant [`webhooks`]); in sandbox mode a channel that is not configured
+//! keeps its messages, which `GET /v1/sandbox/messages` lists.
+
+pub mod dispatch;
+pub mod webhooks;
 
 use serde::Serialize;
 use sqlx::Row;

@@ -167,6 +167,11 @@ pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<String, Ap
     .execute(&mut *conn)
     .await?;
     let balance = posted.balance_of(AccountId(user.wallet_account_id)).unwrap_or_default();
+    let event = json!({
+        "payment_id": payment_id, "store_id": c.store.id, "terminal_id": c.terminal_id, "amount": c.amount.0,
+        "currency": "JPY", "order_ref": c.order_ref, "source": source,
+    });
+    notify::webhooks::emit(conn, &c.store.merchant_id, "payment.succeeded", event, now).await?;
     notify::enqueue(
         conn,
         &Message {
@@ -356,6 +361,11 @@ pub async fn refund(
         .bind(payment_id)
         .execute(&mut *conn)
         .await?;
+    let event = json!({
+        "payment_id": payment_id, "refund_id": refund_id, "amount": amount.0, "currency": "JPY",
+        "refunded_total": refunded + amount.0,
+    });
+    notify::webhooks::emit(conn, merchant_id, "payment.refunded", event, now).await?;
     notify::enqueue(
         conn,
         &Message {
@@ -375,12 +385,13 @@ pub async fn refund(
 /// Undoes a whole payment (a POS reversal), inside the caller's locked transaction.
 pub async fn reverse(conn: &mut Conn, payment_id: &str, now: i64) -> Result<(), ApiError> {
     let row = sqlx::query(
-        "SELECT p.user_id, p.amount, p.refunded, p.status, m.account_id FROM payments p \
+        "SELECT p.user_id, p.amount, p.refunded, p.status, p.merchant_id, m.account_id FROM payments p \
                            JOIN merchants m ON m.id = p.merchant_id WHERE p.id = $1",
     )
     .bind(payment_id)
     .fetch_one(&mut *conn)
     .await?;
+    let merchant_id: String = row.try_get("merchant_id")?;
     let (user_id, paid, refunded, status, merchant_account): (String, i64, i64, String, i64) = (
         row.try_get("user_id")?,
         row.try_get("amount")?,
@@ -406,6 +417,8 @@ pub async fn reverse(conn: &mut Conn, payment_id: &str, now: i64) -> Result<(), 
         ledger::post(conn, &entry, now).await?;
     }
     sqlx::query("UPDATE payments SET status = 'reversed' WHERE id = $1").bind(payment_id).execute(&mut *conn).await?;
+    let event = json!({"payment_id": payment_id, "amount": paid, "returned": back, "currency": "JPY"});
+    notify::webhooks::emit(conn, &merchant_id, "payment.reversed", event, now).await?;
     notify::enqueue(
         conn,
         &Message {

@@ -119,8 +119,9 @@ pub async fn raise(conn: &mut Conn, kind: &str, severity: &str, detail: &str, no
     if recent > 0 {
         return Ok(false);
     }
+    let id = crate::identity::new_id("alr");
     sqlx::query("INSERT INTO alerts (id, kind, severity, detail, created_at) VALUES ($1, $2, $3, $4, $5)")
-        .bind(crate::identity::new_id("alr"))
+        .bind(&id)
         .bind(kind)
         .bind(severity)
         .bind(detail)
@@ -142,6 +143,19 @@ pub async fn raise(conn: &mut Conn, kind: &str, severity: &str, detail: &str, no
         };
         crate::notify::enqueue(conn, &message, now).await?;
     }
+    // And the on-call tool, when one is configured (the dispatcher knows).
+    let page = crate::notify::Message {
+        channel: crate::notify::Channel::Webhook,
+        to: crate::notify::dispatch::ONCALL.into(),
+        kind: "operator_alert".into(),
+        subject: None,
+        body: serde_json::json!({
+            "alert_id": id, "kind": kind, "severity": severity, "detail": detail, "created_at": clock::rfc3339_ms(now),
+        })
+        .to_string(),
+        code: None,
+    };
+    crate::notify::enqueue(conn, &page, now).await?;
     tracing::warn!(kind, severity, detail, "alert raised");
     Ok(true)
 }

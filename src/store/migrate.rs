@@ -36,6 +36,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0004_operations.sql"),
         postgres: include_str!("../../migrations/postgres/0004_operations.sql"),
     },
+    Migration {
+        version: 5,
+        name: "notifications",
+        sqlite: include_str!("../../migrations/sqlite/0005_notifications.sql"),
+        postgres: include_str!("../../migrations/postgres/0005_notifications.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

@@ -113,7 +113,7 @@ impl Db {
             Backend::Postgres => url.to_string(),
         };
         let options = AnyConnectOptions::from_str(&url)
-            .map_err(|e| anyhow::anyhow!("invalid database URL: {}", redact_db_error(&e)))?
+            .map_err(|e| anyhow::anyhow!("invalid database URL: {}", describe_error(&e)))?
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_millis(500));
         let max = match backend {
@@ -132,7 +132,7 @@ impl Db {
             });
         }
         let pool = pool_options.connect_with(options).await.map_err(|e| {
-            anyhow::anyhow!("cannot connect to the {} database: {}", backend.name(), redact_db_error(&e))
+            anyhow::anyhow!("cannot connect to the {} database: {}", backend.name(), describe_error(&e))
         })?;
         if backend == Backend::Sqlite {
             sqlx::raw_sql("PRAGMA journal_mode = WAL;").execute(&pool).await?;
@@ -204,7 +204,7 @@ fn prepare_sqlite_url(url: &str) -> anyhow::Result<String> {
 }
 
 /// Database errors can carry connection details; keep only the kind of failure.
-fn redact_db_error(e: &sqlx::Error) -> String {
+pub fn describe_error(e: &sqlx::Error) -> String {
     match e {
         sqlx::Error::Configuration(_) => "bad configuration".to_string(),
         sqlx::Error::Io(io) => io.to_string(),

@@ -59,10 +59,23 @@ fn production_refuses_sandbox_and_starts_only_with_its_keys() {
         .env("OMAMORI_CARD_FINGERPRINT_KEY", &key)
         .env("OMAMORI_TOTP_ENCRYPTION_KEY", &key)
         .env("OMAMORI_WEBHOOK_SIGNING_KEY", &key)
+        .env("OMAMORI_SMTP_URL", "smtp://127.0.0.1:25")
+        .env("OMAMORI_SMS_GATEWAY_URL", "https://sms.example.jp/send")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refuses sandbox"));
+    // With the keys but no real notification channels, production does not start.
+    let out = omamori(&dir)
+        .arg("serve")
+        .env("OMAMORI_ENVIRONMENT", "production")
+        .env("OMAMORI_CARD_FINGERPRINT_KEY", &key)
+        .env("OMAMORI_TOTP_ENCRYPTION_KEY", &key)
+        .env("OMAMORI_WEBHOOK_SIGNING_KEY", &key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OMAMORI_SMTP_URL"));
     let out = omamori(&dir).arg("serve").env("OMAMORI_ENVIRONMENT", "production").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("OMAMORI_CARD_FINGERPRINT_KEY"));
@@ -156,7 +169,7 @@ fn migrate_creates_the_schema_once() {
     let dir = TempDir::new();
     let out = omamori(&dir).arg("migrate").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4]"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5]"));
     let out = omamori(&dir).arg("migrate").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
@@ -171,7 +184,7 @@ fn migrate_on_postgres() {
     let dir = TempDir::new();
     let db = rt.block_on(TestDatabase::create(Backend::Postgres, &dir)).unwrap();
     let _ = admin;
-    for expected in ["applied migrations [1, 2, 3, 4]", "up to date"] {
+    for expected in ["applied migrations [1, 2, 3, 4, 5]", "up to date"] {
         let out = omamori(&dir).arg("migrate").env("OMAMORI_DATABASE_URL", &db.url).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains(expected));

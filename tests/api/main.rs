@@ -10,6 +10,8 @@ mod idempotency;
 mod identity;
 mod ledger;
 mod money;
+mod notifications;
 mod operations;
+mod receivers;
 mod sandbox;
 mod switches;

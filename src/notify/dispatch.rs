@@ -1,0 +1,353 @@
+//! The dispatcher: delivers the outbox through the configured channels, with retries.
+//!
+//! Every poll it claims the messages that are due (setting their next attempt a lease ahead, so
+//! that another instance passes them by while they are in flight), delivers up to eight at once,
+//! and records each outcome. A failure is retried with exponential backoff (the configured base,
+//! doubling, at most an hour apart) until `notify_max_attempts`; a permanent refusal fails at
+//! once. A message that carried a one-time code loses the code and its text once it has left
+//! through a real channel, so the outbox is not a store of live codes. Delivery runs apart from
+//! requests: it can never block or undo the money movement that wrote the message.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lettre::AsyncTransport;
+use sqlx::Row;
+
+use crate::app::AppState;
+use crate::config::{Config, Key};
+use crate::secret::Secret;
+use crate::store::Db;
+
+/// How long a claimed message is left alone by other dispatchers.
+const LEASE_MS: i64 = 60_000;
+/// The longest a single delivery may take.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
+/// Messages claimed per poll, and delivered at once.
+const BATCH: i64 = 32;
+const PARALLEL: usize = 8;
+/// The text left in place of a delivered message that carried a one-time code.
+pub const REDACTED: &str = "(delivered; the one-time code in this message is no longer kept)";
+
+/// The transports, built once from the configuration.
+pub struct Channels {
+    sandbox: bool,
+    smtp: Option<lettre::AsyncSmtpTransport<lettre::Tokio1Executor>>,
+    from: lettre::message::Mailbox,
+    http: reqwest::Client,
+    sms: Option<(String, Option<Secret<String>>)>,
+    oncall: Option<(String, Option<Secret<String>>)>,
+    webhook_key: Option<Key>,
+    retry_base_ms: i64,
+    max_attempts: i64,
+}
+
+/// One due message.
+struct Due {
+    id: i64,
+    channel: String,
+    recipient: String,
+    kind: String,
+    subject: Option<String>,
+    body: String,
+    event_id: Option<String>,
+    attempts: i64,
+}
+
+/// What became of one attempt.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Taken by a real channel (its name).
+    Delivered(&'static str),
+    /// No real channel for it, in sandbox mode: kept, code and all, for `/v1/sandbox/messages`.
+    Kept,
+    /// Try again later.
+    Retry(String),
+    /// Will never succeed (refused by the receiver, or nowhere to send it).
+    Fail(String),
+}
+
+impl Channels {
+    pub fn from_config(config: &Config) -> anyhow::Result<Channels> {
+        let n = &config.notify;
+        let smtp = match &n.smtp_url {
+            Some(url) => Some(
+                lettre::AsyncSmtpTransport::<lettre::Tokio1Executor>::from_url(url.expose())
+                    // The URL may carry a password: say only which setting is wrong.
+                    .map_err(|_| anyhow::anyhow!("invalid setting OMAMORI_SMTP_URL: lettre cannot use it"))?
+                    .timeout(Some(Duration::from_secs(10)))
+                    .build(),
+            ),
+            None => None,
+        };
+        let http = reqwest::Client::builder()
+            .timeout(DELIVERY_TIMEOUT)
+            .connect_timeout(Duration::from_secs(5))
+            // A receiver must answer where it was registered; a redirect could point anywhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("omamori/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Channels {
+            sandbox: config.sandbox,
+            smtp,
+            from: n.smtp_from.parse()?,
+            http,
+            sms: n.sms_gateway_url.clone().map(|u| (u, n.sms_gateway_token.clone())),
+            oncall: n.oncall_webhook_url.clone().map(|u| (u, n.oncall_webhook_token.clone())),
+            webhook_key: config.keys.webhook_signing.clone(),
+            retry_base_ms: n.retry_base_ms as i64,
+            max_attempts: n.max_attempts as i64,
+        })
+    }
+
+    async fn deliver(&self, db: &Db, m: &Due) -> Outcome {
+        match m.channel.as_str() {
+            "email" => self.email(m).await,
+            "sms" => match &self.sms {
+                Some((url, token)) => {
+                    let body = serde_json::json!({"to": m.recipient, "body": m.body, "kind": m.kind}).to_string();
+                    post(self.http.post(url), token, body)
+                        .await
+                        .map_or_else(|o| o, |()| Outcome::Delivered("sms_gateway"))
+                }
+                None => self.no_channel("SMS gateway"),
+            },
+            "webhook" if m.recipient == ONCALL => match &self.oncall {
+                Some((url, token)) => post(self.http.post(url), token, m.body.clone())
+                    .await
+                    .map_or_else(|o| o, |()| Outcome::Delivered("oncall")),
+                None => self.no_channel("on-call webhook"),
+            },
+            "webhook" => self.merchant_webhook(db, m).await,
+            other => Outcome::Fail(format!("unknown channel {other}")),
+        }
+    }
+
+    fn no_channel(&self, what: &str) -> Outcome {
+        if self.sandbox { Outcome::Kept } else { Outcome::Fail(format!("no {what} is configured")) }
+    }
+
+    async fn email(&self, m: &Due) -> Outcome {
+        let Some(smtp) = &self.smtp else { return self.no_channel("SMTP server") };
+        let Ok(to) = m.recipient.parse::<lettre::message::Mailbox>() else {
+            return Outcome::Fail("the recipient is not an e-mail address".into());
+        };
+        let message = lettre::Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(m.subject.clone().unwrap_or_else(|| "Omamori".to_string()))
+            .header(lettre::message::header::ContentType::TEXT_PLAIN)
+            .body(m.body.clone());
+        let message = match message {
+            Ok(message) => message,
+            Err(e) => return Outcome::Fail(format!("the message cannot be built: {e}")),
+        };
+        match smtp.send(message).await {
+            Ok(_) => Outcome::Delivered("smtp"),
+            Err(e) if e.is_permanent() => Outcome::Fail(format!("the SMTP server refused it: {}", smtp_reason(&e))),
+            Err(e) => Outcome::Retry(format!("SMTP: {}", smtp_reason(&e))),
+        }
+    }
+
+    async fn merchant_webhook(&self, db: &Db, m: &Due) -> Outcome {
+        let Some(key) = &self.webhook_key else { return Outcome::Fail("no webhook signing key".into()) };
+        let target = match super::webhooks::target(db, key, &m.recipient).await {
+            Ok(Some(target)) => target,
+            Ok(None) => return Outcome::Fail("the endpoint is disabled or gone".into()),
+            Err(e) => return Outcome::Retry(format!("database: {}", crate::store::describe_error(&e))),
+        };
+        let (url, secret) = target;
+        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let request = self
+            .http
+            .post(&url)
+            .header(super::webhooks::SIGNATURE_HEADER, super::webhooks::sign(&secret, timestamp, &m.body))
+            .header(super::webhooks::EVENT_ID_HEADER, m.event_id.clone().unwrap_or_default())
+            .header("Omamori-Event-Type", &m.kind);
+        post(request, &None, m.body.clone()).await.map_or_else(|o| o, |()| Outcome::Delivered("webhook"))
+    }
+
+    /// The delay before attempt `attempts + 1`: the base, doubled per attempt, at most an hour, with
+    /// up to a tenth more at random so that retries after an outage do not arrive all at once.
+    fn backoff_ms(&self, attempts: i64) -> i64 {
+        let doubled = self.retry_base_ms.saturating_mul(1i64 << (attempts - 1).clamp(0, 20));
+        let delay = doubled.min(3_600_000);
+        delay + rand::random_range(0..=delay / 10)
+    }
+}
+
+/// The recipient of the on-call tool's copies of operator alerts.
+pub const ONCALL: &str = "oncall";
+
+/// Posts JSON; a 2xx is delivered, a 4xx other than 408 and 429 is a permanent refusal.
+async fn post(request: reqwest::RequestBuilder, token: &Option<Secret<String>>, body: String) -> Result<(), Outcome> {
+    let mut request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token.expose());
+    }
+    match request.send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => {
+            let s = r.status();
+            let why = format!("the receiver answered {}", s.as_u16());
+            let permanent = s.is_client_error()
+                && s != reqwest::StatusCode::REQUEST_TIMEOUT
+                && s != reqwest::StatusCode::TOO_MANY_REQUESTS;
+            Err(if permanent { Outcome::Fail(why) } else { Outcome::Retry(why) })
+        }
+        // Without the URL: it may carry a token in its query.
+        Err(e) => Err(Outcome::Retry(format!("{}", e.without_url()))),
+    }
+}
+
+/// The SMTP error without anything the server echoed of the message.
+fn smtp_reason(e: &lettre::transport::smtp::Error) -> String {
+    match e.status() {
+        Some(code) => format!("reply {code}"),
+        None if e.is_timeout() => "timed out".into(),
+        None => "connection failed".into(),
+    }
+}
+
+/// Runs the dispatcher until the task is aborted.
+pub fn spawn(state: AppState, channels: Channels) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(state.config.notify.poll_ms as u64));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = run_once(&state, &channels).await {
+                tracing::warn!(error = %crate::store::describe_error(&e), "the dispatcher could not read the outbox");
+            }
+        }
+    })
+}
+
+/// Claims and delivers what is due now; returns how many messages it attempted.
+pub async fn run_once(state: &AppState, channels: &Channels) -> Result<usize, sqlx::Error> {
+    let now = state.clock.now_ms();
+    let claim = uuid::Uuid::new_v4().simple().to_string();
+    let due = crate::store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        // The outer condition is checked again against the row as it is when the update reaches it,
+        // so two dispatchers that pick the same row claim it once.
+        sqlx::query(
+            "UPDATE outbox SET claim = $1, next_attempt_at = $2 WHERE id IN \
+             (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $3 ORDER BY next_attempt_at, id LIMIT $4) \
+             AND status = 'pending' AND next_attempt_at <= $3",
+        )
+        .bind(&claim)
+        .bind(now + LEASE_MS)
+        .bind(now)
+        .bind(BATCH)
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT id, channel, recipient, kind, subject, body, event_id, attempts FROM outbox \
+             WHERE claim = $1 AND status = 'pending' ORDER BY id",
+        )
+        .bind(&claim)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Due {
+                    id: r.try_get("id")?,
+                    channel: r.try_get("channel")?,
+                    recipient: r.try_get("recipient")?,
+                    kind: r.try_get("kind")?,
+                    subject: r.try_get("subject")?,
+                    body: r.try_get("body")?,
+                    event_id: r.try_get("event_id")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+    })
+    .await?;
+    let count = due.len();
+    futures::stream::iter(due)
+        .for_each_concurrent(PARALLEL, |m| {
+            let claim = &claim;
+            async move {
+                let outcome = match tokio::time::timeout(DELIVERY_TIMEOUT, channels.deliver(&state.db, &m)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Outcome::Retry("timed out".into()),
+                };
+                if let Err(e) = record(state, channels, &m, claim, &outcome).await {
+                    // The lease runs out and the message is tried again: at least once, never lost.
+                    tracing::warn!(id = m.id, error = %crate::store::describe_error(&e), "could not record a delivery");
+                }
+            }
+        })
+        .await;
+    Ok(count)
+}
+
+async fn record(
+    state: &AppState,
+    channels: &Channels,
+    m: &Due,
+    claim: &str,
+    outcome: &Outcome,
+) -> Result<(), sqlx::Error> {
+    let now = state.clock.now_ms();
+    let attempts = m.attempts + 1;
+    let retry_at = now + channels.backoff_ms(attempts);
+    let label = match outcome {
+        Outcome::Delivered(via) => via,
+        Outcome::Kept => "sandbox",
+        Outcome::Retry(_) if attempts < channels.max_attempts => "retry",
+        Outcome::Retry(_) | Outcome::Fail(_) => "failed",
+    };
+    // Built afresh for each try of the transaction.
+    let statement = || match (outcome, label) {
+        (Outcome::Delivered(via), _) => sqlx::query(
+            "UPDATE outbox SET status = 'delivered', delivered_at = $1, delivered_via = $2, attempts = $3, \
+             last_error = NULL, claim = NULL, body = CASE WHEN code IS NULL THEN body ELSE $4 END, code = NULL \
+             WHERE id = $5 AND claim = $6",
+        )
+        .bind(now)
+        .bind(*via)
+        .bind(attempts)
+        .bind(REDACTED)
+        .bind(m.id)
+        .bind(claim),
+        (Outcome::Kept, _) => sqlx::query(
+            "UPDATE outbox SET status = 'delivered', delivered_at = $1, delivered_via = 'sandbox', attempts = $2, \
+             claim = NULL WHERE id = $3 AND claim = $4",
+        )
+        .bind(now)
+        .bind(attempts)
+        .bind(m.id)
+        .bind(claim),
+        (Outcome::Retry(why), "retry") => sqlx::query(
+            "UPDATE outbox SET attempts = $1, next_attempt_at = $2, last_error = $3, claim = NULL \
+             WHERE id = $4 AND claim = $5",
+        )
+        .bind(attempts)
+        .bind(retry_at)
+        .bind(why.as_str())
+        .bind(m.id)
+        .bind(claim),
+        (Outcome::Retry(why) | Outcome::Fail(why), _) => sqlx::query(
+            "UPDATE outbox SET status = 'failed', attempts = $1, last_error = $2, claim = NULL, \
+             body = CASE WHEN code IS NULL THEN body ELSE $3 END, code = NULL WHERE id = $4 AND claim = $5",
+        )
+        .bind(attempts)
+        .bind(why.as_str())
+        .bind(REDACTED)
+        .bind(m.id)
+        .bind(claim),
+    };
+    crate::store::write_one(&state.db, statement).await?;
+    metrics::counter!("omamori_notifications_total", "channel" => m.channel.clone(), "outcome" => label).increment(1);
+    match outcome {
+        Outcome::Retry(why) | Outcome::Fail(why) => {
+            tracing::warn!(id = m.id, channel = %m.channel, kind = %m.kind, attempts, outcome = label, why = %why, "a notification was not delivered")
+        }
+        _ => tracing::debug!(id = m.id, channel = %m.channel, outcome = label, "notification delivered"),
+    }
+    Ok(())
+}
