@@ -74,7 +74,9 @@ impl AppState {
             failed_codes: self.config.alert_failed_codes_per_minute as i64,
             throttled_addresses: self.config.alert_throttled_addresses_per_minute as i64,
             card_declines: self.config.alert_card_declines_per_minute as i64,
+            risk_declines: self.config.alert_risk_declines_per_minute as i64,
             contain: self.config.containment,
+            policy: self.config.containment_policy.clone(),
         }
     }
 
@@ -103,6 +105,7 @@ impl Application {
             spawn_janitor(state.clone()),
             spawn_sweeper(state.clone()),
             crate::notify::dispatch::spawn(state.clone(), channels),
+            spawn_detectors(state.clone()),
         ];
         if state.config.sandbox {
             background.push(clock.spawn_refresh(db.clone()));
@@ -182,6 +185,26 @@ fn spawn_janitor(state: AppState) -> tokio::task::JoinHandle<()> {
             };
             if let Err(e) = purged.await {
                 tracing::warn!(error = %e, "could not purge old authentication events");
+            }
+        }
+    })
+}
+
+/// Runs the alert detectors every few seconds, whatever requests arrive (raising is idempotent
+/// within a quiet period, so every instance may run them).
+fn spawn_detectors(state: AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(crate::risk::alerts::DETECTOR_PERIOD);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let run = crate::store::retry(|| async {
+                let mut tx = state.db.begin().await?;
+                crate::risk::alerts::evaluate(&mut tx, &state.alert_thresholds(), state.clock.now_ms()).await?;
+                tx.commit().await
+            });
+            if let Err(e) = run.await {
+                tracing::warn!(error = %crate::store::describe_error(&e), "the detectors could not run");
             }
         }
     })

@@ -17,7 +17,7 @@ use super::{Login, user_by_login};
 use crate::app::AppState;
 use crate::http::auth::ClientInfo;
 use crate::http::error::ApiError;
-use crate::risk::{alerts, throttle};
+use crate::risk::{alerts, rules, throttle};
 use crate::store::{self, clock};
 
 pub fn invalid_credentials() -> ApiError {
@@ -83,10 +83,43 @@ pub async fn login(
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
         pending.succeeded(&mut tx).await?;
+        // The risk rules on login: a step-up asks for the second factor even on a recognised
+        // device; a hold or a decline refuses the login, tells the user and counts for the detector.
+        let signals =
+            rules::signals(&mut tx, "login", &user.id, device_id, 0, None, client.country.as_deref(), now).await?;
+        let (outcome, rule) = rules::evaluate(&mut tx, "login", &signals).await?;
+        if matches!(outcome, rules::Outcome::Hold | rules::Outcome::Decline) {
+            let rule = rule.unwrap_or_default();
+            alerts::record_risk_decline(&mut tx, &user.id, now).await?;
+            crate::audit::append(
+                &mut tx,
+                &format!("user:{}", user.id),
+                "login.risk_declined",
+                &user.id,
+                &json!({"rule": rule, "country": client.country, "impossible_travel": signals.impossible_travel}),
+                now,
+            )
+            .await?;
+            super::notify_all(
+                &mut tx,
+                &user,
+                "login_blocked",
+                "A sign-in to your Omamori account was blocked for your protection.",
+                now,
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "risk_declined",
+                "this sign-in was declined for your protection; try again from your usual phone",
+            )));
+        }
+        let trusted = outcome != rules::Outcome::StepUp;
         let answer = match &recognised {
             // Something known plus something held: the password and this device's token. This
             // completes a login, so the device's run of failures ends.
-            Some(device) if device.trusted_for_login => {
+            Some(device) if device.trusted_for_login && trusted => {
                 throttle::record_success(&mut tx, &key).await?;
                 let opened = session::open(
                     &mut tx,
@@ -117,9 +150,9 @@ pub async fn login(
             }
         };
         tx.commit().await?;
-        Ok::<_, ApiError>(answer)
+        Ok::<_, ApiError>(Ok(answer))
     })
-    .await
+    .await?
 }
 
 /// The password half of a login: checks the throttles and counts the attempt as a failure before
@@ -137,7 +170,7 @@ async fn password_step(
         let mut tx = state.db.begin().await?;
         let verdict =
             throttle::begin(&mut tx, state.throttle_limits(), attempt, throttle::Failure::Password, now).await?;
-        alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
+        alerts::evaluate(&mut tx, &state.alert_thresholds(), now).await?;
         tx.commit().await?;
         verdict
     })

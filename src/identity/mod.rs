@@ -301,7 +301,7 @@ pub async fn wrong_code(
         max_delay_ms,
     };
     crate::risk::throttle::record_failure(&mut tx, &attempt, crate::risk::throttle::Failure::Code, now).await?;
-    crate::risk::alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
+    crate::risk::alerts::evaluate(&mut tx, &state.alert_thresholds(), now).await?;
     tx.commit().await?;
     Ok(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "code_invalid", detail.to_string())
         .with("attempts_left", (MAX_CODE_FAILURES - failures).max(0)))

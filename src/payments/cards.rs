@@ -117,7 +117,7 @@ pub async fn link(
             // The provisional failure stands.
             store::retry(|| async {
                 let mut tx = state.db.begin().await?;
-                crate::risk::alerts::evaluate(&mut tx, state.alert_thresholds(), now).await?;
+                crate::risk::alerts::evaluate(&mut tx, &state.alert_thresholds(), now).await?;
                 tx.commit().await
             })
             .await?;
@@ -192,9 +192,15 @@ pub async fn link(
         }
         // The risk rules: a hold keeps the card unusable until an operator decides.
         let signals =
-            rules::signals(&mut tx, &user.id, &session.device_id, 0, None, client.country.as_deref(), now).await?;
+            rules::signals(&mut tx, "card_link", &user.id, &session.device_id, 0, None, client.country.as_deref(), now)
+                .await?;
         let (outcome, rule) = rules::evaluate(&mut tx, "card_link", &signals).await?;
         if outcome == rules::Outcome::Decline {
+            // Nothing of the link is kept, but the decline counts for the risk_declines detector.
+            tx.rollback().await?;
+            let mut counted = state.db.begin().await?;
+            crate::risk::alerts::record_risk_decline(&mut counted, &user.id, now).await?;
+            counted.commit().await?;
             return Ok(Err(ApiError::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "risk_declined",

@@ -231,7 +231,8 @@ pub async fn charge_code(
     switches::check(conn, "payments", subject).await?;
     // A POS cannot wait: a hold (or a step-up it cannot ask for) declines and opens a review case,
     // committed with the spent code so that the case survives.
-    let signals = rules::signals(conn, &user_id, &device_id, amount.0, Some(&store.category), None, now).await?;
+    let signals =
+        rules::signals(conn, "payment", &user_id, &device_id, amount.0, Some(&store.category), None, now).await?;
     if let (outcome, Some(rule)) = rules::evaluate(conn, "payment", &signals).await?
         && outcome != rules::Outcome::Allow
     {

@@ -314,7 +314,7 @@ async fn pay_store_qr(
             crate::risk::switches::check(conn, "payments", subject).await?;
             store::lock_conn(conn, "wallet", &s.user_id).await?;
             let signals =
-                rules::signals(conn, &s.user_id, &s.device_id, amount.0, Some(&store.category), client.country.as_deref(), now)
+                rules::signals(conn, "payment", &s.user_id, &s.device_id, amount.0, Some(&store.category), client.country.as_deref(), now)
                     .await?;
             match rules::evaluate(conn, "payment", &signals).await? {
                 (rules::Outcome::Allow, _) | (_, None) => {}

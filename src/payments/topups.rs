@@ -163,9 +163,12 @@ async fn run(
                 check_rules(&mut tx, &user, amount.0, now).await?;
                 // The risk rules: a hold keeps the top-up uncharged until an operator decides.
                 let signals =
-                    rules::signals(&mut tx, &user.id, &session.device_id, amount.0, None, client.country.as_deref(), now).await?;
+                    rules::signals(&mut tx, "topup", &user.id, &session.device_id, amount.0, None, client.country.as_deref(), now).await?;
                 let (outcome, rule) = rules::evaluate(&mut tx, "topup", &signals).await?;
                 if outcome == rules::Outcome::Decline {
+                    // Counted for the risk_declines detector, although the top-up itself is refused.
+                    crate::risk::alerts::record_risk_decline(&mut tx, &user.id, now).await?;
+                    tx.commit().await?;
                     return Err(rules::risk_declined(None));
                 }
                 let held = matches!(outcome, rules::Outcome::Hold | rules::Outcome::StepUp);

@@ -13,104 +13,126 @@ use crate::store::{Conn, Db, clock};
 pub const WINDOW_MS: i64 = 60 * 1000;
 pub const QUIET_MS: i64 = 10 * 60 * 1000;
 
-/// Per-minute thresholds (configurable).
-#[derive(Debug, Clone, Copy)]
+/// Per-minute thresholds and the containment policy (configurable).
+#[derive(Debug, Clone)]
 pub struct Thresholds {
     pub failed_logins: i64,
     pub failed_codes: i64,
     pub throttled_addresses: i64,
-    /// Failed card checks in a minute that raise an alert and, when `contain` is set, engage the
-    /// `card_linking` switch everywhere (a card-testing flood).
+    /// Failed card checks in a minute (a card-testing flood).
     pub card_declines: i64,
+    /// Risk-rule holds and declines in a minute (a wave of fraud attempts).
+    pub risk_declines: i64,
+    /// Whether the policy may act at all.
     pub contain: bool,
+    /// Which detector engages which switch, everywhere, when its alert is raised.
+    pub policy: Vec<(String, String)>,
 }
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Thresholds { failed_logins: 30, failed_codes: 20, throttled_addresses: 3, card_declines: 20, contain: true }
+        Thresholds {
+            failed_logins: 30,
+            failed_codes: 20,
+            throttled_addresses: 3,
+            card_declines: 20,
+            risk_declines: 10,
+            contain: true,
+            policy: vec![("card_declines".into(), "card_linking".into())],
+        }
     }
 }
 
-/// Raises whichever alerts the last minute's counters call for.
-pub async fn evaluate(conn: &mut Conn, t: Thresholds, now: i64) -> Result<(), sqlx::Error> {
+/// Raises whichever alerts the last minute's counters call for, and applies the containment
+/// policy to them.
+pub async fn evaluate(conn: &mut Conn, t: &Thresholds, now: i64) -> Result<(), sqlx::Error> {
     let since = now - WINDOW_MS;
-    let failed_logins: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM auth_events WHERE scope = 'fail_login' AND at > $1")
-            .bind(since)
-            .fetch_one(&mut *conn)
-            .await?;
+    let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(since);
+    let failed_logins =
+        count("SELECT COUNT(*) FROM auth_events WHERE scope = 'fail_login' AND at > $1").fetch_one(&mut *conn).await?;
     if failed_logins >= t.failed_logins {
-        raise(
-            conn,
-            "failed_logins",
-            "high",
-            &format!(
-                "{failed_logins} failed logins in the last minute (threshold {}): credential stuffing?",
-                t.failed_logins
-            ),
-            now,
-        )
-        .await?;
-    }
-    let failed_codes: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM auth_events WHERE scope = 'fail_code' AND at > $1")
-            .bind(since)
-            .fetch_one(&mut *conn)
-            .await?;
-    if failed_codes >= t.failed_codes {
-        raise(
-            conn,
-            "failed_codes",
-            "high",
-            &format!(
-                "{failed_codes} wrong one-time codes in the last minute (threshold {}): code guessing?",
-                t.failed_codes
-            ),
-            now,
-        )
-        .await?;
-    }
-    let throttled: i64 =
-        sqlx::query_scalar("SELECT COUNT(DISTINCT key) FROM auth_events WHERE scope = 'throttled' AND at > $1")
-            .bind(since)
-            .fetch_one(&mut *conn)
-            .await?;
-    if throttled >= t.throttled_addresses {
-        raise(
-            conn,
-            "throttled_addresses",
-            "medium",
-            &format!("{throttled} client addresses throttled in the last minute (threshold {})", t.throttled_addresses),
-            now,
-        )
-        .await?;
-    }
-    let card_declines: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM auth_events WHERE scope = 'card_fail_wallet' AND at > $1")
-            .bind(since)
-            .fetch_one(&mut *conn)
-            .await?;
-    if card_declines >= t.card_declines {
-        let contained = t.contain
-            && crate::risk::switches::contain(
-                conn,
-                "card_linking",
-                &format!("automatic containment: {card_declines} failed card checks in a minute"),
-                now,
-            )
-            .await?;
         let detail = format!(
-            "{card_declines} failed card checks in the last minute (threshold {}): card testing?{}",
-            t.card_declines,
-            if contained { " Card linking was stopped everywhere (switch card_linking)." } else { "" }
+            "{failed_logins} failed logins in the last minute (threshold {}): credential stuffing?",
+            t.failed_logins
         );
-        raise(conn, "card_declines", "high", &detail, now).await?;
+        trip(conn, t, "failed_logins", "high", detail, now).await?;
+    }
+    let failed_codes =
+        count("SELECT COUNT(*) FROM auth_events WHERE scope = 'fail_code' AND at > $1").fetch_one(&mut *conn).await?;
+    if failed_codes >= t.failed_codes {
+        let detail = format!(
+            "{failed_codes} wrong one-time codes in the last minute (threshold {}): code guessing?",
+            t.failed_codes
+        );
+        trip(conn, t, "failed_codes", "high", detail, now).await?;
+    }
+    let throttled = count("SELECT COUNT(DISTINCT key) FROM auth_events WHERE scope = 'throttled' AND at > $1")
+        .fetch_one(&mut *conn)
+        .await?;
+    if throttled >= t.throttled_addresses {
+        let detail =
+            format!("{throttled} client addresses throttled in the last minute (threshold {})", t.throttled_addresses);
+        trip(conn, t, "throttled_addresses", "medium", detail, now).await?;
+    }
+    let card_declines = count("SELECT COUNT(*) FROM auth_events WHERE scope = 'card_fail_wallet' AND at > $1")
+        .fetch_one(&mut *conn)
+        .await?;
+    if card_declines >= t.card_declines {
+        let detail = format!(
+            "{card_declines} failed card checks in the last minute (threshold {}): card testing?",
+            t.card_declines
+        );
+        trip(conn, t, "card_declines", "high", detail, now).await?;
+    }
+    let risk_declines = count("SELECT COUNT(*) FROM auth_events WHERE scope = 'risk_decline' AND at > $1")
+        .fetch_one(&mut *conn)
+        .await?;
+    if risk_declines >= t.risk_declines {
+        let detail = format!(
+            "{risk_declines} risk-rule holds and declines in the last minute (threshold {}): a fraud wave?",
+            t.risk_declines
+        );
+        trip(conn, t, "risk_declines", "high", detail, now).await?;
     }
     Ok(())
 }
 
+/// A detector crossed its threshold: engage what the policy names for it, then raise the alert
+/// (once per quiet period), saying what was stopped.
+async fn trip(
+    conn: &mut Conn,
+    t: &Thresholds,
+    detector: &str,
+    severity: &str,
+    mut detail: String,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    if t.contain {
+        for (_, switch) in t.policy.iter().filter(|(d, _)| d == detector) {
+            let reason = format!("automatic containment: {detail}");
+            if crate::risk::switches::contain(conn, switch, &reason, now).await? {
+                detail.push_str(&format!(" Stopped everywhere by switch {switch} (automatic containment)."));
+            }
+        }
+    }
+    raise(conn, detector, severity, &detail, now).await?;
+    Ok(())
+}
+
+/// Counts a risk-rule hold or decline for the `risk_declines` detector (evaluated by the
+/// periodic detector pass, within seconds).
+pub async fn record_risk_decline(conn: &mut Conn, user_id: &str, now: i64) -> Result<(), sqlx::Error> {
+    crate::risk::throttle::record(conn, "risk_decline", user_id, now).await.map(|_| ())
+}
+
+/// How often every instance runs the detectors on its own, so that an alert is raised within
+/// seconds even when the events that cross a threshold are recorded where no detector runs.
+pub const DETECTOR_PERIOD: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Stores an alert unless one of the same kind was raised in the last [`QUIET_MS`].
 pub async fn raise(conn: &mut Conn, kind: &str, severity: &str, detail: &str, now: i64) -> Result<bool, sqlx::Error> {
+    // Two instances crossing the same threshold at once raise one alert.
+    crate::store::lock_conn(conn, "alert", kind).await?;
     let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM alerts WHERE kind = $1 AND created_at > $2")
         .bind(kind)
         .bind(now - QUIET_MS)

@@ -8,3 +8,4 @@ pub mod routes;
 pub mod rules;
 pub mod switches;
 pub mod throttle;
+pub mod travel;

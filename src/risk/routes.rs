@@ -25,7 +25,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(audit_log))
         .routes(routes!(propose_correction))
         .routes(routes!(approve_correction))
-        .routes(routes!(list_rules))
+        .routes(routes!(list_rules, create_rule))
         .routes(routes!(update_rule))
         .routes(routes!(list_reviews))
         .routes(routes!(decide_review))
@@ -217,6 +217,47 @@ struct RuleBody {
     /// allow, step_up, hold or decline
     outcome: Option<String>,
     enabled: Option<bool>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewRuleBody {
+    /// Letters, digits, '-' and '_'.
+    id: String,
+    /// login, card_link, topup or payment
+    event: String,
+    /// Lower is evaluated first; the first matching rule decides.
+    priority: i64,
+    /// Signals that must all hold: amount_at_least, new_device, topup_within_minutes,
+    /// credential_change_within_hours, mcc_in, country_not_in, per_hour_at_least, impossible_travel.
+    #[schema(value_type = Object)]
+    conditions: serde_json::Value,
+    /// allow, step_up, hold or decline
+    outcome: String,
+}
+
+/// Adds a risk rule (admin role; audited; applies to the next request, without a restart).
+#[utoipa::path(post, path = "/v1/admin/rules", tag = "operator", request_body = NewRuleBody,
+    responses((status = 201, description = "the rules"),
+    (status = 409, description = "rule_exists", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "invalid_body", body = Problem, content_type = "application/problem+json")))]
+async fn create_rule(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    body: ApiJson<NewRuleBody>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Admin)?;
+    let b = body.value;
+    let rule = super::rules::NewRule {
+        id: &b.id,
+        event: &b.event,
+        priority: b.priority,
+        conditions: &b.conditions,
+        outcome: &b.outcome,
+    };
+    super::rules::create(&state.db, rule, &op.actor(), state.clock.now_ms()).await?;
+    let items = super::rules::list(&state.db).await?;
+    Ok((axum::http::StatusCode::CREATED, axum::Json(json!({"items": items}))).into_response())
 }
 
 /// Changes a risk rule (admin role; audited; applies to the next request, without a restart).

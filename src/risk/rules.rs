@@ -2,9 +2,9 @@
 //! changed through the audited admin API, read on every evaluation (so a change applies to the
 //! next request, on every instance, without a restart).
 //!
-//! A rule names an event (`topup`, `payment`), conditions over signals that all must hold, and an
-//! outcome (`allow`, `step_up`, `hold`, `decline`). The first enabled matching rule by priority
-//! decides; no match allows.
+//! A rule names an event (`login`, `card_link`, `topup`, `payment`), conditions over signals that
+//! all must hold, and an outcome (`allow`, `step_up`, `hold`, `decline`). The first enabled
+//! matching rule by priority decides; no match allows.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -26,6 +26,11 @@ pub struct Conditions {
     pub credential_change_within_hours: Option<i64>,
     pub mcc_in: Option<Vec<String>>,
     pub country_not_in: Option<Vec<String>>,
+    /// This many events of the kind (logins, card links, top-ups, payments) by the user in the
+    /// last hour, this one included.
+    pub per_hour_at_least: Option<i64>,
+    /// Faster than 500 km/h from the user's previous login (see [`crate::risk::travel`]).
+    pub impossible_travel: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +76,12 @@ pub struct Signals {
     pub hours_since_credential_change: Option<i64>,
     pub mcc: Option<String>,
     pub country: Option<String>,
+    pub per_hour: i64,
+    pub impossible_travel: bool,
 }
+
+/// The events rules are evaluated on.
+pub const EVENTS: &[&str] = &["login", "card_link", "topup", "payment"];
 
 impl Conditions {
     pub fn matches(&self, s: &Signals) -> bool {
@@ -83,22 +93,27 @@ impl Conditions {
                 .is_none_or(|h| s.hours_since_credential_change.is_some_and(|c| c <= h))
             && self.mcc_in.as_ref().is_none_or(|list| s.mcc.as_ref().is_some_and(|m| list.contains(m)))
             && self.country_not_in.as_ref().is_none_or(|list| s.country.as_ref().is_none_or(|c| !list.contains(c)))
+            && self.per_hour_at_least.is_none_or(|n| s.per_hour >= n)
+            && self.impossible_travel.is_none_or(|t| s.impossible_travel == t)
     }
 }
 
-/// Seeds the default rules when the table is empty (first start).
+/// Seeds the default rules that the table does not have yet (every default on the first start; a
+/// default added in a later release on the first start of that release). A rule an admin changed
+/// or disabled keeps its row, so it is never put back.
 pub async fn seed(db: &Db, now: i64) -> anyhow::Result<()> {
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM risk_rules").fetch_one(db.pool()).await?;
-    if n > 0 {
+    let file: SeedFile = toml::from_str(DEFAULTS)?;
+    let present: Vec<String> = sqlx::query_scalar("SELECT id FROM risk_rules").fetch_all(db.pool()).await?;
+    if file.rule.iter().all(|r| present.contains(&r.id)) {
         return Ok(());
     }
-    let file: SeedFile = toml::from_str(DEFAULTS)?;
     let mut tx = db.begin().await?;
     tx.lock("risk_rules", "seed").await?;
-    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM risk_rules").fetch_one(&mut *tx).await?;
-    if n == 0 {
-        for r in file.rule {
+    let present: Vec<String> = sqlx::query_scalar("SELECT id FROM risk_rules").fetch_all(&mut *tx).await?;
+    {
+        for r in file.rule.into_iter().filter(|r| !present.contains(&r.id)) {
             anyhow::ensure!(Outcome::parse(&r.outcome).is_some(), "rule {}: unknown outcome {}", r.id, r.outcome);
+            anyhow::ensure!(EVENTS.contains(&r.event.as_str()), "rule {}: unknown event {}", r.id, r.event);
             let conditions = serde_json::to_string(&conditions_json(&r.conditions))?;
             sqlx::query("INSERT INTO risk_rules (id, event, priority, conditions, outcome, enabled, updated_at) VALUES ($1, $2, $3, $4, $5, 1, $6)")
                 .bind(&r.id)
@@ -117,6 +132,12 @@ pub async fn seed(db: &Db, now: i64) -> anyhow::Result<()> {
 
 fn conditions_json(c: &Conditions) -> Value {
     let mut m = serde_json::Map::new();
+    if let Some(v) = c.per_hour_at_least {
+        m.insert("per_hour_at_least".into(), json!(v));
+    }
+    if let Some(v) = c.impossible_travel {
+        m.insert("impossible_travel".into(), json!(v));
+    }
     if let Some(v) = c.amount_at_least {
         m.insert("amount_at_least".into(), json!(v));
     }
@@ -138,9 +159,11 @@ fn conditions_json(c: &Conditions) -> Value {
     Value::Object(m)
 }
 
-/// Gathers the signals of an event for a user on a device.
+/// Gathers the signals of `event` for a user on a device.
+#[allow(clippy::too_many_arguments)]
 pub async fn signals(
     conn: &mut Conn,
+    event: &str,
     user_id: &str,
     device_id: &str,
     amount: i64,
@@ -164,6 +187,29 @@ pub async fn signals(
         .fetch_one(&mut *conn)
         .await?;
     let (changed, created): (i64, i64) = (row.try_get("credentials_changed_at")?, row.try_get("created_at")?);
+    // Velocity: events of this kind in the last hour, this one included.
+    let count_sql = match event {
+        "login" => "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND created_at > $2",
+        "card_link" => "SELECT COUNT(*) FROM cards WHERE user_id = $1 AND created_at > $2",
+        "topup" => "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND created_at > $2",
+        _ => "SELECT COUNT(*) FROM payments WHERE user_id = $1 AND created_at > $2",
+    };
+    let earlier: i64 = sqlx::query_scalar(count_sql).bind(user_id).bind(now - 3_600_000).fetch_one(&mut *conn).await?;
+    // Impossible travel: from the country of the user's newest session to this request's.
+    let previous = sqlx::query(
+        "SELECT country, created_at FROM sessions WHERE user_id = $1 AND country IS NOT NULL \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let impossible_travel = match (previous, country) {
+        (Some(p), Some(here)) => {
+            let (there, at): (String, i64) = (p.try_get("country")?, p.try_get("created_at")?);
+            crate::risk::travel::impossible(&there, at, here, now)
+        }
+        _ => false,
+    };
     Ok(Signals {
         amount,
         new_device: first_seen.is_none_or(|t| t > now - DAY_MS),
@@ -172,6 +218,8 @@ pub async fn signals(
         hours_since_credential_change: (changed > created).then_some((now - changed) / 3_600_000),
         mcc: mcc.map(str::to_string),
         country: country.map(str::to_string),
+        per_hour: earlier + 1,
+        impossible_travel,
     })
 }
 
@@ -220,6 +268,7 @@ pub async fn open_review(
         .bind(now)
         .execute(&mut *conn)
         .await?;
+    crate::risk::alerts::record_risk_decline(conn, user_id, now).await?;
     crate::risk::alerts::raise(conn, "risk_hold", "medium", &format!("risk rule {rule} opened review {id}"), now)
         .await?;
     Ok(id)
@@ -349,6 +398,65 @@ pub async fn list(db: &Db) -> Result<Vec<Value>, sqlx::Error> {
         .collect()
 }
 
+/// A rule an admin adds.
+pub struct NewRule<'a> {
+    pub id: &'a str,
+    pub event: &'a str,
+    pub priority: i64,
+    pub conditions: &'a Value,
+    pub outcome: &'a str,
+}
+
+/// Adds a rule (admin); audited; applies to the next evaluation.
+pub async fn create(db: &Db, rule: NewRule<'_>, by: &str, now: i64) -> Result<(), ApiError> {
+    let NewRule { id, event, priority, conditions, outcome } = rule;
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+        return Err(ApiError::invalid_body("id must be 1 to 64 letters, digits, '-' or '_'"));
+    }
+    if !EVENTS.contains(&event) {
+        return Err(ApiError::invalid_body(format!("event must be one of {}", EVENTS.join(", "))));
+    }
+    if !(0..=1_000_000).contains(&priority) {
+        return Err(ApiError::invalid_body("priority must be from 0 to 1000000 (lower is evaluated first)"));
+    }
+    let parsed = serde_json::from_value::<Conditions>(conditions.clone())
+        .map_err(|_| ApiError::invalid_body("conditions name unknown signals or have wrong types"))?;
+    if Outcome::parse(outcome).is_none() {
+        return Err(ApiError::invalid_body("outcome must be allow, step_up, hold or decline"));
+    }
+    let stored = conditions_json(&parsed).to_string();
+    crate::store::retry(|| async {
+        let mut tx = db.begin().await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM risk_rules WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
+        if n > 0 {
+            return Err(ApiError::new(axum::http::StatusCode::CONFLICT, "rule_exists", "a rule with this id exists"));
+        }
+        sqlx::query(
+            "INSERT INTO risk_rules (id, event, priority, conditions, outcome, enabled, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6)",
+        )
+        .bind(id)
+        .bind(event)
+        .bind(priority)
+        .bind(&stored)
+        .bind(outcome)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let detail =
+            json!({"event": event, "priority": priority, "conditions": parsed_value(&stored), "outcome": outcome});
+        crate::audit::append(&mut tx, by, "rule.create", id, &detail, now).await?;
+        tx.commit().await?;
+        Ok(())
+    })
+    .await
+}
+
+fn parsed_value(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or(Value::Null)
+}
+
 /// Changes a rule (admin); audited; applies to the next evaluation.
 pub async fn update(
     db: &Db,
@@ -413,6 +521,8 @@ mod tests {
             hours_since_credential_change: None,
             mcc: Some("5732".into()),
             country: Some("JP".into()),
+            per_hour: 1,
+            impossible_travel: false,
         }
     }
 
@@ -431,5 +541,21 @@ mod tests {
         assert!(Conditions::default().matches(&signals()), "no condition matches everything");
         let abroad = Conditions { country_not_in: Some(vec!["JP".into()]), ..Default::default() };
         assert!(!abroad.matches(&signals()));
+        let rule = |id: &str| file.rule.iter().find(|r| r.id == id).unwrap().conditions.clone();
+        let travel = rule("impossible-travel-login");
+        assert!(!travel.matches(&signals()));
+        assert!(travel.matches(&Signals { impossible_travel: true, ..signals() }));
+        let takeover = rule("impossible-travel-new-device-after-reset");
+        let jumped = Signals { impossible_travel: true, ..signals() };
+        assert!(!takeover.matches(&jumped), "a traveller who did not reset is only stepped up");
+        assert!(takeover.matches(&Signals { hours_since_credential_change: Some(5), ..jumped.clone() }));
+        let velocity = rule("topup-velocity-new-device");
+        assert!(!velocity.matches(&Signals { per_hour: 9, ..signals() }));
+        assert!(velocity.matches(&Signals { per_hour: 10, ..signals() }));
+        assert!(!velocity.matches(&Signals { per_hour: 10, new_device: false, ..signals() }));
+        for r in &file.rule {
+            assert!(EVENTS.contains(&r.event.as_str()), "{}", r.id);
+            assert!(Outcome::parse(&r.outcome).is_some(), "{}", r.id);
+        }
     }
 }

@@ -42,6 +42,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0005_notifications.sql"),
         postgres: include_str!("../../migrations/postgres/0005_notifications.sql"),
     },
+    Migration {
+        version: 6,
+        name: "login_rules",
+        sqlite: include_str!("../../migrations/sqlite/0006_login_rules.sql"),
+        postgres: include_str!("../../migrations/postgres/0006_login_rules.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

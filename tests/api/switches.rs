@@ -257,7 +257,7 @@ async fn a_card_testing_flood_engages_containment_by_itself() {
         assert_eq!(r.body["switch"], "card_linking");
         let alerts = app.alerts().await;
         let alert = alerts.iter().find(|a| a["kind"] == "card_declines").unwrap_or_else(|| panic!("{alerts:?}"));
-        assert!(alert["detail"].as_str().unwrap().contains("stopped everywhere"), "{alert:?}");
+        assert!(alert["detail"].as_str().unwrap().contains("Stopped everywhere by switch card_linking"), "{alert:?}");
         // Every operator received it by e-mail.
         let doc = app.sandbox_doc();
         for op in doc["operators"].as_array().unwrap() {
@@ -435,5 +435,106 @@ both_backends! {
         let op = app.operator_session(1).await;
         assert_eq!(app.authed(Method::POST, &decide, &op, Some(&json!({"decision": "approve"})), OPERATOR_IP).await.status, 200);
         assert_eq!(app.money("/v1/topups", &s, &json!({"card_id": new_card, "amount": 1_000}), "approved-card").await.status, 201);
+    }
+}
+
+/// A Korean address in the test country data (the upper half of 2001:db8::/32).
+const KR_IP: &str = "2001:db8:8000::5";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_travel_steps_up_a_known_phone_and_an_admin_rule_declines_a_new_one() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let countries = ["JP", "US", "KR"].map(String::from).to_vec();
+        let Some(app) = TestApp::spawn_with(backend, |c| c.allowed_countries = countries).await else { continue };
+        let mut s = app.register().await;
+        app.log_in(&mut s).await;
+        let token = s.device_token.clone().unwrap();
+        // At home, the phone's device token opens a session with the password alone.
+        let r = app.login(&s.phone, &s.password, &s.device_id, Some(&token), &s.ip).await;
+        assert!(r.body["session_token"].is_string(), "{r:?}");
+        // Ten minutes later the same token from the United States: nobody flies that fast, so the
+        // second factor is asked for.
+        app.advance_clock(600).await;
+        let r = app.login(&s.phone, &s.password, &s.device_id, Some(&token), US_IP).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.body["session_token"].is_null() && r.body["challenge_id"].is_string(), "{r:?}");
+        // Thirty hours later the trip is possible: the token is enough again.
+        app.advance_clock(30 * 3600).await;
+        let r = app.login(&s.phone, &s.password, &s.device_id, Some(&token), US_IP).await;
+        assert!(r.body["session_token"].is_string(), "{r:?}");
+
+        // An admin adds a rule through the API: impossible travel from a phone never seen is declined.
+        let op = app.operator_session(0).await;
+        let rule = json!({"id": "travel-new-phone", "event": "login", "priority": 5,
+            "conditions": {"impossible_travel": true, "new_device": true}, "outcome": "decline"});
+        let r = app.authed(Method::POST, "/v1/admin/rules", &op, Some(&rule), OPERATOR_IP).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        app.authed(Method::POST, "/v1/admin/rules", &op, Some(&rule), OPERATOR_IP)
+            .await
+            .assert_problem(409, "rule_exists");
+        for bad in [
+            json!({"id": "x", "event": "lunch", "priority": 1, "conditions": {}, "outcome": "hold"}),
+            json!({"id": "x", "event": "login", "priority": 1, "conditions": {"moon": 1}, "outcome": "hold"}),
+            json!({"id": "x", "event": "login", "priority": 1, "conditions": {}, "outcome": "shrug"}),
+            json!({"id": "a b", "event": "login", "priority": 1, "conditions": {}, "outcome": "hold"}),
+        ] {
+            app.authed(Method::POST, "/v1/admin/rules", &op, Some(&bad), OPERATOR_IP)
+                .await
+                .assert_problem(422, "invalid_body");
+        }
+        // Ten minutes after the session in the United States, a phone never seen logs in from Korea
+        // with the right password: declined, and the owner is told.
+        app.advance_clock(600).await;
+        let r = app.login(&s.phone, &s.password, "attacker-phone", None, KR_IP).await;
+        r.assert_problem(403, "risk_declined");
+        assert!(app.messages(&s.email).await.iter().any(|m| m["kind"] == "login_blocked"));
+        let audit = app.authed(Method::GET, "/v1/admin/audit", &op, None, OPERATOR_IP).await;
+        let actions: Vec<&str> =
+            audit.body["items"].as_array().unwrap().iter().filter_map(|i| i["action"].as_str()).collect();
+        assert!(actions.contains(&"rule.create") && actions.contains(&"login.risk_declined"), "{actions:?}");
+        // The owner's own phone, where it was last seen, still gets in.
+        let r = app.login(&s.phone, &s.password, &s.device_id, Some(&token), US_IP).await;
+        assert!(r.body["session_token"].is_string(), "{r:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wave_of_risk_holds_stops_top_ups_by_the_configured_policy() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::spawn_with(backend, |c| {
+            c.alert_risk_declines_per_minute = 3;
+            c.containment_policy = vec![("risk_declines".into(), "topups".into())];
+        })
+        .await
+        else {
+            continue;
+        };
+        let op = app.operator_session(0).await;
+        let rule = json!({"id": "odd-amount", "event": "topup", "priority": 1,
+            "conditions": {"amount_at_least": 7_000}, "outcome": "hold"});
+        assert_eq!(app.authed(Method::POST, "/v1/admin/rules", &op, Some(&rule), OPERATOR_IP).await.status, 201);
+        let (s, card) = app.funded_shopper(0).await;
+        for i in 0..3 {
+            let r =
+                app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 7_000 + i}), &format!("held-{i}")).await;
+            assert_eq!(r.status, 202, "{r:?}");
+            assert_eq!(r.body["status"], "held");
+        }
+        // Within seconds the detector sees the wave and the policy stops top-ups everywhere.
+        let started = Instant::now();
+        let alert = loop {
+            let alerts = app.alerts().await;
+            if let Some(alert) = alerts.iter().find(|a| a["kind"] == "risk_declines") {
+                break alert.clone();
+            }
+            assert!(started.elapsed().as_secs() < 15, "no risk_declines alert within 15 s: {alerts:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        };
+        let refused = app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 1_000}), "after-wave").await;
+        refused.assert_problem(403, "switch_engaged");
+        assert_eq!(refused.body["switch"], "topups");
+        assert!(alert["detail"].as_str().unwrap().contains("Stopped everywhere by switch topups"), "{alert:?}");
+        let out = app.omamori(&["admin", "verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     }
 }
