@@ -54,6 +54,7 @@ pub const SETTINGS: &[&str] = &[
     "notify_poll_ms",
     "notify_retry_base_ms",
     "notify_max_attempts",
+    "processor_webhook_secret",
 ];
 
 /// The keys of ARCHITECTURE section 14. Production refuses to start without them; other
@@ -159,6 +160,8 @@ pub struct Config {
     pub payment_code_prefix: String,
     pub keys: Keys,
     pub notify: NotifyConfig,
+    /// The secret the card processor signs its chargeback reports with (none: the route is off).
+    pub processor_webhook_secret: Option<Secret<String>>,
 }
 
 /// The real channels behind the outbox (ARCHITECTURE section 9). A channel that is not configured
@@ -234,6 +237,7 @@ impl Default for Config {
             payment_code_prefix: "4649".to_string(),
             keys: Keys::default(),
             notify: NotifyConfig::default(),
+            processor_webhook_secret: None,
         }
     }
 }
@@ -497,6 +501,12 @@ impl Config {
                 "notify_poll_ms" => config.notify.poll_ms = number(value, 10, 60_000).map_err(|e| fail(&e))?,
                 "notify_retry_base_ms" => {
                     config.notify.retry_base_ms = number(value, 10, 3_600_000).map_err(|e| fail(&e))?
+                }
+                "processor_webhook_secret" => {
+                    if value.len() < 16 {
+                        return Err(fail("must be at least 16 characters"));
+                    }
+                    config.processor_webhook_secret = Some(Secret::new(value.to_string()));
                 }
                 "notify_max_attempts" => config.notify.max_attempts = number(value, 1, 100).map_err(|e| fail(&e))?,
                 other => unreachable!("setting {other} is listed in SETTINGS but not parsed"),

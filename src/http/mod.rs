@@ -75,6 +75,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::identity::routes::routes())
         .merge(crate::merchants::routes::routes())
         .merge(crate::payments::routes::routes())
+        .merge(crate::payments::webhook::routes())
         .merge(crate::risk::routes::routes());
     if state.config.sandbox {
         api = api.merge(crate::sandbox::routes());

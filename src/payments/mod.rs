@@ -9,3 +9,4 @@ pub mod processor;
 pub mod routes;
 pub mod topups;
 pub mod wallet;
+pub mod webhook;

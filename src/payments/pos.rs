@@ -226,8 +226,22 @@ pub async fn charge_code(
     let store = merchants::store_by_id(conn, &terminal.store_id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
-    let subject =
-        switches::Subject { user_id: Some(&user_id), merchant_id: Some(&store.merchant_id), ..Default::default() };
+    // The till's address says nothing of the shopper: the shopper's country is that of the newest
+    // session of the phone that drew the code (for country-scoped switches and the rules).
+    let country: Option<String> = sqlx::query_scalar(
+        "SELECT country FROM sessions WHERE user_id = $1 AND device_id = $2 ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(&user_id)
+    .bind(&device_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten();
+    let subject = switches::Subject {
+        user_id: Some(&user_id),
+        merchant_id: Some(&store.merchant_id),
+        country: country.as_deref(),
+        ..Default::default()
+    };
     switches::check(conn, "payments", subject).await?;
     // A POS cannot wait: a hold (or a step-up it cannot ask for) declines and opens a review case,
     // committed with the spent code so that the case survives.

@@ -82,6 +82,14 @@ both_backends! {
         // A scope that names nothing is refused, so an operator cannot believe a typo contained anything.
         let body = json!({"name": "payments", "scope": {"kind": "user", "id": "usr_typo"}, "reason": "x"});
         app.authed(Method::POST, "/v1/admin/switches", &op, Some(&body), OPERATOR_IP).await.assert_problem(404, "not_found");
+        // Payments from one country stop at the till too: the shopper's country is their phone's.
+        let terminal = app.sandbox_doc()["terminal_key"].as_str().unwrap().to_string();
+        let body = json!({"name": "payments", "scope": {"kind": "country", "id": "JP"}, "reason": "fraud wave in JP"});
+        assert_eq!(app.authed(Method::POST, "/v1/admin/switches", &op, Some(&body), OPERATOR_IP).await.status, 201);
+        let code = app.payment_code(&b).await;
+        let r = app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": code, "amount": 100})), Some("jp-till")).await;
+        r.assert_problem(403, "switch_engaged");
+        assert_eq!(r.body["switch"], "payments");
         // Sign-ups from one country; logins everywhere.
         let body = json!({"name": "signups", "scope": {"kind": "country", "id": "jp"}, "reason": "SMS pumping"});
         assert_eq!(app.authed(Method::POST, "/v1/admin/switches", &op, Some(&body), OPERATOR_IP).await.status, 201);
@@ -536,5 +544,71 @@ async fn a_wave_of_risk_holds_stops_top_ups_by_the_configured_policy() {
         assert!(alert["detail"].as_str().unwrap().contains("Stopped everywhere by switch topups"), "{alert:?}");
         let out = app.omamori(&["admin", "verify"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
+/// A processor report signed as the processor signs it.
+fn processor_signed(app: &TestApp, secret: &str, body: &serde_json::Value, t: i64) -> reqwest::RequestBuilder {
+    use hmac::Mac;
+    let text = body.to_string();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{text}").as_bytes());
+    let signature = format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()));
+    app.client
+        .post(app.url("/v1/processor/chargebacks"))
+        .header("Processor-Signature", signature)
+        .header("Content-Type", "application/json")
+        .body(text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processors_signed_chargeback_report_freezes_once_and_forgeries_move_nothing() {
+    const SECRET: &str = "processor-shared-secret-0123456789";
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::spawn_with(backend, |c| {
+            c.processor_webhook_secret = Some(omamori::secret::Secret::new(SECRET.into()))
+        })
+        .await
+        else {
+            continue;
+        };
+        let (s, card) = app.funded_shopper(0).await;
+        let r = app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 6_000}), "disputed").await;
+        let topup = r.body["topup_id"].as_str().unwrap().to_string();
+        let charge_ref: String = sqlx::query_scalar("SELECT processor_ref FROM topups WHERE id = $1")
+            .bind(&topup)
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+        let report = json!({"event_id": "evt_proc_1", "charge_ref": charge_ref, "reason": "fraudulent"});
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        // Forged, stale, or unsigned reports are refused before anything is read.
+        for request in [
+            processor_signed(&app, "not-the-secret-at-all", &report, now),
+            processor_signed(&app, SECRET, &report, now - 3_600),
+            app.client.post(app.url("/v1/processor/chargebacks")).json(&report),
+        ] {
+            Reply::from(request.send().await.unwrap()).await.assert_problem(401, "invalid_signature");
+        }
+        assert_eq!(app.wallet(&s).await["balance"], 6_000);
+        // The real report charges back and freezes; its retry changes nothing.
+        let r = Reply::from(processor_signed(&app, SECRET, &report, now).send().await.unwrap()).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!((r.body["topup_id"].as_str(), r.body["from_wallet"].as_i64()), (Some(topup.as_str()), Some(6_000)));
+        let r = Reply::from(processor_signed(&app, SECRET, &report, now + 1).send().await.unwrap()).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body["status"], "already_charged_back");
+        let unknown = json!({"event_id": "evt_proc_2", "charge_ref": "ch_nobody"});
+        Reply::from(processor_signed(&app, SECRET, &unknown, now).send().await.unwrap())
+            .await
+            .assert_problem(404, "not_found");
+        let out = app.omamori(&["admin", "verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        let frozen: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM switches WHERE kind = 'freeze' AND scope_id = $1")
+            .bind(&s.user_id)
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+        assert!(frozen > 0);
     }
 }
