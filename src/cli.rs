@@ -80,8 +80,14 @@ enum AdminCommand {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Walks the hash chain; exits 1 naming the first entry that does not hold.
-    Verify,
+    /// Walks the hash chain; exits 1 naming the first entry that does not hold, or when the
+    /// anchored entry (a head published earlier) is gone or changed.
+    Verify {
+        /// `ID:HASH` of a head published earlier (`GET /v1/admin/audit/head`, or the hourly
+        /// `audit_anchor` message to the on-call webhook).
+        #[arg(long)]
+        anchor: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -243,8 +249,8 @@ pub fn run() -> ExitCode {
             Command::Admin { command: AdminCommand::Store { command } } => store_command(config, command).await,
             Command::Admin { command: AdminCommand::Terminal { command } } => terminal_command(config, command).await,
             Command::Admin { command: AdminCommand::Switch { command } } => switch_command(config, command).await,
-            Command::Admin { command: AdminCommand::Audit { command: AuditCommand::Verify } } => {
-                audit_verify(config).await
+            Command::Admin { command: AdminCommand::Audit { command: AuditCommand::Verify { anchor } } } => {
+                audit_verify(config, anchor).await
             }
             Command::Bench { command: BenchCommand::Pos { database_url, payments, concurrency } } => {
                 crate::bench::pos(config, database_url, payments, concurrency).await.map(|()| ExitCode::SUCCESS)
@@ -447,18 +453,33 @@ async fn switch_command(config: Config, command: SwitchCommand) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-async fn audit_verify(config: Config) -> anyhow::Result<ExitCode> {
+async fn audit_verify(config: Config, anchor: Option<String>) -> anyhow::Result<ExitCode> {
+    let anchor = match anchor.as_deref().map(|a| a.split_once(':')) {
+        None => None,
+        Some(Some((id, hash))) if id.parse::<i64>().is_ok() && hash.len() == 64 => {
+            Some((id.parse::<i64>()?, hash.to_ascii_lowercase()))
+        }
+        Some(_) => {
+            eprintln!("invalid --anchor: expected ID:HASH (an entry id and its 64-hex-digit hash)");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let db = connect(&config).await?;
-    match crate::audit::verify(&db).await? {
-        None => {
-            println!("audit log verified: every entry holds and links to the one before it");
-            Ok(ExitCode::SUCCESS)
-        }
-        Some((id, why)) => {
-            println!("BROKEN audit entry {id}: {why}");
-            Ok(ExitCode::FAILURE)
-        }
+    if let Some((id, why)) = crate::audit::verify(&db).await? {
+        println!("BROKEN audit entry {id}: {why}");
+        return Ok(ExitCode::FAILURE);
     }
+    if let Some((id, hash)) = anchor
+        && let Err(why) = crate::audit::check_anchor(&db, id, &hash).await?
+    {
+        println!("BROKEN audit log: {why}");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("audit log verified: every entry holds and links to the one before it");
+    if let Some((id, hash, _)) = crate::audit::head(&db).await? {
+        println!("head: {id}:{hash} (keep it; --anchor {id}:{hash} later proves nothing after it was removed)");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn verify(config: Config) -> anyhow::Result<ExitCode> {

@@ -2,6 +2,11 @@
 //! of the one before it (ARCHITECTURE section 8), so that altering or removing a row breaks the
 //! chain where it happened. Money movements are not chained here: the immutable journal is their
 //! record, and payments never queue behind this one global chain.
+//!
+//! A chain proves nothing about its own end: deleting the newest entries leaves a shorter chain that
+//! still holds. So the head (the newest entry's id and hash) is published outside the database
+//! every hour ([`publish_anchor`], to the on-call webhook), and `omamori admin audit verify --anchor
+//! ID:HASH` checks that a head seen earlier is still there, unchanged.
 
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -73,6 +78,56 @@ pub async fn list(db: &Db, before: Option<i64>, limit: i64) -> Result<Vec<Value>
             }))
         })
         .collect()
+}
+
+/// The newest entry: its id, hash and time.
+pub async fn head(db: &Db) -> Result<Option<(i64, String, i64)>, sqlx::Error> {
+    let row =
+        sqlx::query("SELECT id, hash, at FROM audit_log ORDER BY id DESC LIMIT 1").fetch_optional(db.pool()).await?;
+    row.map(|r| Ok((r.try_get("id")?, r.try_get("hash")?, r.try_get("at")?))).transpose()
+}
+
+/// Checks that entry `id` still exists with `hash` (a head published earlier).
+pub async fn check_anchor(db: &Db, id: i64, hash: &str) -> Result<Result<(), String>, sqlx::Error> {
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT hash FROM audit_log WHERE id = $1").bind(id).fetch_optional(db.pool()).await?;
+    Ok(match stored {
+        None => Err(format!("the anchored entry {id} is gone: entries were removed from the end of the log")),
+        Some(h) if !crate::secret::constant_time_eq(h.as_bytes(), hash.as_bytes()) => {
+            Err(format!("the anchored entry {id} has another hash now: the log was rewritten"))
+        }
+        Some(_) => Ok(()),
+    })
+}
+
+/// How often the head is published.
+pub const ANCHOR_EVERY_MS: i64 = 3_600_000;
+
+/// Publishes the head to the on-call webhook through the outbox, unless one was published in the
+/// last [`ANCHOR_EVERY_MS`] or the log is empty. Answers whether it did.
+pub async fn publish_anchor(db: &Db, now: i64) -> Result<bool, sqlx::Error> {
+    let Some((id, hash, at)) = head(db).await? else { return Ok(false) };
+    let mut tx = db.begin().await?;
+    crate::store::lock_conn(&mut tx, "audit", "anchor").await?;
+    let last: Option<i64> = sqlx::query_scalar("SELECT MAX(created_at) FROM outbox WHERE kind = 'audit_anchor'")
+        .fetch_one(&mut *tx)
+        .await?;
+    if last.is_some_and(|t| t > now - ANCHOR_EVERY_MS) {
+        return Ok(false);
+    }
+    let message = crate::notify::Message {
+        channel: crate::notify::Channel::Webhook,
+        to: crate::notify::dispatch::ONCALL.into(),
+        kind: "audit_anchor".into(),
+        subject: None,
+        body: json!({"kind": "audit_anchor", "anchor": format!("{id}:{hash}"), "entry_at": clock::rfc3339_ms(at),
+            "published_at": clock::rfc3339_ms(now)})
+        .to_string(),
+        code: None,
+    };
+    crate::notify::enqueue(&mut tx, &message, now).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// Walks the chain from the start; answers the id of the first entry that does not hold, and why.

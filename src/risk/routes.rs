@@ -23,6 +23,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(release_switch))
         .routes(routes!(freeze_user))
         .routes(routes!(audit_log))
+        .routes(routes!(audit_head))
         .routes(routes!(propose_correction))
         .routes(routes!(approve_correction))
         .routes(routes!(list_rules, create_rule))
@@ -122,6 +123,21 @@ async fn freeze_user(
 struct AuditQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
+}
+
+/// The audit chain's head: keep `anchor` outside Omamori, and `omamori admin audit verify --anchor`
+/// later proves that no entry up to it was removed or rewritten.
+#[utoipa::path(get, path = "/v1/admin/audit/head", tag = "operator",
+    responses((status = 200, description = "{id, hash, at, anchor} (all null for an empty log)")))]
+async fn audit_head(State(state): State<AppState>, op: OperatorSession) -> Result<Response, ApiError> {
+    op.require(Role::Viewer)?;
+    let body = match crate::audit::head(&state.db).await? {
+        Some((id, hash, at)) => {
+            json!({"id": id, "hash": hash, "at": crate::store::clock::rfc3339_ms(at), "anchor": format!("{id}:{hash}")})
+        }
+        None => json!({"id": null, "hash": null, "at": null, "anchor": null}),
+    };
+    Ok(axum::Json(body).into_response())
 }
 
 /// The audit log, newest first, each entry with its hash and the previous entry's.

@@ -291,5 +291,26 @@ async fn every_alert_pages_the_on_call_tool() {
         assert_eq!(page["severity"], "high");
         let alerts = app.alerts().await;
         assert_eq!(page["alert_id"], alerts[0]["id"], "{alerts:?}");
+        // The audit chain's head goes to the on-call tool too (hourly; the janitor's first pass may
+        // have sent one already), so that removing the newest entries can be proven later.
+        assert_eq!(app.advance_clock(3_601).await.status, 200);
+        let now = app.state.clock.now_ms();
+        assert!(omamori::audit::publish_anchor(app.db(), now).await.unwrap());
+        assert!(!omamori::audit::publish_anchor(app.db(), now + 1).await.unwrap(), "once an hour");
+        let (id, hash, _) = omamori::audit::head(app.db()).await.unwrap().unwrap();
+        let mut anchored = None;
+        for _ in 0..200 {
+            anchored = oncall.received("/page").iter().rev().find_map(|c| {
+                let v: Value = serde_json::from_str(&c.body).ok()?;
+                (v["kind"] == "audit_anchor" && c.answered == 200).then(|| v["anchor"].as_str().unwrap().to_string())
+            });
+            if anchored.as_deref() == Some(format!("{id}:{hash}").as_str()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(anchored, Some(format!("{id}:{hash}")));
+        let out = app.omamori(&["admin", "audit", "verify", "--anchor", &format!("{id}:{hash}")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     }
 }

@@ -171,6 +171,19 @@ both_backends! {
         let original = items.iter().find(|i| i["id"] == target).unwrap()["actor"].as_str().unwrap().to_string();
         sqlx::query("UPDATE audit_log SET actor = $1 WHERE id = $2").bind(&original).bind(target).execute(app.db().pool()).await.unwrap();
         assert!(app.omamori(&["admin", "audit", "verify"]).status.success());
+        // Removing the newest entries leaves a chain that holds; the head published earlier does not.
+        let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM audit_log ORDER BY id").fetch_all(app.db().pool()).await.unwrap();
+        let head = app.authed(Method::GET, "/v1/admin/audit/head", &op, None, OPERATOR_IP).await;
+        let anchor = head.body["anchor"].as_str().unwrap().to_string();
+        assert!(app.omamori(&["admin", "audit", "verify", "--anchor", &anchor]).status.success());
+        let newest = *ids.last().unwrap();
+        sqlx::query("DELETE FROM audit_log WHERE id >= $1").bind(newest - 1).execute(app.db().pool()).await.unwrap();
+        assert!(app.omamori(&["admin", "audit", "verify"]).status.success(), "a truncated chain still holds by itself");
+        let out = app.omamori(&["admin", "audit", "verify", "--anchor", &anchor]);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(1), "{stdout}");
+        assert!(stdout.contains("is gone: entries were removed from the end"), "{stdout}");
+        assert_eq!(app.omamori(&["admin", "audit", "verify", "--anchor", "nonsense"]).status.code(), Some(2));
         // Removing a row instead breaks the link of the entry after it.
         let ids: Vec<i64> = sqlx::query_scalar("SELECT id FROM audit_log ORDER BY id").fetch_all(app.db().pool()).await.unwrap();
         sqlx::query("DELETE FROM audit_log WHERE id = $1").bind(ids[1]).execute(app.db().pool()).await.unwrap();
