@@ -100,3 +100,42 @@ pub async fn messages_to(db: &Db, to: &str, limit: i64) -> Result<Vec<SandboxMes
         })
         .collect()
 }
+
+/// Messages for operators, newest first: where they stand, never what they say (a pending message
+/// may still carry a code). Phones and e-mail addresses are masked.
+pub async fn for_operators(db: &Db, status: &str, limit: i64) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, channel, recipient, kind, status, attempts, last_error, delivered_via, event_id, created_at, \
+         next_attempt_at, delivered_at FROM outbox WHERE status = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(status)
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let channel: String = r.try_get("channel")?;
+            let recipient: String = r.try_get("recipient")?;
+            let recipient = match channel.as_str() {
+                "sms" => crate::identity::mask_phone(&recipient),
+                "email" => crate::identity::mask_email(&recipient),
+                _ => recipient,
+            };
+            let status: String = r.try_get("status")?;
+            Ok(serde_json::json!({
+                "id": r.try_get::<i64, _>("id")?,
+                "channel": channel,
+                "recipient": recipient,
+                "kind": r.try_get::<String, _>("kind")?,
+                "status": status,
+                "attempts": r.try_get::<i64, _>("attempts")?,
+                "last_error": r.try_get::<Option<String>, _>("last_error")?,
+                "delivered_via": r.try_get::<Option<String>, _>("delivered_via")?,
+                "event_id": r.try_get::<Option<String>, _>("event_id")?,
+                "created_at": clock::rfc3339_ms(r.try_get("created_at")?),
+                "next_attempt_at": (status == "pending").then(|| r.try_get::<i64, _>("next_attempt_at").map(clock::rfc3339_ms)).transpose()?,
+                "delivered_at": r.try_get::<Option<i64>, _>("delivered_at")?.map(clock::rfc3339_ms),
+            }))
+        })
+        .collect()
+}

@@ -24,6 +24,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(freeze_user))
         .routes(routes!(audit_log))
         .routes(routes!(audit_head))
+        .routes(routes!(list_notifications))
         .routes(routes!(propose_correction))
         .routes(routes!(approve_correction))
         .routes(routes!(list_rules, create_rule))
@@ -138,6 +139,34 @@ async fn audit_head(State(state): State<AppState>, op: OperatorSession) -> Resul
         None => json!({"id": null, "hash": null, "at": null, "anchor": null}),
     };
     Ok(axum::Json(body).into_response())
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct NotificationQuery {
+    /// `failed` (default), `pending` or `delivered`.
+    status: Option<String>,
+}
+
+/// Where notifications stand (the newest 200 of a status), so that operators see deliveries that
+/// keep failing: channel, masked recipient, kind, attempts and the last error, never the text.
+#[utoipa::path(get, path = "/v1/admin/notifications", tag = "operator", params(NotificationQuery),
+    responses((status = 200, description = "{items:[{id, channel, recipient, kind, status, attempts, last_error, delivered_via, event_id, created_at, next_attempt_at, delivered_at}]}"),
+    (status = 400, description = "invalid_query", body = Problem, content_type = "application/problem+json")))]
+async fn list_notifications(
+    State(state): State<AppState>,
+    op: OperatorSession,
+    q: Result<axum::extract::Query<NotificationQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    op.require(Role::Viewer)?;
+    let invalid =
+        || ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "status must be failed, pending or delivered");
+    let axum::extract::Query(q) = q.map_err(|_| invalid())?;
+    let status = q.status.unwrap_or_else(|| "failed".into());
+    if !["failed", "pending", "delivered"].contains(&status.as_str()) {
+        return Err(invalid());
+    }
+    let items = crate::notify::for_operators(&state.db, &status, 200).await?;
+    Ok(axum::Json(json!({"items": items})).into_response())
 }
 
 /// The audit log, newest first, each entry with its hash and the previous entry's.

@@ -240,6 +240,19 @@ async fn merchant_webhooks_are_signed_retried_with_one_event_id_and_never_hold_u
         })
         .await;
         assert_eq!(outbox_row(&app, &dead_id, "payment.succeeded").await.1, 3);
+        // Operators see the failures, with the reason and never the text.
+        let r = app.authed(Method::GET, "/v1/admin/notifications?status=failed", &op, None, OPERATOR_IP).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let failed: Vec<&Value> =
+            r.body["items"].as_array().unwrap().iter().filter(|m| m["recipient"] == dead_id.as_str()).collect();
+        assert_eq!(failed.len(), 2, "{r:?}");
+        assert!(
+            failed.iter().all(|m| m["attempts"] == 3 && m["last_error"].is_string() && m.get("body").is_none()),
+            "{failed:?}"
+        );
+        app.authed(Method::GET, "/v1/admin/notifications?status=lost", &op, None, OPERATOR_IP)
+            .await
+            .assert_problem(400, "invalid_query");
         let out = app.omamori(&["admin", "verify"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 
