@@ -93,13 +93,7 @@ pub async fn create_store(
     let id = new_id("sto");
     store::retry(|| async {
         let mut tx = db.begin().await?;
-        let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merchants WHERE id = $1")
-            .bind(merchant_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if exists == 0 {
-            return Err(ApiError::not_found("there is no such merchant"));
-        }
+        require_merchant(&mut tx, merchant_id).await?;
         sqlx::query(
             "INSERT INTO stores (id, merchant_id, name, city, postal_code, category, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -116,7 +110,7 @@ pub async fn create_store(
         let detail = serde_json::json!({"merchant_id": merchant_id, "name": name, "city": city});
         crate::audit::append(&mut tx, actor, "store.create", &id, &detail, now).await?;
         tx.commit().await?;
-        Ok(())
+        Ok::<_, ApiError>(())
     })
     .await?;
     let mut conn = db.pool().acquire().await?;
@@ -236,4 +230,16 @@ pub async fn authenticate_terminal(conn: &mut Conn, key: &str) -> Result<Option<
         .fetch_optional(&mut *conn)
         .await?;
     row.map(|r| Ok(Terminal { id: r.try_get("id")?, store_id: r.try_get("store_id")? })).transpose()
+}
+
+/// `404` unless the merchant exists (inside the caller's transaction).
+pub async fn require_merchant(conn: &mut crate::store::Conn, merchant_id: &str) -> Result<(), ApiError> {
+    let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merchants WHERE id = $1")
+        .bind(merchant_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    if exists == 0 {
+        return Err(ApiError::not_found("there is no such merchant"));
+    }
+    Ok(())
 }

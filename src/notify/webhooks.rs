@@ -150,13 +150,7 @@ pub async fn create(
     let salt = crate::identity::new_token();
     store::retry(|| async {
         let mut tx = db.begin().await?;
-        let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merchants WHERE id = $1")
-            .bind(merchant_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if exists == 0 {
-            return Err(ApiError::not_found("there is no such merchant"));
-        }
+        crate::merchants::require_merchant(&mut tx, merchant_id).await?;
         sqlx::query(
             "INSERT INTO webhook_endpoints (id, merchant_id, url, salt, key_id, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -179,7 +173,7 @@ pub async fn create(
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok::<_, ApiError>(())
     })
     .await?;
     let endpoint = Endpoint {
