@@ -531,6 +531,27 @@ impl Config {
                     )));
                 }
             }
+            // Codes, tokens and the SMTP password travel encrypted, or production does not start.
+            if let Some(url) = &config.notify.smtp_url {
+                let u = url.expose();
+                if !(u.starts_with("smtps://") || u.contains("tls=required") || u.contains("tls=wrapper")) {
+                    return Err(ConfigError(
+                        "invalid setting OMAMORI_SMTP_URL: production requires TLS (smtps://..., or ?tls=required)"
+                            .into(),
+                    ));
+                }
+            }
+            for (setting, url) in [
+                ("sms_gateway_url", &config.notify.sms_gateway_url),
+                ("oncall_webhook_url", &config.notify.oncall_webhook_url),
+            ] {
+                if url.as_deref().is_some_and(|u| !u.starts_with("https://")) {
+                    return Err(ConfigError(format!(
+                        "invalid setting {}: production requires an https:// URL",
+                        env_name(setting)
+                    )));
+                }
+            }
             for (setting, present) in [
                 ("smtp_url", config.notify.smtp_url.is_some()),
                 ("sms_gateway_url", config.notify.sms_gateway_url.is_some()),
@@ -689,7 +710,15 @@ mod tests {
         assert!(err.0.contains("OMAMORI_SMTP_URL") && err.0.contains("notification channels"), "{err}");
         vars.push(("OMAMORI_SMTP_URL", "smtp://mailer:s3cret-pass@mail.example.jp:587"));
         let err = Config::load_from(None, env(&vars)).unwrap_err();
+        assert!(err.0.contains("requires TLS") && !err.0.contains("s3cret"), "{err}");
+        vars.pop();
+        vars.push(("OMAMORI_SMTP_URL", "smtp://mailer:s3cret-pass@mail.example.jp:587?tls=required"));
+        let err = Config::load_from(None, env(&vars)).unwrap_err();
         assert!(err.0.contains("OMAMORI_SMS_GATEWAY_URL"), "{err}");
+        vars.push(("OMAMORI_SMS_GATEWAY_URL", "http://sms.example.jp/send"));
+        let err = Config::load_from(None, env(&vars)).unwrap_err();
+        assert!(err.0.contains("OMAMORI_SMS_GATEWAY_URL") && err.0.contains("https"), "{err}");
+        vars.pop();
         vars.push(("OMAMORI_SMS_GATEWAY_URL", "https://sms.example.jp/send"));
         let c = Config::load_from(None, env(&vars)).unwrap();
         assert_eq!(c.environment, Environment::Production);

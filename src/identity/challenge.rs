@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::http::auth::ClientInfo;
 use crate::http::error::ApiError;
 use crate::notify::Channel;
-use crate::risk::throttle;
+use crate::risk::{rules, throttle};
 use crate::store::{self, Conn, clock};
 
 pub const SMS_PER_CHALLENGE: i64 = 3;
@@ -288,7 +288,14 @@ pub async fn verify(
         if moved != 1 {
             return Ok::<_, ApiError>(Err(expired()));
         }
-        let answer = complete(&mut tx, state, &c, client, now).await?;
+        let answer = match complete(&mut tx, state, &c, client, now).await? {
+            Ok(answer) => answer,
+            Err(declined) => {
+                // A risk decline after a right second factor: its notice, audit entry and count stand.
+                tx.commit().await?;
+                return Ok(Err(declined));
+            }
+        };
         throttle::record_success(&mut tx, &account_key).await?;
         tx.commit().await?;
         Ok(Ok(answer))
@@ -337,15 +344,15 @@ async fn use_recovery_code(conn: &mut Conn, user_id: &str, code: &str, now: i64)
     Ok(n == 1)
 }
 
-/// What a verified challenge gives.
+/// What a verified challenge gives: the answer, or a risk decline that must commit.
 async fn complete(
     conn: &mut Conn,
     state: &AppState,
     c: &Row_,
     client: &ClientInfo,
     now: i64,
-) -> Result<Value, ApiError> {
-    match c.purpose.as_str() {
+) -> Result<Result<Value, ApiError>, ApiError> {
+    let answer = match c.purpose.as_str() {
         "login" => {
             let user_id = c
                 .user_id
@@ -353,6 +360,31 @@ async fn complete(
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("login challenge without user")))?;
             let device_id = c.device_id.as_deref().unwrap_or("unknown");
             let user = super::user_by_id(conn, user_id).await?.ok_or_else(not_found)?;
+            // The login risk rules decide here, after both factors: a hold or a decline refuses the
+            // session, tells the user and counts for the risk_declines detector.
+            let signals =
+                rules::signals(conn, "login", user_id, device_id, 0, None, client.country.as_deref(), now).await?;
+            let (outcome, rule) = rules::evaluate(conn, "login", &signals).await?;
+            if matches!(outcome, rules::Outcome::Hold | rules::Outcome::Decline) {
+                crate::risk::alerts::record_risk_decline(conn, user_id, now).await?;
+                let detail = json!({"rule": rule, "country": client.country, "device_id": device_id,
+                    "impossible_travel": signals.impossible_travel});
+                crate::audit::append(conn, &format!("user:{user_id}"), "login.risk_declined", user_id, &detail, now)
+                    .await?;
+                super::notify_all(
+                    conn,
+                    &user,
+                    "login_blocked",
+                    "A sign-in to your Omamori account was blocked for your protection.",
+                    now,
+                )
+                .await?;
+                return Ok(Err(ApiError::new(
+                    axum::http::StatusCode::FORBIDDEN,
+                    "risk_declined",
+                    "this sign-in was declined for your protection; try again from your usual phone",
+                )));
+            }
             let new_device = !session::device_known(conn, user_id, device_id).await?;
             let opened = session::open(
                 conn,
@@ -428,5 +460,6 @@ async fn complete(
             crate::payments::cards::activate(conn, &user, card_id, now).await
         }
         other => Err(ApiError::internal(anyhow::anyhow!("unknown challenge purpose {other}"))),
-    }
+    }?;
+    Ok(Ok(answer))
 }

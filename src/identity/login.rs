@@ -83,39 +83,13 @@ pub async fn login(
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
         pending.succeeded(&mut tx).await?;
-        // The risk rules on login: a step-up asks for the second factor even on a recognised
-        // device; a hold or a decline refuses the login, tells the user and counts for the detector.
+        // The risk rules on login: anything but allow asks for the second factor even on a
+        // recognised device. A hold or decline is only told after the second factor (see
+        // `challenge::complete`), so the answer here is the same as for any right password and
+        // tells a holder of a leaked password list nothing more.
         let signals =
             rules::signals(&mut tx, "login", &user.id, device_id, 0, None, client.country.as_deref(), now).await?;
-        let (outcome, rule) = rules::evaluate(&mut tx, "login", &signals).await?;
-        if matches!(outcome, rules::Outcome::Hold | rules::Outcome::Decline) {
-            let rule = rule.unwrap_or_default();
-            alerts::record_risk_decline(&mut tx, &user.id, now).await?;
-            crate::audit::append(
-                &mut tx,
-                &format!("user:{}", user.id),
-                "login.risk_declined",
-                &user.id,
-                &json!({"rule": rule, "country": client.country, "impossible_travel": signals.impossible_travel}),
-                now,
-            )
-            .await?;
-            super::notify_all(
-                &mut tx,
-                &user,
-                "login_blocked",
-                "A sign-in to your Omamori account was blocked for your protection.",
-                now,
-            )
-            .await?;
-            tx.commit().await?;
-            return Ok(Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "risk_declined",
-                "this sign-in was declined for your protection; try again from your usual phone",
-            )));
-        }
-        let trusted = outcome != rules::Outcome::StepUp;
+        let trusted = rules::evaluate(&mut tx, "login", &signals).await?.0 == rules::Outcome::Allow;
         let answer = match &recognised {
             // Something known plus something held: the password and this device's token. This
             // completes a login, so the device's run of failures ends.
@@ -150,9 +124,9 @@ pub async fn login(
             }
         };
         tx.commit().await?;
-        Ok::<_, ApiError>(Ok(answer))
+        Ok::<_, ApiError>(answer)
     })
-    .await?
+    .await
 }
 
 /// The password half of a login: checks the throttles and counts the attempt as a failure before

@@ -1,10 +1,15 @@
 //! The dispatcher: delivers the outbox through the configured channels, with retries.
 //!
-//! Every poll it claims the messages that are due (setting their next attempt a lease ahead, so
-//! that another instance passes them by while they are in flight), delivers up to eight at once,
-//! and records each outcome. A failure is retried with exponential backoff (the configured base,
-//! doubling, at most an hour apart) until `notify_max_attempts`; a permanent refusal fails at
-//! once. A message that carried a one-time code loses the code and its text once it has left
+//! Two lanes run apart, so that a slow merchant endpoint never delays a sign-in code: people (SMS
+//! and e-mail) and hooks (merchant webhooks and the on-call tool). Every poll a lane claims the
+//! messages that are due (setting their next attempt a lease ahead, longer than a batch can take,
+//! so that another instance passes them by while they are in flight), delivers up to eight at
+//! once, and records each outcome; a full batch is followed at once by the next. A failure is
+//! retried with exponential backoff (the configured base, doubling, at most an hour apart) until
+//! `notify_max_attempts`; only a refusal of that one message (a mailbox that does not exist, a
+//! request the gateway calls malformed) fails at once, while an outage or a configuration error
+//! (authentication, a wrong URL) is retried. A code that could not leave within
+//! [`CODE_DEADLINE_MS`] is never sent: it expired long before. A message that carried a one-time code loses the code and its text once it has left
 //! through a real channel, so the outbox is not a store of live codes. Delivery runs apart from
 //! requests: it can never block or undo the money movement that wrote the message.
 
@@ -19,13 +24,34 @@ use crate::config::{Config, Key};
 use crate::secret::Secret;
 use crate::store::Db;
 
-/// How long a claimed message is left alone by other dispatchers.
+/// How long a claimed message is left alone by other dispatchers: longer than a batch can take
+/// (two rounds of [`DELIVERY_TIMEOUT`]).
 const LEASE_MS: i64 = 60_000;
 /// The longest a single delivery may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Messages claimed per poll, and delivered at once.
-const BATCH: i64 = 32;
+const BATCH: i64 = 16;
 const PARALLEL: usize = 8;
+/// A message with a one-time code older than this is not sent (codes live 5 minutes).
+pub const CODE_DEADLINE_MS: i64 = 15 * 60 * 1000;
+
+/// The dispatcher's lanes.
+#[derive(Debug, Clone, Copy)]
+pub enum Lane {
+    /// SMS and e-mail: codes and notices for people.
+    People,
+    /// Merchant webhooks and the on-call tool.
+    Hooks,
+}
+
+impl Lane {
+    fn channels(self) -> &'static str {
+        match self {
+            Lane::People => "('sms', 'email')",
+            Lane::Hooks => "('webhook')",
+        }
+    }
+}
 /// The text left in place of a delivered message that carried a one-time code.
 pub const REDACTED: &str = "(delivered; the one-time code in this message is no longer kept)";
 
@@ -35,6 +61,8 @@ pub struct Channels {
     smtp: Option<lettre::AsyncSmtpTransport<lettre::Tokio1Executor>>,
     from: lettre::message::Mailbox,
     http: reqwest::Client,
+    /// For merchant endpoints: in production it connects only to public addresses.
+    merchant_http: reqwest::Client,
     sms: Option<(String, Option<Secret<String>>)>,
     oncall: Option<(String, Option<Secret<String>>)>,
     webhook_key: Option<Key>,
@@ -52,6 +80,8 @@ struct Due {
     body: String,
     event_id: Option<String>,
     attempts: i64,
+    has_code: bool,
+    created_at: i64,
 }
 
 /// What became of one attempt.
@@ -80,18 +110,26 @@ impl Channels {
             ),
             None => None,
         };
-        let http = reqwest::Client::builder()
-            .timeout(DELIVERY_TIMEOUT)
-            .connect_timeout(Duration::from_secs(5))
-            // A receiver must answer where it was registered; a redirect could point anywhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("omamori/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let builder = || {
+            reqwest::Client::builder()
+                .timeout(DELIVERY_TIMEOUT)
+                .connect_timeout(Duration::from_secs(5))
+                // A receiver must answer where it was registered; a redirect could point anywhere.
+                .redirect(reqwest::redirect::Policy::none())
+                .user_agent(concat!("omamori/", env!("CARGO_PKG_VERSION")))
+        };
+        let http = builder().build()?;
+        let merchant_http = if config.environment == crate::config::Environment::Production {
+            builder().dns_resolver(std::sync::Arc::new(super::webhooks::PublicOnly)).build()?
+        } else {
+            http.clone()
+        };
         Ok(Channels {
             sandbox: config.sandbox,
             smtp,
             from: n.smtp_from.parse()?,
             http,
+            merchant_http,
             sms: n.sms_gateway_url.clone().map(|u| (u, n.sms_gateway_token.clone())),
             oncall: n.oncall_webhook_url.clone().map(|u| (u, n.oncall_webhook_token.clone())),
             webhook_key: config.keys.webhook_signing.clone(),
@@ -100,20 +138,23 @@ impl Channels {
         })
     }
 
-    async fn deliver(&self, db: &Db, m: &Due) -> Outcome {
+    async fn deliver(&self, db: &Db, m: &Due, now: i64) -> Outcome {
+        if m.has_code && m.created_at < now - CODE_DEADLINE_MS {
+            return Outcome::Fail("its one-time code expired before it could be delivered".into());
+        }
         match m.channel.as_str() {
             "email" => self.email(m).await,
             "sms" => match &self.sms {
                 Some((url, token)) => {
                     let body = serde_json::json!({"to": m.recipient, "body": m.body, "kind": m.kind}).to_string();
-                    post(self.http.post(url), token, body)
+                    post(self.http.post(url), token, body, Refusals::Malformed)
                         .await
                         .map_or_else(|o| o, |()| Outcome::Delivered("sms_gateway"))
                 }
                 None => self.no_channel("SMS gateway"),
             },
             "webhook" if m.recipient == ONCALL => match &self.oncall {
-                Some((url, token)) => post(self.http.post(url), token, m.body.clone())
+                Some((url, token)) => post(self.http.post(url), token, m.body.clone(), Refusals::Malformed)
                     .await
                     .map_or_else(|o| o, |()| Outcome::Delivered("oncall")),
                 None => self.no_channel("on-call webhook"),
@@ -144,7 +185,11 @@ impl Channels {
         };
         match smtp.send(message).await {
             Ok(_) => Outcome::Delivered("smtp"),
-            Err(e) if e.is_permanent() => Outcome::Fail(format!("the SMTP server refused it: {}", smtp_reason(&e))),
+            // Only a refusal of this recipient is final; a 5xx for authentication or TLS is the
+            // channel's configuration, retried until it is fixed.
+            Err(e) if recipient_refused(&e) => {
+                Outcome::Fail(format!("the SMTP server refused the recipient: {}", smtp_reason(&e)))
+            }
             Err(e) => Outcome::Retry(format!("SMTP: {}", smtp_reason(&e))),
         }
     }
@@ -159,12 +204,16 @@ impl Channels {
         let (url, secret) = target;
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let request = self
-            .http
+            .merchant_http
             .post(&url)
             .header(super::webhooks::SIGNATURE_HEADER, super::webhooks::sign(&secret, timestamp, &m.body))
             .header(super::webhooks::EVENT_ID_HEADER, m.event_id.clone().unwrap_or_default())
             .header("Omamori-Event-Type", &m.kind);
-        post(request, &None, m.body.clone()).await.map_or_else(|o| o, |()| Outcome::Delivered("webhook"))
+        // A merchant's server that refuses for a while (401 after a deploy, 404 while it moves) gets
+        // every retry: its events are its books.
+        post(request, &None, m.body.clone(), Refusals::None)
+            .await
+            .map_or_else(|o| o, |()| Outcome::Delivered("webhook"))
     }
 
     /// The delay before attempt `attempts + 1`: the base, doubled per attempt, at most an hour, with
@@ -179,8 +228,22 @@ impl Channels {
 /// The recipient of the on-call tool's copies of operator alerts.
 pub const ONCALL: &str = "oncall";
 
-/// Posts JSON; a 2xx is delivered, a 4xx other than 408 and 429 is a permanent refusal.
-async fn post(request: reqwest::RequestBuilder, token: &Option<Secret<String>>, body: String) -> Result<(), Outcome> {
+/// Which answers refuse one message for good.
+#[derive(Clone, Copy)]
+enum Refusals {
+    /// `400` and `422`: the receiver calls this request malformed; sending it again will not help.
+    Malformed,
+    /// None: every failure is retried.
+    None,
+}
+
+/// Posts JSON; a 2xx is delivered, a refusal of this message fails it, anything else is retried.
+async fn post(
+    request: reqwest::RequestBuilder,
+    token: &Option<Secret<String>>,
+    body: String,
+    refusals: Refusals,
+) -> Result<(), Outcome> {
     let mut request = request.header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
     if let Some(token) = token {
         request = request.bearer_auth(token.expose());
@@ -190,14 +253,18 @@ async fn post(request: reqwest::RequestBuilder, token: &Option<Secret<String>>, 
         Ok(r) => {
             let s = r.status();
             let why = format!("the receiver answered {}", s.as_u16());
-            let permanent = s.is_client_error()
-                && s != reqwest::StatusCode::REQUEST_TIMEOUT
-                && s != reqwest::StatusCode::TOO_MANY_REQUESTS;
+            let permanent = matches!(refusals, Refusals::Malformed)
+                && (s == reqwest::StatusCode::BAD_REQUEST || s == reqwest::StatusCode::UNPROCESSABLE_ENTITY);
             Err(if permanent { Outcome::Fail(why) } else { Outcome::Retry(why) })
         }
         // Without the URL: it may carry a token in its query.
         Err(e) => Err(Outcome::Retry(format!("{}", e.without_url()))),
     }
+}
+
+/// Whether the server refused the recipient itself (no such mailbox, not allowed, bad address).
+fn recipient_refused(e: &lettre::transport::smtp::Error) -> bool {
+    e.is_permanent() && e.status().is_some_and(|code| ["550", "551", "553"].contains(&code.to_string().as_str()))
 }
 
 /// The SMTP error without anything the server echoed of the message.
@@ -209,41 +276,49 @@ fn smtp_reason(e: &lettre::transport::smtp::Error) -> String {
     }
 }
 
-/// Runs the dispatcher until the task is aborted.
+/// Runs both lanes until the task is aborted.
 pub fn spawn(state: AppState, channels: Channels) -> tokio::task::JoinHandle<()> {
+    let channels = std::sync::Arc::new(channels);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(state.config.notify.poll_ms as u64));
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            if let Err(e) = run_once(&state, &channels).await {
-                tracing::warn!(error = %crate::store::describe_error(&e), "the dispatcher could not read the outbox");
+        let lanes = [Lane::People, Lane::Hooks].map(|lane| {
+            let (state, channels) = (state.clone(), channels.clone());
+            async move {
+                let poll = Duration::from_millis(state.config.notify.poll_ms as u64);
+                loop {
+                    match run_once(&state, &channels, lane).await {
+                        // A full batch: more may be due at once.
+                        Ok(n) if n as i64 == BATCH => continue,
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %crate::store::describe_error(&e), "the dispatcher could not read the outbox")
+                        }
+                    }
+                    tokio::time::sleep(poll).await;
+                }
             }
-        }
+        });
+        futures::future::join_all(lanes).await;
     })
 }
 
-/// Claims and delivers what is due now; returns how many messages it attempted.
-pub async fn run_once(state: &AppState, channels: &Channels) -> Result<usize, sqlx::Error> {
+/// Claims and delivers what is due now in `lane`; returns how many messages it attempted.
+pub async fn run_once(state: &AppState, channels: &Channels, lane: Lane) -> Result<usize, sqlx::Error> {
     let now = state.clock.now_ms();
     let claim = uuid::Uuid::new_v4().simple().to_string();
     let due = crate::store::retry(|| async {
         let mut tx = state.db.begin().await?;
         // The outer condition is checked again against the row as it is when the update reaches it,
         // so two dispatchers that pick the same row claim it once.
-        sqlx::query(
+        let claim_sql = sqlx::AssertSqlSafe(format!(
             "UPDATE outbox SET claim = $1, next_attempt_at = $2 WHERE id IN \
-             (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $3 ORDER BY next_attempt_at, id LIMIT $4) \
-             AND status = 'pending' AND next_attempt_at <= $3",
-        )
-        .bind(&claim)
-        .bind(now + LEASE_MS)
-        .bind(now)
-        .bind(BATCH)
-        .execute(&mut *tx)
-        .await?;
+             (SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= $3 AND channel IN {channels} \
+             ORDER BY next_attempt_at, id LIMIT $4) AND status = 'pending' AND next_attempt_at <= $3",
+            channels = lane.channels()
+        ));
+        sqlx::query(claim_sql).bind(&claim).bind(now + LEASE_MS).bind(now).bind(BATCH).execute(&mut *tx).await?;
         let rows = sqlx::query(
-            "SELECT id, channel, recipient, kind, subject, body, event_id, attempts FROM outbox \
+            "SELECT id, channel, recipient, kind, subject, body, event_id, attempts, created_at, \
+             CASE WHEN code IS NULL THEN 0 ELSE 1 END AS has_code FROM outbox \
              WHERE claim = $1 AND status = 'pending' ORDER BY id",
         )
         .bind(&claim)
@@ -261,6 +336,8 @@ pub async fn run_once(state: &AppState, channels: &Channels) -> Result<usize, sq
                     body: r.try_get("body")?,
                     event_id: r.try_get("event_id")?,
                     attempts: r.try_get("attempts")?,
+                    has_code: r.try_get::<i64, _>("has_code")? == 1,
+                    created_at: r.try_get("created_at")?,
                 })
             })
             .collect::<Result<Vec<_>, sqlx::Error>>()
@@ -271,7 +348,7 @@ pub async fn run_once(state: &AppState, channels: &Channels) -> Result<usize, sq
         .for_each_concurrent(PARALLEL, |m| {
             let claim = &claim;
             async move {
-                let outcome = match tokio::time::timeout(DELIVERY_TIMEOUT, channels.deliver(&state.db, &m)).await {
+                let outcome = match tokio::time::timeout(DELIVERY_TIMEOUT, channels.deliver(&state.db, &m, now)).await {
                     Ok(outcome) => outcome,
                     Err(_) => Outcome::Retry("timed out".into()),
                 };

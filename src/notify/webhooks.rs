@@ -62,7 +62,7 @@ pub fn verify(secret: &str, header: &str, body: &str, now: i64) -> bool {
         }
     }
     let Some(t) = timestamp else { return false };
-    if (now - t).abs() > TOLERANCE_SECS {
+    if now.abs_diff(t) > TOLERANCE_SECS as u64 {
         return false;
     }
     let expected = mac(secret, t, body);
@@ -133,6 +133,18 @@ pub fn check_url(url: &str, production: bool) -> Result<String, ApiError> {
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
         return Err(ApiError::invalid_body("url must not carry credentials"));
+    }
+    // In production a merchant endpoint is on the internet: not this host, not the private network
+    // (names are checked again when they resolve, at every delivery; see `PublicOnly`).
+    if production {
+        let host = parsed.host_str().unwrap_or_default();
+        let internal = match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+            Ok(ip) => crate::risk::geo::is_non_public(ip),
+            Err(_) => host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost"),
+        };
+        if internal {
+            return Err(ApiError::invalid_body("url must name a public host"));
+        }
     }
     Ok(parsed.to_string())
 }
@@ -247,6 +259,25 @@ pub async fn target(db: &Db, key: &Key, endpoint_id: &str) -> Result<Option<(Str
     Ok(Some((row.try_get("url")?, secret(key, endpoint_id, &salt))))
 }
 
+/// A resolver for merchant endpoints in production: a name that resolves only to loopback, private
+/// or link-local addresses is refused at connection time, so a public name cannot be pointed at the
+/// internal network after it was registered (DNS rebinding).
+pub struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = format!("{}:0", name.as_str());
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host(host).await?.filter(|a| !crate::risk::geo::is_non_public(a.ip())).collect();
+            if addrs.is_empty() {
+                return Err("the endpoint's name resolves to no public address".into());
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,6 +296,9 @@ mod tests {
         assert!(!verify(&s, &header, r#"{"id":"evt_1"}"#, 1_700_000_000 + TOLERANCE_SECS + 1), "too old");
         assert!(!verify(&s, "t=1700000000", r#"{"id":"evt_1"}"#, 1_700_000_000), "no signature");
         assert!(!verify(&s, "garbage", "", 0));
+        // A timestamp at the end of the range neither overflows nor passes.
+        assert!(!verify(&s, &sign(&s, i64::MIN, "x"), "x", 1_700_000_000));
+        assert!(!verify(&s, &sign(&s, i64::MAX, "x"), "x", -1));
     }
 
     #[test]
@@ -275,5 +309,14 @@ mod tests {
         assert!(check_url("https://user:pw@pos.example.jp/", false).is_err());
         assert!(check_url("ftp://pos.example.jp/", false).is_err());
         assert!(check_url("not a url", false).is_err());
+        for internal in [
+            "https://127.0.0.1/",
+            "https://10.1.2.3/",
+            "https://169.254.169.254/",
+            "https://[::1]/",
+            "https://localhost/",
+        ] {
+            assert!(check_url(internal, true).is_err(), "{internal}");
+        }
     }
 }

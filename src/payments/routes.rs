@@ -463,10 +463,11 @@ async fn notifications(
     // Messages that carry a one-time code are left out: the notice list is not a second inbox for codes.
     let rows = sqlx::query(
         "SELECT id, kind, subject, body, created_at FROM outbox WHERE recipient IN ($1, $2) AND code IS NULL \
-         ORDER BY id DESC LIMIT 100",
+         AND body <> $3 ORDER BY id DESC LIMIT 100",
     )
     .bind(&user.phone)
     .bind(&user.email)
+    .bind(crate::notify::dispatch::REDACTED)
     .fetch_all(&mut *conn)
     .await?;
     let items: Vec<Value> = rows

@@ -84,12 +84,13 @@ pub async fn evaluate(conn: &mut Conn, t: &Thresholds, now: i64) -> Result<(), s
         );
         trip(conn, t, "card_declines", "high", detail, now).await?;
     }
-    let risk_declines = count("SELECT COUNT(*) FROM auth_events WHERE scope = 'risk_decline' AND at > $1")
+    // Users, not events: one account hitting a rule over and over must not stop everyone's top-ups.
+    let risk_declines = count("SELECT COUNT(DISTINCT key) FROM auth_events WHERE scope = 'risk_decline' AND at > $1")
         .fetch_one(&mut *conn)
         .await?;
     if risk_declines >= t.risk_declines {
         let detail = format!(
-            "{risk_declines} risk-rule holds and declines in the last minute (threshold {}): a fraud wave?",
+            "{risk_declines} users held or declined by risk rules in the last minute (threshold {}): a fraud wave?",
             t.risk_declines
         );
         trip(conn, t, "risk_declines", "high", detail, now).await?;

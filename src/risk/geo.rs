@@ -117,7 +117,7 @@ pub fn country_allowed(country: Option<&str>, allowed: &[String], unknown: Unkno
 }
 
 /// Addresses that no registry places in a country.
-fn is_non_public(ip: IpAddr) -> bool {
+pub fn is_non_public(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => {
             // 100.64.0.0/10, carrier-grade NAT (RFC 6598); `Ipv4Addr::is_shared` is not stable.

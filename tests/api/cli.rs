@@ -59,7 +59,7 @@ fn production_refuses_sandbox_and_starts_only_with_its_keys() {
         .env("OMAMORI_CARD_FINGERPRINT_KEY", &key)
         .env("OMAMORI_TOTP_ENCRYPTION_KEY", &key)
         .env("OMAMORI_WEBHOOK_SIGNING_KEY", &key)
-        .env("OMAMORI_SMTP_URL", "smtp://127.0.0.1:25")
+        .env("OMAMORI_SMTP_URL", "smtps://127.0.0.1:465")
         .env("OMAMORI_SMS_GATEWAY_URL", "https://sms.example.jp/send")
         .output()
         .unwrap();

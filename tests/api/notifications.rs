@@ -61,7 +61,8 @@ async fn sign_up_codes_travel_by_smtp_and_the_sms_gateway_are_retried_and_not_ke
         // The mail server turns the first message away for now; the gateway is briefly down.
         let smtp = SmtpReceiver::start(1).await;
         let gateway = HttpReceiver::start().await;
-        gateway.answer(&[503]);
+        // A token the gateway does not accept (401) is the channel's configuration, retried.
+        gateway.answer(&[401]);
         let (smtp_url, gateway_url) = (smtp.url(), gateway.url("/sms"));
         let Some(app) = TestApp::spawn_with(backend, |c| {
             quick(c);
@@ -78,9 +79,9 @@ async fn sign_up_codes_travel_by_smtp_and_the_sms_gateway_are_retried_and_not_ke
         assert_eq!(r.status, 202, "{r:?}");
         let signup_id = r.body["signup_id"].as_str().unwrap().to_string();
 
-        // The SMS: refused once with 503, then delivered, the same message both times.
+        // The SMS: refused once with 401, then delivered, the same message both times.
         let sms = gateway.wait_for("/sms", 2).await;
-        assert_eq!((sms[0].answered, sms[1].answered), (503, 200));
+        assert_eq!((sms[0].answered, sms[1].answered), (401, 200));
         assert_eq!(sms[0].body, sms[1].body);
         assert_eq!(sms[1].headers["authorization"], "Bearer gateway-token-123");
         let sms_body: Value = serde_json::from_str(&sms[1].body).unwrap();
@@ -119,6 +120,26 @@ async fn sign_up_codes_travel_by_smtp_and_the_sms_gateway_are_retried_and_not_ke
             assert!(!m["body"].as_str().unwrap().contains(&email_code), "{m:?}");
         }
 
+        // A code that cannot leave while the gateway is down is never sent once it is long expired.
+        gateway.answer(&[503; 3]);
+        let late_phone = new_phone();
+        let r = app.signup(&late_phone, "late@example.jp", &strong_password(), &jp_ip(8)).await;
+        assert_eq!(r.status, 202, "{r:?}");
+        let before = gateway.received("/sms").len();
+        eventually("the first try fails", || async { gateway.received("/sms").len() > before }).await;
+        assert_eq!(app.advance_clock(16 * 60).await.status, 200);
+        eventually("the late code is given up", || async {
+            outbox_row(&app, &late_phone, "signup_code").await.0 == "failed"
+        })
+        .await;
+        let error: String = sqlx::query_scalar("SELECT last_error FROM outbox WHERE recipient = $1")
+            .bind(&late_phone)
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+        assert!(error.contains("expired"), "{error}");
+        let tries = gateway.received("/sms").iter().filter(|c| c.body.contains(&late_phone)).count();
+        assert!(tries <= 2, "a stale code is not sent again and again: {tries}");
         // An operator alert reaches every operator by SMTP too (a rogue terminal guessing codes).
         let doc = app.sandbox_doc();
         let terminal = doc["terminal_key"].as_str().unwrap();
