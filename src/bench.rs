@@ -363,6 +363,93 @@ fn latency_summary(mut latencies: Vec<Duration>) -> String {
     )
 }
 
+/// `omamori bench webhooks`: merchant webhook deliveries per second through one instance's
+/// dispatcher. A local receiver (started here, on loopback) checks every signature and counts; the
+/// server runs in sandbox mode on the given database with its demo merchant; `events` payment
+/// events are written to the outbox in one transaction, as payments would, and the clock runs from
+/// that commit until the receiver has verified them all.
+pub async fn webhooks(
+    mut config: crate::config::Config,
+    database_url: Option<String>,
+    events: u64,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(events >= 1, "need events >= 1");
+    let dir = std::env::temp_dir().join(format!("omamori-bench-{}", uuid::Uuid::new_v4()));
+    let _tmp = TempDir(dir.clone());
+    config.data_dir = dir.clone();
+    config.database_url = database_url;
+    config.listen = "127.0.0.1:0".parse()?;
+    config.sandbox = true;
+    config.environment = crate::config::Environment::Development;
+    config.notify.poll_ms = 20;
+    let app = crate::app::Application::build(config).await?;
+    let state = app.state().clone();
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sandbox.json"))?)?;
+    let merchant = doc["merchant_id"].as_str().unwrap_or_default().to_string();
+    let server = tokio::spawn(app.run_until(std::future::pending()));
+
+    // The receiver: verifies each signature with the endpoint's secret, counts the good ones.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hooks", listener.local_addr()?);
+    let key = state.config.keys.webhook_signing.clone().ok_or_else(|| anyhow::anyhow!("no webhook key"))?;
+    let now = state.clock.now_ms();
+    let (_, secret) = crate::notify::webhooks::create(&state.db, &key, &merchant, &url, "bench", now)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot register the endpoint: {}", e.detail))?;
+    let (verified, forged) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (v, f) = (verified.clone(), forged.clone());
+    let receiver = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let (v, f, secret) = (v.clone(), f.clone(), secret.clone());
+            async move {
+                let signature = headers
+                    .get(crate::notify::webhooks::SIGNATURE_HEADER)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or_default();
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                if crate::notify::webhooks::verify(&secret, signature, &body, now) {
+                    v.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let receiving = tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let mut tx = state.db.begin().await?;
+    for i in 0..events {
+        let data = serde_json::json!({"payment_id": format!("pay_bench_{i}"), "amount": 100, "currency": "JPY"});
+        crate::notify::webhooks::emit(&mut tx, &merchant, "payment.succeeded", data, now).await?;
+    }
+    tx.commit().await?;
+    let started = Instant::now();
+    let mut first = None;
+    while verified.load(Ordering::Relaxed) + forged.load(Ordering::Relaxed) < events {
+        if first.is_none() && verified.load(Ordering::Relaxed) > 0 {
+            first = Some(started.elapsed());
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "deliveries did not finish in 10 minutes");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    println!("omamori bench webhooks: {} backend", state.db.backend().name());
+    println!("machine: {}", machine());
+    println!(
+        "webhooks: {events} signed deliveries to a local receiver in {:.2} s: {:.0} deliveries/s; first after {:.1} ms; signatures verified {}, refused {}",
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64(),
+        first.unwrap_or(elapsed).as_secs_f64() * 1000.0,
+        verified.load(Ordering::Relaxed),
+        forged.load(Ordering::Relaxed),
+    );
+    server.abort();
+    receiving.abort();
+    Ok(())
+}
+
 /// CPU model and count, for the report.
 fn machine() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);

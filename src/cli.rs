@@ -196,6 +196,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 8)]
         concurrency: u64,
     },
+    /// Signed merchant webhook deliveries per second, to a local receiver that verifies them.
+    Webhooks {
+        /// Where to run; defaults to a fresh SQLite file in a temporary folder.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// How many events to deliver.
+        #[arg(long, default_value_t = 2000)]
+        events: u64,
+    },
     /// Password checks per second (Argon2id, as configured) and HTTP login latency.
     Login {
         /// How many logins (first step: password checked, challenge answered) to time.
@@ -254,6 +263,9 @@ pub fn run() -> ExitCode {
             }
             Command::Bench { command: BenchCommand::Pos { database_url, payments, concurrency } } => {
                 crate::bench::pos(config, database_url, payments, concurrency).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Bench { command: BenchCommand::Webhooks { database_url, events } } => {
+                crate::bench::webhooks(config, database_url, events).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Bench { command: BenchCommand::Login { logins, concurrency, checks } } => {
                 crate::bench::login(config, logins, concurrency, checks).await.map(|()| ExitCode::SUCCESS)
