@@ -84,16 +84,22 @@ pub async fn login(
         let mut tx = state.db.begin().await?;
         pending.succeeded(&mut tx).await?;
         // The risk rules on login: anything but allow asks for the second factor even on a
-        // recognised device. A hold or decline is only told after the second factor (see
+        // recognised device (only a recognised device could skip it, so only then are they read
+        // here). A hold or decline is only told after the second factor (see
         // `challenge::complete`), so the answer here is the same as for any right password and
         // tells a holder of a leaked password list nothing more.
-        let signals =
-            rules::signals(&mut tx, "login", &user.id, device_id, 0, None, client.country.as_deref(), now).await?;
-        let trusted = rules::evaluate(&mut tx, "login", &signals).await?.0 == rules::Outcome::Allow;
+        let trusted = match &recognised {
+            Some(device) if device.trusted_for_login => {
+                let country = client.country.as_deref();
+                let signals = rules::signals(&mut tx, "login", &user.id, device_id, 0, None, country, now).await?;
+                rules::evaluate(&mut tx, "login", &signals).await?.0 == rules::Outcome::Allow
+            }
+            _ => false,
+        };
         let answer = match &recognised {
             // Something known plus something held: the password and this device's token. This
             // completes a login, so the device's run of failures ends.
-            Some(device) if device.trusted_for_login && trusted => {
+            Some(_) if trusted => {
                 throttle::record_success(&mut tx, &key).await?;
                 let opened = session::open(
                     &mut tx,

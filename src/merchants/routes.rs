@@ -25,11 +25,16 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(disable_webhook))
 }
 
+/// Whether `id` has the shape of Omamori's ids (`prefix_hex`: 1 to 64 letters, digits and '_').
+pub fn is_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// An id from the path (`prefix_hex`); anything else is not found.
 pub fn path_id(p: Result<Path<String>, PathRejection>, what: &str) -> Result<String, ApiError> {
     p.ok()
         .map(|Path(id)| id)
-        .filter(|id| (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .filter(|id| is_id(id))
         .ok_or_else(|| ApiError::not_found(format!("there is no such {what}")))
 }
 

@@ -219,7 +219,7 @@ async fn propose_correction(
 ) -> Result<Response, ApiError> {
     op.require(Role::Operator)?;
     let b = body.value;
-    if b.id.len() > 64 || !b.id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+    if !crate::merchants::routes::is_id(&b.id) {
         return Err(ApiError::not_found(format!(
             "there is no such {}",
             if b.kind == "topup" { "top-up" } else { "payment" }
@@ -317,7 +317,7 @@ async fn update_rule(
     op.require(Role::Admin)?;
     let Path(id) = id.map_err(|_| ApiError::not_found("there is no such rule"))?;
     // Rule ids are words joined by '-'; anything else (a NUL, which PostgreSQL cannot store) is not found.
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !super::rules::is_rule_id(&id) {
         return Err(ApiError::not_found("there is no such rule"));
     }
     let b = body.value;

@@ -398,6 +398,12 @@ pub async fn list(db: &Db) -> Result<Vec<Value>, sqlx::Error> {
         .collect()
 }
 
+/// Whether `id` has the shape of a rule id: 1 to 64 letters, digits, '-' or '_' (anything else,
+/// a NUL say, which PostgreSQL cannot store, never reaches the database).
+pub fn is_rule_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A rule an admin adds.
 pub struct NewRule<'a> {
     pub id: &'a str,
@@ -410,7 +416,7 @@ pub struct NewRule<'a> {
 /// Adds a rule (admin); audited; applies to the next evaluation.
 pub async fn create(db: &Db, rule: NewRule<'_>, by: &str, now: i64) -> Result<(), ApiError> {
     let NewRule { id, event, priority, conditions, outcome } = rule;
-    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !is_rule_id(id) {
         return Err(ApiError::invalid_body("id must be 1 to 64 letters, digits, '-' or '_'"));
     }
     if !EVENTS.contains(&event) {

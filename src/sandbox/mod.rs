@@ -391,7 +391,7 @@ struct ChargebackBody {
     (status = 404, body = crate::http::Problem, content_type = "application/problem+json")))]
 async fn report_chargeback(State(state): State<AppState>, body: ApiJson<ChargebackBody>) -> Result<Response, ApiError> {
     let id = body.value.topup_id;
-    if id.len() > 64 || !id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_') {
+    if !crate::merchants::routes::is_id(&id) {
         return Err(ApiError::not_found("there is no such top-up"));
     }
     let v = crate::payments::corrections::chargeback(&state.db, &id, state.clock.now_ms()).await?;
