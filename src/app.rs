@@ -175,7 +175,9 @@ fn spawn_janitor(state: AppState) -> tokio::task::JoinHandle<()> {
             match crate::idempotency::purge_expired(&state.db, state.clock.now_ms()).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(purged = n, "purged expired idempotency keys"),
-                Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+                Err(e) => {
+                    tracing::warn!(error = %crate::store::describe_error(&e), "could not purge expired idempotency keys")
+                }
             }
             let purged = async {
                 let mut tx = state.db.begin().await?;
@@ -184,13 +186,13 @@ fn spawn_janitor(state: AppState) -> tokio::task::JoinHandle<()> {
                 Ok::<_, sqlx::Error>(n)
             };
             if let Err(e) = purged.await {
-                tracing::warn!(error = %e, "could not purge old authentication events");
+                tracing::warn!(error = %crate::store::describe_error(&e), "could not purge old authentication events");
             }
             // The audit chain's head leaves the database every hour, where the on-call tool keeps it.
             if state.config.notify.oncall_webhook_url.is_some()
                 && let Err(e) = crate::audit::publish_anchor(&state.db, state.clock.now_ms()).await
             {
-                tracing::warn!(error = %e, "could not publish the audit anchor");
+                tracing::warn!(error = %crate::store::describe_error(&e), "could not publish the audit anchor");
             }
         }
     })
