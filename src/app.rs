@@ -3,87 +3,41 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::config::{Config, Environment, Key};
+pub use crate::state::AppState;
 use crate::store::{self, Clock, Db};
 
-/// What every handler can reach. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub config: Arc<Config>,
-    pub clock: Clock,
-    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
-    pub hasher: crate::identity::password::Hasher,
-    pub geo: Arc<crate::risk::geo::GeoIp>,
-    /// The card processor; the sandbox one in sandbox mode, none otherwise until a real one is
-    /// configured (card linking and top-ups then answer 503).
-    pub processor: Option<Arc<dyn crate::payments::processor::CardProcessor>>,
-}
-
-impl AppState {
-    /// Everything but the socket: the data directory and keys, the database (migrated), the
-    /// clock, the country data and the password hasher. Command-line tools use this too.
-    pub async fn build(mut config: Config) -> anyhow::Result<AppState> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
-        load_or_generate_keys(&mut config)?;
-        let db = Db::connect(&config.effective_database_url(), config.database_max_connections).await?;
-        store::migrate::run(&db).await?;
-        let clock = Clock::load(&db).await?;
-        crate::risk::rules::seed(&db, clock.now_ms()).await?;
-        let geo = crate::risk::geo::GeoIp::load(config.geoip.as_deref())?;
-        let hasher = crate::identity::password::Hasher::new(config.password_hash_concurrency as usize);
-        let config_sandbox = config.sandbox;
-        Ok(AppState {
-            db,
-            config: Arc::new(config),
-            clock,
-            metrics: crate::http::metrics_handle(),
-            hasher,
-            geo: Arc::new(geo),
-            processor: config_sandbox.then(|| {
-                Arc::new(crate::payments::processor::SandboxProcessor::default())
-                    as Arc<dyn crate::payments::processor::CardProcessor>
-            }),
-        })
-    }
-
-    pub fn session_timeouts(&self) -> crate::identity::session::Timeouts {
-        crate::identity::session::Timeouts {
-            idle_ms: self.config.session_idle_timeout_secs as i64 * 1000,
-            absolute_ms: self.config.session_absolute_timeout_secs as i64 * 1000,
-        }
-    }
-
-    pub fn throttle_limits(&self) -> crate::risk::throttle::Limits {
-        crate::risk::throttle::Limits {
-            per_address: self.config.throttle_address_failures as i64,
-            per_subnet: self.config.throttle_subnet_failures as i64,
-        }
-    }
-
-    pub fn alert_thresholds(&self) -> crate::risk::alerts::Thresholds {
-        crate::risk::alerts::Thresholds {
-            failed_logins: self.config.alert_failed_logins_per_minute as i64,
-            failed_codes: self.config.alert_failed_codes_per_minute as i64,
-            throttled_addresses: self.config.alert_throttled_addresses_per_minute as i64,
-            card_declines: self.config.alert_card_declines_per_minute as i64,
-            risk_declines: self.config.alert_risk_declines_per_minute as i64,
-            contain: self.config.containment,
-            policy: self.config.containment_policy.clone(),
-        }
-    }
-
-    /// The country policy of shopper routes (`403 region_blocked`).
-    pub fn check_country(&self, client: &crate::http::auth::ClientInfo) -> Result<(), crate::http::ApiError> {
-        crate::http::auth::country_policy(self, client)
-    }
+/// Everything but the socket: the data directory and keys, the database (migrated), the clock,
+/// the risk rules' defaults, the country data and the password hashing pool. Command-line tools use
+/// this too.
+pub async fn state(mut config: Config) -> anyhow::Result<AppState> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    load_or_generate_keys(&mut config)?;
+    let db = Db::connect(&config.effective_database_url(), config.database_max_connections).await?;
+    store::migrate::run(&db).await?;
+    let clock = Clock::load(&db).await?;
+    crate::risk::rules::seed(&db, clock.now_ms()).await?;
+    let geo = crate::ports::geo::GeoIp::load(config.geoip.as_deref())?;
+    let hasher = crate::secret::HashPool::new(config.password_hash_concurrency as usize);
+    let processor = config.sandbox.then(|| {
+        Arc::new(crate::payments::processor::SandboxProcessor::default())
+            as Arc<dyn crate::ports::processor::CardProcessor>
+    });
+    Ok(AppState {
+        db,
+        config: Arc::new(config),
+        clock,
+        metrics: crate::http::metrics_handle(),
+        hasher,
+        geo: Arc::new(geo),
+        processor,
+    })
 }
 
 pub struct Application {
@@ -97,7 +51,7 @@ impl Application {
     /// Connects to the database, applies migrations, prepares sandbox data and binds the socket.
     pub async fn build(config: Config) -> anyhow::Result<Application> {
         let listen = config.listen;
-        let state = AppState::build(config).await?;
+        let state = state(config).await?;
         let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let (db, clock) = (state.db.clone(), state.clock.clone());
         let channels = crate::notify::dispatch::Channels::from_config(&state.config)?;
@@ -208,7 +162,12 @@ fn spawn_detectors(state: AppState) -> tokio::task::JoinHandle<()> {
             tick.tick().await;
             let run = crate::store::retry(|| async {
                 let mut tx = state.db.begin().await?;
-                crate::risk::alerts::evaluate(&mut tx, &state.alert_thresholds(), state.clock.now_ms()).await?;
+                crate::risk::alerts::evaluate(
+                    &mut tx,
+                    &crate::risk::alerts::Thresholds::from_config(&state.config),
+                    state.clock.now_ms(),
+                )
+                .await?;
                 tx.commit().await
             });
             if let Err(e) = run.await {
@@ -270,30 +229,8 @@ fn load_or_generate_keys(config: &mut Config) -> anyhow::Result<()> {
         *slot = Some(key);
     }
     if changed {
-        write_private(&path, &toml::to_string(&stored)?)?;
+        crate::store::write_private(&path, &toml::to_string(&stored)?)?;
         tracing::info!(path = %path.display(), "generated development keys");
     }
-    Ok(())
-}
-
-/// Writes a file that only its owner can read.
-pub fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    // A leftover temporary file could carry wider permissions than the mode given at creation.
-    let _ = std::fs::remove_file(&tmp);
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
-        file.write_all(contents.as_bytes())?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

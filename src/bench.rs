@@ -121,7 +121,8 @@ pub async fn login(
     concurrency: u64,
     checks: u64,
 ) -> anyhow::Result<()> {
-    use crate::identity::password::{Hasher, Password};
+    use crate::identity::password::{self, Password};
+    use crate::secret::HashPool;
     anyhow::ensure!(logins >= 1 && concurrency >= 1 && checks >= 1, "need logins, concurrency and checks >= 1");
     let dir = std::env::temp_dir().join(format!("omamori-bench-{}", uuid::Uuid::new_v4()));
     let _tmp = TempDir(dir.clone());
@@ -134,15 +135,15 @@ pub async fn login(
     config.throttle_address_failures = 100_000;
 
     // Password checks per second, as many at once as the pool allows.
-    let hasher = Hasher::new(config.password_hash_concurrency as usize);
+    let hasher = HashPool::new(config.password_hash_concurrency as usize);
     let password = Password::for_login("Kq7#vL-bench-password!");
-    let stored = Arc::new(hasher.hash(&password).await?);
+    let stored = Arc::new(password::hash(&hasher, &password).await?);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..checks {
         let (hasher, stored) = (hasher.clone(), stored.clone());
         tasks.push(tokio::spawn(async move {
-            hasher.verify(&Password::for_login("Kq7#vL-bench-password!"), Some(stored.as_str())).await
+            password::verify(&hasher, &Password::for_login("Kq7#vL-bench-password!"), Some(stored.as_str())).await
         }));
     }
     for t in tasks {

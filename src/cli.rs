@@ -355,8 +355,8 @@ async fn migrate(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 async fn create_operator(config: Config, email: &str, role: &str) -> anyhow::Result<ExitCode> {
-    let role = crate::http::auth::Role::parse(role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
-    let state = crate::app::AppState::build(config).await?;
+    let role = crate::identity::operators::Role::parse(role).ok_or_else(|| anyhow::anyhow!("unknown role {role}"))?;
+    let state = crate::app::state(config).await?;
     let created = crate::identity::operators::create(&state, email, role).await?;
     println!("operator {} created with role {}", created.email, created.role.as_str());
     println!("password: {}", created.password);
@@ -383,7 +383,7 @@ fn cli_error(e: crate::http::ApiError) -> anyhow::Error {
 }
 
 async fn merchant_command(config: Config, command: MerchantCommand) -> anyhow::Result<ExitCode> {
-    let state = crate::app::AppState::build(config).await?;
+    let state = crate::app::state(config).await?;
     let MerchantCommand::Create { name, category } = command;
     let id = crate::merchants::create_merchant(&state.db, &name, &category, &cli_actor(), state.clock.now_ms())
         .await
@@ -394,7 +394,7 @@ async fn merchant_command(config: Config, command: MerchantCommand) -> anyhow::R
 }
 
 async fn store_command(config: Config, command: StoreCommand) -> anyhow::Result<ExitCode> {
-    let state = crate::app::AppState::build(config).await?;
+    let state = crate::app::state(config).await?;
     let StoreCommand::Create { merchant, name, city, postal_code, category } = command;
     let store = crate::merchants::NewStore {
         name: &name,
@@ -412,7 +412,7 @@ async fn store_command(config: Config, command: StoreCommand) -> anyhow::Result<
 }
 
 async fn terminal_command(config: Config, command: TerminalCommand) -> anyhow::Result<ExitCode> {
-    let state = crate::app::AppState::build(config).await?;
+    let state = crate::app::state(config).await?;
     let now = state.clock.now_ms();
     let code = match command {
         TerminalCommand::Create { store } => {
@@ -437,7 +437,7 @@ async fn terminal_command(config: Config, command: TerminalCommand) -> anyhow::R
 }
 
 async fn switch_command(config: Config, command: SwitchCommand) -> anyhow::Result<ExitCode> {
-    let state = crate::app::AppState::build(config).await?;
+    let state = crate::app::state(config).await?;
     match command {
         SwitchCommand::Engage { name, scope_kind, scope_id, reason } => {
             let by = cli_actor();

@@ -153,7 +153,7 @@ pub struct Config {
     pub containment: bool,
     /// Which detector engages which switch, everywhere, when its alert is raised
     /// (`card_declines=card_linking` by default).
-    pub containment_policy: Vec<(String, String)>,
+    pub containment_policy: Vec<(String, crate::ids::SwitchName)>,
     /// How many Argon2 computations may run at once (each takes 19 MiB and one core).
     pub password_hash_concurrency: u32,
     /// Omamori's provider prefix at the start of every payment code (2 to 6 digits).
@@ -232,7 +232,7 @@ impl Default for Config {
             alert_card_declines_per_minute: 20,
             alert_risk_declines_per_minute: 10,
             containment: true,
-            containment_policy: vec![("card_declines".to_string(), "card_linking".to_string())],
+            containment_policy: vec![("card_declines".to_string(), crate::ids::SwitchName::CardLinking)],
             password_hash_concurrency: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2),
             payment_code_prefix: "4649".to_string(),
             keys: Keys::default(),
@@ -461,13 +461,13 @@ impl Config {
                                     DETECTORS.join(", ")
                                 )));
                             }
-                            if !crate::risk::switches::NAMES.contains(&switch) {
+                            let Some(switch) = crate::ids::SwitchName::parse(switch) else {
                                 return Err(fail(&format!(
                                     "{switch:?} is not a switch ({})",
-                                    crate::risk::switches::NAMES.join(", ")
+                                    crate::ids::SwitchName::names()
                                 )));
-                            }
-                            Ok((detector.to_string(), switch.to_string()))
+                            };
+                            Ok((detector.to_string(), switch))
                         })
                         .collect::<Result<_, _>>()?
                 }
@@ -475,7 +475,7 @@ impl Config {
                     config.password_hash_concurrency = number(value, 1, 256).map_err(|e| fail(&e))?
                 }
                 "payment_code_prefix" => {
-                    crate::payments::code::validate_prefix(value).map_err(|e| fail(&e))?;
+                    validate_code_prefix(value).map_err(|e| fail(&e))?;
                     config.payment_code_prefix = value.to_string();
                 }
                 "card_fingerprint_key" => config.keys.card_fingerprint = Some(Key::parse(value).map_err(|e| fail(&e))?),
@@ -618,6 +618,20 @@ fn toml_scalar(value: &toml::Value) -> Option<String> {
     }
 }
 
+/// Checks a provider prefix from the configuration: 2 to 6 ASCII digits, not starting with 0.
+///
+/// The guideline's prefixes are short digit strings; a leading 0 is refused because a POS or a
+/// spreadsheet that handles the code as a number would drop it and route the code nowhere.
+pub fn validate_code_prefix(prefix: &str) -> Result<(), String> {
+    if !(2..=6).contains(&prefix.len()) || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("payment code prefix must be 2 to 6 ASCII digits, got {prefix:?}"));
+    }
+    if prefix.starts_with('0') {
+        return Err(format!("payment code prefix must not start with 0, got {prefix:?}"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -743,6 +757,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.containment_policy.len(), 2);
-        assert_eq!(c.containment_policy[1], ("risk_declines".to_string(), "topups".to_string()));
+        assert_eq!(c.containment_policy[1], ("risk_declines".to_string(), crate::ids::SwitchName::Topups));
     }
 }

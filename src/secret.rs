@@ -1,6 +1,11 @@
-//! A wrapper for values that must never be printed: keys, tokens, passwords.
+//! Values that must never be printed (keys, tokens, passwords), how Omamori makes and stores its own
+//! secrets (random tokens and codes, kept only as hashes), and the masks that personal data wears in
+//! logs and answers.
 
 use std::fmt;
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
 
 /// Holds a secret. `Debug` and `Display` print `***`, so a secret that ends up in a log line or an
 /// error message by accident shows nothing.
@@ -36,6 +41,81 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
+/// A 256-bit random token, URL-safe base64.
+pub fn new_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// A 6-digit one-time code from the operating system's CSPRNG-seeded generator.
+pub fn new_code() -> String {
+    format!("{:06}", rand::random_range(0..1_000_000u32))
+}
+
+/// How a secret is stored: SHA-256 of a context (the owning row's id) and the secret. Tokens are
+/// 256-bit random, so a fast hash is enough; the context keeps a code from matching elsewhere.
+pub fn secret_hash(context: &str, secret: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(context.as_bytes());
+    h.update([0]);
+    h.update(secret.as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Whether `secret` matches a stored [`secret_hash`], in constant time.
+pub fn secret_matches(context: &str, secret: &str, stored: Option<&str>) -> bool {
+    let Some(stored) = stored else { return false };
+    constant_time_eq(secret_hash(context, secret).as_bytes(), stored.as_bytes())
+}
+
+/// Shows only the last 4 digits (for `GET /v1/me` and logs).
+pub fn mask_phone(phone: &str) -> String {
+    let keep = phone.len().saturating_sub(4);
+    format!("{}{}", "*".repeat(keep), &phone[keep..])
+}
+
+/// Shows the first character of the local part and the domain.
+pub fn mask_email(email: &str) -> String {
+    match email.split_once('@') {
+        Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
+        None => "***".into(),
+    }
+}
+
+/// A bounded pool for slow hashing (Argon2id): each job runs in `tokio::task::spawn_blocking`, at
+/// most `max_concurrent` at once.
+#[derive(Clone)]
+pub struct HashPool {
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+impl HashPool {
+    /// `max_concurrent` of 0 is taken as 1 (no permits would make every job wait forever).
+    pub fn new(max_concurrent: usize) -> HashPool {
+        HashPool { permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))) }
+    }
+
+    /// Runs `work` on the blocking pool once a permit is free. The permit moves into the blocking task,
+    /// so it stays held until the work ends even if the caller's future is dropped first.
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
+        use anyhow::Context as _;
+        let permit =
+            std::sync::Arc::clone(&self.permits).acquire_owned().await.context("the hashing pool is closed")?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .context("a hashing task failed")
+    }
+
+    #[cfg(test)]
+    pub fn available_permits(&self) -> usize {
+        self.permits.available_permits()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +132,28 @@ mod tests {
         assert!(constant_time_eq(b"abc", b"abc"));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn codes_and_tokens() {
+        for _ in 0..100 {
+            let c = new_code();
+            assert_eq!(c.len(), 6);
+            assert!(c.bytes().all(|b| b.is_ascii_digit()));
+        }
+        let t = new_token();
+        assert_eq!(t.len(), 43);
+        assert_ne!(t, new_token());
+        let h = secret_hash("ch_1", "123456");
+        assert!(secret_matches("ch_1", "123456", Some(&h)));
+        assert!(!secret_matches("ch_2", "123456", Some(&h)));
+        assert!(!secret_matches("ch_1", "123457", Some(&h)));
+        assert!(!secret_matches("ch_1", "123456", None));
+    }
+
+    #[test]
+    fn masks() {
+        assert_eq!(mask_phone("+819012345678"), "*********5678");
+        assert_eq!(mask_email("hanako@example.jp"), "h***@example.jp");
     }
 }

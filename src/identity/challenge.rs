@@ -13,11 +13,11 @@ use sqlx::Row;
 
 use super::session::{self, Subject};
 use super::{CODE_TTL_MS, MAX_CODE_FAILURES, new_code, new_id, secret_hash, secret_matches, totp};
-use crate::app::AppState;
-use crate::http::auth::ClientInfo;
 use crate::http::error::ApiError;
 use crate::notify::Channel;
+use crate::risk::client::ClientInfo;
 use crate::risk::{rules, throttle};
+use crate::state::AppState;
 use crate::store::{self, Conn, clock};
 
 pub const SMS_PER_CHALLENGE: i64 = 3;
@@ -393,7 +393,7 @@ async fn complete(
                 &client.ip_text,
                 client.country.as_deref(),
                 true,
-                state.session_timeouts(),
+                crate::identity::session::Timeouts::from_config(&state.config),
                 now,
             )
             .await?;
@@ -436,7 +436,7 @@ async fn complete(
                 &client.ip_text,
                 client.country.as_deref(),
                 true,
-                state.session_timeouts(),
+                crate::identity::session::Timeouts::from_config(&state.config),
                 now,
             )
             .await?;

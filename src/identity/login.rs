@@ -14,10 +14,10 @@ use super::password::Password;
 use super::recovery::unknown_login_key;
 use super::session::{self, Subject};
 use super::{Login, user_by_login};
-use crate::app::AppState;
-use crate::http::auth::ClientInfo;
 use crate::http::error::ApiError;
+use crate::risk::client::ClientInfo;
 use crate::risk::{alerts, rules, throttle};
+use crate::state::AppState;
 use crate::store::{self, clock};
 
 pub fn invalid_credentials() -> ApiError {
@@ -55,7 +55,7 @@ pub async fn login(
             country: client.country.as_deref(),
             ..Default::default()
         };
-        crate::risk::switches::check(&mut conn, "logins", subject).await?;
+        crate::risk::switches::check(&mut conn, crate::ids::SwitchName::Logins, subject).await?;
         let recognised = match (&user, device_token) {
             (Some(u), Some(token)) => session::recognise(&mut conn, &u.id, device_id, token, now).await?,
             _ => None,
@@ -108,7 +108,7 @@ pub async fn login(
                     &client.ip_text,
                     client.country.as_deref(),
                     false,
-                    state.session_timeouts(),
+                    crate::identity::session::Timeouts::from_config(&state.config),
                     now,
                 )
                 .await?;
@@ -148,14 +148,20 @@ async fn password_step(
 ) -> Result<Option<throttle::Pending>, ApiError> {
     let pending = store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        let verdict =
-            throttle::begin(&mut tx, state.throttle_limits(), attempt, throttle::Failure::Password, now).await?;
-        alerts::evaluate(&mut tx, &state.alert_thresholds(), now).await?;
+        let verdict = throttle::begin(
+            &mut tx,
+            crate::risk::throttle::Limits::from_config(&state.config),
+            attempt,
+            throttle::Failure::Password,
+            now,
+        )
+        .await?;
+        alerts::evaluate(&mut tx, &crate::risk::alerts::Thresholds::from_config(&state.config), now).await?;
         tx.commit().await?;
         verdict
     })
     .await?;
-    let right = state.hasher.verify(&Password::for_login(password), stored).await;
+    let right = crate::identity::password::verify(&state.hasher, &Password::for_login(password), stored).await;
     Ok(right.then_some(pending))
 }
 

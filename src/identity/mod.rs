@@ -16,11 +16,12 @@ pub mod session;
 pub mod signup;
 pub mod totp;
 
+pub use crate::ids::new_id;
+pub use crate::secret::{mask_email, mask_phone, new_code, new_token, secret_hash, secret_matches};
+
 use std::fmt;
 
 use axum::http::StatusCode;
-use base64::Engine;
-use sha2::{Digest, Sha256};
 
 use crate::http::error::ApiError;
 use crate::notify::{self, Channel, Message};
@@ -62,20 +63,6 @@ impl PhoneNumber {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-/// Shows only the last 4 digits (for `GET /v1/me` and logs).
-pub fn mask_phone(phone: &str) -> String {
-    let keep = phone.len().saturating_sub(4);
-    format!("{}{}", "*".repeat(keep), &phone[keep..])
-}
-
-/// Shows the first character of the local part and the domain.
-pub fn mask_email(email: &str) -> String {
-    match email.split_once('@') {
-        Some((local, domain)) => format!("{}***@{domain}", local.chars().next().unwrap_or('*')),
-        None => "***".into(),
     }
 }
 
@@ -132,39 +119,6 @@ impl Login {
             Email::parse(raw).ok().map(Login::Email)
         }
     }
-}
-
-/// A new id with a readable prefix (`usr_...`); UUIDv7 sorts by creation time.
-pub fn new_id(prefix: &str) -> String {
-    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
-}
-
-/// A 256-bit random token, URL-safe base64.
-pub fn new_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::fill(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-/// A 6-digit one-time code from the operating system's CSPRNG-seeded generator.
-pub fn new_code() -> String {
-    format!("{:06}", rand::random_range(0..1_000_000u32))
-}
-
-/// How a secret is stored: SHA-256 of a context (the owning row's id) and the secret. Tokens are
-/// 256-bit random, so a fast hash is enough; the context keeps a code from matching elsewhere.
-pub fn secret_hash(context: &str, secret: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(context.as_bytes());
-    h.update([0]);
-    h.update(secret.as_bytes());
-    hex::encode(h.finalize())
-}
-
-/// Whether `secret` matches a stored [`secret_hash`], in constant time.
-pub fn secret_matches(context: &str, secret: &str, stored: Option<&str>) -> bool {
-    let Some(stored) = stored else { return false };
-    crate::secret::constant_time_eq(secret_hash(context, secret).as_bytes(), stored.as_bytes())
 }
 
 /// A user as identity code sees one.
@@ -274,12 +228,12 @@ pub enum CodeHolder {
 #[allow(clippy::too_many_arguments)]
 pub async fn wrong_code(
     mut tx: crate::store::Tx,
-    state: &crate::app::AppState,
+    state: &crate::state::AppState,
     holder: CodeHolder,
     id: &str,
     key: &str,
     max_delay_ms: Option<i64>,
-    client: &crate::http::auth::ClientInfo,
+    client: &crate::risk::client::ClientInfo,
     detail: &str,
     now: i64,
 ) -> Result<ApiError, sqlx::Error> {
@@ -301,7 +255,7 @@ pub async fn wrong_code(
         max_delay_ms,
     };
     crate::risk::throttle::record_failure(&mut tx, &attempt, crate::risk::throttle::Failure::Code, now).await?;
-    crate::risk::alerts::evaluate(&mut tx, &state.alert_thresholds(), now).await?;
+    crate::risk::alerts::evaluate(&mut tx, &crate::risk::alerts::Thresholds::from_config(&state.config), now).await?;
     tx.commit().await?;
     Ok(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "code_invalid", detail.to_string())
         .with("attempts_left", (MAX_CODE_FAILURES - failures).max(0)))
@@ -331,7 +285,6 @@ mod tests {
         for bad in ["819012345678", "+0123456789", "+81-90-1234", "+1234567", "+14155550100", "+8109012345678", ""] {
             assert!(PhoneNumber::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(mask_phone("+819012345678"), "*********5678");
     }
 
     #[test]
@@ -340,22 +293,5 @@ mod tests {
         for bad in ["hanako", "@example.jp", "a@b", "a@.jp", "a b@example.jp", "a@example.jp."] {
             assert!(Email::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn codes_and_tokens() {
-        for _ in 0..100 {
-            let c = new_code();
-            assert_eq!(c.len(), 6);
-            assert!(c.bytes().all(|b| b.is_ascii_digit()));
-        }
-        let t = new_token();
-        assert_eq!(t.len(), 43);
-        assert_ne!(t, new_token());
-        let h = secret_hash("ch_1", "123456");
-        assert!(secret_matches("ch_1", "123456", Some(&h)));
-        assert!(!secret_matches("ch_2", "123456", Some(&h)));
-        assert!(!secret_matches("ch_1", "123457", Some(&h)));
-        assert!(!secret_matches("ch_1", "123456", None));
     }
 }

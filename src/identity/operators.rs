@@ -1,10 +1,39 @@
 //! Operators: created from the command line (which prints their password and TOTP secret once),
 //! they always log in with password plus TOTP and act under a role: `viewer`, `operator`, `admin`.
 
-use crate::app::AppState;
-use crate::http::auth::Role;
 use crate::identity::password::Password;
 use crate::identity::{Email, new_id, totp};
+use crate::state::AppState;
+
+/// What an operator may do (ARCHITECTURE section 8): each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads alerts, switches and the audit log.
+    Viewer,
+    /// Also engages switches, freezes users, decides review cases, manages merchants.
+    Operator,
+    /// Also manages operators and rules.
+    Admin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "viewer" => Some(Role::Viewer),
+            "operator" => Some(Role::Operator),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
 
 const OPERATORS_LOCK: i64 = 0x004f_5045_5241_544f;
 
@@ -39,7 +68,7 @@ pub async fn create_or_reset(state: &AppState, email: &str, role: Role) -> anyho
 async fn put(state: &AppState, email: &str, role: Role, reset: bool) -> anyhow::Result<Created> {
     let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{}", e.detail))?;
     let password = random_password();
-    let hash = state.hasher.hash(&Password::for_login(&password)).await?;
+    let hash = crate::identity::password::hash(&state.hasher, &Password::for_login(&password)).await?;
     let seed = totp::new_seed();
     let key = state
         .config

@@ -7,17 +7,15 @@
 //! compiled into the binary.
 
 use std::fmt;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
-use anyhow::Context as _;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{Error as HashError, PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm, Argon2, Params, Version};
-use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization as _;
 use zxcvbn::Score;
 
-use crate::secret::Secret;
+use crate::secret::{HashPool, Secret};
 
 /// Length limits, in characters after NFKC (section 7 of ARCHITECTURE.md).
 const MIN_CHARS: usize = 12;
@@ -221,58 +219,34 @@ impl Personal {
     }
 }
 
-/// Argon2id hashing (m = 19456 KiB, t = 2, p = 1, PHC string output) off the async runtime: each hash or
-/// verify runs in `tokio::task::spawn_blocking`, and at most `max_concurrent` run at once, so a login
-/// flood cannot starve the async workers (nor exhaust memory: each run holds 19 MiB).
-#[derive(Clone)]
-pub struct Hasher {
-    permits: Arc<Semaphore>,
+/// Argon2id hashing (m = 19456 KiB, t = 2, p = 1, PHC string output) off the async runtime, on the
+/// bounded [`HashPool`] (a login flood cannot starve the async workers, nor exhaust memory: each run
+/// holds 19 MiB).
+pub async fn hash(pool: &HashPool, password: &Password) -> anyhow::Result<String> {
+    let password = password.0.clone();
+    pool.run(move || {
+        let phc = argon2()?
+            .hash_password(password.expose().as_bytes())
+            .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))?;
+        Ok(phc.to_string())
+    })
+    .await?
 }
 
-impl Hasher {
-    /// `max_concurrent` of 0 is taken as 1 (no permits would make every hash wait forever).
-    pub fn new(max_concurrent: usize) -> Hasher {
-        Hasher { permits: Arc::new(Semaphore::new(max_concurrent.max(1))) }
-    }
-
-    pub async fn hash(&self, password: &Password) -> anyhow::Result<String> {
-        let password = password.0.clone();
-        self.run(move || {
-            let phc = argon2()?
-                .hash_password(password.expose().as_bytes())
-                .map_err(|e| anyhow::anyhow!("argon2 hashing failed: {e}"))?;
-            Ok(phc.to_string())
-        })
-        .await?
-    }
-
-    /// Verifies against the stored PHC string. With `None` (an unknown account) it verifies against a
-    /// fixed dummy hash of the same cost and returns false, so that timing does not reveal whether an
-    /// account exists. A malformed stored hash returns false (with a warning that leaves the hash out).
-    ///
-    /// The stored string's own parameters are used, so hashes made with older costs still verify.
-    pub async fn verify(&self, password: &Password, stored: Option<&str>) -> bool {
-        let password = password.0.clone();
-        let stored = stored.map(str::to_owned);
-        match self.run(move || verify_blocking(password.expose(), stored.as_deref())).await {
-            Ok(matches) => matches,
-            Err(e) => {
-                tracing::warn!(error = %e, "password verification did not run");
-                false
-            }
+/// Verifies against the stored PHC string. With `None` (an unknown account) it verifies against a
+/// fixed dummy hash of the same cost and returns false, so that timing does not reveal whether an
+/// account exists. A malformed stored hash returns false (with a warning that leaves the hash out).
+///
+/// The stored string's own parameters are used, so hashes made with older costs still verify.
+pub async fn verify(pool: &HashPool, password: &Password, stored: Option<&str>) -> bool {
+    let password = password.0.clone();
+    let stored = stored.map(str::to_owned);
+    match pool.run(move || verify_blocking(password.expose(), stored.as_deref())).await {
+        Ok(matches) => matches,
+        Err(e) => {
+            tracing::warn!(error = %e, "password verification did not run");
+            false
         }
-    }
-
-    /// Runs `work` on the blocking pool once a permit is free. The permit moves into the blocking task,
-    /// so it stays held until the work ends even if the caller's future is dropped first.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-        let permit = Arc::clone(&self.permits).acquire_owned().await.context("password hasher is closed")?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .context("password hashing task failed")
     }
 }
 
@@ -506,16 +480,16 @@ mod tests {
 
     #[tokio::test]
     async fn hash_and_verify_round_trip() {
-        let hasher = Hasher::new(2);
+        let hasher = HashPool::new(2);
         let password = Password::parse(STRONG).unwrap();
-        let stored = hasher.hash(&password).await.unwrap();
+        let stored = hash(&hasher, &password).await.unwrap();
         assert!(stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{stored}");
-        assert!(hasher.verify(&password, Some(&stored)).await);
+        assert!(verify(&hasher, &password, Some(&stored)).await);
         let wrong = Password::parse("q7#Vm2!xLp9$Rt4&Wz8K").unwrap();
-        assert!(!hasher.verify(&wrong, Some(&stored)).await);
+        assert!(!verify(&hasher, &wrong, Some(&stored)).await);
         // The same password read at login (full-width) normalises to the same value.
         let full_width: String = STRONG.chars().map(full_width).collect();
-        assert!(hasher.verify(&Password::for_login(&full_width), Some(&stored)).await);
+        assert!(verify(&hasher, &Password::for_login(&full_width), Some(&stored)).await);
     }
 
     fn full_width(c: char) -> char {
@@ -527,28 +501,28 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_stored_hashes_do_not_verify() {
-        let hasher = Hasher::new(1);
+        let hasher = HashPool::new(1);
         let password = Password::parse(STRONG).unwrap();
         for stored in ["", "not a hash", "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA", "$bcrypt$xyz$abc"] {
-            assert!(!hasher.verify(&password, Some(stored)).await, "{stored}");
+            assert!(!verify(&hasher, &password, Some(stored)).await, "{stored}");
         }
     }
 
     #[tokio::test]
     async fn unknown_accounts_take_as_long_as_real_ones() {
-        let hasher = Hasher::new(1);
+        let hasher = HashPool::new(1);
         let password = Password::parse(STRONG).unwrap();
-        let stored = hasher.hash(&password).await.unwrap();
+        let stored = hash(&hasher, &password).await.unwrap();
         let wrong = Password::parse("another-Password-42!").unwrap();
 
         // Minimum of a few runs each, so that other tests on the same cores do not decide the outcome.
         let (mut real, mut unknown) = (Duration::MAX, Duration::MAX);
         for _ in 0..3 {
             let started = Instant::now();
-            assert!(!hasher.verify(&wrong, Some(&stored)).await);
+            assert!(!verify(&hasher, &wrong, Some(&stored)).await);
             real = real.min(started.elapsed());
             let started = Instant::now();
-            assert!(!hasher.verify(&password, None).await);
+            assert!(!verify(&hasher, &password, None).await);
             unknown = unknown.min(started.elapsed());
         }
         assert!(unknown * 3 > real && real * 3 > unknown, "real {real:?}, unknown account {unknown:?}");
@@ -556,7 +530,7 @@ mod tests {
 
     #[test]
     fn zero_permits_means_one() {
-        assert_eq!(Hasher::new(0).permits.available_permits(), 1);
-        assert_eq!(Hasher::new(4).permits.available_permits(), 4);
+        assert_eq!(HashPool::new(0).available_permits(), 1);
+        assert_eq!(HashPool::new(4).available_permits(), 4);
     }
 }

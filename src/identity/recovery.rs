@@ -18,11 +18,12 @@ use super::{
     CODE_TTL_MS, COOLING_OFF_PASSWORD_MS, COOLING_OFF_RESET_MS, Login, MAX_CODE_FAILURES, new_code, new_id,
     secret_hash, secret_matches, session, totp, user_by_id, user_by_login,
 };
-use crate::app::AppState;
-use crate::http::auth::{ClientInfo, UserSession};
 use crate::http::error::ApiError;
+use crate::identity::session::UserSession;
 use crate::notify::Channel;
+use crate::risk::client::ClientInfo;
 use crate::risk::throttle;
+use crate::state::AppState;
 use crate::store::{self, Conn};
 
 /// `POST /v1/password-reset {login}`: the same answer whether or not the account exists, and
@@ -108,7 +109,7 @@ pub async fn complete(
     let user = store::retry(|| async {
         let mut tx = state.db.begin().await?;
         tx.lock("reset", id).await?;
-        if let Err(refusal) = throttle::check_network(&mut tx, state.throttle_limits(), &client.ip_text, &client.subnet, now).await? {
+        if let Err(refusal) = throttle::check_network(&mut tx, crate::risk::throttle::Limits::from_config(&state.config), &client.ip_text, &client.subnet, now).await? {
             tx.commit().await?;
             return Ok::<_, ApiError>(Err(refusal));
         }
@@ -162,7 +163,7 @@ pub async fn complete(
     })
     .await??;
 
-    let hash = match state.hasher.hash(&password).await {
+    let hash = match crate::identity::password::hash(&state.hasher, &password).await {
         Ok(hash) => hash,
         Err(e) => {
             // Let the owner try again with the same codes.
@@ -253,18 +254,18 @@ fn open_seed(state: &AppState, sealed: &str) -> Result<Vec<u8>, ApiError> {
 /// `403 step_up_required` with a fresh challenge unless the session stepped up in the last 5 minutes.
 pub async fn require_step_up(state: &AppState, session: &UserSession, client: &ClientInfo) -> Result<(), ApiError> {
     let now = state.clock.now_ms();
-    if session.step_up_at + super::STEP_UP_TTL_MS > now {
+    if session.step_up_at() + super::STEP_UP_TTL_MS > now {
         return Ok(());
     }
     let challenge = store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        let methods = super::challenge::user_methods(&mut tx, &session.user_id).await?;
+        let methods = super::challenge::user_methods(&mut tx, session.user_id()).await?;
         let c = super::challenge::NewChallenge {
             purpose: super::challenge::Purpose::StepUp,
-            user_id: Some(&session.user_id),
+            user_id: Some(session.user_id()),
             operator_id: None,
-            session_id: Some(&session.session_id),
-            device_id: Some(&session.device_id),
+            session_id: Some(session.session_id()),
+            device_id: Some(session.device_id()),
             subject_id: None,
             methods: &methods,
             client,
@@ -295,10 +296,11 @@ pub async fn change(
     require_step_up(state, session, client).await?;
     let user = {
         let mut conn = state.db.pool().acquire().await?;
-        user_by_id(&mut conn, &session.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?
+        user_by_id(&mut conn, session.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?
     };
     let now = state.clock.now_ms();
-    if !state.hasher.verify(&Password::for_login(current), Some(&user.password_hash)).await {
+    if !crate::identity::password::verify(&state.hasher, &Password::for_login(current), Some(&user.password_hash)).await
+    {
         store::retry(|| async {
             let mut tx = state.db.begin().await?;
             let key = format!("account:{}", user.id);
@@ -320,7 +322,7 @@ pub async fn change(
         ));
     }
     check_policy(&new, &user.phone, &user.email).map_err(weak_password)?;
-    let hash = state.hasher.hash(&new).await?;
+    let hash = crate::identity::password::hash(&state.hasher, &new).await?;
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
         sqlx::query(
@@ -334,7 +336,7 @@ pub async fn change(
         .bind(&user.id)
         .execute(&mut *tx)
         .await?;
-        session::revoke_all(&mut tx, &user.id, Some(&session.session_id), now).await?;
+        session::revoke_all(&mut tx, &user.id, Some(session.session_id()), now).await?;
         session::revoke_device_tokens(&mut tx, &user.id, now).await?;
         super::notify_all(
             &mut tx,
@@ -356,11 +358,11 @@ pub async fn totp_begin(state: &AppState, session: &UserSession, client: &Client
     let seed = totp::new_seed();
     let sealed = totp::seal(totp_key(state)?, &seed);
     let email: String = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
-        .bind(&session.user_id)
+        .bind(session.user_id())
         .fetch_one(state.db.pool())
         .await?;
     store::write_one(&state.db, || {
-        sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2").bind(&sealed).bind(&session.user_id)
+        sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2").bind(&sealed).bind(session.user_id())
     })
     .await?;
     Ok(json!({"secret": totp::base32(&seed), "otpauth_uri": totp::otpauth_uri(&seed, &email)}))
@@ -376,7 +378,7 @@ pub async fn totp_confirm(
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        let user = user_by_id(&mut tx, &session.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+        let user = user_by_id(&mut tx, session.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?;
         let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = $1")
             .bind(&user.id)
             .fetch_one(&mut *tx)

@@ -12,11 +12,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{challenge, login, recovery, session, signup};
-use crate::app::AppState;
 use crate::http::Problem;
-use crate::http::auth::{ClientInfo, OperatorSession, Role, ShopperClient, UserSession};
+use crate::http::auth::{RequireRole, ShopperClient, UserSession, Viewer};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
+use crate::risk::client::ClientInfo;
+use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -170,7 +171,7 @@ async fn challenge_verify(
     let id = path(id, "challenge")?;
     // Operators verify their login here too; the country policy is for shoppers only.
     if !id.starts_with("chl_") || !is_operator_challenge(&state, &id).await? {
-        state.check_country(&client)?;
+        crate::risk::client::country_policy(&state.config, &client)?;
     }
     let answer = challenge::verify(&state, &id, &body.value.method, &body.value.code, &client).await?;
     Ok(axum::Json(answer).into_response())
@@ -191,7 +192,7 @@ async fn logout(State(state): State<AppState>, s: UserSession, _client: ShopperC
     crate::store::write_one(&state.db, || {
         sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now)
-            .bind(&s.session_id)
+            .bind(s.session_id())
     })
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -201,7 +202,7 @@ async fn logout(State(state): State<AppState>, s: UserSession, _client: ShopperC
 #[utoipa::path(get, path = "/v1/me", tag = "shopper", responses((status = 200, description = "{user_id, phone, email, factors, created_at}")))]
 async fn me(State(state): State<AppState>, s: UserSession, _client: ShopperClient) -> Result<Response, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
-    let user = super::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+    let user = super::user_by_id(&mut conn, s.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?;
     let factors = challenge::user_methods(&mut conn, &user.id).await?;
     Ok(axum::Json(json!({
         "user_id": user.id,
@@ -222,8 +223,14 @@ async fn sessions_list(
     _client: ShopperClient,
 ) -> Result<Response, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
-    let items =
-        session::list(&mut conn, &s.user_id, &s.session_id, state.session_timeouts(), state.clock.now_ms()).await?;
+    let items = session::list(
+        &mut conn,
+        s.user_id(),
+        s.session_id(),
+        crate::identity::session::Timeouts::from_config(&state.config),
+        state.clock.now_ms(),
+    )
+    .await?;
     Ok(axum::Json(json!({"items": items})).into_response())
 }
 
@@ -242,7 +249,7 @@ async fn session_revoke(
         sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
             .bind(now)
             .bind(&id)
-            .bind(&s.user_id)
+            .bind(s.user_id())
     })
     .await?;
     if n == 0 {
@@ -257,13 +264,13 @@ async fn step_up(State(state): State<AppState>, s: UserSession, client: ShopperC
     let now = state.clock.now_ms();
     let answer = crate::store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        let methods = challenge::user_methods(&mut tx, &s.user_id).await?;
+        let methods = challenge::user_methods(&mut tx, s.user_id()).await?;
         let c = challenge::NewChallenge {
             purpose: challenge::Purpose::StepUp,
-            user_id: Some(&s.user_id),
+            user_id: Some(s.user_id()),
             operator_id: None,
-            session_id: Some(&s.session_id),
-            device_id: Some(&s.device_id),
+            session_id: Some(s.session_id()),
+            device_id: Some(s.device_id()),
             subject_id: None,
             methods: &methods,
             client: &client.0,
@@ -404,8 +411,7 @@ async fn admin_login(
     (status = 200, description = "{items:[{id, kind, severity, detail, created_at}]}"),
     (status = 401, body = Problem, content_type = "application/problem+json"),
     (status = 403, body = Problem, content_type = "application/problem+json")))]
-async fn admin_alerts(State(state): State<AppState>, op: OperatorSession) -> Result<Response, ApiError> {
-    op.require(Role::Viewer)?;
+async fn admin_alerts(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
     let items = crate::risk::alerts::list(&state.db, 200).await?;
     Ok(axum::Json(json!({"items": items})).into_response())
 }

@@ -8,6 +8,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
+use super::operators::Role;
 use super::{DEVICE_TRUST_MS, new_id, new_token, secret_hash};
 use crate::store::{Conn, clock};
 
@@ -20,6 +21,15 @@ const DEVICE: &str = "device";
 pub struct Timeouts {
     pub idle_ms: i64,
     pub absolute_ms: i64,
+}
+
+impl Timeouts {
+    pub fn from_config(config: &crate::config::Config) -> Timeouts {
+        Timeouts {
+            idle_ms: config.session_idle_timeout_secs as i64 * 1000,
+            absolute_ms: config.session_absolute_timeout_secs as i64 * 1000,
+        }
+    }
 }
 
 impl Default for Timeouts {
@@ -92,6 +102,93 @@ pub struct Live {
     pub device_id: String,
     pub step_up_at: i64,
     pub expires_at: i64,
+}
+
+impl Live {
+    /// The shopper this session belongs to; `None` for an operator's session.
+    pub fn into_user(self) -> Option<UserSession> {
+        match (self.kind.as_str(), self.user_id) {
+            ("user", Some(user_id)) => Some(UserSession {
+                session_id: self.id,
+                user_id,
+                device_id: self.device_id,
+                step_up_at: self.step_up_at,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The operator and role this session belongs to; `None` for a shopper's session.
+    pub fn into_operator(self) -> Option<OperatorSession> {
+        match (self.kind.as_str(), self.operator_id, self.role.as_deref().and_then(Role::parse)) {
+            ("operator", Some(operator_id), Some(role)) => {
+                Some(OperatorSession { session_id: self.id, operator_id, role })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A shopper's live session. Only [`authenticate`] makes one (through [`Live::into_user`]), so a
+/// function that takes it knows the caller logged in.
+#[derive(Debug, Clone)]
+pub struct UserSession {
+    session_id: String,
+    user_id: String,
+    device_id: String,
+    step_up_at: i64,
+}
+
+impl UserSession {
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    pub fn user_id(&self) -> &str {
+        &self.user_id
+    }
+
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// When the session last verified a second factor (milliseconds).
+    pub fn step_up_at(&self) -> i64 {
+        self.step_up_at
+    }
+}
+
+/// An operator's live session and role. Only [`authenticate`] makes one (through
+/// [`Live::into_operator`]).
+#[derive(Debug, Clone)]
+pub struct OperatorSession {
+    session_id: String,
+    operator_id: String,
+    role: Role,
+}
+
+impl OperatorSession {
+    pub fn session_id(&self) -> &str {
+        &self.session_id
+    }
+
+    pub fn operator_id(&self) -> &str {
+        &self.operator_id
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Who acts, for the audit log.
+    pub fn actor(&self) -> String {
+        format!("operator:{}", self.operator_id)
+    }
+
+    /// Whether the operator's role is at least `role`.
+    pub fn has(&self, role: Role) -> bool {
+        self.role >= role
+    }
 }
 
 /// Finds the live session a token belongs to, and notes that it was used. Expired (idle or

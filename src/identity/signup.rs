@@ -10,13 +10,13 @@ use sqlx::Row;
 
 use super::password::{Password, check_policy};
 use super::{CODE_TTL_MS, Email, MAX_CODE_FAILURES, PhoneNumber, new_code, new_id, secret_hash, secret_matches};
-use crate::app::AppState;
-use crate::http::auth::ClientInfo;
 use crate::http::error::ApiError;
 use crate::ledger::{self, AccountKind};
 use crate::money::Currency;
 use crate::notify::{self, Channel, Message};
+use crate::risk::client::ClientInfo;
 use crate::risk::throttle;
+use crate::state::AppState;
 use crate::store::{self, Conn};
 
 pub fn weak_password(reason: super::password::WeakReason) -> ApiError {
@@ -76,7 +76,7 @@ pub async fn start(
     {
         let mut conn = state.db.pool().acquire().await?;
         let subject = crate::risk::switches::Subject { country: client.country.as_deref(), ..Default::default() };
-        crate::risk::switches::check(&mut conn, "signups", subject).await?;
+        crate::risk::switches::check(&mut conn, crate::ids::SwitchName::Signups, subject).await?;
     }
     let phone = PhoneNumber::parse(phone)?;
     let email = Email::parse(email)?;
@@ -91,7 +91,7 @@ pub async fn start(
         Ok::<_, ApiError>(verdict.map_err(throttle::too_many))
     })
     .await??;
-    let hash = state.hasher.hash(&password).await?;
+    let hash = crate::identity::password::hash(&state.hasher, &password).await?;
     let id = new_id("sgn");
     store::retry(|| async {
         let mut tx = state.db.begin().await?;

@@ -12,9 +12,10 @@ use axum::http::StatusCode;
 use sqlx::Row;
 
 use crate::http::error::ApiError;
-use crate::identity::{new_id, new_token, secret_hash};
+use crate::ids::new_id;
 use crate::ledger::{self, AccountKind};
 use crate::money::Currency;
+use crate::secret::{new_token, secret_hash};
 use crate::store::{self, Conn, Db};
 
 const TERMINAL: &str = "terminal";

@@ -9,11 +9,11 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::http::Problem;
-use crate::http::auth::{OperatorSession, Role};
+use crate::http::auth::{OperatorRole, RequireRole, Viewer};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
+use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -52,10 +52,9 @@ struct MerchantBody {
     (status = 422, description = "invalid_category or invalid_body", body = Problem, content_type = "application/problem+json")))]
 async fn create_merchant(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<OperatorRole>,
     body: ApiJson<MerchantBody>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Operator)?;
     let id =
         super::create_merchant(&state.db, &body.value.name, &body.value.category, &op.actor(), state.clock.now_ms())
             .await?;
@@ -79,11 +78,10 @@ struct StoreBody {
     (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn create_store(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<OperatorRole>,
     id: Result<Path<String>, PathRejection>,
     body: ApiJson<StoreBody>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Operator)?;
     let merchant = path_id(id, "merchant")?;
     let b = body.value;
     let store = super::NewStore {
@@ -103,10 +101,9 @@ async fn create_store(
     (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn create_terminal(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<OperatorRole>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Operator)?;
     let store = path_id(id, "store")?;
     let (terminal_id, key) = super::create_terminal(&state.db, &store, &op.actor(), state.clock.now_ms()).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"terminal_id": terminal_id, "key": key}))).into_response())
@@ -119,10 +116,9 @@ async fn create_terminal(
     (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn revoke_terminal(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<OperatorRole>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Operator)?;
     let terminal = path_id(id, "terminal")?;
     if !super::revoke_terminal(&state.db, &terminal, &op.actor(), state.clock.now_ms()).await? {
         return Err(ApiError::not_found("there is no such terminal, or it is revoked already"));
@@ -147,11 +143,10 @@ struct WebhookBody {
     (status = 422, description = "invalid_body", body = Problem, content_type = "application/problem+json")))]
 async fn create_webhook(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<OperatorRole>,
     id: Result<Path<String>, PathRejection>,
     body: ApiJson<WebhookBody>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Operator)?;
     let merchant = path_id(id, "merchant")?;
     let production = state.config.environment == crate::config::Environment::Production;
     let url = crate::notify::webhooks::check_url(&body.value.url, production)?;
@@ -176,10 +171,9 @@ async fn create_webhook(
     (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn list_webhooks(
     State(state): State<AppState>,
-    op: OperatorSession,
+    _viewer: RequireRole<Viewer>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Viewer)?;
     let merchant = path_id(id, "merchant")?;
     let items = crate::notify::webhooks::list(&state.db, &merchant).await?;
     Ok(axum::Json(json!({"items": items})).into_response())
@@ -192,10 +186,9 @@ async fn list_webhooks(
     (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn disable_webhook(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<OperatorRole>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Operator)?;
     let webhook = path_id(id, "webhook endpoint")?;
     if !crate::notify::webhooks::disable(&state.db, &webhook, &op.actor(), state.clock.now_ms()).await? {
         return Err(ApiError::not_found("there is no such webhook endpoint, or it is disabled already"));

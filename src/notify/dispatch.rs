@@ -19,9 +19,9 @@ use futures::StreamExt;
 use lettre::AsyncTransport;
 use sqlx::Row;
 
-use crate::app::AppState;
 use crate::config::{Config, Key};
 use crate::secret::Secret;
+use crate::state::AppState;
 use crate::store::Db;
 
 /// How long a claimed message is left alone by other dispatchers: longer than a batch can take

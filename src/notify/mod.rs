@@ -117,8 +117,8 @@ pub async fn for_operators(db: &Db, status: &str, limit: i64) -> Result<Vec<serd
             let channel: String = r.try_get("channel")?;
             let recipient: String = r.try_get("recipient")?;
             let recipient = match channel.as_str() {
-                "sms" => crate::identity::mask_phone(&recipient),
-                "email" => crate::identity::mask_email(&recipient),
+                "sms" => crate::secret::mask_phone(&recipient),
+                "email" => crate::secret::mask_email(&recipient),
                 _ => recipient,
             };
             let status: String = r.try_get("status")?;

@@ -16,7 +16,7 @@ use sqlx::Row;
 
 use crate::config::Key;
 use crate::http::error::ApiError;
-use crate::identity::new_id;
+use crate::ids::new_id;
 use crate::store::{self, Conn, Db, clock};
 
 /// The header that carries the signature.
@@ -139,7 +139,7 @@ pub fn check_url(url: &str, production: bool) -> Result<String, ApiError> {
     if production {
         let host = parsed.host_str().unwrap_or_default();
         let internal = match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
-            Ok(ip) => crate::risk::geo::is_non_public(ip),
+            Ok(ip) => crate::ports::geo::is_non_public(ip),
             Err(_) => host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost"),
         };
         if internal {
@@ -159,7 +159,7 @@ pub async fn create(
     now: i64,
 ) -> Result<(Endpoint, String), ApiError> {
     let id = new_id("whk");
-    let salt = crate::identity::new_token();
+    let salt = crate::secret::new_token();
     store::retry(|| async {
         let mut tx = db.begin().await?;
         crate::merchants::require_merchant(&mut tx, merchant_id).await?;
@@ -269,7 +269,7 @@ impl reqwest::dns::Resolve for PublicOnly {
         Box::pin(async move {
             let host = format!("{}:0", name.as_str());
             let addrs: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host(host).await?.filter(|a| !crate::risk::geo::is_non_public(a.ip())).collect();
+                tokio::net::lookup_host(host).await?.filter(|a| !crate::ports::geo::is_non_public(a.ip())).collect();
             if addrs.is_empty() {
                 return Err("the endpoint's name resolves to no public address".into());
             }

@@ -8,12 +8,14 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::processor::{self, CardInfo, ProcessorError, RawCard};
-use crate::app::AppState;
-use crate::http::auth::{ClientInfo, UserSession};
 use crate::http::error::ApiError;
-use crate::identity::{self, challenge, new_id, recovery};
+use crate::identity::session::UserSession;
+use crate::identity::{self, challenge, recovery};
+use crate::ids::new_id;
+use crate::ports::processor::{self, CardInfo, ProcessorError, RawCard};
+use crate::risk::client::ClientInfo;
 use crate::risk::{rules, switches, throttle};
+use crate::state::AppState;
 use crate::store::{self, Conn};
 
 pub const MAX_CARDS: i64 = 5;
@@ -55,17 +57,17 @@ pub async fn link(
     {
         let mut conn = state.db.pool().acquire().await?;
         let subject = switches::Subject {
-            user_id: Some(&session.user_id),
+            user_id: Some(session.user_id()),
             country: client.country.as_deref(),
             ..Default::default()
         };
-        switches::check(&mut conn, "card_linking", subject).await?;
+        switches::check(&mut conn, crate::ids::SwitchName::CardLinking, subject).await?;
     }
     recovery::require_step_up(state, session, client).await?;
     let now = state.clock.now_ms();
     let user = {
         let mut conn = state.db.pool().acquire().await?;
-        identity::user_by_id(&mut conn, &session.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?
+        identity::user_by_id(&mut conn, session.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?
     };
     identity::ensure_not_cooling_off(&user, now)?;
     // A raw number can be fingerprinted before the processor is asked.
@@ -117,7 +119,12 @@ pub async fn link(
             // The provisional failure stands.
             store::retry(|| async {
                 let mut tx = state.db.begin().await?;
-                crate::risk::alerts::evaluate(&mut tx, &state.alert_thresholds(), now).await?;
+                crate::risk::alerts::evaluate(
+                    &mut tx,
+                    &crate::risk::alerts::Thresholds::from_config(&state.config),
+                    now,
+                )
+                .await?;
                 tx.commit().await
             })
             .await?;
@@ -142,7 +149,7 @@ pub async fn link(
         tx.lock("card", &fingerprint).await?;
         // A switch on this very card (by id, covering its fingerprint on every wallet).
         let subject = switches::Subject { card_fingerprint: Some(&fingerprint), ..Default::default() };
-        if let Err(e) = switches::check(&mut tx, "card_linking", subject).await {
+        if let Err(e) = switches::check(&mut tx, crate::ids::SwitchName::CardLinking, subject).await {
             return Ok::<_, ApiError>(Err(e));
         }
         // The check passed: it was not a failure.
@@ -191,9 +198,17 @@ pub async fn link(
             }
         }
         // The risk rules: a hold keeps the card unusable until an operator decides.
-        let signals =
-            rules::signals(&mut tx, "card_link", &user.id, &session.device_id, 0, None, client.country.as_deref(), now)
-                .await?;
+        let signals = rules::signals(
+            &mut tx,
+            "card_link",
+            &user.id,
+            session.device_id(),
+            0,
+            None,
+            client.country.as_deref(),
+            now,
+        )
+        .await?;
         let (outcome, rule) = rules::evaluate(&mut tx, "card_link", &signals).await?;
         if outcome == rules::Outcome::Decline {
             // Nothing of the link is kept, but the decline counts for the risk_declines detector.
@@ -241,8 +256,8 @@ pub async fn link(
                 purpose: challenge::Purpose::Card,
                 user_id: Some(&user.id),
                 operator_id: None,
-                session_id: Some(&session.session_id),
-                device_id: Some(&session.device_id),
+                session_id: Some(session.session_id()),
+                device_id: Some(session.device_id()),
                 subject_id: Some(&card_id),
                 methods: &["sms"],
                 client,

@@ -33,19 +33,7 @@ const QR_ECL: ECL = ECL::M;
 /// The quiet zone the QR specification requires around the symbol, in modules.
 const QR_QUIET_ZONE: usize = 4;
 
-/// Checks a provider prefix from the configuration: 2 to 6 ASCII digits, not starting with 0.
-///
-/// The guideline's prefixes are short digit strings; a leading 0 is refused because a POS or a
-/// spreadsheet that handles the code as a number would drop it and route the code nowhere.
-pub fn validate_prefix(prefix: &str) -> Result<(), String> {
-    if !(2..=6).contains(&prefix.len()) || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(format!("payment code prefix must be 2 to 6 ASCII digits, got {prefix:?}"));
-    }
-    if prefix.starts_with('0') {
-        return Err(format!("payment code prefix must not start with 0, got {prefix:?}"));
-    }
-    Ok(())
-}
+pub use crate::config::validate_code_prefix as validate_prefix;
 
 impl PaymentCode {
     /// A fresh code: `prefix` then [`RANDOM_DIGITS`] digits, each uniform over 0 to 9.

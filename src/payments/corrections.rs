@@ -13,7 +13,8 @@ use sqlx::Row;
 
 use super::topups::funding_account;
 use crate::http::error::ApiError;
-use crate::identity::{self, new_id};
+use crate::identity;
+use crate::ids::new_id;
 use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry, Posting};
 use crate::money::{Currency, Yen};
 use crate::notify::{self, Channel, Message};

@@ -14,7 +14,8 @@ use sqlx::Row;
 use super::code::PaymentCode;
 use super::wallet;
 use crate::http::error::ApiError;
-use crate::identity::{self, new_id};
+use crate::identity;
+use crate::ids::new_id;
 use crate::ledger::{self, AccountId, EntryKind, NewEntry};
 use crate::merchants::{self, Store};
 use crate::money::Yen;
@@ -242,7 +243,7 @@ pub async fn charge_code(
         country: country.as_deref(),
         ..Default::default()
     };
-    switches::check(conn, "payments", subject).await?;
+    switches::check(conn, crate::ids::SwitchName::Payments, subject).await?;
     // A POS cannot wait: a hold (or a step-up it cannot ask for) declines and opens a review case,
     // committed with the spent code so that the case survives.
     let signals =
@@ -351,7 +352,7 @@ pub async fn refund(
         ));
     }
     let subject = switches::Subject { user_id: Some(&user_id), merchant_id: Some(merchant_id), ..Default::default() };
-    switches::check(conn, "refunds", subject).await?;
+    switches::check(conn, crate::ids::SwitchName::Refunds, subject).await?;
     let user = identity::user_by_id(conn, &user_id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("payer vanished")))?;

@@ -1,104 +1,8 @@
-//! The card processor port, and the sandbox processor that implements it with test numbers.
-//!
-//! Omamori never keeps a card number or security code: the processor turns a card into a token
-//! (or the app sends a token it got from the processor directly), and Omamori keeps the token, the
-//! brand, the last four digits and a keyed fingerprint of the number. Charges carry Omamori's
-//! top-up id as their idempotency key, so asking again never charges twice, and the sweeper can
-//! ask how a charge ended after a crash.
+//! The sandbox card processor: the [`CardProcessor`] port implemented with test numbers (API.md
+//! "Sandbox"), so that development and tests need no real processor.
 
-use std::future::Future;
-use std::pin::Pin;
-
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
-
-use crate::config::Key;
+use crate::ports::processor::{BoxFuture, CardInfo, CardProcessor, ChargeStatus, ProcessorError, RawCard, luhn_valid};
 use crate::secret::Secret;
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// A card as typed into the app. Never logged: `Debug` shows the last four digits only.
-pub struct RawCard {
-    pub number: Secret<String>,
-    pub exp_month: u32,
-    pub exp_year: u32,
-    pub cvc: Secret<String>,
-}
-
-/// What the processor tells about a card.
-#[derive(Debug, Clone)]
-pub struct CardInfo {
-    pub token: String,
-    pub brand: String,
-    pub last4: String,
-    /// Stable per card number across tokens (the processor's own fingerprint, or ours).
-    pub fingerprint_source: Secret<String>,
-    /// The issuer wants a 3-D Secure style challenge before the card may be used.
-    pub needs_challenge: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ProcessorError {
-    #[error("the card number is not valid")]
-    InvalidCard,
-    #[error("the card was declined")]
-    Declined,
-    #[error("the processor is unavailable")]
-    Unavailable,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChargeStatus {
-    Succeeded {
-        reference: String,
-    },
-    Declined,
-    /// The processor has no charge under that key.
-    Unknown,
-}
-
-/// The port. Implementations must treat `idempotency_key` as the identity of a charge.
-pub trait CardProcessor: Send + Sync {
-    /// Checks a raw card and tokenizes it.
-    fn tokenize<'a>(&'a self, card: &'a RawCard) -> BoxFuture<'a, Result<CardInfo, ProcessorError>>;
-    /// Looks up a token the app obtained from the processor itself.
-    fn lookup<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<CardInfo, ProcessorError>>;
-    fn charge<'a>(
-        &'a self,
-        token: &'a str,
-        amount_yen: i64,
-        idempotency_key: &'a str,
-    ) -> BoxFuture<'a, Result<String, ProcessorError>>;
-    fn charge_status<'a>(
-        &'a self,
-        token: &'a str,
-        idempotency_key: &'a str,
-    ) -> BoxFuture<'a, Result<ChargeStatus, ProcessorError>>;
-}
-
-/// The keyed fingerprint Omamori stores: HMAC-SHA-256 under the card-fingerprint key, so that a
-/// database reader cannot test candidate numbers against it.
-pub fn fingerprint(key: &Key, source: &str) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key.bytes.expose()).expect("HMAC takes any key length");
-    mac.update(source.as_bytes());
-    format!("{}:{}", key.id, hex::encode(mac.finalize().into_bytes()))
-}
-
-pub fn luhn_valid(number: &str) -> bool {
-    if !(12..=19).contains(&number.len()) || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return false;
-    }
-    let sum: u32 = number
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = (b - b'0') as u32;
-            if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }
-        })
-        .sum();
-    sum.is_multiple_of(10)
-}
 
 /// The sandbox processor (API.md "Sandbox"): Luhn-valid 16-digit numbers starting `424242`
 /// succeed, `4000000000000002` is declined, `4000000000003220` needs a challenge. It is
@@ -163,7 +67,7 @@ impl CardProcessor for SandboxProcessor {
             if class == "decline" {
                 return Err(ProcessorError::Declined);
             }
-            use sha2::Digest;
+            use sha2::{Digest, Sha256};
             let digest = hex::encode(&Sha256::digest(format!("sandbox-card:{number}").as_bytes())[..16]);
             Ok(Self::info(class, &digest, &number[number.len() - 4..]))
         })
@@ -234,20 +138,5 @@ mod tests {
         assert!(p.charge(&ok.token, 100, "top_1").await.is_ok());
         assert!(matches!(p.charge_status(&ok.token, "top_1").await.unwrap(), ChargeStatus::Succeeded { .. }));
         assert_eq!(p.lookup("tok_garbage").await.unwrap_err(), ProcessorError::InvalidCard);
-    }
-
-    #[test]
-    fn luhn() {
-        assert!(luhn_valid("4242424242424242"));
-        assert!(luhn_valid("4000000000000002"));
-        assert!(!luhn_valid("4242424242424241"));
-        assert!(!luhn_valid("42424242424242a2"));
-    }
-
-    #[test]
-    fn fingerprints_are_keyed() {
-        let (a, b) = (Key::generate("k1"), Key::generate("k1"));
-        assert_eq!(fingerprint(&a, "x"), fingerprint(&a, "x"));
-        assert_ne!(fingerprint(&a, "x"), fingerprint(&b, "x"));
     }
 }

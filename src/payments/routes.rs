@@ -11,11 +11,9 @@ use sqlx::Row;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::processor::RawCard;
 use super::{cards, pos, topups, wallet};
-use crate::app::AppState;
 use crate::http::Problem;
-use crate::http::auth::{ClientInfo, ShopperClient, TerminalAuth, UserSession};
+use crate::http::auth::{ShopperClient, TerminalAuth, UserSession};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::idempotency::{self, IdempotencyKey, Outcome};
@@ -23,8 +21,11 @@ use crate::identity;
 use crate::merchants::routes::path_id;
 use crate::merchants::{self, qr};
 use crate::money::{Yen, parse_amount};
+use crate::ports::processor::RawCard;
+use crate::risk::client::ClientInfo;
 use crate::risk::rules;
 use crate::secret::Secret;
+use crate::state::AppState;
 use crate::store::{self, clock};
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -110,7 +111,7 @@ async fn list_cards(
     _client: ShopperClient,
 ) -> Result<Response, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
-    Ok(axum::Json(json!({"items": cards::list(&mut conn, &s.user_id).await?})).into_response())
+    Ok(axum::Json(json!({"items": cards::list(&mut conn, s.user_id()).await?})).into_response())
 }
 
 /// Removes a card from the wallet.
@@ -123,7 +124,7 @@ async fn remove_card(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let id = path_id(id, "card")?;
-    cards::remove(&state, &s.user_id, &id).await?;
+    cards::remove(&state, s.user_id(), &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -151,7 +152,7 @@ async fn topup(
     body: ApiJson<TopupBody>,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
-    state.check_country(&client)?;
+    crate::risk::client::country_policy(&state.config, &client)?;
     topups::create(&state, &s, &client, &key, &body.raw, &body.value.card_id, &body.value.amount).await
 }
 
@@ -163,7 +164,7 @@ async fn get_wallet(
     _client: ShopperClient,
 ) -> Result<Response, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
-    let user = identity::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+    let user = identity::user_by_id(&mut conn, s.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?;
     Ok(axum::Json(wallet::summary(&mut conn, &user.id, user.wallet_account_id, state.clock.now_ms()).await?)
         .into_response())
 }
@@ -190,10 +191,10 @@ async fn set_limits(
     let now = state.clock.now_ms();
     let user = {
         let mut conn = state.db.pool().acquire().await?;
-        identity::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?
+        identity::user_by_id(&mut conn, s.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?
     };
     let b = body.value;
-    let stepped_up = s.step_up_at + identity::STEP_UP_TTL_MS > now;
+    let stepped_up = s.step_up_at() + identity::STEP_UP_TTL_MS > now;
     // Read, compare and write under the wallet's lock, changing only the fields sent, so that a
     // concurrent change cannot undo a lowering without a step-up.
     let outcome = store::retry(|| async {
@@ -236,7 +237,7 @@ async fn payment_code(
     let prefix = state.config.payment_code_prefix.clone();
     let answer = store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        let v = pos::new_code(&mut tx, &prefix, &s.user_id, &s.device_id, now).await?;
+        let v = pos::new_code(&mut tx, &prefix, s.user_id(), s.device_id(), now).await?;
         tx.commit().await?;
         Ok::<_, sqlx::Error>(v)
     })
@@ -256,8 +257,9 @@ async fn payment_code_qr(
     let not_found = || ApiError::not_found("there is no such payment code of yours");
     let Path(code) = code.map_err(|_| not_found())?;
     let mut conn = state.db.pool().acquire().await?;
-    let code =
-        pos::owns_code(&mut conn, &state.config.payment_code_prefix, &s.user_id, &code).await?.ok_or_else(not_found)?;
+    let code = pos::owns_code(&mut conn, &state.config.payment_code_prefix, s.user_id(), &code)
+        .await?
+        .ok_or_else(not_found)?;
     let svg = super::code::qr_svg(code.as_str());
     Ok(([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "no-store")], svg).into_response())
 }
@@ -288,12 +290,12 @@ async fn pay_store_qr(
     let fingerprint = idempotency::fingerprint("POST /v1/payments", &body.raw);
     let input = body.value;
     let (state2, s2) = (state.clone(), s.clone());
-    let caller = format!("user:{}", s.user_id);
+    let caller = format!("user:{}", s.user_id());
     let key_text = key.as_str().to_string();
     Ok(idempotency::run(&state.db, &state.clock, &caller, &key, &fingerprint, move |conn| {
         let (state, s, input, client, key_text) = (state2.clone(), s2.clone(), input.clone(), client.clone(), key_text.clone());
         Box::pin(async move {
-            state.check_country(&client)?;
+            crate::risk::client::country_policy(&state.config, &client)?;
             let parsed = qr::parse(input.store_qr.trim())
                 .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()))?;
             let amount = amount(&state, &input.amount)?;
@@ -306,19 +308,19 @@ async fn pay_store_qr(
             }
             let now = state.clock.now_ms();
             let subject = crate::risk::switches::Subject {
-                user_id: Some(&s.user_id),
+                user_id: Some(s.user_id()),
                 merchant_id: Some(&store.merchant_id),
                 country: client.country.as_deref(),
                 ..Default::default()
             };
-            crate::risk::switches::check(conn, "payments", subject).await?;
-            store::lock_conn(conn, "wallet", &s.user_id).await?;
+            crate::risk::switches::check(conn, crate::ids::SwitchName::Payments, subject).await?;
+            store::lock_conn(conn, "wallet", s.user_id()).await?;
             let signals =
-                rules::signals(conn, "payment", &s.user_id, &s.device_id, amount.0, Some(&store.category), client.country.as_deref(), now)
+                rules::signals(conn, "payment", s.user_id(), s.device_id(), amount.0, Some(&store.category), client.country.as_deref(), now)
                     .await?;
             match rules::evaluate(conn, "payment", &signals).await? {
                 (rules::Outcome::Allow, _) | (_, None) => {}
-                (rules::Outcome::StepUp, _) if s.step_up_at + identity::STEP_UP_TTL_MS > now => {}
+                (rules::Outcome::StepUp, _) if s.step_up_at() + identity::STEP_UP_TTL_MS > now => {}
                 (rules::Outcome::StepUp, _) => {
                     // Inside this transaction a challenge cannot be made (it would roll back with
                     // the refusal): the app starts one with POST /v1/step-up and repeats.
@@ -330,12 +332,12 @@ async fn pay_store_qr(
                 }
                 (_, Some(rule)) => {
                     let detail = json!({"store_id": store.id, "amount": amount.0});
-                    let review = rules::open_review(conn, "payment", None, &s.user_id, &rule, &detail, now).await?;
+                    let review = rules::open_review(conn, "payment", None, s.user_id(), &rule, &detail, now).await?;
                     return Ok(Outcome::problem(&rules::risk_declined(Some(&review))));
                 }
             }
             let charge = pos::Charge {
-                user_id: &s.user_id,
+                user_id: s.user_id(),
                 store: &store,
                 terminal_id: None,
                 code_hash: None,
@@ -385,7 +387,7 @@ async fn transactions(
     const PAGE: i64 = 50;
     let before = cursor(q)?;
     let mut conn = state.db.pool().acquire().await?;
-    let user = identity::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+    let user = identity::user_by_id(&mut conn, s.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?;
     let lines = wallet::history(&mut conn, user.wallet_account_id, before, PAGE).await?;
     let next = (lines.len() as i64 == PAGE).then(|| lines.last().map(|l| l.posting_id.to_string())).flatten();
     let items: Vec<Value> = lines
@@ -420,7 +422,7 @@ async fn transactions_csv(
     _client: ShopperClient,
 ) -> Result<Response, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
-    let user = identity::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+    let user = identity::user_by_id(&mut conn, s.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?;
     let mut out = String::from("id,created_at,kind,amount,currency,balance_after,counterparty\r\n");
     let mut before = None;
     loop {
@@ -459,7 +461,7 @@ async fn notifications(
     _client: ShopperClient,
 ) -> Result<Response, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
-    let user = identity::user_by_id(&mut conn, &s.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+    let user = identity::user_by_id(&mut conn, s.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?;
     // Messages that carry a one-time code are left out: the notice list is not a second inbox for codes.
     let rows = sqlx::query(
         "SELECT id, kind, subject, body, created_at FROM outbox WHERE recipient IN ($1, $2) AND code IS NULL \

@@ -11,17 +11,19 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::processor::{ChargeStatus, ProcessorError};
 use super::wallet;
-use crate::app::AppState;
-use crate::http::auth::{ClientInfo, UserSession};
 use crate::http::error::ApiError;
 use crate::idempotency::{self, Begin, IdempotencyKey};
-use crate::identity::{self, new_id, recovery};
+use crate::identity::session::UserSession;
+use crate::identity::{self, recovery};
+use crate::ids::new_id;
 use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry};
 use crate::money::{Currency, Yen};
 use crate::notify::{self, Channel, Message};
+use crate::ports::processor::{ChargeStatus, ProcessorError};
+use crate::risk::client::ClientInfo;
 use crate::risk::{rules, throttle};
+use crate::state::AppState;
 use crate::store::{self, Conn};
 
 const FUNDING_OWNER: &str = "card-processor";
@@ -49,7 +51,7 @@ pub async fn create(
     card_id: &str,
     amount: &Value,
 ) -> Result<Response, ApiError> {
-    let caller = format!("user:{}", session.user_id);
+    let caller = format!("user:{}", session.user_id());
     let fingerprint = idempotency::fingerprint("POST /v1/topups", raw);
     let claim = match idempotency::begin(&state.db, &state.clock, &caller, key.as_str(), &fingerprint).await? {
         Begin::Replay(response) => return Ok(response),
@@ -86,16 +88,16 @@ async fn run(
         let fingerprint: Option<String> =
             sqlx::query_scalar("SELECT fingerprint FROM cards WHERE id = $1 AND user_id = $2")
                 .bind(card_id)
-                .bind(&session.user_id)
+                .bind(session.user_id())
                 .fetch_optional(&mut *conn)
                 .await?;
         let subject = crate::risk::switches::Subject {
-            user_id: Some(&session.user_id),
+            user_id: Some(session.user_id()),
             card_fingerprint: fingerprint.as_deref(),
             country: client.country.as_deref(),
             ..Default::default()
         };
-        crate::risk::switches::check(&mut conn, "topups", subject).await?;
+        crate::risk::switches::check(&mut conn, crate::ids::SwitchName::Topups, subject).await?;
     }
     let amount = crate::money::parse_amount(amount, state.config.amount_ceiling_yen)
         .map_err(|e| ApiError::invalid_amount(e.to_string()))?;
@@ -105,7 +107,7 @@ async fn run(
     let now = state.clock.now_ms();
     let user = {
         let mut conn = state.db.pool().acquire().await?;
-        identity::user_by_id(&mut conn, &session.user_id).await?.ok_or_else(crate::http::auth::unauthenticated)?
+        identity::user_by_id(&mut conn, session.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?
     };
     // A repeat after a crash resumes the top-up it started (its own card and amount), never a
     // new one, and one that already ended answers as it ended without charging again.
@@ -136,7 +138,7 @@ async fn run(
                 "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND device_id = $2 AND status = 'succeeded'",
             )
             .bind(&user.id)
-            .bind(&session.device_id)
+            .bind(session.device_id())
             .fetch_one(state.db.pool())
             .await?;
             if amount.0 > wallet::TOPUP_STEP_UP_ABOVE || on_device == 0 {
@@ -163,7 +165,7 @@ async fn run(
                 check_rules(&mut tx, &user, amount.0, now).await?;
                 // The risk rules: a hold keeps the top-up uncharged until an operator decides.
                 let signals =
-                    rules::signals(&mut tx, "topup", &user.id, &session.device_id, amount.0, None, client.country.as_deref(), now).await?;
+                    rules::signals(&mut tx, "topup", &user.id, session.device_id(), amount.0, None, client.country.as_deref(), now).await?;
                 let (outcome, rule) = rules::evaluate(&mut tx, "topup", &signals).await?;
                 if outcome == rules::Outcome::Decline {
                     // Counted for the risk_declines detector, although the top-up itself is refused.
@@ -182,7 +184,7 @@ async fn run(
                 .bind(amount.0)
                 .bind(if held { "held" } else { "pending" })
                 .bind(idem_key)
-                .bind(&session.device_id)
+                .bind(session.device_id())
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;

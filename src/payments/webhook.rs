@@ -15,9 +15,9 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
 use crate::http::Problem;
 use crate::http::error::ApiError;
+use crate::state::AppState;
 
 pub const SIGNATURE_HEADER: &str = "Processor-Signature";
 

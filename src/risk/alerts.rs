@@ -26,7 +26,21 @@ pub struct Thresholds {
     /// Whether the policy may act at all.
     pub contain: bool,
     /// Which detector engages which switch, everywhere, when its alert is raised.
-    pub policy: Vec<(String, String)>,
+    pub policy: Vec<(String, crate::ids::SwitchName)>,
+}
+
+impl Thresholds {
+    pub fn from_config(config: &crate::config::Config) -> Thresholds {
+        Thresholds {
+            failed_logins: config.alert_failed_logins_per_minute as i64,
+            failed_codes: config.alert_failed_codes_per_minute as i64,
+            throttled_addresses: config.alert_throttled_addresses_per_minute as i64,
+            card_declines: config.alert_card_declines_per_minute as i64,
+            risk_declines: config.alert_risk_declines_per_minute as i64,
+            contain: config.containment,
+            policy: config.containment_policy.clone(),
+        }
+    }
 }
 
 impl Default for Thresholds {
@@ -38,7 +52,7 @@ impl Default for Thresholds {
             card_declines: 20,
             risk_declines: 10,
             contain: true,
-            policy: vec![("card_declines".into(), "card_linking".into())],
+            policy: vec![("card_declines".into(), crate::ids::SwitchName::CardLinking)],
         }
     }
 }
@@ -111,7 +125,7 @@ async fn trip(
     if t.contain {
         for (_, switch) in t.policy.iter().filter(|(d, _)| d == detector) {
             let reason = format!("automatic containment: {detail}");
-            if crate::risk::switches::contain(conn, switch, &reason, now).await? {
+            if crate::risk::switches::contain(conn, *switch, &reason, now).await? {
                 detail.push_str(&format!(" Stopped everywhere by switch {switch} (automatic containment)."));
             }
         }
@@ -142,7 +156,7 @@ pub async fn raise(conn: &mut Conn, kind: &str, severity: &str, detail: &str, no
     if recent > 0 {
         return Ok(false);
     }
-    let id = crate::identity::new_id("alr");
+    let id = crate::ids::new_id("alr");
     sqlx::query("INSERT INTO alerts (id, kind, severity, detail, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&id)
         .bind(kind)

@@ -10,6 +10,40 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use axum::http::HeaderMap;
 use ipnet::IpNet;
 
+/// Where a request comes from (the client address behind trusted proxies) and its country.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub ip: IpAddr,
+    pub ip_text: String,
+    pub subnet: String,
+    pub country: Option<String>,
+}
+
+impl ClientInfo {
+    /// The client of a request that reached us from `peer` with these headers.
+    pub fn of(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet], geo: &crate::ports::geo::GeoIp) -> ClientInfo {
+        let ip = client_ip(peer, headers, trusted);
+        ClientInfo { ip, ip_text: ip.to_string(), subnet: subnet_key(ip), country: geo.country(ip) }
+    }
+}
+
+/// Refuses a shopper whose country is not allowed (`403 region_blocked`); the decision is logged and
+/// counted.
+pub fn country_policy(config: &crate::config::Config, info: &ClientInfo) -> Result<(), crate::http::error::ApiError> {
+    use crate::ports::geo;
+    if geo::country_allowed(info.country.as_deref(), &config.allowed_countries, config.unknown_country) {
+        return Ok(());
+    }
+    let country = info.country.clone().unwrap_or_else(|| "unknown".into());
+    tracing::warn!(country = %country, "refused by the country policy");
+    metrics::counter!("omamori_region_blocked_total", "country" => country).increment(1);
+    Err(crate::http::error::ApiError::new(
+        axum::http::StatusCode::FORBIDDEN,
+        "region_blocked",
+        "Omamori is available only in Japan",
+    ))
+}
+
 /// The client address: `peer` itself unless `peer` is inside one of `trusted` proxies; then walk the
 /// X-Forwarded-For addresses (all X-Forwarded-For header lines, comma-separated entries, whitespace trimmed)
 /// from the right, skipping addresses that are themselves trusted, and return the first (right-most)

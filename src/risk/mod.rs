@@ -3,7 +3,6 @@
 
 pub mod alerts;
 pub mod client;
-pub mod geo;
 pub mod routes;
 pub mod rules;
 pub mod switches;

@@ -10,12 +10,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::switches;
-use crate::app::AppState;
 use crate::http::Problem;
-use crate::http::auth::{OperatorSession, Role};
+use crate::http::auth::{Admin, OperatorRole, RequireRole, Viewer};
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::merchants::routes::path_id;
+use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -36,8 +36,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// The switches and freezes in force.
 #[utoipa::path(get, path = "/v1/admin/switches", tag = "operator",
     responses((status = 200, description = "{items:[{id, name, scope, engaged, reason, engaged_at, engaged_by}]}")))]
-async fn list_switches(State(state): State<AppState>, op: OperatorSession) -> Result<Response, ApiError> {
-    op.require(Role::Viewer)?;
+async fn list_switches(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
     Ok(axum::Json(json!({"items": switches::list(&state.db).await?})).into_response())
 }
 
@@ -64,10 +63,9 @@ struct EngageBody {
     (status = 422, body = Problem, content_type = "application/problem+json")))]
 async fn engage_switch(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<OperatorRole>,
     body: ApiJson<EngageBody>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Operator)?;
     let b = body.value;
     let (kind, id) = match &b.scope {
         Some(s) => (s.kind.as_str(), s.id.as_deref().unwrap_or("")),
@@ -91,11 +89,10 @@ struct ReasonBody {
     (status = 409, description = "second_operator_required", body = Problem, content_type = "application/problem+json")))]
 async fn release_switch(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<OperatorRole>,
     id: Result<Path<String>, PathRejection>,
     body: ApiJson<ReasonBody>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Operator)?;
     let id = path_id(id, "switch")?;
     let by = op.actor();
     let released = switches::release(&state.db, &id, &by, &body.value.reason, state.clock.now_ms()).await?;
@@ -109,11 +106,10 @@ async fn release_switch(
     (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn freeze_user(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<OperatorRole>,
     id: Result<Path<String>, PathRejection>,
     body: ApiJson<ReasonBody>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Operator)?;
     let user = path_id(id, "user")?;
     let by = op.actor();
     switches::freeze(&state.db, &user, &body.value.reason, &by, state.clock.now_ms()).await?;
@@ -130,8 +126,7 @@ struct AuditQuery {
 /// later proves that no entry up to it was removed or rewritten.
 #[utoipa::path(get, path = "/v1/admin/audit/head", tag = "operator",
     responses((status = 200, description = "{id, hash, at, anchor} (all null for an empty log)")))]
-async fn audit_head(State(state): State<AppState>, op: OperatorSession) -> Result<Response, ApiError> {
-    op.require(Role::Viewer)?;
+async fn audit_head(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
     let body = match crate::audit::head(&state.db).await? {
         Some((id, hash, at)) => {
             json!({"id": id, "hash": hash, "at": crate::store::clock::rfc3339_ms(at), "anchor": format!("{id}:{hash}")})
@@ -154,10 +149,9 @@ struct NotificationQuery {
     (status = 400, description = "invalid_query", body = Problem, content_type = "application/problem+json")))]
 async fn list_notifications(
     State(state): State<AppState>,
-    op: OperatorSession,
+    _viewer: RequireRole<Viewer>,
     q: Result<axum::extract::Query<NotificationQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Viewer)?;
     let invalid =
         || ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "status must be failed, pending or delivered");
     let axum::extract::Query(q) = q.map_err(|_| invalid())?;
@@ -174,10 +168,9 @@ async fn list_notifications(
     responses((status = 200, description = "{items:[{id, at, actor, action, subject, detail, hash, prev_hash}], next_cursor}")))]
 async fn audit_log(
     State(state): State<AppState>,
-    op: OperatorSession,
+    _viewer: RequireRole<Viewer>,
     q: Result<axum::extract::Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Viewer)?;
     const PAGE: i64 = 100;
     let axum::extract::Query(q) =
         q.map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "the query is not valid"))?;
@@ -214,10 +207,9 @@ struct CorrectionBody {
     (status = 409, description = "not_reversible", body = Problem, content_type = "application/problem+json")))]
 async fn propose_correction(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<OperatorRole>,
     body: ApiJson<CorrectionBody>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Operator)?;
     let b = body.value;
     if !crate::merchants::routes::is_id(&b.id) {
         return Err(ApiError::not_found(format!(
@@ -238,10 +230,9 @@ async fn propose_correction(
     (status = 409, description = "second_operator_required, already_applied", body = Problem, content_type = "application/problem+json")))]
 async fn approve_correction(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<OperatorRole>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Operator)?;
     let id = path_id(id, "correction")?;
     let v = crate::payments::corrections::approve(&state.db, &id, &op.actor(), state.clock.now_ms()).await?;
     Ok(axum::Json(v).into_response())
@@ -249,8 +240,7 @@ async fn approve_correction(
 
 /// The risk rules, by event and priority.
 #[utoipa::path(get, path = "/v1/admin/rules", tag = "operator", responses((status = 200, description = "{items}")))]
-async fn list_rules(State(state): State<AppState>, op: OperatorSession) -> Result<Response, ApiError> {
-    op.require(Role::Viewer)?;
+async fn list_rules(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
     Ok(axum::Json(json!({"items": super::rules::list(&state.db).await?})).into_response())
 }
 
@@ -288,10 +278,9 @@ struct NewRuleBody {
     (status = 422, description = "invalid_body", body = Problem, content_type = "application/problem+json")))]
 async fn create_rule(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<Admin>,
     body: ApiJson<NewRuleBody>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Admin)?;
     let b = body.value;
     let rule = super::rules::NewRule {
         id: &b.id,
@@ -310,11 +299,10 @@ async fn create_rule(
     params(("rule_id" = String, Path)), responses((status = 200, description = "the rules"), (status = 404, body = Problem, content_type = "application/problem+json")))]
 async fn update_rule(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<Admin>,
     id: Result<Path<String>, PathRejection>,
     body: ApiJson<RuleBody>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Admin)?;
     let Path(id) = id.map_err(|_| ApiError::not_found("there is no such rule"))?;
     // Rule ids are words joined by '-'; anything else (a NUL, which PostgreSQL cannot store) is not found.
     if !super::rules::is_rule_id(&id) {
@@ -336,8 +324,7 @@ async fn update_rule(
 
 /// Review cases opened by risk holds, newest first.
 #[utoipa::path(get, path = "/v1/admin/reviews", tag = "operator", responses((status = 200, description = "{items}")))]
-async fn list_reviews(State(state): State<AppState>, op: OperatorSession) -> Result<Response, ApiError> {
-    op.require(Role::Viewer)?;
+async fn list_reviews(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
     Ok(axum::Json(json!({"items": super::rules::reviews(&state.db).await?})).into_response())
 }
 
@@ -354,11 +341,10 @@ struct DecideBody {
     (status = 409, description = "already_decided", body = Problem, content_type = "application/problem+json")))]
 async fn decide_review(
     State(state): State<AppState>,
-    op: OperatorSession,
+    op: RequireRole<OperatorRole>,
     id: Result<Path<String>, PathRejection>,
     body: ApiJson<DecideBody>,
 ) -> Result<Response, ApiError> {
-    op.require(Role::Operator)?;
     let id = path_id(id, "review")?;
     let approve = match body.value.decision.as_str() {
         "approve" => true,

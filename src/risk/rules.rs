@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::http::error::ApiError;
-use crate::identity::new_id;
+use crate::ids::new_id;
 use crate::store::{Conn, Db, clock};
 
 const DEFAULTS: &str = include_str!("../../data/risk-rules.toml");

@@ -13,13 +13,10 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::http::error::ApiError;
-use crate::identity::new_id;
+use crate::ids::{SwitchName, new_id};
 use crate::store::{self, Conn, Db, clock};
 
-pub const NAMES: &[&str] = &["signups", "logins", "card_linking", "topups", "payments", "refunds"];
 pub const SCOPES: &[&str] = &["global", "merchant", "user", "card", "country"];
-/// What a freeze stops.
-pub const MONEY: &[&str] = &["card_linking", "topups", "payments", "refunds"];
 
 /// Who and what a guarded action concerns; each switch scope matches one of these.
 #[derive(Debug, Default, Clone, Copy)]
@@ -41,7 +38,7 @@ pub fn check_reason(text: &str) -> Result<&str, ApiError> {
 }
 
 /// Refuses `name` for `subject` when a switch or a freeze covers it.
-pub async fn check(conn: &mut Conn, name: &str, s: Subject<'_>) -> Result<(), ApiError> {
+pub async fn check(conn: &mut Conn, name: SwitchName, s: Subject<'_>) -> Result<(), ApiError> {
     let row = sqlx::query(
         "SELECT kind, scope_kind FROM switches WHERE released_at IS NULL AND name = $1 AND ( \
              scope_kind = 'global' \
@@ -51,7 +48,7 @@ pub async fn check(conn: &mut Conn, name: &str, s: Subject<'_>) -> Result<(), Ap
              OR (scope_kind = 'card' AND scope_id IN (SELECT c.id FROM cards c WHERE c.fingerprint = $5)) \
          ) ORDER BY kind LIMIT 1",
     )
-    .bind(name)
+    .bind(name.as_str())
     .bind(s.user_id.unwrap_or(""))
     .bind(s.merchant_id.unwrap_or(""))
     .bind(s.country.unwrap_or(""))
@@ -64,10 +61,10 @@ pub async fn check(conn: &mut Conn, name: &str, s: Subject<'_>) -> Result<(), Ap
         return Err(ApiError::new(StatusCode::FORBIDDEN, "account_frozen", "this account is frozen; contact support"));
     }
     let scope: String = row.try_get("scope_kind")?;
-    metrics::counter!("omamori_switch_refusals_total", "switch" => name.to_string()).increment(1);
+    metrics::counter!("omamori_switch_refusals_total", "switch" => name.as_str()).increment(1);
     // Not a final answer: the same request may go through once the switch is released.
     Err(ApiError::new(StatusCode::FORBIDDEN, "switch_engaged", format!("{name} are stopped for now"))
-        .with("switch", name.to_string())
+        .with("switch", name.as_str())
         .with("scope", scope))
 }
 
@@ -83,9 +80,9 @@ pub async fn engage(
     by: &str,
     now: i64,
 ) -> Result<Value, ApiError> {
-    if !NAMES.contains(&name) {
-        return Err(ApiError::invalid_body(format!("name must be one of {}", NAMES.join(", "))));
-    }
+    let Some(name) = SwitchName::parse(name) else {
+        return Err(ApiError::invalid_body(format!("name must be one of {}", SwitchName::names())));
+    };
     if !SCOPES.contains(&scope_kind) {
         return Err(ApiError::invalid_body(format!("scope kind must be one of {}", SCOPES.join(", "))));
     }
@@ -128,7 +125,7 @@ async fn insert(
     conn: &mut Conn,
     id: &str,
     kind: &str,
-    name: &str,
+    name: SwitchName,
     scope_kind: &str,
     scope_id: &str,
     reason: &str,
@@ -141,7 +138,7 @@ async fn insert(
     )
     .bind(id)
     .bind(kind)
-    .bind(name)
+    .bind(name.as_str())
     .bind(scope_kind)
     .bind(scope_id)
     .bind(reason)
@@ -151,19 +148,19 @@ async fn insert(
     .await?;
     let detail = json!({"kind": kind, "name": name, "scope": {"kind": scope_kind, "id": scope_id}, "reason": reason});
     crate::audit::append(conn, by, "switch.engage", id, &detail, now).await?;
-    tracing::warn!(switch = name, scope = scope_kind, by, "switch engaged");
+    tracing::warn!(switch = name.as_str(), scope = scope_kind, by, "switch engaged");
     Ok(())
 }
 
 /// Automatic containment: engages a global switch unless one of that name is in force already.
 /// Answers whether it engaged one.
-pub async fn contain(conn: &mut Conn, name: &str, reason: &str, now: i64) -> Result<bool, sqlx::Error> {
+pub async fn contain(conn: &mut Conn, name: SwitchName, reason: &str, now: i64) -> Result<bool, sqlx::Error> {
     // Two floods at once must not engage two switches (each would need its own release).
-    store::lock_conn(conn, "containment", name).await?;
+    store::lock_conn(conn, "containment", name.as_str()).await?;
     let engaged: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM switches WHERE name = $1 AND scope_kind = 'global' AND kind = 'switch' AND released_at IS NULL",
     )
-    .bind(name)
+    .bind(name.as_str())
     .fetch_one(&mut *conn)
     .await?;
     if engaged > 0 {
@@ -269,7 +266,7 @@ pub async fn freeze(db: &Db, user_id: &str, reason: &str, by: &str, now: i64) ->
 
 /// The freeze, in the caller's transaction (a chargeback freezes with the money it takes back).
 pub async fn freeze_in(conn: &mut Conn, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), sqlx::Error> {
-    for name in MONEY {
+    for name in SwitchName::MONEY {
         insert(conn, &new_id("swt"), "freeze", name, "user", user_id, reason, by, now).await?;
     }
     sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")

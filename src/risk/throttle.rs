@@ -38,6 +38,15 @@ pub struct Limits {
     pub per_subnet: i64,
 }
 
+impl Limits {
+    pub fn from_config(config: &crate::config::Config) -> Limits {
+        Limits {
+            per_address: config.throttle_address_failures as i64,
+            per_subnet: config.throttle_subnet_failures as i64,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits { per_address: 10, per_subnet: 50 }

@@ -16,14 +16,14 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::app::AppState;
-use crate::http::auth::Role;
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
 use crate::idempotency::{self, IdempotencyKey, Outcome};
+use crate::identity::operators::Role;
 use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry};
 use crate::money::{Currency, Yen};
 use crate::notify::{self, Channel, Message, SandboxMessage};
+use crate::state::AppState;
 use crate::store::{self, clock};
 
 /// Money every demo wallet starts with.
@@ -114,7 +114,7 @@ pub async fn prepare(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
         ],
     });
     let path = state.config.data_dir.join("sandbox.json");
-    crate::app::write_private(&path, &serde_json::to_string_pretty(&doc)?)?;
+    crate::store::write_private(&path, &serde_json::to_string_pretty(&doc)?)?;
     tracing::info!(path = %path.display(), "wrote sandbox.json");
     Ok(())
 }

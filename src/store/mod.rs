@@ -294,3 +294,25 @@ where
         }
     }
 }
+/// Writes a file that only its owner can read.
+pub fn write_private(path: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    // A leftover temporary file could carry wider permissions than the mode given at creation.
+    let _ = std::fs::remove_file(&tmp);
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

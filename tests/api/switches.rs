@@ -530,7 +530,7 @@ async fn a_wave_of_risk_holds_stops_top_ups_by_the_configured_policy() {
     for backend in [Backend::Sqlite, Backend::Postgres] {
         let Some(app) = TestApp::spawn_with(backend, |c| {
             c.alert_risk_declines_per_minute = 3;
-            c.containment_policy = vec![("risk_declines".into(), "topups".into())];
+            c.containment_policy = vec![("risk_declines".into(), omamori::ids::SwitchName::Topups)];
         })
         .await
         else {
