@@ -54,7 +54,10 @@ impl Application {
         let state = state(config).await?;
         let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
         let (db, clock) = (state.db.clone(), state.clock.clone());
-        let channels = crate::notify::dispatch::Channels::from_config(&state.config)?;
+        let channels = crate::notify::dispatch::Channels::from_config(
+            &state.config,
+            Arc::new(crate::merchants::webhooks::Directory { key: state.config.keys.webhook_signing.clone() }),
+        )?;
         let mut background = vec![
             spawn_janitor(state.clone()),
             spawn_sweeper(state.clone()),

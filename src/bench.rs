@@ -394,7 +394,7 @@ pub async fn webhooks(
     let url = format!("http://{}/hooks", listener.local_addr()?);
     let key = state.config.keys.webhook_signing.clone().ok_or_else(|| anyhow::anyhow!("no webhook key"))?;
     let now = state.clock.now_ms();
-    let (_, secret) = crate::notify::webhooks::create(&state.db, &key, &merchant, &url, "bench", now)
+    let (_, secret) = crate::merchants::webhooks::create(&state.db, &key, &merchant, &url, "bench", now)
         .await
         .map_err(|e| anyhow::anyhow!("cannot register the endpoint: {}", e.detail))?;
     let (verified, forged) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -423,7 +423,7 @@ pub async fn webhooks(
     let mut tx = state.db.begin().await?;
     for i in 0..events {
         let data = serde_json::json!({"payment_id": format!("pay_bench_{i}"), "amount": 100, "currency": "JPY"});
-        crate::notify::webhooks::emit(&mut tx, &merchant, "payment.succeeded", data, now).await?;
+        crate::merchants::webhooks::emit(&mut tx, &merchant, "payment.succeeded", data, now).await?;
     }
     tx.commit().await?;
     let started = Instant::now();

@@ -13,6 +13,20 @@ use crate::store::Retryable;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// An RFC 9457 problem document, as every error is sent.
+#[derive(utoipa::ToSchema, serde::Serialize)]
+#[allow(dead_code)]
+pub struct Problem {
+    #[schema(example = "urn:omamori:problem:insufficient_funds")]
+    r#type: String,
+    title: String,
+    status: u16,
+    detail: String,
+    /// A stable machine-readable code.
+    #[schema(example = "insufficient_funds")]
+    code: String,
+}
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,

@@ -31,7 +31,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::state::AppState;
-pub use error::ApiError;
+pub use error::{ApiError, Problem};
 
 /// The largest request body accepted (API.md).
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -52,20 +52,6 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 )]
 struct ApiDoc;
 
-/// An RFC 9457 problem document, as every error is sent.
-#[derive(utoipa::ToSchema, serde::Serialize)]
-#[allow(dead_code)]
-pub struct Problem {
-    #[schema(example = "urn:omamori:problem:insufficient_funds")]
-    r#type: String,
-    title: String,
-    status: u16,
-    detail: String,
-    /// A stable machine-readable code.
-    #[schema(example = "insufficient_funds")]
-    code: String,
-}
-
 /// The API routes with their OpenAPI description.
 fn api(state: &AppState) -> OpenApiRouter<AppState> {
     let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -75,10 +61,10 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::identity::routes::routes())
         .merge(crate::merchants::routes::routes())
         .merge(crate::payments::routes::routes())
-        .merge(crate::payments::webhook::routes())
+        .merge(crate::payments::chargeback_routes::routes())
         .merge(crate::risk::routes::routes());
     if state.config.sandbox {
-        api = api.merge(crate::sandbox::routes());
+        api = api.merge(crate::sandbox::routes::routes());
     }
     api
 }

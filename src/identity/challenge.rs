@@ -21,10 +21,6 @@ use crate::state::AppState;
 use crate::store::{self, Conn, clock};
 
 pub const SMS_PER_CHALLENGE: i64 = 3;
-pub const SMS_PER_NUMBER_HOUR: i64 = 20;
-pub const SMS_PER_ADDRESS_HOUR: i64 = 50;
-/// Per /24 or /48: rotating addresses inside one network do not multiply the budget.
-pub const SMS_PER_SUBNET_HOUR: i64 = 200;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -153,9 +149,7 @@ fn not_found() -> ApiError {
     ApiError::not_found("there is no such challenge")
 }
 
-pub fn expired() -> ApiError {
-    ApiError::new(StatusCode::GONE, "challenge_expired", "this challenge has expired or is used up; start again")
-}
+pub use super::expired;
 
 /// `POST /v1/challenges/{id}/send {"method": "sms"}`.
 pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo) -> Result<(), ApiError> {
@@ -196,8 +190,14 @@ pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo)
         if c.sms_sends >= SMS_PER_CHALLENGE {
             return Err(throttle::too_many(c.expires_at - now));
         }
-        if let Err(retry_after) =
-            super::signup::sms_budget(&mut tx, super::signup::SmsCause::SecondFactor, &phone, client, now).await?
+        if let Err(retry_after) = crate::risk::throttle::sms_budget(
+            &mut tx,
+            crate::risk::throttle::SmsCause::SecondFactor,
+            &phone,
+            client,
+            now,
+        )
+        .await?
         {
             return Err(throttle::too_many(retry_after));
         }

@@ -261,6 +261,11 @@ pub async fn wrong_code(
         .with("attempts_left", (MAX_CODE_FAILURES - failures).max(0)))
 }
 
+/// `410 challenge_expired`: a challenge, sign-up or reset that is past its time or its tries.
+pub fn expired() -> ApiError {
+    ApiError::new(StatusCode::GONE, "challenge_expired", "this challenge has expired or is used up; start again")
+}
+
 /// `403 cooling_off` when the user changed credentials recently.
 pub fn ensure_not_cooling_off(user: &User, now: i64) -> Result<(), ApiError> {
     if user.cooling_off_until > now {

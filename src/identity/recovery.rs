@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::password::{Password, check_policy};
-use super::signup::{SmsCause, weak_password};
+use super::signup::weak_password;
 use super::{
     CODE_TTL_MS, COOLING_OFF_PASSWORD_MS, COOLING_OFF_RESET_MS, Login, MAX_CODE_FAILURES, new_code, new_id,
     secret_hash, secret_matches, session, totp, user_by_id, user_by_login,
@@ -23,6 +23,7 @@ use crate::identity::session::UserSession;
 use crate::notify::Channel;
 use crate::risk::client::ClientInfo;
 use crate::risk::throttle;
+use crate::risk::throttle::SmsCause;
 use crate::state::AppState;
 use crate::store::{self, Conn};
 
@@ -40,8 +41,9 @@ pub async fn request(state: &AppState, login: &str, client: &ClientInfo) -> Resu
             Some(l) => user_by_login(&mut tx, l).await?,
             None => None,
         };
-        let allowed =
-            super::signup::sms_budget(&mut tx, SmsCause::Unauthenticated, &budget_key, client, now).await?.is_ok();
+        let allowed = crate::risk::throttle::sms_budget(&mut tx, SmsCause::Unauthenticated, &budget_key, client, now)
+            .await?
+            .is_ok();
         let (sms_code, email_code) = (new_code(), new_code());
         let user = user.filter(|_| allowed);
         sqlx::query(

@@ -12,9 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{challenge, login, recovery, session, signup};
-use crate::http::Problem;
 use crate::http::auth::{RequireRole, ShopperClient, UserSession, Viewer};
 use crate::http::error::ApiError;
+use crate::http::error::Problem;
 use crate::http::extract::ApiJson;
 use crate::risk::client::ClientInfo;
 use crate::state::AppState;

@@ -16,53 +16,13 @@ use crate::money::Currency;
 use crate::notify::{self, Channel, Message};
 use crate::risk::client::ClientInfo;
 use crate::risk::throttle;
+use crate::risk::throttle::{SmsCause, sms_budget};
 use crate::state::AppState;
-use crate::store::{self, Conn};
+use crate::store;
 
 pub fn weak_password(reason: super::password::WeakReason) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", "choose another password")
         .with("reason", reason.as_str())
-}
-
-/// Who caused an SMS: an authenticated second step, or an unauthenticated request (sign-up,
-/// reset). They have separate budgets per number, so that strangers flooding sign-ups or resets
-/// with a victim's number cannot use up the codes the victim needs to log in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SmsCause {
-    SecondFactor,
-    Unauthenticated,
-}
-
-/// Counts an SMS against the per-number, per-address and per-subnet budgets of the last hour.
-/// Answers `Err(retry_after_ms)` without counting when a budget is spent.
-pub async fn sms_budget(
-    conn: &mut Conn,
-    cause: SmsCause,
-    phone: &str,
-    client: &ClientInfo,
-    now: i64,
-) -> Result<Result<(), i64>, sqlx::Error> {
-    use super::challenge::{SMS_PER_ADDRESS_HOUR, SMS_PER_NUMBER_HOUR, SMS_PER_SUBNET_HOUR};
-    const HOUR_MS: i64 = 3600 * 1000;
-    let number_scope = match cause {
-        SmsCause::SecondFactor => "sms_number",
-        SmsCause::Unauthenticated => "sms_unauth_number",
-    };
-    let budgets = [
-        (number_scope, phone, SMS_PER_NUMBER_HOUR),
-        ("sms_ip", client.ip_text.as_str(), SMS_PER_ADDRESS_HOUR),
-        ("sms_net", client.subnet.as_str(), SMS_PER_SUBNET_HOUR),
-    ];
-    for (scope, key, limit) in budgets {
-        let (n, oldest) = throttle::window(conn, scope, key, now - HOUR_MS).await?;
-        if n >= limit {
-            return Ok(Err(oldest.unwrap_or(now) + HOUR_MS - now));
-        }
-    }
-    for (scope, key, _) in budgets {
-        throttle::record(conn, scope, key, now).await?;
-    }
-    Ok(Ok(()))
 }
 
 /// `POST /v1/signup`: answers the new sign-up's id.

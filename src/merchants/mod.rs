@@ -8,6 +8,8 @@
 pub mod qr;
 pub mod routes;
 
+pub mod webhooks;
+
 use axum::http::StatusCode;
 use sqlx::Row;
 

@@ -9,9 +9,9 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::Problem;
 use crate::http::auth::{OperatorRole, RequireRole, Viewer};
 use crate::http::error::ApiError;
+use crate::http::error::Problem;
 use crate::http::extract::ApiJson;
 use crate::state::AppState;
 
@@ -149,7 +149,7 @@ async fn create_webhook(
 ) -> Result<Response, ApiError> {
     let merchant = path_id(id, "merchant")?;
     let production = state.config.environment == crate::config::Environment::Production;
-    let url = crate::notify::webhooks::check_url(&body.value.url, production)?;
+    let url = crate::merchants::webhooks::check_url(&body.value.url, production)?;
     let key = state
         .config
         .keys
@@ -157,10 +157,10 @@ async fn create_webhook(
         .as_ref()
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no webhook signing key is configured")))?;
     let (endpoint, secret) =
-        crate::notify::webhooks::create(&state.db, key, &merchant, &url, &op.actor(), state.clock.now_ms()).await?;
+        crate::merchants::webhooks::create(&state.db, key, &merchant, &url, &op.actor(), state.clock.now_ms()).await?;
     let mut answer = serde_json::to_value(endpoint).map_err(ApiError::internal)?;
     answer["secret"] = json!(secret);
-    answer["events"] = json!(crate::notify::webhooks::EVENTS);
+    answer["events"] = json!(crate::merchants::webhooks::EVENTS);
     Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
 }
 
@@ -175,7 +175,7 @@ async fn list_webhooks(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let merchant = path_id(id, "merchant")?;
-    let items = crate::notify::webhooks::list(&state.db, &merchant).await?;
+    let items = crate::merchants::webhooks::list(&state.db, &merchant).await?;
     Ok(axum::Json(json!({"items": items})).into_response())
 }
 
@@ -190,7 +190,7 @@ async fn disable_webhook(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     let webhook = path_id(id, "webhook endpoint")?;
-    if !crate::notify::webhooks::disable(&state.db, &webhook, &op.actor(), state.clock.now_ms()).await? {
+    if !crate::merchants::webhooks::disable(&state.db, &webhook, &op.actor(), state.clock.now_ms()).await? {
         return Err(ApiError::not_found("there is no such webhook endpoint, or it is disabled already"));
     }
     Ok(StatusCode::NO_CONTENT.into_response())

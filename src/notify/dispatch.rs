@@ -19,7 +19,7 @@ use futures::StreamExt;
 use lettre::AsyncTransport;
 use sqlx::Row;
 
-use crate::config::{Config, Key};
+use crate::config::Config;
 use crate::secret::Secret;
 use crate::state::AppState;
 use crate::store::Db;
@@ -65,7 +65,7 @@ pub struct Channels {
     merchant_http: reqwest::Client,
     sms: Option<(String, Option<Secret<String>>)>,
     oncall: Option<(String, Option<Secret<String>>)>,
-    webhook_key: Option<Key>,
+    targets: std::sync::Arc<dyn super::webhooks::WebhookTargets>,
     retry_base_ms: i64,
     max_attempts: i64,
 }
@@ -98,7 +98,10 @@ enum Outcome {
 }
 
 impl Channels {
-    pub fn from_config(config: &Config) -> anyhow::Result<Channels> {
+    pub fn from_config(
+        config: &Config,
+        targets: std::sync::Arc<dyn super::webhooks::WebhookTargets>,
+    ) -> anyhow::Result<Channels> {
         let n = &config.notify;
         let smtp = match &n.smtp_url {
             Some(url) => Some(
@@ -132,7 +135,7 @@ impl Channels {
             merchant_http,
             sms: n.sms_gateway_url.clone().map(|u| (u, n.sms_gateway_token.clone())),
             oncall: n.oncall_webhook_url.clone().map(|u| (u, n.oncall_webhook_token.clone())),
-            webhook_key: config.keys.webhook_signing.clone(),
+            targets,
             retry_base_ms: n.retry_base_ms as i64,
             max_attempts: n.max_attempts as i64,
         })
@@ -195,18 +198,17 @@ impl Channels {
     }
 
     async fn merchant_webhook(&self, db: &Db, m: &Due) -> Outcome {
-        let Some(key) = &self.webhook_key else { return Outcome::Fail("no webhook signing key".into()) };
-        let target = match super::webhooks::target(db, key, &m.recipient).await {
+        let target = match self.targets.target(db, &m.recipient).await {
             Ok(Some(target)) => target,
             Ok(None) => return Outcome::Fail("the endpoint is disabled or gone".into()),
             Err(e) => return Outcome::Retry(format!("database: {}", crate::store::describe_error(&e))),
         };
-        let (url, secret) = target;
+        let super::webhooks::Target { url, secret } = target;
         let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
         let request = self
             .merchant_http
             .post(&url)
-            .header(super::webhooks::SIGNATURE_HEADER, super::webhooks::sign(&secret, timestamp, &m.body))
+            .header(super::webhooks::SIGNATURE_HEADER, super::webhooks::sign(secret.expose(), timestamp, &m.body))
             .header(super::webhooks::EVENT_ID_HEADER, m.event_id.clone().unwrap_or_default())
             .header("Omamori-Event-Type", &m.kind);
         // A merchant's server that refuses for a while (401 after a deploy, 404 while it moves) gets

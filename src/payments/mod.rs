@@ -2,6 +2,7 @@
 //! reversals, store-QR payments, limits and history (ARCHITECTURE sections 5 and 6).
 
 pub mod cards;
+pub mod chargeback_routes;
 pub mod code;
 pub mod corrections;
 pub mod pos;
@@ -9,4 +10,3 @@ pub mod processor;
 pub mod routes;
 pub mod topups;
 pub mod wallet;
-pub mod webhook;

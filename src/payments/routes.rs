@@ -12,9 +12,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{cards, pos, topups, wallet};
-use crate::http::Problem;
 use crate::http::auth::{ShopperClient, TerminalAuth, UserSession};
 use crate::http::error::ApiError;
+use crate::http::error::Problem;
 use crate::http::extract::ApiJson;
 use crate::idempotency::{self, IdempotencyKey, Outcome};
 use crate::identity;

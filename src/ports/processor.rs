@@ -7,16 +7,13 @@
 //! top-up id as their idempotency key, so asking again never charges twice, and the sweeper can
 //! ask how a charge ended after a crash.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::config::Key;
 use crate::secret::Secret;
 
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+pub use super::BoxFuture;
 
 /// A card as typed into the app. Never logged: `Debug` shows the last four digits only.
 pub struct RawCard {

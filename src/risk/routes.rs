@@ -10,9 +10,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::switches;
-use crate::http::Problem;
 use crate::http::auth::{Admin, OperatorRole, RequireRole, Viewer};
 use crate::http::error::ApiError;
+use crate::http::error::Problem;
 use crate::http::extract::ApiJson;
 use crate::merchants::routes::path_id;
 use crate::state::AppState;

@@ -289,6 +289,51 @@ pub async fn purge(conn: &mut Conn, now: i64) -> Result<u64, sqlx::Error> {
         .rows_affected())
 }
 
+pub const SMS_PER_NUMBER_HOUR: i64 = 20;
+pub const SMS_PER_ADDRESS_HOUR: i64 = 50;
+/// Per /24 or /48: rotating addresses inside one network do not multiply the budget.
+pub const SMS_PER_SUBNET_HOUR: i64 = 200;
+
+/// Who caused an SMS: an authenticated second step, or an unauthenticated request (sign-up,
+/// reset). They have separate budgets per number, so that strangers flooding sign-ups or resets
+/// with a victim's number cannot use up the codes the victim needs to log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmsCause {
+    SecondFactor,
+    Unauthenticated,
+}
+
+/// Counts an SMS against the per-number, per-address and per-subnet budgets of the last hour.
+/// Answers `Err(retry_after_ms)` without counting when a budget is spent.
+pub async fn sms_budget(
+    conn: &mut Conn,
+    cause: SmsCause,
+    phone: &str,
+    client: &crate::risk::client::ClientInfo,
+    now: i64,
+) -> Result<Result<(), i64>, sqlx::Error> {
+    const HOUR_MS: i64 = 3600 * 1000;
+    let number_scope = match cause {
+        SmsCause::SecondFactor => "sms_number",
+        SmsCause::Unauthenticated => "sms_unauth_number",
+    };
+    let budgets = [
+        (number_scope, phone, SMS_PER_NUMBER_HOUR),
+        ("sms_ip", client.ip_text.as_str(), SMS_PER_ADDRESS_HOUR),
+        ("sms_net", client.subnet.as_str(), SMS_PER_SUBNET_HOUR),
+    ];
+    for (scope, key, limit) in budgets {
+        let (n, oldest) = window(conn, scope, key, now - HOUR_MS).await?;
+        if n >= limit {
+            return Ok(Err(oldest.unwrap_or(now) + HOUR_MS - now));
+        }
+    }
+    for (scope, key, _) in budgets {
+        record(conn, scope, key, now).await?;
+    }
+    Ok(Ok(()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,4 +14,5 @@ mod notifications;
 mod operations;
 mod receivers;
 mod sandbox;
+mod schema_parity;
 mod switches;

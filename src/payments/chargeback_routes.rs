@@ -15,8 +15,7 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::Problem;
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, Problem};
 use crate::state::AppState;
 
 pub const SIGNATURE_HEADER: &str = "Processor-Signature";
