@@ -15,12 +15,15 @@ use super::session::{self, Subject};
 use super::{CODE_TTL_MS, MAX_CODE_FAILURES, new_code, new_id, secret_hash, secret_matches, totp};
 use crate::http::error::ApiError;
 use crate::notify::Channel;
+use crate::ports::BoxFuture;
 use crate::risk::client::ClientInfo;
 use crate::risk::{rules, throttle};
 use crate::state::AppState;
 use crate::store::{self, Conn, clock};
 
 pub const SMS_PER_CHALLENGE: i64 = 3;
+
+/// What a challenge is for, as the `challenges.purpose` column holds it.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -32,7 +35,13 @@ pub enum Purpose {
 }
 
 impl Purpose {
-    fn as_str(self) -> &'static str {
+    pub fn parse(text: &str) -> Option<Purpose> {
+        [Purpose::Login, Purpose::StepUp, Purpose::OperatorLogin, Purpose::Card]
+            .into_iter()
+            .find(|p| p.as_str() == text)
+    }
+
+    pub fn as_str(self) -> &'static str {
         match self {
             Purpose::Login => "login",
             Purpose::StepUp => "step_up",
@@ -100,7 +109,7 @@ pub async fn create(conn: &mut Conn, c: &NewChallenge<'_>, now: i64) -> Result<V
 
 struct Row_ {
     id: String,
-    purpose: String,
+    purpose: Purpose,
     user_id: Option<String>,
     operator_id: Option<String>,
     session_id: Option<String>,
@@ -128,7 +137,8 @@ async fn load(conn: &mut Conn, id: &str) -> Result<Option<Row_>, sqlx::Error> {
     row.map(|r| {
         Ok(Row_ {
             id: r.try_get("id")?,
-            purpose: r.try_get("purpose")?,
+            purpose: Purpose::parse(&r.try_get::<String, _>("purpose")?)
+                .ok_or_else(|| sqlx::Error::Decode("unknown challenge purpose".into()))?,
             user_id: r.try_get("user_id")?,
             operator_id: r.try_get("operator_id")?,
             session_id: r.try_get("session_id")?,
@@ -208,8 +218,8 @@ pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo)
             .bind(&c.id)
             .execute(&mut *tx)
             .await?;
-        let purpose = match c.purpose.as_str() {
-            "login" => "signing in",
+        let purpose = match c.purpose {
+            Purpose::Login => "signing in",
             _ => "confirming it is you",
         };
         super::send_code(&mut tx, Channel::Sms, &phone, "challenge_code", purpose, &code, now).await?;
@@ -219,6 +229,13 @@ pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo)
     .await
 }
 
+/// What challenge `id` is for; `None` when there is no such challenge.
+pub async fn purpose_of(db: &crate::store::Db, id: &str) -> Result<Option<Purpose>, sqlx::Error> {
+    let purpose: Option<String> =
+        sqlx::query_scalar("SELECT purpose FROM challenges WHERE id = $1").bind(id).fetch_optional(db.pool()).await?;
+    Ok(purpose.as_deref().and_then(Purpose::parse))
+}
+
 /// `POST /v1/challenges/{id}/verify {"method", "code"}`: answers with what the challenge was for.
 pub async fn verify(
     state: &AppState,
@@ -226,6 +243,7 @@ pub async fn verify(
     method: &str,
     code: &str,
     client: &ClientInfo,
+    cards: &dyn CardChallenges,
 ) -> Result<Value, ApiError> {
     let now = state.clock.now_ms();
     store::retry(|| async {
@@ -288,7 +306,7 @@ pub async fn verify(
         if moved != 1 {
             return Ok::<_, ApiError>(Err(expired()));
         }
-        let answer = match complete(&mut tx, state, &c, client, now).await? {
+        let answer = match complete(&mut tx, state, &c, client, cards, now).await? {
             Ok(answer) => answer,
             Err(declined) => {
                 // A risk decline after a right second factor: its notice, audit entry and count stand.
@@ -344,122 +362,145 @@ async fn use_recovery_code(conn: &mut Conn, user_id: &str, code: &str, now: i64)
     Ok(n == 1)
 }
 
+/// A card issuer's challenge completes in payments, which owns cards: `verify` calls this inside
+/// its own transaction, so the card becomes active exactly when the challenge is used up.
+pub trait CardChallenges: Send + Sync {
+    fn activate<'a>(
+        &'a self,
+        conn: &'a mut Conn,
+        user: &'a super::User,
+        card_id: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Value, ApiError>>;
+}
+
 /// What a verified challenge gives: the answer, or a risk decline that must commit.
 async fn complete(
     conn: &mut Conn,
     state: &AppState,
     c: &Row_,
     client: &ClientInfo,
+    cards: &dyn CardChallenges,
     now: i64,
 ) -> Result<Result<Value, ApiError>, ApiError> {
-    let answer = match c.purpose.as_str() {
-        "login" => {
-            let user_id = c
-                .user_id
-                .as_deref()
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("login challenge without user")))?;
-            let device_id = c.device_id.as_deref().unwrap_or("unknown");
-            let user = super::user_by_id(conn, user_id).await?.ok_or_else(not_found)?;
-            // The login risk rules decide here, after both factors: a hold or a decline refuses the
-            // session, tells the user and counts for the risk_declines detector.
-            let signals =
-                rules::signals(conn, "login", user_id, device_id, 0, None, client.country.as_deref(), now).await?;
-            let (outcome, rule) = rules::evaluate(conn, "login", &signals).await?;
-            if matches!(outcome, rules::Outcome::Hold | rules::Outcome::Decline) {
-                crate::risk::alerts::record_risk_decline(conn, user_id, now).await?;
-                let detail = json!({"rule": rule, "country": client.country, "device_id": device_id,
-                    "impossible_travel": signals.impossible_travel});
-                crate::audit::append(conn, &format!("user:{user_id}"), "login.risk_declined", user_id, &detail, now)
-                    .await?;
-                super::notify_all(
-                    conn,
-                    &user,
-                    "login_blocked",
-                    "A sign-in to your Omamori account was blocked for your protection.",
-                    now,
-                )
-                .await?;
-                return Ok(Err(ApiError::new(
-                    axum::http::StatusCode::FORBIDDEN,
-                    "risk_declined",
-                    "this sign-in was declined for your protection; try again from your usual phone",
-                )));
-            }
-            let new_device = !session::device_known(conn, user_id, device_id).await?;
-            let opened = session::open(
-                conn,
-                Subject::User(user_id),
-                device_id,
-                &client.ip_text,
-                client.country.as_deref(),
-                true,
-                crate::identity::session::Timeouts::from_config(&state.config),
-                now,
-            )
-            .await?;
-            let device_token = session::issue_device_token(conn, user_id, device_id, now).await?;
-            if new_device {
-                super::notify_all(
-                    conn,
-                    &user,
-                    "login_new_device",
-                    "Your Omamori account was signed in to from a new device.",
-                    now,
-                )
-                .await?;
-            }
-            Ok(
-                json!({"session_token": opened.token, "expires_at": clock::rfc3339_ms(opened.expires_at), "device_token": device_token}),
-            )
+    let missing =
+        |what: &str| ApiError::internal(anyhow::anyhow!("{} challenge {} without {what}", c.purpose.as_str(), c.id));
+    match c.purpose {
+        Purpose::Login => {
+            let user_id = c.user_id.as_deref().ok_or_else(|| missing("user"))?;
+            complete_login(conn, state, user_id, c.device_id.as_deref().unwrap_or("unknown"), client, now).await
         }
-        "step_up" => {
-            let session_id = c
-                .session_id
-                .as_deref()
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("step-up without session")))?;
+        Purpose::StepUp => {
+            let session_id = c.session_id.as_deref().ok_or_else(|| missing("session"))?;
             session::mark_step_up(conn, session_id, now).await?;
-            Ok(json!({"step_up": true, "expires_at": clock::rfc3339_ms(now + super::STEP_UP_TTL_MS)}))
+            Ok(Ok(json!({"step_up": true, "expires_at": clock::rfc3339_ms(now + super::STEP_UP_TTL_MS)})))
         }
-        "operator_login" => {
-            let operator_id = c
-                .operator_id
-                .as_deref()
-                .ok_or_else(|| ApiError::internal(anyhow::anyhow!("operator challenge without operator")))?;
-            let role: String = sqlx::query_scalar("SELECT role FROM operators WHERE id = $1")
-                .bind(operator_id)
-                .fetch_one(&mut *conn)
-                .await?;
-            let opened = session::open(
-                conn,
-                Subject::Operator { id: operator_id, role: &role },
-                c.device_id.as_deref().unwrap_or("console"),
-                &client.ip_text,
-                client.country.as_deref(),
-                true,
-                crate::identity::session::Timeouts::from_config(&state.config),
-                now,
-            )
-            .await?;
-
-            crate::audit::append(
-                conn,
-                &format!("operator:{operator_id}"),
-                "operator.login",
-                operator_id,
-                &json!({"ip": client.ip_text, "session_id": opened.id}),
-                now,
-            )
-            .await?;
-            Ok(json!({"session_token": opened.token, "expires_at": clock::rfc3339_ms(opened.expires_at), "role": role}))
+        Purpose::OperatorLogin => {
+            let operator_id = c.operator_id.as_deref().ok_or_else(|| missing("operator"))?;
+            let device_id = c.device_id.as_deref().unwrap_or("console");
+            Ok(Ok(complete_operator_login(conn, state, operator_id, device_id, client, now).await?))
         }
-        "card" => {
+        Purpose::Card => {
             let (Some(user_id), Some(card_id)) = (c.user_id.as_deref(), c.subject_id.as_deref()) else {
-                return Err(ApiError::internal(anyhow::anyhow!("card challenge without user or card")));
+                return Err(missing("user or card"));
             };
             let user = super::user_by_id(conn, user_id).await?.ok_or_else(not_found)?;
-            crate::payments::cards::activate(conn, &user, card_id, now).await
+            Ok(Ok(cards.activate(conn, &user, card_id, now).await?))
         }
-        other => Err(ApiError::internal(anyhow::anyhow!("unknown challenge purpose {other}"))),
-    }?;
-    Ok(Ok(answer))
+    }
+}
+
+/// A shopper's login after both factors: the login risk rules decide here (a hold or a decline
+/// refuses the session, tells the user and counts for the `risk_declines` detector); otherwise a
+/// session and a device token.
+async fn complete_login(
+    conn: &mut Conn,
+    state: &AppState,
+    user_id: &str,
+    device_id: &str,
+    client: &ClientInfo,
+    now: i64,
+) -> Result<Result<Value, ApiError>, ApiError> {
+    let user = super::user_by_id(conn, user_id).await?.ok_or_else(not_found)?;
+    let signals = rules::signals(conn, "login", user_id, device_id, 0, None, client.country.as_deref(), now).await?;
+    let (outcome, rule) = rules::evaluate(conn, "login", &signals).await?;
+    if matches!(outcome, rules::Outcome::Hold | rules::Outcome::Decline) {
+        crate::risk::alerts::record_risk_decline(conn, user_id, now).await?;
+        let detail = json!({"rule": rule, "country": client.country, "device_id": device_id,
+            "impossible_travel": signals.impossible_travel});
+        crate::audit::append(conn, &format!("user:{user_id}"), "login.risk_declined", user_id, &detail, now).await?;
+        super::notify_all(
+            conn,
+            &user,
+            "login_blocked",
+            "A sign-in to your Omamori account was blocked for your protection.",
+            now,
+        )
+        .await?;
+        return Ok(Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "risk_declined",
+            "this sign-in was declined for your protection; try again from your usual phone",
+        )));
+    }
+    Ok(Ok(open_user_session(conn, state, &user, device_id, client, now).await?))
+}
+
+/// Opens the session and issues the device token of a two-step login; a new device is notified.
+async fn open_user_session(
+    conn: &mut Conn,
+    state: &AppState,
+    user: &super::User,
+    device_id: &str,
+    client: &ClientInfo,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let new_device = !session::device_known(conn, &user.id, device_id).await?;
+    let opened = session::open(
+        conn,
+        Subject::User(&user.id),
+        device_id,
+        &client.ip_text,
+        client.country.as_deref(),
+        true,
+        session::Timeouts::from_config(&state.config),
+        now,
+    )
+    .await?;
+    let device_token = session::issue_device_token(conn, &user.id, device_id, now).await?;
+    if new_device {
+        let text = "Your Omamori account was signed in to from a new device.";
+        super::notify_all(conn, user, "login_new_device", text, now).await?;
+    }
+    Ok(
+        json!({"session_token": opened.token, "expires_at": clock::rfc3339_ms(opened.expires_at), "device_token": device_token}),
+    )
+}
+
+/// An operator's login after the TOTP code: a session carrying the operator's role, audited.
+async fn complete_operator_login(
+    conn: &mut Conn,
+    state: &AppState,
+    operator_id: &str,
+    device_id: &str,
+    client: &ClientInfo,
+    now: i64,
+) -> Result<Value, ApiError> {
+    let role = super::operators::role_of(conn, operator_id).await?;
+    let opened = session::open(
+        conn,
+        Subject::Operator { id: operator_id, role: role.as_str() },
+        device_id,
+        &client.ip_text,
+        client.country.as_deref(),
+        true,
+        session::Timeouts::from_config(&state.config),
+        now,
+    )
+    .await?;
+    let detail = json!({"ip": client.ip_text, "session_id": opened.id});
+    crate::audit::append(conn, &format!("operator:{operator_id}"), "operator.login", operator_id, &detail, now).await?;
+    Ok(
+        json!({"session_token": opened.token, "expires_at": clock::rfc3339_ms(opened.expires_at), "role": role.as_str()}),
+    )
 }

@@ -266,6 +266,28 @@ pub fn expired() -> ApiError {
     ApiError::new(StatusCode::GONE, "challenge_expired", "this challenge has expired or is used up; start again")
 }
 
+/// Freezes a user: every money action refused, every session revoked. Audited.
+pub async fn freeze(db: &crate::store::Db, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), ApiError> {
+    let reason = crate::risk::switches::check_reason(reason)?;
+    crate::store::retry(|| async {
+        let mut tx = db.begin().await?;
+        if user_by_id(&mut tx, user_id).await?.is_none() {
+            return Err(ApiError::not_found("there is no such user"));
+        }
+        freeze_in(&mut tx, user_id, reason, by, now).await?;
+        tx.commit().await?;
+        Ok(())
+    })
+    .await
+}
+
+/// The freeze, in the caller's transaction (a chargeback freezes with the money it takes back).
+pub async fn freeze_in(conn: &mut Conn, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), sqlx::Error> {
+    crate::risk::switches::engage_freeze(conn, user_id, reason, by, now).await?;
+    session::revoke_all(conn, user_id, None, now).await?;
+    crate::audit::append(conn, by, "user.freeze", user_id, &serde_json::json!({"reason": reason}), now).await
+}
+
 /// `403 cooling_off` when the user changed credentials recently.
 pub fn ensure_not_cooling_off(user: &User, now: i64) -> Result<(), ApiError> {
     if user.cooling_off_until > now {

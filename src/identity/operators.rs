@@ -136,3 +136,10 @@ async fn put(state: &AppState, email: &str, role: Role, reset: bool) -> anyhow::
     tx.commit().await?;
     Ok(Created { id, email: email.as_str().to_string(), password, totp_secret: totp::base32(&seed), role })
 }
+
+/// The role of operator `id`, as stored.
+pub async fn role_of(conn: &mut crate::store::Conn, id: &str) -> Result<Role, sqlx::Error> {
+    let role: String =
+        sqlx::query_scalar("SELECT role FROM operators WHERE id = $1").bind(id).fetch_one(&mut *conn).await?;
+    Role::parse(&role).ok_or_else(|| sqlx::Error::Decode(format!("operator {id} has an unknown role").into()))
+}

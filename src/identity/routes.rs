@@ -170,31 +170,20 @@ async fn challenge_verify(
 ) -> Result<Response, ApiError> {
     let id = path(id, "challenge")?;
     // Operators verify their login here too; the country policy is for shoppers only.
-    if !id.starts_with("chl_") || !is_operator_challenge(&state, &id).await? {
+    let purpose = if id.starts_with("chl_") { challenge::purpose_of(&state.db, &id).await? } else { None };
+    if purpose != Some(challenge::Purpose::OperatorLogin) {
         crate::risk::client::country_policy(&state.config, &client)?;
     }
-    let answer = challenge::verify(&state, &id, &body.value.method, &body.value.code, &client).await?;
+    let cards = crate::payments::cards::CardChallengeHook;
+    let answer = challenge::verify(&state, &id, &body.value.method, &body.value.code, &client, &cards).await?;
     Ok(axum::Json(answer).into_response())
-}
-
-async fn is_operator_challenge(state: &AppState, id: &str) -> Result<bool, ApiError> {
-    let purpose: Option<String> = sqlx::query_scalar("SELECT purpose FROM challenges WHERE id = $1")
-        .bind(id)
-        .fetch_optional(state.db.pool())
-        .await?;
-    Ok(purpose.as_deref() == Some("operator_login"))
 }
 
 /// Ends this session.
 #[utoipa::path(post, path = "/v1/logout", tag = "shopper", responses((status = 204, description = "logged out")))]
 async fn logout(State(state): State<AppState>, s: UserSession, _client: ShopperClient) -> Result<Response, ApiError> {
     let now = state.clock.now_ms();
-    crate::store::write_one(&state.db, || {
-        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(s.session_id())
-    })
-    .await?;
+    session::revoke_own(&state.db, s.user_id(), s.session_id(), now).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -245,14 +234,7 @@ async fn session_revoke(
 ) -> Result<Response, ApiError> {
     let id = path(id, "session")?;
     let now = state.clock.now_ms();
-    let n = crate::store::write_one(&state.db, || {
-        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(&id)
-            .bind(s.user_id())
-    })
-    .await?;
-    if n == 0 {
+    if !session::revoke_own(&state.db, s.user_id(), &id, now).await? {
         return Err(ApiError::not_found("there is no such session"));
     }
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -249,6 +249,18 @@ pub async fn revoke(conn: &mut Conn, session_id: &str, now: i64) -> Result<bool,
 }
 
 /// Revokes every session of a user except `keep` (for a password change).
+/// Revokes one of the user's own sessions; answers whether there was such a live session.
+pub async fn revoke_own(db: &crate::store::Db, user_id: &str, session_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let n = crate::store::write_one(db, || {
+        sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(session_id)
+            .bind(user_id)
+    })
+    .await?;
+    Ok(n > 0)
+}
+
 pub async fn revoke_all(conn: &mut Conn, user_id: &str, keep: Option<&str>, now: i64) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND id <> $3")
         .bind(now)

@@ -224,6 +224,29 @@ pub struct Terminal {
     pub store_id: String,
 }
 
+/// Revokes every terminal of a store (the sandbox issues a fresh demo key at each start).
+pub async fn revoke_store_terminals(db: &Db, store_id: &str, now: i64) -> Result<u64, sqlx::Error> {
+    crate::store::write_one(db, || {
+        sqlx::query("UPDATE terminals SET revoked_at = $1 WHERE store_id = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(store_id)
+    })
+    .await
+}
+
+/// The merchant called `name` and its first store, if both exist.
+pub async fn first_store_of_merchant_named(db: &Db, name: &str) -> Result<Option<(String, String)>, sqlx::Error> {
+    use sqlx::Row;
+    let row = sqlx::query(
+        "SELECT m.id AS merchant_id, s.id AS store_id FROM merchants m JOIN stores s ON s.merchant_id = m.id \
+         WHERE m.name = $1 ORDER BY s.created_at LIMIT 1",
+    )
+    .bind(name)
+    .fetch_optional(db.pool())
+    .await?;
+    row.map(|r| Ok((r.try_get("merchant_id")?, r.try_get("store_id")?))).transpose()
+}
+
 pub async fn authenticate_terminal(conn: &mut Conn, key: &str) -> Result<Option<Terminal>, sqlx::Error> {
     if !key.starts_with("tk_") || key.len() > 100 {
         return Ok(None);

@@ -153,9 +153,7 @@ pub async fn link(
             return Ok::<_, ApiError>(Err(e));
         }
         // The check passed: it was not a failure.
-        for id in &provisional {
-            sqlx::query("DELETE FROM auth_events WHERE id = $1").bind(id).execute(&mut *tx).await?;
-        }
+        crate::risk::throttle::unrecord(&mut tx, &provisional).await?;
         if let Err(e) = card_counts(&mut tx, &user.id, now).await? {
             tx.commit().await?;
             return Ok::<_, ApiError>(Err(e));
@@ -331,6 +329,31 @@ pub async fn activate(conn: &mut Conn, user: &identity::User, card_id: &str, now
     identity::notify_all(conn, user, "card_linked", &format!("A card ending {last4} was added to your wallet."), now)
         .await?;
     Ok(view(card_id, &brand, &last4, "active"))
+}
+
+/// An operator's decision on a held card: approved, it becomes usable; rejected, it is removed.
+pub async fn decide_held(conn: &mut Conn, card_id: &str, approve: bool) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE cards SET status = $1 WHERE id = $2 AND status = 'held'")
+        .bind(if approve { "active" } else { "removed" })
+        .bind(card_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Completes card challenges for identity's `challenge::verify`.
+pub struct CardChallengeHook;
+
+impl challenge::CardChallenges for CardChallengeHook {
+    fn activate<'a>(
+        &'a self,
+        conn: &'a mut Conn,
+        user: &'a identity::User,
+        card_id: &'a str,
+        now: i64,
+    ) -> crate::ports::BoxFuture<'a, Result<Value, ApiError>> {
+        Box::pin(activate(conn, user, card_id, now))
+    }
 }
 
 /// `GET /v1/cards`.

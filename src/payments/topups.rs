@@ -434,3 +434,17 @@ pub async fn charge_approved(state: &AppState, topup_id: &str) -> Result<(Status
     };
     settle(state, topup_id, outcome, None).await
 }
+
+/// An operator's decision on a held top-up: rejected, it is declined; approved, it is back to
+/// pending (the caller charges it at once, and the sweeper would settle it after a crash).
+pub async fn decide_held(conn: &mut Conn, topup_id: &str, approve: bool, now: i64) -> Result<(), sqlx::Error> {
+    let statement = if approve {
+        sqlx::query("UPDATE topups SET status = 'pending' WHERE id = $1 AND status = 'held'").bind(topup_id)
+    } else {
+        sqlx::query("UPDATE topups SET status = 'declined', settled_at = $2 WHERE id = $1 AND status = 'held'")
+            .bind(topup_id)
+            .bind(now)
+    };
+    statement.execute(&mut *conn).await?;
+    Ok(())
+}

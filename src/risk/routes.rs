@@ -112,7 +112,7 @@ async fn freeze_user(
 ) -> Result<Response, ApiError> {
     let user = path_id(id, "user")?;
     let by = op.actor();
-    switches::freeze(&state.db, &user, &body.value.reason, &by, state.clock.now_ms()).await?;
+    crate::identity::freeze(&state.db, &user, &body.value.reason, &by, state.clock.now_ms()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -351,7 +351,9 @@ async fn decide_review(
         "reject" => false,
         _ => return Err(ApiError::invalid_body("decision must be approve or reject")),
     };
-    let (kind, subject) = super::rules::decide(&state.db, &id, approve, &op.actor(), state.clock.now_ms()).await?;
+    let (kind, subject) =
+        super::rules::decide(&state.db, &id, approve, &op.actor(), &crate::payments::ReviewHook, state.clock.now_ms())
+            .await?;
     let result = match (kind.as_str(), subject, approve) {
         ("topup", Some(topup), true) => {
             let (_, v) = crate::payments::topups::charge_approved(&state, &topup).await?;

@@ -287,12 +287,26 @@ pub fn risk_declined(review_id: Option<&str>) -> ApiError {
     }
 }
 
+/// What a decision does to the held subject of a review: cards and top-ups belong to payments,
+/// which implements this. It runs in the decision's transaction.
+pub trait ReviewSubjects: Send + Sync {
+    fn decided<'a>(
+        &'a self,
+        conn: &'a mut crate::store::Conn,
+        kind: &'a str,
+        subject: &'a str,
+        approve: bool,
+        now: i64,
+    ) -> crate::ports::BoxFuture<'a, Result<(), sqlx::Error>>;
+}
+
 /// Decides an open review case (operator); answers its kind and subject. Audited.
 pub async fn decide(
     db: &Db,
     id: &str,
     approve: bool,
     by: &str,
+    subjects: &dyn ReviewSubjects,
     now: i64,
 ) -> Result<(String, Option<String>), ApiError> {
     crate::store::retry(|| async {
@@ -320,27 +334,8 @@ pub async fn decide(
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        if kind == "card" {
-            // An approved card becomes usable; a rejected one is removed.
-            sqlx::query("UPDATE cards SET status = $1 WHERE id = $2 AND status = 'held'")
-                .bind(if approve { "active" } else { "removed" })
-                .bind(&subject)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if kind == "topup" && !approve {
-            sqlx::query("UPDATE topups SET status = 'declined', settled_at = $1 WHERE id = $2 AND status = 'held'")
-                .bind(now)
-                .bind(&subject)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if kind == "topup" && approve {
-            // Back to pending: the caller charges it now, and the sweeper would settle it after a crash.
-            sqlx::query("UPDATE topups SET status = 'pending' WHERE id = $1 AND status = 'held'")
-                .bind(&subject)
-                .execute(&mut *tx)
-                .await?;
+        if let Some(subject) = &subject {
+            subjects.decided(&mut tx, &kind, subject, approve, now).await?;
         }
         crate::audit::append(
             &mut tx,

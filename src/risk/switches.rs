@@ -247,32 +247,17 @@ pub async fn list(db: &Db) -> Result<Vec<Value>, sqlx::Error> {
         .collect()
 }
 
-/// Freezes a user: every money action refused, every session revoked.
-pub async fn freeze(db: &Db, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), ApiError> {
-    let reason = check_reason(reason)?;
-    store::retry(|| async {
-        let mut tx = db.begin().await?;
-        let exists: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = $1").bind(user_id).fetch_one(&mut *tx).await?;
-        if exists == 0 {
-            return Err(ApiError::not_found("there is no such user"));
-        }
-        freeze_in(&mut tx, user_id, reason, by, now).await?;
-        tx.commit().await?;
-        Ok(())
-    })
-    .await
-}
-
-/// The freeze, in the caller's transaction (a chargeback freezes with the money it takes back).
-pub async fn freeze_in(conn: &mut Conn, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), sqlx::Error> {
+/// The switches of a freeze (every money action of the user), in the caller's transaction. The
+/// whole freeze, sessions included, is `identity::freeze`.
+pub async fn engage_freeze(
+    conn: &mut Conn,
+    user_id: &str,
+    reason: &str,
+    by: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     for name in SwitchName::MONEY {
         insert(conn, &new_id("swt"), "freeze", name, "user", user_id, reason, by, now).await?;
     }
-    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
-        .bind(now)
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
-    crate::audit::append(conn, by, "user.freeze", user_id, &json!({"reason": reason}), now).await
+    Ok(())
 }

@@ -165,6 +165,14 @@ pub async fn record(conn: &mut Conn, scope: &str, key: &str, now: i64) -> Result
         .await
 }
 
+/// Takes back events recorded provisionally (an attempt that turned out not to be a failure).
+pub async fn unrecord(conn: &mut Conn, ids: &[i64]) -> Result<(), sqlx::Error> {
+    for id in ids {
+        sqlx::query("DELETE FROM auth_events WHERE id = $1").bind(id).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 fn delay_for(consecutive: i64, cap: Option<i64>) -> i64 {
     let delay = if consecutive < FREE_FAILURES {
         0

@@ -106,17 +106,11 @@ const DEMO_MERCHANT: &str = "Omamori Demo Mart";
 /// The demo merchant and store (made once) and a fresh terminal key (the previous sandbox
 /// terminals are revoked: a key is shown only when it is made).
 async fn demo_store(state: &AppState) -> anyhow::Result<(String, String, String, String)> {
-    use sqlx::Row;
     let now = state.clock.now_ms();
-    let existing = sqlx::query(
-        "SELECT m.id AS merchant_id, s.id AS store_id FROM merchants m JOIN stores s ON s.merchant_id = m.id \
-                                WHERE m.name = $1 ORDER BY s.created_at LIMIT 1",
-    )
-    .bind(DEMO_MERCHANT)
-    .fetch_optional(state.db.pool())
-    .await?;
-    let (merchant_id, store_id) = match existing {
-        Some(r) => (r.try_get::<String, _>("merchant_id")?, r.try_get::<String, _>("store_id")?),
+    let (merchant_id, store_id) = match crate::merchants::first_store_of_merchant_named(&state.db, DEMO_MERCHANT)
+        .await?
+    {
+        Some(found) => found,
         None => {
             let merchant = crate::merchants::create_merchant(&state.db, DEMO_MERCHANT, "5411", "system:sandbox", now)
                 .await
@@ -133,12 +127,7 @@ async fn demo_store(state: &AppState) -> anyhow::Result<(String, String, String,
             (merchant, store_id)
         }
     };
-    store::write_one(&state.db, || {
-        sqlx::query("UPDATE terminals SET revoked_at = $1 WHERE store_id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(&store_id)
-    })
-    .await?;
+    crate::merchants::revoke_store_terminals(&state.db, &store_id, now).await?;
     let (_, key) = crate::merchants::create_terminal(&state.db, &store_id, "system:sandbox", now)
         .await
         .map_err(|e| anyhow::anyhow!(e.detail))?;
