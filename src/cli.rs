@@ -378,7 +378,8 @@ fn cli_actor() -> String {
 }
 
 /// A service error as one line for the terminal.
-fn cli_error(e: crate::http::ApiError) -> anyhow::Error {
+fn cli_error(e: impl Into<crate::http::ApiError>) -> anyhow::Error {
+    let e = e.into();
     anyhow::anyhow!("{} ({})", e.detail, e.code)
 }
 
@@ -441,23 +442,20 @@ async fn switch_command(config: Config, command: SwitchCommand) -> anyhow::Resul
     match command {
         SwitchCommand::Engage { name, scope_kind, scope_id, reason } => {
             let by = cli_actor();
-            let view = crate::risk::switches::engage(
-                &state.db,
-                "switch",
-                &name,
-                &scope_kind,
-                &scope_id,
-                &reason,
-                &by,
-                state.clock.now_ms(),
-            )
-            .await
-            .map_err(cli_error)?;
-            println!("engaged: {view}");
+            let request = crate::risk::switches::Engage {
+                name: &name,
+                scope_kind: &scope_kind,
+                scope_id: &scope_id,
+                reason: &reason,
+                by: &by,
+            };
+            let view =
+                crate::risk::switches::engage(&state.db, request, state.clock.now_ms()).await.map_err(cli_error)?;
+            println!("engaged: {}", serde_json::to_string(&view)?);
         }
         SwitchCommand::List => {
             for s in crate::risk::switches::list(&state.db).await? {
-                println!("{s}");
+                println!("{}", serde_json::to_string(&s)?);
             }
         }
     }
@@ -482,7 +480,7 @@ async fn audit_verify(config: Config, anchor: Option<String>) -> anyhow::Result<
         return Ok(ExitCode::FAILURE);
     }
     if let Some((id, hash)) = anchor
-        && let Err(why) = crate::audit::check_anchor(&db, id, &hash).await?
+        && let Some(why) = crate::audit::check_anchor(&db, id, &hash).await?
     {
         println!("BROKEN audit log: {why}");
         return Ok(ExitCode::FAILURE);

@@ -202,6 +202,42 @@ impl Default for NotifyConfig {
     }
 }
 
+impl NotifyConfig {
+    /// Codes, tokens and the SMTP password travel encrypted, and production has real channels for
+    /// them, or it does not start.
+    fn check_production(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.smtp_url {
+            let u = url.expose();
+            if !(u.starts_with("smtps://") || u.contains("tls=required") || u.contains("tls=wrapper")) {
+                return Err(ConfigError(
+                    "invalid setting OMAMORI_SMTP_URL: production requires TLS (smtps://..., or ?tls=required)".into(),
+                ));
+            }
+        }
+        for (setting, url) in
+            [("sms_gateway_url", &self.sms_gateway_url), ("oncall_webhook_url", &self.oncall_webhook_url)]
+        {
+            if url.as_deref().is_some_and(|u| !u.starts_with("https://")) {
+                return Err(ConfigError(format!(
+                    "invalid setting {}: production requires an https:// URL",
+                    env_name(setting)
+                )));
+            }
+        }
+        for (setting, present) in
+            [("smtp_url", self.smtp_url.is_some()), ("sms_gateway_url", self.sms_gateway_url.is_some())]
+        {
+            if !present {
+                return Err(ConfigError(format!(
+                    "missing setting {}: production requires real notification channels",
+                    env_name(setting)
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The detectors whose alerts a containment policy can act on.
 pub const DETECTORS: &[&str] =
     &["failed_logins", "failed_codes", "throttled_addresses", "card_declines", "risk_declines"];
@@ -331,242 +367,47 @@ impl Config {
     fn from_raw(raw: BTreeMap<&'static str, Raw>) -> Result<Self, ConfigError> {
         let mut config = Config::default();
         for (setting, Raw { value, source }) in &raw {
-            let value = value.trim();
-            let fail = |why: &str| ConfigError(format!("invalid setting {}: {why}", describe(setting, source)));
-            match *setting {
-                "listen" => {
-                    config.listen = value.parse().map_err(|_| fail("expected HOST:PORT, for example 127.0.0.1:8080"))?
-                }
-                "database_url" => {
-                    if !(value.starts_with("sqlite:")
-                        || value.starts_with("postgres://")
-                        || value.starts_with("postgresql://"))
-                    {
-                        return Err(fail("expected sqlite://PATH or postgres://..."));
-                    }
-                    config.database_url = Some(value.to_string());
-                }
-                "data_dir" => {
-                    if value.is_empty() {
-                        return Err(fail("must not be empty"));
-                    }
-                    config.data_dir = PathBuf::from(value);
-                }
-                "sandbox" => config.sandbox = parse_bool(value).map_err(|e| fail(&e))?,
-                "environment" => {
-                    config.environment = match value {
-                        "development" => Environment::Development,
-                        "production" => Environment::Production,
-                        _ => return Err(fail("expected development or production")),
-                    }
-                }
-                "trusted_proxies" => {
-                    config.trusted_proxies = split_list(value)
-                        .map(|s| {
-                            s.parse::<IpNet>()
-                                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                                .map_err(|_| fail(&format!("{s:?} is not a CIDR such as 10.0.0.0/8")))
-                        })
-                        .collect::<Result<_, _>>()?
-                }
-                "geoip" => {
-                    if value.is_empty() {
-                        return Err(fail("must be a path to a .mmdb or CSV file"));
-                    }
-                    config.geoip = Some(PathBuf::from(value));
-                }
-                "allowed_countries" => {
-                    let list: Vec<String> = split_list(value).map(str::to_ascii_uppercase).collect();
-                    if list.is_empty() {
-                        return Err(fail("list at least one ISO 3166 alpha-2 code, for example JP"));
-                    }
-                    if let Some(bad) =
-                        list.iter().find(|c| c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_uppercase()))
-                    {
-                        return Err(fail(&format!("{bad:?} is not an ISO 3166 alpha-2 code")));
-                    }
-                    config.allowed_countries = list;
-                }
-                "unknown_country" => {
-                    config.unknown_country = match value {
-                        "allow" => UnknownCountry::Allow,
-                        "deny" => UnknownCountry::Deny,
-                        _ => return Err(fail("expected allow or deny")),
-                    }
-                }
-                "log_format" => {
-                    config.log_format = match value {
-                        "text" => LogFormat::Text,
-                        "json" => LogFormat::Json,
-                        _ => return Err(fail("expected text or json")),
-                    }
-                }
-                "log_level" => {
-                    tracing_subscriber::EnvFilter::try_new(value)
-                        .map_err(|_| fail("expected a level such as info, or a tracing filter"))?;
-                    config.log_level = value.to_string();
-                }
-                "amount_ceiling" => {
-                    config.amount_ceiling_yen = value
-                        .parse::<i64>()
-                        .ok()
-                        .filter(|n| (1..=1_000_000_000_000).contains(n))
-                        .ok_or_else(|| fail("expected a whole number of yen from 1 to 1000000000000"))?
-                }
-                "database_max_connections" => {
-                    config.database_max_connections = value
-                        .parse::<u32>()
-                        .ok()
-                        .filter(|n| (1..=1000).contains(n))
-                        .ok_or_else(|| fail("expected a number from 1 to 1000"))?
-                }
-                "session_idle_timeout_secs" => {
-                    config.session_idle_timeout_secs = number(value, 60, 24 * 3600).map_err(|e| fail(&e))?
-                }
-                "session_absolute_timeout_secs" => {
-                    config.session_absolute_timeout_secs = number(value, 300, 30 * 24 * 3600).map_err(|e| fail(&e))?
-                }
-                "throttle_address_failures" => {
-                    config.throttle_address_failures = number(value, 1, 100_000).map_err(|e| fail(&e))?
-                }
-                "throttle_subnet_failures" => {
-                    config.throttle_subnet_failures = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
-                }
-                "alert_failed_logins_per_minute" => {
-                    config.alert_failed_logins_per_minute = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
-                }
-                "alert_failed_codes_per_minute" => {
-                    config.alert_failed_codes_per_minute = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
-                }
-                "alert_throttled_addresses_per_minute" => {
-                    config.alert_throttled_addresses_per_minute = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
-                }
-                "alert_card_declines_per_minute" => {
-                    config.alert_card_declines_per_minute = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
-                }
-                "alert_risk_declines_per_minute" => {
-                    config.alert_risk_declines_per_minute = number(value, 1, 1_000_000).map_err(|e| fail(&e))?
-                }
-                "containment" => config.containment = parse_bool(value).map_err(|e| fail(&e))?,
-                "containment_policy" => {
-                    config.containment_policy = split_list(value)
-                        .map(|pair| {
-                            let (detector, switch) = pair
-                                .split_once('=')
-                                .map(|(d, s)| (d.trim(), s.trim()))
-                                .ok_or_else(|| fail(&format!("{pair:?} is not DETECTOR=SWITCH")))?;
-                            if !DETECTORS.contains(&detector) {
-                                return Err(fail(&format!(
-                                    "{detector:?} is not a detector ({})",
-                                    DETECTORS.join(", ")
-                                )));
-                            }
-                            let Some(switch) = crate::ids::SwitchName::parse(switch) else {
-                                return Err(fail(&format!(
-                                    "{switch:?} is not a switch ({})",
-                                    crate::ids::SwitchName::names()
-                                )));
-                            };
-                            Ok((detector.to_string(), switch))
-                        })
-                        .collect::<Result<_, _>>()?
-                }
-                "password_hash_concurrency" => {
-                    config.password_hash_concurrency = number(value, 1, 256).map_err(|e| fail(&e))?
-                }
-                "payment_code_prefix" => {
-                    validate_code_prefix(value).map_err(|e| fail(&e))?;
-                    config.payment_code_prefix = value.to_string();
-                }
-                "card_fingerprint_key" => config.keys.card_fingerprint = Some(Key::parse(value).map_err(|e| fail(&e))?),
-                "totp_encryption_key" => config.keys.totp_encryption = Some(Key::parse(value).map_err(|e| fail(&e))?),
-                "webhook_signing_key" => config.keys.webhook_signing = Some(Key::parse(value).map_err(|e| fail(&e))?),
-                "smtp_url" => {
-                    // Never echo the value: it may carry a password.
-                    if !(value.starts_with("smtp://") || value.starts_with("smtps://")) {
-                        return Err(fail("expected smtp://[USER:PASSWORD@]HOST[:PORT] or smtps://..."));
-                    }
-                    config.notify.smtp_url = Some(Secret::new(value.to_string()));
-                }
-                "smtp_from" => {
-                    value
-                        .parse::<lettre::message::Mailbox>()
-                        .map_err(|_| fail("expected an address such as Omamori <no-reply@example.jp>"))?;
-                    config.notify.smtp_from = value.to_string();
-                }
-                "sms_gateway_url" => config.notify.sms_gateway_url = Some(http_url(value).map_err(|e| fail(&e))?),
-                "sms_gateway_token" => config.notify.sms_gateway_token = Some(Secret::new(value.to_string())),
-                "oncall_webhook_url" => config.notify.oncall_webhook_url = Some(http_url(value).map_err(|e| fail(&e))?),
-                "oncall_webhook_token" => config.notify.oncall_webhook_token = Some(Secret::new(value.to_string())),
-                "notify_poll_ms" => config.notify.poll_ms = number(value, 10, 60_000).map_err(|e| fail(&e))?,
-                "notify_retry_base_ms" => {
-                    config.notify.retry_base_ms = number(value, 10, 3_600_000).map_err(|e| fail(&e))?
-                }
-                "processor_webhook_secret" => {
-                    if value.len() < 16 {
-                        return Err(fail("must be at least 16 characters"));
-                    }
-                    config.processor_webhook_secret = Some(Secret::new(value.to_string()));
-                }
-                "notify_max_attempts" => config.notify.max_attempts = number(value, 1, 100).map_err(|e| fail(&e))?,
-                other => unreachable!("setting {other} is listed in SETTINGS but not parsed"),
-            }
+            config
+                .set(setting, value.trim())
+                .map_err(|why| ConfigError(format!("invalid setting {}: {why}", describe(setting, source))))?;
         }
         if config.environment == Environment::Production {
-            if config.sandbox {
-                let source = raw.get("sandbox").map(|r| describe("sandbox", &r.source)).unwrap_or_default();
-                return Err(ConfigError(format!(
-                    "invalid setting {source}: production (OMAMORI_ENVIRONMENT=production) refuses sandbox mode"
-                )));
-            }
-            for (setting, present) in [
-                ("card_fingerprint_key", config.keys.card_fingerprint.is_some()),
-                ("totp_encryption_key", config.keys.totp_encryption.is_some()),
-                ("webhook_signing_key", config.keys.webhook_signing.is_some()),
-            ] {
-                if !present {
-                    return Err(ConfigError(format!(
-                        "missing setting {}: production requires it (ID:BASE64 of 32 random bytes)",
-                        env_name(setting)
-                    )));
-                }
-            }
-            // Codes, tokens and the SMTP password travel encrypted, or production does not start.
-            if let Some(url) = &config.notify.smtp_url {
-                let u = url.expose();
-                if !(u.starts_with("smtps://") || u.contains("tls=required") || u.contains("tls=wrapper")) {
-                    return Err(ConfigError(
-                        "invalid setting OMAMORI_SMTP_URL: production requires TLS (smtps://..., or ?tls=required)"
-                            .into(),
-                    ));
-                }
-            }
-            for (setting, url) in [
-                ("sms_gateway_url", &config.notify.sms_gateway_url),
-                ("oncall_webhook_url", &config.notify.oncall_webhook_url),
-            ] {
-                if url.as_deref().is_some_and(|u| !u.starts_with("https://")) {
-                    return Err(ConfigError(format!(
-                        "invalid setting {}: production requires an https:// URL",
-                        env_name(setting)
-                    )));
-                }
-            }
-            for (setting, present) in [
-                ("smtp_url", config.notify.smtp_url.is_some()),
-                ("sms_gateway_url", config.notify.sms_gateway_url.is_some()),
-            ] {
-                if !present {
-                    return Err(ConfigError(format!(
-                        "missing setting {}: production requires real notification channels",
-                        env_name(setting)
-                    )));
-                }
-            }
+            config.check_production(&raw)?;
         }
         Ok(config)
     }
 
+    /// Parses one setting into its field; the error says why, and the caller names the setting.
+    fn set(&mut self, setting: &str, value: &str) -> Result<(), String> {
+        let Some((_, parse)) = SETTING_GROUPS.iter().find(|(names, _)| names.contains(&setting)) else {
+            unparsed(setting)
+        };
+        parse(self, setting, value)
+    }
+
+    /// Production's demands beyond the values themselves: no sandbox, its keys configured, and
+    /// real notification channels that travel encrypted.
+    fn check_production(&self, raw: &BTreeMap<&'static str, Raw>) -> Result<(), ConfigError> {
+        if self.sandbox {
+            let source = raw.get("sandbox").map(|r| describe("sandbox", &r.source)).unwrap_or_default();
+            return Err(ConfigError(format!(
+                "invalid setting {source}: production (OMAMORI_ENVIRONMENT=production) refuses sandbox mode"
+            )));
+        }
+        for (setting, present) in [
+            ("card_fingerprint_key", self.keys.card_fingerprint.is_some()),
+            ("totp_encryption_key", self.keys.totp_encryption.is_some()),
+            ("webhook_signing_key", self.keys.webhook_signing.is_some()),
+        ] {
+            if !present {
+                return Err(ConfigError(format!(
+                    "missing setting {}: production requires it (ID:BASE64 of 32 random bytes)",
+                    env_name(setting)
+                )));
+            }
+        }
+        self.notify.check_production()
+    }
     /// The database URL in effect: the configured one, or the SQLite file in the data directory.
     pub fn effective_database_url(&self) -> String {
         match &self.database_url {
@@ -574,6 +415,261 @@ impl Config {
             None => format!("sqlite://{}", self.data_dir.join("omamori.db").display()),
         }
     }
+}
+
+/// Parses one setting of a group into `config`; the error says why the value is refused.
+type SetGroup = fn(&mut Config, &str, &str) -> Result<(), String>;
+
+/// Which function parses which settings. Every setting of [`SETTINGS`] is in exactly one group
+/// (a unit test checks it).
+const SETTING_GROUPS: &[(&[&str], SetGroup)] = &[
+    (&["listen", "database_url", "data_dir", "sandbox", "environment", "database_max_connections"], set_service),
+    (&["log_format", "log_level"], set_logging),
+    (&["trusted_proxies", "geoip", "allowed_countries", "unknown_country"], set_client_origin),
+    (
+        &[
+            "amount_ceiling",
+            "session_idle_timeout_secs",
+            "session_absolute_timeout_secs",
+            "throttle_address_failures",
+            "throttle_subnet_failures",
+            "password_hash_concurrency",
+            "payment_code_prefix",
+        ],
+        set_limits,
+    ),
+    (
+        &[
+            "alert_failed_logins_per_minute",
+            "alert_failed_codes_per_minute",
+            "alert_throttled_addresses_per_minute",
+            "alert_card_declines_per_minute",
+            "alert_risk_declines_per_minute",
+            "containment",
+            "containment_policy",
+        ],
+        set_risk,
+    ),
+    (&["card_fingerprint_key", "totp_encryption_key", "webhook_signing_key", "processor_webhook_secret"], set_secrets),
+    (
+        &[
+            "smtp_url",
+            "smtp_from",
+            "sms_gateway_url",
+            "sms_gateway_token",
+            "oncall_webhook_url",
+            "oncall_webhook_token",
+            "notify_poll_ms",
+            "notify_retry_base_ms",
+            "notify_max_attempts",
+        ],
+        set_notify,
+    ),
+];
+
+fn unparsed(setting: &str) -> ! {
+    unreachable!("setting {setting} is listed in SETTINGS but not parsed")
+}
+
+/// Where the service listens, its database, and whether it is a sandbox or production.
+fn set_service(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+    match setting {
+        "listen" => config.listen = value.parse().map_err(|_| "expected HOST:PORT, for example 127.0.0.1:8080")?,
+        "database_url" => {
+            if !(value.starts_with("sqlite:") || value.starts_with("postgres://") || value.starts_with("postgresql://"))
+            {
+                return Err("expected sqlite://PATH or postgres://...".into());
+            }
+            config.database_url = Some(value.to_string());
+        }
+        "data_dir" => {
+            if value.is_empty() {
+                return Err("must not be empty".into());
+            }
+            config.data_dir = PathBuf::from(value);
+        }
+        "sandbox" => config.sandbox = parse_bool(value)?,
+        "environment" => {
+            config.environment = match value {
+                "development" => Environment::Development,
+                "production" => Environment::Production,
+                _ => return Err("expected development or production".into()),
+            }
+        }
+        "database_max_connections" => {
+            config.database_max_connections = value
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1000).contains(n))
+                .ok_or("expected a number from 1 to 1000")?
+        }
+        other => unparsed(other),
+    }
+    Ok(())
+}
+
+fn set_logging(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+    match setting {
+        "log_format" => {
+            config.log_format = match value {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                _ => return Err("expected text or json".into()),
+            }
+        }
+        "log_level" => {
+            tracing_subscriber::EnvFilter::try_new(value)
+                .map_err(|_| "expected a level such as info, or a tracing filter")?;
+            config.log_level = value.to_string();
+        }
+        other => unparsed(other),
+    }
+    Ok(())
+}
+
+/// How a client's address and country are read, and which countries are served.
+fn set_client_origin(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+    match setting {
+        "trusted_proxies" => {
+            config.trusted_proxies = split_list(value)
+                .map(|s| {
+                    s.parse::<IpNet>()
+                        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                        .map_err(|_| format!("{s:?} is not a CIDR such as 10.0.0.0/8"))
+                })
+                .collect::<Result<_, _>>()?
+        }
+        "geoip" => {
+            if value.is_empty() {
+                return Err("must be a path to a .mmdb or CSV file".into());
+            }
+            config.geoip = Some(PathBuf::from(value));
+        }
+        "allowed_countries" => {
+            let list: Vec<String> = split_list(value).map(str::to_ascii_uppercase).collect();
+            if list.is_empty() {
+                return Err("list at least one ISO 3166 alpha-2 code, for example JP".into());
+            }
+            if let Some(bad) = list.iter().find(|c| c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_uppercase())) {
+                return Err(format!("{bad:?} is not an ISO 3166 alpha-2 code"));
+            }
+            config.allowed_countries = list;
+        }
+        "unknown_country" => {
+            config.unknown_country = match value {
+                "allow" => UnknownCountry::Allow,
+                "deny" => UnknownCountry::Deny,
+                _ => return Err("expected allow or deny".into()),
+            }
+        }
+        other => unparsed(other),
+    }
+    Ok(())
+}
+
+/// Amounts, session lifetimes, login throttles, hashing concurrency and the payment code prefix.
+fn set_limits(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+    match setting {
+        "amount_ceiling" => {
+            config.amount_ceiling_yen = value
+                .parse::<i64>()
+                .ok()
+                .filter(|n| (1..=1_000_000_000_000).contains(n))
+                .ok_or("expected a whole number of yen from 1 to 1000000000000")?
+        }
+        "session_idle_timeout_secs" => config.session_idle_timeout_secs = number(value, 60, 24 * 3600)?,
+        "session_absolute_timeout_secs" => config.session_absolute_timeout_secs = number(value, 300, 30 * 24 * 3600)?,
+        "throttle_address_failures" => config.throttle_address_failures = number(value, 1, 100_000)?,
+        "throttle_subnet_failures" => config.throttle_subnet_failures = number(value, 1, 1_000_000)?,
+        "password_hash_concurrency" => config.password_hash_concurrency = number(value, 1, 256)?,
+        "payment_code_prefix" => {
+            validate_code_prefix(value)?;
+            config.payment_code_prefix = value.to_string();
+        }
+        other => unparsed(other),
+    }
+    Ok(())
+}
+
+/// The alert detectors' thresholds and what containment may do when they fire.
+fn set_risk(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+    let per_minute = || number(value, 1, 1_000_000);
+    match setting {
+        "alert_failed_logins_per_minute" => config.alert_failed_logins_per_minute = per_minute()?,
+        "alert_failed_codes_per_minute" => config.alert_failed_codes_per_minute = per_minute()?,
+        "alert_throttled_addresses_per_minute" => config.alert_throttled_addresses_per_minute = per_minute()?,
+        "alert_card_declines_per_minute" => config.alert_card_declines_per_minute = per_minute()?,
+        "alert_risk_declines_per_minute" => config.alert_risk_declines_per_minute = per_minute()?,
+        "containment" => config.containment = parse_bool(value)?,
+        "containment_policy" => config.containment_policy = containment_policy(value)?,
+        other => unparsed(other),
+    }
+    Ok(())
+}
+
+/// `DETECTOR=SWITCH, ...`: which switch each detector engages.
+fn containment_policy(value: &str) -> Result<Vec<(String, crate::ids::SwitchName)>, String> {
+    split_list(value)
+        .map(|pair| {
+            let (detector, switch) = pair
+                .split_once('=')
+                .map(|(d, s)| (d.trim(), s.trim()))
+                .ok_or_else(|| format!("{pair:?} is not DETECTOR=SWITCH"))?;
+            if !DETECTORS.contains(&detector) {
+                return Err(format!("{detector:?} is not a detector ({})", DETECTORS.join(", ")));
+            }
+            let Some(switch) = crate::ids::SwitchName::parse(switch) else {
+                return Err(format!("{switch:?} is not a switch ({})", crate::ids::SwitchName::names()));
+            };
+            Ok((detector.to_string(), switch))
+        })
+        .collect()
+}
+
+/// The rotating keys and the card processor's webhook secret; no value is ever echoed.
+fn set_secrets(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+    match setting {
+        "card_fingerprint_key" => config.keys.card_fingerprint = Some(Key::parse(value)?),
+        "totp_encryption_key" => config.keys.totp_encryption = Some(Key::parse(value)?),
+        "webhook_signing_key" => config.keys.webhook_signing = Some(Key::parse(value)?),
+        "processor_webhook_secret" => {
+            if value.len() < 16 {
+                return Err("must be at least 16 characters".into());
+            }
+            config.processor_webhook_secret = Some(Secret::new(value.to_string()));
+        }
+        other => unparsed(other),
+    }
+    Ok(())
+}
+
+/// The notification channels and the dispatcher's pace.
+fn set_notify(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+    let notify = &mut config.notify;
+    match setting {
+        "smtp_url" => {
+            // Never echo the value: it may carry a password.
+            if !(value.starts_with("smtp://") || value.starts_with("smtps://")) {
+                return Err("expected smtp://[USER:PASSWORD@]HOST[:PORT] or smtps://...".into());
+            }
+            notify.smtp_url = Some(Secret::new(value.to_string()));
+        }
+        "smtp_from" => {
+            value
+                .parse::<lettre::message::Mailbox>()
+                .map_err(|_| "expected an address such as Omamori <no-reply@example.jp>")?;
+            notify.smtp_from = value.to_string();
+        }
+        "sms_gateway_url" => notify.sms_gateway_url = Some(http_url(value)?),
+        "sms_gateway_token" => notify.sms_gateway_token = Some(Secret::new(value.to_string())),
+        "oncall_webhook_url" => notify.oncall_webhook_url = Some(http_url(value)?),
+        "oncall_webhook_token" => notify.oncall_webhook_token = Some(Secret::new(value.to_string())),
+        "notify_poll_ms" => notify.poll_ms = number(value, 10, 60_000)?,
+        "notify_retry_base_ms" => notify.retry_base_ms = number(value, 10, 3_600_000)?,
+        "notify_max_attempts" => notify.max_attempts = number(value, 1, 100)?,
+        other => unparsed(other),
+    }
+    Ok(())
 }
 
 fn number(value: &str, min: u32, max: u32) -> Result<u32, String> {
@@ -642,6 +738,22 @@ mod tests {
 
     fn key() -> String {
         Key::generate("k1").to_setting()
+    }
+
+    #[test]
+    fn every_setting_is_parsed_by_exactly_one_group() {
+        let grouped: Vec<&str> = SETTING_GROUPS.iter().flat_map(|(names, _)| names.iter().copied()).collect();
+        let mut sorted = grouped.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), grouped.len(), "a setting is in two groups");
+        let mut settings = SETTINGS.to_vec();
+        settings.sort_unstable();
+        assert_eq!(sorted, settings);
+        // Each group's parser knows each of its names (an unknown one would panic).
+        for setting in SETTINGS {
+            let _ = Config::default().set(setting, "");
+        }
     }
 
     #[test]

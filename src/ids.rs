@@ -7,7 +7,9 @@ pub fn new_id(prefix: &str) -> String {
 }
 
 /// A kill switch: the one kind of action it stops (ARCHITECTURE section 8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SwitchName {
     Signups,

@@ -87,16 +87,17 @@ pub async fn head(db: &Db) -> Result<Option<(i64, String, i64)>, sqlx::Error> {
     row.map(|r| Ok((r.try_get("id")?, r.try_get("hash")?, r.try_get("at")?))).transpose()
 }
 
-/// Checks that entry `id` still exists with `hash` (a head published earlier).
-pub async fn check_anchor(db: &Db, id: i64, hash: &str) -> Result<Result<(), String>, sqlx::Error> {
+/// Checks that entry `id` still exists with `hash` (a head published earlier); answers why it
+/// does not, if it does not.
+pub async fn check_anchor(db: &Db, id: i64, hash: &str) -> Result<Option<String>, sqlx::Error> {
     let stored: Option<String> =
         sqlx::query_scalar("SELECT hash FROM audit_log WHERE id = $1").bind(id).fetch_optional(db.pool()).await?;
     Ok(match stored {
-        None => Err(format!("the anchored entry {id} is gone: entries were removed from the end of the log")),
+        None => Some(format!("the anchored entry {id} is gone: entries were removed from the end of the log")),
         Some(h) if !crate::secret::constant_time_eq(h.as_bytes(), hash.as_bytes()) => {
-            Err(format!("the anchored entry {id} has another hash now: the log was rewritten"))
+            Some(format!("the anchored entry {id} has another hash now: the log was rewritten"))
         }
-        Some(_) => Ok(()),
+        Some(_) => None,
     })
 }
 

@@ -198,3 +198,40 @@ pub fn problem_for_status(status: StatusCode) -> ApiError {
     };
     ApiError::new(status, code, detail)
 }
+
+/// `429 too_many_attempts` with `retry_after` and `Retry-After`, in whole seconds (at least 1).
+pub fn too_many_attempts(retry_after_ms: i64) -> ApiError {
+    let secs = ((retry_after_ms.max(1) + 999) / 1000).max(1);
+    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "too many attempts; wait before trying again")
+        .with("retry_after", secs)
+        .with_header(header::RETRY_AFTER, HeaderValue::from_str(&secs.to_string()).expect("digits are a valid header"))
+}
+
+impl From<crate::risk::RiskError> for ApiError {
+    fn from(e: crate::risk::RiskError) -> Self {
+        use crate::risk::RiskError as E;
+        let detail = e.to_string();
+        match e {
+            E::TooManyAttempts { retry_after_ms } => too_many_attempts(retry_after_ms),
+            E::RegionBlocked => ApiError::new(StatusCode::FORBIDDEN, "region_blocked", detail),
+            E::SwitchEngaged { name, scope } => ApiError::new(StatusCode::FORBIDDEN, "switch_engaged", detail)
+                .with("switch", name.as_str())
+                .with("scope", scope),
+            E::AccountFrozen => ApiError::new(StatusCode::FORBIDDEN, "account_frozen", detail),
+            E::RiskDeclined { review_id } => {
+                let e = ApiError::decline(StatusCode::PAYMENT_REQUIRED, "risk_declined", detail);
+                match review_id {
+                    Some(id) => e.with("review_id", id),
+                    None => e,
+                }
+            }
+            E::Invalid(_) => ApiError::invalid_body(detail),
+            E::NotFound(_) => ApiError::not_found(detail),
+            E::AlreadyReleased => ApiError::new(StatusCode::CONFLICT, "already_released", detail),
+            E::SecondOperatorRequired => ApiError::new(StatusCode::CONFLICT, "second_operator_required", detail),
+            E::AlreadyDecided => ApiError::new(StatusCode::CONFLICT, "already_decided", detail),
+            E::RuleExists => ApiError::new(StatusCode::CONFLICT, "rule_exists", detail),
+            E::Db(db) => db.into(),
+        }
+    }
+}

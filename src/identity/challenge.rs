@@ -198,9 +198,9 @@ pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo)
             }
         };
         if c.sms_sends >= SMS_PER_CHALLENGE {
-            return Err(throttle::too_many(c.expires_at - now));
+            return Err(throttle::too_many(c.expires_at - now).into());
         }
-        if let Err(retry_after) = crate::risk::throttle::sms_budget(
+        if let crate::risk::Verdict::Throttled { retry_after_ms } = crate::risk::throttle::sms_budget(
             &mut tx,
             crate::risk::throttle::SmsCause::SecondFactor,
             &phone,
@@ -209,7 +209,7 @@ pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo)
         )
         .await?
         {
-            return Err(throttle::too_many(retry_after));
+            return Err(throttle::too_many(retry_after_ms).into());
         }
         let code = new_code();
         // A new code replaces the old one; the failure count stays.
@@ -269,7 +269,7 @@ pub async fn verify(
         };
         // The account's throttle gates the second step as it gates the first.
         if let Some(until) = throttle::locked(&mut tx, &account_key, now).await? {
-            return Ok::<_, ApiError>(Err(throttle::too_many(until - now)));
+            return Ok::<_, ApiError>(Err(throttle::too_many(until - now).into()));
         }
         let right = match method {
             "sms" => secret_matches(&c.id, code, c.sms_code_hash.as_deref()),

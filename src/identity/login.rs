@@ -158,9 +158,9 @@ async fn password_step(
         .await?;
         alerts::evaluate(&mut tx, &crate::risk::alerts::Thresholds::from_config(&state.config), now).await?;
         tx.commit().await?;
-        verdict
+        Ok::<_, ApiError>(verdict.into_result())
     })
-    .await?;
+    .await??;
     let right = crate::identity::password::verify(&state.hasher, &Password::for_login(password), stored).await;
     Ok(right.then_some(pending))
 }

@@ -4,6 +4,7 @@
 use crate::identity::password::Password;
 use crate::identity::{Email, new_id, totp};
 use crate::state::AppState;
+use crate::store::Conn;
 
 /// What an operator may do (ARCHITECTURE section 8): each role includes the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,54 +77,20 @@ async fn put(state: &AppState, email: &str, role: Role, reset: bool) -> anyhow::
         .totp_encryption
         .as_ref()
         .ok_or_else(|| anyhow::anyhow!("no TOTP encryption key configured"))?;
+    let credentials = StoredCredentials { password_hash: hash, sealed_totp: totp::seal(key, &seed), role };
     let now = state.clock.now_ms();
     let mut tx = state.db.begin().await?;
     // Two instances starting at once must not both insert the same operator.
     tx.serialize_on(OPERATORS_LOCK).await?;
-    let existing: Option<String> = sqlx::query_scalar("SELECT id FROM operators WHERE email = $1")
-        .bind(email.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let id = match existing {
+    let id = match operator_with_email(&mut tx, &email).await? {
         Some(id) if reset => {
-            sqlx::query("UPDATE operators SET password_hash = $1, totp_secret = $2, totp_last_step = 0, role = $3 WHERE id = $4")
-                .bind(&hash)
-                .bind(totp::seal(key, &seed))
-                .bind(role.as_str())
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
-            // Sessions carry the role they logged in with: new credentials end them.
-            sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE operator_id = $2 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(&id)
-                .execute(&mut *tx)
-                .await?;
+            reset_credentials(&mut tx, &id, &credentials, now).await?;
             id
         }
         Some(_) => anyhow::bail!("an operator with e-mail {} exists already", email.as_str()),
-        None => {
-            let id = new_id("opr");
-            sqlx::query(
-                "INSERT INTO operators (id, email, password_hash, totp_secret, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&id)
-            .bind(email.as_str())
-            .bind(&hash)
-            .bind(totp::seal(key, &seed))
-            .bind(role.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            id
-        }
+        None => insert_operator(&mut tx, &email, &credentials, now).await?,
     };
-    let action = if reset { "operator.credentials_reset" } else { "operator.create" };
-    let actor = if state.config.sandbox && reset {
-        "system:sandbox".to_string()
-    } else {
-        format!("cli:{}", std::env::var("USER").unwrap_or_default())
-    };
+    let (actor, action) = put_actor_and_action(state, reset);
     crate::audit::append(
         &mut tx,
         &actor,
@@ -137,8 +104,77 @@ async fn put(state: &AppState, email: &str, role: Role, reset: bool) -> anyhow::
     Ok(Created { id, email: email.as_str().to_string(), password, totp_secret: totp::base32(&seed), role })
 }
 
+/// An operator's credentials as the table keeps them: the password hashed, the TOTP seed sealed.
+struct StoredCredentials {
+    password_hash: String,
+    sealed_totp: String,
+    role: Role,
+}
+
+async fn operator_with_email(conn: &mut Conn, email: &Email) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM operators WHERE email = $1").bind(email.as_str()).fetch_optional(conn).await
+}
+
+async fn reset_credentials(
+    conn: &mut Conn,
+    id: &str,
+    credentials: &StoredCredentials,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operators SET password_hash = $1, totp_secret = $2, totp_last_step = 0, role = $3 WHERE id = $4",
+    )
+    .bind(&credentials.password_hash)
+    .bind(&credentials.sealed_totp)
+    .bind(credentials.role.as_str())
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    // Sessions carry the role they logged in with: new credentials end them.
+    sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE operator_id = $2 AND revoked_at IS NULL")
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Inserts a new operator; returns its id.
+async fn insert_operator(
+    conn: &mut Conn,
+    email: &Email,
+    credentials: &StoredCredentials,
+    now: i64,
+) -> Result<String, sqlx::Error> {
+    let id = new_id("opr");
+    sqlx::query(
+        "INSERT INTO operators (id, email, password_hash, totp_secret, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&id)
+    .bind(email.as_str())
+    .bind(&credentials.password_hash)
+    .bind(&credentials.sealed_totp)
+    .bind(credentials.role.as_str())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(id)
+}
+
+/// Who the audit log names for a creation or reset: the sandbox's own resets are the system's,
+/// the rest come from the command line's user.
+fn put_actor_and_action(state: &AppState, reset: bool) -> (String, &'static str) {
+    let action = if reset { "operator.credentials_reset" } else { "operator.create" };
+    let actor = if state.config.sandbox && reset {
+        "system:sandbox".to_string()
+    } else {
+        format!("cli:{}", std::env::var("USER").unwrap_or_default())
+    };
+    (actor, action)
+}
+
 /// The role of operator `id`, as stored.
-pub async fn role_of(conn: &mut crate::store::Conn, id: &str) -> Result<Role, sqlx::Error> {
+pub async fn role_of(conn: &mut Conn, id: &str) -> Result<Role, sqlx::Error> {
     let role: String =
         sqlx::query_scalar("SELECT role FROM operators WHERE id = $1").bind(id).fetch_one(&mut *conn).await?;
     Role::parse(&role).ok_or_else(|| sqlx::Error::Decode(format!("operator {id} has an unknown role").into()))

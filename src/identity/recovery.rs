@@ -43,7 +43,7 @@ pub async fn request(state: &AppState, login: &str, client: &ClientInfo) -> Resu
         };
         let allowed = crate::risk::throttle::sms_budget(&mut tx, SmsCause::Unauthenticated, &budget_key, client, now)
             .await?
-            .is_ok();
+            == crate::risk::Verdict::Allowed;
         let (sms_code, email_code) = (new_code(), new_code());
         let user = user.filter(|_| allowed);
         sqlx::query(
@@ -111,9 +111,11 @@ pub async fn complete(
     let user = store::retry(|| async {
         let mut tx = state.db.begin().await?;
         tx.lock("reset", id).await?;
-        if let Err(refusal) = throttle::check_network(&mut tx, crate::risk::throttle::Limits::from_config(&state.config), &client.ip_text, &client.subnet, now).await? {
+        let limits = crate::risk::throttle::Limits::from_config(&state.config);
+        let verdict = throttle::check_network(&mut tx, limits, &client.ip_text, &client.subnet, now).await?;
+        if let Err(refusal) = verdict.into_result() {
             tx.commit().await?;
-            return Ok::<_, ApiError>(Err(refusal));
+            return Ok::<_, ApiError>(Err(refusal.into()));
         }
         let row = sqlx::query(
             "SELECT user_id, sms_code_hash, email_code_hash, failures, state, expires_at FROM password_resets WHERE id = $1",

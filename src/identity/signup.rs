@@ -15,7 +15,6 @@ use crate::ledger::{self, AccountKind};
 use crate::money::Currency;
 use crate::notify::{self, Channel, Message};
 use crate::risk::client::ClientInfo;
-use crate::risk::throttle;
 use crate::risk::throttle::{SmsCause, sms_budget};
 use crate::state::AppState;
 use crate::store;
@@ -48,7 +47,7 @@ pub async fn start(
         let mut tx = state.db.begin().await?;
         let verdict = sms_budget(&mut tx, SmsCause::Unauthenticated, phone.as_str(), client, now).await?;
         tx.commit().await?;
-        Ok::<_, ApiError>(verdict.map_err(throttle::too_many))
+        Ok::<_, ApiError>(verdict.into_result().map_err(ApiError::from))
     })
     .await??;
     let hash = crate::identity::password::hash(&state.hasher, &password).await?;

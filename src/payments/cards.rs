@@ -88,13 +88,13 @@ pub async fn link(
         }
         if throttle::window(&mut tx, "card_fail_wallet", &user.id, now - DAY_MS).await?.0 >= FAILED_CHECKS_PER_WALLET {
             tx.commit().await?;
-            return Ok::<_, ApiError>(Err(throttle::too_many(DAY_MS)));
+            return Ok::<_, ApiError>(Err(throttle::too_many(DAY_MS).into()));
         }
         if let Some(fp) = &raw_fingerprint
             && throttle::window(&mut tx, "card_fail_card", fp, now - DAY_MS).await?.0 >= FAILED_CHECKS_PER_CARD
         {
             tx.commit().await?;
-            return Ok(Err(throttle::too_many(DAY_MS)));
+            return Ok(Err(throttle::too_many(DAY_MS).into()));
         }
         if let Err(e) = card_counts(&mut tx, &user.id, now).await? {
             return Ok(Err(e));
@@ -150,7 +150,7 @@ pub async fn link(
         // A switch on this very card (by id, covering its fingerprint on every wallet).
         let subject = switches::Subject { card_fingerprint: Some(&fingerprint), ..Default::default() };
         if let Err(e) = switches::check(&mut tx, crate::ids::SwitchName::CardLinking, subject).await {
-            return Ok::<_, ApiError>(Err(e));
+            return Ok::<_, ApiError>(Err(e.into()));
         }
         // The check passed: it was not a failure.
         crate::risk::throttle::unrecord(&mut tx, &provisional).await?;
@@ -243,7 +243,11 @@ pub async fn link(
         .execute(&mut *tx)
         .await?;
         let answer = if held {
-            let detail = json!({"card_id": card_id, "last4": info.last4});
+            let detail = rules::ReviewDetail {
+                card_id: Some(card_id.clone()),
+                last4: Some(info.last4.clone()),
+                ..Default::default()
+            };
             let review =
                 rules::open_review(&mut tx, "card", Some(&card_id), &user.id, &rule.unwrap_or_default(), &detail, now)
                     .await?;

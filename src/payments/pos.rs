@@ -94,7 +94,7 @@ pub async fn check_terminal(conn: &mut Conn, terminal_id: &str, now: i64) -> Res
     let (n, newest): (i64, Option<i64>) = (row.try_get("n")?, row.try_get("newest")?);
     if n >= UNKNOWN_CODES_LIMIT {
         // Refused for 10 minutes after the last unknown code.
-        return Err(throttle::too_many(newest.unwrap_or(now) + UNKNOWN_CODES_WINDOW_MS - now));
+        return Err(throttle::too_many(newest.unwrap_or(now) + UNKNOWN_CODES_WINDOW_MS - now).into());
     }
     Ok(())
 }
@@ -251,9 +251,14 @@ pub async fn charge_code(
     if let (outcome, Some(rule)) = rules::evaluate(conn, "payment", &signals).await?
         && outcome != rules::Outcome::Allow
     {
-        let detail = json!({"store_id": store.id, "terminal_id": terminal.id, "amount": amount.0});
+        let detail = rules::ReviewDetail {
+            store_id: Some(store.id.clone()),
+            terminal_id: Some(terminal.id.clone()),
+            amount: Some(amount.0),
+            ..Default::default()
+        };
         let review = rules::open_review(conn, "payment", None, &user_id, &rule, &detail, now).await?;
-        return Ok(Err(rules::risk_declined(Some(&review))));
+        return Ok(Err(rules::risk_declined(Some(&review)).into()));
     }
     let charge = Charge {
         user_id: &user_id,

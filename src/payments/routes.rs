@@ -331,9 +331,9 @@ async fn pay_store_qr(
                     ));
                 }
                 (_, Some(rule)) => {
-                    let detail = json!({"store_id": store.id, "amount": amount.0});
+                    let detail = rules::ReviewDetail { store_id: Some(store.id.clone()), amount: Some(amount.0), ..Default::default() };
                     let review = rules::open_review(conn, "payment", None, s.user_id(), &rule, &detail, now).await?;
-                    return Ok(Outcome::problem(&rules::risk_declined(Some(&review))));
+                    return Ok(Outcome::problem(&rules::risk_declined(Some(&review)).into()));
                 }
             }
             let charge = pos::Charge {

@@ -171,7 +171,7 @@ async fn run(
                     // Counted for the risk_declines detector, although the top-up itself is refused.
                     crate::risk::alerts::record_risk_decline(&mut tx, &user.id, now).await?;
                     tx.commit().await?;
-                    return Err(rules::risk_declined(None));
+                    return Err(rules::risk_declined(None).into());
                 }
                 let held = matches!(outcome, rules::Outcome::Hold | rules::Outcome::StepUp);
                 sqlx::query(
@@ -190,7 +190,7 @@ async fn run(
                 .await?;
                 if held {
                     let rule = rule.unwrap_or_default();
-                    let detail = json!({"amount": amount.0, "card_id": card_id});
+                    let detail = rules::ReviewDetail { amount: Some(amount.0), card_id: Some(card_id.to_string()), ..Default::default() };
                     rules::open_review(&mut tx, "topup", Some(&id), &user.id, &rule, &detail, now).await?;
                     let answer = json!({"topup_id": id, "status": "held"});
                     idempotency::complete(&mut tx, claim, StatusCode::ACCEPTED, "application/json", &answer.to_string()).await?;
@@ -273,7 +273,7 @@ async fn check_rules(conn: &mut Conn, user: &identity::User, amount: i64, now: i
     .await?;
     if recent >= wallet::TOPUPS_PER_10_MIN {
         // Not final: after Retry-After the same request may go through.
-        return Err(throttle::too_many(TEN_MINUTES_MS));
+        return Err(throttle::too_many(TEN_MINUTES_MS).into());
     }
     Ok(())
 }

@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use axum::http::HeaderMap;
+use http::HeaderMap;
 use ipnet::IpNet;
 
 /// Where a request comes from (the client address behind trusted proxies) and its country.
@@ -29,7 +29,7 @@ impl ClientInfo {
 
 /// Refuses a shopper whose country is not allowed (`403 region_blocked`); the decision is logged and
 /// counted.
-pub fn country_policy(config: &crate::config::Config, info: &ClientInfo) -> Result<(), crate::http::error::ApiError> {
+pub fn country_policy(config: &crate::config::Config, info: &ClientInfo) -> Result<(), super::RiskError> {
     use crate::ports::geo;
     if geo::country_allowed(info.country.as_deref(), &config.allowed_countries, config.unknown_country) {
         return Ok(());
@@ -37,11 +37,7 @@ pub fn country_policy(config: &crate::config::Config, info: &ClientInfo) -> Resu
     let country = info.country.clone().unwrap_or_else(|| "unknown".into());
     tracing::warn!(country = %country, "refused by the country policy");
     metrics::counter!("omamori_region_blocked_total", "country" => country).increment(1);
-    Err(crate::http::error::ApiError::new(
-        axum::http::StatusCode::FORBIDDEN,
-        "region_blocked",
-        "Omamori is available only in Japan",
-    ))
+    Err(super::RiskError::RegionBlocked)
 }
 
 /// The client address: `peer` itself unless `peer` is inside one of `trusted` proxies; then walk the
@@ -108,7 +104,7 @@ fn parse_entry(raw: &[u8]) -> Option<IpAddr> {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::HeaderValue;
+    use http::HeaderValue;
 
     use super::*;
 

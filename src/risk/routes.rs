@@ -72,7 +72,8 @@ async fn engage_switch(
         None => ("global", ""),
     };
     let by = op.actor();
-    let view = switches::engage(&state.db, "switch", &b.name, kind, id, &b.reason, &by, state.clock.now_ms()).await?;
+    let request = switches::Engage { name: &b.name, scope_kind: kind, scope_id: id, reason: &b.reason, by: &by };
+    let view = switches::engage(&state.db, request, state.clock.now_ms()).await?;
     Ok((StatusCode::CREATED, axum::Json(view)).into_response())
 }
 
@@ -271,6 +272,12 @@ struct NewRuleBody {
     outcome: String,
 }
 
+/// Rule conditions from a request body: only the known signals, with their types.
+fn parse_conditions(value: serde_json::Value) -> Result<super::rules::Conditions, ApiError> {
+    serde_json::from_value(value)
+        .map_err(|_| ApiError::invalid_body("conditions name unknown signals or have wrong types"))
+}
+
 /// Adds a risk rule (admin role; audited; applies to the next request, without a restart).
 #[utoipa::path(post, path = "/v1/admin/rules", tag = "operator", request_body = NewRuleBody,
     responses((status = 201, description = "the rules"),
@@ -282,11 +289,12 @@ async fn create_rule(
     body: ApiJson<NewRuleBody>,
 ) -> Result<Response, ApiError> {
     let b = body.value;
+    let conditions = parse_conditions(b.conditions)?;
     let rule = super::rules::NewRule {
         id: &b.id,
         event: &b.event,
         priority: b.priority,
-        conditions: &b.conditions,
+        conditions: &conditions,
         outcome: &b.outcome,
     };
     super::rules::create(&state.db, rule, &op.actor(), state.clock.now_ms()).await?;
@@ -309,10 +317,11 @@ async fn update_rule(
         return Err(ApiError::not_found("there is no such rule"));
     }
     let b = body.value;
+    let conditions = b.conditions.map(parse_conditions).transpose()?;
     super::rules::update(
         &state.db,
         &id,
-        b.conditions.as_ref(),
+        conditions.as_ref(),
         b.outcome.as_deref(),
         b.enabled,
         &op.actor(),

@@ -7,29 +7,37 @@
 //! matching rule by priority decides; no match allows.
 
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::Row;
 
-use crate::http::error::ApiError;
+use super::RiskError;
 use crate::ids::new_id;
 use crate::store::{Conn, Db, clock};
 
 const DEFAULTS: &str = include_str!("../../data/risk-rules.toml");
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, utoipa::ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Conditions {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub amount_at_least: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub new_device: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub topup_within_minutes: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub credential_change_within_hours: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mcc_in: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub country_not_in: Option<Vec<String>>,
     /// This many events of the kind (logins, card links, top-ups, payments) by the user in the
     /// last hour, this one included.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub per_hour_at_least: Option<i64>,
     /// Faster than 500 km/h from the user's previous login (see [`crate::risk::travel`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub impossible_travel: Option<bool>,
 }
 
@@ -114,7 +122,7 @@ pub async fn seed(db: &Db, now: i64) -> anyhow::Result<()> {
         for r in file.rule.into_iter().filter(|r| !present.contains(&r.id)) {
             anyhow::ensure!(Outcome::parse(&r.outcome).is_some(), "rule {}: unknown outcome {}", r.id, r.outcome);
             anyhow::ensure!(EVENTS.contains(&r.event.as_str()), "rule {}: unknown event {}", r.id, r.event);
-            let conditions = serde_json::to_string(&conditions_json(&r.conditions))?;
+            let conditions = conditions_text(&r.conditions);
             sqlx::query("INSERT INTO risk_rules (id, event, priority, conditions, outcome, enabled, updated_at) VALUES ($1, $2, $3, $4, $5, 1, $6)")
                 .bind(&r.id)
                 .bind(&r.event)
@@ -130,33 +138,8 @@ pub async fn seed(db: &Db, now: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn conditions_json(c: &Conditions) -> Value {
-    let mut m = serde_json::Map::new();
-    if let Some(v) = c.per_hour_at_least {
-        m.insert("per_hour_at_least".into(), json!(v));
-    }
-    if let Some(v) = c.impossible_travel {
-        m.insert("impossible_travel".into(), json!(v));
-    }
-    if let Some(v) = c.amount_at_least {
-        m.insert("amount_at_least".into(), json!(v));
-    }
-    if let Some(v) = c.new_device {
-        m.insert("new_device".into(), json!(v));
-    }
-    if let Some(v) = c.topup_within_minutes {
-        m.insert("topup_within_minutes".into(), json!(v));
-    }
-    if let Some(v) = c.credential_change_within_hours {
-        m.insert("credential_change_within_hours".into(), json!(v));
-    }
-    if let Some(v) = &c.mcc_in {
-        m.insert("mcc_in".into(), json!(v));
-    }
-    if let Some(v) = &c.country_not_in {
-        m.insert("country_not_in".into(), json!(v));
-    }
-    Value::Object(m)
+fn conditions_text(c: &Conditions) -> String {
+    serde_json::to_string(c).expect("conditions serialise")
 }
 
 /// Gathers the signals of `event` for a user on a device.
@@ -254,7 +237,7 @@ pub async fn open_review(
     subject: Option<&str>,
     user_id: &str,
     rule: &str,
-    detail: &Value,
+    detail: &ReviewDetail,
     now: i64,
 ) -> Result<String, sqlx::Error> {
     let id = new_id("rev");
@@ -264,7 +247,7 @@ pub async fn open_review(
         .bind(subject)
         .bind(user_id)
         .bind(rule)
-        .bind(detail.to_string())
+        .bind(serde_json::to_string(detail).expect("a review detail serialises"))
         .bind(now)
         .execute(&mut *conn)
         .await?;
@@ -275,16 +258,8 @@ pub async fn open_review(
 }
 
 /// `402 risk_declined` with the review case.
-pub fn risk_declined(review_id: Option<&str>) -> ApiError {
-    let e = ApiError::decline(
-        axum::http::StatusCode::PAYMENT_REQUIRED,
-        "risk_declined",
-        "this payment was declined for your protection",
-    );
-    match review_id {
-        Some(id) => e.with("review_id", id.to_string()),
-        None => e,
-    }
+pub fn risk_declined(review_id: Option<&str>) -> RiskError {
+    RiskError::RiskDeclined { review_id: review_id.map(str::to_string) }
 }
 
 /// What a decision does to the held subject of a review: cards and top-ups belong to payments,
@@ -308,7 +283,7 @@ pub async fn decide(
     by: &str,
     subjects: &dyn ReviewSubjects,
     now: i64,
-) -> Result<(String, Option<String>), ApiError> {
+) -> Result<(String, Option<String>), RiskError> {
     crate::store::retry(|| async {
         let mut tx = db.begin().await?;
         tx.lock("review", id).await?;
@@ -316,15 +291,11 @@ pub async fn decide(
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| ApiError::not_found("there is no such review"))?;
+            .ok_or_else(|| RiskError::NotFound("there is no such review".into()))?;
         let (kind, subject, state): (String, Option<String>, String) =
             (row.try_get("kind")?, row.try_get("subject_id")?, row.try_get("state")?);
         if state != "open" {
-            return Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "already_decided",
-                "this review was decided already",
-            ));
+            return Err(RiskError::AlreadyDecided);
         }
         let decision = if approve { "approved" } else { "rejected" };
         sqlx::query("UPDATE reviews SET state = $1, decided_by = $2, decided_at = $3 WHERE id = $4")
@@ -352,43 +323,89 @@ pub async fn decide(
     .await
 }
 
-pub async fn reviews(db: &Db) -> Result<Vec<Value>, sqlx::Error> {
+/// A review case as operators see it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Review {
+    pub id: String,
+    /// `payment`, `topup` or `card`.
+    pub kind: String,
+    pub subject_id: Option<String>,
+    pub user_id: String,
+    pub rule_id: String,
+    pub detail: ReviewDetail,
+    /// `open`, `approved` or `rejected`.
+    pub state: String,
+    pub created_at: String,
+}
+
+/// What the held action was.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ReviewDetail {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amount: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub terminal_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last4: Option<String>,
+}
+
+/// The newest 200 review cases.
+pub async fn reviews(db: &Db) -> Result<Vec<Review>, sqlx::Error> {
     let rows = sqlx::query("SELECT id, kind, subject_id, user_id, rule_id, detail, state, created_at FROM reviews ORDER BY created_at DESC, id DESC LIMIT 200")
         .fetch_all(db.pool())
         .await?;
     rows.iter()
         .map(|r| {
             let detail: String = r.try_get("detail")?;
-            Ok(json!({
-                "id": r.try_get::<String, _>("id")?,
-                "kind": r.try_get::<String, _>("kind")?,
-                "subject_id": r.try_get::<Option<String>, _>("subject_id")?,
-                "user_id": r.try_get::<String, _>("user_id")?,
-                "rule_id": r.try_get::<String, _>("rule_id")?,
-                "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::Null),
-                "state": r.try_get::<String, _>("state")?,
-                "created_at": clock::rfc3339_ms(r.try_get("created_at")?),
-            }))
+            Ok(Review {
+                id: r.try_get("id")?,
+                kind: r.try_get("kind")?,
+                subject_id: r.try_get("subject_id")?,
+                user_id: r.try_get("user_id")?,
+                rule_id: r.try_get("rule_id")?,
+                detail: serde_json::from_str(&detail).unwrap_or_default(),
+                state: r.try_get("state")?,
+                created_at: clock::rfc3339_ms(r.try_get("created_at")?),
+            })
         })
         .collect()
 }
 
-pub async fn list(db: &Db) -> Result<Vec<Value>, sqlx::Error> {
+/// A rule as admins see it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Rule {
+    pub id: String,
+    /// `login`, `card_link`, `topup` or `payment`.
+    pub event: String,
+    pub priority: i64,
+    pub conditions: Conditions,
+    /// `allow`, `step_up`, `hold` or `decline`.
+    pub outcome: String,
+    pub enabled: bool,
+    pub updated_at: String,
+}
+
+/// Every rule, in the order they are evaluated.
+pub async fn list(db: &Db) -> Result<Vec<Rule>, sqlx::Error> {
     let rows = sqlx::query("SELECT id, event, priority, conditions, outcome, enabled, updated_at FROM risk_rules ORDER BY event, priority, id")
         .fetch_all(db.pool())
         .await?;
     rows.iter()
         .map(|r| {
             let text: String = r.try_get("conditions")?;
-            Ok(json!({
-                "id": r.try_get::<String, _>("id")?,
-                "event": r.try_get::<String, _>("event")?,
-                "priority": r.try_get::<i64, _>("priority")?,
-                "conditions": serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
-                "outcome": r.try_get::<String, _>("outcome")?,
-                "enabled": r.try_get::<i64, _>("enabled")? == 1,
-                "updated_at": clock::rfc3339_ms(r.try_get("updated_at")?),
-            }))
+            Ok(Rule {
+                id: r.try_get("id")?,
+                event: r.try_get("event")?,
+                priority: r.try_get("priority")?,
+                conditions: serde_json::from_str(&text).unwrap_or_default(),
+                outcome: r.try_get("outcome")?,
+                enabled: r.try_get::<i64, _>("enabled")? == 1,
+                updated_at: clock::rfc3339_ms(r.try_get("updated_at")?),
+            })
         })
         .collect()
 }
@@ -404,34 +421,33 @@ pub struct NewRule<'a> {
     pub id: &'a str,
     pub event: &'a str,
     pub priority: i64,
-    pub conditions: &'a Value,
+    pub conditions: &'a Conditions,
     pub outcome: &'a str,
 }
 
 /// Adds a rule (admin); audited; applies to the next evaluation.
-pub async fn create(db: &Db, rule: NewRule<'_>, by: &str, now: i64) -> Result<(), ApiError> {
+pub async fn create(db: &Db, rule: NewRule<'_>, by: &str, now: i64) -> Result<(), RiskError> {
     let NewRule { id, event, priority, conditions, outcome } = rule;
     if !is_rule_id(id) {
-        return Err(ApiError::invalid_body("id must be 1 to 64 letters, digits, '-' or '_'"));
+        return Err(RiskError::invalid("id must be 1 to 64 letters, digits, '-' or '_'"));
     }
     if !EVENTS.contains(&event) {
-        return Err(ApiError::invalid_body(format!("event must be one of {}", EVENTS.join(", "))));
+        return Err(RiskError::invalid(format!("event must be one of {}", EVENTS.join(", "))));
     }
     if !(0..=1_000_000).contains(&priority) {
-        return Err(ApiError::invalid_body("priority must be from 0 to 1000000 (lower is evaluated first)"));
+        return Err(RiskError::invalid("priority must be from 0 to 1000000 (lower is evaluated first)"));
     }
-    let parsed = serde_json::from_value::<Conditions>(conditions.clone())
-        .map_err(|_| ApiError::invalid_body("conditions name unknown signals or have wrong types"))?;
+    let parsed = conditions;
     if Outcome::parse(outcome).is_none() {
-        return Err(ApiError::invalid_body("outcome must be allow, step_up, hold or decline"));
+        return Err(RiskError::invalid("outcome must be allow, step_up, hold or decline"));
     }
-    let stored = conditions_json(&parsed).to_string();
+    let stored = conditions_text(parsed);
     crate::store::retry(|| async {
         let mut tx = db.begin().await?;
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM risk_rules WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
         if n > 0 {
-            return Err(ApiError::new(axum::http::StatusCode::CONFLICT, "rule_exists", "a rule with this id exists"));
+            return Err(RiskError::RuleExists);
         }
         sqlx::query(
             "INSERT INTO risk_rules (id, event, priority, conditions, outcome, enabled, updated_at) \
@@ -445,8 +461,7 @@ pub async fn create(db: &Db, rule: NewRule<'_>, by: &str, now: i64) -> Result<()
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let detail =
-            json!({"event": event, "priority": priority, "conditions": parsed_value(&stored), "outcome": outcome});
+        let detail = json!({"event": event, "priority": priority, "conditions": parsed, "outcome": outcome});
         crate::audit::append(&mut tx, by, "rule.create", id, &detail, now).await?;
         tx.commit().await?;
         Ok(())
@@ -454,39 +469,31 @@ pub async fn create(db: &Db, rule: NewRule<'_>, by: &str, now: i64) -> Result<()
     .await
 }
 
-fn parsed_value(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or(Value::Null)
-}
-
 /// Changes a rule (admin); audited; applies to the next evaluation.
 pub async fn update(
     db: &Db,
     id: &str,
-    conditions: Option<&Value>,
+    conditions: Option<&Conditions>,
     outcome: Option<&str>,
     enabled: Option<bool>,
     by: &str,
     now: i64,
-) -> Result<(), ApiError> {
-    if let Some(c) = conditions {
-        serde_json::from_value::<Conditions>(c.clone())
-            .map_err(|_| ApiError::invalid_body("conditions name unknown signals or have wrong types"))?;
-    }
+) -> Result<(), RiskError> {
     if let Some(o) = outcome
         && Outcome::parse(o).is_none()
     {
-        return Err(ApiError::invalid_body("outcome must be allow, step_up, hold or decline"));
+        return Err(RiskError::invalid("outcome must be allow, step_up, hold or decline"));
     }
     crate::store::retry(|| async {
         let mut tx = db.begin().await?;
         let n: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM risk_rules WHERE id = $1").bind(id).fetch_one(&mut *tx).await?;
         if n == 0 {
-            return Err(ApiError::not_found("there is no such rule"));
+            return Err(RiskError::NotFound("there is no such rule".into()));
         }
         if let Some(c) = conditions {
             sqlx::query("UPDATE risk_rules SET conditions = $1 WHERE id = $2")
-                .bind(c.to_string())
+                .bind(conditions_text(c))
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;

@@ -8,11 +8,10 @@
 //! request on every instance. A freeze is the same for every money action of one user, and
 //! answers `403 account_frozen`.
 
-use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::Row;
 
-use crate::http::error::ApiError;
+use super::RiskError;
 use crate::ids::{SwitchName, new_id};
 use crate::store::{self, Conn, Db, clock};
 
@@ -29,16 +28,16 @@ pub struct Subject<'a> {
 }
 
 /// An operator's reason for an action: 1 to 500 characters after trimming.
-pub fn check_reason(text: &str) -> Result<&str, ApiError> {
+pub fn check_reason(text: &str) -> Result<&str, RiskError> {
     let text = text.trim();
     if text.is_empty() || text.chars().count() > 500 {
-        return Err(ApiError::invalid_body("give a reason of 1 to 500 characters"));
+        return Err(RiskError::invalid("give a reason of 1 to 500 characters"));
     }
     Ok(text)
 }
 
 /// Refuses `name` for `subject` when a switch or a freeze covers it.
-pub async fn check(conn: &mut Conn, name: SwitchName, s: Subject<'_>) -> Result<(), ApiError> {
+pub async fn check(conn: &mut Conn, name: SwitchName, s: Subject<'_>) -> Result<(), RiskError> {
     let row = sqlx::query(
         "SELECT kind, scope_kind FROM switches WHERE released_at IS NULL AND name = $1 AND ( \
              scope_kind = 'global' \
@@ -58,41 +57,70 @@ pub async fn check(conn: &mut Conn, name: SwitchName, s: Subject<'_>) -> Result<
     let Some(row) = row else { return Ok(()) };
     let kind: String = row.try_get("kind")?;
     if kind == "freeze" {
-        return Err(ApiError::new(StatusCode::FORBIDDEN, "account_frozen", "this account is frozen; contact support"));
+        return Err(RiskError::AccountFrozen);
     }
     let scope: String = row.try_get("scope_kind")?;
     metrics::counter!("omamori_switch_refusals_total", "switch" => name.as_str()).increment(1);
     // Not a final answer: the same request may go through once the switch is released.
-    Err(ApiError::new(StatusCode::FORBIDDEN, "switch_engaged", format!("{name} are stopped for now"))
-        .with("switch", name.as_str())
-        .with("scope", scope))
+    Err(RiskError::SwitchEngaged { name, scope })
+}
+
+/// What an operator asks to stop, and why.
+pub struct Engage<'a> {
+    pub name: &'a str,
+    /// `global`, `merchant`, `user`, `card` or `country`.
+    pub scope_kind: &'a str,
+    pub scope_id: &'a str,
+    pub reason: &'a str,
+    pub by: &'a str,
+}
+
+/// A switch's scope: `global`, or a kind and the id of what it covers.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct Scope {
+    pub kind: String,
+    pub id: String,
+}
+
+/// An engaged switch, as `POST /v1/admin/switches` answers it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Engaged {
+    pub id: String,
+    pub name: SwitchName,
+    pub scope: Scope,
+    pub engaged: bool,
 }
 
 /// Engages a switch at once; answers its view.
-#[allow(clippy::too_many_arguments)]
-pub async fn engage(
-    db: &Db,
-    kind: &str,
-    name: &str,
-    scope_kind: &str,
-    scope_id: &str,
-    reason: &str,
-    by: &str,
-    now: i64,
-) -> Result<Value, ApiError> {
-    let Some(name) = SwitchName::parse(name) else {
-        return Err(ApiError::invalid_body(format!("name must be one of {}", SwitchName::names())));
+pub async fn engage(db: &Db, request: Engage<'_>, now: i64) -> Result<Engaged, RiskError> {
+    let Some(name) = SwitchName::parse(request.name) else {
+        return Err(RiskError::invalid(format!("name must be one of {}", SwitchName::names())));
     };
-    if !SCOPES.contains(&scope_kind) {
-        return Err(ApiError::invalid_body(format!("scope kind must be one of {}", SCOPES.join(", "))));
+    let scope = check_scope(db, request.scope_kind, request.scope_id).await?;
+    let reason = check_reason(request.reason)?;
+    let id = new_id("swt");
+    let row = NewSwitch { id: &id, kind: "switch", name, scope: &scope, reason, by: request.by };
+    store::retry(|| async {
+        let mut tx = db.begin().await?;
+        insert(&mut tx, &row, now).await?;
+        tx.commit().await
+    })
+    .await?;
+    Ok(Engaged { id, name, scope, engaged: true })
+}
+
+/// A scope as stored: its kind known, its id trimmed (a country upper-cased) and naming something
+/// that exists (a mistyped id would match nothing while the operator believes the fraud contained).
+async fn check_scope(db: &Db, kind: &str, id: &str) -> Result<Scope, RiskError> {
+    if !SCOPES.contains(&kind) {
+        return Err(RiskError::invalid(format!("scope kind must be one of {}", SCOPES.join(", "))));
     }
-    let scope_id = if scope_kind == "global" { "" } else { scope_id.trim() };
-    if scope_kind != "global" && (scope_id.is_empty() || scope_id.len() > 64) {
-        return Err(ApiError::invalid_body("a scoped switch needs the scope's id"));
+    let id = if kind == "global" { "" } else { id.trim() };
+    if kind != "global" && (id.is_empty() || id.len() > 64) {
+        return Err(RiskError::invalid("a scoped switch needs the scope's id"));
     }
-    let scope_id = if scope_kind == "country" { scope_id.to_ascii_uppercase() } else { scope_id.to_string() };
-    // A mistyped id would match nothing while the operator believes the fraud contained.
-    let table = match scope_kind {
+    let id = if kind == "country" { id.to_ascii_uppercase() } else { id.to_string() };
+    let table = match kind {
         "user" => Some("users"),
         "merchant" => Some("merchants"),
         "card" => Some("cards"),
@@ -100,55 +128,47 @@ pub async fn engage(
     };
     if let Some(table) = table {
         let sql = sqlx::AssertSqlSafe(format!("SELECT COUNT(*) FROM {table} WHERE id = $1"));
-        let n: i64 = sqlx::query_scalar(sql).bind(&scope_id).fetch_one(db.pool()).await?;
+        let n: i64 = sqlx::query_scalar(sql).bind(&id).fetch_one(db.pool()).await?;
         if n == 0 {
-            return Err(ApiError::not_found(format!("there is no {scope_kind} {scope_id}")));
+            return Err(RiskError::NotFound(format!("there is no {kind} {id}")));
         }
     }
-    if scope_kind == "country" && (scope_id.len() != 2 || !scope_id.bytes().all(|b| b.is_ascii_uppercase())) {
-        return Err(ApiError::invalid_body("a country scope needs an ISO 3166 alpha-2 code"));
+    if kind == "country" && (id.len() != 2 || !id.bytes().all(|b| b.is_ascii_uppercase())) {
+        return Err(RiskError::invalid("a country scope needs an ISO 3166 alpha-2 code"));
     }
-    let reason = check_reason(reason)?;
-    let id = new_id("swt");
-    store::retry(|| async {
-        let mut tx = db.begin().await?;
-        insert(&mut tx, &id, kind, name, scope_kind, &scope_id, reason, by, now).await?;
-        tx.commit().await
-    })
-    .await?;
-    Ok(json!({"id": id, "name": name, "scope": {"kind": scope_kind, "id": scope_id}, "engaged": true}))
+    Ok(Scope { kind: kind.to_string(), id })
+}
+
+/// A switch or freeze row to write.
+struct NewSwitch<'a> {
+    id: &'a str,
+    /// `switch` or `freeze`.
+    kind: &'a str,
+    name: SwitchName,
+    scope: &'a Scope,
+    reason: &'a str,
+    by: &'a str,
 }
 
 /// Writes an engaged switch and its audit entry in the caller's transaction.
-#[allow(clippy::too_many_arguments)]
-async fn insert(
-    conn: &mut Conn,
-    id: &str,
-    kind: &str,
-    name: SwitchName,
-    scope_kind: &str,
-    scope_id: &str,
-    reason: &str,
-    by: &str,
-    now: i64,
-) -> Result<(), sqlx::Error> {
+async fn insert(conn: &mut Conn, row: &NewSwitch<'_>, now: i64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO switches (id, kind, name, scope_kind, scope_id, reason, engaged_at, engaged_by) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
-    .bind(id)
-    .bind(kind)
-    .bind(name.as_str())
-    .bind(scope_kind)
-    .bind(scope_id)
-    .bind(reason)
+    .bind(row.id)
+    .bind(row.kind)
+    .bind(row.name.as_str())
+    .bind(&row.scope.kind)
+    .bind(&row.scope.id)
+    .bind(row.reason)
     .bind(now)
-    .bind(by)
+    .bind(row.by)
     .execute(&mut *conn)
     .await?;
-    let detail = json!({"kind": kind, "name": name, "scope": {"kind": scope_kind, "id": scope_id}, "reason": reason});
-    crate::audit::append(conn, by, "switch.engage", id, &detail, now).await?;
-    tracing::warn!(switch = name.as_str(), scope = scope_kind, by, "switch engaged");
+    let detail = json!({"kind": row.kind, "name": row.name, "scope": {"kind": row.scope.kind, "id": row.scope.id}, "reason": row.reason});
+    crate::audit::append(conn, row.by, "switch.engage", row.id, &detail, now).await?;
+    tracing::warn!(switch = row.name.as_str(), scope = %row.scope.kind, by = row.by, "switch engaged");
     Ok(())
 }
 
@@ -166,12 +186,15 @@ pub async fn contain(conn: &mut Conn, name: SwitchName, reason: &str, now: i64) 
     if engaged > 0 {
         return Ok(false);
     }
-    insert(conn, &new_id("swt"), "switch", name, "global", "", reason, "system:containment", now).await?;
+    let scope = Scope { kind: "global".into(), id: String::new() };
+    let id = new_id("swt");
+    let row = NewSwitch { id: &id, kind: "switch", name, scope: &scope, reason, by: "system:containment" };
+    insert(conn, &row, now).await?;
     Ok(true)
 }
 
 /// Asks for (first operator) or confirms (a second, different operator) a release.
-pub async fn release(db: &Db, id: &str, by: &str, reason: &str, now: i64) -> Result<bool, ApiError> {
+pub async fn release(db: &Db, id: &str, by: &str, reason: &str, now: i64) -> Result<bool, RiskError> {
     let reason = check_reason(reason)?;
     store::retry(|| async {
         let mut tx = db.begin().await?;
@@ -180,11 +203,11 @@ pub async fn release(db: &Db, id: &str, by: &str, reason: &str, now: i64) -> Res
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| ApiError::not_found("there is no such switch"))?;
+            .ok_or_else(|| RiskError::NotFound("there is no such switch".into()))?;
         let (requested_by, released_at): (Option<String>, Option<i64>) =
             (row.try_get("release_requested_by")?, row.try_get("released_at")?);
         if released_at.is_some() {
-            return Err(ApiError::new(StatusCode::CONFLICT, "already_released", "this switch is released already"));
+            return Err(RiskError::AlreadyReleased);
         }
         let released = match requested_by {
             None => {
@@ -199,11 +222,7 @@ pub async fn release(db: &Db, id: &str, by: &str, reason: &str, now: i64) -> Res
                 false
             }
             Some(first) if first == by => {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "second_operator_required",
-                    "a release takes a second, different operator",
-                ));
+                return Err(RiskError::SecondOperatorRequired);
             }
             Some(_) => {
                 sqlx::query("UPDATE switches SET released_at = $1, released_by = $2 WHERE id = $3")
@@ -222,8 +241,24 @@ pub async fn release(db: &Db, id: &str, by: &str, reason: &str, now: i64) -> Res
     .await
 }
 
+/// An active switch or freeze, as operators see it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Active {
+    pub id: String,
+    /// `switch`, or `freeze` (one of the switches a freeze engages).
+    pub kind: String,
+    pub name: String,
+    pub scope: Scope,
+    pub engaged: bool,
+    pub reason: String,
+    pub engaged_at: String,
+    pub engaged_by: String,
+    /// The first operator of a release waiting for a second one.
+    pub release_requested_by: Option<String>,
+}
+
 /// Active switches and freezes, newest first.
-pub async fn list(db: &Db) -> Result<Vec<Value>, sqlx::Error> {
+pub async fn list(db: &Db) -> Result<Vec<Active>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, kind, name, scope_kind, scope_id, reason, engaged_at, engaged_by, release_requested_by FROM switches \
          WHERE released_at IS NULL ORDER BY engaged_at DESC, id DESC LIMIT 500",
@@ -232,17 +267,17 @@ pub async fn list(db: &Db) -> Result<Vec<Value>, sqlx::Error> {
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(json!({
-                "id": r.try_get::<String, _>("id")?,
-                "kind": r.try_get::<String, _>("kind")?,
-                "name": r.try_get::<String, _>("name")?,
-                "scope": {"kind": r.try_get::<String, _>("scope_kind")?, "id": r.try_get::<String, _>("scope_id")?},
-                "engaged": true,
-                "reason": r.try_get::<String, _>("reason")?,
-                "engaged_at": clock::rfc3339_ms(r.try_get("engaged_at")?),
-                "engaged_by": r.try_get::<String, _>("engaged_by")?,
-                "release_requested_by": r.try_get::<Option<String>, _>("release_requested_by")?,
-            }))
+            Ok(Active {
+                id: r.try_get("id")?,
+                kind: r.try_get("kind")?,
+                name: r.try_get("name")?,
+                scope: Scope { kind: r.try_get("scope_kind")?, id: r.try_get("scope_id")? },
+                engaged: true,
+                reason: r.try_get("reason")?,
+                engaged_at: clock::rfc3339_ms(r.try_get("engaged_at")?),
+                engaged_by: r.try_get("engaged_by")?,
+                release_requested_by: r.try_get("release_requested_by")?,
+            })
         })
         .collect()
 }
@@ -256,8 +291,10 @@ pub async fn engage_freeze(
     by: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    let scope = Scope { kind: "user".into(), id: user_id.to_string() };
     for name in SwitchName::MONEY {
-        insert(conn, &new_id("swt"), "freeze", name, "user", user_id, reason, by, now).await?;
+        let id = new_id("swt");
+        insert(conn, &NewSwitch { id: &id, kind: "freeze", name, scope: &scope, reason, by }, now).await?;
     }
     Ok(())
 }

@@ -18,10 +18,9 @@
 //! right ([`Pending::succeeded`]). A thousand concurrent guesses therefore meet the limit as
 //! surely as a thousand sequential ones.
 
-use axum::http::{HeaderValue, StatusCode, header};
 use sqlx::Row;
 
-use crate::http::error::ApiError;
+use super::{RiskError, Verdict};
 use crate::store::{Conn, Tx};
 
 pub const WINDOW_MS: i64 = 10 * 60 * 1000;
@@ -83,12 +82,9 @@ impl Failure {
     }
 }
 
-/// `429 too_many_attempts` with `Retry-After`.
-pub fn too_many(retry_after_ms: i64) -> ApiError {
-    let secs = ((retry_after_ms.max(1) + 999) / 1000).max(1);
-    ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", "too many attempts; wait before trying again")
-        .with("retry_after", secs)
-        .with_header(header::RETRY_AFTER, HeaderValue::from_str(&secs.to_string()).expect("digits are a valid header"))
+/// `429 too_many_attempts`, to be retried after `retry_after_ms`.
+pub fn too_many(retry_after_ms: i64) -> RiskError {
+    RiskError::TooManyAttempts { retry_after_ms }
 }
 
 /// How many `scope` events `key` had since `since`, and when the oldest of them was.
@@ -105,22 +101,17 @@ pub async fn window(conn: &mut Conn, scope: &str, key: &str, since: i64) -> Resu
 }
 
 /// Refuses the attempt when a throttle is engaged (records the refused address for the alerts).
-pub async fn check(
-    conn: &mut Conn,
-    limits: Limits,
-    a: &Attempt<'_>,
-    now: i64,
-) -> Result<Result<(), ApiError>, sqlx::Error> {
+pub async fn check(conn: &mut Conn, limits: Limits, a: &Attempt<'_>, now: i64) -> Result<Verdict, sqlx::Error> {
     let locked_until: Option<i64> = sqlx::query_scalar("SELECT locked_until FROM throttle_state WHERE key = $1")
         .bind(a.key)
         .fetch_optional(&mut *conn)
         .await?;
     if let Some(until) = locked_until.filter(|u| *u > now) {
         record(conn, "throttled", a.ip, now).await?;
-        return Ok(Err(too_many(until - now)));
+        return Ok(Verdict::Throttled { retry_after_ms: until - now });
     }
     if a.recognised {
-        return Ok(Ok(()));
+        return Ok(Verdict::Allowed);
     }
     for (scope, key, limit, span) in [
         ("fail_ip", a.ip, limits.per_address, WINDOW_MS),
@@ -130,10 +121,10 @@ pub async fn check(
         let (n, oldest) = window(conn, scope, key, now - span).await?;
         if n >= limit {
             record(conn, "throttled", a.ip, now).await?;
-            return Ok(Err(too_many(oldest.unwrap_or(now) + span - now)));
+            return Ok(Verdict::Throttled { retry_after_ms: oldest.unwrap_or(now) + span - now });
         }
     }
-    Ok(Ok(()))
+    Ok(Verdict::Allowed)
 }
 
 /// Checks the address/subnet/key limits only, without counting (for flows whose failures are
@@ -144,15 +135,15 @@ pub async fn check_network(
     ip: &str,
     subnet: &str,
     now: i64,
-) -> Result<Result<(), ApiError>, sqlx::Error> {
+) -> Result<Verdict, sqlx::Error> {
     for (scope, key, limit) in [("fail_ip", ip, limits.per_address), ("fail_net", subnet, limits.per_subnet)] {
         let (n, oldest) = window(conn, scope, key, now - WINDOW_MS).await?;
         if n >= limit {
             record(conn, "throttled", ip, now).await?;
-            return Ok(Err(too_many(oldest.unwrap_or(now) + WINDOW_MS - now)));
+            return Ok(Verdict::Throttled { retry_after_ms: oldest.unwrap_or(now) + WINDOW_MS - now });
         }
     }
-    Ok(Ok(()))
+    Ok(Verdict::Allowed)
 }
 
 /// Records one event; answers its id.
@@ -232,17 +223,33 @@ pub async fn begin(
     a: &Attempt<'_>,
     what: Failure,
     now: i64,
-) -> Result<Result<Pending, ApiError>, sqlx::Error> {
+) -> Result<Started, sqlx::Error> {
     // Always in this order (address, subnet, key), so that two attempts cannot deadlock.
     if !a.recognised {
         tx.lock("throttle", a.ip).await?;
         tx.lock("throttle", a.subnet).await?;
     }
     tx.lock("throttle", a.key).await?;
-    if let Err(refusal) = check(tx, limits, a, now).await? {
-        return Ok(Err(refusal));
+    if let Verdict::Throttled { retry_after_ms } = check(tx, limits, a, now).await? {
+        return Ok(Started::Throttled { retry_after_ms });
     }
-    Ok(Ok(count(tx, a, what, now).await?))
+    Ok(Started::Counted(count(tx, a, what, now).await?))
+}
+
+/// How a password attempt began: counted as a failure until proven right, or throttled.
+#[must_use]
+pub enum Started {
+    Counted(Pending),
+    Throttled { retry_after_ms: i64 },
+}
+
+impl Started {
+    pub fn into_result(self) -> Result<Pending, RiskError> {
+        match self {
+            Started::Counted(pending) => Ok(pending),
+            Started::Throttled { retry_after_ms } => Err(too_many(retry_after_ms)),
+        }
+    }
 }
 
 impl Pending {
@@ -319,7 +326,7 @@ pub async fn sms_budget(
     phone: &str,
     client: &crate::risk::client::ClientInfo,
     now: i64,
-) -> Result<Result<(), i64>, sqlx::Error> {
+) -> Result<Verdict, sqlx::Error> {
     const HOUR_MS: i64 = 3600 * 1000;
     let number_scope = match cause {
         SmsCause::SecondFactor => "sms_number",
@@ -333,13 +340,13 @@ pub async fn sms_budget(
     for (scope, key, limit) in budgets {
         let (n, oldest) = window(conn, scope, key, now - HOUR_MS).await?;
         if n >= limit {
-            return Ok(Err(oldest.unwrap_or(now) + HOUR_MS - now));
+            return Ok(Verdict::Throttled { retry_after_ms: oldest.unwrap_or(now) + HOUR_MS - now });
         }
     }
     for (scope, key, _) in budgets {
         record(conn, scope, key, now).await?;
     }
-    Ok(Ok(()))
+    Ok(Verdict::Allowed)
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ pub mod routes;
 
 use std::net::SocketAddr;
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::identity::operators::Role;
-use crate::ledger::{self, AccountKind, EntryKind, NewEntry};
+use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry};
 use crate::money::{Currency, Yen};
 use crate::state::AppState;
 use crate::store;
@@ -26,8 +26,33 @@ const SANDBOX_PREPARE_LOCK: i64 = 0x0053_414e_4442_4f58;
 
 /// Creates the demo accounts once (a restart finds them) and writes `sandbox.json`.
 pub async fn prepare(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
+    let funding = demo_accounts(state).await?;
+    let wallets = demo_wallets(state).await?;
+    let operators = demo_operators(state).await?;
+    let (merchant_id, store_id, store_qr, terminal_key) = demo_store(state).await?;
+    let doc = json!({
+        "base_url": format!("http://{addr}"),
+        "operators": operators,
+        "merchant_id": merchant_id,
+        "store_id": store_id,
+        "store_qr": store_qr,
+        "terminal_key": terminal_key,
+        "database": state.db.backend().name(),
+        "funding_account_id": funding,
+        "demo_wallets": wallets,
+        "try": try_commands(addr, funding, &wallets),
+    });
+    let path = state.config.data_dir.join("sandbox.json");
+    crate::store::write_private(&path, &serde_json::to_string_pretty(&doc)?)?;
+    tracing::info!(path = %path.display(), "wrote sandbox.json");
+    Ok(())
+}
+
+/// The funding account and the demo wallets, each funded when it is made; returns the funding
+/// account.
+async fn demo_accounts(state: &AppState) -> Result<AccountId, ledger::LedgerError> {
     let now = state.clock.now_ms();
-    let funding = store::retry(|| async {
+    store::retry(|| async {
         let mut tx = state.db.begin().await?;
         // Two instances starting at once must not both create the demo accounts.
         tx.serialize_on(SANDBOX_PREPARE_LOCK).await?;
@@ -55,7 +80,11 @@ pub async fn prepare(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
         tx.commit().await?;
         Ok::<_, ledger::LedgerError>(funding)
     })
-    .await?;
+    .await
+}
+
+/// The demo wallets as `sandbox.json` lists them.
+async fn demo_wallets(state: &AppState) -> anyhow::Result<Vec<Value>> {
     let mut conn = state.db.pool().acquire().await?;
     let mut wallets = Vec::new();
     for owner in DEMO_WALLETS {
@@ -63,6 +92,11 @@ pub async fn prepare(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
             wallets.push(json!({"account_id": a.id, "owner": owner, "balance": a.balance, "currency": a.currency}));
         }
     }
+    Ok(wallets)
+}
+
+/// An admin and an operator with fresh credentials, as `sandbox.json` shows them.
+async fn demo_operators(state: &AppState) -> anyhow::Result<Vec<Value>> {
     let mut operators = Vec::new();
     for (email, role) in
         [("operator1@sandbox.omamori.test", Role::Admin), ("operator2@sandbox.omamori.test", Role::Operator)]
@@ -75,30 +109,19 @@ pub async fn prepare(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
             "role": created.role.as_str(),
         }));
     }
-    let (merchant_id, store_id, store_qr, terminal_key) = demo_store(state).await?;
-    let doc = json!({
-        "base_url": format!("http://{addr}"),
-        "operators": operators,
-        "merchant_id": merchant_id,
-        "store_id": store_id,
-        "store_qr": store_qr,
-        "terminal_key": terminal_key,
-        "database": state.db.backend().name(),
-        "funding_account_id": funding,
-        "demo_wallets": wallets,
-        "try": [
-            format!("curl -s http://{addr}/v1/sandbox/accounts/{}", funding.0),
-            format!(
-                "curl -s -X POST http://{addr}/v1/sandbox/transfers -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{\"from_account\": {}, \"to_account\": {}, \"amount\": 500}}'",
-                wallets.first().map(|w| w["account_id"].clone()).unwrap_or_default(),
-                wallets.get(1).map(|w| w["account_id"].clone()).unwrap_or_default()
-            ),
-        ],
-    });
-    let path = state.config.data_dir.join("sandbox.json");
-    crate::store::write_private(&path, &serde_json::to_string_pretty(&doc)?)?;
-    tracing::info!(path = %path.display(), "wrote sandbox.json");
-    Ok(())
+    Ok(operators)
+}
+
+/// Commands a newcomer can paste to see the sandbox answer.
+fn try_commands(addr: SocketAddr, funding: AccountId, wallets: &[Value]) -> Value {
+    json!([
+        format!("curl -s http://{addr}/v1/sandbox/accounts/{}", funding.0),
+        format!(
+            "curl -s -X POST http://{addr}/v1/sandbox/transfers -H 'Content-Type: application/json' -H 'Idempotency-Key: demo-1' -d '{{\"from_account\": {}, \"to_account\": {}, \"amount\": 500}}'",
+            wallets.first().map(|w| w["account_id"].clone()).unwrap_or_default(),
+            wallets.get(1).map(|w| w["account_id"].clone()).unwrap_or_default()
+        ),
+    ])
 }
 
 const DEMO_MERCHANT: &str = "Omamori Demo Mart";
