@@ -396,7 +396,7 @@ pub async fn webhooks(
     let now = state.clock.now_ms();
     let (_, secret) = crate::merchants::webhooks::create(&state.db, &key, &merchant, &url, "bench", now)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot register the endpoint: {}", e.detail))?;
+        .map_err(|e| anyhow::anyhow!("cannot register the endpoint: {e}"))?;
     let (verified, forged) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let (v, f) = (verified.clone(), forged.clone());
     let receiver = axum::Router::new().route(
@@ -423,7 +423,7 @@ pub async fn webhooks(
     let mut tx = state.db.begin().await?;
     for i in 0..events {
         let data = serde_json::json!({"payment_id": format!("pay_bench_{i}"), "amount": 100, "currency": "JPY"});
-        crate::merchants::webhooks::emit(&mut tx, &merchant, "payment.succeeded", data, now).await?;
+        crate::merchants::webhooks::emit(&mut tx, &merchant, "payment.succeeded", &data, now).await?;
     }
     tx.commit().await?;
     let started = Instant::now();

@@ -10,10 +10,11 @@ use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
 
 use super::error::ApiError;
+pub use super::error::{forbidden, unauthenticated};
 use crate::identity::operators::Role;
 use crate::identity::session::{self, Live, Timeouts};
 pub use crate::identity::session::{OperatorSession, UserSession};
@@ -57,15 +58,6 @@ fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
-}
-
-pub fn unauthenticated() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid session token is required")
-        .with_header(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"))
-}
-
-pub fn forbidden() -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token may not do that")
 }
 
 async fn live_session(parts: &Parts, state: &AppState) -> Result<Live, ApiError> {

@@ -199,6 +199,16 @@ pub fn problem_for_status(status: StatusCode) -> ApiError {
     ApiError::new(status, code, detail)
 }
 
+/// `401 unauthenticated`: no session, or one that is gone.
+pub fn unauthenticated() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid session token is required")
+        .with_header(header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"))
+}
+
+pub fn forbidden() -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this token may not do that")
+}
+
 /// `429 too_many_attempts` with `retry_after` and `Retry-After`, in whole seconds (at least 1).
 pub fn too_many_attempts(retry_after_ms: i64) -> ApiError {
     let secs = ((retry_after_ms.max(1) + 999) / 1000).max(1);
@@ -232,6 +242,20 @@ impl From<crate::risk::RiskError> for ApiError {
             E::AlreadyDecided => ApiError::new(StatusCode::CONFLICT, "already_decided", detail),
             E::RuleExists => ApiError::new(StatusCode::CONFLICT, "rule_exists", detail),
             E::Db(db) => db.into(),
+        }
+    }
+}
+
+impl From<crate::merchants::MerchantError> for ApiError {
+    fn from(e: crate::merchants::MerchantError) -> Self {
+        use crate::merchants::MerchantError as E;
+        let detail = e.to_string();
+        match e {
+            E::InvalidCategory => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_category", detail),
+            E::Invalid(_) => ApiError::invalid_body(detail),
+            E::NotFound(_) => ApiError::not_found(detail),
+            E::Db(db) => db.into(),
+            E::Internal(e) => ApiError::internal(e),
         }
     }
 }

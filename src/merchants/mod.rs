@@ -10,10 +10,8 @@ pub mod routes;
 
 pub mod webhooks;
 
-use axum::http::StatusCode;
 use sqlx::Row;
 
-use crate::http::error::ApiError;
 use crate::ids::new_id;
 use crate::ledger::{self, AccountKind};
 use crate::money::Currency;
@@ -22,29 +20,49 @@ use crate::store::{self, Conn, Db};
 
 const TERMINAL: &str = "terminal";
 
-fn invalid(code: &'static str, detail: &str) -> ApiError {
-    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+/// What merchants refuse. `http` turns each into its status and `code`.
+#[derive(Debug, thiserror::Error)]
+pub enum MerchantError {
+    /// `422 invalid_category`.
+    #[error("category must be an ISO 18245 merchant category code: four digits")]
+    InvalidCategory,
+    /// `422 invalid_body`.
+    #[error("{0}")]
+    Invalid(String),
+    /// `404 not_found`.
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl crate::store::Retryable for MerchantError {
+    fn is_retryable(&self) -> bool {
+        matches!(self, MerchantError::Db(e) if e.is_retryable())
+    }
 }
 
 /// Checks a display text: 1 to `max` characters, no control characters.
-fn text(value: &str, max: usize, field: &'static str) -> Result<String, ApiError> {
+fn text(value: &str, max: usize, field: &'static str) -> Result<String, MerchantError> {
     let v = value.trim();
     if v.is_empty() || v.chars().count() > max || v.chars().any(char::is_control) {
-        return Err(ApiError::invalid_body(format!("{field} must be 1 to {max} characters")));
+        return Err(MerchantError::Invalid(format!("{field} must be 1 to {max} characters")));
     }
     Ok(v.to_string())
 }
 
 /// An ISO 18245 merchant category code: four digits.
-pub fn category(value: &str) -> Result<String, ApiError> {
+pub fn category(value: &str) -> Result<String, MerchantError> {
     if value.len() == 4 && value.bytes().all(|b| b.is_ascii_digit()) {
         Ok(value.to_string())
     } else {
-        Err(invalid("invalid_category", "category must be an ISO 18245 merchant category code: four digits"))
+        Err(MerchantError::InvalidCategory)
     }
 }
 
-pub async fn create_merchant(db: &Db, name: &str, mcc: &str, actor: &str, now: i64) -> Result<String, ApiError> {
+pub async fn create_merchant(db: &Db, name: &str, mcc: &str, actor: &str, now: i64) -> Result<String, MerchantError> {
     let name = text(name, 100, "name")?;
     let mcc = category(mcc)?;
     let id = new_id("mer");
@@ -88,7 +106,7 @@ pub async fn create_store(
     s: NewStore<'_>,
     actor: &str,
     now: i64,
-) -> Result<(String, String), ApiError> {
+) -> Result<(String, String), MerchantError> {
     let name = text(s.name, 100, "name")?;
     let city = text(s.city, 60, "city")?;
     let postal = s.postal_code.map(|p| text(p, 10, "postal_code")).transpose()?;
@@ -113,12 +131,12 @@ pub async fn create_store(
         let detail = serde_json::json!({"merchant_id": merchant_id, "name": name, "city": city});
         crate::audit::append(&mut tx, actor, "store.create", &id, &detail, now).await?;
         tx.commit().await?;
-        Ok::<_, ApiError>(())
+        Ok::<_, MerchantError>(())
     })
     .await?;
     let mut conn = db.pool().acquire().await?;
     let store =
-        store_by_id(&mut conn, &id).await?.ok_or_else(|| ApiError::internal(anyhow::anyhow!("store vanished")))?;
+        store_by_id(&mut conn, &id).await?.ok_or_else(|| MerchantError::Internal(anyhow::anyhow!("store vanished")))?;
     Ok((id, store.qr_payload()))
 }
 
@@ -172,7 +190,12 @@ pub async fn store_by_id(conn: &mut Conn, id: &str) -> Result<Option<Store>, sql
 }
 
 /// Issues a terminal key for a store; answers the terminal id and the key (shown once).
-pub async fn create_terminal(db: &Db, store_id: &str, actor: &str, now: i64) -> Result<(String, String), ApiError> {
+pub async fn create_terminal(
+    db: &Db,
+    store_id: &str,
+    actor: &str,
+    now: i64,
+) -> Result<(String, String), MerchantError> {
     let id = new_id("trm");
     let key = format!("tk_{}", new_token());
     store::retry(|| async {
@@ -180,7 +203,7 @@ pub async fn create_terminal(db: &Db, store_id: &str, actor: &str, now: i64) -> 
         let exists: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM stores WHERE id = $1").bind(store_id).fetch_one(&mut *tx).await?;
         if exists == 0 {
-            return Err(ApiError::not_found("there is no such store"));
+            return Err(MerchantError::NotFound("there is no such store"));
         }
         sqlx::query("INSERT INTO terminals (id, store_id, key_hash, created_at) VALUES ($1, $2, $3, $4)")
             .bind(&id)
@@ -198,7 +221,7 @@ pub async fn create_terminal(db: &Db, store_id: &str, actor: &str, now: i64) -> 
     Ok((id, key))
 }
 
-pub async fn revoke_terminal(db: &Db, terminal_id: &str, actor: &str, now: i64) -> Result<bool, ApiError> {
+pub async fn revoke_terminal(db: &Db, terminal_id: &str, actor: &str, now: i64) -> Result<bool, MerchantError> {
     let n = store::retry(|| async {
         let mut tx = db.begin().await?;
         let n = sqlx::query("UPDATE terminals SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
@@ -259,13 +282,13 @@ pub async fn authenticate_terminal(conn: &mut Conn, key: &str) -> Result<Option<
 }
 
 /// `404` unless the merchant exists (inside the caller's transaction).
-pub async fn require_merchant(conn: &mut crate::store::Conn, merchant_id: &str) -> Result<(), ApiError> {
+pub async fn require_merchant(conn: &mut crate::store::Conn, merchant_id: &str) -> Result<(), MerchantError> {
     let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merchants WHERE id = $1")
         .bind(merchant_id)
         .fetch_one(&mut *conn)
         .await?;
     if exists == 0 {
-        return Err(ApiError::not_found("there is no such merchant"));
+        return Err(MerchantError::NotFound("there is no such merchant"));
     }
     Ok(())
 }

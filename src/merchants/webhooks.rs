@@ -9,12 +9,12 @@
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 use sha2::Sha256;
 use sqlx::Row;
 
+use super::MerchantError;
 use crate::config::Key;
-use crate::http::error::ApiError;
 use crate::ids::new_id;
 use crate::notify::{self, webhooks::Event, webhooks::Target, webhooks::WebhookTargets};
 use crate::ports::BoxFuture;
@@ -40,7 +40,7 @@ pub async fn emit(
     conn: &mut Conn,
     merchant_id: &str,
     event_type: &str,
-    data: Value,
+    data: &impl Serialize,
     now: i64,
 ) -> Result<Option<String>, sqlx::Error> {
     debug_assert!(EVENTS.contains(&event_type));
@@ -55,12 +55,23 @@ pub async fn emit(
     }
     let event_id = new_id("evt");
     let body =
-        json!({"id": event_id, "type": event_type, "created_at": clock::rfc3339_ms(now), "data": data}).to_string();
+        serde_json::to_string(&EventBody { id: &event_id, kind: event_type, created_at: clock::rfc3339_ms(now), data })
+            .expect("an event serialises");
     let event = Event { id: &event_id, kind: event_type, body: &body };
     for endpoint in endpoints {
         notify::webhooks::enqueue_event(conn, &endpoint, &event, now).await?;
     }
     Ok(Some(event_id))
+}
+
+/// A merchant event as its receiver gets it.
+#[derive(Serialize)]
+struct EventBody<'a, T: Serialize> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    created_at: String,
+    data: &'a T,
 }
 
 /// An endpoint as operators see it (never with its secret).
@@ -74,18 +85,15 @@ pub struct Endpoint {
 }
 
 /// Checks an endpoint URL: https, or http outside production (for local receivers).
-pub fn check_url(url: &str, production: bool) -> Result<String, ApiError> {
-    let parsed = reqwest::Url::parse(url).map_err(|_| ApiError::invalid_body("url is not a URL"))?;
+pub fn check_url(url: &str, production: bool) -> Result<String, MerchantError> {
+    let parsed = reqwest::Url::parse(url).map_err(|_| MerchantError::Invalid("url is not a URL".into()))?;
     let scheme_ok = parsed.scheme() == "https" || (!production && parsed.scheme() == "http");
     if !scheme_ok || parsed.host_str().is_none() || url.len() > 2048 {
-        return Err(ApiError::invalid_body(if production {
-            "url must be an https:// URL"
-        } else {
-            "url must be an http:// or https:// URL"
-        }));
+        let detail = if production { "url must be an https:// URL" } else { "url must be an http:// or https:// URL" };
+        return Err(MerchantError::Invalid(detail.into()));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(ApiError::invalid_body("url must not carry credentials"));
+        return Err(MerchantError::Invalid("url must not carry credentials".into()));
     }
     // In production a merchant endpoint is on the internet: not this host, not the private network
     // (names are checked again when they resolve, at every delivery; see `PublicOnly`).
@@ -96,7 +104,7 @@ pub fn check_url(url: &str, production: bool) -> Result<String, ApiError> {
             Err(_) => host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost"),
         };
         if internal {
-            return Err(ApiError::invalid_body("url must name a public host"));
+            return Err(MerchantError::Invalid("url must name a public host".into()));
         }
     }
     Ok(parsed.to_string())
@@ -110,7 +118,7 @@ pub async fn create(
     url: &str,
     actor: &str,
     now: i64,
-) -> Result<(Endpoint, String), ApiError> {
+) -> Result<(Endpoint, String), MerchantError> {
     let id = new_id("whk");
     let salt = crate::secret::new_token();
     store::retry(|| async {
@@ -138,7 +146,7 @@ pub async fn create(
         )
         .await?;
         tx.commit().await?;
-        Ok::<_, ApiError>(())
+        Ok::<_, MerchantError>(())
     })
     .await?;
     let endpoint = Endpoint {
@@ -174,7 +182,7 @@ pub async fn list(db: &Db, merchant_id: &str) -> Result<Vec<Endpoint>, sqlx::Err
 }
 
 /// Disables an endpoint: nothing more is sent to it, including retries still due.
-pub async fn disable(db: &Db, id: &str, actor: &str, now: i64) -> Result<bool, ApiError> {
+pub async fn disable(db: &Db, id: &str, actor: &str, now: i64) -> Result<bool, MerchantError> {
     let n = store::retry(|| async {
         let mut tx = db.begin().await?;
         let n = sqlx::query("UPDATE webhook_endpoints SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL")

@@ -67,7 +67,7 @@ pub async fn link(
     let now = state.clock.now_ms();
     let user = {
         let mut conn = state.db.pool().acquire().await?;
-        identity::user_by_id(&mut conn, session.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?
+        identity::user_by_id(&mut conn, session.user_id()).await?.ok_or_else(crate::http::error::unauthenticated)?
     };
     identity::ensure_not_cooling_off(&user, now)?;
     // A raw number can be fingerprinted before the processor is asked.

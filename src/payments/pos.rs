@@ -172,7 +172,7 @@ pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<String, Ap
         "payment_id": payment_id, "store_id": c.store.id, "terminal_id": c.terminal_id, "amount": c.amount.0,
         "currency": "JPY", "order_ref": c.order_ref, "source": source,
     });
-    crate::merchants::webhooks::emit(conn, &c.store.merchant_id, "payment.succeeded", event, now).await?;
+    crate::merchants::webhooks::emit(conn, &c.store.merchant_id, "payment.succeeded", &event, now).await?;
     notify::enqueue(
         conn,
         &Message {
@@ -386,7 +386,7 @@ pub async fn refund(
         "payment_id": payment_id, "refund_id": refund_id, "amount": amount.0, "currency": "JPY",
         "refunded_total": refunded + amount.0,
     });
-    crate::merchants::webhooks::emit(conn, merchant_id, "payment.refunded", event, now).await?;
+    crate::merchants::webhooks::emit(conn, merchant_id, "payment.refunded", &event, now).await?;
     notify::enqueue(
         conn,
         &Message {
@@ -439,7 +439,7 @@ pub async fn reverse(conn: &mut Conn, payment_id: &str, now: i64) -> Result<(), 
     }
     sqlx::query("UPDATE payments SET status = 'reversed' WHERE id = $1").bind(payment_id).execute(&mut *conn).await?;
     let event = json!({"payment_id": payment_id, "amount": paid, "returned": back, "currency": "JPY"});
-    crate::merchants::webhooks::emit(conn, &merchant_id, "payment.reversed", event, now).await?;
+    crate::merchants::webhooks::emit(conn, &merchant_id, "payment.reversed", &event, now).await?;
     notify::enqueue(
         conn,
         &Message {

@@ -107,7 +107,7 @@ async fn run(
     let now = state.clock.now_ms();
     let user = {
         let mut conn = state.db.pool().acquire().await?;
-        identity::user_by_id(&mut conn, session.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?
+        identity::user_by_id(&mut conn, session.user_id()).await?.ok_or_else(crate::http::error::unauthenticated)?
     };
     // A repeat after a crash resumes the top-up it started (its own card and amount), never a
     // new one, and one that already ended answers as it ended without charging again.

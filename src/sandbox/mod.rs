@@ -130,30 +130,25 @@ const DEMO_MERCHANT: &str = "Omamori Demo Mart";
 /// terminals are revoked: a key is shown only when it is made).
 async fn demo_store(state: &AppState) -> anyhow::Result<(String, String, String, String)> {
     let now = state.clock.now_ms();
-    let (merchant_id, store_id) = match crate::merchants::first_store_of_merchant_named(&state.db, DEMO_MERCHANT)
-        .await?
-    {
-        Some(found) => found,
-        None => {
-            let merchant = crate::merchants::create_merchant(&state.db, DEMO_MERCHANT, "5411", "system:sandbox", now)
-                .await
-                .map_err(|e| anyhow::anyhow!(e.detail))?;
-            let store = crate::merchants::NewStore {
-                name: "Demo Mart Shibuya",
-                city: "Tokyo",
-                postal_code: Some("150-0002"),
-                category: None,
-            };
-            let (store_id, _) = crate::merchants::create_store(&state.db, &merchant, store, "system:sandbox", now)
-                .await
-                .map_err(|e| anyhow::anyhow!(e.detail))?;
-            (merchant, store_id)
-        }
-    };
+    let (merchant_id, store_id) =
+        match crate::merchants::first_store_of_merchant_named(&state.db, DEMO_MERCHANT).await? {
+            Some(found) => found,
+            None => {
+                let merchant =
+                    crate::merchants::create_merchant(&state.db, DEMO_MERCHANT, "5411", "system:sandbox", now).await?;
+                let store = crate::merchants::NewStore {
+                    name: "Demo Mart Shibuya",
+                    city: "Tokyo",
+                    postal_code: Some("150-0002"),
+                    category: None,
+                };
+                let (store_id, _) =
+                    crate::merchants::create_store(&state.db, &merchant, store, "system:sandbox", now).await?;
+                (merchant, store_id)
+            }
+        };
     crate::merchants::revoke_store_terminals(&state.db, &store_id, now).await?;
-    let (_, key) = crate::merchants::create_terminal(&state.db, &store_id, "system:sandbox", now)
-        .await
-        .map_err(|e| anyhow::anyhow!(e.detail))?;
+    let (_, key) = crate::merchants::create_terminal(&state.db, &store_id, "system:sandbox", now).await?;
     let mut conn = state.db.pool().acquire().await?;
     let qr = crate::merchants::store_by_id(&mut conn, &store_id).await?.map(|s| s.qr_payload()).unwrap_or_default();
     Ok((merchant_id, store_id, qr, key))
