@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::Db;
+use super::db::{Db, retry};
 
 #[derive(Clone, Debug)]
 pub struct Clock {
@@ -50,7 +50,7 @@ impl Clock {
     /// would put it more than [`MAX_OFFSET_MS`] ahead of real time.
     pub async fn advance(&self, db: &Db, seconds: i64) -> Result<Option<OffsetDateTime>, sqlx::Error> {
         let delta = seconds.clamp(0, MAX_OFFSET_MS / 1000) * 1000;
-        let offset: Option<i64> = super::retry(|| async {
+        let offset: Option<i64> = retry(|| async {
             let mut tx = db.begin().await?;
             let offset: Option<i64> = sqlx::query_scalar(
                 "UPDATE service_clock SET offset_ms = offset_ms + $1 WHERE id = 1 AND offset_ms + $1 <= $2 \

@@ -2,7 +2,7 @@
 //! numbered alike and compiled into the binary. Applied at start and by `omamori migrate`; each
 //! runs in its own transaction, and concurrent starts on PostgreSQL serialise on an advisory lock.
 
-use super::{Backend, Db};
+use super::db::{Backend, Db};
 
 struct Migration {
     version: i64,
