@@ -267,7 +267,7 @@ pub async fn pos(
                 now,
             )
             .await?;
-            codes.push(code["code"].as_str().unwrap_or_default().to_string());
+            codes.push(code.code);
         }
         tx.commit().await?;
     }

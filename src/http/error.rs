@@ -259,3 +259,36 @@ impl From<crate::merchants::MerchantError> for ApiError {
         }
     }
 }
+
+impl From<crate::payments::PaymentsError> for ApiError {
+    fn from(e: crate::payments::PaymentsError) -> Self {
+        use crate::payments::PaymentsError as E;
+        let detail = e.to_string();
+        match e {
+            E::InsufficientFunds => ApiError::decline(StatusCode::PAYMENT_REQUIRED, "insufficient_funds", detail),
+            E::LimitExceeded { which, .. } => {
+                ApiError::decline(StatusCode::PAYMENT_REQUIRED, "limit_exceeded", detail).with("limit", which)
+            }
+            E::LimitOutOfRange { .. } => ApiError::invalid_amount(detail),
+            E::CodeInvalid => ApiError::decline(StatusCode::UNPROCESSABLE_ENTITY, "code_invalid", detail),
+            E::CodeExpired => ApiError::decline(StatusCode::GONE, "code_expired", detail),
+            E::RefundExceedsPayment { .. } => {
+                ApiError::decline(StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_payment", detail)
+            }
+            E::NotReversible(_) => ApiError::new(StatusCode::CONFLICT, "not_reversible", detail),
+            E::AlreadyChargedBack => ApiError::new(StatusCode::CONFLICT, "already_charged_back", detail),
+            E::AlreadyApplied => ApiError::new(StatusCode::CONFLICT, "already_applied", detail),
+            E::SecondOperatorRequired => ApiError::new(StatusCode::CONFLICT, "second_operator_required", detail),
+            E::StepUpRequired => ApiError::new(StatusCode::FORBIDDEN, "step_up_required", detail),
+            E::Qr(qr) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, qr.code(), detail),
+            E::UnknownStore => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_store", detail),
+            E::QrMismatch => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "qr_mismatch", detail),
+            E::Invalid(_) => ApiError::invalid_body(detail),
+            E::NotFound(_) => ApiError::not_found(detail),
+            E::Risk(e) => e.into(),
+            E::Merchant(e) => e.into(),
+            E::Db(db) => db.into(),
+            E::Internal(e) => ApiError::internal(e),
+        }
+    }
+}

@@ -11,6 +11,93 @@ pub mod routes;
 pub mod topups;
 pub mod wallet;
 
+use crate::ledger::LedgerError;
+use crate::merchants::MerchantError;
+use crate::risk::RiskError;
+
+/// What payments refuse, and why. `http` turns each into its status and `code`; the business
+/// declines among them are final answers that idempotency stores.
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentsError {
+    /// `402 insufficient_funds` (a decline).
+    #[error("the balance does not cover this amount")]
+    InsufficientFunds,
+    /// `402 limit_exceeded` with `limit` (a decline): one of the shopper's own limits.
+    #[error("this payment is over your {which} limit of ¥{limit}")]
+    LimitExceeded { which: &'static str, limit: i64 },
+    /// `422 invalid_amount`: a limit outside its ceiling.
+    #[error("{name} must be from 1 to the ceiling of ¥{ceiling}")]
+    LimitOutOfRange { name: &'static str, ceiling: i64 },
+    /// `422 code_invalid` (a decline).
+    #[error("there is no such payment code")]
+    CodeInvalid,
+    /// `410 code_expired` (a decline).
+    #[error("this payment code was used, replaced or has expired; ask for a new one")]
+    CodeExpired,
+    /// `422 refund_exceeds_payment` (a decline).
+    #[error("at most ¥{refundable} of this payment can still be refunded")]
+    RefundExceedsPayment { refundable: i64 },
+    /// `409 not_reversible`.
+    #[error("{0}")]
+    NotReversible(String),
+    /// `409 already_charged_back`.
+    #[error("this top-up was charged back already")]
+    AlreadyChargedBack,
+    /// `409 already_applied`.
+    #[error("this correction was applied already")]
+    AlreadyApplied,
+    /// `409 second_operator_required`.
+    #[error("a correction takes a second, different operator")]
+    SecondOperatorRequired,
+    /// `403 step_up_required`, without a challenge: the app asks for one and repeats.
+    #[error("confirm it is you first: POST /v1/step-up, verify the challenge, then repeat")]
+    StepUpRequired,
+    /// `422` with the QR error's own code (`qr_malformed`, `qr_bad_crc`, ...).
+    #[error("{0}")]
+    Qr(crate::merchants::qr::QrError),
+    /// `422 unknown_store`.
+    #[error("this QR code names no Omamori store")]
+    UnknownStore,
+    /// `422 qr_mismatch`.
+    #[error("this QR code does not match the store it names")]
+    QrMismatch,
+    /// `422 invalid_body`.
+    #[error("{0}")]
+    Invalid(String),
+    /// `404 not_found`.
+    #[error("{0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Risk(#[from] RiskError),
+    #[error(transparent)]
+    Merchant(#[from] MerchantError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<LedgerError> for PaymentsError {
+    fn from(e: LedgerError) -> Self {
+        match e {
+            LedgerError::InsufficientFunds(_) => PaymentsError::InsufficientFunds,
+            LedgerError::Db(db) => PaymentsError::Db(db),
+            other => PaymentsError::Internal(other.into()),
+        }
+    }
+}
+
+impl crate::store::Retryable for PaymentsError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            PaymentsError::Db(e) => e.is_retryable(),
+            PaymentsError::Risk(e) => e.is_retryable(),
+            PaymentsError::Merchant(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
 /// Applies an operator's review decision to a held card or top-up (see `risk::rules::decide`).
 pub struct ReviewHook;
 

@@ -7,13 +7,12 @@
 //! commit together. A terminal that submits unknown codes is refused for 10 minutes after 5 in
 //! 10 minutes, and an alert is raised.
 
-use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use sqlx::Row;
 
 use super::code::PaymentCode;
-use super::wallet;
-use crate::http::error::ApiError;
+use super::{PaymentsError, wallet};
 use crate::identity;
 use crate::ids::new_id;
 use crate::ledger::{self, AccountId, EntryKind, NewEntry};
@@ -34,7 +33,7 @@ pub async fn new_code(
     user_id: &str,
     device_id: &str,
     now: i64,
-) -> Result<Value, sqlx::Error> {
+) -> Result<NewCode, sqlx::Error> {
     let code = PaymentCode::generate(prefix);
     sqlx::query(
         "UPDATE payment_codes SET state = 'replaced' WHERE user_id = $1 AND device_id = $2 AND state = 'active'",
@@ -53,7 +52,15 @@ pub async fn new_code(
     .bind(now + CODE_TTL_MS)
     .execute(&mut *conn)
     .await?;
-    Ok(json!({"code": code.as_str(), "expires_at": clock::rfc3339_ms(now + CODE_TTL_MS)}))
+    Ok(NewCode { code: code.as_str().to_string(), expires_at: clock::rfc3339_ms(now + CODE_TTL_MS) })
+}
+
+/// A fresh payment code (`POST /v1/payment-codes`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct NewCode {
+    /// The provider prefix and 18 random digits; printable as a 1-D barcode.
+    pub code: String,
+    pub expires_at: String,
 }
 
 /// Whether `code` is one of `user_id`'s codes (for drawing it).
@@ -72,20 +79,8 @@ pub async fn owns_code(
     Ok((n == 1).then_some(code))
 }
 
-fn code_invalid() -> ApiError {
-    ApiError::decline(StatusCode::UNPROCESSABLE_ENTITY, "code_invalid", "there is no such payment code")
-}
-
-fn code_expired() -> ApiError {
-    ApiError::decline(
-        StatusCode::GONE,
-        "code_expired",
-        "this payment code was used, replaced or has expired; ask for a new one",
-    )
-}
-
 /// Refuses a terminal that has submitted too many unknown codes lately.
-pub async fn check_terminal(conn: &mut Conn, terminal_id: &str, now: i64) -> Result<(), ApiError> {
+pub async fn check_terminal(conn: &mut Conn, terminal_id: &str, now: i64) -> Result<(), PaymentsError> {
     let row = sqlx::query("SELECT COUNT(*) AS n, MAX(at) AS newest FROM auth_events WHERE scope = 'unknown_code' AND key = $1 AND at > $2")
         .bind(terminal_id)
         .bind(now - UNKNOWN_CODES_WINDOW_MS)
@@ -135,10 +130,10 @@ pub struct Charge<'a> {
 
 /// Moves the money of a payment, inside the caller's transaction: limits, the debit (which
 /// fails when funds are short), the payment row and the notice.
-pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<String, ApiError> {
+pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<String, PaymentsError> {
     let user = identity::user_by_id(conn, c.user_id)
         .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("payer vanished")))?;
+        .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("payer vanished")))?;
     wallet::check_spending(conn, &user.id, c.amount.0, now).await?;
     let payment_id = new_id("pay");
     let entry = NewEntry::transfer(
@@ -189,92 +184,259 @@ pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<String, Ap
     Ok(payment_id)
 }
 
-/// `POST /v1/pos/payments`, inside the idempotent transaction. The inner error is a risk decline
-/// that must commit (its review case and the spent code).
-#[allow(clippy::too_many_arguments)]
-pub async fn charge_code(
-    conn: &mut Conn,
-    prefix: &str,
-    terminal: &merchants::Terminal,
-    code: &str,
-    amount: Yen,
-    order_ref: Option<&str>,
-    idem_key: &str,
-    now: i64,
-) -> Result<Result<Value, ApiError>, ApiError> {
-    let Some(code) = PaymentCode::parse(code, prefix) else { return Err(code_invalid()) };
+/// A payment that went through.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Paid {
+    pub payment_id: String,
+    /// Always `succeeded`.
+    pub status: &'static str,
+    pub amount: i64,
+    pub currency: crate::money::Currency,
+}
+
+/// How an authorised charge ended: paid, or declined by a risk rule. A decline is a final answer
+/// that must commit with the work (its review case, and the spent code).
+#[must_use]
+pub enum Charged<T> {
+    Paid(T),
+    Declined(PaymentsError),
+}
+
+/// What a code charge needs from the till (`POST /v1/pos/payments`).
+pub struct CodeCharge<'a> {
+    pub prefix: &'a str,
+    pub terminal: &'a merchants::Terminal,
+    pub code: &'a str,
+    pub amount: Yen,
+    pub order_ref: Option<&'a str>,
+    pub idem_key: &'a str,
+}
+
+/// `POST /v1/pos/payments`, inside the idempotent transaction: redeems the code, then authorises
+/// and moves the money. `CodeInvalid` means the terminal sent an unknown code (the caller counts it).
+pub async fn charge_code(conn: &mut Conn, c: &CodeCharge<'_>, now: i64) -> Result<Charged<Paid>, PaymentsError> {
+    let Some(code) = PaymentCode::parse(c.code, c.prefix) else { return Err(PaymentsError::CodeInvalid) };
+    let (user_id, device_id) = redeem(conn, &code, now).await?;
+    let store = merchants::store_by_id(conn, &c.terminal.store_id)
+        .await?
+        .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("terminal without store")))?;
+    // The till's address says nothing of the shopper: the shopper's country is that of the newest
+    // session of the phone that drew the code (for country-scoped switches).
+    let country = identity::session::device_country(conn, &user_id, &device_id).await?;
+    let payer = Payer { user_id: &user_id, device_id: &device_id, country: country.as_deref(), fresh_step_up: None };
+    let at = Place { store: &store, terminal_id: Some(&c.terminal.id) };
+    if let Some(decline) = authorize(conn, &payer, &at, c.amount, now).await? {
+        return Ok(Charged::Declined(decline));
+    }
+    let charge = Charge {
+        user_id: &user_id,
+        store: &store,
+        terminal_id: Some(&c.terminal.id),
+        code_hash: Some(code.lookup_hash()),
+        amount: c.amount,
+        order_ref: c.order_ref,
+        idem_key: Some(c.idem_key),
+    };
+    let payment_id = pay(conn, &charge, now).await?;
+    Ok(Charged::Paid(Paid {
+        payment_id,
+        status: "succeeded",
+        amount: c.amount.0,
+        currency: crate::money::Currency::Jpy,
+    }))
+}
+
+/// Redeems a payment code at most once (only one transaction can move it from active to used),
+/// under its owner's wallet lock; answers its owner and device.
+async fn redeem(conn: &mut Conn, code: &PaymentCode, now: i64) -> Result<(String, String), PaymentsError> {
     let hash = code.lookup_hash();
-    let row = sqlx::query("SELECT user_id, device_id, state, expires_at FROM payment_codes WHERE code_hash = $1")
+    let owner: Option<String> = sqlx::query_scalar("SELECT user_id FROM payment_codes WHERE code_hash = $1")
         .bind(&hash)
         .fetch_optional(&mut *conn)
         .await?;
-    let Some(row) = row else { return Err(code_invalid()) };
-    let device_id: String = row.try_get("device_id")?;
-    let (user_id, state, expires_at): (String, String, i64) =
-        (row.try_get("user_id")?, row.try_get("state")?, row.try_get("expires_at")?);
+    let Some(owner) = owner else { return Err(PaymentsError::CodeInvalid) };
+    // The lock every money movement of this wallet takes, before the code's row is read again.
+    crate::store::lock_conn(conn, "wallet", &owner).await?;
+    let row = sqlx::query("SELECT user_id, device_id, state, expires_at FROM payment_codes WHERE code_hash = $1")
+        .bind(&hash)
+        .fetch_one(&mut *conn)
+        .await?;
+    let (user_id, device_id, state, expires_at): (String, String, String, i64) =
+        (row.try_get("user_id")?, row.try_get("device_id")?, row.try_get("state")?, row.try_get("expires_at")?);
     if state != "active" || expires_at <= now {
-        return Err(code_expired());
+        return Err(PaymentsError::CodeExpired);
     }
-    // Redeemed at most once: only one transaction can move it from active to used.
     let redeemed = sqlx::query("UPDATE payment_codes SET state = 'used' WHERE code_hash = $1 AND state = 'active'")
         .bind(&hash)
         .execute(&mut *conn)
         .await?
         .rows_affected();
     if redeemed != 1 {
-        return Err(code_expired());
+        return Err(PaymentsError::CodeExpired);
     }
-    let store = merchants::store_by_id(conn, &terminal.store_id)
-        .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
-    // The till's address says nothing of the shopper: the shopper's country is that of the newest
-    // session of the phone that drew the code (for country-scoped switches and the rules).
-    let country: Option<String> = sqlx::query_scalar(
-        "SELECT country FROM sessions WHERE user_id = $1 AND device_id = $2 ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(&user_id)
-    .bind(&device_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .flatten();
+    Ok((user_id, device_id))
+}
+
+/// A payment to a store whose QR code the shopper scanned (`POST /v1/payments`).
+pub struct StorePayment<'a> {
+    pub payer: Payer<'a>,
+    /// The scanned payload, trimmed.
+    pub store_qr: &'a str,
+    pub amount: Yen,
+    pub idem_key: &'a str,
+}
+
+/// A store-QR payment that went through, with whom it paid.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StorePaid {
+    pub payment_id: String,
+    /// Always `succeeded`.
+    pub status: &'static str,
+    pub amount: i64,
+    pub merchant: Payee,
+}
+
+/// The payee a shopper's app shows after paying.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Payee {
+    pub merchant_id: String,
+    pub name: String,
+    pub store_id: String,
+    pub store_name: String,
+}
+
+/// `POST /v1/payments`, inside the idempotent transaction: the payload must parse and match the
+/// store it names (a doctored code is refused), then the payment is authorised and made.
+pub async fn pay_store_qr(
+    conn: &mut Conn,
+    p: &StorePayment<'_>,
+    now: i64,
+) -> Result<Charged<StorePaid>, PaymentsError> {
+    let parsed = merchants::qr::parse(p.store_qr).map_err(PaymentsError::Qr)?;
+    let store = merchants::store_by_id(conn, &parsed.store_id).await?.ok_or(PaymentsError::UnknownStore)?;
+    if store.qr_payload() != p.store_qr {
+        return Err(PaymentsError::QrMismatch);
+    }
+    let at = Place { store: &store, terminal_id: None };
+    if let Some(decline) = authorize(conn, &p.payer, &at, p.amount, now).await? {
+        return Ok(Charged::Declined(decline));
+    }
+    let charge = Charge {
+        user_id: p.payer.user_id,
+        store: &store,
+        terminal_id: None,
+        code_hash: None,
+        amount: p.amount,
+        order_ref: None,
+        idem_key: Some(p.idem_key),
+    };
+    let payment_id = pay(conn, &charge, now).await?;
+    let merchant = Payee {
+        merchant_id: store.merchant_id.clone(),
+        name: store.merchant_name.clone(),
+        store_id: store.id.clone(),
+        store_name: store.name.clone(),
+    };
+    Ok(Charged::Paid(StorePaid { payment_id, status: "succeeded", amount: p.amount.0, merchant }))
+}
+
+/// Who pays, as the switches and the risk rules see them.
+pub struct Payer<'a> {
+    pub user_id: &'a str,
+    pub device_id: &'a str,
+    pub country: Option<&'a str>,
+    /// When the shopper's session last proved a second factor, if the shopper can be asked for one
+    /// (a shopper paying from the phone can; a till cannot wait for it).
+    pub fresh_step_up: Option<i64>,
+}
+
+/// Where the money goes.
+pub struct Place<'a> {
+    pub store: &'a Store,
+    pub terminal_id: Option<&'a str>,
+}
+
+/// The checks every payment passes, in the payment's transaction: the `payments` switches (user,
+/// merchant, country), then the risk rules. A rule's hold or decline opens a review case and
+/// answers the decline to commit; a step-up the shopper can give is asked for (`403`, rolled back);
+/// a till cannot wait, so there any outcome but allow declines.
+pub async fn authorize(
+    conn: &mut Conn,
+    payer: &Payer<'_>,
+    at: &Place<'_>,
+    amount: Yen,
+    now: i64,
+) -> Result<Option<PaymentsError>, PaymentsError> {
     let subject = switches::Subject {
-        user_id: Some(&user_id),
-        merchant_id: Some(&store.merchant_id),
-        country: country.as_deref(),
+        user_id: Some(payer.user_id),
+        merchant_id: Some(&at.store.merchant_id),
+        country: payer.country,
         ..Default::default()
     };
     switches::check(conn, crate::ids::SwitchName::Payments, subject).await?;
-    // A POS cannot wait: a hold (or a step-up it cannot ask for) declines and opens a review case,
-    // committed with the spent code so that the case survives.
-    let signals =
-        rules::signals(conn, "payment", &user_id, &device_id, amount.0, Some(&store.category), None, now).await?;
-    if let (outcome, Some(rule)) = rules::evaluate(conn, "payment", &signals).await?
-        && outcome != rules::Outcome::Allow
-    {
-        let detail = rules::ReviewDetail {
-            store_id: Some(store.id.clone()),
-            terminal_id: Some(terminal.id.clone()),
-            amount: Some(amount.0),
-            ..Default::default()
-        };
-        let review = rules::open_review(conn, "payment", None, &user_id, &rule, &detail, now).await?;
-        return Ok(Err(rules::risk_declined(Some(&review)).into()));
-    }
-    let charge = Charge {
-        user_id: &user_id,
-        store: &store,
-        terminal_id: Some(&terminal.id),
-        code_hash: Some(hash),
-        amount,
-        order_ref,
-        idem_key: Some(idem_key),
+    crate::store::lock_conn(conn, "wallet", payer.user_id).await?;
+    // The rules see the shopper's own country only when the shopper is at hand (a till's is not).
+    let country = payer.fresh_step_up.and(payer.country);
+    let mcc = Some(at.store.category.as_str());
+    let signals = rules::signals(conn, "payment", payer.user_id, payer.device_id, amount.0, mcc, country, now).await?;
+    let rule = match rules::evaluate(conn, "payment", &signals).await? {
+        (rules::Outcome::Allow, _) | (_, None) => return Ok(None),
+        (rules::Outcome::StepUp, Some(_))
+            if payer.fresh_step_up.is_some_and(|at| at + identity::STEP_UP_TTL_MS > now) =>
+        {
+            return Ok(None);
+        }
+        // Inside this transaction a challenge cannot be made (it would roll back with the refusal):
+        // the app starts one with POST /v1/step-up and repeats.
+        (rules::Outcome::StepUp, Some(_)) if payer.fresh_step_up.is_some() => {
+            return Err(PaymentsError::StepUpRequired);
+        }
+        (_, Some(rule)) => rule,
     };
-    let payment_id = pay(conn, &charge, now).await?;
-    Ok(Ok(json!({"payment_id": payment_id, "status": "succeeded", "amount": amount.0, "currency": "JPY"})))
+    let detail = rules::ReviewDetail {
+        store_id: Some(at.store.id.clone()),
+        terminal_id: at.terminal_id.map(str::to_string),
+        amount: Some(amount.0),
+        ..Default::default()
+    };
+    let review = rules::open_review(conn, "payment", None, payer.user_id, &rule, &detail, now).await?;
+    Ok(Some(rules::risk_declined(Some(&review)).into()))
 }
 
 /// A payment as the POS sees it, with its refunds.
-pub async fn payment_view(conn: &mut Conn, payment_id: &str, merchant_id: &str) -> Result<Option<Value>, sqlx::Error> {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PaymentView {
+    pub payment_id: String,
+    pub store_id: String,
+    pub amount: i64,
+    pub refunded: i64,
+    pub currency: crate::money::Currency,
+    /// `succeeded` or `reversed`.
+    pub status: String,
+    /// `code` (the phone showed a code) or `store_qr` (the phone scanned the store).
+    pub source: String,
+    pub order_ref: Option<String>,
+    pub created_at: String,
+    pub refunds: Vec<Refunded>,
+}
+
+/// A refund of a payment.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Refunded {
+    pub refund_id: String,
+    pub amount: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub currency: Option<crate::money::Currency>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<String>,
+}
+
+/// A payment of `merchant_id`, with its refunds.
+pub async fn payment_view(
+    conn: &mut Conn,
+    payment_id: &str,
+    merchant_id: &str,
+) -> Result<Option<PaymentView>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, store_id, amount, refunded, status, order_ref, source, created_at FROM payments WHERE id = $1 AND merchant_id = $2",
     )
@@ -288,28 +450,29 @@ pub async fn payment_view(conn: &mut Conn, payment_id: &str, merchant_id: &str) 
             .bind(payment_id)
             .fetch_all(&mut *conn)
             .await?;
-    let refunds: Vec<Value> = refunds
+    let refunds = refunds
         .iter()
         .map(|f| {
-            Ok::<_, sqlx::Error>(json!({
-                "refund_id": f.try_get::<String, _>("id")?,
-                "amount": f.try_get::<i64, _>("amount")?,
-                "created_at": clock::rfc3339_ms(f.try_get("created_at")?),
-            }))
+            Ok::<_, sqlx::Error>(Refunded {
+                refund_id: f.try_get("id")?,
+                amount: f.try_get("amount")?,
+                currency: None,
+                created_at: Some(clock::rfc3339_ms(f.try_get("created_at")?)),
+            })
         })
         .collect::<Result<_, _>>()?;
-    Ok(Some(json!({
-        "payment_id": r.try_get::<String, _>("id")?,
-        "store_id": r.try_get::<String, _>("store_id")?,
-        "amount": r.try_get::<i64, _>("amount")?,
-        "refunded": r.try_get::<i64, _>("refunded")?,
-        "currency": "JPY",
-        "status": r.try_get::<String, _>("status")?,
-        "source": r.try_get::<String, _>("source")?,
-        "order_ref": r.try_get::<Option<String>, _>("order_ref")?,
-        "created_at": clock::rfc3339_ms(r.try_get("created_at")?),
-        "refunds": refunds,
-    })))
+    Ok(Some(PaymentView {
+        payment_id: r.try_get("id")?,
+        store_id: r.try_get("store_id")?,
+        amount: r.try_get("amount")?,
+        refunded: r.try_get("refunded")?,
+        currency: crate::money::Currency::Jpy,
+        status: r.try_get("status")?,
+        source: r.try_get("source")?,
+        order_ref: r.try_get("order_ref")?,
+        created_at: clock::rfc3339_ms(r.try_get("created_at")?),
+        refunds,
+    }))
 }
 
 /// Serialises the refunds, reversal and correction of one payment: a row lock on PostgreSQL (on
@@ -329,7 +492,7 @@ pub async fn refund(
     merchant_id: &str,
     amount: Yen,
     now: i64,
-) -> Result<Value, ApiError> {
+) -> Result<Refunded, PaymentsError> {
     let row = sqlx::query(
         "SELECT p.user_id, p.amount, p.refunded, p.status, m.account_id FROM payments p \
                            JOIN merchants m ON m.id = p.merchant_id WHERE p.id = $1 AND p.merchant_id = $2",
@@ -338,7 +501,7 @@ pub async fn refund(
     .bind(merchant_id)
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| ApiError::not_found("there is no such payment"))?;
+    .ok_or_else(|| PaymentsError::NotFound("there is no such payment".into()))?;
     let (user_id, paid, refunded, status, merchant_account): (String, i64, i64, String, i64) = (
         row.try_get("user_id")?,
         row.try_get("amount")?,
@@ -347,20 +510,14 @@ pub async fn refund(
         row.try_get("account_id")?,
     );
     if status != "succeeded" || refunded + amount.0 > paid {
-        return Err(ApiError::decline(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "refund_exceeds_payment",
-            format!(
-                "at most ¥{} of this payment can still be refunded",
-                if status == "succeeded" { paid - refunded } else { 0 }
-            ),
-        ));
+        let refundable = if status == "succeeded" { paid - refunded } else { 0 };
+        return Err(PaymentsError::RefundExceedsPayment { refundable });
     }
     let subject = switches::Subject { user_id: Some(&user_id), merchant_id: Some(merchant_id), ..Default::default() };
     switches::check(conn, crate::ids::SwitchName::Refunds, subject).await?;
     let user = identity::user_by_id(conn, &user_id)
         .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("payer vanished")))?;
+        .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("payer vanished")))?;
     let refund_id = new_id("rfd");
     let entry = NewEntry::transfer(
         EntryKind::Refund,
@@ -400,11 +557,11 @@ pub async fn refund(
         now,
     )
     .await?;
-    Ok(json!({"refund_id": refund_id, "amount": amount.0, "currency": "JPY"}))
+    Ok(Refunded { refund_id, amount: amount.0, currency: Some(crate::money::Currency::Jpy), created_at: None })
 }
 
 /// Undoes a whole payment (a POS reversal), inside the caller's locked transaction.
-pub async fn reverse(conn: &mut Conn, payment_id: &str, now: i64) -> Result<(), ApiError> {
+pub async fn reverse(conn: &mut Conn, payment_id: &str, now: i64) -> Result<(), PaymentsError> {
     let row = sqlx::query(
         "SELECT p.user_id, p.amount, p.refunded, p.status, p.merchant_id, m.account_id FROM payments p \
                            JOIN merchants m ON m.id = p.merchant_id WHERE p.id = $1",
@@ -425,7 +582,7 @@ pub async fn reverse(conn: &mut Conn, payment_id: &str, now: i64) -> Result<(), 
     }
     let user = identity::user_by_id(conn, &user_id)
         .await?
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("payer vanished")))?;
+        .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("payer vanished")))?;
     let back = paid - refunded;
     if back > 0 {
         let entry = NewEntry::transfer(

@@ -18,12 +18,11 @@ use crate::http::error::Problem;
 use crate::http::extract::ApiJson;
 use crate::idempotency::{self, IdempotencyKey, Outcome};
 use crate::identity;
+use crate::merchants;
 use crate::merchants::routes::path_id;
-use crate::merchants::{self, qr};
 use crate::money::{Yen, parse_amount};
 use crate::ports::processor::RawCard;
 use crate::risk::client::ClientInfo;
-use crate::risk::rules;
 use crate::secret::Secret;
 use crate::state::AppState;
 use crate::store::{self, clock};
@@ -273,6 +272,14 @@ struct StorePayBody {
     amount: Value,
 }
 
+/// The stored answer of a charge: `201` with what was paid, or the risk decline, which commits.
+fn charged<T: serde::Serialize>(answer: pos::Charged<T>) -> Result<Outcome, ApiError> {
+    Ok(match answer {
+        pos::Charged::Paid(paid) => Outcome::created(json!(paid)),
+        pos::Charged::Declined(decline) => Outcome::problem(&decline.into()),
+    })
+}
+
 /// Pays a store by its QR code (needs `Idempotency-Key`).
 #[utoipa::path(post, path = "/v1/payments", tag = "shopper", request_body = StorePayBody,
     params(("Idempotency-Key" = String, Header)), responses(
@@ -293,65 +300,22 @@ async fn pay_store_qr(
     let caller = format!("user:{}", s.user_id());
     let key_text = key.as_str().to_string();
     Ok(idempotency::run(&state.db, &state.clock, &caller, &key, &fingerprint, move |conn| {
-        let (state, s, input, client, key_text) = (state2.clone(), s2.clone(), input.clone(), client.clone(), key_text.clone());
+        let (state, s, input, client, key_text) =
+            (state2.clone(), s2.clone(), input.clone(), client.clone(), key_text.clone());
         Box::pin(async move {
             crate::risk::client::country_policy(&state.config, &client)?;
-            let parsed = qr::parse(input.store_qr.trim())
-                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.code(), e.to_string()))?;
-            let amount = amount(&state, &input.amount)?;
-            let store = merchants::store_by_id(conn, &parsed.store_id)
-                .await?
-                .ok_or_else(|| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_store", "this QR code names no Omamori store"))?;
-            // The payload must match the store it names (a doctored code is refused).
-            if store.qr_payload() != input.store_qr.trim() {
-                return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "qr_mismatch", "this QR code does not match the store it names"));
-            }
-            let now = state.clock.now_ms();
-            let subject = crate::risk::switches::Subject {
-                user_id: Some(s.user_id()),
-                merchant_id: Some(&store.merchant_id),
-                country: client.country.as_deref(),
-                ..Default::default()
+            let payment = pos::StorePayment {
+                payer: pos::Payer {
+                    user_id: s.user_id(),
+                    device_id: s.device_id(),
+                    country: client.country.as_deref(),
+                    fresh_step_up: Some(s.step_up_at()),
+                },
+                store_qr: input.store_qr.trim(),
+                amount: amount(&state, &input.amount)?,
+                idem_key: &key_text,
             };
-            crate::risk::switches::check(conn, crate::ids::SwitchName::Payments, subject).await?;
-            store::lock_conn(conn, "wallet", s.user_id()).await?;
-            let signals =
-                rules::signals(conn, "payment", s.user_id(), s.device_id(), amount.0, Some(&store.category), client.country.as_deref(), now)
-                    .await?;
-            match rules::evaluate(conn, "payment", &signals).await? {
-                (rules::Outcome::Allow, _) | (_, None) => {}
-                (rules::Outcome::StepUp, _) if s.step_up_at() + identity::STEP_UP_TTL_MS > now => {}
-                (rules::Outcome::StepUp, _) => {
-                    // Inside this transaction a challenge cannot be made (it would roll back with
-                    // the refusal): the app starts one with POST /v1/step-up and repeats.
-                    return Err(ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "step_up_required",
-                        "confirm it is you first: POST /v1/step-up, verify the challenge, then repeat",
-                    ));
-                }
-                (_, Some(rule)) => {
-                    let detail = rules::ReviewDetail { store_id: Some(store.id.clone()), amount: Some(amount.0), ..Default::default() };
-                    let review = rules::open_review(conn, "payment", None, s.user_id(), &rule, &detail, now).await?;
-                    return Ok(Outcome::problem(&rules::risk_declined(Some(&review)).into()));
-                }
-            }
-            let charge = pos::Charge {
-                user_id: s.user_id(),
-                store: &store,
-                terminal_id: None,
-                code_hash: None,
-                amount,
-                order_ref: None,
-                idem_key: Some(&key_text),
-            };
-            let payment_id = pos::pay(conn, &charge, now).await?;
-            Ok(Outcome::created(json!({
-                "payment_id": payment_id,
-                "status": "succeeded",
-                "amount": amount.0,
-                "merchant": {"merchant_id": store.merchant_id, "name": store.merchant_name, "store_id": store.id, "store_name": store.name},
-            })))
+            charged(pos::pay_store_qr(conn, &payment, state.clock.now_ms()).await?)
         })
     })
     .await)
@@ -519,8 +483,12 @@ async fn pos_charge(
     let key_text = key.as_str().to_string();
     let state2 = state.clone();
     let terminal2 = terminal.clone();
+    // Set when the work met an unknown code (a replayed answer runs no work and counts nothing).
+    let unknown = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let unknown2 = unknown.clone();
     let response = idempotency::run(&state.db, &state.clock, &caller, &key, &fingerprint, move |conn| {
         let (state, terminal, input, key_text) = (state2.clone(), terminal2.clone(), input.clone(), key_text.clone());
+        let unknown = unknown2.clone();
         Box::pin(async move {
             let now = state.clock.now_ms();
             pos::check_terminal(conn, &terminal.id, now).await?;
@@ -528,52 +496,33 @@ async fn pos_charge(
             if input.order_ref.as_ref().is_some_and(|r| r.chars().count() > 100) {
                 return Err(ApiError::invalid_body("order_ref is at most 100 characters"));
             }
-            let code_owner: Option<String> =
-                match super::code::PaymentCode::parse(&input.code, &state.config.payment_code_prefix) {
-                    Some(code) => {
-                        sqlx::query_scalar("SELECT user_id FROM payment_codes WHERE code_hash = $1")
-                            .bind(code.lookup_hash())
-                            .fetch_optional(&mut *conn)
-                            .await?
-                    }
-                    None => None,
-                };
-            if let Some(user_id) = &code_owner {
-                store::lock_conn(conn, "wallet", user_id).await?;
-            }
-            let answer = pos::charge_code(
-                conn,
-                &state.config.payment_code_prefix,
-                &terminal,
-                &input.code,
+            let charge = pos::CodeCharge {
+                prefix: &state.config.payment_code_prefix,
+                terminal: &terminal,
+                code: &input.code,
                 amount,
-                input.order_ref.as_deref(),
-                &key_text,
-                now,
-            )
-            .await?;
-            match answer {
-                Ok(paid) => Ok(Outcome::created(paid)),
-                Err(risk) => Ok(Outcome::problem(&risk)),
+                order_ref: input.order_ref.as_deref(),
+                idem_key: &key_text,
+            };
+            match pos::charge_code(conn, &charge, now).await {
+                Err(crate::payments::PaymentsError::CodeInvalid) => {
+                    unknown.store(true, std::sync::atomic::Ordering::Relaxed);
+                    Err(crate::payments::PaymentsError::CodeInvalid.into())
+                }
+                answer => charged(answer?),
             }
         })
     })
     .await;
     // An unknown code is counted against the terminal on its own (the payment rolled back).
-    if response.status() == StatusCode::UNPROCESSABLE_ENTITY && response.headers().get("idempotent-replayed").is_none()
-    {
-        let (parts, body) = response.into_parts();
-        let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
-        if serde_json::from_slice::<Value>(&bytes).ok().is_some_and(|v| v["code"] == "code_invalid") {
-            let now = state.clock.now_ms();
-            store::retry(|| async {
-                let mut tx = state.db.begin().await?;
-                pos::record_unknown_code(&mut tx, &terminal.id, now).await?;
-                tx.commit().await
-            })
-            .await?;
-        }
-        return Ok(Response::from_parts(parts, axum::body::Body::from(bytes)));
+    if unknown.load(std::sync::atomic::Ordering::Relaxed) {
+        let now = state.clock.now_ms();
+        store::retry(|| async {
+            let mut tx = state.db.begin().await?;
+            pos::record_unknown_code(&mut tx, &terminal.id, now).await?;
+            tx.commit().await
+        })
+        .await?;
     }
     Ok(response)
 }
@@ -678,7 +627,7 @@ async fn pos_refund(
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
             pos::lock_payment(conn, &payment_id).await?;
             let answer = pos::refund(conn, &payment_id, &store.merchant_id, amount, state.clock.now_ms()).await?;
-            Ok(Outcome::created(answer))
+            Ok(Outcome::created(json!(answer)))
         })
     })
     .await)

@@ -6,12 +6,10 @@
 //! checked inside the payment's transaction, under a lock on the wallet, so two payments cannot
 //! both slip under the same limit.
 
-use axum::http::StatusCode;
-use serde_json::{Value, json};
 use sqlx::Row;
 use time::{OffsetDateTime, UtcOffset};
 
-use crate::http::error::ApiError;
+use super::PaymentsError;
 use crate::store::{Conn, clock};
 
 /// Defaults a new wallet starts with, and the ceilings above which a shopper cannot raise them.
@@ -25,7 +23,7 @@ pub const BALANCE_MAX: i64 = 500_000;
 pub const TOPUPS_PER_10_MIN: i64 = 2;
 pub const TOPUP_STEP_UP_ABOVE: i64 = 10_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Limits {
     pub per_payment: i64,
     pub daily: i64,
@@ -77,18 +75,13 @@ pub async fn spent(conn: &mut Conn, user_id: &str, since: i64) -> Result<i64, sq
     .await
 }
 
-fn limit_exceeded(which: &str, limit: i64) -> ApiError {
-    ApiError::decline(
-        StatusCode::PAYMENT_REQUIRED,
-        "limit_exceeded",
-        format!("this payment is over your {which} limit of ¥{limit}"),
-    )
-    .with("limit", which)
+fn limit_exceeded(which: &'static str, limit: i64) -> PaymentsError {
+    PaymentsError::LimitExceeded { which, limit }
 }
 
 /// Refuses a payment of `amount` that would break one of the shopper's limits. Call inside the
 /// payment's transaction after locking the wallet.
-pub async fn check_spending(conn: &mut Conn, user_id: &str, amount: i64, now: i64) -> Result<(), ApiError> {
+pub async fn check_spending(conn: &mut Conn, user_id: &str, amount: i64, now: i64) -> Result<(), PaymentsError> {
     let l = limits(conn, user_id).await?;
     if amount > l.per_payment {
         return Err(limit_exceeded("per_payment", l.per_payment));
@@ -102,8 +95,24 @@ pub async fn check_spending(conn: &mut Conn, user_id: &str, amount: i64, now: i6
     Ok(())
 }
 
+/// The wallet as its owner sees it (`GET /v1/wallet`).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Summary {
+    pub balance: i64,
+    pub currency: crate::money::Currency,
+    pub limits: Limits,
+    pub spent: Spent,
+}
+
+/// What the shopper spent, by Asia/Tokyo calendar.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Spent {
+    pub today: i64,
+    pub this_month: i64,
+}
+
 /// `GET /v1/wallet`.
-pub async fn summary(conn: &mut Conn, user_id: &str, wallet_account: i64, now: i64) -> Result<Value, sqlx::Error> {
+pub async fn summary(conn: &mut Conn, user_id: &str, wallet_account: i64, now: i64) -> Result<Summary, sqlx::Error> {
     let balance: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
         .bind(wallet_account)
         .fetch_one(&mut *conn)
@@ -111,12 +120,7 @@ pub async fn summary(conn: &mut Conn, user_id: &str, wallet_account: i64, now: i
     let l = limits(conn, user_id).await?;
     let today = spent(conn, user_id, tokyo_day_start(now)).await?;
     let month = spent(conn, user_id, tokyo_month_start(now)).await?;
-    Ok(json!({
-        "balance": balance,
-        "currency": "JPY",
-        "limits": {"per_payment": l.per_payment, "daily": l.daily, "monthly": l.monthly},
-        "spent": {"today": today, "this_month": month},
-    }))
+    Ok(Summary { balance, currency: crate::money::Currency::Jpy, limits: l, spent: Spent { today, this_month: month } })
 }
 
 /// Whether `new` raises any of `old`.
@@ -125,22 +129,18 @@ pub fn raises(old: Limits, new: Limits) -> bool {
 }
 
 /// Validates requested limits against the ceilings.
-pub fn validate(new: Limits) -> Result<(), ApiError> {
+pub fn validate(new: Limits) -> Result<(), PaymentsError> {
     for (name, value, ceiling) in [
         ("per_payment", new.per_payment, CEILINGS.per_payment),
         ("daily", new.daily, CEILINGS.daily),
         ("monthly", new.monthly, CEILINGS.monthly),
     ] {
         if !(1..=ceiling).contains(&value) {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_amount",
-                format!("{name} must be from 1 to the ceiling of ¥{ceiling}"),
-            ));
+            return Err(PaymentsError::LimitOutOfRange { name, ceiling });
         }
     }
     if new.per_payment > new.daily || new.daily > new.monthly {
-        return Err(ApiError::invalid_body("limits must satisfy per_payment <= daily <= monthly"));
+        return Err(PaymentsError::Invalid("limits must satisfy per_payment <= daily <= monthly".into()));
     }
     Ok(())
 }
