@@ -74,9 +74,9 @@ async fn processor_chargeback(
     tracing::info!(event_id = %report.event_id.chars().take(64).collect::<String>(), topup = %topup, "chargeback reported");
     match super::corrections::chargeback(&state.db, &topup, state.clock.now_ms()).await {
         Ok(v) => Ok(axum::Json(v).into_response()),
-        Err(e) if e.code == "already_charged_back" => {
+        Err(crate::payments::PaymentsError::AlreadyChargedBack) => {
             Ok(axum::Json(json!({"topup_id": topup, "status": "already_charged_back"})).into_response())
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }

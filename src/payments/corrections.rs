@@ -7,12 +7,12 @@
 //! it from the merchant to the wallet; a top-up's correction takes it back out of the wallet into
 //! funding clearing (the money goes back to the card), the shortfall to `losses`.
 
-use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use sqlx::Row;
 
+use super::PaymentsError;
 use super::topups::funding_account;
-use crate::http::error::ApiError;
 use crate::identity;
 use crate::ids::new_id;
 use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry, Posting};
@@ -37,22 +37,18 @@ async fn claw_back(
     kind: EntryKind,
     reference: &str,
     now: i64,
-) -> Result<(String, i64, i64), ApiError> {
+) -> Result<(String, i64, i64), PaymentsError> {
     let row = sqlx::query(
         "SELECT t.user_id, t.amount, t.status, u.wallet_account_id FROM topups t JOIN users u ON u.id = t.user_id WHERE t.id = $1",
     )
     .bind(topup_id)
     .fetch_optional(&mut *conn)
     .await?
-    .ok_or_else(|| ApiError::not_found("there is no such top-up"))?;
+    .ok_or_else(|| PaymentsError::NotFound("there is no such top-up".into()))?;
     let (user_id, amount, status, wallet): (String, i64, String, i64) =
         (row.try_get("user_id")?, row.try_get("amount")?, row.try_get("status")?, row.try_get("wallet_account_id")?);
     if status != "succeeded" {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_reversible",
-            format!("this top-up is {status}, not succeeded"),
-        ));
+        return Err(PaymentsError::NotReversible(format!("this top-up is {status}, not succeeded")));
     }
     // The lock payments take: a payment cannot slip between reading the balance and the debit.
     store::lock_conn(conn, "wallet", &user_id).await?;
@@ -80,8 +76,56 @@ async fn claw_back(
     Ok((user_id, from_wallet, shortfall))
 }
 
+/// What a chargeback or a correction did: a payment reversed, or a top-up clawed back (from the
+/// wallet as far as its balance goes, the rest booked to losses).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Reversed {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payment_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topup_id: Option<String>,
+    /// `reversed` or `charged_back`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_wallet: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_losses: Option<i64>,
+}
+
+impl Reversed {
+    fn topup(id: &str, status: &str, from_wallet: i64, to_losses: i64) -> Reversed {
+        Reversed {
+            payment_id: None,
+            topup_id: Some(id.to_string()),
+            status: status.to_string(),
+            from_wallet: Some(from_wallet),
+            to_losses: Some(to_losses),
+        }
+    }
+
+    fn payment(id: &str) -> Reversed {
+        Reversed {
+            payment_id: Some(id.to_string()),
+            topup_id: None,
+            status: "reversed".into(),
+            from_wallet: None,
+            to_losses: None,
+        }
+    }
+}
+
+/// A correction's state as an operator's call answers it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Correction {
+    pub correction_id: String,
+    /// `proposed` or `applied`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<Reversed>,
+}
+
 /// A chargeback reported by the processor for a top-up: once per top-up (a repeat finds it done).
-pub async fn chargeback(db: &Db, topup_id: &str, now: i64) -> Result<Value, ApiError> {
+pub async fn chargeback(db: &Db, topup_id: &str, now: i64) -> Result<Reversed, PaymentsError> {
     let (_user, from_wallet, shortfall) = store::retry(|| async {
         let mut tx = db.begin().await?;
         tx.lock("topup", topup_id).await?;
@@ -90,11 +134,7 @@ pub async fn chargeback(db: &Db, topup_id: &str, now: i64) -> Result<Value, ApiE
             .fetch_optional(&mut *tx)
             .await?;
         if status.as_deref() == Some("charged_back") {
-            return Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "already_charged_back",
-                "this top-up was charged back already",
-            ));
+            return Err(PaymentsError::AlreadyChargedBack);
         }
         let result = claw_back(&mut tx, topup_id, EntryKind::Chargeback, topup_id, now).await?;
         let detail = json!({"topup_id": topup_id, "from_wallet": result.1, "to_losses": result.2});
@@ -106,13 +146,20 @@ pub async fn chargeback(db: &Db, topup_id: &str, now: i64) -> Result<Value, ApiE
         Ok(result)
     })
     .await?;
-    Ok(json!({"topup_id": topup_id, "status": "charged_back", "from_wallet": from_wallet, "to_losses": shortfall}))
+    Ok(Reversed::topup(topup_id, "charged_back", from_wallet, shortfall))
 }
 
 /// Proposes a correction (first operator).
-pub async fn propose(db: &Db, kind: &str, target: &str, reason: &str, by: &str, now: i64) -> Result<Value, ApiError> {
+pub async fn propose(
+    db: &Db,
+    kind: &str,
+    target: &str,
+    reason: &str,
+    by: &str,
+    now: i64,
+) -> Result<Correction, PaymentsError> {
     if !["payment", "topup"].contains(&kind) {
-        return Err(ApiError::invalid_body("kind must be payment or topup"));
+        return Err(PaymentsError::Invalid("kind must be payment or topup".into()));
     }
     let reason = crate::risk::switches::check_reason(reason)?;
     let id = new_id("cor");
@@ -122,10 +169,10 @@ pub async fn propose(db: &Db, kind: &str, target: &str, reason: &str, by: &str, 
         let sql = sqlx::AssertSqlSafe(format!("SELECT status FROM {table} WHERE id = $1"));
         let status: Option<String> = sqlx::query_scalar(sql).bind(target).fetch_optional(&mut *tx).await?;
         match status.as_deref() {
-            None => return Err(ApiError::not_found(format!("there is no such {kind}"))),
+            None => return Err(PaymentsError::NotFound(format!("there is no such {kind}"))),
             Some("succeeded") => {}
             Some(other) => {
-                return Err(ApiError::new(StatusCode::CONFLICT, "not_reversible", format!("this {kind} is {other}")));
+                return Err(PaymentsError::NotReversible(format!("this {kind} is {other}")));
             }
         }
         sqlx::query(
@@ -150,14 +197,14 @@ pub async fn propose(db: &Db, kind: &str, target: &str, reason: &str, by: &str, 
         )
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok::<_, PaymentsError>(())
     })
     .await?;
-    Ok(json!({"correction_id": id, "status": "proposed"}))
+    Ok(Correction { correction_id: id, status: "proposed", result: None })
 }
 
 /// Approves and applies a correction (a second, different operator).
-pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Value, ApiError> {
+pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Correction, PaymentsError> {
     store::retry(|| async {
         let mut tx = db.begin().await?;
         tx.lock("correction", id).await?;
@@ -165,34 +212,34 @@ pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Value, Api
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?
-            .ok_or_else(|| ApiError::not_found("there is no such correction"))?;
+            .ok_or_else(|| PaymentsError::NotFound("there is no such correction".into()))?;
         let (kind, target, state, proposed_by): (String, String, String, String) =
             (row.try_get("target_kind")?, row.try_get("target_id")?, row.try_get("state")?, row.try_get("proposed_by")?);
         if state != "proposed" {
-            return Err(ApiError::new(StatusCode::CONFLICT, "already_applied", "this correction was applied already"));
+            return Err(PaymentsError::AlreadyApplied);
         }
         if proposed_by == by {
-            return Err(ApiError::new(StatusCode::CONFLICT, "second_operator_required", "a correction takes a second, different operator"));
+            return Err(PaymentsError::SecondOperatorRequired);
         }
         let (user_id, result) = if kind == "payment" {
             // The same row lock refunds and till reversals take, so none of them interleave.
             super::pos::lock_payment(&mut tx, &target).await?;
             let user_id: String = sqlx::query_scalar("SELECT user_id FROM payments WHERE id = $1").bind(&target).fetch_one(&mut *tx).await?;
             super::pos::reverse(&mut tx, &target, now).await?;
-            (user_id, json!({"payment_id": target, "status": "reversed"}))
+            (user_id, Reversed::payment(&target))
         } else {
             tx.lock("topup", &target).await?;
             let (user_id, from_wallet, shortfall) = claw_back(&mut tx, &target, EntryKind::Adjustment, id, now).await?;
-            (user_id, json!({"topup_id": target, "status": "reversed", "from_wallet": from_wallet, "to_losses": shortfall}))
+            (user_id, Reversed::topup(&target, "reversed", from_wallet, shortfall))
         };
         sqlx::query("UPDATE corrections SET state = 'applied', approved_by = $1, applied_at = $2, result = $3 WHERE id = $4")
             .bind(by)
             .bind(now)
-            .bind(result.to_string())
+            .bind(serde_json::to_string(&result).expect("a correction result serialises"))
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        crate::audit::append(&mut tx, by, "correction.approve", id, &result, now).await?;
+        crate::audit::append(&mut tx, by, "correction.approve", id, &json!(result), now).await?;
         if let Some(user) = identity::user_by_id(&mut tx, &user_id).await? {
             notify::enqueue(
                 &mut tx,
@@ -209,7 +256,7 @@ pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Value, Api
             .await?;
         }
         tx.commit().await?;
-        Ok(json!({"correction_id": id, "status": "applied", "result": result}))
+        Ok(Correction { correction_id: id.to_string(), status: "applied", result: Some(result) })
     })
     .await
 }
