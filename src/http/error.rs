@@ -292,3 +292,17 @@ impl From<crate::payments::PaymentsError> for ApiError {
         }
     }
 }
+
+impl From<crate::idempotency::IdempotencyError> for ApiError {
+    fn from(e: crate::idempotency::IdempotencyError) -> Self {
+        use crate::idempotency::IdempotencyError as E;
+        let detail = e.to_string();
+        match e {
+            E::Conflict => ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", detail),
+            E::InProgress => ApiError::new(StatusCode::CONFLICT, "idempotency_in_progress", detail)
+                .with_header(header::RETRY_AFTER, HeaderValue::from_static("1")),
+            E::TakenOver => ApiError::new(StatusCode::CONFLICT, "idempotency_in_progress", detail),
+            E::Db(db) => db.into(),
+        }
+    }
+}

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod idempotent;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

@@ -16,7 +16,8 @@ use crate::http::auth::{ShopperClient, TerminalAuth, UserSession};
 use crate::http::error::ApiError;
 use crate::http::error::Problem;
 use crate::http::extract::ApiJson;
-use crate::idempotency::{self, IdempotencyKey, Outcome};
+use crate::http::idempotent::{self as idempotency, IdempotencyKey, Outcome};
+use crate::idempotency::{self as claims, IdempotencyError};
 use crate::identity;
 use crate::merchants;
 use crate::merchants::routes::path_id;
@@ -152,7 +153,27 @@ async fn topup(
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
     crate::risk::client::country_policy(&state.config, &client)?;
-    topups::create(&state, &s, &client, &key, &body.raw, &body.value.card_id, &body.value.amount).await
+    let caller = format!("user:{}", s.user_id());
+    let fingerprint = idempotency::fingerprint("POST /v1/topups", &body.raw);
+    let claim = match idempotency::begin(&state.db, &state.clock, &caller, key.as_str(), &fingerprint).await? {
+        claims::Begin::Replay(stored) => return Ok(idempotency::replay(stored)),
+        claims::Begin::Fresh(claim) => claim,
+    };
+    let (card_id, amount) = (&body.value.card_id, &body.value.amount);
+    match topups::run(&state, &s, &client, key.as_str(), card_id, amount, &claim).await {
+        // The answer was stored with the money.
+        Ok((status, body)) => Ok((status, axum::Json(body)).into_response()),
+        Err(e) if e.is_final => {
+            // A decline found before any row was written (a limit): store it on its own. A
+            // decline from the processor was stored with the top-up; storing again finds no claim.
+            let _ = idempotency::store_decline(&state.db, &claim, &e).await;
+            Err(e)
+        }
+        Err(e) => {
+            claims::release(&state.db, &claim).await;
+            Err(e)
+        }
+    }
 }
 
 /// Balance, limits and what was spent today and this month (Tokyo time).
@@ -683,16 +704,16 @@ async fn pos_reversal(
         }
         // None happened: claim the key as a tombstone, so that a charge arriving late is
         // answered as reversed instead of moving money.
-        match idempotency::begin(&state.db, &state.clock, &caller, &key, idempotency::TOMBSTONE).await {
-            Ok(idempotency::Begin::Fresh(claim)) => {
+        match claims::begin(&state.db, &state.clock, &caller, &key, claims::TOMBSTONE).await {
+            Ok(claims::Begin::Fresh(claim)) => {
                 idempotency::store_decline(&state.db, &claim, &tombstone).await?;
                 break 'reversal json!({"status": "reversed"});
             }
-            Ok(idempotency::Begin::Replay(_)) => break 'reversal json!({"status": "reversed"}),
-            Err(e) if e.code == "idempotency_conflict" => {
+            Ok(claims::Begin::Replay(_)) => break 'reversal json!({"status": "reversed"}),
+            Err(IdempotencyError::Conflict) => {
                 // The key holds a charge's answer. Still running: ask the POS to repeat. Finished:
                 // either a payment exists now (loop to reverse it) or it was declined and moved nothing.
-                if idempotency::running(&state.db, &caller, &key, now).await? {
+                if claims::running(&state.db, &caller, &key, now).await? {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
                         "idempotency_in_progress",
@@ -703,12 +724,12 @@ async fn pos_reversal(
                     Some(answer) => break 'reversal answer,
                     None => {
                         // A claimant that died holding the key is replaced by the tombstone.
-                        idempotency::entomb(&state.db, &caller, &key, &tombstone, now).await?;
+                        claims::entomb(&state.db, &caller, &key, &idempotency::stored_problem(&tombstone), now).await?;
                         break 'reversal json!({"status": "reversed"});
                     }
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
     };
     Ok(axum::Json(answer).into_response())

@@ -7,13 +7,12 @@
 //! of the request, or the sweeper, settles by asking the processor: never a second charge.
 
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sqlx::Row;
 
 use super::wallet;
 use crate::http::error::ApiError;
-use crate::idempotency::{self, Begin, IdempotencyKey};
+use crate::idempotency::{self, Stored};
 use crate::identity::session::UserSession;
 use crate::identity::{self, recovery};
 use crate::ids::new_id;
@@ -41,40 +40,10 @@ pub async fn funding_account(conn: &mut Conn, now: i64) -> Result<AccountId, sql
     ledger::create_account(conn, AccountKind::FundingClearing, Currency::Jpy, Some(FUNDING_OWNER), now).await
 }
 
-/// `POST /v1/topups`.
-pub async fn create(
-    state: &AppState,
-    session: &UserSession,
-    client: &ClientInfo,
-    key: &IdempotencyKey,
-    raw: &Value,
-    card_id: &str,
-    amount: &Value,
-) -> Result<Response, ApiError> {
-    let caller = format!("user:{}", session.user_id());
-    let fingerprint = idempotency::fingerprint("POST /v1/topups", raw);
-    let claim = match idempotency::begin(&state.db, &state.clock, &caller, key.as_str(), &fingerprint).await? {
-        Begin::Replay(response) => return Ok(response),
-        Begin::Fresh(claim) => claim,
-    };
-    let result = run(state, session, client, key.as_str(), card_id, amount, &claim).await;
-    match result {
-        // The answer was stored with the money (in `settle`).
-        Ok((status, body)) => Ok((status, axum::Json(body)).into_response()),
-        Err(e) if e.is_final => {
-            // A decline found before any row was written (a limit): store it on its own. A
-            // decline from the processor was stored by `settle`; storing again finds no claim.
-            let _ = idempotency::store_decline(&state.db, &claim, &e).await;
-            Err(e)
-        }
-        Err(e) => {
-            idempotency::release(&state.db, &claim).await;
-            Err(e)
-        }
-    }
-}
-
-async fn run(
+/// `POST /v1/topups` under a claimed `Idempotency-Key`: the answer is stored with the money (the
+/// caller stores a decline found before any row was written, and releases the key on any other
+/// error).
+pub async fn run(
     state: &AppState,
     session: &UserSession,
     client: &ClientInfo,
@@ -193,7 +162,8 @@ async fn run(
                     let detail = rules::ReviewDetail { amount: Some(amount.0), card_id: Some(card_id.to_string()), ..Default::default() };
                     rules::open_review(&mut tx, "topup", Some(&id), &user.id, &rule, &detail, now).await?;
                     let answer = json!({"topup_id": id, "status": "held"});
-                    idempotency::complete(&mut tx, claim, StatusCode::ACCEPTED, "application/json", &answer.to_string()).await?;
+                    let stored = Stored { status: 202, content_type: "application/json".into(), body: answer.to_string() };
+                    idempotency::complete(&mut tx, claim, &stored).await?;
                     tx.commit().await?;
                     return Ok(Some(answer));
                 }
@@ -360,11 +330,17 @@ pub async fn settle(
         };
         // The request's answer is stored with the money, in this transaction.
         if let Some(claim) = claim {
-            let (status, content_type, body) = match &answer {
-                Ok((status, body)) => (*status, "application/json", body.to_string()),
-                Err(decline) => (decline.status, crate::http::error::PROBLEM_JSON, decline.body().to_string()),
+            let stored = match &answer {
+                Ok((status, body)) => {
+                    Stored { status: status.as_u16(), content_type: "application/json".into(), body: body.to_string() }
+                }
+                Err(decline) => Stored {
+                    status: decline.status.as_u16(),
+                    content_type: crate::http::error::PROBLEM_JSON.into(),
+                    body: decline.body().to_string(),
+                },
             };
-            idempotency::complete(&mut tx, claim, status, content_type, &body).await?;
+            idempotency::complete(&mut tx, claim, &stored).await?;
         }
         tx.commit().await?;
         Ok::<_, ApiError>(answer)

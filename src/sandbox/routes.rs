@@ -11,7 +11,7 @@ use utoipa_axum::routes;
 
 use crate::http::error::ApiError;
 use crate::http::extract::ApiJson;
-use crate::idempotency::{self, IdempotencyKey, Outcome};
+use crate::http::idempotent::{self as idempotency, IdempotencyKey, Outcome};
 use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry};
 use crate::money::Currency;
 use crate::notify::{self, Channel, Message, SandboxMessage};

@@ -85,7 +85,7 @@ both_backends! {
         let shop = app.create_account("merchant", None).await;
         let body = json!({"from_account": wallet, "to_account": shop, "amount": 5});
         // Stand in for a first request that is still running: claim the key as it would.
-        let fp = omamori::idempotency::fingerprint("POST /v1/sandbox/transfers", &body);
+        let fp = omamori::http::idempotent::fingerprint("POST /v1/sandbox/transfers", &body);
         let now = app.state.clock.now_ms();
         sqlx::query("INSERT INTO idempotency_keys (caller, idem_key, fingerprint, claim, state, lease_until, created_at) VALUES ('sandbox', 'busy', $1, 'other', 'running', $2, $3)")
             .bind(&fp).bind(now + 60_000).bind(now)
