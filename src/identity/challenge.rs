@@ -458,11 +458,13 @@ async fn open_user_session(
     let new_device = !session::device_known(conn, &user.id, device_id).await?;
     let opened = session::open(
         conn,
-        Subject::User(&user.id),
-        device_id,
-        &client.ip_text,
-        client.country.as_deref(),
-        true,
+        &session::NewSession {
+            subject: Subject::User(&user.id),
+            device_id,
+            ip: &client.ip_text,
+            country: client.country.as_deref(),
+            step_up: true,
+        },
         session::Timeouts::from_config(&state.config),
         now,
     )
@@ -489,11 +491,13 @@ async fn complete_operator_login(
     let role = super::operators::role_of(conn, operator_id).await?;
     let opened = session::open(
         conn,
-        Subject::Operator { id: operator_id, role: role.as_str() },
-        device_id,
-        &client.ip_text,
-        client.country.as_deref(),
-        true,
+        &session::NewSession {
+            subject: Subject::Operator { id: operator_id, role: role.as_str() },
+            device_id,
+            ip: &client.ip_text,
+            country: client.country.as_deref(),
+            step_up: true,
+        },
         session::Timeouts::from_config(&state.config),
         now,
     )

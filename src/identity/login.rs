@@ -103,11 +103,13 @@ pub async fn login(
                 throttle::record_success(&mut tx, &key).await?;
                 let opened = session::open(
                     &mut tx,
-                    Subject::User(&user.id),
-                    device_id,
-                    &client.ip_text,
-                    client.country.as_deref(),
-                    false,
+                    &session::NewSession {
+                        subject: Subject::User(&user.id),
+                        device_id,
+                        ip: &client.ip_text,
+                        country: client.country.as_deref(),
+                        step_up: false,
+                    },
                     crate::identity::session::Timeouts::from_config(&state.config),
                     now,
                 )
