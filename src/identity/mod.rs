@@ -25,6 +25,7 @@ use axum::http::StatusCode;
 
 use crate::http::error::ApiError;
 use crate::notify::{self, Channel, Message};
+use crate::risk::RiskError;
 use crate::store::Conn;
 
 /// How long one-time codes and challenges live.
@@ -39,6 +40,103 @@ pub const DEVICE_TRUST_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Cooling-off after a reset or a contact change, and after a password change or factor removal.
 pub const COOLING_OFF_RESET_MS: i64 = 72 * 3600 * 1000;
 pub const COOLING_OFF_PASSWORD_MS: i64 = 24 * 3600 * 1000;
+
+/// What identity refuses, and why. `http` turns each into its status and `code`; the text is the
+/// problem's `detail`.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// `422 invalid_phone`.
+    #[error("the phone number must be a Japanese number in E.164 form, for example +819012345678")]
+    InvalidPhone,
+    /// `422 invalid_email`.
+    #[error("the e-mail address is not valid")]
+    InvalidEmail,
+    /// `422 invalid_body`: a device id the app cannot have sent.
+    #[error("device_id must be 1 to 128 printable ASCII characters")]
+    InvalidDeviceId,
+    /// `422 weak_password` with `reason`.
+    #[error("choose another password")]
+    WeakPassword(password::WeakReason),
+    /// `401 invalid_credentials`: the same answer for an unknown login and a wrong password.
+    #[error("the login or the password is not right")]
+    InvalidCredentials,
+    /// `422 invalid_credentials`: a password change with a wrong current password.
+    #[error("the current password is not right")]
+    WrongCurrentPassword,
+    /// `401 unauthenticated`: the session's user is gone.
+    #[error("a valid session token is required")]
+    Unauthenticated,
+    /// `404 not_found`.
+    #[error("there is no such challenge")]
+    ChallengeNotFound,
+    /// `404 not_found`.
+    #[error("there is no such sign-up")]
+    SignupNotFound,
+    /// `404 not_found`.
+    #[error("there is no such reset")]
+    ResetNotFound,
+    /// `404 not_found`.
+    #[error("there is no such user")]
+    UserNotFound,
+    /// `404 not_found`: the card a card challenge unlocks is not waiting for it (any more).
+    #[error("there is no such card waiting for a challenge")]
+    CardNotWaiting,
+    /// `410 challenge_expired`: a challenge, sign-up or reset past its time or its tries.
+    #[error("this challenge has expired or is used up; start again")]
+    ChallengeExpired,
+    /// `422 invalid_method`: only SMS codes are sent.
+    #[error("only the sms method sends a code; totp and recovery codes are read from your own device or paper")]
+    OnlySmsIsSent,
+    /// `422 invalid_method`.
+    #[error("this challenge has no sms method")]
+    NoSmsMethod,
+    /// `422 invalid_method`: `accepted` lists the challenge's methods, comma-separated.
+    #[error("this challenge accepts {accepted}")]
+    MethodNotAccepted { accepted: String },
+    /// `422 code_invalid` with `attempts_left`: a wrong challenge code.
+    #[error("the code is not right")]
+    CodeInvalid { attempts_left: i64 },
+    /// `422 code_invalid` with `attempts_left`: wrong sign-up codes.
+    #[error("the codes are not right")]
+    SignupCodesInvalid { attempts_left: i64 },
+    /// `422 code_invalid` with `attempts_left`: a reset without two valid proofs.
+    #[error("two valid proofs are needed: the SMS code, the e-mail code or an authenticator code")]
+    ResetProofsInvalid { attempts_left: i64 },
+    /// `422 code_invalid`, without `attempts_left`: a wrong code confirming an authenticator app.
+    #[error("the code is not right")]
+    TotpCodeInvalid,
+    /// `409 totp_not_started`.
+    #[error("start with POST /v1/me/totp")]
+    TotpNotStarted,
+    /// `403 step_up_required` with the fresh challenge to verify.
+    #[error("confirm it is you first: verify the challenge, then repeat")]
+    StepUpRequired { challenge_id: String, methods: Vec<&'static str> },
+    /// `403 cooling_off` with `retry_after` (seconds).
+    #[error("this is not allowed for a while after a password reset or a change of contact details")]
+    CoolingOff { retry_after_secs: i64 },
+    /// `403 risk_declined`: the login rules refused a session after a right second factor (not a
+    /// final answer: the same login may pass from the usual phone).
+    #[error("this sign-in was declined for your protection; try again from your usual phone")]
+    LoginDeclined,
+    #[error(transparent)]
+    Risk(#[from] RiskError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// `500 internal_error`: a configuration or data fault (no TOTP key, an unreadable seed, a
+    /// hash that failed).
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl crate::store::Retryable for IdentityError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            IdentityError::Db(e) => e.is_retryable(),
+            IdentityError::Risk(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
 
 /// A Japanese phone number in E.164 form (`+81` then 9 or 10 digits). Omamori serves Japan; other
 /// country codes, premium-rate ones included, are refused so that sign-ups cannot pump SMS abroad.
