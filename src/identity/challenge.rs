@@ -159,7 +159,9 @@ fn not_found() -> ApiError {
     ApiError::not_found("there is no such challenge")
 }
 
-pub use super::expired;
+pub fn expired() -> ApiError {
+    super::IdentityError::ChallengeExpired.into()
+}
 
 /// `POST /v1/challenges/{id}/send {"method": "sms"}`.
 pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo) -> Result<(), ApiError> {
@@ -281,19 +283,10 @@ pub async fn verify(
             _ => false,
         };
         if !right {
-            let refusal = super::wrong_code(
-                tx,
-                state,
-                super::CodeHolder::Challenge,
-                &c.id,
-                &account_key,
-                max_delay_ms,
-                client,
-                "the code is not right",
-                now,
-            )
-            .await?;
-            return Ok::<_, ApiError>(Err(refusal));
+            let wrong =
+                super::WrongCode { holder: super::CodeHolder::Challenge, id: &c.id, key: &account_key, max_delay_ms };
+            let attempts_left = super::wrong_code(tx, state, &wrong, client, now).await?;
+            return Ok::<_, ApiError>(Err(super::IdentityError::CodeInvalid { attempts_left }.into()));
         }
         // Used once: the state moves on and the code is forgotten.
         let moved = sqlx::query(

@@ -21,9 +21,6 @@ pub use crate::secret::{mask_email, mask_phone, new_code, new_token, secret_hash
 
 use std::fmt;
 
-use axum::http::StatusCode;
-
-use crate::http::error::ApiError;
 use crate::notify::{self, Channel, Message};
 use crate::risk::RiskError;
 use crate::store::Conn;
@@ -144,17 +141,13 @@ impl crate::store::Retryable for IdentityError {
 pub struct PhoneNumber(String);
 
 impl PhoneNumber {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, IdentityError> {
         let national = raw.strip_prefix("+81").unwrap_or("");
         let ok = (9..=10).contains(&national.len())
             && national.bytes().all(|b| b.is_ascii_digit())
             && !national.starts_with('0');
         if !ok {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_phone",
-                "the phone number must be a Japanese number in E.164 form, for example +819012345678",
-            ));
+            return Err(IdentityError::InvalidPhone);
         }
         Ok(PhoneNumber(raw.to_string()))
     }
@@ -169,7 +162,7 @@ impl PhoneNumber {
 pub struct Email(String);
 
 impl Email {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, IdentityError> {
         let lower = raw.trim().to_lowercase();
         let valid = match lower.split_once('@') {
             Some((local, domain)) => {
@@ -186,11 +179,7 @@ impl Email {
             None => false,
         };
         if !valid {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_email",
-                "the e-mail address is not valid",
-            ));
+            return Err(IdentityError::InvalidEmail);
         }
         Ok(Email(lower))
     }
@@ -320,22 +309,26 @@ pub enum CodeHolder {
     Challenge,
 }
 
+/// A wrong code to count: against which row (`id` in the holder's table), under which throttle
+/// key, and how long the key's lock may grow (`None` for the default).
+pub struct WrongCode<'a> {
+    pub holder: CodeHolder,
+    pub id: &'a str,
+    pub key: &'a str,
+    pub max_delay_ms: Option<i64>,
+}
+
 /// Counts a wrong code, in the caller's locked transaction, which it then commits: against the
-/// sign-up, reset or challenge row (dead at the fifth), against `key` and the caller's address,
-/// and in the alert counters. Answers `422 code_invalid` with `attempts_left`.
-#[allow(clippy::too_many_arguments)]
+/// sign-up, reset or challenge row (dead at the fifth), against the key and the caller's address,
+/// and in the alert counters. Answers the attempts left (for `422 code_invalid`).
 pub async fn wrong_code(
     mut tx: crate::store::Tx,
     state: &crate::state::AppState,
-    holder: CodeHolder,
-    id: &str,
-    key: &str,
-    max_delay_ms: Option<i64>,
+    wrong: &WrongCode<'_>,
     client: &crate::risk::client::ClientInfo,
-    detail: &str,
     now: i64,
-) -> Result<ApiError, sqlx::Error> {
-    let table = match holder {
+) -> Result<i64, sqlx::Error> {
+    let table = match wrong.holder {
         CodeHolder::Signup => "signups",
         CodeHolder::Reset => "password_resets",
         CodeHolder::Challenge => "challenges",
@@ -344,33 +337,33 @@ pub async fn wrong_code(
         "UPDATE {table} SET failures = failures + 1, \
          state = CASE WHEN failures + 1 >= $1 THEN 'dead' ELSE state END WHERE id = $2 RETURNING failures"
     ));
-    let failures: i64 = sqlx::query_scalar(sql).bind(MAX_CODE_FAILURES).bind(id).fetch_one(&mut *tx).await?;
+    let failures: i64 = sqlx::query_scalar(sql).bind(MAX_CODE_FAILURES).bind(wrong.id).fetch_one(&mut *tx).await?;
     let attempt = crate::risk::throttle::Attempt {
         ip: &client.ip_text,
         subnet: &client.subnet,
-        key,
+        key: wrong.key,
         recognised: false,
-        max_delay_ms,
+        max_delay_ms: wrong.max_delay_ms,
     };
     crate::risk::throttle::record_failure(&mut tx, &attempt, crate::risk::throttle::Failure::Code, now).await?;
     crate::risk::alerts::evaluate(&mut tx, &crate::risk::alerts::Thresholds::from_config(&state.config), now).await?;
     tx.commit().await?;
-    Ok(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "code_invalid", detail.to_string())
-        .with("attempts_left", (MAX_CODE_FAILURES - failures).max(0)))
-}
-
-/// `410 challenge_expired`: a challenge, sign-up or reset that is past its time or its tries.
-pub fn expired() -> ApiError {
-    ApiError::new(StatusCode::GONE, "challenge_expired", "this challenge has expired or is used up; start again")
+    Ok((MAX_CODE_FAILURES - failures).max(0))
 }
 
 /// Freezes a user: every money action refused, every session revoked. Audited.
-pub async fn freeze(db: &crate::store::Db, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), ApiError> {
+pub async fn freeze(
+    db: &crate::store::Db,
+    user_id: &str,
+    reason: &str,
+    by: &str,
+    now: i64,
+) -> Result<(), IdentityError> {
     let reason = crate::risk::switches::check_reason(reason)?;
     crate::store::retry(|| async {
         let mut tx = db.begin().await?;
         if user_by_id(&mut tx, user_id).await?.is_none() {
-            return Err(ApiError::not_found("there is no such user"));
+            return Err(IdentityError::UserNotFound);
         }
         freeze_in(&mut tx, user_id, reason, by, now).await?;
         tx.commit().await?;
@@ -387,15 +380,9 @@ pub async fn freeze_in(conn: &mut Conn, user_id: &str, reason: &str, by: &str, n
 }
 
 /// `403 cooling_off` when the user changed credentials recently.
-pub fn ensure_not_cooling_off(user: &User, now: i64) -> Result<(), ApiError> {
+pub fn ensure_not_cooling_off(user: &User, now: i64) -> Result<(), IdentityError> {
     if user.cooling_off_until > now {
-        let secs = (user.cooling_off_until - now + 999) / 1000;
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cooling_off",
-            "this is not allowed for a while after a password reset or a change of contact details",
-        )
-        .with("retry_after", secs));
+        return Err(IdentityError::CoolingOff { retry_after_secs: (user.cooling_off_until - now + 999) / 1000 });
     }
     Ok(())
 }

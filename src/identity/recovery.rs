@@ -153,9 +153,9 @@ pub async fn complete(
         }
         let Some(user) = user.filter(|_| proven >= 2) else {
             let key = format!("reset:{id}");
-            let detail = "two valid proofs are needed: the SMS code, the e-mail code or an authenticator code";
-            let refusal = super::wrong_code(tx, state, super::CodeHolder::Reset, id, &key, None, client, detail, now).await?;
-            return Ok::<_, ApiError>(Err(refusal));
+            let wrong = super::WrongCode { holder: super::CodeHolder::Reset, id, key: &key, max_delay_ms: None };
+            let attempts_left = super::wrong_code(tx, state, &wrong, client, now).await?;
+            return Ok::<_, ApiError>(Err(super::IdentityError::ResetProofsInvalid { attempts_left }.into()));
         };
         if let Err(reason) = check_policy(&password, &user.phone, &user.email) {
             // Not a failed try: the proofs were right; the user picks another password.

@@ -132,10 +132,9 @@ pub async fn verify(
         let email_ok = secret_matches(&format!("{id}:email"), email_code, row.try_get::<Option<String>, _>("email_code_hash")?.as_deref());
         if !(phone_ok && email_ok) {
             let key = format!("signup:{id}");
-            let refusal =
-                super::wrong_code(tx, state, super::CodeHolder::Signup, id, &key, None, client, "the codes are not right", now)
-                    .await?;
-            return Ok::<_, ApiError>(Err(refusal));
+            let wrong = super::WrongCode { holder: super::CodeHolder::Signup, id, key: &key, max_delay_ms: None };
+            let attempts_left = super::wrong_code(tx, state, &wrong, client, now).await?;
+            return Ok::<_, ApiError>(Err(super::IdentityError::SignupCodesInvalid { attempts_left }.into()));
         }
         let (phone, email, hash): (String, String, String) =
             (row.try_get("phone")?, row.try_get("email")?, row.try_get("password_hash")?);
