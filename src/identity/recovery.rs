@@ -129,7 +129,7 @@ pub async fn complete(
             || row.try_get::<i64, _>("expires_at")? <= now
             || failures >= MAX_CODE_FAILURES
         {
-            return Ok::<_, ApiError>(Err(super::challenge::expired()));
+            return Ok::<_, ApiError>(Err(ApiError::from(super::IdentityError::ChallengeExpired)));
         }
         let user = match row.try_get::<Option<String>, _>("user_id")? {
             Some(u) => user_by_id(&mut tx, &u).await?,
@@ -190,7 +190,7 @@ pub async fn complete(
         .await?
         .rows_affected();
         if done != 1 {
-            return Ok::<_, ApiError>(Err(super::challenge::expired()));
+            return Ok::<_, ApiError>(Err(ApiError::from(super::IdentityError::ChallengeExpired)));
         }
         sqlx::query(
             "UPDATE users SET password_hash = $1, cooling_off_until = $2, cooling_off_reason = 'password_reset', \
@@ -284,8 +284,8 @@ pub async fn require_step_up(state: &AppState, session: &UserSession, client: &C
         "step_up_required",
         "confirm it is you first: verify the challenge, then repeat",
     )
-    .with("challenge_id", challenge["challenge_id"].clone())
-    .with("methods", challenge["methods"].clone()))
+    .with("challenge_id", challenge.challenge_id)
+    .with("methods", challenge.methods))
 }
 
 /// `POST /v1/me/password`.

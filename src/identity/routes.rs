@@ -119,8 +119,13 @@ async fn login_route(
     body: ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
     let b = body.value;
-    let answer =
-        login::login(&state, &b.login, &b.password, &b.device_id, b.device_token.as_deref(), &client.0).await?;
+    let credentials = login::Credentials {
+        login: &b.login,
+        password: &b.password,
+        device_id: &b.device_id,
+        device_token: b.device_token.as_deref(),
+    };
+    let answer = login::login(&state, &credentials, &client.0).await?;
     Ok(axum::Json(answer).into_response())
 }
 

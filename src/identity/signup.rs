@@ -126,7 +126,7 @@ pub async fn verify(
         let expires_at: i64 = row.try_get("expires_at")?;
         let signup_state: String = row.try_get("state")?;
         if signup_state != "pending" || expires_at <= now || failures >= MAX_CODE_FAILURES {
-            return Ok::<_, ApiError>(Err(super::challenge::expired()));
+            return Ok::<_, ApiError>(Err(ApiError::from(super::IdentityError::ChallengeExpired)));
         }
         let phone_ok = secret_matches(&format!("{id}:phone"), phone_code, row.try_get::<Option<String>, _>("phone_code_hash")?.as_deref());
         let email_ok = secret_matches(&format!("{id}:email"), email_code, row.try_get::<Option<String>, _>("email_code_hash")?.as_deref());
@@ -150,7 +150,7 @@ pub async fn verify(
         if taken > 0 {
             sqlx::query("UPDATE signups SET state = 'dead' WHERE id = $1").bind(id).execute(&mut *tx).await?;
             tx.commit().await?;
-            return Ok::<_, ApiError>(Err(super::challenge::expired()));
+            return Ok::<_, ApiError>(Err(ApiError::from(super::IdentityError::ChallengeExpired)));
         }
         let user_id = new_id("usr");
         let wallet = ledger::create_account(&mut tx, AccountKind::Wallet, Currency::Jpy, Some(&user_id), now).await?;
