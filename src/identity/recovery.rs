@@ -13,7 +13,6 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::password::{Password, check_policy};
-use super::signup::weak_password;
 use super::{
     CODE_TTL_MS, COOLING_OFF_PASSWORD_MS, COOLING_OFF_RESET_MS, Login, MAX_CODE_FAILURES, new_code, new_id,
     secret_hash, secret_matches, session, totp, user_by_id, user_by_login,
@@ -26,6 +25,10 @@ use crate::risk::throttle;
 use crate::risk::throttle::SmsCause;
 use crate::state::AppState;
 use crate::store::{self, Conn};
+
+fn weak_password(reason: super::password::WeakReason) -> ApiError {
+    super::IdentityError::WeakPassword(reason).into()
+}
 
 /// `POST /v1/password-reset {login}`: the same answer whether or not the account exists, and
 /// whether or not the SMS budget allowed a send (when it is spent, nothing is sent, silently).
