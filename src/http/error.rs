@@ -306,3 +306,50 @@ impl From<crate::idempotency::IdempotencyError> for ApiError {
         }
     }
 }
+
+impl From<crate::identity::IdentityError> for ApiError {
+    fn from(e: crate::identity::IdentityError) -> Self {
+        use crate::identity::IdentityError as E;
+        let detail = e.to_string();
+        match e {
+            E::InvalidPhone => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_phone", detail),
+            E::InvalidEmail => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_email", detail),
+            E::InvalidDeviceId => ApiError::invalid_body(detail),
+            E::WeakPassword(reason) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "weak_password", detail).with("reason", reason.as_str())
+            }
+            E::InvalidCredentials => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", detail),
+            E::WrongCurrentPassword => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_credentials", detail),
+            // As `http::auth::unauthenticated` answers it (built here: auth depends on this module).
+            E::Unauthenticated => ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail)
+                .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")),
+            E::ChallengeNotFound | E::SignupNotFound | E::ResetNotFound | E::UserNotFound | E::CardNotWaiting => {
+                ApiError::not_found(detail)
+            }
+            E::ChallengeExpired => ApiError::new(StatusCode::GONE, "challenge_expired", detail),
+            E::OnlySmsIsSent | E::NoSmsMethod | E::MethodNotAccepted { .. } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_method", detail)
+            }
+            E::CodeInvalid { attempts_left }
+            | E::SignupCodesInvalid { attempts_left }
+            | E::ResetProofsInvalid { attempts_left } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "code_invalid", detail)
+                    .with("attempts_left", attempts_left)
+            }
+            E::TotpCodeInvalid => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "code_invalid", detail),
+            E::TotpNotStarted => ApiError::new(StatusCode::CONFLICT, "totp_not_started", detail),
+            E::StepUpRequired { challenge_id, methods } => {
+                ApiError::new(StatusCode::FORBIDDEN, "step_up_required", detail)
+                    .with("challenge_id", challenge_id)
+                    .with("methods", methods)
+            }
+            E::CoolingOff { retry_after_secs } => {
+                ApiError::new(StatusCode::FORBIDDEN, "cooling_off", detail).with("retry_after", retry_after_secs)
+            }
+            E::LoginDeclined => ApiError::new(StatusCode::FORBIDDEN, "risk_declined", detail),
+            E::Risk(risk) => risk.into(),
+            E::Db(db) => db.into(),
+            E::Internal(cause) => ApiError::internal(cause),
+        }
+    }
+}

@@ -7,13 +7,15 @@
 //! fifth, or 5 minutes after creation, every verify gets `410 challenge_expired`, even with the
 //! right code. Wrong codes also count against the account's throttle and the alert counters.
 
-use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use sqlx::Row;
 
-use super::session::{self, Subject};
-use super::{CODE_TTL_MS, MAX_CODE_FAILURES, new_code, new_id, secret_hash, secret_matches, totp};
-use crate::http::error::ApiError;
+use super::session::{self, NewSession, Subject};
+use super::{
+    CODE_TTL_MS, CodeHolder, IdentityError, MAX_CODE_FAILURES, WrongCode, new_code, new_id, secret_hash,
+    secret_matches, totp,
+};
 use crate::notify::Channel;
 use crate::ports::BoxFuture;
 use crate::risk::client::ClientInfo;
@@ -24,7 +26,6 @@ use crate::store::{self, Conn, clock};
 pub const SMS_PER_CHALLENGE: i64 = 3;
 
 /// What a challenge is for, as the `challenges.purpose` column holds it.
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Login,
@@ -83,8 +84,17 @@ pub struct NewChallenge<'a> {
     pub client: &'a ClientInfo,
 }
 
-/// Creates a challenge in the caller's transaction; answers `{challenge_id, methods}`.
-pub async fn create(conn: &mut Conn, c: &NewChallenge<'_>, now: i64) -> Result<Value, sqlx::Error> {
+/// A challenge just created, as the client sees it: answer it with one of `methods`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Created {
+    pub challenge_id: String,
+    /// `sms`, `totp`, `recovery_code`.
+    #[schema(value_type = Vec<String>)]
+    pub methods: Vec<&'static str>,
+}
+
+/// Creates a challenge in the caller's transaction.
+pub async fn create(conn: &mut Conn, c: &NewChallenge<'_>, now: i64) -> Result<Created, sqlx::Error> {
     let id = new_id("chl");
     sqlx::query(
         "INSERT INTO challenges (id, purpose, user_id, operator_id, session_id, device_id, methods, state, ip, country, \
@@ -104,7 +114,7 @@ pub async fn create(conn: &mut Conn, c: &NewChallenge<'_>, now: i64) -> Result<V
     .bind(c.subject_id)
     .execute(&mut *conn)
     .await?;
-    Ok(json!({"challenge_id": id, "methods": c.methods}))
+    Ok(Created { challenge_id: id, methods: c.methods.to_vec() })
 }
 
 struct Row_ {
@@ -155,62 +165,33 @@ async fn load(conn: &mut Conn, id: &str) -> Result<Option<Row_>, sqlx::Error> {
     .transpose()
 }
 
-fn not_found() -> ApiError {
-    ApiError::not_found("there is no such challenge")
+fn is_open(c: &Row_, now: i64) -> bool {
+    c.state == "open" && c.expires_at > now && c.failures < MAX_CODE_FAILURES
 }
 
-pub use super::expired;
-
 /// `POST /v1/challenges/{id}/send {"method": "sms"}`.
-pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo) -> Result<(), ApiError> {
+pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo) -> Result<(), IdentityError> {
     if method != "sms" {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_method",
-            "only the sms method sends a code; totp and recovery codes are read from your own device or paper",
-        ));
+        return Err(IdentityError::OnlySmsIsSent);
     }
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
         tx.lock("challenge", id).await?;
-        let c = load(&mut tx, id).await?.ok_or_else(not_found)?;
-        if c.state != "open" || c.expires_at <= now || c.failures >= MAX_CODE_FAILURES {
-            return Err(expired());
+        let c = load(&mut tx, id).await?.ok_or(IdentityError::ChallengeNotFound)?;
+        if !is_open(&c, now) {
+            return Err(IdentityError::ChallengeExpired);
         }
         if !c.methods.split(',').any(|m| m == "sms") {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_method",
-                "this challenge has no sms method",
-            ));
+            return Err(IdentityError::NoSmsMethod);
         }
-        let phone: String = match (&c.user_id, &c.operator_id) {
-            (Some(user), _) => {
-                sqlx::query_scalar("SELECT phone FROM users WHERE id = $1").bind(user).fetch_one(&mut *tx).await?
-            }
-            _ => {
-                return Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_method",
-                    "this challenge has no sms method",
-                ));
-            }
-        };
+        let Some(user) = &c.user_id else { return Err(IdentityError::NoSmsMethod) };
+        let phone: String =
+            sqlx::query_scalar("SELECT phone FROM users WHERE id = $1").bind(user).fetch_one(&mut *tx).await?;
         if c.sms_sends >= SMS_PER_CHALLENGE {
             return Err(throttle::too_many(c.expires_at - now).into());
         }
-        if let crate::risk::Verdict::Throttled { retry_after_ms } = crate::risk::throttle::sms_budget(
-            &mut tx,
-            crate::risk::throttle::SmsCause::SecondFactor,
-            &phone,
-            client,
-            now,
-        )
-        .await?
-        {
-            return Err(throttle::too_many(retry_after_ms).into());
-        }
+        throttle::sms_budget(&mut tx, throttle::SmsCause::SecondFactor, &phone, client, now).await?.into_result()?;
         let code = new_code();
         // A new code replaces the old one; the failure count stays.
         sqlx::query("UPDATE challenges SET sms_code_hash = $1, sms_sends = sms_sends + 1 WHERE id = $2")
@@ -236,92 +217,148 @@ pub async fn purpose_of(db: &crate::store::Db, id: &str) -> Result<Option<Purpos
     Ok(purpose.as_deref().and_then(Purpose::parse))
 }
 
+/// A shopper's session after a two-step login, with the device token that makes the device
+/// recognised.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TwoStepSession {
+    pub session_token: String,
+    pub expires_at: String,
+    pub device_token: String,
+}
+
+/// A step-up grant: the session may do sensitive things until `expires_at`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StepUpGranted {
+    /// Always true.
+    pub step_up: bool,
+    pub expires_at: String,
+}
+
+/// An operator's session, carrying the operator's role.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OperatorSessionOpened {
+    pub session_token: String,
+    pub expires_at: String,
+    /// `viewer`, `operator` or `admin`.
+    pub role: &'static str,
+}
+
+/// What a verified challenge gives, by its purpose (`Card` is what the card hook answers).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Verified<Card> {
+    Login(TwoStepSession),
+    StepUp(StepUpGranted),
+    OperatorLogin(OperatorSessionOpened),
+    Card(Card),
+}
+
 /// `POST /v1/challenges/{id}/verify {"method", "code"}`: answers with what the challenge was for.
-pub async fn verify(
+pub async fn verify<C: CardChallenges>(
     state: &AppState,
     id: &str,
     method: &str,
     code: &str,
     client: &ClientInfo,
-    cards: &dyn CardChallenges,
-) -> Result<Value, ApiError> {
+    cards: &C,
+) -> Result<Verified<C::Card>, IdentityError> {
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
         // One verify of a challenge at a time: the failure count and the state are read, checked
         // and written under this lock, so parallel guesses cannot exceed 5 or revive a used code.
         tx.lock("challenge", id).await?;
-        let c = load(&mut tx, id).await?.ok_or_else(not_found)?;
-        if c.state != "open" || c.expires_at <= now || c.failures >= MAX_CODE_FAILURES {
-            return Ok::<_, ApiError>(Err(expired()));
+        let c = load(&mut tx, id).await?.ok_or(IdentityError::ChallengeNotFound)?;
+        let owner = answerable(&mut tx, &c, method, now).await?;
+        if !code_is_right(&mut tx, state, &c, method, code, now).await? {
+            let wrong = WrongCode {
+                holder: CodeHolder::Challenge,
+                id: &c.id,
+                key: &owner.key,
+                max_delay_ms: owner.max_delay_ms,
+            };
+            let attempts_left = super::wrong_code(tx, state, &wrong, client, now).await?;
+            return Err(IdentityError::CodeInvalid { attempts_left });
         }
-        if !c.methods.split(',').any(|m| m == method) {
-            return Ok::<_, ApiError>(Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_method",
-                format!("this challenge accepts {}", c.methods.replace(',', ", ")),
-            )));
-        }
-        let (account_key, max_delay_ms) = match (&c.user_id, &c.operator_id) {
-            (Some(u), _) => (format!("account:{u}"), None),
-            (_, Some(o)) => (format!("operator:{o}"), Some(60_000)),
-            _ => return Err(ApiError::internal(anyhow::anyhow!("challenge {} has no owner", c.id))),
-        };
-        // The account's throttle gates the second step as it gates the first.
-        if let Some(until) = throttle::locked(&mut tx, &account_key, now).await? {
-            return Ok::<_, ApiError>(Err(throttle::too_many(until - now).into()));
-        }
-        let right = match method {
-            "sms" => secret_matches(&c.id, code, c.sms_code_hash.as_deref()),
-            "totp" => check_totp(&mut tx, state, &c, code).await?,
-            "recovery_code" => match &c.user_id {
-                Some(user) => use_recovery_code(&mut tx, user, code, now).await?,
-                None => false,
-            },
-            _ => false,
-        };
-        if !right {
-            let refusal = super::wrong_code(
-                tx,
-                state,
-                super::CodeHolder::Challenge,
-                &c.id,
-                &account_key,
-                max_delay_ms,
-                client,
-                "the code is not right",
-                now,
-            )
-            .await?;
-            return Ok::<_, ApiError>(Err(refusal));
-        }
-        // Used once: the state moves on and the code is forgotten.
-        let moved = sqlx::query(
-            "UPDATE challenges SET state = 'verified', sms_code_hash = NULL WHERE id = $1 AND state = 'open'",
-        )
-        .bind(&c.id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved != 1 {
-            return Ok::<_, ApiError>(Err(expired()));
-        }
-        let answer = match complete(&mut tx, state, &c, client, cards, now).await? {
-            Ok(answer) => answer,
-            Err(declined) => {
+        use_up(&mut tx, &c.id).await?;
+        match complete(&mut tx, state, &c, client, cards, now).await? {
+            Completed::Granted(answer) => {
+                throttle::record_success(&mut tx, &owner.key).await?;
+                tx.commit().await?;
+                Ok(answer)
+            }
+            Completed::LoginDeclined => {
                 // A risk decline after a right second factor: its notice, audit entry and count stand.
                 tx.commit().await?;
-                return Ok(Err(declined));
+                Err(IdentityError::LoginDeclined)
             }
-        };
-        throttle::record_success(&mut tx, &account_key).await?;
-        tx.commit().await?;
-        Ok(Ok(answer))
+        }
     })
-    .await?
+    .await
 }
 
-async fn check_totp(conn: &mut Conn, state: &AppState, c: &Row_, code: &str) -> Result<bool, ApiError> {
+/// The account a challenge's codes count against: its throttle key and the longest lock it may get.
+struct Owner {
+    key: String,
+    max_delay_ms: Option<i64>,
+}
+
+/// Refuses a challenge that cannot be answered now with `method`: expired or used up, without that
+/// method, or whose account's throttle is engaged (it gates the second step as it gates the first).
+async fn answerable(conn: &mut Conn, c: &Row_, method: &str, now: i64) -> Result<Owner, IdentityError> {
+    if !is_open(c, now) {
+        return Err(IdentityError::ChallengeExpired);
+    }
+    if !c.methods.split(',').any(|m| m == method) {
+        return Err(IdentityError::MethodNotAccepted { accepted: c.methods.replace(',', ", ") });
+    }
+    let owner = match (&c.user_id, &c.operator_id) {
+        (Some(u), _) => Owner { key: format!("account:{u}"), max_delay_ms: None },
+        (_, Some(o)) => Owner { key: format!("operator:{o}"), max_delay_ms: Some(60_000) },
+        _ => return Err(anyhow::anyhow!("challenge {} has no owner", c.id).into()),
+    };
+    if let Some(until) = throttle::locked(conn, &owner.key, now).await? {
+        return Err(throttle::too_many(until - now).into());
+    }
+    Ok(owner)
+}
+
+/// Whether `code` answers the challenge by `method` (a TOTP step or a recovery code is used up by
+/// a right answer, in the caller's transaction).
+async fn code_is_right(
+    conn: &mut Conn,
+    state: &AppState,
+    c: &Row_,
+    method: &str,
+    code: &str,
+    now: i64,
+) -> Result<bool, IdentityError> {
+    Ok(match method {
+        "sms" => secret_matches(&c.id, code, c.sms_code_hash.as_deref()),
+        "totp" => check_totp(conn, state, c, code).await?,
+        "recovery_code" => match &c.user_id {
+            Some(user) => use_recovery_code(conn, user, code, now).await?,
+            None => false,
+        },
+        _ => false,
+    })
+}
+
+/// Used once: the state moves on and the code is forgotten.
+async fn use_up(conn: &mut Conn, id: &str) -> Result<(), IdentityError> {
+    let moved =
+        sqlx::query("UPDATE challenges SET state = 'verified', sms_code_hash = NULL WHERE id = $1 AND state = 'open'")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+    if moved != 1 {
+        return Err(IdentityError::ChallengeExpired);
+    }
+    Ok(())
+}
+
+async fn check_totp(conn: &mut Conn, state: &AppState, c: &Row_, code: &str) -> Result<bool, IdentityError> {
     let (table, owner) = match (&c.user_id, &c.operator_id) {
         (Some(u), _) => ("users", u),
         (_, Some(o)) => ("operators", o),
@@ -331,10 +368,8 @@ async fn check_totp(conn: &mut Conn, state: &AppState, c: &Row_, code: &str) -> 
     let row = sqlx::query(sql).bind(owner).fetch_one(&mut *conn).await?;
     let Some(sealed) = row.try_get::<Option<String>, _>("totp_secret")? else { return Ok(false) };
     let last: i64 = row.try_get("totp_last_step")?;
-    let key =
-        state.config.keys.totp_encryption.as_ref().ok_or_else(|| ApiError::internal(anyhow::anyhow!("no TOTP key")))?;
-    let seed =
-        totp::open(key, &sealed).ok_or_else(|| ApiError::internal(anyhow::anyhow!("a TOTP seed cannot be opened")))?;
+    let key = state.config.keys.totp_encryption.as_ref().ok_or_else(|| anyhow::anyhow!("no TOTP key"))?;
+    let seed = totp::open(key, &sealed).ok_or_else(|| anyhow::anyhow!("a TOTP seed cannot be opened"))?;
     match totp::verify(&seed, code, totp::current_step(), last.max(0) as u64) {
         Some(step) => {
             // Recorded in the same transaction: the same code is never accepted twice.
@@ -365,49 +400,67 @@ async fn use_recovery_code(conn: &mut Conn, user_id: &str, code: &str, now: i64)
 /// A card issuer's challenge completes in payments, which owns cards: `verify` calls this inside
 /// its own transaction, so the card becomes active exactly when the challenge is used up.
 pub trait CardChallenges: Send + Sync {
+    /// The activated card, as the challenge's answer shows it.
+    type Card: Serialize + Send;
+
+    /// Activates the user's card; `None` when no such card of the user waits for a challenge.
     fn activate<'a>(
         &'a self,
         conn: &'a mut Conn,
         user: &'a super::User,
         card_id: &'a str,
         now: i64,
-    ) -> BoxFuture<'a, Result<Value, ApiError>>;
+    ) -> BoxFuture<'a, Result<Option<Self::Card>, sqlx::Error>>;
 }
 
-/// What a verified challenge gives: the answer, or a risk decline that must commit.
-async fn complete(
+/// What a verified challenge comes to: its answer, or a login the risk rules declined (whose
+/// notice, audit entry and count must commit before the refusal).
+#[must_use]
+enum Completed<T> {
+    Granted(T),
+    LoginDeclined,
+}
+
+/// Gives what a verified challenge is for, in the caller's transaction.
+async fn complete<C: CardChallenges>(
     conn: &mut Conn,
     state: &AppState,
     c: &Row_,
     client: &ClientInfo,
-    cards: &dyn CardChallenges,
+    cards: &C,
     now: i64,
-) -> Result<Result<Value, ApiError>, ApiError> {
+) -> Result<Completed<Verified<C::Card>>, IdentityError> {
     let missing =
-        |what: &str| ApiError::internal(anyhow::anyhow!("{} challenge {} without {what}", c.purpose.as_str(), c.id));
-    match c.purpose {
+        |what: &str| IdentityError::from(anyhow::anyhow!("{} challenge {} without {what}", c.purpose.as_str(), c.id));
+    let answer = match c.purpose {
         Purpose::Login => {
             let user_id = c.user_id.as_deref().ok_or_else(|| missing("user"))?;
-            complete_login(conn, state, user_id, c.device_id.as_deref().unwrap_or("unknown"), client, now).await
+            let device_id = c.device_id.as_deref().unwrap_or("unknown");
+            return Ok(match complete_login(conn, state, user_id, device_id, client, now).await? {
+                Completed::Granted(opened) => Completed::Granted(Verified::Login(opened)),
+                Completed::LoginDeclined => Completed::LoginDeclined,
+            });
         }
         Purpose::StepUp => {
             let session_id = c.session_id.as_deref().ok_or_else(|| missing("session"))?;
             session::mark_step_up(conn, session_id, now).await?;
-            Ok(Ok(json!({"step_up": true, "expires_at": clock::rfc3339_ms(now + super::STEP_UP_TTL_MS)})))
+            let expires_at = clock::rfc3339_ms(now + super::STEP_UP_TTL_MS);
+            Verified::StepUp(StepUpGranted { step_up: true, expires_at })
         }
         Purpose::OperatorLogin => {
             let operator_id = c.operator_id.as_deref().ok_or_else(|| missing("operator"))?;
             let device_id = c.device_id.as_deref().unwrap_or("console");
-            Ok(Ok(complete_operator_login(conn, state, operator_id, device_id, client, now).await?))
+            Verified::OperatorLogin(complete_operator_login(conn, state, operator_id, device_id, client, now).await?)
         }
         Purpose::Card => {
             let (Some(user_id), Some(card_id)) = (c.user_id.as_deref(), c.subject_id.as_deref()) else {
                 return Err(missing("user or card"));
             };
-            let user = super::user_by_id(conn, user_id).await?.ok_or_else(not_found)?;
-            Ok(Ok(cards.activate(conn, &user, card_id, now).await?))
+            let user = super::user_by_id(conn, user_id).await?.ok_or(IdentityError::ChallengeNotFound)?;
+            Verified::Card(cards.activate(conn, &user, card_id, now).await?.ok_or(IdentityError::CardNotWaiting)?)
         }
-    }
+    };
+    Ok(Completed::Granted(answer))
 }
 
 /// A shopper's login after both factors: the login risk rules decide here (a hold or a decline
@@ -420,8 +473,8 @@ async fn complete_login(
     device_id: &str,
     client: &ClientInfo,
     now: i64,
-) -> Result<Result<Value, ApiError>, ApiError> {
-    let user = super::user_by_id(conn, user_id).await?.ok_or_else(not_found)?;
+) -> Result<Completed<TwoStepSession>, IdentityError> {
+    let user = super::user_by_id(conn, user_id).await?.ok_or(IdentityError::ChallengeNotFound)?;
     let signals = rules::signals(conn, "login", user_id, device_id, 0, None, client.country.as_deref(), now).await?;
     let (outcome, rule) = rules::evaluate(conn, "login", &signals).await?;
     if matches!(outcome, rules::Outcome::Hold | rules::Outcome::Decline) {
@@ -437,13 +490,9 @@ async fn complete_login(
             now,
         )
         .await?;
-        return Ok(Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "risk_declined",
-            "this sign-in was declined for your protection; try again from your usual phone",
-        )));
+        return Ok(Completed::LoginDeclined);
     }
-    Ok(Ok(open_user_session(conn, state, &user, device_id, client, now).await?))
+    Ok(Completed::Granted(open_user_session(conn, state, &user, device_id, client, now).await?))
 }
 
 /// Opens the session and issues the device token of a two-step login; a new device is notified.
@@ -454,27 +503,22 @@ async fn open_user_session(
     device_id: &str,
     client: &ClientInfo,
     now: i64,
-) -> Result<Value, ApiError> {
+) -> Result<TwoStepSession, sqlx::Error> {
     let new_device = !session::device_known(conn, &user.id, device_id).await?;
-    let opened = session::open(
-        conn,
-        Subject::User(&user.id),
+    let new = NewSession {
+        subject: Subject::User(&user.id),
         device_id,
-        &client.ip_text,
-        client.country.as_deref(),
-        true,
-        session::Timeouts::from_config(&state.config),
-        now,
-    )
-    .await?;
+        ip: &client.ip_text,
+        country: client.country.as_deref(),
+        step_up: true,
+    };
+    let opened = session::open(conn, &new, session::Timeouts::from_config(&state.config), now).await?;
     let device_token = session::issue_device_token(conn, &user.id, device_id, now).await?;
     if new_device {
         let text = "Your Omamori account was signed in to from a new device.";
         super::notify_all(conn, user, "login_new_device", text, now).await?;
     }
-    Ok(
-        json!({"session_token": opened.token, "expires_at": clock::rfc3339_ms(opened.expires_at), "device_token": device_token}),
-    )
+    Ok(TwoStepSession { session_token: opened.token, expires_at: clock::rfc3339_ms(opened.expires_at), device_token })
 }
 
 /// An operator's login after the TOTP code: a session carrying the operator's role, audited.
@@ -485,22 +529,21 @@ async fn complete_operator_login(
     device_id: &str,
     client: &ClientInfo,
     now: i64,
-) -> Result<Value, ApiError> {
+) -> Result<OperatorSessionOpened, sqlx::Error> {
     let role = super::operators::role_of(conn, operator_id).await?;
-    let opened = session::open(
-        conn,
-        Subject::Operator { id: operator_id, role: role.as_str() },
+    let new = NewSession {
+        subject: Subject::Operator { id: operator_id, role: role.as_str() },
         device_id,
-        &client.ip_text,
-        client.country.as_deref(),
-        true,
-        session::Timeouts::from_config(&state.config),
-        now,
-    )
-    .await?;
+        ip: &client.ip_text,
+        country: client.country.as_deref(),
+        step_up: true,
+    };
+    let opened = session::open(conn, &new, session::Timeouts::from_config(&state.config), now).await?;
     let detail = json!({"ip": client.ip_text, "session_id": opened.id});
     crate::audit::append(conn, &format!("operator:{operator_id}"), "operator.login", operator_id, &detail, now).await?;
-    Ok(
-        json!({"session_token": opened.token, "expires_at": clock::rfc3339_ms(opened.expires_at), "role": role.as_str()}),
-    )
+    Ok(OperatorSessionOpened {
+        session_token: opened.token,
+        expires_at: clock::rfc3339_ms(opened.expires_at),
+        role: role.as_str(),
+    })
 }

@@ -5,67 +5,63 @@
 //! tells whether an account exists. A right password yields a challenge, never a session, unless
 //! the device presents a device token from a two-step login in the last 30 days.
 
-use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
 use sqlx::Row;
 
 use super::challenge::{self, NewChallenge, Purpose};
 use super::password::Password;
 use super::recovery::unknown_login_key;
-use super::session::{self, Subject};
-use super::{Login, user_by_login};
-use crate::http::error::ApiError;
+use super::session::{self, NewSession, RecognisedDevice, Subject};
+use super::{IdentityError, Login, User, user_by_login};
 use crate::risk::client::ClientInfo;
 use crate::risk::{alerts, rules, throttle};
 use crate::state::AppState;
-use crate::store::{self, clock};
-
-pub fn invalid_credentials() -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "the login or the password is not right")
-}
+use crate::store::{self, Conn, clock};
 
 /// A device id as the app sends it: 1 to 128 printable ASCII characters.
-pub fn check_device_id(device_id: &str) -> Result<(), ApiError> {
+pub fn check_device_id(device_id: &str) -> Result<(), IdentityError> {
     if device_id.is_empty() || device_id.len() > 128 || !device_id.chars().all(|c| c.is_ascii_graphic()) {
-        return Err(ApiError::invalid_body("device_id must be 1 to 128 printable ASCII characters"));
+        return Err(IdentityError::InvalidDeviceId);
     }
     Ok(())
+}
+
+/// A session opened by the password and a recognised device's token, without a second step.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeviceSession {
+    pub session_token: String,
+    pub expires_at: String,
+}
+
+/// What a right password gets: a session on a recognised device, otherwise a challenge.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum LoginAnswer {
+    Session(DeviceSession),
+    Challenge(challenge::Created),
+}
+
+/// What a login names: the login, the password, and the device with its token if it has one.
+pub struct Credentials<'a> {
+    pub login: &'a str,
+    pub password: &'a str,
+    pub device_id: &'a str,
+    pub device_token: Option<&'a str>,
 }
 
 /// `POST /v1/login`.
 pub async fn login(
     state: &AppState,
-    login: &str,
-    password: &str,
-    device_id: &str,
-    device_token: Option<&str>,
+    credentials: &Credentials<'_>,
     client: &ClientInfo,
-) -> Result<Value, ApiError> {
-    check_device_id(device_id)?;
+) -> Result<LoginAnswer, IdentityError> {
+    check_device_id(credentials.device_id)?;
     let now = state.clock.now_ms();
-    let parsed = Login::parse(login);
-    let (user, recognised) = {
-        let mut conn = state.db.pool().acquire().await?;
-        let user = match &parsed {
-            Some(l) => user_by_login(&mut conn, l).await?,
-            None => None,
-        };
-        let subject = crate::risk::switches::Subject {
-            user_id: user.as_ref().map(|u| u.id.as_str()),
-            country: client.country.as_deref(),
-            ..Default::default()
-        };
-        crate::risk::switches::check(&mut conn, crate::ids::SwitchName::Logins, subject).await?;
-        let recognised = match (&user, device_token) {
-            (Some(u), Some(token)) => session::recognise(&mut conn, &u.id, device_id, token, now).await?,
-            _ => None,
-        };
-        (user, recognised)
-    };
+    let (user, recognised) = find_account(state, credentials, client, now).await?;
     let key = match (&recognised, &user) {
         (Some(d), _) => format!("device:{}", d.id),
         (None, Some(u)) => format!("account:{}", u.id),
-        (None, None) => unknown_login_key(login),
+        (None, None) => unknown_login_key(credentials.login),
     };
     let attempt = throttle::Attempt {
         ip: &client.ip_text,
@@ -74,65 +70,106 @@ pub async fn login(
         recognised: recognised.is_some(),
         max_delay_ms: None,
     };
-    let pending =
-        password_step(state, &attempt, user.as_ref().map(|u| u.password_hash.as_str()), password, now).await?;
-    let Some(user) = user.filter(|_| pending.is_some()) else {
-        return Err(invalid_credentials());
+    let stored = user.as_ref().map(|u| u.password_hash.as_str());
+    let pending = password_step(state, &attempt, stored, credentials.password, now).await?;
+    let (Some(user), Some(pending)) = (user, pending) else {
+        return Err(IdentityError::InvalidCredentials);
     };
-    let pending = pending.expect("checked above");
+    let device = Device { id: credentials.device_id, recognised: recognised.as_ref(), key: &key };
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
         pending.succeeded(&mut tx).await?;
-        // The risk rules on login: anything but allow asks for the second factor even on a
-        // recognised device (only a recognised device could skip it, so only then are they read
-        // here). A hold or decline is only told after the second factor (see
-        // `challenge::complete`), so the answer here is the same as for any right password and
-        // tells a holder of a leaked password list nothing more.
-        let trusted = match &recognised {
-            Some(device) if device.trusted_for_login => {
-                let country = client.country.as_deref();
-                let signals = rules::signals(&mut tx, "login", &user.id, device_id, 0, None, country, now).await?;
-                rules::evaluate(&mut tx, "login", &signals).await?.0 == rules::Outcome::Allow
-            }
-            _ => false,
-        };
-        let answer = match &recognised {
-            // Something known plus something held: the password and this device's token. This
-            // completes a login, so the device's run of failures ends.
-            Some(_) if trusted => {
-                throttle::record_success(&mut tx, &key).await?;
-                let opened = session::open(
-                    &mut tx,
-                    Subject::User(&user.id),
-                    device_id,
-                    &client.ip_text,
-                    client.country.as_deref(),
-                    false,
-                    crate::identity::session::Timeouts::from_config(&state.config),
-                    now,
-                )
-                .await?;
-                json!({"session_token": opened.token, "expires_at": clock::rfc3339_ms(opened.expires_at)})
-            }
-            _ => {
-                let methods = challenge::user_methods(&mut tx, &user.id).await?;
-                let c = NewChallenge {
-                    purpose: Purpose::Login,
-                    user_id: Some(&user.id),
-                    operator_id: None,
-                    session_id: None,
-                    device_id: Some(device_id),
-                    subject_id: None,
-                    methods: &methods,
-                    client,
-                };
-                challenge::create(&mut tx, &c, now).await?
-            }
-        };
+        let answer = second_step(&mut tx, state, &user, &device, client, now).await?;
         tx.commit().await?;
-        Ok::<_, ApiError>(answer)
+        Ok::<_, IdentityError>(answer)
     })
     .await
+}
+
+/// The account a login names, if any (after the logins switch let it through), and whether the
+/// device's token is valid for it.
+async fn find_account(
+    state: &AppState,
+    credentials: &Credentials<'_>,
+    client: &ClientInfo,
+    now: i64,
+) -> Result<(Option<User>, Option<RecognisedDevice>), IdentityError> {
+    let mut conn = state.db.pool().acquire().await?;
+    let user = match Login::parse(credentials.login) {
+        Some(l) => user_by_login(&mut conn, &l).await?,
+        None => None,
+    };
+    let subject = crate::risk::switches::Subject {
+        user_id: user.as_ref().map(|u| u.id.as_str()),
+        country: client.country.as_deref(),
+        ..Default::default()
+    };
+    crate::risk::switches::check(&mut conn, crate::ids::SwitchName::Logins, subject).await?;
+    let recognised = match (&user, credentials.device_token) {
+        (Some(u), Some(token)) => session::recognise(&mut conn, &u.id, credentials.device_id, token, now).await?,
+        _ => None,
+    };
+    Ok((user, recognised))
+}
+
+/// The device a login comes from: its id, its token's row when recognised, and the throttle key
+/// the login counts against.
+struct Device<'a> {
+    id: &'a str,
+    recognised: Option<&'a RecognisedDevice>,
+    key: &'a str,
+}
+
+/// After a right password, in the caller's transaction: a session for a recognised device the
+/// login rules allow, otherwise a login challenge.
+async fn second_step(
+    conn: &mut Conn,
+    state: &AppState,
+    user: &User,
+    device: &Device<'_>,
+    client: &ClientInfo,
+    now: i64,
+) -> Result<LoginAnswer, sqlx::Error> {
+    // The risk rules on login: anything but allow asks for the second factor even on a
+    // recognised device (only a recognised device could skip it, so only then are they read
+    // here). A hold or decline is only told after the second factor (see
+    // `challenge::complete`), so the answer here is the same as for any right password and
+    // tells a holder of a leaked password list nothing more.
+    let trusted = match device.recognised {
+        Some(recognised) if recognised.trusted_for_login => {
+            let country = client.country.as_deref();
+            let signals = rules::signals(conn, "login", &user.id, device.id, 0, None, country, now).await?;
+            rules::evaluate(conn, "login", &signals).await?.0 == rules::Outcome::Allow
+        }
+        _ => false,
+    };
+    if trusted {
+        // Something known plus something held: the password and this device's token. This
+        // completes a login, so the device's run of failures ends.
+        throttle::record_success(conn, device.key).await?;
+        let new = NewSession {
+            subject: Subject::User(&user.id),
+            device_id: device.id,
+            ip: &client.ip_text,
+            country: client.country.as_deref(),
+            step_up: false,
+        };
+        let opened = session::open(conn, &new, session::Timeouts::from_config(&state.config), now).await?;
+        let expires_at = clock::rfc3339_ms(opened.expires_at);
+        return Ok(LoginAnswer::Session(DeviceSession { session_token: opened.token, expires_at }));
+    }
+    let methods = challenge::user_methods(conn, &user.id).await?;
+    let c = NewChallenge {
+        purpose: Purpose::Login,
+        user_id: Some(&user.id),
+        operator_id: None,
+        session_id: None,
+        device_id: Some(device.id),
+        subject_id: None,
+        methods: &methods,
+        client,
+    };
+    Ok(LoginAnswer::Challenge(challenge::create(conn, &c, now).await?))
 }
 
 /// The password half of a login: checks the throttles and counts the attempt as a failure before
@@ -145,10 +182,10 @@ async fn password_step(
     stored: Option<&str>,
     password: &str,
     now: i64,
-) -> Result<Option<throttle::Pending>, ApiError> {
+) -> Result<Option<throttle::Pending>, IdentityError> {
     let pending = store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        let verdict = throttle::begin(
+        let started = throttle::begin(
             &mut tx,
             crate::risk::throttle::Limits::from_config(&state.config),
             attempt,
@@ -157,10 +194,11 @@ async fn password_step(
         )
         .await?;
         alerts::evaluate(&mut tx, &crate::risk::alerts::Thresholds::from_config(&state.config), now).await?;
+        // A throttled attempt's refusal is recorded (for the alerts) before it is answered.
         tx.commit().await?;
-        Ok::<_, ApiError>(verdict.into_result())
+        Ok::<_, IdentityError>(started.into_result()?)
     })
-    .await??;
+    .await?;
     let right = crate::identity::password::verify(&state.hasher, &Password::for_login(password), stored).await;
     Ok(right.then_some(pending))
 }
@@ -171,7 +209,7 @@ pub async fn operator_login(
     email: &str,
     password: &str,
     client: &ClientInfo,
-) -> Result<Value, ApiError> {
+) -> Result<challenge::Created, IdentityError> {
     let now = state.clock.now_ms();
     let email = email.trim().to_lowercase();
     let row = if email.len() <= 254 {
@@ -199,7 +237,7 @@ pub async fn operator_login(
     };
     let pending = password_step(state, &attempt, operator.as_ref().map(|(_, h)| h.as_str()), password, now).await?;
     let (Some((operator_id, _)), Some(pending)) = (operator, pending) else {
-        return Err(invalid_credentials());
+        return Err(IdentityError::InvalidCredentials);
     };
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
@@ -219,5 +257,5 @@ pub async fn operator_login(
         Ok::<_, sqlx::Error>(v)
     })
     .await
-    .map_err(ApiError::from)
+    .map_err(IdentityError::from)
 }

@@ -7,6 +7,7 @@
 //! stored only as a hash; every security event writes its notice in the same transaction.
 
 pub mod challenge;
+pub mod freeze;
 pub mod login;
 pub mod operators;
 pub mod password;
@@ -21,10 +22,8 @@ pub use crate::secret::{mask_email, mask_phone, new_code, new_token, secret_hash
 
 use std::fmt;
 
-use axum::http::StatusCode;
-
-use crate::http::error::ApiError;
 use crate::notify::{self, Channel, Message};
+use crate::risk::RiskError;
 use crate::store::Conn;
 
 /// How long one-time codes and challenges live.
@@ -40,23 +39,116 @@ pub const DEVICE_TRUST_MS: i64 = 30 * 24 * 3600 * 1000;
 pub const COOLING_OFF_RESET_MS: i64 = 72 * 3600 * 1000;
 pub const COOLING_OFF_PASSWORD_MS: i64 = 24 * 3600 * 1000;
 
+/// What identity refuses, and why. `http` turns each into its status and `code`; the text is the
+/// problem's `detail`.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    /// `422 invalid_phone`.
+    #[error("the phone number must be a Japanese number in E.164 form, for example +819012345678")]
+    InvalidPhone,
+    /// `422 invalid_email`.
+    #[error("the e-mail address is not valid")]
+    InvalidEmail,
+    /// `422 invalid_body`: a device id the app cannot have sent.
+    #[error("device_id must be 1 to 128 printable ASCII characters")]
+    InvalidDeviceId,
+    /// `422 weak_password` with `reason`.
+    #[error("choose another password")]
+    WeakPassword(password::WeakReason),
+    /// `401 invalid_credentials`: the same answer for an unknown login and a wrong password.
+    #[error("the login or the password is not right")]
+    InvalidCredentials,
+    /// `422 invalid_credentials`: a password change with a wrong current password.
+    #[error("the current password is not right")]
+    WrongCurrentPassword,
+    /// `401 unauthenticated`: the session's user is gone.
+    #[error("a valid session token is required")]
+    Unauthenticated,
+    /// `404 not_found`.
+    #[error("there is no such challenge")]
+    ChallengeNotFound,
+    /// `404 not_found`.
+    #[error("there is no such sign-up")]
+    SignupNotFound,
+    /// `404 not_found`.
+    #[error("there is no such reset")]
+    ResetNotFound,
+    /// `404 not_found`.
+    #[error("there is no such user")]
+    UserNotFound,
+    /// `404 not_found`: the card a card challenge unlocks is not waiting for it (any more).
+    #[error("there is no such card waiting for a challenge")]
+    CardNotWaiting,
+    /// `410 challenge_expired`: a challenge, sign-up or reset past its time or its tries.
+    #[error("this challenge has expired or is used up; start again")]
+    ChallengeExpired,
+    /// `422 invalid_method`: only SMS codes are sent.
+    #[error("only the sms method sends a code; totp and recovery codes are read from your own device or paper")]
+    OnlySmsIsSent,
+    /// `422 invalid_method`.
+    #[error("this challenge has no sms method")]
+    NoSmsMethod,
+    /// `422 invalid_method`: `accepted` lists the challenge's methods, comma-separated.
+    #[error("this challenge accepts {accepted}")]
+    MethodNotAccepted { accepted: String },
+    /// `422 code_invalid` with `attempts_left`: a wrong challenge code.
+    #[error("the code is not right")]
+    CodeInvalid { attempts_left: i64 },
+    /// `422 code_invalid` with `attempts_left`: wrong sign-up codes.
+    #[error("the codes are not right")]
+    SignupCodesInvalid { attempts_left: i64 },
+    /// `422 code_invalid` with `attempts_left`: a reset without two valid proofs.
+    #[error("two valid proofs are needed: the SMS code, the e-mail code or an authenticator code")]
+    ResetProofsInvalid { attempts_left: i64 },
+    /// `422 code_invalid`, without `attempts_left`: a wrong code confirming an authenticator app.
+    #[error("the code is not right")]
+    TotpCodeInvalid,
+    /// `409 totp_not_started`.
+    #[error("start with POST /v1/me/totp")]
+    TotpNotStarted,
+    /// `403 step_up_required` with the fresh challenge to verify.
+    #[error("confirm it is you first: verify the challenge, then repeat")]
+    StepUpRequired { challenge_id: String, methods: Vec<&'static str> },
+    /// `403 cooling_off` with `retry_after` (seconds).
+    #[error("this is not allowed for a while after a password reset or a change of contact details")]
+    CoolingOff { retry_after_secs: i64 },
+    /// `403 risk_declined`: the login rules refused a session after a right second factor (not a
+    /// final answer: the same login may pass from the usual phone).
+    #[error("this sign-in was declined for your protection; try again from your usual phone")]
+    LoginDeclined,
+    #[error(transparent)]
+    Risk(#[from] RiskError),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    /// `500 internal_error`: a configuration or data fault (no TOTP key, an unreadable seed, a
+    /// hash that failed).
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl crate::store::Retryable for IdentityError {
+    fn is_retryable(&self) -> bool {
+        match self {
+            IdentityError::Db(e) => e.is_retryable(),
+            IdentityError::Risk(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
 /// A Japanese phone number in E.164 form (`+81` then 9 or 10 digits). Omamori serves Japan; other
 /// country codes, premium-rate ones included, are refused so that sign-ups cannot pump SMS abroad.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PhoneNumber(String);
 
 impl PhoneNumber {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, IdentityError> {
         let national = raw.strip_prefix("+81").unwrap_or("");
         let ok = (9..=10).contains(&national.len())
             && national.bytes().all(|b| b.is_ascii_digit())
             && !national.starts_with('0');
         if !ok {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_phone",
-                "the phone number must be a Japanese number in E.164 form, for example +819012345678",
-            ));
+            return Err(IdentityError::InvalidPhone);
         }
         Ok(PhoneNumber(raw.to_string()))
     }
@@ -71,7 +163,7 @@ impl PhoneNumber {
 pub struct Email(String);
 
 impl Email {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, IdentityError> {
         let lower = raw.trim().to_lowercase();
         let valid = match lower.split_once('@') {
             Some((local, domain)) => {
@@ -88,11 +180,7 @@ impl Email {
             None => false,
         };
         if !valid {
-            return Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_email",
-                "the e-mail address is not valid",
-            ));
+            return Err(IdentityError::InvalidEmail);
         }
         Ok(Email(lower))
     }
@@ -222,22 +310,26 @@ pub enum CodeHolder {
     Challenge,
 }
 
+/// A wrong code to count: against which row (`id` in the holder's table), under which throttle
+/// key, and how long the key's lock may grow (`None` for the default).
+pub struct WrongCode<'a> {
+    pub holder: CodeHolder,
+    pub id: &'a str,
+    pub key: &'a str,
+    pub max_delay_ms: Option<i64>,
+}
+
 /// Counts a wrong code, in the caller's locked transaction, which it then commits: against the
-/// sign-up, reset or challenge row (dead at the fifth), against `key` and the caller's address,
-/// and in the alert counters. Answers `422 code_invalid` with `attempts_left`.
-#[allow(clippy::too_many_arguments)]
+/// sign-up, reset or challenge row (dead at the fifth), against the key and the caller's address,
+/// and in the alert counters. Answers the attempts left (for `422 code_invalid`).
 pub async fn wrong_code(
     mut tx: crate::store::Tx,
     state: &crate::state::AppState,
-    holder: CodeHolder,
-    id: &str,
-    key: &str,
-    max_delay_ms: Option<i64>,
+    wrong: &WrongCode<'_>,
     client: &crate::risk::client::ClientInfo,
-    detail: &str,
     now: i64,
-) -> Result<ApiError, sqlx::Error> {
-    let table = match holder {
+) -> Result<i64, sqlx::Error> {
+    let table = match wrong.holder {
         CodeHolder::Signup => "signups",
         CodeHolder::Reset => "password_resets",
         CodeHolder::Challenge => "challenges",
@@ -246,58 +338,24 @@ pub async fn wrong_code(
         "UPDATE {table} SET failures = failures + 1, \
          state = CASE WHEN failures + 1 >= $1 THEN 'dead' ELSE state END WHERE id = $2 RETURNING failures"
     ));
-    let failures: i64 = sqlx::query_scalar(sql).bind(MAX_CODE_FAILURES).bind(id).fetch_one(&mut *tx).await?;
+    let failures: i64 = sqlx::query_scalar(sql).bind(MAX_CODE_FAILURES).bind(wrong.id).fetch_one(&mut *tx).await?;
     let attempt = crate::risk::throttle::Attempt {
         ip: &client.ip_text,
         subnet: &client.subnet,
-        key,
+        key: wrong.key,
         recognised: false,
-        max_delay_ms,
+        max_delay_ms: wrong.max_delay_ms,
     };
     crate::risk::throttle::record_failure(&mut tx, &attempt, crate::risk::throttle::Failure::Code, now).await?;
     crate::risk::alerts::evaluate(&mut tx, &crate::risk::alerts::Thresholds::from_config(&state.config), now).await?;
     tx.commit().await?;
-    Ok(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "code_invalid", detail.to_string())
-        .with("attempts_left", (MAX_CODE_FAILURES - failures).max(0)))
-}
-
-/// `410 challenge_expired`: a challenge, sign-up or reset that is past its time or its tries.
-pub fn expired() -> ApiError {
-    ApiError::new(StatusCode::GONE, "challenge_expired", "this challenge has expired or is used up; start again")
-}
-
-/// Freezes a user: every money action refused, every session revoked. Audited.
-pub async fn freeze(db: &crate::store::Db, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), ApiError> {
-    let reason = crate::risk::switches::check_reason(reason)?;
-    crate::store::retry(|| async {
-        let mut tx = db.begin().await?;
-        if user_by_id(&mut tx, user_id).await?.is_none() {
-            return Err(ApiError::not_found("there is no such user"));
-        }
-        freeze_in(&mut tx, user_id, reason, by, now).await?;
-        tx.commit().await?;
-        Ok(())
-    })
-    .await
-}
-
-/// The freeze, in the caller's transaction (a chargeback freezes with the money it takes back).
-pub async fn freeze_in(conn: &mut Conn, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), sqlx::Error> {
-    crate::risk::switches::engage_freeze(conn, user_id, reason, by, now).await?;
-    session::revoke_all(conn, user_id, None, now).await?;
-    crate::audit::append(conn, by, "user.freeze", user_id, &serde_json::json!({"reason": reason}), now).await
+    Ok((MAX_CODE_FAILURES - failures).max(0))
 }
 
 /// `403 cooling_off` when the user changed credentials recently.
-pub fn ensure_not_cooling_off(user: &User, now: i64) -> Result<(), ApiError> {
+pub fn ensure_not_cooling_off(user: &User, now: i64) -> Result<(), IdentityError> {
     if user.cooling_off_until > now {
-        let secs = (user.cooling_off_until - now + 999) / 1000;
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cooling_off",
-            "this is not allowed for a while after a password reset or a change of contact details",
-        )
-        .with("retry_after", secs));
+        return Err(IdentityError::CoolingOff { retry_after_secs: (user.cooling_off_until - now + 999) / 1000 });
     }
     Ok(())
 }

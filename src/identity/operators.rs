@@ -67,7 +67,7 @@ pub async fn create_or_reset(state: &AppState, email: &str, role: Role) -> anyho
 }
 
 async fn put(state: &AppState, email: &str, role: Role, reset: bool) -> anyhow::Result<Created> {
-    let email = Email::parse(email).map_err(|e| anyhow::anyhow!("{}", e.detail))?;
+    let email = Email::parse(email)?;
     let password = random_password();
     let hash = crate::identity::password::hash(&state.hasher, &Password::for_login(&password)).await?;
     let seed = totp::new_seed();

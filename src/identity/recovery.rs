@@ -7,18 +7,15 @@
 //! password, revokes the other sessions and every device token, and starts 24 hours of
 //! cooling-off.
 
-use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::password::{Password, check_policy};
-use super::signup::weak_password;
 use super::{
-    CODE_TTL_MS, COOLING_OFF_PASSWORD_MS, COOLING_OFF_RESET_MS, Login, MAX_CODE_FAILURES, new_code, new_id,
-    secret_hash, secret_matches, session, totp, user_by_id, user_by_login,
+    CODE_TTL_MS, COOLING_OFF_PASSWORD_MS, COOLING_OFF_RESET_MS, CodeHolder, IdentityError, Login, MAX_CODE_FAILURES,
+    User, WrongCode, new_code, new_id, secret_hash, secret_matches, session, totp, user_by_id, user_by_login,
 };
-use crate::http::error::ApiError;
 use crate::identity::session::UserSession;
 use crate::notify::Channel;
 use crate::risk::client::ClientInfo;
@@ -29,7 +26,7 @@ use crate::store::{self, Conn};
 
 /// `POST /v1/password-reset {login}`: the same answer whether or not the account exists, and
 /// whether or not the SMS budget allowed a send (when it is spent, nothing is sent, silently).
-pub async fn request(state: &AppState, login: &str, client: &ClientInfo) -> Result<String, ApiError> {
+pub async fn request(state: &AppState, login: &str, client: &ClientInfo) -> Result<String, sqlx::Error> {
     let now = state.clock.now_ms();
     let id = new_id("rst");
     let parsed = Login::parse(login);
@@ -81,8 +78,7 @@ pub async fn request(state: &AppState, login: &str, client: &ClientInfo) -> Resu
             )
             .await?;
         }
-        tx.commit().await?;
-        Ok::<_, ApiError>(())
+        tx.commit().await
     })
     .await?;
     Ok(id)
@@ -105,68 +101,10 @@ pub async fn complete(
     proofs: Proofs<'_>,
     new_password: &str,
     client: &ClientInfo,
-) -> Result<(), ApiError> {
-    let password = Password::parse(new_password).map_err(weak_password)?;
+) -> Result<(), IdentityError> {
+    let password = Password::parse(new_password).map_err(IdentityError::WeakPassword)?;
     let now = state.clock.now_ms();
-    let user = store::retry(|| async {
-        let mut tx = state.db.begin().await?;
-        tx.lock("reset", id).await?;
-        let limits = crate::risk::throttle::Limits::from_config(&state.config);
-        let verdict = throttle::check_network(&mut tx, limits, &client.ip_text, &client.subnet, now).await?;
-        if let Err(refusal) = verdict.into_result() {
-            tx.commit().await?;
-            return Ok::<_, ApiError>(Err(refusal.into()));
-        }
-        let row = sqlx::query(
-            "SELECT user_id, sms_code_hash, email_code_hash, failures, state, expires_at FROM password_resets WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found("there is no such reset"))?;
-        let failures: i64 = row.try_get("failures")?;
-        if row.try_get::<String, _>("state")? != "open"
-            || row.try_get::<i64, _>("expires_at")? <= now
-            || failures >= MAX_CODE_FAILURES
-        {
-            return Ok::<_, ApiError>(Err(super::challenge::expired()));
-        }
-        let user = match row.try_get::<Option<String>, _>("user_id")? {
-            Some(u) => user_by_id(&mut tx, &u).await?,
-            None => None,
-        };
-        let mut proven = 0;
-        if let Some(code) = proofs.sms_code
-            && secret_matches(&format!("{id}:sms"), code, row.try_get::<Option<String>, _>("sms_code_hash")?.as_deref())
-        {
-            proven += 1;
-        }
-        if let Some(code) = proofs.email_code
-            && secret_matches(&format!("{id}:email"), code, row.try_get::<Option<String>, _>("email_code_hash")?.as_deref())
-        {
-            proven += 1;
-        }
-        if let (Some(code), Some(user)) = (proofs.totp_code, &user)
-            && totp_matches(&mut tx, state, &user.id, code).await?
-        {
-            proven += 1;
-        }
-        let Some(user) = user.filter(|_| proven >= 2) else {
-            let key = format!("reset:{id}");
-            let detail = "two valid proofs are needed: the SMS code, the e-mail code or an authenticator code";
-            let refusal = super::wrong_code(tx, state, super::CodeHolder::Reset, id, &key, None, client, detail, now).await?;
-            return Ok::<_, ApiError>(Err(refusal));
-        };
-        if let Err(reason) = check_policy(&password, &user.phone, &user.email) {
-            // Not a failed try: the proofs were right; the user picks another password.
-            return Ok::<_, ApiError>(Err(weak_password(reason)));
-        }
-        sqlx::query("UPDATE password_resets SET state = 'proven' WHERE id = $1").bind(id).execute(&mut *tx).await?;
-        tx.commit().await?;
-        Ok(Ok(user))
-    })
-    .await??;
-
+    let user = store::retry(|| prove(state, id, &proofs, &password, client, now)).await?;
     let hash = match crate::identity::password::hash(&state.hasher, &password).await {
         Ok(hash) => hash,
         Err(e) => {
@@ -178,48 +116,131 @@ pub async fn complete(
             return Err(e.into());
         }
     };
-    store::retry(|| async {
-        let mut tx = state.db.begin().await?;
-        tx.lock("reset", id).await?;
-        let done = sqlx::query(
-            "UPDATE password_resets SET state = 'done', sms_code_hash = NULL, email_code_hash = NULL \
-             WHERE id = $1 AND state = 'proven'",
-        )
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if done != 1 {
-            return Ok::<_, ApiError>(Err(super::challenge::expired()));
-        }
-        sqlx::query(
-            "UPDATE users SET password_hash = $1, cooling_off_until = $2, cooling_off_reason = 'password_reset', \
-             credentials_changed_at = $3 WHERE id = $4",
-        )
-        .bind(&hash)
-        .bind(now + COOLING_OFF_RESET_MS)
-        .bind(now)
-        .bind(&user.id)
-        .execute(&mut *tx)
-        .await?;
-        session::revoke_all(&mut tx, &user.id, None, now).await?;
-        session::revoke_device_tokens(&mut tx, &user.id, now).await?;
-        throttle::record_success(&mut tx, &format!("account:{}", user.id)).await?;
-        super::notify_all(
-            &mut tx,
-            &user,
-            "password_reset",
-            "Your Omamori password was reset and every device was signed out.",
-            now,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Ok(()))
-    })
-    .await?
+    store::retry(|| apply_reset(state, id, &user, &hash, now)).await
 }
 
-async fn totp_matches(conn: &mut Conn, state: &AppState, user_id: &str, code: &str) -> Result<bool, ApiError> {
+/// The first step of a completion: the network throttle, then the reset's state, then the proofs
+/// (a wrong set is counted and committed), then the new password's policy. Answers the user, the
+/// reset moved to `proven`.
+async fn prove(
+    state: &AppState,
+    id: &str,
+    proofs: &Proofs<'_>,
+    password: &Password,
+    client: &ClientInfo,
+    now: i64,
+) -> Result<User, IdentityError> {
+    let mut tx = state.db.begin().await?;
+    tx.lock("reset", id).await?;
+    let limits = crate::risk::throttle::Limits::from_config(&state.config);
+    let verdict = throttle::check_network(&mut tx, limits, &client.ip_text, &client.subnet, now).await?;
+    if let Err(refusal) = verdict.into_result() {
+        // The refused address is recorded for the alerts.
+        tx.commit().await?;
+        return Err(refusal.into());
+    }
+    let row = sqlx::query(
+        "SELECT user_id, sms_code_hash, email_code_hash, failures, state, expires_at FROM password_resets WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(IdentityError::ResetNotFound)?;
+    let failures: i64 = row.try_get("failures")?;
+    if row.try_get::<String, _>("state")? != "open"
+        || row.try_get::<i64, _>("expires_at")? <= now
+        || failures >= MAX_CODE_FAILURES
+    {
+        return Err(IdentityError::ChallengeExpired);
+    }
+    let user = match row.try_get::<Option<String>, _>("user_id")? {
+        Some(u) => user_by_id(&mut tx, &u).await?,
+        None => None,
+    };
+    let proven = count_proofs(&mut tx, state, id, &row, proofs, user.as_ref()).await?;
+    let Some(user) = user.filter(|_| proven >= 2) else {
+        let key = format!("reset:{id}");
+        let wrong = WrongCode { holder: CodeHolder::Reset, id, key: &key, max_delay_ms: None };
+        let attempts_left = super::wrong_code(tx, state, &wrong, client, now).await?;
+        return Err(IdentityError::ResetProofsInvalid { attempts_left });
+    };
+    // Not a failed try: the proofs were right; the user picks another password.
+    check_policy(password, &user.phone, &user.email).map_err(IdentityError::WeakPassword)?;
+    sqlx::query("UPDATE password_resets SET state = 'proven' WHERE id = $1").bind(id).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(user)
+}
+
+/// How many of the proofs are right (an authenticator code is used up by a right answer).
+async fn count_proofs(
+    conn: &mut Conn,
+    state: &AppState,
+    id: &str,
+    row: &sqlx::any::AnyRow,
+    proofs: &Proofs<'_>,
+    user: Option<&User>,
+) -> Result<u32, IdentityError> {
+    let mut proven = 0;
+    if let Some(code) = proofs.sms_code
+        && secret_matches(&format!("{id}:sms"), code, row.try_get::<Option<String>, _>("sms_code_hash")?.as_deref())
+    {
+        proven += 1;
+    }
+    if let Some(code) = proofs.email_code
+        && secret_matches(&format!("{id}:email"), code, row.try_get::<Option<String>, _>("email_code_hash")?.as_deref())
+    {
+        proven += 1;
+    }
+    if let (Some(code), Some(user)) = (proofs.totp_code, user)
+        && totp_matches(conn, state, &user.id, code).await?
+    {
+        proven += 1;
+    }
+    Ok(proven)
+}
+
+/// The last step of a completion: the new password, a cooling-off, every session and device token
+/// revoked, every channel told.
+async fn apply_reset(state: &AppState, id: &str, user: &User, hash: &str, now: i64) -> Result<(), IdentityError> {
+    let mut tx = state.db.begin().await?;
+    tx.lock("reset", id).await?;
+    let done = sqlx::query(
+        "UPDATE password_resets SET state = 'done', sms_code_hash = NULL, email_code_hash = NULL \
+         WHERE id = $1 AND state = 'proven'",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if done != 1 {
+        return Err(IdentityError::ChallengeExpired);
+    }
+    sqlx::query(
+        "UPDATE users SET password_hash = $1, cooling_off_until = $2, cooling_off_reason = 'password_reset', \
+         credentials_changed_at = $3 WHERE id = $4",
+    )
+    .bind(hash)
+    .bind(now + COOLING_OFF_RESET_MS)
+    .bind(now)
+    .bind(&user.id)
+    .execute(&mut *tx)
+    .await?;
+    session::revoke_all(&mut tx, &user.id, None, now).await?;
+    session::revoke_device_tokens(&mut tx, &user.id, now).await?;
+    throttle::record_success(&mut tx, &format!("account:{}", user.id)).await?;
+    super::notify_all(
+        &mut tx,
+        user,
+        "password_reset",
+        "Your Omamori password was reset and every device was signed out.",
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn totp_matches(conn: &mut Conn, state: &AppState, user_id: &str, code: &str) -> Result<bool, IdentityError> {
     let row = sqlx::query("SELECT totp_secret, totp_last_step FROM users WHERE id = $1")
         .bind(user_id)
         .fetch_one(&mut *conn)
@@ -241,22 +262,25 @@ async fn totp_matches(conn: &mut Conn, state: &AppState, user_id: &str, code: &s
     }
 }
 
-fn totp_key(state: &AppState) -> Result<&crate::config::Key, ApiError> {
-    state
+fn totp_key(state: &AppState) -> Result<&crate::config::Key, IdentityError> {
+    Ok(state
         .config
         .keys
         .totp_encryption
         .as_ref()
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no TOTP encryption key configured")))
+        .ok_or_else(|| anyhow::anyhow!("no TOTP encryption key configured"))?)
 }
 
-fn open_seed(state: &AppState, sealed: &str) -> Result<Vec<u8>, ApiError> {
-    totp::open(totp_key(state)?, sealed)
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("a TOTP seed cannot be opened")))
+fn open_seed(state: &AppState, sealed: &str) -> Result<Vec<u8>, IdentityError> {
+    Ok(totp::open(totp_key(state)?, sealed).ok_or_else(|| anyhow::anyhow!("a TOTP seed cannot be opened"))?)
 }
 
 /// `403 step_up_required` with a fresh challenge unless the session stepped up in the last 5 minutes.
-pub async fn require_step_up(state: &AppState, session: &UserSession, client: &ClientInfo) -> Result<(), ApiError> {
+pub async fn require_step_up(
+    state: &AppState,
+    session: &UserSession,
+    client: &ClientInfo,
+) -> Result<(), IdentityError> {
     let now = state.clock.now_ms();
     if session.step_up_at() + super::STEP_UP_TTL_MS > now {
         return Ok(());
@@ -279,13 +303,7 @@ pub async fn require_step_up(state: &AppState, session: &UserSession, client: &C
         Ok::<_, sqlx::Error>(v)
     })
     .await?;
-    Err(ApiError::new(
-        StatusCode::FORBIDDEN,
-        "step_up_required",
-        "confirm it is you first: verify the challenge, then repeat",
-    )
-    .with("challenge_id", challenge["challenge_id"].clone())
-    .with("methods", challenge["methods"].clone()))
+    Err(IdentityError::StepUpRequired { challenge_id: challenge.challenge_id, methods: challenge.methods })
 }
 
 /// `POST /v1/me/password`.
@@ -295,37 +313,25 @@ pub async fn change(
     current: &str,
     new: &str,
     client: &ClientInfo,
-) -> Result<(), ApiError> {
-    let new = Password::parse(new).map_err(weak_password)?;
+) -> Result<(), IdentityError> {
+    let new = Password::parse(new).map_err(IdentityError::WeakPassword)?;
     require_step_up(state, session, client).await?;
     let user = {
         let mut conn = state.db.pool().acquire().await?;
-        user_by_id(&mut conn, session.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?
+        user_by_id(&mut conn, session.user_id()).await?.ok_or(IdentityError::Unauthenticated)?
     };
     let now = state.clock.now_ms();
     if !crate::identity::password::verify(&state.hasher, &Password::for_login(current), Some(&user.password_hash)).await
     {
         store::retry(|| async {
             let mut tx = state.db.begin().await?;
-            let key = format!("account:{}", user.id);
-            let attempt = throttle::Attempt {
-                ip: &client.ip_text,
-                subnet: &client.subnet,
-                key: &key,
-                recognised: false,
-                max_delay_ms: None,
-            };
-            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Password, now).await?;
+            count_wrong(&mut tx, &user, client, throttle::Failure::Password, now).await?;
             tx.commit().await
         })
         .await?;
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_credentials",
-            "the current password is not right",
-        ));
+        return Err(IdentityError::WrongCurrentPassword);
     }
-    check_policy(&new, &user.phone, &user.email).map_err(weak_password)?;
+    check_policy(&new, &user.phone, &user.email).map_err(IdentityError::WeakPassword)?;
     let hash = crate::identity::password::hash(&state.hasher, &new).await?;
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
@@ -356,8 +362,40 @@ pub async fn change(
     Ok(())
 }
 
+/// Counts a wrong password or code of a signed-in user against the account and the address.
+async fn count_wrong(
+    conn: &mut Conn,
+    user: &User,
+    client: &ClientInfo,
+    what: throttle::Failure,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let key = format!("account:{}", user.id);
+    let attempt = throttle::Attempt {
+        ip: &client.ip_text,
+        subnet: &client.subnet,
+        key: &key,
+        recognised: false,
+        max_delay_ms: None,
+    };
+    throttle::record_failure(conn, &attempt, what, now).await?;
+    Ok(())
+}
+
+/// A new authenticator seed, to be scanned (`otpauth_uri`) or typed (`secret`) into the app.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TotpSetup {
+    /// The seed in base32.
+    pub secret: String,
+    pub otpauth_uri: String,
+}
+
 /// `POST /v1/me/totp`: a new seed, pending until confirmed with a code from the app.
-pub async fn totp_begin(state: &AppState, session: &UserSession, client: &ClientInfo) -> Result<Value, ApiError> {
+pub async fn totp_begin(
+    state: &AppState,
+    session: &UserSession,
+    client: &ClientInfo,
+) -> Result<TotpSetup, IdentityError> {
     require_step_up(state, session, client).await?;
     let seed = totp::new_seed();
     let sealed = totp::seal(totp_key(state)?, &seed);
@@ -369,7 +407,14 @@ pub async fn totp_begin(state: &AppState, session: &UserSession, client: &Client
         sqlx::query("UPDATE users SET totp_pending = $1 WHERE id = $2").bind(&sealed).bind(session.user_id())
     })
     .await?;
-    Ok(json!({"secret": totp::base32(&seed), "otpauth_uri": totp::otpauth_uri(&seed, &email)}))
+    Ok(TotpSetup { secret: totp::base32(&seed), otpauth_uri: totp::otpauth_uri(&seed, &email) })
+}
+
+/// The single-use recovery codes an authenticator app comes with, shown once.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecoveryCodes {
+    /// 10 codes, `XXXX-XXXX-XXXX-XXXX`.
+    pub recovery_codes: Vec<String>,
 }
 
 /// `POST /v1/me/totp/confirm {code}`: activates the app and answers 10 single-use recovery codes.
@@ -378,39 +423,21 @@ pub async fn totp_confirm(
     session: &UserSession,
     code: &str,
     client: &ClientInfo,
-) -> Result<Value, ApiError> {
+) -> Result<RecoveryCodes, IdentityError> {
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        let user = user_by_id(&mut tx, session.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?;
+        let user = user_by_id(&mut tx, session.user_id()).await?.ok_or(IdentityError::Unauthenticated)?;
         let pending: Option<String> = sqlx::query_scalar("SELECT totp_pending FROM users WHERE id = $1")
             .bind(&user.id)
             .fetch_one(&mut *tx)
             .await?;
-        let Some(pending) = pending else {
-            return Ok::<_, ApiError>(Err(ApiError::new(
-                StatusCode::CONFLICT,
-                "totp_not_started",
-                "start with POST /v1/me/totp",
-            )));
-        };
+        let Some(pending) = pending else { return Err(IdentityError::TotpNotStarted) };
         let seed = open_seed(state, &pending)?;
         let Some(step) = totp::verify(&seed, code, totp::current_step(), 0) else {
-            let key = format!("account:{}", user.id);
-            let attempt = throttle::Attempt {
-                ip: &client.ip_text,
-                subnet: &client.subnet,
-                key: &key,
-                recognised: false,
-                max_delay_ms: None,
-            };
-            throttle::record_failure(&mut tx, &attempt, throttle::Failure::Code, now).await?;
+            count_wrong(&mut tx, &user, client, throttle::Failure::Code, now).await?;
             tx.commit().await?;
-            return Ok::<_, ApiError>(Err(ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "code_invalid",
-                "the code is not right",
-            )));
+            return Err(IdentityError::TotpCodeInvalid);
         };
         sqlx::query(
             "UPDATE users SET totp_secret = totp_pending, totp_pending = NULL, totp_last_step = $1 WHERE id = $2",
@@ -419,19 +446,7 @@ pub async fn totp_confirm(
         .bind(&user.id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(&user.id).execute(&mut *tx).await?;
-        let mut codes = Vec::new();
-        for _ in 0..10 {
-            let code = recovery_code();
-            let normalised: String = code.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-            sqlx::query("INSERT INTO recovery_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)")
-                .bind(&user.id)
-                .bind(secret_hash(&user.id, &normalised))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            codes.push(code);
-        }
+        let recovery_codes = replace_recovery_codes(&mut tx, &user.id, now).await?;
         super::notify_all(
             &mut tx,
             &user,
@@ -441,9 +456,27 @@ pub async fn totp_confirm(
         )
         .await?;
         tx.commit().await?;
-        Ok(Ok(json!({"recovery_codes": codes})))
+        Ok(RecoveryCodes { recovery_codes })
     })
-    .await?
+    .await
+}
+
+/// Replaces the user's recovery codes with 10 new ones (stored hashed); answers them.
+async fn replace_recovery_codes(conn: &mut Conn, user_id: &str, now: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        let code = recovery_code();
+        let normalised: String = code.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        sqlx::query("INSERT INTO recovery_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(secret_hash(user_id, &normalised))
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        codes.push(code);
+    }
+    Ok(codes)
 }
 
 /// A recovery code: 16 characters (80 bits) from the base32 alphabet, shown as `XXXX-XXXX-XXXX-XXXX`.

@@ -67,7 +67,8 @@ async fn signup_start(
     body: ApiJson<SignupBody>,
 ) -> Result<Response, ApiError> {
     let b = body.value;
-    let id = signup::start(&state, &b.phone, &b.email, &b.password, &client.0).await?;
+    let request = signup::Request { phone: &b.phone, email: &b.email, password: &b.password };
+    let id = signup::start(&state, &request, &client.0).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(json!({"signup_id": id}))).into_response())
 }
 
@@ -91,7 +92,8 @@ async fn signup_verify(
     body: ApiJson<SignupVerifyBody>,
 ) -> Result<Response, ApiError> {
     let id = path(id, "sign-up")?;
-    let user_id = signup::verify(&state, &id, &body.value.phone_code, &body.value.email_code, &client.0).await?;
+    let codes = signup::Codes { phone_code: &body.value.phone_code, email_code: &body.value.email_code };
+    let user_id = signup::verify(&state, &id, &codes, &client.0).await?;
     Ok((StatusCode::CREATED, axum::Json(json!({"user_id": user_id}))).into_response())
 }
 
@@ -119,8 +121,13 @@ async fn login_route(
     body: ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
     let b = body.value;
-    let answer =
-        login::login(&state, &b.login, &b.password, &b.device_id, b.device_token.as_deref(), &client.0).await?;
+    let credentials = login::Credentials {
+        login: &b.login,
+        password: &b.password,
+        device_id: &b.device_id,
+        device_token: b.device_token.as_deref(),
+    };
+    let answer = login::login(&state, &credentials, &client.0).await?;
     Ok(axum::Json(answer).into_response())
 }
 

@@ -51,22 +51,22 @@ pub struct Opened {
     pub expires_at: i64,
 }
 
-/// Opens a session. `step_up` marks it as freshly verified (a two-step login counts as step-up).
-#[allow(clippy::too_many_arguments)]
-pub async fn open(
-    conn: &mut Conn,
-    subject: Subject<'_>,
-    device_id: &str,
-    ip: &str,
-    country: Option<&str>,
-    step_up: bool,
-    timeouts: Timeouts,
-    now: i64,
-) -> Result<Opened, sqlx::Error> {
+/// A session to open: whose, on which device, from where.
+pub struct NewSession<'a> {
+    pub subject: Subject<'a>,
+    pub device_id: &'a str,
+    pub ip: &'a str,
+    pub country: Option<&'a str>,
+    /// Marks the session as freshly verified (a two-step login counts as step-up).
+    pub step_up: bool,
+}
+
+/// Opens a session.
+pub async fn open(conn: &mut Conn, new: &NewSession<'_>, timeouts: Timeouts, now: i64) -> Result<Opened, sqlx::Error> {
     let id = new_id("ses");
     let token = new_token();
     let expires_at = now + timeouts.absolute_ms;
-    let (kind, user_id, operator_id, role) = match subject {
+    let (kind, user_id, operator_id, role) = match new.subject {
         Subject::User(u) => ("user", Some(u), None, None),
         Subject::Operator { id, role } => ("operator", None, Some(id), Some(role)),
     };
@@ -80,12 +80,12 @@ pub async fn open(
     .bind(user_id)
     .bind(operator_id)
     .bind(role)
-    .bind(device_id)
-    .bind(ip)
-    .bind(country)
+    .bind(new.device_id)
+    .bind(new.ip)
+    .bind(new.country)
     .bind(now)
     .bind(expires_at)
-    .bind(if step_up { now } else { 0 })
+    .bind(if new.step_up { now } else { 0 })
     .execute(&mut *conn)
     .await?;
     Ok(Opened { id, token, expires_at })

@@ -266,13 +266,13 @@ pub async fn link(
             };
             let created = challenge::create(&mut tx, &c, now).await?;
             sqlx::query("UPDATE cards SET challenge_id = $1 WHERE id = $2")
-                .bind(created["challenge_id"].as_str())
+                .bind(&created.challenge_id)
                 .bind(&card_id)
                 .execute(&mut *tx)
                 .await?;
             (
                 StatusCode::ACCEPTED,
-                json!({"card_id": card_id, "status": "pending_challenge", "challenge_id": created["challenge_id"]}),
+                json!({"card_id": card_id, "status": "pending_challenge", "challenge_id": created.challenge_id}),
             )
         } else {
             identity::notify_all(
@@ -319,20 +319,26 @@ async fn card_counts(conn: &mut Conn, user_id: &str, now: i64) -> Result<Result<
     Ok(Ok(()))
 }
 
-/// Completes a card whose issuer challenge was verified (called inside the challenge's transaction).
-pub async fn activate(conn: &mut Conn, user: &identity::User, card_id: &str, now: i64) -> Result<Value, ApiError> {
+/// Completes a card whose issuer challenge was verified (called inside the challenge's transaction);
+/// `None` when no such card of the user waits for a challenge.
+pub async fn activate(
+    conn: &mut Conn,
+    user: &identity::User,
+    card_id: &str,
+    now: i64,
+) -> Result<Option<Value>, sqlx::Error> {
     let row =
         sqlx::query("SELECT brand, last4 FROM cards WHERE id = $1 AND user_id = $2 AND status = 'pending_challenge'")
             .bind(card_id)
             .bind(&user.id)
             .fetch_optional(&mut *conn)
-            .await?
-            .ok_or_else(|| ApiError::not_found("there is no such card waiting for a challenge"))?;
+            .await?;
+    let Some(row) = row else { return Ok(None) };
     let (brand, last4): (String, String) = (row.try_get("brand")?, row.try_get("last4")?);
     sqlx::query("UPDATE cards SET status = 'active' WHERE id = $1").bind(card_id).execute(&mut *conn).await?;
     identity::notify_all(conn, user, "card_linked", &format!("A card ending {last4} was added to your wallet."), now)
         .await?;
-    Ok(view(card_id, &brand, &last4, "active"))
+    Ok(Some(view(card_id, &brand, &last4, "active")))
 }
 
 /// An operator's decision on a held card: approved, it becomes usable; rejected, it is removed.
@@ -349,13 +355,15 @@ pub async fn decide_held(conn: &mut Conn, card_id: &str, approve: bool) -> Resul
 pub struct CardChallengeHook;
 
 impl challenge::CardChallenges for CardChallengeHook {
+    type Card = Value;
+
     fn activate<'a>(
         &'a self,
         conn: &'a mut Conn,
         user: &'a identity::User,
         card_id: &'a str,
         now: i64,
-    ) -> crate::ports::BoxFuture<'a, Result<Value, ApiError>> {
+    ) -> crate::ports::BoxFuture<'a, Result<Option<Value>, sqlx::Error>> {
         Box::pin(activate(conn, user, card_id, now))
     }
 }

@@ -141,7 +141,7 @@ pub async fn chargeback(db: &Db, topup_id: &str, now: i64) -> Result<Reversed, P
         crate::audit::append(&mut tx, "processor", "topup.chargeback", &result.0, &detail, now).await?;
         // The wallet is frozen for review, in the same transaction.
         let reason = format!("chargeback of top-up {topup_id}");
-        crate::identity::freeze_in(&mut tx, &result.0, &reason, "system:chargeback", now).await?;
+        crate::identity::freeze::freeze_in(&mut tx, &result.0, &reason, "system:chargeback", now).await?;
         tx.commit().await?;
         Ok(result)
     })

@@ -113,7 +113,7 @@ async fn freeze_user(
 ) -> Result<Response, ApiError> {
     let user = path_id(id, "user")?;
     let by = op.actor();
-    crate::identity::freeze(&state.db, &user, &body.value.reason, &by, state.clock.now_ms()).await?;
+    crate::identity::freeze::freeze(&state.db, &user, &body.value.reason, &by, state.clock.now_ms()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
