@@ -190,7 +190,14 @@ fn spawn_sweeper(state: AppState) -> tokio::task::JoinHandle<()> {
             match crate::payments::topups::sweep(&state).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(settled = n, "settled pending top-ups"),
-                Err(e) => tracing::warn!(error = %e.detail, "could not sweep pending top-ups"),
+                Err(e) => {
+                    // A database error can carry connection details: the log gets its description.
+                    let error = match &e {
+                        crate::payments::PaymentsError::Db(db) => crate::store::describe_error(db),
+                        other => other.to_string(),
+                    };
+                    tracing::warn!(error = %error, "could not sweep pending top-ups")
+                }
             }
         }
     })

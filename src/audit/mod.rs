@@ -54,8 +54,23 @@ pub async fn append(
     Ok(())
 }
 
+/// An audit entry as operators read it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Entry {
+    pub id: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    /// What the action concerned, as recorded (stored JSON).
+    #[schema(value_type = Object)]
+    pub detail: Value,
+    pub hash: String,
+    pub prev_hash: String,
+}
+
 /// Newest first, before entry id `before`.
-pub async fn list(db: &Db, before: Option<i64>, limit: i64) -> Result<Vec<Value>, sqlx::Error> {
+pub async fn list(db: &Db, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, at, actor, action, subject, detail, prev_hash, hash FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2",
     )
@@ -66,16 +81,16 @@ pub async fn list(db: &Db, before: Option<i64>, limit: i64) -> Result<Vec<Value>
     rows.iter()
         .map(|r| {
             let detail: String = r.try_get("detail")?;
-            Ok(json!({
-                "id": r.try_get::<i64, _>("id")?,
-                "at": clock::rfc3339_ms(r.try_get("at")?),
-                "actor": r.try_get::<String, _>("actor")?,
-                "action": r.try_get::<String, _>("action")?,
-                "subject": r.try_get::<String, _>("subject")?,
-                "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::String(detail)),
-                "hash": r.try_get::<String, _>("hash")?,
-                "prev_hash": r.try_get::<String, _>("prev_hash")?,
-            }))
+            Ok(Entry {
+                id: r.try_get("id")?,
+                at: clock::rfc3339_ms(r.try_get("at")?),
+                actor: r.try_get("actor")?,
+                action: r.try_get("action")?,
+                subject: r.try_get("subject")?,
+                detail: serde_json::from_str::<Value>(&detail).unwrap_or(Value::String(detail)),
+                hash: r.try_get("hash")?,
+                prev_hash: r.try_get("prev_hash")?,
+            })
         })
         .collect()
 }

@@ -4,11 +4,10 @@
 //! wallets) and per wallet (5 a day); a wallet holds at most 5 cards and adds at most 2 a day;
 //! nothing is linked during cooling-off.
 
-use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
 use sqlx::Row;
 
-use crate::http::error::ApiError;
+use super::PaymentsError;
 use crate::identity::session::UserSession;
 use crate::identity::{self, challenge, recovery};
 use crate::ids::new_id;
@@ -30,46 +29,56 @@ pub enum CardInput {
     Token(String),
 }
 
-fn declined() -> ApiError {
-    ApiError::new(StatusCode::PAYMENT_REQUIRED, "card_declined", "the card was declined")
+/// A card as its owner sees it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Card {
+    pub card_id: String,
+    pub brand: String,
+    pub last4: String,
+    /// `active`, `pending_challenge` or `held`.
+    pub status: String,
 }
 
-pub fn view(id: &str, brand: &str, last4: &str, status: &str) -> Value {
-    json!({"card_id": id, "brand": brand, "last4": last4, "status": status})
+/// What linking a card ended in: `active` (with brand and last four digits), `held` for an
+/// operator's review (with `review_id`), or `pending_challenge` (with the issuer's `challenge_id`).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Linked {
+    pub card_id: String,
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brand: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last4: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub review_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub challenge_id: Option<String>,
 }
 
-/// `POST /v1/cards`.
-pub async fn link(
-    state: &AppState,
-    session: &UserSession,
-    client: &ClientInfo,
-    input: CardInput,
-) -> Result<(StatusCode, Value), ApiError> {
-    let processor = state.processor.clone().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no card processor is configured")
-    })?;
+impl Linked {
+    fn new(card_id: &str, status: &'static str) -> Linked {
+        Linked { card_id: card_id.to_string(), status, brand: None, last4: None, review_id: None, challenge_id: None }
+    }
+}
+
+/// Who links the card, from where.
+pub struct Linker<'a> {
+    pub session: &'a UserSession,
+    pub client: &'a ClientInfo,
+}
+
+/// `POST /v1/cards`: the checks before the processor is asked (switches, step-up, cooling-off,
+/// card-testing limits), the processor's check, then the card itself.
+pub async fn link(state: &AppState, who: &Linker<'_>, input: CardInput) -> Result<Linked, PaymentsError> {
+    let processor = state.processor.clone().ok_or(PaymentsError::Unavailable("no card processor is configured"))?;
     let key = state
         .config
         .keys
         .card_fingerprint
         .clone()
-        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("no fingerprint key")))?;
-    {
-        let mut conn = state.db.pool().acquire().await?;
-        let subject = switches::Subject {
-            user_id: Some(session.user_id()),
-            country: client.country.as_deref(),
-            ..Default::default()
-        };
-        switches::check(&mut conn, crate::ids::SwitchName::CardLinking, subject).await?;
-    }
-    recovery::require_step_up(state, session, client).await?;
+        .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("no fingerprint key")))?;
+    let user = may_link(state, who).await?;
     let now = state.clock.now_ms();
-    let user = {
-        let mut conn = state.db.pool().acquire().await?;
-        identity::user_by_id(&mut conn, session.user_id()).await?.ok_or_else(crate::http::error::unauthenticated)?
-    };
-    identity::ensure_not_cooling_off(&user, now)?;
     // A raw number can be fingerprinted before the processor is asked.
     let raw_fingerprint = match &input {
         CardInput::Raw(card) if processor::luhn_valid(card.number.expose()) => {
@@ -77,232 +86,264 @@ pub async fn link(
         }
         _ => None,
     };
-    // The checks, and the attempt counted as a failure until the processor says otherwise, in
-    // one transaction under the wallet's (and the card's) lock: parallel attempts meet the
-    // limits as surely as sequential ones.
-    let provisional: Vec<i64> = store::retry(|| async {
-        let mut tx = state.db.begin().await?;
-        tx.lock("cards", &user.id).await?;
-        if let Some(fp) = &raw_fingerprint {
-            tx.lock("card", fp).await?;
-        }
-        if throttle::window(&mut tx, "card_fail_wallet", &user.id, now - DAY_MS).await?.0 >= FAILED_CHECKS_PER_WALLET {
-            tx.commit().await?;
-            return Ok::<_, ApiError>(Err(throttle::too_many(DAY_MS).into()));
-        }
-        if let Some(fp) = &raw_fingerprint
-            && throttle::window(&mut tx, "card_fail_card", fp, now - DAY_MS).await?.0 >= FAILED_CHECKS_PER_CARD
-        {
-            tx.commit().await?;
-            return Ok(Err(throttle::too_many(DAY_MS).into()));
-        }
-        if let Err(e) = card_counts(&mut tx, &user.id, now).await? {
-            return Ok(Err(e));
-        }
-        let mut events = vec![throttle::record(&mut tx, "card_fail_wallet", &user.id, now).await?];
-        if let Some(fp) = &raw_fingerprint {
-            events.push(throttle::record(&mut tx, "card_fail_card", fp, now).await?);
-        }
-        tx.commit().await?;
-        Ok(Ok(events))
-    })
-    .await??;
+    let provisional = count_attempt(state, &user, raw_fingerprint.as_deref(), now).await?;
     let checked = match &input {
         CardInput::Raw(card) => processor.tokenize(card).await,
         CardInput::Token(token) => processor.lookup(token).await,
     };
-    // A card that fails its check counts against the wallet (and, when the processor could name
-    // the card, against the card on every wallet): card testing meets a wall quickly.
-    let info: CardInfo = match checked {
+    let info = match checked {
         Ok(info) => info,
-        Err(e) => {
-            // The provisional failure stands.
-            store::retry(|| async {
-                let mut tx = state.db.begin().await?;
-                crate::risk::alerts::evaluate(
-                    &mut tx,
-                    &crate::risk::alerts::Thresholds::from_config(&state.config),
-                    now,
-                )
-                .await?;
-                tx.commit().await
-            })
-            .await?;
-            return Err(match e {
-                ProcessorError::InvalidCard => {
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_card", "the card details are not valid")
-                }
-                ProcessorError::Declined => declined(),
-                ProcessorError::Unavailable => ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the card processor is unavailable; try again",
-                ),
-            });
-        }
+        Err(e) => return Err(refused_by_processor(state, e, now).await),
     };
     let fingerprint = processor::fingerprint(&key, info.fingerprint_source.expose());
-    let card_id = new_id("crd");
+    let card = NewCard { id: new_id("crd"), info: &info, fingerprint: &fingerprint };
+    let attempt = Attempt { state, who, user: &user, provisional: &provisional, now };
+    store::retry(|| keep_card(&attempt, &card)).await
+}
+
+/// The shopper, when linking is allowed: no switch, a fresh step-up, no cooling-off.
+async fn may_link(state: &AppState, who: &Linker<'_>) -> Result<identity::User, PaymentsError> {
+    let mut conn = state.db.pool().acquire().await?;
+    let subject = switches::Subject {
+        user_id: Some(who.session.user_id()),
+        country: who.client.country.as_deref(),
+        ..Default::default()
+    };
+    switches::check(&mut conn, crate::ids::SwitchName::CardLinking, subject).await?;
+    drop(conn);
+    recovery::require_step_up(state, who.session, who.client).await?;
+    let mut conn = state.db.pool().acquire().await?;
+    let user = identity::user_by_id(&mut conn, who.session.user_id())
+        .await?
+        .ok_or(PaymentsError::Identity(identity::IdentityError::Unauthenticated))?;
+    identity::ensure_not_cooling_off(&user, state.clock.now_ms())?;
+    Ok(user)
+}
+
+/// The card-testing limits, and the attempt counted as a failure until the processor says
+/// otherwise, in one transaction under the wallet's (and the card's) lock: parallel attempts meet
+/// the limits as surely as sequential ones. Answers the provisional events.
+async fn count_attempt(
+    state: &AppState,
+    user: &identity::User,
+    raw_fingerprint: Option<&str>,
+    now: i64,
+) -> Result<Vec<i64>, PaymentsError> {
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
         tx.lock("cards", &user.id).await?;
-        tx.lock("card", &fingerprint).await?;
-        // A switch on this very card (by id, covering its fingerprint on every wallet).
-        let subject = switches::Subject { card_fingerprint: Some(&fingerprint), ..Default::default() };
-        if let Err(e) = switches::check(&mut tx, crate::ids::SwitchName::CardLinking, subject).await {
-            return Ok::<_, ApiError>(Err(e.into()));
+        if let Some(fp) = raw_fingerprint {
+            tx.lock("card", fp).await?;
         }
-        // The check passed: it was not a failure.
-        crate::risk::throttle::unrecord(&mut tx, &provisional).await?;
-        if let Err(e) = card_counts(&mut tx, &user.id, now).await? {
+        let wallet_spent =
+            throttle::window(&mut tx, "card_fail_wallet", &user.id, now - DAY_MS).await?.0 >= FAILED_CHECKS_PER_WALLET;
+        let card_spent = match raw_fingerprint {
+            Some(fp) => {
+                throttle::window(&mut tx, "card_fail_card", fp, now - DAY_MS).await?.0 >= FAILED_CHECKS_PER_CARD
+            }
+            None => false,
+        };
+        if wallet_spent || card_spent {
             tx.commit().await?;
-            return Ok::<_, ApiError>(Err(e));
+            return Ok(Err(throttle::too_many(DAY_MS).into()));
         }
-        let owner: Option<String> = sqlx::query_scalar("SELECT user_id FROM card_fingerprints WHERE fingerprint = $1")
-            .bind(&fingerprint)
-            .fetch_optional(&mut *tx)
-            .await?;
-        match owner {
-            Some(owner) if owner != user.id => {
-                return Ok(Err(ApiError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "card_not_allowed",
-                    "this card cannot be added to this wallet",
-                )));
-            }
-            Some(_) => {
-                let active: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM cards WHERE user_id = $1 AND fingerprint = $2 AND status <> 'removed'",
-                )
-                .bind(&user.id)
-                .bind(&fingerprint)
-                .fetch_one(&mut *tx)
-                .await?;
-                if active > 0 {
-                    return Ok(Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "card_already_linked",
-                        "this card is already in your wallet",
-                    )));
-                }
-            }
-            None => {
-                sqlx::query("INSERT INTO card_fingerprints (fingerprint, user_id, created_at) VALUES ($1, $2, $3)")
-                    .bind(&fingerprint)
-                    .bind(&user.id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+        if let Err(e) = card_counts(&mut tx, &user.id, now).await {
+            return Ok(Err(e));
         }
-        // The risk rules: a hold keeps the card unusable until an operator decides.
-        let signals = rules::signals(
-            &mut tx,
-            "card_link",
-            &user.id,
-            session.device_id(),
-            0,
-            None,
-            client.country.as_deref(),
-            now,
-        )
-        .await?;
-        let (outcome, rule) = rules::evaluate(&mut tx, "card_link", &signals).await?;
-        if outcome == rules::Outcome::Decline {
-            // Nothing of the link is kept, but the decline counts for the risk_declines detector.
-            tx.rollback().await?;
-            let mut counted = state.db.begin().await?;
-            crate::risk::alerts::record_risk_decline(&mut counted, &user.id, now).await?;
-            counted.commit().await?;
-            return Ok(Err(ApiError::new(
-                StatusCode::PAYMENT_REQUIRED,
-                "risk_declined",
-                "this card cannot be added for now",
-            )));
+        let mut events = vec![throttle::record(&mut tx, "card_fail_wallet", &user.id, now).await?];
+        if let Some(fp) = raw_fingerprint {
+            events.push(throttle::record(&mut tx, "card_fail_card", fp, now).await?);
         }
-        let held = matches!(outcome, rules::Outcome::Hold | rules::Outcome::StepUp);
-        let status = if held {
-            "held"
-        } else if info.needs_challenge {
-            "pending_challenge"
-        } else {
-            "active"
-        };
-        sqlx::query(
-            "INSERT INTO cards (id, user_id, processor_token, brand, last4, fingerprint, status, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&card_id)
-        .bind(&user.id)
-        .bind(&info.token)
-        .bind(&info.brand)
-        .bind(&info.last4)
-        .bind(&fingerprint)
-        .bind(status)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let answer = if held {
-            let detail = rules::ReviewDetail {
-                card_id: Some(card_id.clone()),
-                last4: Some(info.last4.clone()),
-                ..Default::default()
-            };
-            let review =
-                rules::open_review(&mut tx, "card", Some(&card_id), &user.id, &rule.unwrap_or_default(), &detail, now)
-                    .await?;
-            (StatusCode::ACCEPTED, json!({"card_id": card_id, "status": "held", "review_id": review}))
-        } else if info.needs_challenge {
-            // The issuer's challenge: in the sandbox, a code by SMS to the wallet's phone.
-            let c = challenge::NewChallenge {
-                purpose: challenge::Purpose::Card,
-                user_id: Some(&user.id),
-                operator_id: None,
-                session_id: Some(session.session_id()),
-                device_id: Some(session.device_id()),
-                subject_id: Some(&card_id),
-                methods: &["sms"],
-                client,
-            };
-            let created = challenge::create(&mut tx, &c, now).await?;
-            sqlx::query("UPDATE cards SET challenge_id = $1 WHERE id = $2")
-                .bind(&created.challenge_id)
-                .bind(&card_id)
-                .execute(&mut *tx)
-                .await?;
-            (
-                StatusCode::ACCEPTED,
-                json!({"card_id": card_id, "status": "pending_challenge", "challenge_id": created.challenge_id}),
-            )
-        } else {
-            identity::notify_all(
-                &mut tx,
-                &user,
-                "card_linked",
-                &format!("A card ending {} was added to your wallet.", info.last4),
-                now,
-            )
-            .await?;
-            (StatusCode::CREATED, view(&card_id, &info.brand, &info.last4, "active"))
-        };
         tx.commit().await?;
-        Ok(Ok(answer))
+        Ok::<_, PaymentsError>(Ok(events))
     })
     .await?
 }
 
+/// A card the processor refused: the provisional failure stands (and may raise an alert).
+async fn refused_by_processor(state: &AppState, e: ProcessorError, now: i64) -> PaymentsError {
+    let evaluated = store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let thresholds = crate::risk::alerts::Thresholds::from_config(&state.config);
+        crate::risk::alerts::evaluate(&mut tx, &thresholds, now).await?;
+        tx.commit().await
+    })
+    .await;
+    if let Err(db) = evaluated {
+        return db.into();
+    }
+    match e {
+        ProcessorError::InvalidCard => PaymentsError::InvalidCard,
+        ProcessorError::Declined => PaymentsError::CardDeclined,
+        ProcessorError::Unavailable => PaymentsError::Unavailable("the card processor is unavailable; try again"),
+    }
+}
+
+/// A card the processor accepted, to keep.
+struct NewCard<'a> {
+    id: String,
+    info: &'a CardInfo,
+    fingerprint: &'a str,
+}
+
+/// One linking attempt, past the processor.
+struct Attempt<'a> {
+    state: &'a AppState,
+    who: &'a Linker<'a>,
+    user: &'a identity::User,
+    provisional: &'a [i64],
+    now: i64,
+}
+
+/// Keeps a checked card, in one transaction under the wallet's and the card's locks: the card
+/// switch, one card one wallet, the limits again, the risk rules, then the row and what follows.
+async fn keep_card(a: &Attempt<'_>, card: &NewCard<'_>) -> Result<Linked, PaymentsError> {
+    let (user, now) = (a.user, a.now);
+    let mut tx = a.state.db.begin().await?;
+    tx.lock("cards", &user.id).await?;
+    tx.lock("card", card.fingerprint).await?;
+    // A switch on this very card (by id, covering its fingerprint on every wallet).
+    let subject = switches::Subject { card_fingerprint: Some(card.fingerprint), ..Default::default() };
+    switches::check(&mut tx, crate::ids::SwitchName::CardLinking, subject).await?;
+    // The check passed: it was not a failure.
+    throttle::unrecord(&mut tx, a.provisional).await?;
+    if let Err(e) = card_counts(&mut tx, &user.id, now).await {
+        tx.commit().await?;
+        return Err(e);
+    }
+    claim_fingerprint(&mut tx, &user.id, card.fingerprint, now).await?;
+    let signals = rules::signals(
+        &mut tx,
+        "card_link",
+        &user.id,
+        a.who.session.device_id(),
+        0,
+        None,
+        a.who.client.country.as_deref(),
+        now,
+    )
+    .await?;
+    let (outcome, rule) = rules::evaluate(&mut tx, "card_link", &signals).await?;
+    if outcome == rules::Outcome::Decline {
+        // Nothing of the link is kept, but the decline counts for the risk_declines detector.
+        tx.rollback().await?;
+        let mut counted = a.state.db.begin().await?;
+        crate::risk::alerts::record_risk_decline(&mut counted, &user.id, now).await?;
+        counted.commit().await?;
+        return Err(PaymentsError::CardRiskDeclined);
+    }
+    let held = matches!(outcome, rules::Outcome::Hold | rules::Outcome::StepUp).then(|| rule.unwrap_or_default());
+    let linked = insert_card(&mut tx, a, card, held.as_deref()).await?;
+    tx.commit().await?;
+    Ok(linked)
+}
+
+/// One card, one wallet: a fingerprint first seen is bound to this wallet; one bound to another
+/// wallet, or already in this one, is refused.
+async fn claim_fingerprint(conn: &mut Conn, user_id: &str, fingerprint: &str, now: i64) -> Result<(), PaymentsError> {
+    let owner: Option<String> = sqlx::query_scalar("SELECT user_id FROM card_fingerprints WHERE fingerprint = $1")
+        .bind(fingerprint)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match owner {
+        Some(owner) if owner != user_id => Err(PaymentsError::CardNotAllowed),
+        Some(_) => {
+            let active: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM cards WHERE user_id = $1 AND fingerprint = $2 AND status <> 'removed'",
+            )
+            .bind(user_id)
+            .bind(fingerprint)
+            .fetch_one(&mut *conn)
+            .await?;
+            if active > 0 { Err(PaymentsError::CardAlreadyLinked) } else { Ok(()) }
+        }
+        None => {
+            sqlx::query("INSERT INTO card_fingerprints (fingerprint, user_id, created_at) VALUES ($1, $2, $3)")
+                .bind(fingerprint)
+                .bind(user_id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Writes the card `held` (with a review case for `held_by` rule), `pending_challenge` (with the
+/// issuer's challenge) or `active` (and tells the owner).
+async fn insert_card(
+    conn: &mut Conn,
+    a: &Attempt<'_>,
+    card: &NewCard<'_>,
+    held_by: Option<&str>,
+) -> Result<Linked, PaymentsError> {
+    let (user, info, now) = (a.user, card.info, a.now);
+    let status = match (held_by, info.needs_challenge) {
+        (Some(_), _) => "held",
+        (None, true) => "pending_challenge",
+        (None, false) => "active",
+    };
+    sqlx::query(
+        "INSERT INTO cards (id, user_id, processor_token, brand, last4, fingerprint, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&card.id)
+    .bind(&user.id)
+    .bind(&info.token)
+    .bind(&info.brand)
+    .bind(&info.last4)
+    .bind(card.fingerprint)
+    .bind(status)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let mut linked = Linked::new(&card.id, status);
+    if let Some(rule) = held_by {
+        let detail = rules::ReviewDetail {
+            card_id: Some(card.id.clone()),
+            last4: Some(info.last4.clone()),
+            ..Default::default()
+        };
+        linked.review_id = Some(rules::open_review(conn, "card", Some(&card.id), &user.id, rule, &detail, now).await?);
+    } else if info.needs_challenge {
+        linked.challenge_id = Some(issuer_challenge(conn, a, &card.id).await?);
+    } else {
+        let text = format!("A card ending {} was added to your wallet.", info.last4);
+        identity::notify_all(conn, user, "card_linked", &text, now).await?;
+        (linked.brand, linked.last4) = (Some(info.brand.clone()), Some(info.last4.clone()));
+    }
+    Ok(linked)
+}
+
+/// The issuer's challenge: in the sandbox, a code by SMS to the wallet's phone.
+async fn issuer_challenge(conn: &mut Conn, a: &Attempt<'_>, card_id: &str) -> Result<String, PaymentsError> {
+    let c = challenge::NewChallenge {
+        purpose: challenge::Purpose::Card,
+        user_id: Some(&a.user.id),
+        operator_id: None,
+        session_id: Some(a.who.session.session_id()),
+        device_id: Some(a.who.session.device_id()),
+        subject_id: Some(card_id),
+        methods: &["sms"],
+        client: a.who.client,
+    };
+    let created = challenge::create(conn, &c, a.now).await?;
+    sqlx::query("UPDATE cards SET challenge_id = $1 WHERE id = $2")
+        .bind(&created.challenge_id)
+        .bind(card_id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(created.challenge_id)
+}
+
 /// At most 5 cards in a wallet and 2 new ones a day.
-async fn card_counts(conn: &mut Conn, user_id: &str, now: i64) -> Result<Result<(), ApiError>, sqlx::Error> {
+async fn card_counts(conn: &mut Conn, user_id: &str, now: i64) -> Result<(), PaymentsError> {
     let cards: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE user_id = $1 AND status <> 'removed'")
         .bind(user_id)
         .fetch_one(&mut *conn)
         .await?;
     if cards >= MAX_CARDS {
-        return Ok(Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "card_limit_reached",
-            "a wallet holds at most 5 cards",
-        )));
+        return Err(PaymentsError::CardLimitReached("a wallet holds at most 5 cards"));
     }
     let recent: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE user_id = $1 AND created_at > $2")
         .bind(user_id)
@@ -310,13 +351,9 @@ async fn card_counts(conn: &mut Conn, user_id: &str, now: i64) -> Result<Result<
         .fetch_one(&mut *conn)
         .await?;
     if recent >= NEW_CARDS_PER_DAY {
-        return Ok(Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "card_limit_reached",
-            "at most 2 new cards a day",
-        )));
+        return Err(PaymentsError::CardLimitReached("at most 2 new cards a day"));
     }
-    Ok(Ok(()))
+    Ok(())
 }
 
 /// Completes a card whose issuer challenge was verified (called inside the challenge's transaction);
@@ -326,7 +363,7 @@ pub async fn activate(
     user: &identity::User,
     card_id: &str,
     now: i64,
-) -> Result<Option<Value>, sqlx::Error> {
+) -> Result<Option<Card>, sqlx::Error> {
     let row =
         sqlx::query("SELECT brand, last4 FROM cards WHERE id = $1 AND user_id = $2 AND status = 'pending_challenge'")
             .bind(card_id)
@@ -338,7 +375,7 @@ pub async fn activate(
     sqlx::query("UPDATE cards SET status = 'active' WHERE id = $1").bind(card_id).execute(&mut *conn).await?;
     identity::notify_all(conn, user, "card_linked", &format!("A card ending {last4} was added to your wallet."), now)
         .await?;
-    Ok(Some(view(card_id, &brand, &last4, "active")))
+    Ok(Some(Card { card_id: card_id.to_string(), brand, last4, status: "active".into() }))
 }
 
 /// An operator's decision on a held card: approved, it becomes usable; rejected, it is removed.
@@ -355,7 +392,7 @@ pub async fn decide_held(conn: &mut Conn, card_id: &str, approve: bool) -> Resul
 pub struct CardChallengeHook;
 
 impl challenge::CardChallenges for CardChallengeHook {
-    type Card = Value;
+    type Card = Card;
 
     fn activate<'a>(
         &'a self,
@@ -363,13 +400,13 @@ impl challenge::CardChallenges for CardChallengeHook {
         user: &'a identity::User,
         card_id: &'a str,
         now: i64,
-    ) -> crate::ports::BoxFuture<'a, Result<Option<Value>, sqlx::Error>> {
+    ) -> crate::ports::BoxFuture<'a, Result<Option<Card>, sqlx::Error>> {
         Box::pin(activate(conn, user, card_id, now))
     }
 }
 
 /// `GET /v1/cards`.
-pub async fn list(conn: &mut Conn, user_id: &str) -> Result<Vec<Value>, sqlx::Error> {
+pub async fn list(conn: &mut Conn, user_id: &str) -> Result<Vec<Card>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, brand, last4, status FROM cards WHERE user_id = $1 AND status <> 'removed' ORDER BY created_at DESC, id DESC",
     )
@@ -378,18 +415,18 @@ pub async fn list(conn: &mut Conn, user_id: &str) -> Result<Vec<Value>, sqlx::Er
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(view(
-                &r.try_get::<String, _>("id")?,
-                &r.try_get::<String, _>("brand")?,
-                &r.try_get::<String, _>("last4")?,
-                &r.try_get::<String, _>("status")?,
-            ))
+            Ok(Card {
+                card_id: r.try_get("id")?,
+                brand: r.try_get("brand")?,
+                last4: r.try_get("last4")?,
+                status: r.try_get("status")?,
+            })
         })
         .collect()
 }
 
 /// `DELETE /v1/cards/{id}`.
-pub async fn remove(state: &AppState, user_id: &str, card_id: &str) -> Result<(), ApiError> {
+pub async fn remove(state: &AppState, user_id: &str, card_id: &str) -> Result<(), PaymentsError> {
     let now = state.clock.now_ms();
     let n = store::write_one(&state.db, || {
         sqlx::query("UPDATE cards SET status = 'removed', removed_at = $1 WHERE id = $2 AND user_id = $3 AND status <> 'removed'")
@@ -399,7 +436,7 @@ pub async fn remove(state: &AppState, user_id: &str, card_id: &str) -> Result<()
     })
     .await?;
     if n == 0 {
-        return Err(ApiError::not_found("there is no such card"));
+        return Err(PaymentsError::NotFound("there is no such card".into()));
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod code;
 pub mod corrections;
 pub mod pos;
 pub mod processor;
+pub mod reviews;
 pub mod routes;
 pub mod topups;
 pub mod wallet;
@@ -67,6 +68,43 @@ pub enum PaymentsError {
     /// `404 not_found`.
     #[error("{0}")]
     NotFound(String),
+    /// `402 card_declined`: the processor refused the card while linking it.
+    #[error("the card was declined")]
+    CardDeclined,
+    /// `402 card_declined` (a decline): the processor refused a top-up's charge.
+    #[error("{0}")]
+    ChargeDeclined(&'static str),
+    /// `422 invalid_card`.
+    #[error("the card details are not valid")]
+    InvalidCard,
+    /// `422 card_not_allowed`: the card belongs to another wallet.
+    #[error("this card cannot be added to this wallet")]
+    CardNotAllowed,
+    /// `409 card_already_linked`.
+    #[error("this card is already in your wallet")]
+    CardAlreadyLinked,
+    /// `422 card_limit_reached`.
+    #[error("{0}")]
+    CardLimitReached(&'static str),
+    /// `402 risk_declined` (not final): a risk rule refused to link the card.
+    #[error("this card cannot be added for now")]
+    CardRiskDeclined,
+    /// `422 card_not_found`: a top-up from a card that is not an active card of the wallet.
+    #[error("there is no such active card in your wallet")]
+    CardNotFound,
+    /// `422 limit_exceeded` (a decline): a top-up over one of the operator's ceilings.
+    #[error("{0}")]
+    TopupLimit(String),
+    /// `422 invalid_amount`.
+    #[error("{0}")]
+    InvalidAmount(String),
+    /// `503 unavailable`: no processor, or one that did not answer.
+    #[error("{0}")]
+    Unavailable(&'static str),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    #[error(transparent)]
+    Idempotency(#[from] crate::idempotency::IdempotencyError),
     #[error(transparent)]
     Risk(#[from] RiskError),
     #[error(transparent)]
@@ -93,29 +131,9 @@ impl crate::store::Retryable for PaymentsError {
             PaymentsError::Db(e) => e.is_retryable(),
             PaymentsError::Risk(e) => e.is_retryable(),
             PaymentsError::Merchant(e) => e.is_retryable(),
+            PaymentsError::Identity(e) => e.is_retryable(),
+            PaymentsError::Idempotency(e) => e.is_retryable(),
             _ => false,
         }
-    }
-}
-
-/// Applies an operator's review decision to a held card or top-up (see `risk::rules::decide`).
-pub struct ReviewHook;
-
-impl crate::risk::rules::ReviewSubjects for ReviewHook {
-    fn decided<'a>(
-        &'a self,
-        conn: &'a mut crate::store::Conn,
-        kind: &'a str,
-        subject: &'a str,
-        approve: bool,
-        now: i64,
-    ) -> crate::ports::BoxFuture<'a, Result<(), sqlx::Error>> {
-        Box::pin(async move {
-            match kind {
-                "card" => cards::decide_held(conn, subject, approve).await,
-                "topup" => topups::decide_held(conn, subject, approve, now).await,
-                _ => Ok(()),
-            }
-        })
     }
 }

@@ -99,8 +99,9 @@ async fn link_card(
             ));
         }
     };
-    let (status, body) = cards::link(&state, &s, &client.0, input).await?;
-    Ok((status, axum::Json(body)).into_response())
+    let linked = cards::link(&state, &cards::Linker { session: &s, client: &client.0 }, input).await?;
+    let status = if linked.status == "active" { StatusCode::CREATED } else { StatusCode::ACCEPTED };
+    Ok((status, axum::Json(linked)).into_response())
 }
 
 /// The wallet's cards.
@@ -159,10 +160,20 @@ async fn topup(
         claims::Begin::Replay(stored) => return Ok(idempotency::replay(stored)),
         claims::Begin::Fresh(claim) => claim,
     };
-    let (card_id, amount) = (&body.value.card_id, &body.value.amount);
-    match topups::run(&state, &s, &client, key.as_str(), card_id, amount, &claim).await {
+    let amount =
+        crate::money::parse_amount(&body.value.amount, state.config.amount_ceiling_yen).map_err(|e| e.to_string());
+    let request = topups::Request {
+        session: &s,
+        client: &client,
+        idem_key: key.as_str(),
+        card_id: &body.value.card_id,
+        amount,
+        claim: &claim,
+        answers: &TopupAnswers,
+    };
+    match topups::run(&state, &request).await.map_err(ApiError::from) {
         // The answer was stored with the money.
-        Ok((status, body)) => Ok((status, axum::Json(body)).into_response()),
+        Ok(topped) => Ok((topup_status(&topped), axum::Json(topped)).into_response()),
         Err(e) if e.is_final => {
             // A decline found before any row was written (a limit): store it on its own. A
             // decline from the processor was stored with the top-up; storing again finds no claim.
@@ -173,6 +184,27 @@ async fn topup(
             claims::release(&state.db, &claim).await;
             Err(e)
         }
+    }
+}
+
+/// `201` for a credited top-up, `202` for one still waiting.
+fn topup_status(topped: &topups::Topped) -> StatusCode {
+    match topped {
+        topups::Topped::Credited { .. } => StatusCode::CREATED,
+        topups::Topped::Waiting { .. } => StatusCode::ACCEPTED,
+    }
+}
+
+/// How a top-up's answer is stored for repeats: as this route sends it.
+struct TopupAnswers;
+
+impl topups::Answers for TopupAnswers {
+    fn answer(&self, topped: &topups::Topped) -> claims::Stored {
+        Outcome { status: topup_status(topped), body: json!(topped), content_type: "application/json" }.stored()
+    }
+
+    fn decline(&self, declined: crate::payments::PaymentsError) -> claims::Stored {
+        idempotency::stored_problem(&declined.into())
     }
 }
 

@@ -6,13 +6,11 @@
 //! transaction that also stores the answer. A crash in between leaves a pending row that a repeat
 //! of the request, or the sweeper, settles by asking the processor: never a second charge.
 
-use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
 use sqlx::Row;
 
-use super::wallet;
-use crate::http::error::ApiError;
-use crate::idempotency::{self, Stored};
+use super::{PaymentsError, wallet};
+use crate::idempotency::{self, Claim, Stored};
 use crate::identity::session::UserSession;
 use crate::identity::{self, recovery};
 use crate::ids::new_id;
@@ -40,171 +38,237 @@ pub async fn funding_account(conn: &mut Conn, now: i64) -> Result<AccountId, sql
     ledger::create_account(conn, AccountKind::FundingClearing, Currency::Jpy, Some(FUNDING_OWNER), now).await
 }
 
-/// `POST /v1/topups` under a claimed `Idempotency-Key`: the answer is stored with the money (the
-/// caller stores a decline found before any row was written, and releases the key on any other
-/// error).
-pub async fn run(
-    state: &AppState,
-    session: &UserSession,
-    client: &ClientInfo,
-    idem_key: &str,
-    card_id: &str,
-    amount: &Value,
-    claim: &idempotency::Claim,
-) -> Result<(StatusCode, Value), ApiError> {
-    {
-        let mut conn = state.db.pool().acquire().await?;
-        let fingerprint: Option<String> =
-            sqlx::query_scalar("SELECT fingerprint FROM cards WHERE id = $1 AND user_id = $2")
-                .bind(card_id)
-                .bind(session.user_id())
-                .fetch_optional(&mut *conn)
-                .await?;
-        let subject = crate::risk::switches::Subject {
-            user_id: Some(session.user_id()),
-            card_fingerprint: fingerprint.as_deref(),
-            country: client.country.as_deref(),
-            ..Default::default()
-        };
-        crate::risk::switches::check(&mut conn, crate::ids::SwitchName::Topups, subject).await?;
-    }
-    let amount = crate::money::parse_amount(amount, state.config.amount_ceiling_yen)
-        .map_err(|e| ApiError::invalid_amount(e.to_string()))?;
-    let processor = state.processor.clone().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no card processor is configured")
-    })?;
-    let now = state.clock.now_ms();
+/// What a top-up request is answered: credited (`201`), or still waiting, held for review or
+/// pending at the processor (`202`, with its status).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Topped {
+    Credited { topup_id: String, amount: i64, balance: i64 },
+    Waiting { topup_id: String, status: String },
+}
+
+/// How the answer of a top-up is stored for repeats: the route knows the statuses and the
+/// problem documents, and the top-up stores the answer in the transaction that moves the money.
+pub trait Answers: Send + Sync {
+    fn answer(&self, topped: &Topped) -> Stored;
+    fn decline(&self, declined: PaymentsError) -> Stored;
+}
+
+/// A top-up request under a claimed `Idempotency-Key`.
+pub struct Request<'a> {
+    pub session: &'a UserSession,
+    pub client: &'a ClientInfo,
+    pub idem_key: &'a str,
+    pub card_id: &'a str,
+    /// The amount as parsed, or why it is not one (refused only after the switches, as API.md
+    /// orders the checks).
+    pub amount: Result<Yen, String>,
+    pub claim: &'a Claim,
+    pub answers: &'a dyn Answers,
+}
+
+/// `POST /v1/topups`: the answer is stored with the money (the caller stores a decline found
+/// before any row was written, and releases the key on any other error).
+pub async fn run(state: &AppState, r: &Request<'_>) -> Result<Topped, PaymentsError> {
+    check_switches(state, r).await?;
+    let amount = r.amount.clone().map_err(PaymentsError::InvalidAmount)?;
+    let processor = state.processor.clone().ok_or(PaymentsError::Unavailable("no card processor is configured"))?;
     let user = {
         let mut conn = state.db.pool().acquire().await?;
-        identity::user_by_id(&mut conn, session.user_id()).await?.ok_or_else(crate::http::error::unauthenticated)?
+        identity::user_by_id(&mut conn, r.session.user_id())
+            .await?
+            .ok_or(PaymentsError::Identity(identity::IdentityError::Unauthenticated))?
     };
     // A repeat after a crash resumes the top-up it started (its own card and amount), never a
     // new one, and one that already ended answers as it ended without charging again.
-    let existing = sqlx::query("SELECT id, card_id, amount, status FROM topups WHERE user_id = $1 AND idem_key = $2")
-        .bind(&user.id)
-        .bind(idem_key)
-        .fetch_optional(state.db.pool())
-        .await?;
-    let topup_id = match existing {
-        Some(row) => {
-            let (id, row_card, row_amount, status): (String, String, i64, String) =
-                (row.try_get("id")?, row.try_get("card_id")?, row.try_get("amount")?, row.try_get("status")?);
-            if row_card != card_id || row_amount != amount.0 {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "idempotency_conflict",
-                    "this Idempotency-Key was already used with a different request",
-                ));
-            }
-            if status != "pending" {
-                return settle(state, &id, ChargeStatus::Unknown, Some(claim)).await;
-            }
-            id
-        }
-        None => {
-            // Step-up when large or the first top-up on this device.
-            let on_device: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND device_id = $2 AND status = 'succeeded'",
-            )
-            .bind(&user.id)
-            .bind(session.device_id())
-            .fetch_one(state.db.pool())
-            .await?;
-            if amount.0 > wallet::TOPUP_STEP_UP_ABOVE || on_device == 0 {
-                recovery::require_step_up(state, session, client).await?;
-            }
-            let id = new_id("top");
-            // The rules and the pending row in one transaction under the wallet's top-up lock,
-            // so parallel requests cannot all slip under the same cap.
-            let held_answer: Option<Value> = store::retry(|| async {
-                let mut tx = state.db.begin().await?;
-                tx.lock("topups", &user.id).await?;
-                let card_ok: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE id = $1 AND user_id = $2 AND status = 'active'")
-                    .bind(card_id)
-                    .bind(&user.id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if card_ok == 0 {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "card_not_found",
-                        "there is no such active card in your wallet",
-                    ));
-                }
-                check_rules(&mut tx, &user, amount.0, now).await?;
-                // The risk rules: a hold keeps the top-up uncharged until an operator decides.
-                let signals =
-                    rules::signals(&mut tx, "topup", &user.id, session.device_id(), amount.0, None, client.country.as_deref(), now).await?;
-                let (outcome, rule) = rules::evaluate(&mut tx, "topup", &signals).await?;
-                if outcome == rules::Outcome::Decline {
-                    // Counted for the risk_declines detector, although the top-up itself is refused.
-                    crate::risk::alerts::record_risk_decline(&mut tx, &user.id, now).await?;
-                    tx.commit().await?;
-                    return Err(rules::risk_declined(None).into());
-                }
-                let held = matches!(outcome, rules::Outcome::Hold | rules::Outcome::StepUp);
-                sqlx::query(
-                    "INSERT INTO topups (id, user_id, card_id, amount, currency, status, idem_key, device_id, created_at) \
-                     VALUES ($1, $2, $3, $4, 'JPY', $5, $6, $7, $8)",
-                )
-                .bind(&id)
-                .bind(&user.id)
-                .bind(card_id)
-                .bind(amount.0)
-                .bind(if held { "held" } else { "pending" })
-                .bind(idem_key)
-                .bind(session.device_id())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                if held {
-                    let rule = rule.unwrap_or_default();
-                    let detail = rules::ReviewDetail { amount: Some(amount.0), card_id: Some(card_id.to_string()), ..Default::default() };
-                    rules::open_review(&mut tx, "topup", Some(&id), &user.id, &rule, &detail, now).await?;
-                    let answer = json!({"topup_id": id, "status": "held"});
-                    let stored = Stored { status: 202, content_type: "application/json".into(), body: answer.to_string() };
-                    idempotency::complete(&mut tx, claim, &stored).await?;
-                    tx.commit().await?;
-                    return Ok(Some(answer));
-                }
-                tx.commit().await?;
-                Ok(None)
-            })
-            .await?;
-            if let Some(held) = held_answer {
-                return Ok((StatusCode::ACCEPTED, held));
-            }
-            id
-        }
+    let topup_id = match resume(state, r, &user, amount).await? {
+        Resume::Ended(id) => return settle(state, &id, ChargeStatus::Unknown, Some((r.claim, r.answers))).await,
+        Resume::Pending(id) => id,
+        Resume::New => match start(state, r, &user, amount).await? {
+            Started::Pending(id) => id,
+            Started::Held(topped) => return Ok(topped),
+        },
     };
-    let token: String =
-        sqlx::query_scalar("SELECT c.processor_token FROM topups t JOIN cards c ON c.id = t.card_id WHERE t.id = $1")
-            .bind(&topup_id)
-            .fetch_one(state.db.pool())
-            .await?;
-    let row_amount: i64 = sqlx::query_scalar("SELECT amount FROM topups WHERE id = $1")
-        .bind(&topup_id)
-        .fetch_one(state.db.pool())
-        .await?;
-    let outcome = match processor.charge(&token, row_amount, &topup_id).await {
+    let (token, amount) = charge_details(state, &topup_id).await?;
+    let outcome = match processor.charge(&token, amount, &topup_id).await {
         Ok(reference) => ChargeStatus::Succeeded { reference },
         Err(ProcessorError::Declined) | Err(ProcessorError::InvalidCard) => ChargeStatus::Declined,
+        // Still pending: the sweeper or a repeat settles it.
         Err(ProcessorError::Unavailable) => {
-            // Still pending: the sweeper or a repeat settles it.
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the card processor is unavailable; repeat the request",
-            ));
+            return Err(PaymentsError::Unavailable("the card processor is unavailable; repeat the request"));
         }
     };
-    settle(state, &topup_id, outcome, Some(claim)).await
+    settle(state, &topup_id, outcome, Some((r.claim, r.answers))).await
+}
+
+/// The `topups` switches, for the shopper, the card (its fingerprint on every wallet) and the country.
+async fn check_switches(state: &AppState, r: &Request<'_>) -> Result<(), PaymentsError> {
+    let mut conn = state.db.pool().acquire().await?;
+    let fingerprint: Option<String> =
+        sqlx::query_scalar("SELECT fingerprint FROM cards WHERE id = $1 AND user_id = $2")
+            .bind(r.card_id)
+            .bind(r.session.user_id())
+            .fetch_optional(&mut *conn)
+            .await?;
+    let subject = crate::risk::switches::Subject {
+        user_id: Some(r.session.user_id()),
+        card_fingerprint: fingerprint.as_deref(),
+        country: r.client.country.as_deref(),
+        ..Default::default()
+    };
+    Ok(crate::risk::switches::check(&mut conn, crate::ids::SwitchName::Topups, subject).await?)
+}
+
+enum Resume {
+    /// No top-up under this key yet.
+    New,
+    /// One is pending: charge it (the processor's idempotency key makes a second charge impossible).
+    Pending(String),
+    /// One ended: answer as it ended.
+    Ended(String),
+}
+
+/// The top-up an earlier request under this key started, if any; `409` when its card or amount differ.
+async fn resume(
+    state: &AppState,
+    r: &Request<'_>,
+    user: &identity::User,
+    amount: Yen,
+) -> Result<Resume, PaymentsError> {
+    let existing = sqlx::query("SELECT id, card_id, amount, status FROM topups WHERE user_id = $1 AND idem_key = $2")
+        .bind(&user.id)
+        .bind(r.idem_key)
+        .fetch_optional(state.db.pool())
+        .await?;
+    let Some(row) = existing else { return Ok(Resume::New) };
+    let (id, card, row_amount, status): (String, String, i64, String) =
+        (row.try_get("id")?, row.try_get("card_id")?, row.try_get("amount")?, row.try_get("status")?);
+    if card != r.card_id || row_amount != amount.0 {
+        return Err(idempotency::IdempotencyError::Conflict.into());
+    }
+    Ok(if status == "pending" { Resume::Pending(id) } else { Resume::Ended(id) })
+}
+
+enum Started {
+    Pending(String),
+    Held(Topped),
+}
+
+/// A new top-up: step-up when large or the first on this device, then the rules and the pending
+/// (or held) row in one transaction under the wallet's top-up lock, so parallel requests cannot
+/// all slip under the same cap.
+async fn start(
+    state: &AppState,
+    r: &Request<'_>,
+    user: &identity::User,
+    amount: Yen,
+) -> Result<Started, PaymentsError> {
+    let on_device: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND device_id = $2 AND status = 'succeeded'",
+    )
+    .bind(&user.id)
+    .bind(r.session.device_id())
+    .fetch_one(state.db.pool())
+    .await?;
+    if amount.0 > wallet::TOPUP_STEP_UP_ABOVE || on_device == 0 {
+        recovery::require_step_up(state, r.session, r.client).await?;
+    }
+    let id = new_id("top");
+    let now = state.clock.now_ms();
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        tx.lock("topups", &user.id).await?;
+        let started = match admit(&mut tx, r, user, amount, now).await {
+            Ok(held_by) => insert(&mut tx, r, user, (&id, amount), held_by, now).await?,
+            Err(PaymentsError::Risk(declined @ crate::risk::RiskError::RiskDeclined { .. })) => {
+                // Counted for the risk_declines detector, although the top-up itself is refused.
+                crate::risk::alerts::record_risk_decline(&mut tx, &user.id, now).await?;
+                tx.commit().await?;
+                return Err(declined.into());
+            }
+            Err(e) => return Err(e),
+        };
+        tx.commit().await?;
+        Ok(started)
+    })
+    .await
+}
+
+/// The card, the caps and the risk rules; answers the rule that holds the top-up, if one does.
+async fn admit(
+    conn: &mut Conn,
+    r: &Request<'_>,
+    user: &identity::User,
+    amount: Yen,
+    now: i64,
+) -> Result<Option<String>, PaymentsError> {
+    let card_ok: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE id = $1 AND user_id = $2 AND status = 'active'")
+            .bind(r.card_id)
+            .bind(&user.id)
+            .fetch_one(&mut *conn)
+            .await?;
+    if card_ok == 0 {
+        return Err(PaymentsError::CardNotFound);
+    }
+    check_rules(conn, user, amount.0, now).await?;
+    // The risk rules: a hold keeps the top-up uncharged until an operator decides.
+    let country = r.client.country.as_deref();
+    let signals = rules::signals(conn, "topup", &user.id, r.session.device_id(), amount.0, None, country, now).await?;
+    match rules::evaluate(conn, "topup", &signals).await? {
+        (rules::Outcome::Decline, _) => Err(rules::risk_declined(None).into()),
+        (rules::Outcome::Hold | rules::Outcome::StepUp, rule) => Ok(Some(rule.unwrap_or_default())),
+        (rules::Outcome::Allow, _) => Ok(None),
+    }
+}
+
+/// Writes the top-up `pending`, or `held` with its review case and its stored `202` answer.
+async fn insert(
+    conn: &mut Conn,
+    r: &Request<'_>,
+    user: &identity::User,
+    (id, amount): (&str, Yen),
+    held_by: Option<String>,
+    now: i64,
+) -> Result<Started, PaymentsError> {
+    sqlx::query(
+        "INSERT INTO topups (id, user_id, card_id, amount, currency, status, idem_key, device_id, created_at) \
+         VALUES ($1, $2, $3, $4, 'JPY', $5, $6, $7, $8)",
+    )
+    .bind(id)
+    .bind(&user.id)
+    .bind(r.card_id)
+    .bind(amount.0)
+    .bind(if held_by.is_some() { "held" } else { "pending" })
+    .bind(r.idem_key)
+    .bind(r.session.device_id())
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    let Some(rule) = held_by else { return Ok(Started::Pending(id.to_string())) };
+    let detail =
+        rules::ReviewDetail { amount: Some(amount.0), card_id: Some(r.card_id.to_string()), ..Default::default() };
+    rules::open_review(conn, "topup", Some(id), &user.id, &rule, &detail, now).await?;
+    let topped = Topped::Waiting { topup_id: id.to_string(), status: "held".into() };
+    idempotency::complete(conn, r.claim, &r.answers.answer(&topped)).await?;
+    Ok(Started::Held(topped))
+}
+
+/// The card token and the amount of a pending top-up, for the charge.
+async fn charge_details(state: &AppState, topup_id: &str) -> Result<(String, i64), sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT c.processor_token, t.amount FROM topups t JOIN cards c ON c.id = t.card_id WHERE t.id = $1",
+    )
+    .bind(topup_id)
+    .fetch_one(state.db.pool())
+    .await?;
+    Ok((row.try_get("processor_token")?, row.try_get("amount")?))
 }
 
 /// The limits of section 6: per top-up, per Tokyo day (¥10,000 during cooling-off), the balance
 /// ceiling, and at most 2 top-ups in 10 minutes. Pending top-ups count: they may yet succeed.
-async fn check_rules(conn: &mut Conn, user: &identity::User, amount: i64, now: i64) -> Result<(), ApiError> {
-    let exceeded = |detail: String| ApiError::decline(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", detail);
+async fn check_rules(conn: &mut Conn, user: &identity::User, amount: i64, now: i64) -> Result<(), PaymentsError> {
+    let exceeded = PaymentsError::TopupLimit;
     if amount > wallet::TOPUP_MAX {
         return Err(exceeded(format!("a top-up is at most ¥{}", wallet::TOPUP_MAX)));
     }
@@ -248,108 +312,113 @@ async fn check_rules(conn: &mut Conn, user: &identity::User, amount: i64, now: i
     Ok(())
 }
 
-/// Applies a charge's outcome to a pending top-up, once (later calls find it settled).
+/// Applies a charge's outcome to a pending top-up, once (later calls find it settled); with a
+/// claim, the request's answer is stored with the money, in the same transaction.
 pub async fn settle(
     state: &AppState,
     topup_id: &str,
     outcome: ChargeStatus,
-    claim: Option<&idempotency::Claim>,
-) -> Result<(StatusCode, Value), ApiError> {
+    answering: Option<(&Claim, &dyn Answers)>,
+) -> Result<Topped, PaymentsError> {
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
         tx.lock("topup", topup_id).await?;
-        let row = sqlx::query("SELECT user_id, amount, status FROM topups WHERE id = $1")
-            .bind(topup_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        let (user_id, amount, status): (String, i64, String) =
-            (row.try_get("user_id")?, row.try_get("amount")?, row.try_get("status")?);
-        let user = identity::user_by_id(&mut tx, &user_id)
-            .await?
-            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("top-up without user")))?;
-        let answer = match (status.as_str(), &outcome) {
-            ("pending", ChargeStatus::Succeeded { reference }) => {
-                let funding = funding_account(&mut tx, now).await?;
-                let entry = NewEntry::transfer(
-                    EntryKind::Topup,
-                    topup_id,
-                    funding,
-                    AccountId(user.wallet_account_id),
-                    Yen(amount),
-                );
-                let posted = ledger::post(&mut tx, &entry, now).await?;
-                sqlx::query(
-                    "UPDATE topups SET status = 'succeeded', processor_ref = $1, settled_at = $2 WHERE id = $3",
-                )
-                .bind(reference)
-                .bind(now)
-                .bind(topup_id)
-                .execute(&mut *tx)
-                .await?;
-                let balance = posted.balance_of(AccountId(user.wallet_account_id)).unwrap_or_default().0;
-                notify::enqueue(
-                    &mut tx,
-                    &Message {
-                        channel: Channel::Email,
-                        to: user.email.clone(),
-                        kind: "topup".into(),
-                        subject: Some(format!("You topped up ¥{amount}")),
-                        body: format!("¥{amount} was added to your Omamori wallet. Balance: ¥{balance}."),
-                        code: None,
-                    },
-                    now,
-                )
-                .await?;
-                Ok((StatusCode::CREATED, json!({"topup_id": topup_id, "amount": amount, "balance": balance})))
-            }
-            ("pending", ChargeStatus::Declined) => {
-                sqlx::query("UPDATE topups SET status = 'declined', settled_at = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(topup_id)
-                    .execute(&mut *tx)
-                    .await?;
-                Err(ApiError::decline(StatusCode::PAYMENT_REQUIRED, "card_declined", "the card was declined"))
-            }
-            ("succeeded", _) => {
-                let balance: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
-                    .bind(user.wallet_account_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                Ok((StatusCode::CREATED, json!({"topup_id": topup_id, "amount": amount, "balance": balance})))
-            }
-            ("declined", _) => {
-                Err(ApiError::decline(StatusCode::PAYMENT_REQUIRED, "card_declined", "the card was declined"))
-            }
-            ("abandoned", _) => Err(ApiError::decline(
-                StatusCode::PAYMENT_REQUIRED,
-                "card_declined",
-                "the card was not charged; this top-up was abandoned",
-            )),
-            _ => Ok((StatusCode::ACCEPTED, json!({"topup_id": topup_id, "status": status}))),
-        };
-        // The request's answer is stored with the money, in this transaction.
-        if let Some(claim) = claim {
+        let answer = apply(&mut tx, topup_id, &outcome, now).await?;
+        if let Some((claim, answers)) = answering {
             let stored = match &answer {
-                Ok((status, body)) => {
-                    Stored { status: status.as_u16(), content_type: "application/json".into(), body: body.to_string() }
-                }
-                Err(decline) => Stored {
-                    status: decline.status.as_u16(),
-                    content_type: crate::http::error::PROBLEM_JSON.into(),
-                    body: decline.body().to_string(),
-                },
+                Applied::Topped(topped) => answers.answer(topped),
+                Applied::Declined(detail) => answers.decline(PaymentsError::ChargeDeclined(detail)),
             };
             idempotency::complete(&mut tx, claim, &stored).await?;
         }
         tx.commit().await?;
-        Ok::<_, ApiError>(answer)
+        match answer {
+            Applied::Topped(topped) => Ok(topped),
+            Applied::Declined(detail) => Err(PaymentsError::ChargeDeclined(detail)),
+        }
     })
-    .await?
+    .await
+}
+
+/// What applying a charge's outcome left: the answer, or a decline to commit before answering
+/// `card_declined` (with this detail).
+enum Applied {
+    Topped(Topped),
+    Declined(&'static str),
+}
+
+/// What the outcome does to the top-up: credits the wallet, declines it, or finds it settled.
+async fn apply(conn: &mut Conn, topup_id: &str, outcome: &ChargeStatus, now: i64) -> Result<Applied, PaymentsError> {
+    let row = sqlx::query("SELECT user_id, amount, status FROM topups WHERE id = $1")
+        .bind(topup_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let (user_id, amount, status): (String, i64, String) =
+        (row.try_get("user_id")?, row.try_get("amount")?, row.try_get("status")?);
+    let user = identity::user_by_id(conn, &user_id)
+        .await?
+        .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("top-up without user")))?;
+    let credited = |balance| Topped::Credited { topup_id: topup_id.to_string(), amount, balance };
+    Ok(match (status.as_str(), outcome) {
+        ("pending", ChargeStatus::Succeeded { reference }) => {
+            Applied::Topped(credited(credit(conn, topup_id, &user, amount, reference, now).await?))
+        }
+        ("pending", ChargeStatus::Declined) => {
+            sqlx::query("UPDATE topups SET status = 'declined', settled_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(topup_id)
+                .execute(&mut *conn)
+                .await?;
+            Applied::Declined("the card was declined")
+        }
+        ("succeeded", _) => {
+            let balance: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
+                .bind(user.wallet_account_id)
+                .fetch_one(&mut *conn)
+                .await?;
+            Applied::Topped(credited(balance))
+        }
+        ("declined", _) => Applied::Declined("the card was declined"),
+        ("abandoned", _) => Applied::Declined("the card was not charged; this top-up was abandoned"),
+        _ => Applied::Topped(Topped::Waiting { topup_id: topup_id.to_string(), status }),
+    })
+}
+
+/// Credits a charged top-up to the wallet from the funding account, and tells the owner; answers
+/// the new balance.
+async fn credit(
+    conn: &mut Conn,
+    topup_id: &str,
+    user: &identity::User,
+    amount: i64,
+    reference: &str,
+    now: i64,
+) -> Result<i64, PaymentsError> {
+    let funding = funding_account(conn, now).await?;
+    let entry = NewEntry::transfer(EntryKind::Topup, topup_id, funding, AccountId(user.wallet_account_id), Yen(amount));
+    let posted = ledger::post(conn, &entry, now).await?;
+    sqlx::query("UPDATE topups SET status = 'succeeded', processor_ref = $1, settled_at = $2 WHERE id = $3")
+        .bind(reference)
+        .bind(now)
+        .bind(topup_id)
+        .execute(&mut *conn)
+        .await?;
+    let balance = posted.balance_of(AccountId(user.wallet_account_id)).unwrap_or_default().0;
+    let message = Message {
+        channel: Channel::Email,
+        to: user.email.clone(),
+        kind: "topup".into(),
+        subject: Some(format!("You topped up ¥{amount}")),
+        body: format!("¥{amount} was added to your Omamori wallet. Balance: ¥{balance}."),
+        code: None,
+    };
+    notify::enqueue(conn, &message, now).await?;
+    Ok(balance)
 }
 
 /// Settles top-ups that a crash left pending, by asking the processor how each charge ended.
-pub async fn sweep(state: &AppState) -> Result<usize, ApiError> {
+pub async fn sweep(state: &AppState) -> Result<usize, PaymentsError> {
     let Some(processor) = state.processor.clone() else { return Ok(0) };
     let now = state.clock.now_ms();
     let rows = sqlx::query(
@@ -388,10 +457,8 @@ pub async fn sweep(state: &AppState) -> Result<usize, ApiError> {
 }
 
 /// Charges a held top-up that an operator approved, and credits it.
-pub async fn charge_approved(state: &AppState, topup_id: &str) -> Result<(StatusCode, Value), ApiError> {
-    let processor = state.processor.clone().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no card processor is configured")
-    })?;
+pub async fn charge_approved(state: &AppState, topup_id: &str) -> Result<Topped, PaymentsError> {
+    let processor = state.processor.clone().ok_or(PaymentsError::Unavailable("no card processor is configured"))?;
     let row = sqlx::query("SELECT t.amount, c.processor_token FROM topups t JOIN cards c ON c.id = t.card_id WHERE t.id = $1 AND t.status = 'pending'")
         .bind(topup_id)
         .fetch_one(state.db.pool())
@@ -400,11 +467,7 @@ pub async fn charge_approved(state: &AppState, topup_id: &str) -> Result<(Status
     let outcome = match processor.charge(&token, amount, topup_id).await {
         Ok(reference) => ChargeStatus::Succeeded { reference },
         Err(ProcessorError::Unavailable) => {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the card processor is unavailable; the sweeper will settle it",
-            ));
+            return Err(PaymentsError::Unavailable("the card processor is unavailable; the sweeper will settle it"));
         }
         Err(_) => ChargeStatus::Declined,
     };

@@ -185,9 +185,7 @@ async fn audit_log(
         })
         .transpose()?;
     let items = crate::audit::list(&state.db, before, PAGE).await?;
-    let next = (items.len() as i64 == PAGE)
-        .then(|| items.last().and_then(|i| i["id"].as_i64()).map(|id| id.to_string()))
-        .flatten();
+    let next = (items.len() as i64 == PAGE).then(|| items.last().map(|i| i.id.to_string())).flatten();
     Ok(axum::Json(json!({"items": items, "next_cursor": next})).into_response())
 }
 
@@ -360,13 +358,18 @@ async fn decide_review(
         "reject" => false,
         _ => return Err(ApiError::invalid_body("decision must be approve or reject")),
     };
-    let (kind, subject) =
-        super::rules::decide(&state.db, &id, approve, &op.actor(), &crate::payments::ReviewHook, state.clock.now_ms())
-            .await?;
+    let (kind, subject) = super::rules::decide(
+        &state.db,
+        &id,
+        approve,
+        &op.actor(),
+        &crate::payments::reviews::ReviewHook,
+        state.clock.now_ms(),
+    )
+    .await?;
     let result = match (kind.as_str(), subject, approve) {
         ("topup", Some(topup), true) => {
-            let (_, v) = crate::payments::topups::charge_approved(&state, &topup).await?;
-            v
+            json!(crate::payments::topups::charge_approved(&state, &topup).await?)
         }
         _ => json!(null),
     };

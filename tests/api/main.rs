@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod architecture;
 mod attacks;
 mod bad_input;
 mod cli;

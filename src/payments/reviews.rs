@@ -1,0 +1,23 @@
+//! What an operator's review decision does to a held card or top-up (the hook risk calls).
+
+/// Applies an operator's review decision to a held card or top-up (see `risk::rules::decide`).
+pub struct ReviewHook;
+
+impl crate::risk::rules::ReviewSubjects for ReviewHook {
+    fn decided<'a>(
+        &'a self,
+        conn: &'a mut crate::store::Conn,
+        kind: &'a str,
+        subject: &'a str,
+        approve: bool,
+        now: i64,
+    ) -> crate::ports::BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            match kind {
+                "card" => super::cards::decide_held(conn, subject, approve).await,
+                "topup" => super::topups::decide_held(conn, subject, approve, now).await,
+                _ => Ok(()),
+            }
+        })
+    }
+}
