@@ -102,21 +102,8 @@ pub async fn begin(
     for _ in 0..3 {
         let now = clock.now_ms();
         let token = uuid::Uuid::new_v4().to_string();
-        let inserted = store::write_one(db, || {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (caller, idem_key, fingerprint, claim, state, lease_until, created_at) \
-                 VALUES ($1, $2, $3, $4, 'running', $5, $6) ON CONFLICT (caller, idem_key) DO NOTHING",
-            )
-            .bind(caller)
-            .bind(key)
-            .bind(fingerprint)
-            .bind(&token)
-            .bind(now + LEASE_MS)
-            .bind(now)
-        })
-        .await?;
         let claim = Claim { caller: caller.to_string(), key: key.to_string(), token };
-        if inserted == 1 {
+        if claim_new(db, &claim, fingerprint, now).await? {
             return Ok(Begin::Fresh(claim));
         }
         let Some(row) = sqlx::query(
@@ -142,25 +129,8 @@ pub async fn begin(
             .await?;
             continue;
         }
-        let stored_fingerprint: String = row.try_get("fingerprint")?;
-        // A tombstone (a POS reversal of a charge that never arrived) answers any body.
-        let tombstone = stored_fingerprint == TOMBSTONE;
-        if !tombstone && !crate::secret::constant_time_eq(stored_fingerprint.as_bytes(), fingerprint.as_bytes()) {
-            return Err(IdempotencyError::Conflict);
-        }
-        let state: String = row.try_get("state")?;
-        if state == "done" {
-            let status: i64 = row.try_get("status")?;
-            let stored = Stored {
-                status: u16::try_from(status).unwrap_or(500),
-                content_type: row.try_get("content_type")?,
-                body: row.try_get("body")?,
-            };
+        if let Some(stored) = answer_of(&row, fingerprint, now)? {
             return Ok(Begin::Replay(stored));
-        }
-        let lease_until: i64 = row.try_get("lease_until")?;
-        if lease_until > now {
-            return Err(IdempotencyError::InProgress);
         }
         // The claimant's lease ran out (it died): take the key over.
         let taken = store::write_one(db, || {
@@ -180,6 +150,50 @@ pub async fn begin(
         }
     }
     Err(IdempotencyError::InProgress)
+}
+
+/// Claims a key no request used yet; answers whether it was free.
+async fn claim_new(db: &Db, claim: &Claim, fingerprint: &str, now: i64) -> Result<bool, sqlx::Error> {
+    let inserted = store::write_one(db, || {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (caller, idem_key, fingerprint, claim, state, lease_until, created_at) \
+             VALUES ($1, $2, $3, $4, 'running', $5, $6) ON CONFLICT (caller, idem_key) DO NOTHING",
+        )
+        .bind(&claim.caller)
+        .bind(&claim.key)
+        .bind(fingerprint)
+        .bind(&claim.token)
+        .bind(now + LEASE_MS)
+        .bind(now)
+    })
+    .await?;
+    Ok(inserted == 1)
+}
+
+/// What a key held by another request answers a repeat: its stored answer when it is done;
+/// `409 idempotency_conflict` for another body, `409 idempotency_in_progress` while its lease
+/// runs; `None` when its claimant died (the lease ran out) and the key may be taken over.
+fn answer_of(row: &sqlx::any::AnyRow, fingerprint: &str, now: i64) -> Result<Option<Stored>, IdempotencyError> {
+    let stored_fingerprint: String = row.try_get("fingerprint")?;
+    // A tombstone (a POS reversal of a charge that never arrived) answers any body.
+    let tombstone = stored_fingerprint == TOMBSTONE;
+    if !tombstone && !crate::secret::constant_time_eq(stored_fingerprint.as_bytes(), fingerprint.as_bytes()) {
+        return Err(IdempotencyError::Conflict);
+    }
+    let state: String = row.try_get("state")?;
+    if state == "done" {
+        let status: i64 = row.try_get("status")?;
+        return Ok(Some(Stored {
+            status: u16::try_from(status).unwrap_or(500),
+            content_type: row.try_get("content_type")?,
+            body: row.try_get("body")?,
+        }));
+    }
+    let lease_until: i64 = row.try_get("lease_until")?;
+    if lease_until > now {
+        return Err(IdempotencyError::InProgress);
+    }
+    Ok(None)
 }
 
 /// Stores the final answer inside the work's transaction; fails if the claim was taken over.

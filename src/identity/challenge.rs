@@ -475,7 +475,12 @@ async fn complete_login(
     now: i64,
 ) -> Result<Completed<TwoStepSession>, IdentityError> {
     let user = super::user_by_id(conn, user_id).await?.ok_or(IdentityError::ChallengeNotFound)?;
-    let signals = rules::signals(conn, "login", user_id, device_id, 0, None, client.country.as_deref(), now).await?;
+    let signals = rules::signals(
+        conn,
+        &rules::Event { kind: "login", user_id, device_id, amount: 0, mcc: None, country: client.country.as_deref() },
+        now,
+    )
+    .await?;
     let (outcome, rule) = rules::evaluate(conn, "login", &signals).await?;
     if matches!(outcome, rules::Outcome::Hold | rules::Outcome::Decline) {
         crate::risk::alerts::record_risk_decline(conn, user_id, now).await?;

@@ -138,7 +138,12 @@ async fn second_step(
     let trusted = match device.recognised {
         Some(recognised) if recognised.trusted_for_login => {
             let country = client.country.as_deref();
-            let signals = rules::signals(conn, "login", &user.id, device.id, 0, None, country, now).await?;
+            let signals = rules::signals(
+                conn,
+                &rules::Event { kind: "login", user_id: &user.id, device_id: device.id, amount: 0, mcc: None, country },
+                now,
+            )
+            .await?;
             rules::evaluate(conn, "login", &signals).await?.0 == rules::Outcome::Allow
         }
         _ => false,

@@ -214,12 +214,14 @@ async fn keep_card(a: &Attempt<'_>, card: &NewCard<'_>) -> Result<Linked, Paymen
     claim_fingerprint(&mut tx, &user.id, card.fingerprint, now).await?;
     let signals = rules::signals(
         &mut tx,
-        "card_link",
-        &user.id,
-        a.who.session.device_id(),
-        0,
-        None,
-        a.who.client.country.as_deref(),
+        &rules::Event {
+            kind: "card_link",
+            user_id: &user.id,
+            device_id: a.who.session.device_id(),
+            amount: 0,
+            mcc: None,
+            country: a.who.client.country.as_deref(),
+        },
         now,
     )
     .await?;

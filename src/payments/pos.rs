@@ -168,16 +168,12 @@ pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<String, Pa
         "currency": "JPY", "order_ref": c.order_ref, "source": source,
     });
     crate::merchants::webhooks::emit(conn, &c.store.merchant_id, "payment.succeeded", &event, now).await?;
-    notify::enqueue(
+    email(
         conn,
-        &Message {
-            channel: Channel::Email,
-            to: user.email.clone(),
-            kind: "payment".into(),
-            subject: Some(format!("You paid {} at {}", c.amount, c.store.name)),
-            body: format!("You paid {} at {} ({}). Balance: {balance}.", c.amount, c.store.name, c.store.merchant_name),
-            code: None,
-        },
+        &user.email,
+        "payment",
+        format!("You paid {} at {}", c.amount, c.store.name),
+        format!("You paid {} at {} ({}). Balance: {balance}.", c.amount, c.store.name, c.store.merchant_name),
         now,
     )
     .await?;
@@ -378,7 +374,19 @@ pub async fn authorize(
     // The rules see the shopper's own country only when the shopper is at hand (a till's is not).
     let country = payer.fresh_step_up.and(payer.country);
     let mcc = Some(at.store.category.as_str());
-    let signals = rules::signals(conn, "payment", payer.user_id, payer.device_id, amount.0, mcc, country, now).await?;
+    let signals = rules::signals(
+        conn,
+        &rules::Event {
+            kind: "payment",
+            user_id: payer.user_id,
+            device_id: payer.device_id,
+            amount: amount.0,
+            mcc,
+            country,
+        },
+        now,
+    )
+    .await?;
     let rule = match rules::evaluate(conn, "payment", &signals).await? {
         (rules::Outcome::Allow, _) | (_, None) => return Ok(None),
         (rules::Outcome::StepUp, Some(_))
@@ -544,16 +552,12 @@ pub async fn refund(
         "refunded_total": refunded + amount.0,
     });
     crate::merchants::webhooks::emit(conn, merchant_id, "payment.refunded", &event, now).await?;
-    notify::enqueue(
+    email(
         conn,
-        &Message {
-            channel: Channel::Email,
-            to: user.email.clone(),
-            kind: "refund".into(),
-            subject: Some(format!("You were refunded {amount}")),
-            body: format!("{amount} was refunded to your Omamori wallet."),
-            code: None,
-        },
+        &user.email,
+        "refund",
+        format!("You were refunded {amount}"),
+        format!("{amount} was refunded to your Omamori wallet."),
         now,
     )
     .await?;
@@ -597,18 +601,34 @@ pub async fn reverse(conn: &mut Conn, payment_id: &str, now: i64) -> Result<(), 
     sqlx::query("UPDATE payments SET status = 'reversed' WHERE id = $1").bind(payment_id).execute(&mut *conn).await?;
     let event = json!({"payment_id": payment_id, "amount": paid, "returned": back, "currency": "JPY"});
     crate::merchants::webhooks::emit(conn, &merchant_id, "payment.reversed", &event, now).await?;
-    notify::enqueue(
+    email(
         conn,
-        &Message {
-            channel: Channel::Email,
-            to: user.email.clone(),
-            kind: "reversal".into(),
-            subject: Some(format!("A payment of ¥{paid} was cancelled")),
-            body: format!("A payment of ¥{paid} was cancelled by the store and ¥{back} returned to your wallet."),
-            code: None,
-        },
+        &user.email,
+        "reversal",
+        format!("A payment of ¥{paid} was cancelled"),
+        format!("A payment of ¥{paid} was cancelled by the store and ¥{back} returned to your wallet."),
         now,
     )
     .await?;
     Ok(())
+}
+
+/// Tells the shopper by e-mail, in the caller's transaction.
+async fn email(
+    conn: &mut Conn,
+    to: &str,
+    kind: &str,
+    subject: String,
+    body: String,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let message = Message {
+        channel: Channel::Email,
+        to: to.to_string(),
+        kind: kind.into(),
+        subject: Some(subject),
+        body,
+        code: None,
+    };
+    notify::enqueue(conn, &message, now).await.map(|_| ())
 }

@@ -214,7 +214,19 @@ async fn admit(
     check_rules(conn, user, amount.0, now).await?;
     // The risk rules: a hold keeps the top-up uncharged until an operator decides.
     let country = r.client.country.as_deref();
-    let signals = rules::signals(conn, "topup", &user.id, r.session.device_id(), amount.0, None, country, now).await?;
+    let signals = rules::signals(
+        conn,
+        &rules::Event {
+            kind: "topup",
+            user_id: &user.id,
+            device_id: r.session.device_id(),
+            amount: amount.0,
+            mcc: None,
+            country,
+        },
+        now,
+    )
+    .await?;
     match rules::evaluate(conn, "topup", &signals).await? {
         (rules::Outcome::Decline, _) => Err(rules::risk_declined(None).into()),
         (rules::Outcome::Hold | rules::Outcome::StepUp, rule) => Ok(Some(rule.unwrap_or_default())),

@@ -142,18 +142,24 @@ fn conditions_text(c: &Conditions) -> String {
     serde_json::to_string(c).expect("conditions serialise")
 }
 
-/// Gathers the signals of `event` for a user on a device.
-#[allow(clippy::too_many_arguments)]
-pub async fn signals(
-    conn: &mut Conn,
-    event: &str,
-    user_id: &str,
-    device_id: &str,
-    amount: i64,
-    mcc: Option<&str>,
-    country: Option<&str>,
-    now: i64,
-) -> Result<Signals, sqlx::Error> {
+/// What a rule is evaluated on: an event of a user on a device.
+#[derive(Clone, Copy)]
+pub struct Event<'a> {
+    /// `login`, `card_link`, `topup` or `payment`.
+    pub kind: &'a str,
+    pub user_id: &'a str,
+    pub device_id: &'a str,
+    /// Yen; 0 for an event without an amount.
+    pub amount: i64,
+    /// The merchant category of a payment.
+    pub mcc: Option<&'a str>,
+    /// The country the request comes from, when the shopper is at hand.
+    pub country: Option<&'a str>,
+}
+
+/// Gathers the signals of an event.
+pub async fn signals(conn: &mut Conn, e: &Event<'_>, now: i64) -> Result<Signals, sqlx::Error> {
+    let Event { kind: event, user_id, device_id, amount, mcc, country } = *e;
     let first_seen: Option<i64> =
         sqlx::query_scalar("SELECT MIN(created_at) FROM sessions WHERE user_id = $1 AND device_id = $2")
             .bind(user_id)
