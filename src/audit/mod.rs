@@ -54,8 +54,26 @@ pub async fn append(
     Ok(())
 }
 
+/// An entry as operators read it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Entry {
+    pub id: i64,
+    pub at: String,
+    /// `operator:<id>`, `user:<id>`, `system:<job>` or `processor`.
+    pub actor: String,
+    /// What was done, e.g. `switch.engage`.
+    pub action: String,
+    /// The id of what it was done to.
+    pub subject: String,
+    /// The action's details as recorded (usually an object).
+    pub detail: Value,
+    pub hash: String,
+    /// The previous entry's hash (all zeros for the first).
+    pub prev_hash: String,
+}
+
 /// Newest first, before entry id `before`.
-pub async fn list(db: &Db, before: Option<i64>, limit: i64) -> Result<Vec<Value>, sqlx::Error> {
+pub async fn list(db: &Db, before: Option<i64>, limit: i64) -> Result<Vec<Entry>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, at, actor, action, subject, detail, prev_hash, hash FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2",
     )
@@ -66,16 +84,16 @@ pub async fn list(db: &Db, before: Option<i64>, limit: i64) -> Result<Vec<Value>
     rows.iter()
         .map(|r| {
             let detail: String = r.try_get("detail")?;
-            Ok(json!({
-                "id": r.try_get::<i64, _>("id")?,
-                "at": clock::rfc3339_ms(r.try_get("at")?),
-                "actor": r.try_get::<String, _>("actor")?,
-                "action": r.try_get::<String, _>("action")?,
-                "subject": r.try_get::<String, _>("subject")?,
-                "detail": serde_json::from_str::<Value>(&detail).unwrap_or(Value::String(detail)),
-                "hash": r.try_get::<String, _>("hash")?,
-                "prev_hash": r.try_get::<String, _>("prev_hash")?,
-            }))
+            Ok(Entry {
+                id: r.try_get("id")?,
+                at: clock::rfc3339_ms(r.try_get("at")?),
+                actor: r.try_get("actor")?,
+                action: r.try_get("action")?,
+                subject: r.try_get("subject")?,
+                detail: serde_json::from_str::<Value>(&detail).unwrap_or(Value::String(detail)),
+                hash: r.try_get("hash")?,
+                prev_hash: r.try_get("prev_hash")?,
+            })
         })
         .collect()
 }

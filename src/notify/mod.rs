@@ -101,9 +101,32 @@ pub async fn messages_to(db: &Db, to: &str, limit: i64) -> Result<Vec<SandboxMes
         .collect()
 }
 
+/// A message as operators see it: where it stands, never what it says.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Delivery {
+    pub id: i64,
+    /// `sms`, `email` or `webhook`.
+    pub channel: String,
+    /// Masked for SMS and e-mail.
+    pub recipient: String,
+    pub kind: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    /// The channel that took it (or `sandbox`).
+    pub delivered_via: Option<String>,
+    /// The webhook event it carries, for merchant webhooks.
+    pub event_id: Option<String>,
+    pub created_at: String,
+    /// When the next attempt is due (pending messages only).
+    pub next_attempt_at: Option<String>,
+    pub delivered_at: Option<String>,
+}
+
 /// Messages for operators, newest first: where they stand, never what they say (a pending message
 /// may still carry a code). Phones and e-mail addresses are masked.
-pub async fn for_operators(db: &Db, status: &str, limit: i64) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+pub async fn for_operators(db: &Db, status: &str, limit: i64) -> Result<Vec<Delivery>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, channel, recipient, kind, status, attempts, last_error, delivered_via, event_id, created_at, \
          next_attempt_at, delivered_at FROM outbox WHERE status = $1 ORDER BY id DESC LIMIT $2",
@@ -122,20 +145,23 @@ pub async fn for_operators(db: &Db, status: &str, limit: i64) -> Result<Vec<serd
                 _ => recipient,
             };
             let status: String = r.try_get("status")?;
-            Ok(serde_json::json!({
-                "id": r.try_get::<i64, _>("id")?,
-                "channel": channel,
-                "recipient": recipient,
-                "kind": r.try_get::<String, _>("kind")?,
-                "status": status,
-                "attempts": r.try_get::<i64, _>("attempts")?,
-                "last_error": r.try_get::<Option<String>, _>("last_error")?,
-                "delivered_via": r.try_get::<Option<String>, _>("delivered_via")?,
-                "event_id": r.try_get::<Option<String>, _>("event_id")?,
-                "created_at": clock::rfc3339_ms(r.try_get("created_at")?),
-                "next_attempt_at": (status == "pending").then(|| r.try_get::<i64, _>("next_attempt_at").map(clock::rfc3339_ms)).transpose()?,
-                "delivered_at": r.try_get::<Option<i64>, _>("delivered_at")?.map(clock::rfc3339_ms),
-            }))
+            let next_attempt_at = (status == "pending")
+                .then(|| r.try_get::<i64, _>("next_attempt_at").map(clock::rfc3339_ms))
+                .transpose()?;
+            Ok(Delivery {
+                id: r.try_get("id")?,
+                channel,
+                recipient,
+                kind: r.try_get("kind")?,
+                status,
+                attempts: r.try_get("attempts")?,
+                last_error: r.try_get("last_error")?,
+                delivered_via: r.try_get("delivered_via")?,
+                event_id: r.try_get("event_id")?,
+                created_at: clock::rfc3339_ms(r.try_get("created_at")?),
+                next_attempt_at,
+                delivered_at: r.try_get::<Option<i64>, _>("delivered_at")?.map(clock::rfc3339_ms),
+            })
         })
         .collect()
 }

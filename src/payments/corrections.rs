@@ -8,7 +8,8 @@
 //! funding clearing (the money goes back to the card), the shortfall to `losses`.
 
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::json;
 use sqlx::Row;
 
 use super::topups::funding_account;
@@ -21,6 +22,80 @@ use crate::notify::{self, Channel, Message};
 use crate::store::{self, Conn, Db};
 
 const LOSSES_OWNER: &str = "omamori";
+
+/// What a reported chargeback did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Chargeback {
+    pub topup_id: String,
+    pub status: ChargebackStatus,
+    /// Yen taken back from the wallet (absent when the report is a repeat).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0)]
+    pub from_wallet: Option<i64>,
+    /// Yen the wallet could not cover, booked to losses (absent when the report is a repeat).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 0)]
+    pub to_losses: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ChargebackStatus {
+    ChargedBack,
+    /// A repeat of a report already applied: nothing more was done.
+    AlreadyChargedBack,
+}
+
+impl Chargeback {
+    /// The answer to a repeated report.
+    pub fn repeated(topup_id: &str) -> Chargeback {
+        Chargeback {
+            topup_id: topup_id.to_string(),
+            status: ChargebackStatus::AlreadyChargedBack,
+            from_wallet: None,
+            to_losses: None,
+        }
+    }
+}
+
+/// Where a correction stands.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrectionState {
+    Proposed,
+    Applied,
+}
+
+/// A correction as proposed, or applied with what it did.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Correction {
+    pub correction_id: String,
+    pub status: CorrectionState,
+    /// What the applied correction undid (absent while proposed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub result: Option<Reversed>,
+}
+
+/// What a correction undid: a payment, or a top-up with where its money came from.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+pub enum Reversed {
+    Payment {
+        payment_id: String,
+        #[schema(value_type = String, example = "reversed")]
+        status: &'static str,
+    },
+    Topup {
+        topup_id: String,
+        #[schema(value_type = String, example = "reversed")]
+        status: &'static str,
+        /// Yen taken back from the wallet.
+        from_wallet: i64,
+        /// Yen the wallet could not cover, booked to losses.
+        to_losses: i64,
+    },
+}
 
 async fn losses_account(conn: &mut Conn, now: i64) -> Result<AccountId, sqlx::Error> {
     if let Some(a) = ledger::account_by_owner(conn, AccountKind::Losses, LOSSES_OWNER).await? {
@@ -81,7 +156,7 @@ async fn claw_back(
 }
 
 /// A chargeback reported by the processor for a top-up: once per top-up (a repeat finds it done).
-pub async fn chargeback(db: &Db, topup_id: &str, now: i64) -> Result<Value, ApiError> {
+pub async fn chargeback(db: &Db, topup_id: &str, now: i64) -> Result<Chargeback, ApiError> {
     let (_user, from_wallet, shortfall) = store::retry(|| async {
         let mut tx = db.begin().await?;
         tx.lock("topup", topup_id).await?;
@@ -106,11 +181,23 @@ pub async fn chargeback(db: &Db, topup_id: &str, now: i64) -> Result<Value, ApiE
         Ok(result)
     })
     .await?;
-    Ok(json!({"topup_id": topup_id, "status": "charged_back", "from_wallet": from_wallet, "to_losses": shortfall}))
+    Ok(Chargeback {
+        topup_id: topup_id.to_string(),
+        status: ChargebackStatus::ChargedBack,
+        from_wallet: Some(from_wallet),
+        to_losses: Some(shortfall),
+    })
 }
 
 /// Proposes a correction (first operator).
-pub async fn propose(db: &Db, kind: &str, target: &str, reason: &str, by: &str, now: i64) -> Result<Value, ApiError> {
+pub async fn propose(
+    db: &Db,
+    kind: &str,
+    target: &str,
+    reason: &str,
+    by: &str,
+    now: i64,
+) -> Result<Correction, ApiError> {
     if !["payment", "topup"].contains(&kind) {
         return Err(ApiError::invalid_body("kind must be payment or topup"));
     }
@@ -153,11 +240,11 @@ pub async fn propose(db: &Db, kind: &str, target: &str, reason: &str, by: &str, 
         Ok(())
     })
     .await?;
-    Ok(json!({"correction_id": id, "status": "proposed"}))
+    Ok(Correction { correction_id: id, status: CorrectionState::Proposed, result: None })
 }
 
 /// Approves and applies a correction (a second, different operator).
-pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Value, ApiError> {
+pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Correction, ApiError> {
     store::retry(|| async {
         let mut tx = db.begin().await?;
         tx.lock("correction", id).await?;
@@ -179,20 +266,21 @@ pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Value, Api
             super::pos::lock_payment(&mut tx, &target).await?;
             let user_id: String = sqlx::query_scalar("SELECT user_id FROM payments WHERE id = $1").bind(&target).fetch_one(&mut *tx).await?;
             super::pos::reverse(&mut tx, &target, now).await?;
-            (user_id, json!({"payment_id": target, "status": "reversed"}))
+            (user_id, Reversed::Payment { payment_id: target.clone(), status: "reversed" })
         } else {
             tx.lock("topup", &target).await?;
             let (user_id, from_wallet, shortfall) = claw_back(&mut tx, &target, EntryKind::Adjustment, id, now).await?;
-            (user_id, json!({"topup_id": target, "status": "reversed", "from_wallet": from_wallet, "to_losses": shortfall}))
+            (user_id, Reversed::Topup { topup_id: target.clone(), status: "reversed", from_wallet, to_losses: shortfall })
         };
+        let stored = serde_json::to_value(&result).map_err(ApiError::internal)?;
         sqlx::query("UPDATE corrections SET state = 'applied', approved_by = $1, applied_at = $2, result = $3 WHERE id = $4")
             .bind(by)
             .bind(now)
-            .bind(result.to_string())
+            .bind(stored.to_string())
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        crate::audit::append(&mut tx, by, "correction.approve", id, &result, now).await?;
+        crate::audit::append(&mut tx, by, "correction.approve", id, &stored, now).await?;
         if let Some(user) = identity::user_by_id(&mut tx, &user_id).await? {
             notify::enqueue(
                 &mut tx,
@@ -209,7 +297,7 @@ pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Value, Api
             .await?;
         }
         tx.commit().await?;
-        Ok(json!({"correction_id": id, "status": "applied", "result": result}))
+        Ok(Correction { correction_id: id.to_string(), status: CorrectionState::Applied, result: Some(result) })
     })
     .await
 }
