@@ -37,9 +37,16 @@ pub fn path_id(p: Result<Path<String>, PathRejection>, what: &str) -> Result<Str
         .ok_or_else(|| ApiError::not_found(format!("there is no such {what}")))
 }
 
+// Display texts are as `merchants::text` takes them: something besides spaces, no control characters.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MerchantBody {
+    /// 1 to 100 characters (after trimming).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     /// ISO 18245 merchant category code, e.g. "5411" (grocery stores).
     #[schema(pattern = "^[0-9]{4}$", example = "5411")]
@@ -71,8 +78,26 @@ async fn create_merchant(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct StoreBody {
+    /// 1 to 100 characters (after trimming).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
+    /// 1 to 60 characters (after trimming).
+    #[schema(
+        min_length = 1,
+        max_length = 60,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     city: String,
+    /// 1 to 10 characters (after trimming).
+    #[schema(
+        min_length = 1,
+        max_length = 10,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     postal_code: Option<String>,
     /// Overrides the merchant's category (ISO 18245) for this store.
     #[schema(pattern = "^[0-9]{4}$", example = "5812")]
@@ -153,8 +178,14 @@ async fn revoke_terminal(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct WebhookBody {
-    /// Where events are posted: https (http is accepted outside production, for local receivers).
-    #[schema(max_length = 2048, example = "https://shop.example/omamori-events")]
+    /// Where events are posted: an absolute URL (as the WHATWG URL parser reads it) with a host and no
+    /// credentials, https (http is accepted outside production, for local receivers; production
+    /// also refuses loopback and private hosts).
+    #[schema(
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://",
+        example = "https://shop.example/omamori-events"
+    )]
     url: String,
 }
 

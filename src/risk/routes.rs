@@ -50,20 +50,46 @@ async fn list_switches(State(state): State<AppState>, _viewer: RequireRole<Viewe
     Ok(axum::Json(SwitchList { items: switches::list(&state.db).await? }).into_response())
 }
 
-fn scope_kind() -> utoipa::openapi::Object {
-    one_of_schema(switches::SCOPES, "What the switch covers.")
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
+/// What a switch covers: `global` (any `id` is ignored), a merchant, user or card by its id (it
+/// must exist), or a country by its ISO 3166 alpha-2 code.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ScopeBody {
-    #[schema(schema_with = scope_kind)]
     kind: String,
-    /// The merchant's, user's or card's id (it must exist), or an ISO 3166 alpha-2 country; ignored
-    /// for `global`.
-    #[schema(max_length = 64)]
     id: Option<String>,
 }
+
+/// The schema says per kind what `id` must be, as `switches::engage` checks it (ids are trimmed,
+/// countries upper-cased).
+impl utoipa::PartialSchema for ScopeBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        let variant = |kinds: &[&str], id: ObjectBuilder, id_required: bool| {
+            let mut v = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property("kind", one_of_schema(kinds, "The kind of scope."))
+                .property("id", id)
+                .required("kind")
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            if id_required {
+                v = v.required("id");
+            }
+            v
+        };
+        let any = ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]));
+        let id = ObjectBuilder::new().schema_type(Type::String).max_length(Some(64)).pattern(Some("\\S"));
+        let country = ObjectBuilder::new().schema_type(Type::String).pattern(Some("^\\s*[A-Za-z]{2}\\s*$"));
+        OneOfBuilder::new()
+            .item(variant(&["global"], any, false))
+            .item(variant(&["merchant", "user", "card"], id.description(Some("The id; it must exist.")), true))
+            .item(variant(&["country"], country.description(Some("ISO 3166 alpha-2, either case.")), true))
+            .description(Some("What the switch covers."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ScopeBody {}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -73,7 +99,7 @@ struct EngageBody {
     /// Everything (`global`) when left out.
     scope: Option<ScopeBody>,
     /// 1 to 500 characters (after trimming).
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     reason: String,
 }
 
@@ -103,7 +129,7 @@ async fn engage_switch(
 #[serde(deny_unknown_fields)]
 struct ReasonBody {
     /// 1 to 500 characters (after trimming).
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     reason: String,
 }
 
@@ -155,7 +181,8 @@ async fn freeze_user(
 // The handler takes `Result<Query<..>, _>`, which utoipa cannot see through: say where they are.
 #[into_params(parameter_in = Query)]
 struct AuditQuery {
-    /// The `next_cursor` of the previous page (opaque).
+    /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     cursor: Option<String>,
 }
 
@@ -277,7 +304,7 @@ struct CorrectionBody {
     /// The payment's or top-up's id.
     id: String,
     /// 1 to 500 characters (after trimming).
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     reason: String,
 }
 
