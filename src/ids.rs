@@ -54,6 +54,28 @@ impl SwitchName {
     }
 }
 
+/// The schema of a string from a fixed set, for a field whose Rust type is a plain string
+/// (`#[schema(schema_with = ..)]` takes a function of no arguments: wrap this in one).
+pub fn one_of_schema(values: &[&str], description: &str) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .enum_values(Some(values.iter().copied()))
+        .description(Some(description))
+        .build()
+}
+
+/// The same schema, for an optional field that also takes `null`.
+pub fn or_null(mut schema: utoipa::openapi::Object) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{SchemaType, Type};
+    if let SchemaType::Type(t) = schema.schema_type {
+        schema.schema_type = SchemaType::from_iter([t, Type::Null]);
+    }
+    if let Some(values) = &mut schema.enum_values {
+        values.push(serde_json::Value::Null);
+    }
+    schema
+}
+
 impl std::fmt::Display for SwitchName {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -54,18 +54,21 @@ pub async fn append(
     Ok(())
 }
 
-/// An audit entry as operators read it.
+/// An entry as operators read it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Entry {
     pub id: i64,
     pub at: String,
+    /// `operator:<id>`, `user:<id>`, `system:<job>` or `processor`.
     pub actor: String,
+    /// What was done, e.g. `switch.engage`.
     pub action: String,
+    /// The id of what it was done to.
     pub subject: String,
-    /// What the action concerned, as recorded (stored JSON).
-    #[schema(value_type = Object)]
+    /// The action's details as recorded (usually an object).
     pub detail: Value,
     pub hash: String,
+    /// The previous entry's hash (all zeros for the first).
     pub prev_hash: String,
 }
 

@@ -13,18 +13,253 @@ use crate::store::Retryable;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
-/// An RFC 9457 problem document, as every error is sent.
+/// An RFC 9457 problem document, as every error is sent (the schema; [`ApiError::body`] writes it).
+/// Members after `code` appear only with the codes their descriptions name.
 #[derive(utoipa::ToSchema, serde::Serialize)]
 #[allow(dead_code)]
 pub struct Problem {
+    /// `urn:omamori:problem:` and the `code`.
     #[schema(example = "urn:omamori:problem:insufficient_funds")]
     r#type: String,
+    /// The reason phrase of `status`.
+    #[schema(example = "Payment Required")]
     title: String,
+    #[schema(minimum = 400, maximum = 599, example = 402)]
     status: u16,
+    /// For a person; never a submitted secret or an internal cause.
+    #[schema(example = "the balance does not cover this amount")]
     detail: String,
-    /// A stable machine-readable code.
-    #[schema(example = "insufficient_funds")]
+    #[schema(schema_with = problem_code)]
     code: String,
+    /// With `too_many_attempts` (the `Retry-After` header says the same) and `cooling_off`: whole
+    /// seconds to wait.
+    #[schema(minimum = 1, nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after: Option<i64>,
+    /// With `code_invalid`: wrong codes left before the challenge or reset dies.
+    #[schema(minimum = 0, maximum = 4, nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    attempts_left: Option<i64>,
+    /// With `switch_engaged`: the switch that refused the request.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    switch: Option<crate::ids::SwitchName>,
+    /// With `switch_engaged`: the kind of that switch's scope.
+    #[schema(schema_with = switch_scope)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<String>,
+    /// With `risk_declined`, when a review case was opened.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    review_id: Option<String>,
+    /// With `step_up_required`: the challenge to verify before repeating the request.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    challenge_id: Option<String>,
+    /// With `step_up_required`: the methods that challenge accepts.
+    #[schema(schema_with = challenge_methods)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    methods: Option<Vec<String>>,
+    /// With `weak_password`: why the password was refused.
+    #[schema(schema_with = weak_password_reason)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    /// With `limit_exceeded` (a payment): which of the wallet's limits it is over.
+    #[schema(schema_with = wallet_limit)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    limit: Option<String>,
+}
+
+/// Every `code` the server sends: the stable vocabulary of API.md (a test in `tests/api/openapi.rs`
+/// keeps this list and the codes written under `src/` the same).
+pub const PROBLEM_CODES: &[&str] = &[
+    // Requests the server cannot read, or that match no route.
+    "bad_request",
+    "error",
+    "invalid_idempotency_key",
+    "idempotency_key_required",
+    "invalid_cursor",
+    "invalid_query",
+    "malformed_body",
+    "malformed_json",
+    "method_not_allowed",
+    "not_found",
+    "payload_too_large",
+    "request_timeout",
+    "unsupported_media_type",
+    // Who is calling.
+    "account_frozen",
+    "challenge_expired",
+    "code_expired",
+    "code_invalid",
+    "cooling_off",
+    "forbidden",
+    "invalid_credentials",
+    "invalid_method",
+    "invalid_signature",
+    "region_blocked",
+    "step_up_required",
+    "switch_engaged",
+    "too_many_attempts",
+    "totp_not_started",
+    "unauthenticated",
+    "weak_password",
+    // Fields.
+    "clock_limit",
+    "invalid_amount",
+    "invalid_body",
+    "invalid_card",
+    "invalid_category",
+    "invalid_email",
+    "invalid_phone",
+    "qr_bad_crc",
+    "qr_invalid_field",
+    "qr_malformed",
+    "qr_mismatch",
+    "qr_not_omamori",
+    "unknown_account",
+    "unknown_store",
+    // Business rules and declines.
+    "already_applied",
+    "already_charged_back",
+    "already_decided",
+    "already_released",
+    "card_already_linked",
+    "card_declined",
+    "card_limit_reached",
+    "card_not_allowed",
+    "card_not_found",
+    "idempotency_conflict",
+    "idempotency_in_progress",
+    "insufficient_funds",
+    "limit_exceeded",
+    "not_reversible",
+    "payment_reversed",
+    "refund_exceeds_payment",
+    "risk_declined",
+    "rule_exists",
+    "second_operator_required",
+    // The server.
+    "internal_error",
+    "unavailable",
+];
+
+fn problem_code() -> utoipa::openapi::Object {
+    let mut schema =
+        crate::ids::one_of_schema(PROBLEM_CODES, "A stable machine-readable code (API.md names what each means).");
+    schema.examples = vec![json!("insufficient_funds")];
+    schema
+}
+
+fn switch_scope() -> utoipa::openapi::Object {
+    crate::ids::one_of_schema(crate::risk::switches::SCOPES, "With `switch_engaged`: the kind of that switch's scope.")
+}
+
+fn challenge_methods() -> utoipa::openapi::Array {
+    let method = crate::ids::one_of_schema(&["sms", "totp", "recovery_code", "passkey"], "A second factor.");
+    utoipa::openapi::ArrayBuilder::new()
+        .items(method)
+        .description(Some("With `step_up_required`: the methods that challenge accepts."))
+        .build()
+}
+
+fn weak_password_reason() -> utoipa::openapi::Object {
+    crate::ids::one_of_schema(
+        &["too_short", "too_long", "common", "guessable", "personal"],
+        "With `weak_password`: why the password was refused.",
+    )
+}
+
+fn wallet_limit() -> utoipa::openapi::Object {
+    crate::ids::one_of_schema(
+        &["per_payment", "daily", "monthly"],
+        "With `limit_exceeded`: which of the wallet's limits it is over.",
+    )
+}
+
+/// Declares `utoipa::IntoResponses` types of problem answers, so that a route lists its standard
+/// errors by name: `responses((status = 200, body = X), AuthErrors, NotFound404)`. Each
+/// `status => "description"` becomes a `application/problem+json` response referencing
+/// [`Problem`]; a description names the codes that status carries.
+macro_rules! problem_responses {
+    ($($(#[$doc:meta])* $name:ident { $($status:literal => $description:literal),+ $(,)? })+) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<
+                String,
+                utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+            > {
+                [$(($status.to_string(), problem_response($status, $description).into())),+].into()
+            }
+        }
+    )+};
+}
+
+/// One problem response: the [`Problem`] schema, and the headers its status comes with.
+pub fn problem_response(status: u16, description: &str) -> utoipa::openapi::response::Response {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, ResponseBuilder, Type};
+    let content = ContentBuilder::new().schema(Some(Ref::from_schema_name("Problem"))).build();
+    let mut response = ResponseBuilder::new().description(description).content(PROBLEM_JSON, content);
+    let header = |kind: Type, text: &str| {
+        HeaderBuilder::new().schema(ObjectBuilder::new().schema_type(kind)).description(Some(text)).build()
+    };
+    match status {
+        401 => response = response.header("WWW-Authenticate", header(Type::String, "`Bearer`")),
+        429 => {
+            response =
+                response.header("Retry-After", header(Type::Integer, "Whole seconds to wait (as `retry_after`)."))
+        }
+        _ => {}
+    }
+    response.build()
+}
+
+problem_responses! {
+    /// `401` for a route that takes a session token or a terminal key.
+    Unauthenticated401 {
+        401 => "`unauthenticated`: no token, or one that is unknown, expired or revoked",
+    }
+    /// `403` for a valid token of the wrong kind or role.
+    Forbidden403 {
+        403 => "`forbidden`: a valid token of the wrong kind (a shopper's, an operator's, a terminal's) or role",
+    }
+    /// `401` and `403`: what every authenticated route answers first.
+    AuthErrors {
+        401 => "`unauthenticated`: no token, or one that is unknown, expired or revoked",
+        403 => "`forbidden`: a valid token of the wrong kind (a shopper's, an operator's, a terminal's) or role",
+    }
+    /// `404` for an id that names nothing (an id of the wrong shape included).
+    NotFound404 {
+        404 => "`not_found`: there is no such thing, or it is not yours",
+    }
+    /// `422` for a body of the wrong shape.
+    Invalid422 {
+        422 => "`invalid_body`: a field is missing, unknown, of the wrong type or out of range (`detail` names it, never its value)",
+    }
+    /// `429` with `Retry-After`.
+    TooMany429 {
+        429 => "`too_many_attempts`: wait `retry_after` seconds (also the `Retry-After` header)",
+    }
+    /// `503` when the database or a dependency does not answer.
+    Unavailable503 {
+        503 => "`unavailable`: the database or a dependency did not answer in time; try again",
+    }
+    /// What reading a JSON body (`http::extract::ApiJson`) can answer besides `422`.
+    JsonBodyErrors {
+        400 => "`malformed_json`: the body is not JSON; `malformed_body`: it could not be read",
+        413 => "`payload_too_large`: the body is over 64 KiB",
+        415 => "`unsupported_media_type`: a non-empty body not declared as `application/json` (or `+json`)",
+    }
+    /// What a route that moves money answers for its `Idempotency-Key` and its JSON body, besides `422`.
+    IdempotentBodyErrors {
+        400 => "`idempotency_key_required`: no `Idempotency-Key`; `invalid_idempotency_key`: not 1 to 255 printable ASCII characters; `malformed_json`: the body is not JSON; `malformed_body`: it could not be read",
+        409 => "`idempotency_conflict`: the key was used with another body; `idempotency_in_progress`: the first request with this key is still running",
+        413 => "`payload_too_large`: the body is over 64 KiB",
+        415 => "`unsupported_media_type`: a non-empty body not declared as `application/json` (or `+json`)",
+    }
 }
 
 #[derive(Debug)]

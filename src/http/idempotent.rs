@@ -43,6 +43,35 @@ impl IdempotencyKey {
     }
 }
 
+/// The header as a route declares it: `params(IdempotencyKey)`.
+impl utoipa::IntoParams for IdempotencyKey {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, Required, Type};
+        let schema = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_KEY_LEN))
+            .pattern(Some("^[ -~]+$"))
+            .examples([serde_json::json!("0c7e5c3a-6f1e-4f55-9d1b-2f3c8a9b7d10")]);
+        let parameter = ParameterBuilder::new()
+            .name("Idempotency-Key")
+            .parameter_in(ParameterIn::Header)
+            .required(Required::True)
+            .description(Some(
+                "A unique key per operation, 1 to 255 printable ASCII characters. The first final answer is \
+                 stored for this caller for at least 24 hours: a repeat with the same body gets it again, \
+                 another body `409 idempotency_conflict`, a repeat while the first runs `409 \
+                 idempotency_in_progress`.",
+            ))
+            .schema(Some(schema))
+            .build();
+        vec![parameter]
+    }
+}
+
 /// The fingerprint of a request: its route and its parsed JSON body.
 pub fn fingerprint(route: &str, body: &Value) -> String {
     idempotency::fingerprint(route, &body.to_string())

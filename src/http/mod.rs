@@ -32,6 +32,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::state::AppState;
+use error::Unavailable503;
 pub use error::{ApiError, Problem};
 
 /// The largest request body accepted (API.md).
@@ -47,11 +48,45 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
     info(
         title = "Omamori API",
         version = "1",
-        description = "Stored-value smartphone payments in yen. Errors are application/problem+json with a stable `code`."
+        description = "Stored-value smartphone payments in yen. Errors are application/problem+json with a stable `code` \
+            (the `Problem` schema). Every route may also answer `500 internal_error`, `503 unavailable` (a busy \
+            database, with `Retry-After`, or a request over 30 s), `408 request_timeout` (a body that took over 10 s) \
+            and `413 payload_too_large` (a body over 64 KiB). No text in a JSON body may contain NUL (`422 \
+            invalid_body`); an empty body counts as `{}`."
     ),
-    components(schemas(Problem))
+    components(schemas(Problem)),
+    modifiers(&SecuritySchemes)
 )]
 struct ApiDoc;
+
+/// The name of the cookie that will carry the session token in browsers (API.md, "Web pages").
+pub const SESSION_COOKIE: &str = "omamori_session";
+
+/// Declares how callers authenticate: `bearer` (a session token or a terminal key in
+/// `Authorization: Bearer`) and `session` (the browser cookie of API.md's "Web pages").
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        let bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "A shopper's or operator's session token (from a verified challenge), or a POS terminal's key \
+                 (`tk_...`). Which of them a route takes is part of the route: another kind gets `403 forbidden`.",
+            ))
+            .build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
+        let cookie = ApiKeyValue::with_description(
+            SESSION_COOKIE,
+            "The session token in an `HttpOnly`, `SameSite=Strict` cookie, for the web pages; a request that \
+             changes anything must carry a same-origin `Origin` (else `403 csrf_rejected`). Not implemented yet: \
+             no route sets or reads this cookie today; use `bearer`.",
+        );
+        components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(cookie)));
+    }
+}
 
 /// The API routes with their OpenAPI description.
 fn api(state: &AppState) -> OpenApiRouter<AppState> {
@@ -72,11 +107,42 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document for a server with this configuration.
 pub fn openapi(state: &AppState) -> utoipa::openapi::OpenApi {
-    api(state).into_openapi()
+    let mut doc = api(state).into_openapi();
+    optional_bodies(&mut doc);
+    doc
+}
+
+/// A route declares `request_body = Option<T>` when every field of `T` is optional: the body may
+/// then be left out (`ApiJson` reads an empty body as `{}`). utoipa writes that as "`T` or `null`",
+/// but a `null` body is refused: say "`T`, not required" instead.
+fn optional_bodies(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{Schema, SchemaType, Type};
+    use utoipa::openapi::{RefOr, Required};
+    let is_null =
+        |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.delete, &mut item.patch];
+        for body in operations.into_iter().flatten().filter_map(|op| op.request_body.as_mut()) {
+            let mut optional = false;
+            for content in body.content.values_mut() {
+                if let Some(RefOr::T(Schema::OneOf(one))) = &content.schema
+                    && one.items.len() == 2
+                    && one.items.iter().any(is_null)
+                {
+                    content.schema = one.items.iter().find(|s| !is_null(s)).cloned();
+                    optional = true;
+                }
+            }
+            if optional {
+                body.required = Some(Required::False);
+            }
+        }
+    }
 }
 
 pub fn router(state: AppState) -> Router {
-    let (router, doc) = api(&state).split_for_parts();
+    let (router, mut doc) = api(&state).split_for_parts();
+    optional_bodies(&mut doc);
     let doc = serde_json::to_string(&doc).expect("the OpenAPI document serialises");
     let router = router
         .route(
@@ -214,28 +280,46 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// What `/healthz` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    #[schema(value_type = String, example = "ok")]
+    status: &'static str,
+}
+
+/// What `/readyz` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct Ready {
+    #[schema(value_type = String, example = "ready")]
+    status: &'static str,
+    /// The database backend.
+    #[schema(value_type = String, example = "sqlite")]
+    database: &'static str,
+}
+
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is alive")))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is alive", body = Health)))]
 async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({"status": "ok"}))
+    axum::Json(Health { status: "ok" })
 }
 
 /// Readiness: the database answers.
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "Ready to serve"),
-    (status = 503, description = "The database is unreachable", body = Problem, content_type = "application/problem+json"),
+    (status = 200, description = "Ready to serve", body = Ready),
+    Unavailable503,
 ))]
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
     let ping = tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await;
     if matches!(ping, Ok(true)) {
-        Ok(axum::Json(serde_json::json!({"status": "ready", "database": state.db.backend().name()})))
+        Ok(axum::Json(Ready { status: "ready", database: state.db.backend().name() }))
     } else {
         Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the database is not reachable"))
     }
 }
 
 /// Prometheus metrics in the text exposition format.
-#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses(
+    (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], state.metrics.render())
 }

@@ -105,17 +105,21 @@ pub async fn messages_to(db: &Db, to: &str, limit: i64) -> Result<Vec<SandboxMes
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Delivery {
     pub id: i64,
+    /// `sms`, `email` or `webhook`.
     pub channel: String,
-    /// Masked for phones and e-mail addresses.
+    /// Masked for SMS and e-mail.
     pub recipient: String,
     pub kind: String,
     /// `pending`, `delivered` or `failed`.
     pub status: String,
     pub attempts: i64,
     pub last_error: Option<String>,
+    /// The channel that took it (or `sandbox`).
     pub delivered_via: Option<String>,
+    /// The webhook event it carries, for merchant webhooks.
     pub event_id: Option<String>,
     pub created_at: String,
+    /// When the next attempt is due (pending messages only).
     pub next_attempt_at: Option<String>,
     pub delivered_at: Option<String>,
 }

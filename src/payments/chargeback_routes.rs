@@ -11,11 +11,11 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::error::{ApiError, Problem};
+use super::corrections::Reversed as Chargeback;
+use crate::http::error::{ApiError, Invalid422, Problem};
 use crate::state::AppState;
 
 pub const SIGNATURE_HEADER: &str = "Processor-Signature";
@@ -29,6 +29,7 @@ struct ChargebackReport {
     /// The processor's id of this report (logged; repeats are harmless).
     event_id: String,
     /// The processor's reference of the disputed charge (a top-up's `processor_ref`).
+    #[schema(min_length = 1, max_length = 128)]
     charge_ref: String,
     #[allow(dead_code)]
     reason: Option<String>,
@@ -36,10 +37,16 @@ struct ChargebackReport {
 
 /// A chargeback reported by the card processor (signed; see the module notes).
 #[utoipa::path(post, path = "/v1/processor/chargebacks", tag = "processor", request_body = ChargebackReport,
+    params(("Processor-Signature" = String, Header,
+        description = "`t=<unix seconds>,v1=<hex HMAC-SHA256 of \"<t>.<body>\">`, keyed with the processor webhook secret; at most five minutes old")),
     responses(
-    (status = 200, description = "{topup_id, status: charged_back | already_charged_back, from_wallet, to_losses}"),
-    (status = 401, description = "invalid_signature", body = Problem, content_type = "application/problem+json"),
-    (status = 404, body = Problem, content_type = "application/problem+json")))]
+    (status = 200, body = Chargeback, description = "Charged back, or (a repeated report) `already_charged_back`"),
+    (status = 400, description = "`malformed_json`: the signed body is not JSON", body = Problem, content_type = "application/problem+json"),
+    (status = 401, description = "`invalid_signature`: the signature is missing, wrong or stale", body = Problem, content_type = "application/problem+json"),
+    (status = 404, description = "`not_found`: no top-up has this `charge_ref`, or no processor webhook is configured", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`not_reversible`: the top-up did not succeed", body = Problem, content_type = "application/problem+json"),
+    (status = 413, description = "`payload_too_large`: the body is over 64 KiB", body = Problem, content_type = "application/problem+json"),
+    Invalid422))]
 async fn processor_chargeback(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -75,7 +82,14 @@ async fn processor_chargeback(
     match super::corrections::chargeback(&state.db, &topup, state.clock.now_ms()).await {
         Ok(v) => Ok(axum::Json(v).into_response()),
         Err(crate::payments::PaymentsError::AlreadyChargedBack) => {
-            Ok(axum::Json(json!({"topup_id": topup, "status": "already_charged_back"})).into_response())
+            let repeated = Chargeback {
+                payment_id: None,
+                topup_id: Some(topup),
+                status: "already_charged_back".into(),
+                from_wallet: None,
+                to_losses: None,
+            };
+            Ok(axum::Json(repeated).into_response())
         }
         Err(e) => Err(e.into()),
     }

@@ -4,17 +4,20 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::switches;
+use super::rules::{Conditions, Review, Rule};
+use super::switches::{self, Active, Engaged};
+use crate::audit::Entry;
 use crate::http::auth::{Admin, OperatorRole, RequireRole, Viewer};
-use crate::http::error::ApiError;
-use crate::http::error::Problem;
+use crate::http::error::{ApiError, AuthErrors, Invalid422, JsonBodyErrors, NotFound404, Problem};
 use crate::http::extract::ApiJson;
+use crate::ids::{SwitchName, one_of_schema};
 use crate::merchants::routes::path_id;
+use crate::notify::Delivery;
+use crate::payments::corrections::Correction;
 use crate::state::AppState;
 
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -33,34 +36,78 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(decide_review))
 }
 
-/// The switches and freezes in force.
-#[utoipa::path(get, path = "/v1/admin/switches", tag = "operator",
-    responses((status = 200, description = "{items:[{id, name, scope, engaged, reason, engaged_at, engaged_by}]}")))]
-async fn list_switches(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
-    Ok(axum::Json(json!({"items": switches::list(&state.db).await?})).into_response())
+/// The switches and freezes in force, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SwitchList {
+    items: Vec<Active>,
 }
 
-#[derive(Deserialize, utoipa::ToSchema)]
+/// The switches and freezes in force.
+#[utoipa::path(get, path = "/v1/admin/switches", tag = "operator", security(("bearer" = [])),
+    responses((status = 200, body = SwitchList, description = "At most 500, newest first"), AuthErrors))]
+async fn list_switches(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
+    Ok(axum::Json(SwitchList { items: switches::list(&state.db).await? }).into_response())
+}
+
+/// What a switch covers: `global` (any `id` is ignored), a merchant, user or card by its id (it
+/// must exist), or a country by its ISO 3166 alpha-2 code.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Scope {
-    /// `global`, `merchant`, `user`, `card` or `country`
+struct ScopeBody {
     kind: String,
     id: Option<String>,
 }
 
+/// The schema says per kind what `id` must be, as `switches::engage` checks it (ids are trimmed,
+/// countries upper-cased).
+impl utoipa::PartialSchema for ScopeBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        let variant = |kinds: &[&str], id: ObjectBuilder, id_required: bool| {
+            let mut v = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property("kind", one_of_schema(kinds, "The kind of scope."))
+                .property("id", id)
+                .required("kind")
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            if id_required {
+                v = v.required("id");
+            }
+            v
+        };
+        let any = ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::SchemaType::from_iter([Type::String, Type::Null]));
+        let id = ObjectBuilder::new().schema_type(Type::String).max_length(Some(64)).pattern(Some("\\S"));
+        let country = ObjectBuilder::new().schema_type(Type::String).pattern(Some("^\\s*[A-Za-z]{2}\\s*$"));
+        OneOfBuilder::new()
+            .item(variant(&["global"], any, false))
+            .item(variant(&["merchant", "user", "card"], id.description(Some("The id; it must exist.")), true))
+            .item(variant(&["country"], country.description(Some("ISO 3166 alpha-2, either case.")), true))
+            .description(Some("What the switch covers."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ScopeBody {}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct EngageBody {
-    /// `signups`, `logins`, `card_linking`, `topups`, `payments` or `refunds`
+    #[schema(value_type = SwitchName)]
     name: String,
-    scope: Option<Scope>,
+    /// Everything (`global`) when left out.
+    scope: Option<ScopeBody>,
+    /// 1 to 500 characters (after trimming).
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     reason: String,
 }
 
 /// Engages a switch at once (operator role).
-#[utoipa::path(post, path = "/v1/admin/switches", tag = "operator", request_body = EngageBody, responses(
-    (status = 201, description = "{id, name, scope, engaged: true}"),
-    (status = 422, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/admin/switches", tag = "operator", request_body = EngageBody,
+    security(("bearer" = [])), responses(
+    (status = 201, body = Engaged, description = "Engaged"),
+    AuthErrors, JsonBodyErrors, Invalid422,
+    (status = 404, description = "`not_found`: the scope's merchant, user or card does not exist", body = Problem, content_type = "application/problem+json")))]
 async fn engage_switch(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
@@ -80,14 +127,26 @@ async fn engage_switch(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReasonBody {
+    /// 1 to 500 characters (after trimming).
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     reason: String,
+}
+
+/// Where a release stands.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Release {
+    /// The switch's id.
+    id: String,
+    /// `false`: asked for, waiting for a second operator; `true`: the release took effect.
+    released: bool,
 }
 
 /// Asks for, or (from a second operator) confirms, a switch's release.
 #[utoipa::path(post, path = "/v1/admin/switches/{switch_id}/release", tag = "operator", request_body = ReasonBody,
-    params(("switch_id" = String, Path)), responses(
-    (status = 202, description = "{released: false} when a second operator must confirm; {released: true} when it took effect"),
-    (status = 409, description = "second_operator_required", body = Problem, content_type = "application/problem+json")))]
+    params(("switch_id" = String, Path)), security(("bearer" = [])), responses(
+    (status = 202, body = Release, description = "Asked for, or (second operator) released"),
+    AuthErrors, JsonBodyErrors, Invalid422, NotFound404,
+    (status = 409, description = "`second_operator_required`: the operator who asked cannot confirm; `already_released`", body = Problem, content_type = "application/problem+json")))]
 async fn release_switch(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
@@ -97,14 +156,14 @@ async fn release_switch(
     let id = path_id(id, "switch")?;
     let by = op.actor();
     let released = switches::release(&state.db, &id, &by, &body.value.reason, state.clock.now_ms()).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"id": id, "released": released}))).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(Release { id, released })).into_response())
 }
 
 /// Freezes a user: every money action refused, every session revoked.
 #[utoipa::path(post, path = "/v1/admin/users/{user_id}/freeze", tag = "operator", request_body = ReasonBody,
-    params(("user_id" = String, Path)), responses(
-    (status = 204, description = "frozen"),
-    (status = 404, body = Problem, content_type = "application/problem+json")))]
+    params(("user_id" = String, Path)), security(("bearer" = [])), responses(
+    (status = 204, description = "Frozen"),
+    AuthErrors, JsonBodyErrors, Invalid422, NotFound404))]
 async fn freeze_user(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
@@ -118,36 +177,68 @@ async fn freeze_user(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+// The handler takes `Result<Query<..>, _>`, which utoipa cannot see through: say where they are.
+#[into_params(parameter_in = Query)]
 struct AuditQuery {
     /// The `next_cursor` of the previous page.
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     cursor: Option<String>,
+}
+
+/// The audit chain's head; every member is null for an empty log.
+#[derive(Serialize, utoipa::ToSchema)]
+struct AuditHead {
+    id: Option<i64>,
+    hash: Option<String>,
+    at: Option<String>,
+    /// `id:hash`, to keep outside Omamori.
+    anchor: Option<String>,
 }
 
 /// The audit chain's head: keep `anchor` outside Omamori, and `omamori admin audit verify --anchor`
 /// later proves that no entry up to it was removed or rewritten.
-#[utoipa::path(get, path = "/v1/admin/audit/head", tag = "operator",
-    responses((status = 200, description = "{id, hash, at, anchor} (all null for an empty log)")))]
+#[utoipa::path(get, path = "/v1/admin/audit/head", tag = "operator", security(("bearer" = [])),
+    responses((status = 200, body = AuditHead, description = "The newest entry (all null for an empty log)"), AuthErrors))]
 async fn audit_head(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
-    let body = match crate::audit::head(&state.db).await? {
-        Some((id, hash, at)) => {
-            json!({"id": id, "hash": hash, "at": crate::store::clock::rfc3339_ms(at), "anchor": format!("{id}:{hash}")})
-        }
-        None => json!({"id": null, "hash": null, "at": null, "anchor": null}),
+    let head = match crate::audit::head(&state.db).await? {
+        Some((id, hash, at)) => AuditHead {
+            id: Some(id),
+            anchor: Some(format!("{id}:{hash}")),
+            hash: Some(hash),
+            at: Some(crate::store::clock::rfc3339_ms(at)),
+        },
+        None => AuditHead { id: None, hash: None, at: None, anchor: None },
     };
-    Ok(axum::Json(body).into_response())
+    Ok(axum::Json(head).into_response())
+}
+
+const NOTIFICATION_STATUSES: &[&str] = &["failed", "pending", "delivered"];
+
+fn notification_status() -> utoipa::openapi::Object {
+    one_of_schema(NOTIFICATION_STATUSES, "Which messages to list (default `failed`).")
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+// The handler takes `Result<Query<..>, _>`, which utoipa cannot see through: say where they are.
+#[into_params(parameter_in = Query)]
 struct NotificationQuery {
-    /// `failed` (default), `pending` or `delivered`.
+    #[param(schema_with = notification_status)]
     status: Option<String>,
+}
+
+/// The newest 200 messages of one status.
+#[derive(Serialize, utoipa::ToSchema)]
+struct DeliveryList {
+    items: Vec<Delivery>,
 }
 
 /// Where notifications stand (the newest 200 of a status), so that operators see deliveries that
 /// keep failing: channel, masked recipient, kind, attempts and the last error, never the text.
 #[utoipa::path(get, path = "/v1/admin/notifications", tag = "operator", params(NotificationQuery),
-    responses((status = 200, description = "{items:[{id, channel, recipient, kind, status, attempts, last_error, delivered_via, event_id, created_at, next_attempt_at, delivered_at}]}"),
-    (status = 400, description = "invalid_query", body = Problem, content_type = "application/problem+json")))]
+    security(("bearer" = [])), responses(
+    (status = 200, body = DeliveryList, description = "Newest first"),
+    AuthErrors,
+    (status = 400, description = "`invalid_query`: `status` is not one of the three", body = Problem, content_type = "application/problem+json")))]
 async fn list_notifications(
     State(state): State<AppState>,
     _viewer: RequireRole<Viewer>,
@@ -157,16 +248,27 @@ async fn list_notifications(
         || ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "status must be failed, pending or delivered");
     let axum::extract::Query(q) = q.map_err(|_| invalid())?;
     let status = q.status.unwrap_or_else(|| "failed".into());
-    if !["failed", "pending", "delivered"].contains(&status.as_str()) {
+    if !NOTIFICATION_STATUSES.contains(&status.as_str()) {
         return Err(invalid());
     }
     let items = crate::notify::for_operators(&state.db, &status, 200).await?;
-    Ok(axum::Json(json!({"items": items})).into_response())
+    Ok(axum::Json(DeliveryList { items }).into_response())
+}
+
+/// A page of the audit log, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct AuditPage {
+    items: Vec<Entry>,
+    /// Give it as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
 }
 
 /// The audit log, newest first, each entry with its hash and the previous entry's.
-#[utoipa::path(get, path = "/v1/admin/audit", tag = "operator", params(AuditQuery),
-    responses((status = 200, description = "{items:[{id, at, actor, action, subject, detail, hash, prev_hash}], next_cursor}")))]
+#[utoipa::path(get, path = "/v1/admin/audit", tag = "operator", params(AuditQuery), security(("bearer" = [])),
+    responses(
+    (status = 200, body = AuditPage, description = "At most 100 entries"),
+    AuthErrors,
+    (status = 400, description = "`invalid_cursor`: not a cursor this route gave; `invalid_query`", body = Problem, content_type = "application/problem+json")))]
 async fn audit_log(
     State(state): State<AppState>,
     _viewer: RequireRole<Viewer>,
@@ -185,25 +287,32 @@ async fn audit_log(
         })
         .transpose()?;
     let items = crate::audit::list(&state.db, before, PAGE).await?;
-    let next = (items.len() as i64 == PAGE).then(|| items.last().map(|i| i.id.to_string())).flatten();
-    Ok(axum::Json(json!({"items": items, "next_cursor": next})).into_response())
+    let next_cursor = (items.len() as i64 == PAGE).then(|| items.last().map(|i| i.id.to_string())).flatten();
+    Ok(axum::Json(AuditPage { items, next_cursor }).into_response())
+}
+
+fn correction_kind() -> utoipa::openapi::Object {
+    one_of_schema(&["payment", "topup"], "What to undo.")
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CorrectionBody {
-    /// `payment` or `topup`
+    #[schema(schema_with = correction_kind)]
     kind: String,
     /// The payment's or top-up's id.
     id: String,
+    /// 1 to 500 characters (after trimming).
+    #[schema(min_length = 1, max_length = 500, pattern = "\\S")]
     reason: String,
 }
 
 /// Proposes undoing a fraudulent payment or top-up; a second operator must approve.
-#[utoipa::path(post, path = "/v1/admin/corrections", tag = "operator", request_body = CorrectionBody, responses(
-    (status = 202, description = "{correction_id, status: proposed}"),
-    (status = 404, body = Problem, content_type = "application/problem+json"),
-    (status = 409, description = "not_reversible", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/admin/corrections", tag = "operator", request_body = CorrectionBody,
+    security(("bearer" = [])), responses(
+    (status = 202, body = Correction, description = "Proposed (`status: proposed`)"),
+    AuthErrors, JsonBodyErrors, Invalid422, NotFound404,
+    (status = 409, description = "`not_reversible`: the payment or top-up did not succeed, or was undone already", body = Problem, content_type = "application/problem+json")))]
 async fn propose_correction(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
@@ -224,9 +333,10 @@ async fn propose_correction(
 
 /// Approves and applies a proposed correction (a second, different operator).
 #[utoipa::path(post, path = "/v1/admin/corrections/{correction_id}/approve", tag = "operator",
-    params(("correction_id" = String, Path)), responses(
-    (status = 200, description = "{correction_id, status: applied, result}"),
-    (status = 409, description = "second_operator_required, already_applied", body = Problem, content_type = "application/problem+json")))]
+    params(("correction_id" = String, Path)), security(("bearer" = [])), responses(
+    (status = 200, body = Correction, description = "Applied (`status: applied`, with `result`)"),
+    AuthErrors, NotFound404,
+    (status = 409, description = "`second_operator_required`: the proposer cannot approve; `already_applied`; `not_reversible`: the top-up is no longer succeeded", body = Problem, content_type = "application/problem+json")))]
 async fn approve_correction(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
@@ -237,18 +347,27 @@ async fn approve_correction(
     Ok(axum::Json(v).into_response())
 }
 
-/// The risk rules, by event and priority.
-#[utoipa::path(get, path = "/v1/admin/rules", tag = "operator", responses((status = 200, description = "{items}")))]
-async fn list_rules(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
-    Ok(axum::Json(json!({"items": super::rules::list(&state.db).await?})).into_response())
+/// Every rule, by event and priority (the order they are evaluated in).
+#[derive(Serialize, utoipa::ToSchema)]
+struct RuleList {
+    items: Vec<Rule>,
 }
 
+/// The risk rules, by event and priority.
+#[utoipa::path(get, path = "/v1/admin/rules", tag = "operator", security(("bearer" = [])),
+    responses((status = 200, body = RuleList, description = "Every rule"), AuthErrors))]
+async fn list_rules(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
+    Ok(axum::Json(RuleList { items: super::rules::list(&state.db).await? }).into_response())
+}
+
+/// A change to a rule: the fields given replace the rule's, the others stay.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RuleBody {
-    #[schema(value_type = Object)]
+    /// Replaces every condition of the rule.
+    #[schema(value_type = Option<Conditions>)]
     conditions: Option<serde_json::Value>,
-    /// allow, step_up, hold or decline
+    #[schema(schema_with = outcome_or_null)]
     outcome: Option<String>,
     enabled: Option<bool>,
 }
@@ -257,30 +376,36 @@ struct RuleBody {
 #[serde(deny_unknown_fields)]
 struct NewRuleBody {
     /// Letters, digits, '-' and '_'.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
     id: String,
-    /// login, card_link, topup or payment
+    #[schema(schema_with = super::rules::rule_event)]
     event: String,
     /// Lower is evaluated first; the first matching rule decides.
+    #[schema(minimum = 0, maximum = 1_000_000)]
     priority: i64,
-    /// Signals that must all hold: amount_at_least, new_device, topup_within_minutes,
-    /// credential_change_within_hours, mcc_in, country_not_in, per_hour_at_least, impossible_travel.
-    #[schema(value_type = Object)]
+    /// Signals that must all hold (no signal: the rule always matches).
+    #[schema(value_type = Conditions)]
     conditions: serde_json::Value,
-    /// allow, step_up, hold or decline
+    #[schema(schema_with = super::rules::rule_outcome)]
     outcome: String,
 }
 
+fn outcome_or_null() -> utoipa::openapi::Object {
+    crate::ids::or_null(super::rules::rule_outcome())
+}
+
 /// Rule conditions from a request body: only the known signals, with their types.
-fn parse_conditions(value: serde_json::Value) -> Result<super::rules::Conditions, ApiError> {
+fn parse_conditions(value: serde_json::Value) -> Result<Conditions, ApiError> {
     serde_json::from_value(value)
         .map_err(|_| ApiError::invalid_body("conditions name unknown signals or have wrong types"))
 }
 
 /// Adds a risk rule (admin role; audited; applies to the next request, without a restart).
 #[utoipa::path(post, path = "/v1/admin/rules", tag = "operator", request_body = NewRuleBody,
-    responses((status = 201, description = "the rules"),
-    (status = 409, description = "rule_exists", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "invalid_body", body = Problem, content_type = "application/problem+json")))]
+    security(("bearer" = [])), responses(
+    (status = 201, body = RuleList, description = "Added; every rule"),
+    AuthErrors, JsonBodyErrors, Invalid422,
+    (status = 409, description = "`rule_exists`: a rule has this id", body = Problem, content_type = "application/problem+json")))]
 async fn create_rule(
     State(state): State<AppState>,
     op: RequireRole<Admin>,
@@ -297,12 +422,15 @@ async fn create_rule(
     };
     super::rules::create(&state.db, rule, &op.actor(), state.clock.now_ms()).await?;
     let items = super::rules::list(&state.db).await?;
-    Ok((axum::http::StatusCode::CREATED, axum::Json(json!({"items": items}))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(RuleList { items })).into_response())
 }
 
-/// Changes a risk rule (admin role; audited; applies to the next request, without a restart).
-#[utoipa::path(put, path = "/v1/admin/rules/{rule_id}", tag = "operator", request_body = RuleBody,
-    params(("rule_id" = String, Path)), responses((status = 200, description = "the rules"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+/// Changes a risk rule (admin role; audited; applies to the next request, without a restart). Any
+/// of the fields may be left out (an empty body only touches `updated_at`).
+#[utoipa::path(put, path = "/v1/admin/rules/{rule_id}", tag = "operator", request_body = Option<RuleBody>,
+    params(("rule_id" = String, Path)), security(("bearer" = [])), responses(
+    (status = 200, body = RuleList, description = "Changed; every rule"),
+    AuthErrors, JsonBodyErrors, Invalid422, NotFound404))]
 async fn update_rule(
     State(state): State<AppState>,
     op: RequireRole<Admin>,
@@ -326,26 +454,51 @@ async fn update_rule(
         state.clock.now_ms(),
     )
     .await?;
-    Ok(axum::Json(json!({"items": super::rules::list(&state.db).await?})).into_response())
+    Ok(axum::Json(RuleList { items: super::rules::list(&state.db).await? }).into_response())
+}
+
+/// The newest 200 review cases.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ReviewList {
+    items: Vec<Review>,
 }
 
 /// Review cases opened by risk holds, newest first.
-#[utoipa::path(get, path = "/v1/admin/reviews", tag = "operator", responses((status = 200, description = "{items}")))]
+#[utoipa::path(get, path = "/v1/admin/reviews", tag = "operator", security(("bearer" = [])),
+    responses((status = 200, body = ReviewList, description = "At most 200, newest first"), AuthErrors))]
 async fn list_reviews(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
-    Ok(axum::Json(json!({"items": super::rules::reviews(&state.db).await?})).into_response())
+    Ok(axum::Json(ReviewList { items: super::rules::reviews(&state.db).await? }).into_response())
+}
+
+fn decision() -> utoipa::openapi::Object {
+    one_of_schema(&["approve", "reject"], "The decision.")
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DecideBody {
-    /// approve or reject
+    #[schema(schema_with = decision)]
     decision: String,
+}
+
+/// A decided review case.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Decided {
+    review_id: String,
+    #[schema(schema_with = decision)]
+    decision: String,
+    /// The charged top-up when a held top-up was approved; null otherwise.
+    result: Option<crate::payments::topups::Topped>,
 }
 
 /// Decides a review case: an approved held top-up is charged and credited; a rejected one is declined.
 #[utoipa::path(post, path = "/v1/admin/reviews/{review_id}/decide", tag = "operator", request_body = DecideBody,
-    params(("review_id" = String, Path)), responses((status = 200, description = "{review_id, decision, result}"),
-    (status = 409, description = "already_decided", body = Problem, content_type = "application/problem+json")))]
+    params(("review_id" = String, Path)), security(("bearer" = [])), responses(
+    (status = 200, body = Decided, description = "Decided"),
+    AuthErrors, JsonBodyErrors, Invalid422, NotFound404,
+    (status = 402, description = "`card_declined`: the approved top-up's card was declined (the case stays decided)", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`already_decided`", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`unavailable`: the card processor did not answer; the sweeper settles the approved top-up later", body = Problem, content_type = "application/problem+json")))]
 async fn decide_review(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
@@ -368,10 +521,8 @@ async fn decide_review(
     )
     .await?;
     let result = match (kind.as_str(), subject, approve) {
-        ("topup", Some(topup), true) => {
-            json!(crate::payments::topups::charge_approved(&state, &topup).await?)
-        }
-        _ => json!(null),
+        ("topup", Some(topup), true) => Some(crate::payments::topups::charge_approved(&state, &topup).await?),
+        _ => None,
     };
-    Ok(axum::Json(json!({"review_id": id, "decision": body.value.decision, "result": result})).into_response())
+    Ok(axum::Json(Decided { review_id: id, decision: body.value.decision, result }).into_response())
 }

@@ -49,6 +49,9 @@ pub enum Outcome {
     Decline,
 }
 
+/// The outcomes a rule may name, as the API spells them.
+pub const OUTCOMES: &[&str] = &["allow", "step_up", "hold", "decline"];
+
 impl Outcome {
     fn parse(s: &str) -> Option<Outcome> {
         match s {
@@ -333,13 +336,13 @@ pub async fn decide(
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Review {
     pub id: String,
-    /// `payment`, `topup` or `card`.
+    #[schema(schema_with = review_kind)]
     pub kind: String,
     pub subject_id: Option<String>,
     pub user_id: String,
     pub rule_id: String,
     pub detail: ReviewDetail,
-    /// `open`, `approved` or `rejected`.
+    #[schema(schema_with = review_state)]
     pub state: String,
     pub created_at: String,
 }
@@ -385,14 +388,33 @@ pub async fn reviews(db: &Db) -> Result<Vec<Review>, sqlx::Error> {
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Rule {
     pub id: String,
-    /// `login`, `card_link`, `topup` or `payment`.
+    #[schema(schema_with = rule_event)]
     pub event: String,
+    /// Lower is evaluated first; the first enabled matching rule decides.
     pub priority: i64,
     pub conditions: Conditions,
-    /// `allow`, `step_up`, `hold` or `decline`.
+    #[schema(schema_with = rule_outcome)]
     pub outcome: String,
     pub enabled: bool,
     pub updated_at: String,
+}
+
+/// The schema of a rule's event.
+pub fn rule_event() -> utoipa::openapi::Object {
+    crate::ids::one_of_schema(EVENTS, "The event the rule is evaluated on.")
+}
+
+/// The schema of a rule's outcome.
+pub fn rule_outcome() -> utoipa::openapi::Object {
+    crate::ids::one_of_schema(OUTCOMES, "What a match decides.")
+}
+
+fn review_kind() -> utoipa::openapi::Object {
+    crate::ids::one_of_schema(&["payment", "topup", "card"], "What was held.")
+}
+
+fn review_state() -> utoipa::openapi::Object {
+    crate::ids::one_of_schema(&["open", "approved", "rejected"], "Where the case stands.")
 }
 
 /// Every rule, in the order they are evaluated.
@@ -538,6 +560,12 @@ mod tests {
             per_hour: 1,
             impossible_travel: false,
         }
+    }
+
+    #[test]
+    fn the_outcomes_the_api_lists_are_the_ones_it_parses() {
+        assert!(OUTCOMES.iter().all(|o| Outcome::parse(o).is_some()));
+        assert_eq!(Outcome::parse("block"), None);
     }
 
     #[test]

@@ -78,8 +78,18 @@ pub struct Engage<'a> {
 /// A switch's scope: `global`, or a kind and the id of what it covers.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct Scope {
+    #[schema(schema_with = scope_kind)]
     pub kind: String,
+    /// The merchant's, user's or card's id, or the ISO 3166 alpha-2 country; empty for `global`.
     pub id: String,
+}
+
+fn scope_kind() -> utoipa::openapi::Object {
+    crate::ids::one_of_schema(SCOPES, "What the switch covers: everything, or one merchant, user, card or country.")
+}
+
+fn switch_kind() -> utoipa::openapi::Object {
+    crate::ids::one_of_schema(&["switch", "freeze"], "`switch`, or `freeze` (one of the switches a freeze engages).")
 }
 
 /// An engaged switch, as `POST /v1/admin/switches` answers it.
@@ -245,8 +255,9 @@ pub async fn release(db: &Db, id: &str, by: &str, reason: &str, now: i64) -> Res
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Active {
     pub id: String,
-    /// `switch`, or `freeze` (one of the switches a freeze engages).
+    #[schema(schema_with = switch_kind)]
     pub kind: String,
+    #[schema(value_type = SwitchName)]
     pub name: String,
     pub scope: Scope,
     pub engaged: bool,

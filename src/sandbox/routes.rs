@@ -5,16 +5,16 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::http::error::ApiError;
+use crate::http::error::{ApiError, IdempotentBodyErrors, Invalid422, JsonBodyErrors, NotFound404, Problem};
 use crate::http::extract::ApiJson;
 use crate::http::idempotent::{self as idempotency, IdempotencyKey, Outcome};
 use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry};
 use crate::money::Currency;
 use crate::notify::{self, Channel, Message, SandboxMessage};
+use crate::payments::corrections::Reversed as Chargeback;
 use crate::state::AppState;
 use crate::store::{self, clock};
 
@@ -29,8 +29,11 @@ pub fn routes() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+// The handler takes `Result<Query<..>, _>`, which utoipa cannot see through: say where they are.
+#[into_params(parameter_in = Query)]
 struct MessagesQuery {
     /// The phone number (E.164) or e-mail address the messages went to.
+    #[param(min_length = 1, max_length = 320)]
     to: String,
 }
 
@@ -41,7 +44,8 @@ struct MessageList {
 
 /// The SMS and e-mail messages sent to one recipient, newest first (at most 100).
 #[utoipa::path(get, path = "/v1/sandbox/messages", tag = "sandbox", params(MessagesQuery),
-    responses((status = 200, body = MessageList)))]
+    responses((status = 200, body = MessageList, description = "Newest first, at most 100"),
+    (status = 400, description = "`invalid_query`: no `to`, or one that is empty, over 320 characters or holds a NUL", body = Problem, content_type = "application/problem+json")))]
 async fn list_messages(
     State(state): State<AppState>,
     query: Result<Query<MessagesQuery>, axum::extract::rejection::QueryRejection>,
@@ -64,18 +68,22 @@ async fn list_messages(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ClockAdvance {
-    /// Seconds to move the service clock forward (0 reads it).
+    /// Seconds to move the service clock forward (0 reads it), at most ten years.
+    #[schema(minimum = 0, maximum = 316_224_000)]
     advance_seconds: i64,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct ClockNow {
+    /// The service clock after the move.
+    #[schema(format = DateTime)]
     now: String,
 }
 
 /// Moves the shared service clock forward, for expiry and cooling-off tests.
 #[utoipa::path(post, path = "/v1/sandbox/clock", tag = "sandbox", request_body = ClockAdvance,
-    responses((status = 200, body = ClockNow), (status = 422, body = crate::http::error::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = ClockNow, description = "Moved"), JsonBodyErrors,
+    (status = 422, description = "`invalid_body`: `advance_seconds` missing or out of range; `clock_limit`: the clock would run more than 100 years ahead", body = Problem, content_type = "application/problem+json")))]
 async fn advance_clock(State(state): State<AppState>, body: ApiJson<ClockAdvance>) -> Result<Response, ApiError> {
     const TEN_YEARS_SECS: i64 = 10 * 366 * 24 * 3600;
     let seconds = body.value.advance_seconds;
@@ -98,6 +106,7 @@ struct NewAccount {
     /// `wallet` (never below zero) or another ledger account kind.
     kind: AccountKind,
     /// An e-mail address that receives a notice when money arrives (wallets only).
+    #[schema(format = Email, max_length = 254)]
     owner: Option<String>,
 }
 
@@ -118,7 +127,7 @@ impl From<ledger::Account> for AccountView {
 
 /// Opens a test account with a zero balance.
 #[utoipa::path(post, path = "/v1/sandbox/accounts", tag = "sandbox", request_body = NewAccount,
-    responses((status = 201, body = AccountView), (status = 422, body = crate::http::error::Problem, content_type = "application/problem+json")))]
+    responses((status = 201, body = AccountView, description = "Opened"), JsonBodyErrors, Invalid422))]
 async fn create_account(State(state): State<AppState>, body: ApiJson<NewAccount>) -> Result<Response, ApiError> {
     let NewAccount { kind, owner } = body.value;
     if let Some(owner) = &owner
@@ -141,7 +150,7 @@ async fn create_account(State(state): State<AppState>, body: ApiJson<NewAccount>
 
 /// A test account and its balance.
 #[utoipa::path(get, path = "/v1/sandbox/accounts/{id}", tag = "sandbox", params(("id" = i64, Path)),
-    responses((status = 200, body = AccountView), (status = 404, body = crate::http::error::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = AccountView, description = "The account"), NotFound404))]
 async fn get_account(
     State(state): State<AppState>,
     id: Result<Path<i64>, axum::extract::rejection::PathRejection>,
@@ -159,8 +168,8 @@ async fn get_account(
 struct NewTransfer {
     from_account: i64,
     to_account: i64,
-    /// Whole yen, from 1 to the configured ceiling.
-    #[schema(value_type = i64)]
+    /// Whole yen, from 1 to the configured ceiling (default 1,000,000).
+    #[schema(value_type = i64, minimum = 1)]
     amount: serde_json::Value,
 }
 
@@ -175,13 +184,12 @@ struct TransferView {
 
 /// Moves money between two test accounts as one journal entry (needs `Idempotency-Key`).
 #[utoipa::path(post, path = "/v1/sandbox/transfers", tag = "sandbox", request_body = NewTransfer,
-    params(("Idempotency-Key" = String, Header, description = "A unique key per transfer, at most 255 characters")),
+    params(IdempotencyKey),
     responses(
-        (status = 201, body = TransferView),
-        (status = 400, description = "Idempotency-Key missing", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 402, description = "insufficient_funds", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "idempotency_conflict or idempotency_in_progress", body = crate::http::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "invalid_amount or invalid_body", body = crate::http::error::Problem, content_type = "application/problem+json"),
+        (status = 201, body = TransferView, description = "Moved (a repeat with the same key and body gets the same answer)"),
+        IdempotentBodyErrors,
+        (status = 402, description = "`insufficient_funds`: a wallet would go below zero (stored: a repeat gets it again)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_amount`: not an integer from 1 to the ceiling; `unknown_account`; `invalid_body`: the accounts are the same, or a field is wrong", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create_transfer(
     State(state): State<AppState>,
@@ -229,13 +237,14 @@ async fn create_transfer(
                 };
                 notify::enqueue(conn, &message, now).await?;
             }
-            Ok(Outcome::created(json!({
-                "entry_id": posted.entry.0,
-                "amount": amount.0,
-                "currency": Currency::Jpy,
-                "from_balance": from_balance.0,
-                "to_balance": to_balance.0,
-            })))
+            let view = TransferView {
+                entry_id: posted.entry.0,
+                amount: amount.0,
+                currency: Currency::Jpy,
+                from_balance: from_balance.0,
+                to_balance: to_balance.0,
+            };
+            Ok(Outcome::created(serde_json::to_value(view).map_err(ApiError::internal)?))
         })
     })
     .await)
@@ -250,8 +259,8 @@ struct ChargebackBody {
 /// Plays the card processor reporting a chargeback of a top-up: the wallet pays back what it
 /// can, the rest is booked to losses, and the wallet is frozen for review.
 #[utoipa::path(post, path = "/v1/sandbox/chargebacks", tag = "sandbox", request_body = ChargebackBody,
-    responses((status = 200, description = "{topup_id, status: charged_back, from_wallet, to_losses}"),
-    (status = 404, body = crate::http::error::Problem, content_type = "application/problem+json")))]
+    responses((status = 200, body = Chargeback, description = "Charged back"), JsonBodyErrors, Invalid422, NotFound404,
+    (status = 409, description = "`already_charged_back`; `not_reversible`: the top-up did not succeed", body = Problem, content_type = "application/problem+json")))]
 async fn report_chargeback(State(state): State<AppState>, body: ApiJson<ChargebackBody>) -> Result<Response, ApiError> {
     let id = body.value.topup_id;
     if !crate::merchants::routes::is_id(&id) {

@@ -13,6 +13,7 @@ mod identity;
 mod ledger;
 mod money;
 mod notifications;
+mod openapi;
 mod operations;
 mod receivers;
 mod sandbox;
