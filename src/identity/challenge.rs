@@ -477,11 +477,18 @@ async fn complete_login(
     let user = super::user_by_id(conn, user_id).await?.ok_or(IdentityError::ChallengeNotFound)?;
     let signals = rules::signals(
         conn,
-        &rules::Event { kind: "login", user_id, device_id, amount: 0, mcc: None, country: client.country.as_deref() },
+        &rules::Event {
+            kind: rules::RuleEvent::Login,
+            user_id,
+            device_id,
+            amount: 0,
+            mcc: None,
+            country: client.country.as_deref(),
+        },
         now,
     )
     .await?;
-    let (outcome, rule) = rules::evaluate(conn, "login", &signals).await?;
+    let (outcome, rule) = rules::evaluate(conn, rules::RuleEvent::Login, &signals).await?;
     if matches!(outcome, rules::Outcome::Hold | rules::Outcome::Decline) {
         crate::risk::alerts::record_risk_decline(conn, user_id, now).await?;
         let detail = json!({"rule": rule, "country": client.country, "device_id": device_id,

@@ -140,11 +140,18 @@ async fn second_step(
             let country = client.country.as_deref();
             let signals = rules::signals(
                 conn,
-                &rules::Event { kind: "login", user_id: &user.id, device_id: device.id, amount: 0, mcc: None, country },
+                &rules::Event {
+                    kind: rules::RuleEvent::Login,
+                    user_id: &user.id,
+                    device_id: device.id,
+                    amount: 0,
+                    mcc: None,
+                    country,
+                },
                 now,
             )
             .await?;
-            rules::evaluate(conn, "login", &signals).await?.0 == rules::Outcome::Allow
+            rules::evaluate(conn, rules::RuleEvent::Login, &signals).await?.0 == rules::Outcome::Allow
         }
         _ => false,
     };

@@ -215,7 +215,7 @@ async fn keep_card(a: &Attempt<'_>, card: &NewCard<'_>) -> Result<Linked, Paymen
     let signals = rules::signals(
         &mut tx,
         &rules::Event {
-            kind: "card_link",
+            kind: rules::RuleEvent::CardLink,
             user_id: &user.id,
             device_id: a.who.session.device_id(),
             amount: 0,
@@ -225,7 +225,7 @@ async fn keep_card(a: &Attempt<'_>, card: &NewCard<'_>) -> Result<Linked, Paymen
         now,
     )
     .await?;
-    let (outcome, rule) = rules::evaluate(&mut tx, "card_link", &signals).await?;
+    let (outcome, rule) = rules::evaluate(&mut tx, rules::RuleEvent::CardLink, &signals).await?;
     if outcome == rules::Outcome::Decline {
         // Nothing of the link is kept, but the decline counts for the risk_declines detector.
         tx.rollback().await?;

@@ -377,7 +377,7 @@ pub async fn authorize(
     let signals = rules::signals(
         conn,
         &rules::Event {
-            kind: "payment",
+            kind: rules::RuleEvent::Payment,
             user_id: payer.user_id,
             device_id: payer.device_id,
             amount: amount.0,
@@ -387,7 +387,7 @@ pub async fn authorize(
         now,
     )
     .await?;
-    let rule = match rules::evaluate(conn, "payment", &signals).await? {
+    let rule = match rules::evaluate(conn, rules::RuleEvent::Payment, &signals).await? {
         (rules::Outcome::Allow, _) | (_, None) => return Ok(None),
         (rules::Outcome::StepUp, Some(_))
             if payer.fresh_step_up.is_some_and(|at| at + identity::STEP_UP_TTL_MS > now) =>

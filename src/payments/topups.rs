@@ -217,7 +217,7 @@ async fn admit(
     let signals = rules::signals(
         conn,
         &rules::Event {
-            kind: "topup",
+            kind: rules::RuleEvent::Topup,
             user_id: &user.id,
             device_id: r.session.device_id(),
             amount: amount.0,
@@ -227,7 +227,7 @@ async fn admit(
         now,
     )
     .await?;
-    match rules::evaluate(conn, "topup", &signals).await? {
+    match rules::evaluate(conn, rules::RuleEvent::Topup, &signals).await? {
         (rules::Outcome::Decline, _) => Err(rules::risk_declined(None).into()),
         (rules::Outcome::Hold | rules::Outcome::StepUp, rule) => Ok(Some(rule.unwrap_or_default())),
         (rules::Outcome::Allow, _) => Ok(None),

@@ -94,6 +94,27 @@ pub struct Signals {
 /// The events rules are evaluated on.
 pub const EVENTS: &[&str] = &["login", "card_link", "topup", "payment"];
 
+/// What a rule is evaluated on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleEvent {
+    Login,
+    CardLink,
+    Topup,
+    Payment,
+}
+
+impl RuleEvent {
+    /// The name rules are stored under (`risk_rules.event`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleEvent::Login => "login",
+            RuleEvent::CardLink => "card_link",
+            RuleEvent::Topup => "topup",
+            RuleEvent::Payment => "payment",
+        }
+    }
+}
+
 impl Conditions {
     pub fn matches(&self, s: &Signals) -> bool {
         self.amount_at_least.is_none_or(|a| s.amount >= a)
@@ -148,8 +169,7 @@ fn conditions_text(c: &Conditions) -> String {
 /// What a rule is evaluated on: an event of a user on a device.
 #[derive(Clone, Copy)]
 pub struct Event<'a> {
-    /// `login`, `card_link`, `topup` or `payment`.
-    pub kind: &'a str,
+    pub kind: RuleEvent,
     pub user_id: &'a str,
     pub device_id: &'a str,
     /// Yen; 0 for an event without an amount.
@@ -181,10 +201,10 @@ pub async fn signals(conn: &mut Conn, e: &Event<'_>, now: i64) -> Result<Signals
     let (changed, created): (i64, i64) = (row.try_get("credentials_changed_at")?, row.try_get("created_at")?);
     // Velocity: events of this kind in the last hour, this one included.
     let count_sql = match event {
-        "login" => "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND created_at > $2",
-        "card_link" => "SELECT COUNT(*) FROM cards WHERE user_id = $1 AND created_at > $2",
-        "topup" => "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND created_at > $2",
-        _ => "SELECT COUNT(*) FROM payments WHERE user_id = $1 AND created_at > $2",
+        RuleEvent::Login => "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND created_at > $2",
+        RuleEvent::CardLink => "SELECT COUNT(*) FROM cards WHERE user_id = $1 AND created_at > $2",
+        RuleEvent::Topup => "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND created_at > $2",
+        RuleEvent::Payment => "SELECT COUNT(*) FROM payments WHERE user_id = $1 AND created_at > $2",
     };
     let earlier: i64 = sqlx::query_scalar(count_sql).bind(user_id).bind(now - 3_600_000).fetch_one(&mut *conn).await?;
     // Impossible travel: from the country of the user's newest session to this request's.
@@ -216,11 +236,15 @@ pub async fn signals(conn: &mut Conn, e: &Event<'_>, now: i64) -> Result<Signals
 }
 
 /// The decision for an event: the outcome and the rule that gave it.
-pub async fn evaluate(conn: &mut Conn, event: &str, s: &Signals) -> Result<(Outcome, Option<String>), sqlx::Error> {
+pub async fn evaluate(
+    conn: &mut Conn,
+    event: RuleEvent,
+    s: &Signals,
+) -> Result<(Outcome, Option<String>), sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, conditions, outcome FROM risk_rules WHERE event = $1 AND enabled = 1 ORDER BY priority, id",
     )
-    .bind(event)
+    .bind(event.as_str())
     .fetch_all(&mut *conn)
     .await?;
     for r in rows {
