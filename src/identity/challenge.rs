@@ -244,7 +244,7 @@ pub struct OperatorSessionOpened {
 }
 
 /// What a verified challenge gives, by its purpose (`Card` is what the card hook answers).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Verified<Card> {
     Login(TwoStepSession),

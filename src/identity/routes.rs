@@ -6,16 +6,22 @@ use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use super::challenge::{Created, Verified};
+use super::login::LoginAnswer;
+use super::recovery::{RecoveryCodes, TotpSetup};
+use super::session::SessionView;
 use super::{challenge, login, recovery, session, signup};
 use crate::http::auth::{RequireRole, ShopperClient, UserSession, Viewer};
-use crate::http::error::ApiError;
-use crate::http::error::Problem;
+use crate::http::error::{
+    ApiError, AuthErrors, Invalid422, JsonBodyErrors, NotFound404, Problem, TooMany429, Unauthenticated401,
+};
 use crate::http::extract::ApiJson;
+use crate::payments::cards::Card;
+use crate::risk::alerts::Alert;
 use crate::risk::client::ClientInfo;
 use crate::state::AppState;
 
@@ -55,12 +61,19 @@ struct SignupBody {
     password: String,
 }
 
+/// A sign-up waiting for its two codes.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SignupStarted {
+    signup_id: String,
+}
+
 /// Starts a sign-up: sends an SMS code and an e-mail code.
 #[utoipa::path(post, path = "/v1/signup", tag = "shopper", request_body = SignupBody, responses(
-    (status = 202, description = "{signup_id}"),
-    (status = 422, description = "weak_password (with reason), invalid_phone, invalid_email", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "region_blocked", body = Problem, content_type = "application/problem+json"),
-    (status = 429, description = "too_many_attempts", body = Problem, content_type = "application/problem+json")))]
+    (status = 202, body = SignupStarted, description = "The codes are sent; verify them under `signup_id`"),
+    JsonBodyErrors,
+    (status = 422, description = "`weak_password` (with `reason`), `invalid_phone`, `invalid_email`; `invalid_body`: a field is missing, unknown or of the wrong type", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "`region_blocked`: requests from this country are refused; `switch_engaged`: sign-ups are switched off", body = Problem, content_type = "application/problem+json"),
+    TooMany429))]
 async fn signup_start(
     State(state): State<AppState>,
     client: ShopperClient,
@@ -69,7 +82,7 @@ async fn signup_start(
     let b = body.value;
     let request = signup::Request { phone: &b.phone, email: &b.email, password: &b.password };
     let id = signup::start(&state, &request, &client.0).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"signup_id": id}))).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(SignupStarted { signup_id: id })).into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -79,12 +92,21 @@ struct SignupVerifyBody {
     email_code: String,
 }
 
+/// The account a completed sign-up created.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SignupVerified {
+    user_id: String,
+}
+
 /// Completes a sign-up with both codes; creates the account and its wallet.
 #[utoipa::path(post, path = "/v1/signup/{signup_id}/verify", tag = "shopper", request_body = SignupVerifyBody,
     params(("signup_id" = String, Path)), responses(
-    (status = 201, description = "{user_id}"),
-    (status = 410, description = "challenge_expired", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "code_invalid with attempts_left", body = Problem, content_type = "application/problem+json")))]
+    (status = 201, body = SignupVerified, description = "The account and its wallet exist"),
+    JsonBodyErrors, NotFound404,
+    (status = 403, description = "`region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json"),
+    (status = 410, description = "`challenge_expired`: the sign-up's codes expired or were used up", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`code_invalid` with `attempts_left`; `invalid_body`: a field is missing, unknown or of the wrong type", body = Problem, content_type = "application/problem+json"),
+    TooMany429))]
 async fn signup_verify(
     State(state): State<AppState>,
     client: ShopperClient,
@@ -94,7 +116,7 @@ async fn signup_verify(
     let id = path(id, "sign-up")?;
     let codes = signup::Codes { phone_code: &body.value.phone_code, email_code: &body.value.email_code };
     let user_id = signup::verify(&state, &id, &codes, &client.0).await?;
-    Ok((StatusCode::CREATED, axum::Json(json!({"user_id": user_id}))).into_response())
+    Ok((StatusCode::CREATED, axum::Json(SignupVerified { user_id })).into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -111,10 +133,11 @@ struct LoginBody {
 
 /// First step of a login: answers a challenge, or a session for a recognised device.
 #[utoipa::path(post, path = "/v1/login", tag = "shopper", request_body = LoginBody, responses(
-    (status = 200, description = "{challenge_id, methods} or {session_token, expires_at}"),
-    (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "region_blocked", body = Problem, content_type = "application/problem+json"),
-    (status = 429, description = "too_many_attempts with Retry-After", body = Problem, content_type = "application/problem+json")))]
+    (status = 200, body = LoginAnswer, description = "A challenge (`challenge_id`, `methods`), or a session for a recognised device"),
+    JsonBodyErrors, Invalid422,
+    (status = 401, description = "`invalid_credentials`: no such login, or the wrong password", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "`region_blocked`: requests from this country are refused; `switch_engaged`: logins are switched off; `cooling_off`: wait `retry_after` seconds; `risk_declined`", body = Problem, content_type = "application/problem+json"),
+    TooMany429))]
 async fn login_route(
     State(state): State<AppState>,
     client: ShopperClient,
@@ -138,12 +161,22 @@ struct SendBody {
     method: String,
 }
 
+/// A code is on its way.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CodeSent {
+    /// Always true.
+    sent: bool,
+}
+
 /// Sends a fresh code for a challenge (SMS).
 #[utoipa::path(post, path = "/v1/challenges/{challenge_id}/send", tag = "shopper", request_body = SendBody,
     params(("challenge_id" = String, Path)), responses(
-    (status = 202, description = "sent"),
-    (status = 410, description = "challenge_expired", body = Problem, content_type = "application/problem+json"),
-    (status = 429, description = "too_many_attempts", body = Problem, content_type = "application/problem+json")))]
+    (status = 202, body = CodeSent, description = "Sent"),
+    JsonBodyErrors, NotFound404,
+    (status = 403, description = "`region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json"),
+    (status = 410, description = "`challenge_expired`: the challenge expired or was used up", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`invalid_method`: only `sms` is sent, or the challenge takes no SMS; `invalid_body`: a field is missing, unknown or of the wrong type", body = Problem, content_type = "application/problem+json"),
+    TooMany429))]
 async fn challenge_send(
     State(state): State<AppState>,
     client: ShopperClient,
@@ -152,7 +185,7 @@ async fn challenge_send(
 ) -> Result<Response, ApiError> {
     let id = path(id, "challenge")?;
     challenge::send(&state, &id, &body.value.method, &client.0).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"sent": true}))).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(CodeSent { sent: true })).into_response())
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -166,9 +199,12 @@ struct VerifyBody {
 /// Answers a challenge; returns what it was for (a session, a step-up grant).
 #[utoipa::path(post, path = "/v1/challenges/{challenge_id}/verify", tag = "shopper", request_body = VerifyBody,
     params(("challenge_id" = String, Path)), responses(
-    (status = 200, description = "{session_token, expires_at, device_token} after a login; {step_up, expires_at} after a step-up"),
-    (status = 410, description = "challenge_expired", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "code_invalid with attempts_left", body = Problem, content_type = "application/problem+json")))]
+    (status = 200, body = Verified<Card>, description = "A session (and `device_token`) after a login; `step_up` after a step-up; an operator's session after an operator login; the card after a card challenge"),
+    JsonBodyErrors, NotFound404,
+    (status = 403, description = "`region_blocked`: requests from this country are refused (shoppers only); `risk_declined`: the login was declined", body = Problem, content_type = "application/problem+json"),
+    (status = 410, description = "`challenge_expired`: the challenge expired or was used up", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`code_invalid` with `attempts_left`; `invalid_method`: the challenge does not take this method; `invalid_body`: a field is missing, unknown or of the wrong type", body = Problem, content_type = "application/problem+json"),
+    TooMany429))]
 async fn challenge_verify(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -187,32 +223,64 @@ async fn challenge_verify(
 }
 
 /// Ends this session.
-#[utoipa::path(post, path = "/v1/logout", tag = "shopper", responses((status = 204, description = "logged out")))]
+#[utoipa::path(post, path = "/v1/logout", tag = "shopper", security(("bearer" = [])), responses(
+    (status = 204, description = "Logged out"),
+    Unauthenticated401,
+    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json")))]
 async fn logout(State(state): State<AppState>, s: UserSession, _client: ShopperClient) -> Result<Response, ApiError> {
     let now = state.clock.now_ms();
     session::revoke_own(&state.db, s.user_id(), s.session_id(), now).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// The signed-in shopper, as the shopper sees the account.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Me {
+    user_id: String,
+    /// Masked: only the last digits show.
+    phone: String,
+    email: String,
+    /// The second factors the account has (`sms`, `totp`, ...).
+    #[schema(value_type = Vec<String>)]
+    factors: Vec<&'static str>,
+    created_at: String,
+    /// While a recent credential change keeps money actions waiting; null otherwise.
+    cooling_off_until: Option<String>,
+}
+
 /// The signed-in shopper.
-#[utoipa::path(get, path = "/v1/me", tag = "shopper", responses((status = 200, description = "{user_id, phone, email, factors, created_at}")))]
+#[utoipa::path(get, path = "/v1/me", tag = "shopper", security(("bearer" = [])), responses(
+    (status = 200, body = Me, description = "The account"),
+    Unauthenticated401,
+    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json")))]
 async fn me(State(state): State<AppState>, s: UserSession, _client: ShopperClient) -> Result<Response, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
     let user = super::user_by_id(&mut conn, s.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?;
     let factors = challenge::user_methods(&mut conn, &user.id).await?;
-    Ok(axum::Json(json!({
-        "user_id": user.id,
-        "phone": super::mask_phone(&user.phone),
-        "email": user.email,
-        "factors": factors,
-        "created_at": crate::store::clock::rfc3339_ms(user.created_at),
-        "cooling_off_until": (user.cooling_off_until > state.clock.now_ms()).then(|| crate::store::clock::rfc3339_ms(user.cooling_off_until)),
-    }))
+    let cooling_off_until = (user.cooling_off_until > state.clock.now_ms())
+        .then(|| crate::store::clock::rfc3339_ms(user.cooling_off_until));
+    Ok(axum::Json(Me {
+        phone: super::mask_phone(&user.phone),
+        created_at: crate::store::clock::rfc3339_ms(user.created_at),
+        user_id: user.id,
+        email: user.email,
+        factors,
+        cooling_off_until,
+    })
     .into_response())
 }
 
+/// The shopper's live sessions.
+#[derive(Serialize, utoipa::ToSchema)]
+struct SessionList {
+    items: Vec<SessionView>,
+}
+
 /// The shopper's live sessions (`current` marks this one).
-#[utoipa::path(get, path = "/v1/sessions", tag = "shopper", responses((status = 200, description = "{items}")))]
+#[utoipa::path(get, path = "/v1/sessions", tag = "shopper", security(("bearer" = [])), responses(
+    (status = 200, body = SessionList, description = "The live sessions"),
+    Unauthenticated401,
+    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json")))]
 async fn sessions_list(
     State(state): State<AppState>,
     s: UserSession,
@@ -227,12 +295,16 @@ async fn sessions_list(
         state.clock.now_ms(),
     )
     .await?;
-    Ok(axum::Json(json!({"items": items})).into_response())
+    Ok(axum::Json(SessionList { items }).into_response())
 }
 
 /// Revokes one of the shopper's sessions.
 #[utoipa::path(delete, path = "/v1/sessions/{session_id}", tag = "shopper", params(("session_id" = String, Path)),
-    responses((status = 204, description = "revoked"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    security(("bearer" = [])), responses(
+    (status = 204, description = "Revoked"),
+    Unauthenticated401,
+    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json"),
+    NotFound404))]
 async fn session_revoke(
     State(state): State<AppState>,
     s: UserSession,
@@ -248,7 +320,10 @@ async fn session_revoke(
 }
 
 /// A challenge whose verification grants step-up for 5 minutes.
-#[utoipa::path(post, path = "/v1/step-up", tag = "shopper", responses((status = 200, description = "{challenge_id, methods}")))]
+#[utoipa::path(post, path = "/v1/step-up", tag = "shopper", security(("bearer" = [])), responses(
+    (status = 200, body = Created, description = "The challenge to verify"),
+    Unauthenticated401,
+    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json")))]
 async fn step_up(State(state): State<AppState>, s: UserSession, client: ShopperClient) -> Result<Response, ApiError> {
     let now = state.clock.now_ms();
     let answer = crate::store::retry(|| async {
@@ -273,9 +348,10 @@ async fn step_up(State(state): State<AppState>, s: UserSession, client: ShopperC
 }
 
 /// Starts adding an authenticator app (needs step-up).
-#[utoipa::path(post, path = "/v1/me/totp", tag = "shopper", responses(
-    (status = 200, description = "{secret, otpauth_uri}"),
-    (status = 403, description = "step_up_required with challenge_id", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/me/totp", tag = "shopper", security(("bearer" = [])), responses(
+    (status = 200, body = TotpSetup, description = "The secret to add to the app; confirm it with a code"),
+    Unauthenticated401,
+    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused; `step_up_required` with `challenge_id` and `methods`: verify that challenge, then repeat the request", body = Problem, content_type = "application/problem+json")))]
 async fn totp_begin(
     State(state): State<AppState>,
     s: UserSession,
@@ -291,9 +367,14 @@ struct CodeBody {
 }
 
 /// Confirms the authenticator app with a code from it; answers 10 single-use recovery codes.
-#[utoipa::path(post, path = "/v1/me/totp/confirm", tag = "shopper", request_body = CodeBody, responses(
-    (status = 200, description = "{recovery_codes}"),
-    (status = 422, description = "code_invalid", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/me/totp/confirm", tag = "shopper", request_body = CodeBody, security(("bearer" = [])),
+    responses(
+    (status = 200, body = RecoveryCodes, description = "The app is confirmed; keep the recovery codes"),
+    Unauthenticated401,
+    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json"),
+    JsonBodyErrors,
+    (status = 409, description = "`totp_not_started`: start with `POST /v1/me/totp`", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`code_invalid`: not the app's current code; `invalid_body`: a field is missing, unknown or of the wrong type", body = Problem, content_type = "application/problem+json")))]
 async fn totp_confirm(
     State(state): State<AppState>,
     s: UserSession,
@@ -311,10 +392,13 @@ struct PasswordBody {
 }
 
 /// Changes the password (needs step-up); signs out the other sessions.
-#[utoipa::path(post, path = "/v1/me/password", tag = "shopper", request_body = PasswordBody, responses(
-    (status = 204, description = "changed"),
-    (status = 403, description = "step_up_required with challenge_id", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "weak_password or invalid_credentials", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/me/password", tag = "shopper", request_body = PasswordBody, security(("bearer" = [])),
+    responses(
+    (status = 204, description = "Changed"),
+    Unauthenticated401,
+    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused; `step_up_required` with `challenge_id` and `methods`: verify that challenge, then repeat the request", body = Problem, content_type = "application/problem+json"),
+    JsonBodyErrors,
+    (status = 422, description = "`weak_password` (with `reason`); `invalid_credentials`: the current password is wrong; `invalid_body`: a field is missing, unknown or of the wrong type", body = Problem, content_type = "application/problem+json")))]
 async fn password_change(
     State(state): State<AppState>,
     s: UserSession,
@@ -333,14 +417,23 @@ struct ResetBody {
 }
 
 /// Asks for a password reset; codes go only to the contacts verified on the account.
-#[utoipa::path(post, path = "/v1/password-reset", tag = "shopper", request_body = ResetBody, responses((status = 202, description = "{reset_id}")))]
+#[utoipa::path(post, path = "/v1/password-reset", tag = "shopper", request_body = ResetBody, responses(
+    (status = 202, body = ResetStarted, description = "Asked for (the same answer whether or not the account exists)"),
+    JsonBodyErrors, Invalid422,
+    (status = 403, description = "`region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json")))]
 async fn reset_request(
     State(state): State<AppState>,
     client: ShopperClient,
     body: ApiJson<ResetBody>,
 ) -> Result<Response, ApiError> {
     let id = recovery::request(&state, &body.value.login, &client.0).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(json!({"reset_id": id}))).into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(ResetStarted { reset_id: id })).into_response())
+}
+
+/// A reset waiting for its proofs.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ResetStarted {
+    reset_id: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -355,9 +448,12 @@ struct ResetCompleteBody {
 /// Completes a reset with two of the three proofs.
 #[utoipa::path(post, path = "/v1/password-reset/{reset_id}/complete", tag = "shopper", request_body = ResetCompleteBody,
     params(("reset_id" = String, Path)), responses(
-    (status = 204, description = "reset; every session revoked"),
-    (status = 410, description = "challenge_expired", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "code_invalid or weak_password", body = Problem, content_type = "application/problem+json")))]
+    (status = 204, description = "Reset; every session revoked"),
+    JsonBodyErrors, NotFound404,
+    (status = 403, description = "`region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json"),
+    (status = 410, description = "`challenge_expired`: the reset expired or was used up", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`code_invalid` with `attempts_left`; `weak_password` (with `reason`); `invalid_body`: a field is missing, unknown or of the wrong type", body = Problem, content_type = "application/problem+json"),
+    TooMany429))]
 async fn reset_complete(
     State(state): State<AppState>,
     client: ShopperClient,
@@ -384,8 +480,10 @@ struct AdminLoginBody {
 
 /// Operator login, first step; the TOTP challenge follows, always.
 #[utoipa::path(post, path = "/v1/admin/login", tag = "operator", request_body = AdminLoginBody, responses(
-    (status = 200, description = "{challenge_id, methods}"),
-    (status = 401, description = "invalid_credentials", body = Problem, content_type = "application/problem+json")))]
+    (status = 200, body = Created, description = "The TOTP challenge to verify"),
+    JsonBodyErrors, Invalid422,
+    (status = 401, description = "`invalid_credentials`: no such operator, or the wrong password", body = Problem, content_type = "application/problem+json"),
+    TooMany429))]
 async fn admin_login(
     State(state): State<AppState>,
     client: ClientInfo,
@@ -396,11 +494,16 @@ async fn admin_login(
 }
 
 /// Alerts raised by the detectors, newest first.
-#[utoipa::path(get, path = "/v1/admin/alerts", tag = "operator", responses(
-    (status = 200, description = "{items:[{id, kind, severity, detail, created_at}]}"),
-    (status = 401, body = Problem, content_type = "application/problem+json"),
-    (status = 403, body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(get, path = "/v1/admin/alerts", tag = "operator", security(("bearer" = [])), responses(
+    (status = 200, body = AlertList, description = "At most 200, newest first"),
+    AuthErrors))]
 async fn admin_alerts(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
     let items = crate::risk::alerts::list(&state.db, 200).await?;
-    Ok(axum::Json(json!({"items": items})).into_response())
+    Ok(axum::Json(AlertList { items }).into_response())
+}
+
+/// Alerts, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct AlertList {
+    items: Vec<Alert>,
 }
