@@ -5,7 +5,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sqlx::Row;
 use utoipa_axum::router::OpenApiRouter;
@@ -13,15 +13,17 @@ use utoipa_axum::routes;
 
 use super::{cards, pos, topups, wallet};
 use crate::http::auth::{ShopperClient, TerminalAuth, UserSession};
-use crate::http::error::ApiError;
-use crate::http::error::Problem;
+use crate::http::error::{
+    ApiError, AuthErrors, IdempotentBodyErrors, Invalid422, JsonBodyErrors, NotFound404, Problem, TooMany429,
+    Unauthenticated401, Unavailable503, problem_response,
+};
 use crate::http::extract::ApiJson;
 use crate::http::idempotent::{self as idempotency, IdempotencyKey, Outcome};
 use crate::idempotency::{self as claims, IdempotencyError};
 use crate::identity;
 use crate::merchants;
 use crate::merchants::routes::path_id;
-use crate::money::{Yen, parse_amount};
+use crate::money::{Currency, Yen, parse_amount};
 use crate::ports::processor::RawCard;
 use crate::risk::client::ClientInfo;
 use crate::secret::Secret;
@@ -47,6 +49,23 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pos_reversal))
 }
 
+/// `401` and `403` of a shopper route (a session token, from an allowed country).
+struct ShopperAuth;
+
+impl utoipa::IntoResponses for ShopperAuth {
+    fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
+        [
+            ("401".to_string(), problem_response(401, UNAUTHENTICATED).into()),
+            ("403".to_string(), problem_response(403, SHOPPER_FORBIDDEN).into()),
+        ]
+        .into()
+    }
+}
+
+const UNAUTHENTICATED: &str = "`unauthenticated`: no token, or one that is unknown, expired or revoked";
+const SHOPPER_FORBIDDEN: &str =
+    "`forbidden`: not a shopper's session token; `region_blocked`: the client's country is not served";
+
 fn amount(state: &AppState, v: &Value) -> Result<Yen, ApiError> {
     parse_amount(v, state.config.amount_ceiling_yen).map_err(|e| ApiError::invalid_amount(e.to_string()))
 }
@@ -63,13 +82,14 @@ struct CardBody {
 }
 
 /// Links a card (needs step-up); the issuer may ask for a challenge first.
-#[utoipa::path(post, path = "/v1/cards", tag = "shopper", request_body = CardBody, responses(
-    (status = 201, description = "{card_id, brand, last4, status: active}"),
-    (status = 202, description = "{card_id, status: pending_challenge, challenge_id}"),
-    (status = 402, description = "card_declined", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "step_up_required, cooling_off", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "card_not_allowed, card_limit_reached, invalid_card", body = Problem, content_type = "application/problem+json"),
-    (status = 429, description = "too_many_attempts", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/cards", tag = "shopper", request_body = CardBody, security(("bearer" = [])), responses(
+    (status = 201, body = cards::Linked, description = "Linked: `status` is `active`, with `brand` and `last4`"),
+    (status = 202, body = cards::Linked, description = "Not linked yet: `pending_challenge` with the issuer's `challenge_id`, or held for review with `review_id`"),
+    Unauthenticated401, JsonBodyErrors, TooMany429, Unavailable503,
+    (status = 402, description = "`card_declined`: the processor refused the card; `risk_declined`: a risk rule refused it", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "`forbidden`: not a shopper's session token; `region_blocked`; `step_up_required`: with `challenge_id` and `methods`; `cooling_off`: with `retry_after`; `switch_engaged`; `account_frozen`", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`card_already_linked`: this card is in the wallet already", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`card_not_allowed`: the card belongs to another wallet; `card_limit_reached`; `invalid_card`; `invalid_body`: send either a card number (with `exp_month`, `exp_year`, `cvc`) or a `processor_token`", body = Problem, content_type = "application/problem+json")))]
 async fn link_card(
     State(state): State<AppState>,
     s: UserSession,
@@ -105,19 +125,26 @@ async fn link_card(
 }
 
 /// The wallet's cards.
-#[utoipa::path(get, path = "/v1/cards", tag = "shopper", responses((status = 200, description = "{items:[{card_id, brand, last4, status}]}")))]
+#[derive(Serialize, utoipa::ToSchema)]
+struct CardList {
+    items: Vec<cards::Card>,
+}
+
+/// The wallet's cards.
+#[utoipa::path(get, path = "/v1/cards", tag = "shopper", security(("bearer" = [])),
+    responses((status = 200, body = CardList, description = "The wallet's cards"), ShopperAuth))]
 async fn list_cards(
     State(state): State<AppState>,
     s: UserSession,
     _client: ShopperClient,
 ) -> Result<Response, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
-    Ok(axum::Json(json!({"items": cards::list(&mut conn, s.user_id()).await?})).into_response())
+    Ok(axum::Json(CardList { items: cards::list(&mut conn, s.user_id()).await? }).into_response())
 }
 
 /// Removes a card from the wallet.
 #[utoipa::path(delete, path = "/v1/cards/{card_id}", tag = "shopper", params(("card_id" = String, Path)),
-    responses((status = 204, description = "removed"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    security(("bearer" = [])), responses((status = 204, description = "Removed"), ShopperAuth, NotFound404))]
 async fn remove_card(
     State(state): State<AppState>,
     s: UserSession,
@@ -139,12 +166,14 @@ struct TopupBody {
 
 /// Tops the wallet up from a linked card (needs `Idempotency-Key`).
 #[utoipa::path(post, path = "/v1/topups", tag = "shopper", request_body = TopupBody,
-    params(("Idempotency-Key" = String, Header)), responses(
-    (status = 201, description = "{topup_id, amount, balance}"),
-    (status = 402, description = "card_declined", body = Problem, content_type = "application/problem+json"),
-    (status = 403, description = "step_up_required with challenge_id; cooling_off", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "limit_exceeded, invalid_amount", body = Problem, content_type = "application/problem+json"),
-    (status = 429, description = "too_many_attempts (velocity)", body = Problem, content_type = "application/problem+json")))]
+    params(IdempotencyKey), security(("bearer" = [])), responses(
+    (status = 201, body = topups::Topped, description = "Credited: `{topup_id, amount, balance}` (a repeat with the same key and body gets the same answer)"),
+    (status = 202, body = topups::Topped, description = "Not credited yet: `{topup_id, status}`, held for review or pending at the processor"),
+    Unauthenticated401, IdempotentBodyErrors, TooMany429,
+    (status = 402, description = "`card_declined`: the processor refused the charge (stored); `risk_declined`: with `review_id`", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "`forbidden`: not a shopper's session token; `region_blocked`; `step_up_required`: with `challenge_id` and `methods`; `cooling_off`: with `retry_after`; `switch_engaged`; `account_frozen`", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`limit_exceeded`: over a top-up limit (stored); `invalid_amount`; `card_not_found`: no such active card of yours; `invalid_body`", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`unavailable`: the database or the card processor did not answer in time; try again", body = Problem, content_type = "application/problem+json")))]
 async fn topup(
     State(state): State<AppState>,
     s: UserSession,
@@ -209,7 +238,8 @@ impl topups::Answers for TopupAnswers {
 }
 
 /// Balance, limits and what was spent today and this month (Tokyo time).
-#[utoipa::path(get, path = "/v1/wallet", tag = "shopper", responses((status = 200, description = "{balance, currency, limits, spent}")))]
+#[utoipa::path(get, path = "/v1/wallet", tag = "shopper", security(("bearer" = [])),
+    responses((status = 200, body = wallet::Summary, description = "The wallet"), ShopperAuth))]
 async fn get_wallet(
     State(state): State<AppState>,
     s: UserSession,
@@ -230,10 +260,12 @@ struct LimitsBody {
 }
 
 /// Sets spending limits: lowering is immediate, raising needs step-up.
-#[utoipa::path(put, path = "/v1/wallet/limits", tag = "shopper", request_body = LimitsBody, responses(
-    (status = 200, description = "the new limits"),
-    (status = 403, description = "step_up_required, cooling_off", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "invalid_amount (over the ceiling)", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(put, path = "/v1/wallet/limits", tag = "shopper", request_body = Option<LimitsBody>,
+    security(("bearer" = [])), responses(
+    (status = 200, body = wallet::Limits, description = "The limits now in force"),
+    Unauthenticated401, JsonBodyErrors,
+    (status = 403, description = "`forbidden`: not a shopper's session token; `region_blocked`; `step_up_required`: raising a limit needs a fresh step-up (with `challenge_id` and `methods`); `cooling_off`: with `retry_after`", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`invalid_amount`: a limit under 1 or over its ceiling; `invalid_body`", body = Problem, content_type = "application/problem+json")))]
 async fn set_limits(
     State(state): State<AppState>,
     s: UserSession,
@@ -275,11 +307,12 @@ async fn set_limits(
         identity::recovery::require_step_up(&state, &s, &client.0).await?;
         return Err(ApiError::internal(anyhow::anyhow!("a stale step-up was accepted")));
     };
-    Ok(axum::Json(json!({"per_payment": new.per_payment, "daily": new.daily, "monthly": new.monthly})).into_response())
+    Ok(axum::Json(new).into_response())
 }
 
 /// A fresh payment code for this device (valid 60 s, single use).
-#[utoipa::path(post, path = "/v1/payment-codes", tag = "shopper", responses((status = 201, description = "{code, expires_at}")))]
+#[utoipa::path(post, path = "/v1/payment-codes", tag = "shopper", security(("bearer" = [])),
+    responses((status = 201, body = pos::NewCode, description = "A fresh code"), ShopperAuth))]
 async fn payment_code(
     State(state): State<AppState>,
     s: UserSession,
@@ -299,7 +332,10 @@ async fn payment_code(
 
 /// The payment code drawn as a QR code (the code's owner only).
 #[utoipa::path(get, path = "/v1/payment-codes/{code}/qr.svg", tag = "shopper", params(("code" = String, Path)),
-    responses((status = 200, description = "SVG", content_type = "image/svg+xml"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    security(("bearer" = [])), responses(
+    (status = 200, body = String, description = "The QR code as SVG", content_type = "image/svg+xml"),
+    ShopperAuth,
+    (status = 404, description = "`not_found`: there is no such payment code of yours (used, expired or another's)", body = Problem, content_type = "application/problem+json")))]
 async fn payment_code_qr(
     State(state): State<AppState>,
     s: UserSession,
@@ -335,10 +371,12 @@ fn charged<T: serde::Serialize>(answer: pos::Charged<T>) -> Result<Outcome, ApiE
 
 /// Pays a store by its QR code (needs `Idempotency-Key`).
 #[utoipa::path(post, path = "/v1/payments", tag = "shopper", request_body = StorePayBody,
-    params(("Idempotency-Key" = String, Header)), responses(
-    (status = 201, description = "{payment_id, status, merchant}"),
-    (status = 402, description = "insufficient_funds, limit_exceeded", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "qr_bad_crc, qr_malformed, qr_not_omamori, qr_invalid_field, unknown_store, invalid_amount", body = Problem, content_type = "application/problem+json")))]
+    params(IdempotencyKey), security(("bearer" = [])), responses(
+    (status = 201, body = pos::StorePaid, description = "Paid (a repeat with the same key and body gets the same answer)"),
+    Unauthenticated401, IdempotentBodyErrors,
+    (status = 402, description = "`insufficient_funds`; `limit_exceeded`: with `limit`; `risk_declined`: with `review_id` (each stored)", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "`forbidden`: not a shopper's session token; `region_blocked`; `step_up_required`: a risk rule asks for a fresh step-up; `switch_engaged`; `account_frozen`", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`qr_bad_crc`, `qr_malformed`, `qr_not_omamori`, `qr_invalid_field`: the QR payload; `unknown_store`; `qr_mismatch`; `invalid_amount`; `invalid_body`", body = Problem, content_type = "application/problem+json")))]
 async fn pay_store_qr(
     State(state): State<AppState>,
     s: UserSession,
@@ -375,6 +413,8 @@ async fn pay_store_qr(
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
+// The handler takes `Result<Query<..>, _>`, which utoipa cannot see through: say where they are.
+#[into_params(parameter_in = Query)]
 struct CursorQuery {
     /// The `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -392,9 +432,48 @@ fn cursor(q: Result<Query<CursorQuery>, QueryRejection>) -> Result<Option<i64>, 
         .transpose()
 }
 
+/// One line of the wallet's history.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Transaction {
+    /// The journal entry.
+    id: i64,
+    kind: String,
+    /// Signed: negative for money leaving the wallet.
+    amount: i64,
+    currency: Currency,
+    balance_after: i64,
+    counterparty: Option<String>,
+    created_at: String,
+}
+
+impl From<&wallet::HistoryLine> for Transaction {
+    fn from(l: &wallet::HistoryLine) -> Self {
+        Transaction {
+            id: l.entry_id,
+            kind: l.kind.clone(),
+            amount: l.amount,
+            currency: Currency::Jpy,
+            balance_after: l.balance_after,
+            counterparty: l.counterparty.clone(),
+            created_at: clock::rfc3339_ms(l.created_at),
+        }
+    }
+}
+
+/// A page of history, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct TransactionPage {
+    items: Vec<Transaction>,
+    /// The `cursor` of the next page; null on the last.
+    next_cursor: Option<String>,
+}
+
 /// The wallet's history, newest first, with the balance after each line.
-#[utoipa::path(get, path = "/v1/transactions", tag = "shopper", params(CursorQuery),
-    responses((status = 200, description = "{items:[{id, kind, amount, balance_after, counterparty, created_at}], next_cursor}")))]
+#[utoipa::path(get, path = "/v1/transactions", tag = "shopper", params(CursorQuery), security(("bearer" = [])),
+    responses(
+    (status = 200, body = TransactionPage, description = "At most 50 lines, newest first"),
+    ShopperAuth,
+    (status = 400, description = "`invalid_query`: the query is not valid; `invalid_cursor`: not a `next_cursor`", body = Problem, content_type = "application/problem+json")))]
 async fn transactions(
     State(state): State<AppState>,
     s: UserSession,
@@ -407,21 +486,8 @@ async fn transactions(
     let user = identity::user_by_id(&mut conn, s.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?;
     let lines = wallet::history(&mut conn, user.wallet_account_id, before, PAGE).await?;
     let next = (lines.len() as i64 == PAGE).then(|| lines.last().map(|l| l.posting_id.to_string())).flatten();
-    let items: Vec<Value> = lines
-        .iter()
-        .map(|l| {
-            json!({
-                "id": l.entry_id,
-                "kind": l.kind,
-                "amount": l.amount,
-                "currency": "JPY",
-                "balance_after": l.balance_after,
-                "counterparty": l.counterparty,
-                "created_at": clock::rfc3339_ms(l.created_at),
-            })
-        })
-        .collect();
-    Ok(axum::Json(json!({"items": items, "next_cursor": next})).into_response())
+    let items = lines.iter().map(Transaction::from).collect();
+    Ok(axum::Json(TransactionPage { items, next_cursor: next }).into_response())
 }
 
 fn csv_field(s: &str) -> String {
@@ -432,7 +498,9 @@ fn csv_field(s: &str) -> String {
 }
 
 /// The whole history as CSV, newest first.
-#[utoipa::path(get, path = "/v1/transactions.csv", tag = "shopper", responses((status = 200, description = "CSV", content_type = "text/csv")))]
+#[utoipa::path(get, path = "/v1/transactions.csv", tag = "shopper", security(("bearer" = [])), responses(
+    (status = 200, body = String, description = "`id,created_at,kind,amount,currency,balance_after,counterparty`, newest first", content_type = "text/csv"),
+    ShopperAuth))]
 async fn transactions_csv(
     State(state): State<AppState>,
     s: UserSession,
@@ -470,8 +538,26 @@ async fn transactions_csv(
         .into_response())
 }
 
+/// A notice sent to the shopper.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Notice {
+    id: i64,
+    kind: String,
+    /// The e-mail's subject (null for an SMS).
+    title: Option<String>,
+    body: String,
+    created_at: String,
+}
+
+/// The newest 100 notices.
+#[derive(Serialize, utoipa::ToSchema)]
+struct NoticeList {
+    items: Vec<Notice>,
+}
+
 /// The notices sent to the shopper (by e-mail and SMS), newest first.
-#[utoipa::path(get, path = "/v1/notifications", tag = "shopper", responses((status = 200, description = "{items:[{id, kind, title, body, created_at}]}")))]
+#[utoipa::path(get, path = "/v1/notifications", tag = "shopper", security(("bearer" = [])),
+    responses((status = 200, body = NoticeList, description = "At most 100, newest first; none that carry a one-time code"), ShopperAuth))]
 async fn notifications(
     State(state): State<AppState>,
     s: UserSession,
@@ -489,19 +575,19 @@ async fn notifications(
     .bind(crate::notify::dispatch::REDACTED)
     .fetch_all(&mut *conn)
     .await?;
-    let items: Vec<Value> = rows
+    let items = rows
         .iter()
         .map(|r| {
-            Ok::<_, sqlx::Error>(json!({
-                "id": r.try_get::<i64, _>("id")?,
-                "kind": r.try_get::<String, _>("kind")?,
-                "title": r.try_get::<Option<String>, _>("subject")?,
-                "body": r.try_get::<String, _>("body")?,
-                "created_at": clock::rfc3339_ms(r.try_get("created_at")?),
-            }))
+            Ok::<_, sqlx::Error>(Notice {
+                id: r.try_get("id")?,
+                kind: r.try_get("kind")?,
+                title: r.try_get("subject")?,
+                body: r.try_get("body")?,
+                created_at: clock::rfc3339_ms(r.try_get("created_at")?),
+            })
         })
         .collect::<Result<_, _>>()?;
-    Ok(axum::Json(json!({"items": items})).into_response())
+    Ok(axum::Json(NoticeList { items }).into_response())
 }
 
 #[derive(Deserialize, Clone, utoipa::ToSchema)]
@@ -516,12 +602,14 @@ struct PosChargeBody {
 
 /// Charges a shopper's payment code (terminal key; needs `Idempotency-Key`).
 #[utoipa::path(post, path = "/v1/pos/payments", tag = "pos", request_body = PosChargeBody,
-    params(("Idempotency-Key" = String, Header)), responses(
-    (status = 201, description = "{payment_id, status: succeeded, amount}"),
-    (status = 402, description = "insufficient_funds, limit_exceeded", body = Problem, content_type = "application/problem+json"),
-    (status = 410, description = "code_expired", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "code_invalid, invalid_amount", body = Problem, content_type = "application/problem+json"),
-    (status = 429, description = "too_many_attempts (unknown codes)", body = Problem, content_type = "application/problem+json")))]
+    params(IdempotencyKey), security(("bearer" = [])), responses(
+    (status = 201, body = pos::Paid, description = "Paid (a repeat with the same key and body gets the same answer)"),
+    Unauthenticated401, IdempotentBodyErrors, TooMany429,
+    (status = 402, description = "`insufficient_funds`; `limit_exceeded`: with `limit`; `risk_declined`: with `review_id` (each stored)", body = Problem, content_type = "application/problem+json"),
+    (status = 403, description = "`forbidden`: not a terminal's key; `switch_engaged`; `account_frozen`", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`idempotency_conflict`: the key was used with another body; `idempotency_in_progress`: the first request with this key is still running; `payment_reversed`: the terminal reversed this charge", body = Problem, content_type = "application/problem+json"),
+    (status = 410, description = "`code_expired`: the code was used, replaced or has expired", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`code_invalid`: no such code (counted against the terminal); `invalid_amount`; `invalid_body`", body = Problem, content_type = "application/problem+json")))]
 async fn pos_charge(
     State(state): State<AppState>,
     t: TerminalAuth,
@@ -580,9 +668,20 @@ async fn pos_charge(
     Ok(response)
 }
 
+/// A page of the merchant's payments, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct PaymentPage {
+    items: Vec<pos::PaymentView>,
+    /// The `cursor` of the next page; null on the last.
+    next_cursor: Option<String>,
+}
+
 /// The merchant's payments, newest first (terminal key).
-#[utoipa::path(get, path = "/v1/pos/payments", tag = "pos", params(CursorQuery),
-    responses((status = 200, description = "{items, next_cursor}")))]
+#[utoipa::path(get, path = "/v1/pos/payments", tag = "pos", params(CursorQuery), security(("bearer" = [])),
+    responses(
+    (status = 200, body = PaymentPage, description = "At most 50, newest first"),
+    AuthErrors,
+    (status = 400, description = "`invalid_query`: the query is not valid; `invalid_cursor`: not a `next_cursor`", body = Problem, content_type = "application/problem+json")))]
 async fn pos_list(
     State(state): State<AppState>,
     t: TerminalAuth,
@@ -623,12 +722,13 @@ async fn pos_list(
         }
     }
     let next = if rows.len() as i64 == PAGE { last } else { None };
-    Ok(axum::Json(json!({"items": items, "next_cursor": next})).into_response())
+    Ok(axum::Json(PaymentPage { items, next_cursor: next }).into_response())
 }
 
 /// One payment of this merchant, with its refunds (terminal key).
 #[utoipa::path(get, path = "/v1/pos/payments/{payment_id}", tag = "pos", params(("payment_id" = String, Path)),
-    responses((status = 200, description = "the payment"), (status = 404, body = Problem, content_type = "application/problem+json")))]
+    security(("bearer" = [])),
+    responses((status = 200, body = pos::PaymentView, description = "The payment"), AuthErrors, NotFound404))]
 async fn pos_get(
     State(state): State<AppState>,
     t: TerminalAuth,
@@ -654,9 +754,11 @@ struct RefundBody {
 
 /// Refunds part or all of a payment (needs `Idempotency-Key`).
 #[utoipa::path(post, path = "/v1/pos/payments/{payment_id}/refunds", tag = "pos", request_body = RefundBody,
-    params(("payment_id" = String, Path), ("Idempotency-Key" = String, Header)), responses(
-    (status = 201, description = "{refund_id, amount}"),
-    (status = 422, description = "refund_exceeds_payment, invalid_amount", body = Problem, content_type = "application/problem+json")))]
+    params(("payment_id" = String, Path), IdempotencyKey), security(("bearer" = [])), responses(
+    (status = 201, body = pos::Refunded, description = "Refunded (a repeat with the same key and body gets the same answer)"),
+    Unauthenticated401, IdempotentBodyErrors, NotFound404,
+    (status = 403, description = "`forbidden`: not a terminal's key; `switch_engaged`; `account_frozen`", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`refund_exceeds_payment`: more than is left to refund (stored); `invalid_amount`; `invalid_body`", body = Problem, content_type = "application/problem+json")))]
 async fn pos_refund(
     State(state): State<AppState>,
     t: TerminalAuth,
@@ -686,8 +788,29 @@ async fn pos_refund(
     .await)
 }
 
+/// What a reversal answers: the charge is reversed, or none happened and none will.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Reversed {
+    /// The payment reversed; left out when no charge happened under the key.
+    #[schema(nullable = false)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payment_id: Option<String>,
+    /// Always `reversed`.
+    #[schema(value_type = String, example = "reversed")]
+    status: &'static str,
+}
+
+impl Reversed {
+    const NOTHING: Reversed = Reversed { payment_id: None, status: "reversed" };
+}
+
 /// Reverses the payment a terminal made under `key`, if there is one.
-async fn reverse_charge(state: &AppState, terminal_id: &str, key: &str, now: i64) -> Result<Option<Value>, ApiError> {
+async fn reverse_charge(
+    state: &AppState,
+    terminal_id: &str,
+    key: &str,
+    now: i64,
+) -> Result<Option<Reversed>, ApiError> {
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
         let payment: Option<String> =
@@ -700,7 +823,7 @@ async fn reverse_charge(state: &AppState, terminal_id: &str, key: &str, now: i64
         pos::lock_payment(&mut tx, &payment_id).await?;
         pos::reverse(&mut tx, &payment_id, now).await?;
         tx.commit().await?;
-        Ok(Some(json!({"payment_id": payment_id, "status": "reversed"})))
+        Ok(Some(Reversed { payment_id: Some(payment_id), status: "reversed" }))
     })
     .await
 }
@@ -713,9 +836,11 @@ struct ReversalBody {
 }
 
 /// Undoes a charge whose answer the POS never received (a no-op when none happened).
-#[utoipa::path(post, path = "/v1/pos/reversals", tag = "pos", request_body = ReversalBody, responses(
-    (status = 200, description = "{payment_id?, status: reversed}"),
-    (status = 409, description = "idempotency_in_progress: the charge is still running; repeat", body = Problem, content_type = "application/problem+json")))]
+#[utoipa::path(post, path = "/v1/pos/reversals", tag = "pos", request_body = ReversalBody, security(("bearer" = [])),
+    responses(
+    (status = 200, body = Reversed, description = "Reversed, or nothing happened under the key (and a late charge will be answered `payment_reversed`)"),
+    AuthErrors, JsonBodyErrors, Invalid422,
+    (status = 409, description = "`idempotency_in_progress`: the charge is still running; repeat shortly; `not_reversible`: the payment can no longer be reversed", body = Problem, content_type = "application/problem+json")))]
 async fn pos_reversal(
     State(state): State<AppState>,
     t: TerminalAuth,
@@ -739,9 +864,9 @@ async fn pos_reversal(
         match claims::begin(&state.db, &state.clock, &caller, &key, claims::TOMBSTONE).await {
             Ok(claims::Begin::Fresh(claim)) => {
                 idempotency::store_decline(&state.db, &claim, &tombstone).await?;
-                break 'reversal json!({"status": "reversed"});
+                break 'reversal Reversed::NOTHING;
             }
-            Ok(claims::Begin::Replay(_)) => break 'reversal json!({"status": "reversed"}),
+            Ok(claims::Begin::Replay(_)) => break 'reversal Reversed::NOTHING,
             Err(IdempotencyError::Conflict) => {
                 // The key holds a charge's answer. Still running: ask the POS to repeat. Finished:
                 // either a payment exists now (loop to reverse it) or it was declined and moved nothing.
@@ -757,7 +882,7 @@ async fn pos_reversal(
                     None => {
                         // A claimant that died holding the key is replaced by the tombstone.
                         claims::entomb(&state.db, &caller, &key, &idempotency::stored_problem(&tombstone), now).await?;
-                        break 'reversal json!({"status": "reversed"});
+                        break 'reversal Reversed::NOTHING;
                     }
                 }
             }
