@@ -33,6 +33,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(challenge_send))
         .routes(routes!(challenge_verify))
         .routes(routes!(logout))
+        .routes(routes!(admin_logout))
         .routes(routes!(me))
         .routes(routes!(sessions_list))
         .routes(routes!(session_revoke))
@@ -230,6 +231,15 @@ async fn challenge_verify(
 async fn logout(State(state): State<AppState>, s: UserSession, _client: ShopperClient) -> Result<Response, ApiError> {
     let now = state.clock.now_ms();
     session::revoke_own(&state.db, s.user_id(), s.session_id(), now).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Ends this operator's session: the token is refused from the next request on.
+#[utoipa::path(post, path = "/v1/admin/logout", tag = "operator", security(("bearer" = [])), responses(
+    (status = 204, description = "Logged out"),
+    AuthErrors))]
+async fn admin_logout(State(state): State<AppState>, op: RequireRole<Viewer>) -> Result<Response, ApiError> {
+    session::end_operator(&state.db, &op, state.clock.now_ms()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -249,6 +249,19 @@ pub async fn revoke(conn: &mut Conn, session_id: &str, now: i64) -> Result<bool,
 }
 
 /// Revokes every session of a user except `keep` (for a password change).
+/// Ends an operator's session (`POST /v1/admin/logout`), audited.
+pub async fn end_operator(db: &crate::store::Db, operator: &OperatorSession, now: i64) -> Result<(), sqlx::Error> {
+    crate::store::retry(|| async {
+        let mut tx = db.begin().await?;
+        revoke(&mut tx, operator.session_id(), now).await?;
+        let detail = serde_json::json!({"session_id": operator.session_id()});
+        crate::audit::append(&mut tx, &operator.actor(), "operator.logout", operator.operator_id(), &detail, now)
+            .await?;
+        tx.commit().await
+    })
+    .await
+}
+
 /// Revokes one of the user's own sessions; answers whether there was such a live session.
 pub async fn revoke_own(db: &crate::store::Db, user_id: &str, session_id: &str, now: i64) -> Result<bool, sqlx::Error> {
     let n = crate::store::write_one(db, || {

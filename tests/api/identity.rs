@@ -213,6 +213,25 @@ both_backends! {
         a.assert_problem(401, "invalid_credentials");
         assert_eq!(a.body, b.body);
     }
+
+    async fn an_operator_logs_out_and_the_token_stops_working(app: TestApp) {
+        let op = app.operator_session(0).await;
+        let other = app.operator_session(1).await;
+        let r = app.authed(Method::POST, "/v1/admin/logout", &op, None, OPERATOR_IP).await;
+        assert_eq!(r.status, 204, "{r:?}");
+        // The very next request with that token is refused; the other operator is still in.
+        app.authed(Method::GET, "/v1/admin/alerts", &op, None, OPERATOR_IP).await.assert_problem(401, "unauthenticated");
+        app.authed(Method::POST, "/v1/admin/logout", &op, None, OPERATOR_IP).await.assert_problem(401, "unauthenticated");
+        let r = app.authed(Method::GET, "/v1/admin/audit", &other, None, OPERATOR_IP).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.body["items"].as_array().unwrap().iter().any(|e| e["action"] == "operator.logout"), "{r:?}");
+        // A shopper's token cannot end anything here.
+        let mut s = app.register().await;
+        app.log_in(&mut s).await;
+        let token = s.session.clone().unwrap();
+        app.authed(Method::POST, "/v1/admin/logout", &token, None, &s.ip).await.assert_problem(403, "forbidden");
+        assert_eq!(app.me(&token, &s.ip).await.status, 200);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
