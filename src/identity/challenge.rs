@@ -260,7 +260,7 @@ pub async fn verify<C: CardChallenges>(
     method: &str,
     code: &str,
     client: &ClientInfo,
-    cards: &C,
+    hooks: (&C, &dyn rules::FactSource),
 ) -> Result<Verified<C::Card>, IdentityError> {
     let now = state.clock.now_ms();
     store::retry(|| async {
@@ -281,7 +281,7 @@ pub async fn verify<C: CardChallenges>(
             return Err(IdentityError::CodeInvalid { attempts_left });
         }
         use_up(&mut tx, &c.id).await?;
-        match complete(&mut tx, state, &c, client, cards, now).await? {
+        match complete(&mut tx, state, &c, client, hooks, now).await? {
             Completed::Granted(answer) => {
                 throttle::record_success(&mut tx, &owner.key).await?;
                 tx.commit().await?;
@@ -427,7 +427,7 @@ async fn complete<C: CardChallenges>(
     state: &AppState,
     c: &Row_,
     client: &ClientInfo,
-    cards: &C,
+    (cards, facts): (&C, &dyn rules::FactSource),
     now: i64,
 ) -> Result<Completed<Verified<C::Card>>, IdentityError> {
     let missing =
@@ -436,7 +436,7 @@ async fn complete<C: CardChallenges>(
         Purpose::Login => {
             let user_id = c.user_id.as_deref().ok_or_else(|| missing("user"))?;
             let device_id = c.device_id.as_deref().unwrap_or("unknown");
-            return Ok(match complete_login(conn, state, user_id, device_id, client, now).await? {
+            return Ok(match complete_login(conn, state, (user_id, device_id), (client, facts), now).await? {
                 Completed::Granted(opened) => Completed::Granted(Verified::Login(opened)),
                 Completed::LoginDeclined => Completed::LoginDeclined,
             });
@@ -469,14 +469,14 @@ async fn complete<C: CardChallenges>(
 async fn complete_login(
     conn: &mut Conn,
     state: &AppState,
-    user_id: &str,
-    device_id: &str,
-    client: &ClientInfo,
+    (user_id, device_id): (&str, &str),
+    (client, facts): (&ClientInfo, &dyn rules::FactSource),
     now: i64,
 ) -> Result<Completed<TwoStepSession>, IdentityError> {
     let user = super::user_by_id(conn, user_id).await?.ok_or(IdentityError::ChallengeNotFound)?;
     let signals = rules::signals(
         conn,
+        facts,
         &rules::Event {
             kind: rules::RuleEvent::Login,
             user_id,

@@ -54,6 +54,7 @@ pub async fn login(
     state: &AppState,
     credentials: &Credentials<'_>,
     client: &ClientInfo,
+    facts: &dyn rules::FactSource,
 ) -> Result<LoginAnswer, IdentityError> {
     check_device_id(credentials.device_id)?;
     let now = state.clock.now_ms();
@@ -79,7 +80,7 @@ pub async fn login(
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
         pending.succeeded(&mut tx).await?;
-        let answer = second_step(&mut tx, state, &user, &device, client, now).await?;
+        let answer = second_step(&mut tx, state, &user, &device, (client, facts), now).await?;
         tx.commit().await?;
         Ok::<_, IdentityError>(answer)
     })
@@ -127,7 +128,7 @@ async fn second_step(
     state: &AppState,
     user: &User,
     device: &Device<'_>,
-    client: &ClientInfo,
+    (client, facts): (&ClientInfo, &dyn rules::FactSource),
     now: i64,
 ) -> Result<LoginAnswer, sqlx::Error> {
     // The risk rules on login: anything but allow asks for the second factor even on a
@@ -140,6 +141,7 @@ async fn second_step(
             let country = client.country.as_deref();
             let signals = rules::signals(
                 conn,
+                facts,
                 &rules::Event {
                     kind: rules::RuleEvent::Login,
                     user_id: &user.id,

@@ -352,6 +352,17 @@ pub async fn wrong_code(
     Ok((MAX_CODE_FAILURES - failures).max(0))
 }
 
+/// When the user's credentials last changed and when the account was made (a risk fact: the
+/// sign-up itself is not a change).
+pub async fn credential_times(conn: &mut Conn, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
+    use sqlx::Row;
+    let row = sqlx::query("SELECT credentials_changed_at, created_at FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok((row.try_get("credentials_changed_at")?, row.try_get("created_at")?))
+}
+
 /// `403 cooling_off` when the user changed credentials recently.
 pub fn ensure_not_cooling_off(user: &User, now: i64) -> Result<(), IdentityError> {
     if user.cooling_off_until > now {

@@ -151,7 +151,7 @@ async fn login_route(
         device_id: &b.device_id,
         device_token: b.device_token.as_deref(),
     };
-    let answer = login::login(&state, &credentials, &client.0).await?;
+    let answer = login::login(&state, &credentials, &client.0, &crate::payments::risk_facts::Owners).await?;
     Ok(axum::Json(answer).into_response())
 }
 
@@ -219,7 +219,15 @@ async fn challenge_verify(
         crate::risk::client::country_policy(&state.config, &client)?;
     }
     let cards = crate::payments::cards::CardChallengeHook;
-    let answer = challenge::verify(&state, &id, &body.value.method, &body.value.code, &client, &cards).await?;
+    let answer = challenge::verify(
+        &state,
+        &id,
+        &body.value.method,
+        &body.value.code,
+        &client,
+        (&cards, &crate::payments::risk_facts::Owners),
+    )
+    .await?;
     Ok(axum::Json(answer).into_response())
 }
 

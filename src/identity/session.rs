@@ -371,6 +371,37 @@ pub async fn recognise(
     .transpose()
 }
 
+/// When `user_id` first opened a session on `device_id` (a risk fact: a new device).
+pub async fn first_seen_on_device(conn: &mut Conn, user_id: &str, device_id: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT MIN(created_at) FROM sessions WHERE user_id = $1 AND device_id = $2")
+        .bind(user_id)
+        .bind(device_id)
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// How many sessions `user_id` opened since `since` (a risk fact: login velocity).
+pub async fn opened_since(conn: &mut Conn, user_id: &str, since: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND created_at > $2")
+        .bind(user_id)
+        .bind(since)
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// The country and time of the newest session of `user_id` that has a country (a risk fact:
+/// impossible travel).
+pub async fn newest_located(conn: &mut Conn, user_id: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT country, created_at FROM sessions WHERE user_id = $1 AND country IS NOT NULL \
+         ORDER BY created_at DESC LIMIT 1",
+    )
+    .bind(user_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.map(|r| Ok((r.try_get("country")?, r.try_get("created_at")?))).transpose()
+}
+
 /// The country of the newest session `user_id` opened on `device_id` (where the phone was last
 /// seen signing in), if any.
 pub async fn device_country(conn: &mut Conn, user_id: &str, device_id: &str) -> Result<Option<String>, sqlx::Error> {

@@ -214,6 +214,7 @@ async fn keep_card(a: &Attempt<'_>, card: &NewCard<'_>) -> Result<Linked, Paymen
     claim_fingerprint(&mut tx, &user.id, card.fingerprint, now).await?;
     let signals = rules::signals(
         &mut tx,
+        &super::risk_facts::Owners,
         &rules::Event {
             kind: rules::RuleEvent::CardLink,
             user_id: &user.id,

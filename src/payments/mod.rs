@@ -8,6 +8,7 @@ pub mod corrections;
 pub mod pos;
 pub mod processor;
 pub mod reviews;
+pub mod risk_facts;
 pub mod routes;
 pub mod topups;
 pub mod wallet;

@@ -376,6 +376,7 @@ pub async fn authorize(
     let mcc = Some(at.store.category.as_str());
     let signals = rules::signals(
         conn,
+        &super::risk_facts::Owners,
         &rules::Event {
             kind: rules::RuleEvent::Payment,
             user_id: payer.user_id,

@@ -216,6 +216,7 @@ async fn admit(
     let country = r.client.country.as_deref();
     let signals = rules::signals(
         conn,
+        &super::risk_facts::Owners,
         &rules::Event {
             kind: rules::RuleEvent::Topup,
             user_id: &user.id,

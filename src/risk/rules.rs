@@ -180,48 +180,48 @@ pub struct Event<'a> {
     pub country: Option<&'a str>,
 }
 
-/// Gathers the signals of an event.
-pub async fn signals(conn: &mut Conn, e: &Event<'_>, now: i64) -> Result<Signals, sqlx::Error> {
-    let Event { kind: event, user_id, device_id, amount, mcc, country } = *e;
-    let first_seen: Option<i64> =
-        sqlx::query_scalar("SELECT MIN(created_at) FROM sessions WHERE user_id = $1 AND device_id = $2")
-            .bind(user_id)
-            .bind(device_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let last_topup: Option<i64> =
-        sqlx::query_scalar("SELECT MAX(settled_at) FROM topups WHERE user_id = $1 AND status = 'succeeded'")
-            .bind(user_id)
-            .fetch_one(&mut *conn)
-            .await?;
-    let row = sqlx::query("SELECT credentials_changed_at, created_at FROM users WHERE id = $1")
-        .bind(user_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    let (changed, created): (i64, i64) = (row.try_get("credentials_changed_at")?, row.try_get("created_at")?);
-    // Velocity: events of this kind in the last hour, this one included.
-    let count_sql = match event {
-        RuleEvent::Login => "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND created_at > $2",
-        RuleEvent::CardLink => "SELECT COUNT(*) FROM cards WHERE user_id = $1 AND created_at > $2",
-        RuleEvent::Topup => "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND created_at > $2",
-        RuleEvent::Payment => "SELECT COUNT(*) FROM payments WHERE user_id = $1 AND created_at > $2",
-    };
-    let earlier: i64 = sqlx::query_scalar(count_sql).bind(user_id).bind(now - 3_600_000).fetch_one(&mut *conn).await?;
-    // Impossible travel: from the country of the user's newest session to this request's.
-    let previous = sqlx::query(
-        "SELECT country, created_at FROM sessions WHERE user_id = $1 AND country IS NOT NULL \
-         ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(user_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let impossible_travel = match (previous, country) {
-        (Some(p), Some(here)) => {
-            let (there, at): (String, i64) = (p.try_get("country")?, p.try_get("created_at")?);
-            crate::risk::travel::impossible(&there, at, here, now)
-        }
+/// What the owners of the data know about a user, for the signals of an event: sessions and
+/// credentials are identity's, top-ups, cards and payments are payments'. Risk never reads their
+/// tables; the owners answer through this port (implemented by `payments::risk_facts::Owners`).
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// When the user first opened a session on this device.
+    pub first_seen_on_device: Option<i64>,
+    /// When the user's newest successful top-up was settled.
+    pub last_topup_at: Option<i64>,
+    pub credentials_changed_at: i64,
+    pub created_at: i64,
+    /// Events of this kind by the user in the last hour, this one not included.
+    pub events_last_hour: i64,
+    /// The country and time of the user's newest session that has a country.
+    pub previous_session: Option<(String, i64)>,
+}
+
+/// The owners' answer to "what do you know of this user, for this event".
+pub trait FactSource: Send + Sync {
+    fn facts<'a>(
+        &'a self,
+        conn: &'a mut Conn,
+        e: &'a Event<'a>,
+        now: i64,
+    ) -> crate::ports::BoxFuture<'a, Result<Facts, sqlx::Error>>;
+}
+
+/// Gathers the signals of an event from what the owners know.
+pub async fn signals(
+    conn: &mut Conn,
+    source: &dyn FactSource,
+    e: &Event<'_>,
+    now: i64,
+) -> Result<Signals, sqlx::Error> {
+    let f = source.facts(conn, e, now).await?;
+    let impossible_travel = match (&f.previous_session, e.country) {
+        (Some((there, at)), Some(here)) => crate::risk::travel::impossible(there, *at, here, now),
         _ => false,
     };
+    let (amount, mcc, country) = (e.amount, e.mcc, e.country);
+    let (changed, created, earlier) = (f.credentials_changed_at, f.created_at, f.events_last_hour);
+    let (first_seen, last_topup) = (f.first_seen_on_device, f.last_topup_at);
     Ok(Signals {
         amount,
         new_device: first_seen.is_none_or(|t| t > now - DAY_MS),
