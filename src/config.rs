@@ -379,10 +379,12 @@ impl Config {
 
     /// Parses one setting into its field; the error says why, and the caller names the setting.
     fn set(&mut self, setting: &str, value: &str) -> Result<(), String> {
-        let Some((_, parse)) = SETTING_GROUPS.iter().find(|(names, _)| names.contains(&setting)) else {
-            unparsed(setting)
-        };
-        parse(self, setting, value)
+        for parse in SETTING_GROUPS {
+            if parse(self, setting, value)? {
+                return Ok(());
+            }
+        }
+        unparsed(setting)
     }
 
     /// Production's demands beyond the values themselves: no sandbox, its keys configured, and
@@ -417,62 +419,21 @@ impl Config {
     }
 }
 
-/// Parses one setting of a group into `config`; the error says why the value is refused.
-type SetGroup = fn(&mut Config, &str, &str) -> Result<(), String>;
+/// Parses the settings of one group into `config`: `Ok(false)` for a setting of another group,
+/// otherwise whether the value is taken (the error says why it is refused).
+type SetGroup = fn(&mut Config, &str, &str) -> Result<bool, String>;
 
-/// Which function parses which settings. Every setting of [`SETTINGS`] is in exactly one group
+/// The groups, each knowing its own settings. Every setting of [`SETTINGS`] belongs to exactly one
 /// (a unit test checks it).
-const SETTING_GROUPS: &[(&[&str], SetGroup)] = &[
-    (&["listen", "database_url", "data_dir", "sandbox", "environment", "database_max_connections"], set_service),
-    (&["log_format", "log_level"], set_logging),
-    (&["trusted_proxies", "geoip", "allowed_countries", "unknown_country"], set_client_origin),
-    (
-        &[
-            "amount_ceiling",
-            "session_idle_timeout_secs",
-            "session_absolute_timeout_secs",
-            "throttle_address_failures",
-            "throttle_subnet_failures",
-            "password_hash_concurrency",
-            "payment_code_prefix",
-        ],
-        set_limits,
-    ),
-    (
-        &[
-            "alert_failed_logins_per_minute",
-            "alert_failed_codes_per_minute",
-            "alert_throttled_addresses_per_minute",
-            "alert_card_declines_per_minute",
-            "alert_risk_declines_per_minute",
-            "containment",
-            "containment_policy",
-        ],
-        set_risk,
-    ),
-    (&["card_fingerprint_key", "totp_encryption_key", "webhook_signing_key", "processor_webhook_secret"], set_secrets),
-    (
-        &[
-            "smtp_url",
-            "smtp_from",
-            "sms_gateway_url",
-            "sms_gateway_token",
-            "oncall_webhook_url",
-            "oncall_webhook_token",
-            "notify_poll_ms",
-            "notify_retry_base_ms",
-            "notify_max_attempts",
-        ],
-        set_notify,
-    ),
-];
+const SETTING_GROUPS: &[SetGroup] =
+    &[set_service, set_logging, set_client_origin, set_limits, set_risk, set_secrets, set_notify];
 
 fn unparsed(setting: &str) -> ! {
     unreachable!("setting {setting} is listed in SETTINGS but not parsed")
 }
 
 /// Where the service listens, its database, and whether it is a sandbox or production.
-fn set_service(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+fn set_service(config: &mut Config, setting: &str, value: &str) -> Result<bool, String> {
     match setting {
         "listen" => config.listen = value.parse().map_err(|_| "expected HOST:PORT, for example 127.0.0.1:8080")?,
         "database_url" => {
@@ -503,12 +464,12 @@ fn set_service(config: &mut Config, setting: &str, value: &str) -> Result<(), St
                 .filter(|n| (1..=1000).contains(n))
                 .ok_or("expected a number from 1 to 1000")?
         }
-        other => unparsed(other),
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
 }
 
-fn set_logging(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+fn set_logging(config: &mut Config, setting: &str, value: &str) -> Result<bool, String> {
     match setting {
         "log_format" => {
             config.log_format = match value {
@@ -522,13 +483,13 @@ fn set_logging(config: &mut Config, setting: &str, value: &str) -> Result<(), St
                 .map_err(|_| "expected a level such as info, or a tracing filter")?;
             config.log_level = value.to_string();
         }
-        other => unparsed(other),
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
 }
 
 /// How a client's address and country are read, and which countries are served.
-fn set_client_origin(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+fn set_client_origin(config: &mut Config, setting: &str, value: &str) -> Result<bool, String> {
     match setting {
         "trusted_proxies" => {
             config.trusted_proxies = split_list(value)
@@ -562,13 +523,13 @@ fn set_client_origin(config: &mut Config, setting: &str, value: &str) -> Result<
                 _ => return Err("expected allow or deny".into()),
             }
         }
-        other => unparsed(other),
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
 }
 
 /// Amounts, session lifetimes, login throttles, hashing concurrency and the payment code prefix.
-fn set_limits(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+fn set_limits(config: &mut Config, setting: &str, value: &str) -> Result<bool, String> {
     match setting {
         "amount_ceiling" => {
             config.amount_ceiling_yen = value
@@ -586,13 +547,13 @@ fn set_limits(config: &mut Config, setting: &str, value: &str) -> Result<(), Str
             validate_code_prefix(value)?;
             config.payment_code_prefix = value.to_string();
         }
-        other => unparsed(other),
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The alert detectors' thresholds and what containment may do when they fire.
-fn set_risk(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+fn set_risk(config: &mut Config, setting: &str, value: &str) -> Result<bool, String> {
     let per_minute = || number(value, 1, 1_000_000);
     match setting {
         "alert_failed_logins_per_minute" => config.alert_failed_logins_per_minute = per_minute()?,
@@ -602,9 +563,9 @@ fn set_risk(config: &mut Config, setting: &str, value: &str) -> Result<(), Strin
         "alert_risk_declines_per_minute" => config.alert_risk_declines_per_minute = per_minute()?,
         "containment" => config.containment = parse_bool(value)?,
         "containment_policy" => config.containment_policy = containment_policy(value)?,
-        other => unparsed(other),
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
 }
 
 /// `DETECTOR=SWITCH, ...`: which switch each detector engages.
@@ -627,7 +588,7 @@ fn containment_policy(value: &str) -> Result<Vec<(String, crate::ids::SwitchName
 }
 
 /// The rotating keys and the card processor's webhook secret; no value is ever echoed.
-fn set_secrets(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+fn set_secrets(config: &mut Config, setting: &str, value: &str) -> Result<bool, String> {
     match setting {
         "card_fingerprint_key" => config.keys.card_fingerprint = Some(Key::parse(value)?),
         "totp_encryption_key" => config.keys.totp_encryption = Some(Key::parse(value)?),
@@ -638,13 +599,13 @@ fn set_secrets(config: &mut Config, setting: &str, value: &str) -> Result<(), St
             }
             config.processor_webhook_secret = Some(Secret::new(value.to_string()));
         }
-        other => unparsed(other),
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The notification channels and the dispatcher's pace.
-fn set_notify(config: &mut Config, setting: &str, value: &str) -> Result<(), String> {
+fn set_notify(config: &mut Config, setting: &str, value: &str) -> Result<bool, String> {
     let notify = &mut config.notify;
     match setting {
         "smtp_url" => {
@@ -667,9 +628,9 @@ fn set_notify(config: &mut Config, setting: &str, value: &str) -> Result<(), Str
         "notify_poll_ms" => notify.poll_ms = number(value, 10, 60_000)?,
         "notify_retry_base_ms" => notify.retry_base_ms = number(value, 10, 3_600_000)?,
         "notify_max_attempts" => notify.max_attempts = number(value, 1, 100)?,
-        other => unparsed(other),
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
 }
 
 fn number(value: &str, min: u32, max: u32) -> Result<u32, String> {
@@ -742,18 +703,15 @@ mod tests {
 
     #[test]
     fn every_setting_is_parsed_by_exactly_one_group() {
-        let grouped: Vec<&str> = SETTING_GROUPS.iter().flat_map(|(names, _)| names.iter().copied()).collect();
-        let mut sorted = grouped.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        assert_eq!(sorted.len(), grouped.len(), "a setting is in two groups");
-        let mut settings = SETTINGS.to_vec();
-        settings.sort_unstable();
-        assert_eq!(sorted, settings);
-        // Each group's parser knows each of its names (an unknown one would panic).
+        // A group claims a setting by taking its value or refusing it; any other group passes.
         for setting in SETTINGS {
-            let _ = Config::default().set(setting, "");
+            let claims = SETTING_GROUPS
+                .iter()
+                .filter(|parse| !matches!(parse(&mut Config::default(), setting, ""), Ok(false)))
+                .count();
+            assert_eq!(claims, 1, "{setting} is parsed by {claims} groups");
         }
+        assert!(SETTING_GROUPS.iter().all(|parse| parse(&mut Config::default(), "no_such_setting", "x") == Ok(false)));
     }
 
     #[test]

@@ -231,6 +231,11 @@ problem_responses! {
         401 => "`unauthenticated`: no token, or one that is unknown, expired or revoked",
         403 => "`forbidden`: a valid token of the wrong kind (a shopper's, an operator's, a terminal's) or role",
     }
+    /// `401` and `403` of a shopper route (a session token, from an allowed country).
+    ShopperAuth {
+        401 => "`unauthenticated`: no token, or one that is unknown, expired or revoked",
+        403 => "`forbidden`: not a shopper's session token; `region_blocked`: the client's country is not served",
+    }
     /// `404` for an id that names nothing (an id of the wrong shape included).
     NotFound404 {
         404 => "`not_found`: there is no such thing, or it is not yours",

@@ -17,7 +17,7 @@ use super::session::SessionView;
 use super::{challenge, login, recovery, session, signup};
 use crate::http::auth::{RequireRole, ShopperClient, UserSession, Viewer};
 use crate::http::error::{
-    ApiError, AuthErrors, Invalid422, JsonBodyErrors, NotFound404, Problem, TooMany429, Unauthenticated401,
+    ApiError, AuthErrors, Invalid422, JsonBodyErrors, NotFound404, Problem, ShopperAuth, TooMany429, Unauthenticated401,
 };
 use crate::http::extract::ApiJson;
 use crate::payments::cards::Card;
@@ -234,8 +234,7 @@ async fn challenge_verify(
 /// Ends this session.
 #[utoipa::path(post, path = "/v1/logout", tag = "shopper", security(("bearer" = [])), responses(
     (status = 204, description = "Logged out"),
-    Unauthenticated401,
-    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json")))]
+    ShopperAuth))]
 async fn logout(State(state): State<AppState>, s: UserSession, _client: ShopperClient) -> Result<Response, ApiError> {
     let now = state.clock.now_ms();
     session::revoke_own(&state.db, s.user_id(), s.session_id(), now).await?;
@@ -269,8 +268,7 @@ struct Me {
 /// The signed-in shopper.
 #[utoipa::path(get, path = "/v1/me", tag = "shopper", security(("bearer" = [])), responses(
     (status = 200, body = Me, description = "The account"),
-    Unauthenticated401,
-    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json")))]
+    ShopperAuth))]
 async fn me(State(state): State<AppState>, s: UserSession, _client: ShopperClient) -> Result<Response, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
     let user = super::user_by_id(&mut conn, s.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?;
@@ -297,8 +295,7 @@ struct SessionList {
 /// The shopper's live sessions (`current` marks this one).
 #[utoipa::path(get, path = "/v1/sessions", tag = "shopper", security(("bearer" = [])), responses(
     (status = 200, body = SessionList, description = "The live sessions"),
-    Unauthenticated401,
-    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json")))]
+    ShopperAuth))]
 async fn sessions_list(
     State(state): State<AppState>,
     s: UserSession,
@@ -320,8 +317,7 @@ async fn sessions_list(
 #[utoipa::path(delete, path = "/v1/sessions/{session_id}", tag = "shopper", params(("session_id" = String, Path)),
     security(("bearer" = [])), responses(
     (status = 204, description = "Revoked"),
-    Unauthenticated401,
-    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json"),
+    ShopperAuth,
     NotFound404))]
 async fn session_revoke(
     State(state): State<AppState>,
@@ -340,8 +336,7 @@ async fn session_revoke(
 /// A challenge whose verification grants step-up for 5 minutes.
 #[utoipa::path(post, path = "/v1/step-up", tag = "shopper", security(("bearer" = [])), responses(
     (status = 200, body = Created, description = "The challenge to verify"),
-    Unauthenticated401,
-    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json")))]
+    ShopperAuth))]
 async fn step_up(State(state): State<AppState>, s: UserSession, client: ShopperClient) -> Result<Response, ApiError> {
     let now = state.clock.now_ms();
     let answer = crate::store::retry(|| async {
@@ -388,8 +383,7 @@ struct CodeBody {
 #[utoipa::path(post, path = "/v1/me/totp/confirm", tag = "shopper", request_body = CodeBody, security(("bearer" = [])),
     responses(
     (status = 200, body = RecoveryCodes, description = "The app is confirmed; keep the recovery codes"),
-    Unauthenticated401,
-    (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json"),
+    ShopperAuth,
     JsonBodyErrors,
     (status = 409, description = "`totp_not_started`: start with `POST /v1/me/totp`", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "`code_invalid`: not the app's current code; `invalid_body`: a field is missing, unknown or of the wrong type", body = Problem, content_type = "application/problem+json")))]

@@ -14,8 +14,8 @@ use utoipa_axum::routes;
 use super::{cards, pos, topups, wallet};
 use crate::http::auth::{ShopperClient, TerminalAuth, UserSession};
 use crate::http::error::{
-    ApiError, AuthErrors, IdempotentBodyErrors, Invalid422, JsonBodyErrors, NotFound404, Problem, TooMany429,
-    Unauthenticated401, Unavailable503, problem_response,
+    ApiError, AuthErrors, IdempotentBodyErrors, Invalid422, JsonBodyErrors, NotFound404, Problem, ShopperAuth,
+    TooMany429, Unauthenticated401, Unavailable503,
 };
 use crate::http::extract::ApiJson;
 use crate::http::idempotent::{self as idempotency, IdempotencyKey, Outcome};
@@ -48,23 +48,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(pos_refund))
         .routes(routes!(pos_reversal))
 }
-
-/// `401` and `403` of a shopper route (a session token, from an allowed country).
-struct ShopperAuth;
-
-impl utoipa::IntoResponses for ShopperAuth {
-    fn responses() -> std::collections::BTreeMap<String, utoipa::openapi::RefOr<utoipa::openapi::response::Response>> {
-        [
-            ("401".to_string(), problem_response(401, UNAUTHENTICATED).into()),
-            ("403".to_string(), problem_response(403, SHOPPER_FORBIDDEN).into()),
-        ]
-        .into()
-    }
-}
-
-const UNAUTHENTICATED: &str = "`unauthenticated`: no token, or one that is unknown, expired or revoked";
-const SHOPPER_FORBIDDEN: &str =
-    "`forbidden`: not a shopper's session token; `region_blocked`: the client's country is not served";
 
 fn amount(state: &AppState, v: &Value) -> Result<Yen, ApiError> {
     parse_amount(v, state.config.amount_ceiling_yen).map_err(|e| ApiError::invalid_amount(e.to_string()))
