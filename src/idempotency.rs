@@ -14,7 +14,6 @@
 //! (its update names a claim token that is gone), so its transaction rolls back and the work is
 //! done at most once.
 
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use crate::store::{self, Clock, Conn, Db};
@@ -30,11 +29,9 @@ pub const HEADER: &str = "idempotency-key";
 /// caller serialises the parsed JSON, whose object keys are sorted, so two bodies that differ only
 /// in key order or whitespace have the same fingerprint).
 pub fn fingerprint(route: &str, canonical_body: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(route.as_bytes());
-    hasher.update([0]);
-    hasher.update(canonical_body.as_bytes());
-    hex::encode(hasher.finalize())
+    // SHA-256 of the route, a NUL and the body: the digest a stored secret has, and the one stored
+    // fingerprints have always been.
+    crate::secret::secret_hash(route, canonical_body)
 }
 
 /// The fingerprint of a tombstone: a key claimed by a reversal before any charge used it, so that

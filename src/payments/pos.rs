@@ -221,6 +221,8 @@ pub async fn charge_code(conn: &mut Conn, c: &CodeCharge<'_>, now: i64) -> Resul
     let country = identity::session::device_country(conn, &user_id, &device_id).await?;
     let payer = Payer { user_id: &user_id, device_id: &device_id, country: country.as_deref(), fresh_step_up: None };
     let at = Place { store: &store, terminal_id: Some(&c.terminal.id) };
+    // The wallet's lock is held since the code was redeemed.
+    check_switches(conn, &payer, &at).await?;
     if let Some(decline) = authorize(conn, &payer, &at, c.amount, now).await? {
         return Ok(Charged::Declined(decline));
     }
@@ -246,22 +248,19 @@ pub async fn charge_code(conn: &mut Conn, c: &CodeCharge<'_>, now: i64) -> Resul
 /// under its owner's wallet lock; answers its owner and device.
 async fn redeem(conn: &mut Conn, code: &PaymentCode, now: i64) -> Result<(String, String), PaymentsError> {
     let hash = code.lookup_hash();
-    let owner: Option<String> = sqlx::query_scalar("SELECT user_id FROM payment_codes WHERE code_hash = $1")
+    let row = sqlx::query("SELECT user_id, device_id, state, expires_at FROM payment_codes WHERE code_hash = $1")
         .bind(&hash)
         .fetch_optional(&mut *conn)
         .await?;
-    let Some(owner) = owner else { return Err(PaymentsError::CodeInvalid) };
-    // The lock every money movement of this wallet takes, before the code's row is read again.
-    crate::store::lock_conn(conn, "wallet", &owner).await?;
-    let row = sqlx::query("SELECT user_id, device_id, state, expires_at FROM payment_codes WHERE code_hash = $1")
-        .bind(&hash)
-        .fetch_one(&mut *conn)
-        .await?;
+    let Some(row) = row else { return Err(PaymentsError::CodeInvalid) };
     let (user_id, device_id, state, expires_at): (String, String, String, i64) =
         (row.try_get("user_id")?, row.try_get("device_id")?, row.try_get("state")?, row.try_get("expires_at")?);
     if state != "active" || expires_at <= now {
         return Err(PaymentsError::CodeExpired);
     }
+    // The lock every money movement of this wallet takes. A code used or replaced since it was read
+    // is caught by the conditional update below.
+    crate::store::lock_conn(conn, "wallet", &user_id).await?;
     let redeemed = sqlx::query("UPDATE payment_codes SET state = 'used' WHERE code_hash = $1 AND state = 'active'")
         .bind(&hash)
         .execute(&mut *conn)
@@ -314,6 +313,8 @@ pub async fn pay_store_qr(
         return Err(PaymentsError::QrMismatch);
     }
     let at = Place { store: &store, terminal_id: None };
+    check_switches(conn, &p.payer, &at).await?;
+    crate::store::lock_conn(conn, "wallet", p.payer.user_id).await?;
     if let Some(decline) = authorize(conn, &p.payer, &at, p.amount, now).await? {
         return Ok(Charged::Declined(decline));
     }
@@ -352,25 +353,28 @@ pub struct Place<'a> {
     pub terminal_id: Option<&'a str>,
 }
 
-/// The checks every payment passes, in the payment's transaction: the `payments` switches (user,
-/// merchant, country), then the risk rules. A rule's hold or decline opens a review case and
-/// answers the decline to commit; a step-up the shopper can give is asked for (`403`, rolled back);
-/// a till cannot wait, so there any outcome but allow declines.
-pub async fn authorize(
-    conn: &mut Conn,
-    payer: &Payer<'_>,
-    at: &Place<'_>,
-    amount: Yen,
-    now: i64,
-) -> Result<Option<PaymentsError>, PaymentsError> {
+/// The `payments` switches every payment passes first: for the user, the merchant and the country.
+async fn check_switches(conn: &mut Conn, payer: &Payer<'_>, at: &Place<'_>) -> Result<(), PaymentsError> {
     let subject = switches::Subject {
         user_id: Some(payer.user_id),
         merchant_id: Some(&at.store.merchant_id),
         country: payer.country,
         ..Default::default()
     };
-    switches::check(conn, crate::ids::SwitchName::Payments, subject).await?;
-    crate::store::lock_conn(conn, "wallet", payer.user_id).await?;
+    Ok(switches::check(conn, crate::ids::SwitchName::Payments, subject).await?)
+}
+
+/// The risk rules every payment passes, in its transaction and under its wallet's lock (after
+/// [`check_switches`]). A rule's hold or decline opens a review case and answers the decline to
+/// commit; a step-up the shopper can give is asked for (`403`, rolled back); a till cannot wait,
+/// so there any outcome but allow declines.
+async fn authorize(
+    conn: &mut Conn,
+    payer: &Payer<'_>,
+    at: &Place<'_>,
+    amount: Yen,
+    now: i64,
+) -> Result<Option<PaymentsError>, PaymentsError> {
     // The rules see the shopper's own country only when the shopper is at hand (a till's is not).
     let country = payer.fresh_step_up.and(payer.country);
     let mcc = Some(at.store.category.as_str());

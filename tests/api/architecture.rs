@@ -5,8 +5,6 @@
 //! brought in by an earlier `use` or `mod`) then becomes an edge to the longest existing module.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
-use std::path::Path;
 
 /// Upward edges tolerated for now, as (from node, to node). Each must still occur, so the list only
 /// shrinks: when a debt is paid the test names the entry to delete.
@@ -823,29 +821,8 @@ fn reachable(adjacency: &BTreeMap<String, BTreeSet<String>>, start: &str) -> BTr
 // ---------------------------------------------------------------------------------------------
 // The real tree.
 
-fn read_sources() -> BTreeMap<String, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut sources = BTreeMap::new();
-    let mut dirs = vec![root.join("src")];
-    while let Some(dir) = dirs.pop() {
-        let entries = fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
-        for entry in entries {
-            let path = entry.expect("a directory entry").path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|ext| ext == "rs") {
-                let rel = path.strip_prefix(root).expect("under the manifest dir");
-                let rel = rel.to_string_lossy().replace('\\', "/");
-                let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {rel}: {e}"));
-                sources.insert(rel, text);
-            }
-        }
-    }
-    sources
-}
-
 fn real_findings() -> Findings {
-    check(&build_graph(&read_sources()), TRANSITIONAL_UPWARD)
+    check(&build_graph(&crate::helpers::source_files()), TRANSITIONAL_UPWARD)
 }
 
 fn assert_none(what: &str, found: &[String]) {

@@ -11,8 +11,6 @@
 //! shrink. When a function is fixed, the test names the entry to delete.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::{Path, PathBuf};
 
 /// Functions still longer than [`MAX_LINES`], as `FILE FN`.
 const LONG_FUNCTIONS: &[&str] = &[];
@@ -31,16 +29,11 @@ const EXEMPT_FILES: &[&str] = &["src/bench.rs"];
 
 #[test]
 fn functions_under_src_stay_short_and_plain() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let (mut long, mut wide, mut nested) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
-    let files = rust_files(&root.join("src"));
-    assert!(!files.is_empty(), "no .rs files under {}", root.join("src").display());
-    for path in files {
-        let file = path.strip_prefix(root).expect("under the root").to_string_lossy().replace('\\', "/");
+    for (file, text) in crate::helpers::source_files() {
         if EXEMPT_FILES.contains(&file.as_str()) {
             continue;
         }
-        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {file}: {e}"));
         let shape = scan(&text);
         for f in &shape.functions {
             let key = format!("{file} {}", f.name);
@@ -120,14 +113,12 @@ fn http_words(src: &str) -> Vec<&'static str> {
 
 #[test]
 fn capabilities_speak_their_own_types_not_http() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut problems = Vec::new();
-    for path in rust_files(&root.join("src")) {
-        let file = path.strip_prefix(root).expect("under the root").to_string_lossy().replace('\\', "/");
+    for (file, text) in crate::helpers::source_files() {
         if speaks_http(&file) {
             continue;
         }
-        let words = http_words(&fs::read_to_string(&path).expect("a source file is readable"));
+        let words = http_words(&text);
         if !words.is_empty() {
             problems.push(format!(
                 "{file} uses {}: return its own types and error, and map them in src/http/",
@@ -159,23 +150,6 @@ fn compare(list: &str, allowed: &[&str], found: &BTreeMap<String, String>, probl
     problems.extend(unlisted.map(|(key, why)| format!("{key}: {why}")));
     let stale = allowed.iter().filter(|entry| !found.contains_key(**entry));
     problems.extend(stale.map(|entry| format!("{entry}: no longer breaks the rule, remove it from {list}")));
-}
-
-fn rust_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut entries: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
-        .map(|entry| entry.expect("a directory entry").path())
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            files.extend(rust_files(&path));
-        } else if path.extension().is_some_and(|ext| ext == "rs") {
-            files.push(path);
-        }
-    }
-    files
 }
 
 // ---------------------------------------------------------------------------------------------

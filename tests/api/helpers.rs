@@ -623,3 +623,26 @@ pub fn test_card() -> String {
     digits.push((10 - sum % 10) % 10);
     digits.iter().map(|d| char::from_digit(*d, 10).unwrap()).collect()
 }
+
+/// Every `.rs` file under `src/`, by its path from the crate root (`src/...`, with `/`), with its
+/// text: what the tests of the code's shape read.
+pub fn source_files() -> std::collections::BTreeMap<String, String> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = std::collections::BTreeMap::new();
+    let mut dirs = vec![root.join("src")];
+    while let Some(dir) = dirs.pop() {
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("reading {}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                let rel = path.strip_prefix(root).expect("under the manifest dir").to_string_lossy().replace('\\', "/");
+                let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {rel}: {e}"));
+                sources.insert(rel, text);
+            }
+        }
+    }
+    assert!(!sources.is_empty(), "no .rs files under {}", root.join("src").display());
+    sources
+}

@@ -4,7 +4,6 @@
 //! no owner listed here (so a new table is given one deliberately).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// Table → the top-level module that owns it.
 const OWNERS: &[(&str, &str)] = &[
@@ -79,24 +78,6 @@ fn written_tables(source: &str) -> Vec<String> {
     tables
 }
 
-fn sources() -> BTreeMap<String, String> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut out = BTreeMap::new();
-    let mut dirs = vec![root.join("src")];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).expect("src/ is readable") {
-            let path = entry.expect("a directory entry").path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path.extension().is_some_and(|e| e == "rs") {
-                let rel = path.strip_prefix(root).expect("under the crate").to_string_lossy().replace('\\', "/");
-                out.insert(rel, std::fs::read_to_string(&path).expect("a source file is readable"));
-            }
-        }
-    }
-    out
-}
-
 fn violations(sources: &BTreeMap<String, String>) -> Vec<String> {
     let owners: BTreeMap<&str, &str> = OWNERS.iter().copied().collect();
     let mut found = Vec::new();
@@ -118,13 +99,13 @@ fn violations(sources: &BTreeMap<String, String>) -> Vec<String> {
 
 #[test]
 fn every_table_is_written_only_by_its_owner() {
-    let found = violations(&sources());
+    let found = violations(&crate::helpers::source_files());
     assert!(found.is_empty(), "{} writes outside the owning module:\n  {}", found.len(), found.join("\n  "));
 }
 
 #[test]
 fn every_exception_still_occurs() {
-    let sources = sources();
+    let sources = crate::helpers::source_files();
     for (path, table) in EXCEPTIONS {
         let text = sources.get(*path).unwrap_or_else(|| panic!("{path} is gone: remove its exception"));
         assert!(
