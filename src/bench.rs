@@ -239,9 +239,10 @@ pub async fn pos(
         let mut tx = state.db.begin().await?;
         let funding = crate::payments::topups::funding_account(&mut tx, now).await?;
         for i in 0..payments {
-            let user_id = format!("usr_bench_{run}_{i}");
+            let user_id = crate::ids::UserId::from_raw(format!("usr_bench_{run}_{i}"));
             let wallet =
-                ledger::create_account(&mut tx, AccountKind::Wallet, Currency::Jpy, Some(&user_id), now).await?;
+                ledger::create_account(&mut tx, AccountKind::Wallet, Currency::Jpy, Some(user_id.as_str()), now)
+                    .await?;
             ledger::post(
                 &mut tx,
                 &NewEntry::transfer(EntryKind::Adjustment, "bench-funding", funding, wallet, Yen(100_000)),
@@ -386,7 +387,7 @@ pub async fn webhooks(
     let app = crate::app::Application::build(config).await?;
     let state = app.state().clone();
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sandbox.json"))?)?;
-    let merchant = doc["merchant_id"].as_str().unwrap_or_default().to_string();
+    let merchant = crate::ids::MerchantId::from_raw(doc["merchant_id"].as_str().unwrap_or_default());
     let server = tokio::spawn(app.run_until(std::future::pending()));
 
     // The receiver: verifies each signature with the endpoint's secret, counts the good ones.

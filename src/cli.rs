@@ -126,7 +126,7 @@ enum StoreCommand {
     /// Creates a store and prints its id and QR payload.
     Create {
         #[arg(long)]
-        merchant: String,
+        merchant: crate::ids::MerchantId,
         #[arg(long)]
         name: String,
         #[arg(long)]
@@ -144,12 +144,12 @@ enum TerminalCommand {
     /// Issues a terminal key for a store and prints it, once.
     Create {
         #[arg(long)]
-        store: String,
+        store: crate::ids::StoreId,
     },
     /// Revokes a terminal key at once.
     Revoke {
         #[arg(long)]
-        terminal: String,
+        terminal: crate::ids::TerminalId,
     },
 }
 

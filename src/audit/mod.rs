@@ -30,10 +30,11 @@ pub async fn append(
     conn: &mut Conn,
     actor: &str,
     action: &str,
-    subject: &str,
+    subject: impl AsRef<str>,
     detail: &Value,
     now: i64,
 ) -> Result<(), sqlx::Error> {
+    let subject = subject.as_ref();
     // Appends serialise on the chain, so two cannot link to the same predecessor.
     crate::store::lock_conn(conn, "audit", "chain").await?;
     let prev: Option<String> =

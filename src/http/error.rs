@@ -4,6 +4,8 @@
 //! never contains a database message, a stack trace or a submitted secret. Internal causes are
 //! kept in the error for the log line only.
 
+use crate::ids::ChallengeId;
+use crate::ids::ReviewId;
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -51,11 +53,11 @@ pub struct Problem {
     /// With `risk_declined`, when a review case was opened.
     #[schema(nullable = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    review_id: Option<String>,
+    review_id: Option<ReviewId>,
     /// With `step_up_required`: the challenge to verify before repeating the request.
     #[schema(nullable = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    challenge_id: Option<String>,
+    challenge_id: Option<ChallengeId>,
     /// With `step_up_required`: the methods that challenge accepts.
     #[schema(schema_with = challenge_methods)]
     #[serde(skip_serializing_if = "Option::is_none")]

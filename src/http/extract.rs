@@ -105,6 +105,31 @@ fn contains_nul(value: &Value) -> bool {
     }
 }
 
+/// Whether text could be one of our ids (`prefix_hex`): anything else (a NUL, a long string) is
+/// simply not found, and never reaches the database.
+pub fn is_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// An id from the path, typed: a handler that takes `PathId<StoreId>` cannot mistake it for
+/// another kind of id. Text that cannot be an id answers `404` ("there is no such store").
+pub struct PathId<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for PathId<T>
+where
+    S: Send + Sync,
+    T: crate::ids::Id,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let not_found = || ApiError::not_found(format!("there is no such {}", T::NOUN));
+        let axum::extract::Path(id) =
+            axum::extract::Path::<String>::from_request_parts(parts, state).await.map_err(|_| not_found())?;
+        if is_id(&id) { Ok(PathId(T::from_raw(id))) } else { Err(not_found()) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,14 +7,18 @@
 //! fifth, or 5 minutes after creation, every verify gets `410 challenge_expired`, even with the
 //! right code. Wrong codes also count against the account's throttle and the alert counters.
 
+use crate::ids::CardId;
+use crate::ids::ChallengeId;
+use crate::ids::OperatorId;
+use crate::ids::SessionId;
+use crate::ids::UserId;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::Row;
 
 use super::session::{self, NewSession, Subject};
 use super::{
-    CODE_TTL_MS, CodeHolder, IdentityError, MAX_CODE_FAILURES, WrongCode, new_code, new_id, secret_hash,
-    secret_matches, totp,
+    CODE_TTL_MS, CodeHolder, IdentityError, MAX_CODE_FAILURES, WrongCode, new_code, secret_hash, secret_matches, totp,
 };
 use crate::notify::Channel;
 use crate::ports::BoxFuture;
@@ -54,7 +58,7 @@ impl Purpose {
 
 /// The methods a user can answer with: SMS always (the phone was verified at sign-up), TOTP when
 /// confirmed, recovery codes while any is unused.
-pub async fn user_methods(conn: &mut Conn, user_id: &str) -> Result<Vec<&'static str>, sqlx::Error> {
+pub async fn user_methods(conn: &mut Conn, user_id: &UserId) -> Result<Vec<&'static str>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT totp_secret, (SELECT COUNT(*) FROM recovery_codes r WHERE r.user_id = u.id AND r.used_at IS NULL) AS codes \
          FROM users u WHERE id = $1",
@@ -74,9 +78,9 @@ pub async fn user_methods(conn: &mut Conn, user_id: &str) -> Result<Vec<&'static
 
 pub struct NewChallenge<'a> {
     pub purpose: Purpose,
-    pub user_id: Option<&'a str>,
-    pub operator_id: Option<&'a str>,
-    pub session_id: Option<&'a str>,
+    pub user_id: Option<&'a UserId>,
+    pub operator_id: Option<&'a OperatorId>,
+    pub session_id: Option<&'a SessionId>,
     pub device_id: Option<&'a str>,
     /// What the challenge unlocks (the card a card challenge activates).
     pub subject_id: Option<&'a str>,
@@ -87,7 +91,7 @@ pub struct NewChallenge<'a> {
 /// A challenge just created, as the client sees it: answer it with one of `methods`.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Created {
-    pub challenge_id: String,
+    pub challenge_id: ChallengeId,
     /// `sms`, `totp`, `recovery_code`.
     #[schema(value_type = Vec<String>)]
     pub methods: Vec<&'static str>,
@@ -95,7 +99,7 @@ pub struct Created {
 
 /// Creates a challenge in the caller's transaction.
 pub async fn create(conn: &mut Conn, c: &NewChallenge<'_>, now: i64) -> Result<Created, sqlx::Error> {
-    let id = new_id("chl");
+    let id = ChallengeId::generate();
     sqlx::query(
         "INSERT INTO challenges (id, purpose, user_id, operator_id, session_id, device_id, methods, state, ip, country, \
          created_at, expires_at, subject_id) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11, $12)",
@@ -118,11 +122,11 @@ pub async fn create(conn: &mut Conn, c: &NewChallenge<'_>, now: i64) -> Result<C
 }
 
 struct Row_ {
-    id: String,
+    id: ChallengeId,
     purpose: Purpose,
-    user_id: Option<String>,
-    operator_id: Option<String>,
-    session_id: Option<String>,
+    user_id: Option<UserId>,
+    operator_id: Option<OperatorId>,
+    session_id: Option<SessionId>,
     device_id: Option<String>,
     subject_id: Option<String>,
     methods: String,
@@ -133,8 +137,8 @@ struct Row_ {
     expires_at: i64,
 }
 
-async fn load(conn: &mut Conn, id: &str) -> Result<Option<Row_>, sqlx::Error> {
-    if id.len() > 64 {
+async fn load(conn: &mut Conn, id: &ChallengeId) -> Result<Option<Row_>, sqlx::Error> {
+    if id.as_str().len() > 64 {
         return Ok(None);
     }
     let row = sqlx::query(
@@ -170,7 +174,7 @@ fn is_open(c: &Row_, now: i64) -> bool {
 }
 
 /// `POST /v1/challenges/{id}/send {"method": "sms"}`.
-pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo) -> Result<(), IdentityError> {
+pub async fn send(state: &AppState, id: &ChallengeId, method: &str, client: &ClientInfo) -> Result<(), IdentityError> {
     if method != "sms" {
         return Err(IdentityError::OnlySmsIsSent);
     }
@@ -195,7 +199,7 @@ pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo)
         let code = new_code();
         // A new code replaces the old one; the failure count stays.
         sqlx::query("UPDATE challenges SET sms_code_hash = $1, sms_sends = sms_sends + 1 WHERE id = $2")
-            .bind(secret_hash(&c.id, &code))
+            .bind(secret_hash(c.id.as_str(), &code))
             .bind(&c.id)
             .execute(&mut *tx)
             .await?;
@@ -211,7 +215,7 @@ pub async fn send(state: &AppState, id: &str, method: &str, client: &ClientInfo)
 }
 
 /// What challenge `id` is for; `None` when there is no such challenge.
-pub async fn purpose_of(db: &crate::store::Db, id: &str) -> Result<Option<Purpose>, sqlx::Error> {
+pub async fn purpose_of(db: &crate::store::Db, id: &ChallengeId) -> Result<Option<Purpose>, sqlx::Error> {
     let purpose: Option<String> =
         sqlx::query_scalar("SELECT purpose FROM challenges WHERE id = $1").bind(id).fetch_optional(db.pool()).await?;
     Ok(purpose.as_deref().and_then(Purpose::parse))
@@ -256,7 +260,7 @@ pub enum Verified<Card> {
 /// `POST /v1/challenges/{id}/verify {"method", "code"}`: answers with what the challenge was for.
 pub async fn verify<C: CardChallenges>(
     state: &AppState,
-    id: &str,
+    id: &ChallengeId,
     method: &str,
     code: &str,
     client: &ClientInfo,
@@ -273,7 +277,7 @@ pub async fn verify<C: CardChallenges>(
         if !code_is_right(&mut tx, state, &c, method, code, now).await? {
             let wrong = WrongCode {
                 holder: CodeHolder::Challenge,
-                id: &c.id,
+                id: c.id.as_str(),
                 key: &owner.key,
                 max_delay_ms: owner.max_delay_ms,
             };
@@ -334,7 +338,7 @@ async fn code_is_right(
     now: i64,
 ) -> Result<bool, IdentityError> {
     Ok(match method {
-        "sms" => secret_matches(&c.id, code, c.sms_code_hash.as_deref()),
+        "sms" => secret_matches(c.id.as_str(), code, c.sms_code_hash.as_deref()),
         "totp" => check_totp(conn, state, c, code).await?,
         "recovery_code" => match &c.user_id {
             Some(user) => use_recovery_code(conn, user, code, now).await?,
@@ -345,7 +349,7 @@ async fn code_is_right(
 }
 
 /// Used once: the state moves on and the code is forgotten.
-async fn use_up(conn: &mut Conn, id: &str) -> Result<(), IdentityError> {
+async fn use_up(conn: &mut Conn, id: &ChallengeId) -> Result<(), IdentityError> {
     let moved =
         sqlx::query("UPDATE challenges SET state = 'verified', sms_code_hash = NULL WHERE id = $1 AND state = 'open'")
             .bind(id)
@@ -360,8 +364,8 @@ async fn use_up(conn: &mut Conn, id: &str) -> Result<(), IdentityError> {
 
 async fn check_totp(conn: &mut Conn, state: &AppState, c: &Row_, code: &str) -> Result<bool, IdentityError> {
     let (table, owner) = match (&c.user_id, &c.operator_id) {
-        (Some(u), _) => ("users", u),
-        (_, Some(o)) => ("operators", o),
+        (Some(u), _) => ("users", u.as_str()),
+        (_, Some(o)) => ("operators", o.as_str()),
         _ => return Ok(false),
     };
     let sql = sqlx::AssertSqlSafe(format!("SELECT totp_secret, totp_last_step FROM {table} WHERE id = $1"));
@@ -383,14 +387,14 @@ async fn check_totp(conn: &mut Conn, state: &AppState, c: &Row_, code: &str) -> 
     }
 }
 
-async fn use_recovery_code(conn: &mut Conn, user_id: &str, code: &str, now: i64) -> Result<bool, sqlx::Error> {
+async fn use_recovery_code(conn: &mut Conn, user_id: &UserId, code: &str, now: i64) -> Result<bool, sqlx::Error> {
     let normalised: String =
         code.chars().filter(|c| c.is_ascii_alphanumeric()).collect::<String>().to_ascii_uppercase();
     let n =
         sqlx::query("UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL")
             .bind(now)
             .bind(user_id)
-            .bind(secret_hash(user_id, &normalised))
+            .bind(secret_hash(user_id.as_str(), &normalised))
             .execute(&mut *conn)
             .await?
             .rows_affected();
@@ -408,7 +412,7 @@ pub trait CardChallenges: Send + Sync {
         &'a self,
         conn: &'a mut Conn,
         user: &'a super::User,
-        card_id: &'a str,
+        card_id: &'a CardId,
         now: i64,
     ) -> BoxFuture<'a, Result<Option<Self::Card>, sqlx::Error>>;
 }
@@ -434,7 +438,7 @@ async fn complete<C: CardChallenges>(
         |what: &str| IdentityError::from(anyhow::anyhow!("{} challenge {} without {what}", c.purpose.as_str(), c.id));
     let answer = match c.purpose {
         Purpose::Login => {
-            let user_id = c.user_id.as_deref().ok_or_else(|| missing("user"))?;
+            let user_id = c.user_id.as_ref().ok_or_else(|| missing("user"))?;
             let device_id = c.device_id.as_deref().unwrap_or("unknown");
             return Ok(match complete_login(conn, state, (user_id, device_id), (client, facts), now).await? {
                 Completed::Granted(opened) => Completed::Granted(Verified::Login(opened)),
@@ -442,22 +446,23 @@ async fn complete<C: CardChallenges>(
             });
         }
         Purpose::StepUp => {
-            let session_id = c.session_id.as_deref().ok_or_else(|| missing("session"))?;
+            let session_id = c.session_id.as_ref().ok_or_else(|| missing("session"))?;
             session::mark_step_up(conn, session_id, now).await?;
             let expires_at = clock::rfc3339_ms(now + super::STEP_UP_TTL_MS);
             Verified::StepUp(StepUpGranted { step_up: true, expires_at })
         }
         Purpose::OperatorLogin => {
-            let operator_id = c.operator_id.as_deref().ok_or_else(|| missing("operator"))?;
+            let operator_id = c.operator_id.as_ref().ok_or_else(|| missing("operator"))?;
             let device_id = c.device_id.as_deref().unwrap_or("console");
             Verified::OperatorLogin(complete_operator_login(conn, state, operator_id, device_id, client, now).await?)
         }
         Purpose::Card => {
-            let (Some(user_id), Some(card_id)) = (c.user_id.as_deref(), c.subject_id.as_deref()) else {
+            let (Some(user_id), Some(card_id)) = (c.user_id.as_ref(), c.subject_id.as_deref()) else {
                 return Err(missing("user or card"));
             };
             let user = super::user_by_id(conn, user_id).await?.ok_or(IdentityError::ChallengeNotFound)?;
-            Verified::Card(cards.activate(conn, &user, card_id, now).await?.ok_or(IdentityError::CardNotWaiting)?)
+            let card_id = CardId::from_raw(card_id);
+            Verified::Card(cards.activate(conn, &user, &card_id, now).await?.ok_or(IdentityError::CardNotWaiting)?)
         }
     };
     Ok(Completed::Granted(answer))
@@ -469,7 +474,7 @@ async fn complete<C: CardChallenges>(
 async fn complete_login(
     conn: &mut Conn,
     state: &AppState,
-    (user_id, device_id): (&str, &str),
+    (user_id, device_id): (&UserId, &str),
     (client, facts): (&ClientInfo, &dyn rules::FactSource),
     now: i64,
 ) -> Result<Completed<TwoStepSession>, IdentityError> {
@@ -518,7 +523,7 @@ async fn open_user_session(
 ) -> Result<TwoStepSession, sqlx::Error> {
     let new_device = !session::device_known(conn, &user.id, device_id).await?;
     let new = NewSession {
-        subject: Subject::User(&user.id),
+        subject: Subject::User(user.id.as_str()),
         device_id,
         ip: &client.ip_text,
         country: client.country.as_deref(),
@@ -537,14 +542,14 @@ async fn open_user_session(
 async fn complete_operator_login(
     conn: &mut Conn,
     state: &AppState,
-    operator_id: &str,
+    operator_id: &OperatorId,
     device_id: &str,
     client: &ClientInfo,
     now: i64,
 ) -> Result<OperatorSessionOpened, sqlx::Error> {
     let role = super::operators::role_of(conn, operator_id).await?;
     let new = NewSession {
-        subject: Subject::Operator { id: operator_id, role: role.as_str() },
+        subject: Subject::Operator { id: operator_id.as_str(), role: role.as_str() },
         device_id,
         ip: &client.ip_text,
         country: client.country.as_deref(),

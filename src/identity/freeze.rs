@@ -1,10 +1,11 @@
 //! Freezing a user (ARCHITECTURE section 8): risk's switches for every money action, and the end
 //! of every session, in one transaction.
 
+use crate::ids::UserId;
 use crate::store::{Conn, Db};
 
 /// Freezes a user: every money action refused, every session revoked. Audited.
-pub async fn freeze(db: &Db, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), super::IdentityError> {
+pub async fn freeze(db: &Db, user_id: &UserId, reason: &str, by: &str, now: i64) -> Result<(), super::IdentityError> {
     let reason = crate::risk::switches::check_reason(reason)?;
     crate::store::retry(|| async {
         let mut tx = db.begin().await?;
@@ -19,8 +20,8 @@ pub async fn freeze(db: &Db, user_id: &str, reason: &str, by: &str, now: i64) ->
 }
 
 /// The freeze, in the caller's transaction (a chargeback freezes with the money it takes back).
-pub async fn freeze_in(conn: &mut Conn, user_id: &str, reason: &str, by: &str, now: i64) -> Result<(), sqlx::Error> {
+pub async fn freeze_in(conn: &mut Conn, user_id: &UserId, reason: &str, by: &str, now: i64) -> Result<(), sqlx::Error> {
     crate::risk::switches::engage_freeze(conn, user_id, reason, by, now).await?;
     super::session::revoke_all(conn, user_id, None, now).await?;
-    crate::audit::append(conn, by, "user.freeze", user_id, &serde_json::json!({"reason": reason}), now).await
+    crate::audit::append(conn, by, "user.freeze", user_id.as_str(), &serde_json::json!({"reason": reason}), now).await
 }

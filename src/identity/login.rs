@@ -5,6 +5,7 @@
 //! tells whether an account exists. A right password yields a challenge, never a session, unless
 //! the device presents a device token from a two-step login in the last 30 days.
 
+use crate::ids::OperatorId;
 use serde::Serialize;
 use sqlx::Row;
 
@@ -101,7 +102,7 @@ async fn find_account(
         None => None,
     };
     let subject = crate::risk::switches::Subject {
-        user_id: user.as_ref().map(|u| u.id.as_str()),
+        user_id: user.as_ref().map(|u| &u.id),
         country: client.country.as_deref(),
         ..Default::default()
     };
@@ -162,7 +163,7 @@ async fn second_step(
         // completes a login, so the device's run of failures ends.
         throttle::record_success(conn, device.key).await?;
         let new = NewSession {
-            subject: Subject::User(&user.id),
+            subject: Subject::User(user.id.as_str()),
             device_id: device.id,
             ip: &client.ip_text,
             country: client.country.as_deref(),
@@ -234,7 +235,7 @@ pub async fn operator_login(
     } else {
         None
     };
-    let operator: Option<(String, String)> =
+    let operator: Option<(OperatorId, String)> =
         row.map(|r| Ok::<_, sqlx::Error>((r.try_get("id")?, r.try_get("password_hash")?))).transpose()?;
     // Unknown operator logins have their own namespace: a shopper-side throttle on the same
     // identifier must not tell whether an operator exists.

@@ -17,9 +17,10 @@ pub mod session;
 pub mod signup;
 pub mod totp;
 
-pub use crate::ids::new_id;
 pub use crate::secret::{mask_email, mask_phone, new_code, new_token, secret_hash, secret_matches};
 
+use crate::ids::ChallengeId;
+use crate::ids::UserId;
 use std::fmt;
 
 use crate::notify::{self, Channel, Message};
@@ -108,7 +109,7 @@ pub enum IdentityError {
     TotpNotStarted,
     /// `403 step_up_required` with the fresh challenge to verify.
     #[error("confirm it is you first: verify the challenge, then repeat")]
-    StepUpRequired { challenge_id: String, methods: Vec<&'static str> },
+    StepUpRequired { challenge_id: ChallengeId, methods: Vec<&'static str> },
     /// `403 cooling_off` with `retry_after` (seconds).
     #[error("this is not allowed for a while after a password reset or a change of contact details")]
     CoolingOff { retry_after_secs: i64 },
@@ -212,7 +213,7 @@ impl Login {
 /// A user as identity code sees one.
 #[derive(Debug, Clone)]
 pub struct User {
-    pub id: String,
+    pub id: UserId,
     pub phone: String,
     pub email: String,
     pub password_hash: String,
@@ -245,7 +246,7 @@ fn user_from_row(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
     })
 }
 
-pub async fn user_by_id(conn: &mut Conn, id: &str) -> Result<Option<User>, sqlx::Error> {
+pub async fn user_by_id(conn: &mut Conn, id: &UserId) -> Result<Option<User>, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"));
     let row = sqlx::query(sql).bind(id).fetch_optional(&mut *conn).await?;
     row.as_ref().map(user_from_row).transpose()
@@ -264,7 +265,8 @@ pub async fn user_by_login(conn: &mut Conn, login: &Login) -> Result<Option<User
 /// Tells the user on every verified channel (SMS and e-mail), in the caller's transaction.
 pub async fn notify_all(conn: &mut Conn, user: &User, kind: &str, text: &str, now: i64) -> Result<(), sqlx::Error> {
     // Every event worth telling the user on every channel is a security event: it is audited too.
-    crate::audit::append(conn, &format!("user:{}", user.id), kind, &user.id, &serde_json::json!({}), now).await?;
+    crate::audit::append(conn, &format!("user:{}", user.id), kind, user.id.as_str(), &serde_json::json!({}), now)
+        .await?;
     for (channel, to) in [(Channel::Sms, &user.phone), (Channel::Email, &user.email)] {
         let message = Message {
             channel,
@@ -354,7 +356,7 @@ pub async fn wrong_code(
 
 /// When the user's credentials last changed and when the account was made (a risk fact: the
 /// sign-up itself is not a change).
-pub async fn credential_times(conn: &mut Conn, user_id: &str) -> Result<(i64, i64), sqlx::Error> {
+pub async fn credential_times(conn: &mut Conn, user_id: &UserId) -> Result<(i64, i64), sqlx::Error> {
     use sqlx::Row;
     let row = sqlx::query("SELECT credentials_changed_at, created_at FROM users WHERE id = $1")
         .bind(user_id)

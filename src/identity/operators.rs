@@ -2,7 +2,8 @@
 //! they always log in with password plus TOTP and act under a role: `viewer`, `operator`, `admin`.
 
 use crate::identity::password::Password;
-use crate::identity::{Email, new_id, totp};
+use crate::identity::{Email, totp};
+use crate::ids::OperatorId;
 use crate::state::AppState;
 use crate::store::Conn;
 
@@ -40,7 +41,7 @@ const OPERATORS_LOCK: i64 = 0x004f_5045_5241_544f;
 
 /// What an operator needs to log in, shown once at creation.
 pub struct Created {
-    pub id: String,
+    pub id: OperatorId,
     pub email: String,
     pub password: String,
     pub totp_secret: String,
@@ -111,13 +112,13 @@ struct StoredCredentials {
     role: Role,
 }
 
-async fn operator_with_email(conn: &mut Conn, email: &Email) -> Result<Option<String>, sqlx::Error> {
+async fn operator_with_email(conn: &mut Conn, email: &Email) -> Result<Option<OperatorId>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM operators WHERE email = $1").bind(email.as_str()).fetch_optional(conn).await
 }
 
 async fn reset_credentials(
     conn: &mut Conn,
-    id: &str,
+    id: &OperatorId,
     credentials: &StoredCredentials,
     now: i64,
 ) -> Result<(), sqlx::Error> {
@@ -145,8 +146,8 @@ async fn insert_operator(
     email: &Email,
     credentials: &StoredCredentials,
     now: i64,
-) -> Result<String, sqlx::Error> {
-    let id = new_id("opr");
+) -> Result<OperatorId, sqlx::Error> {
+    let id = OperatorId::generate();
     sqlx::query(
         "INSERT INTO operators (id, email, password_hash, totp_secret, role, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -174,7 +175,7 @@ fn put_actor_and_action(state: &AppState, reset: bool) -> (String, &'static str)
 }
 
 /// The role of operator `id`, as stored.
-pub async fn role_of(conn: &mut Conn, id: &str) -> Result<Role, sqlx::Error> {
+pub async fn role_of(conn: &mut Conn, id: &OperatorId) -> Result<Role, sqlx::Error> {
     let role: String =
         sqlx::query_scalar("SELECT role FROM operators WHERE id = $1").bind(id).fetch_one(&mut *conn).await?;
     Role::parse(&role).ok_or_else(|| sqlx::Error::Decode(format!("operator {id} has an unknown role").into()))

@@ -7,6 +7,8 @@
 //! password, revokes the other sessions and every device token, and starts 24 hours of
 //! cooling-off.
 
+use crate::ids::ResetId;
+use crate::ids::UserId;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -14,7 +16,7 @@ use sqlx::Row;
 use super::password::{Password, check_policy};
 use super::{
     CODE_TTL_MS, COOLING_OFF_PASSWORD_MS, COOLING_OFF_RESET_MS, CodeHolder, IdentityError, Login, MAX_CODE_FAILURES,
-    User, WrongCode, new_code, new_id, secret_hash, secret_matches, session, totp, user_by_id, user_by_login,
+    User, WrongCode, new_code, secret_hash, secret_matches, session, totp, user_by_id, user_by_login,
 };
 use crate::identity::session::UserSession;
 use crate::notify::Channel;
@@ -26,9 +28,9 @@ use crate::store::{self, Conn};
 
 /// `POST /v1/password-reset {login}`: the same answer whether or not the account exists, and
 /// whether or not the SMS budget allowed a send (when it is spent, nothing is sent, silently).
-pub async fn request(state: &AppState, login: &str, client: &ClientInfo) -> Result<String, sqlx::Error> {
+pub async fn request(state: &AppState, login: &str, client: &ClientInfo) -> Result<ResetId, sqlx::Error> {
     let now = state.clock.now_ms();
-    let id = new_id("rst");
+    let id = ResetId::generate();
     let parsed = Login::parse(login);
     // The budget is keyed by what was asked for, so that it is spent alike for unknown logins.
     let budget_key = login.trim().to_lowercase();
@@ -97,7 +99,7 @@ pub struct Proofs<'a> {
 /// lock an owner out, nor learn from a lock that the account exists.
 pub async fn complete(
     state: &AppState,
-    id: &str,
+    id: &ResetId,
     proofs: Proofs<'_>,
     new_password: &str,
     client: &ClientInfo,
@@ -124,7 +126,7 @@ pub async fn complete(
 /// reset moved to `proven`.
 async fn prove(
     state: &AppState,
-    id: &str,
+    id: &ResetId,
     proofs: &Proofs<'_>,
     password: &Password,
     client: &ClientInfo,
@@ -153,14 +155,14 @@ async fn prove(
     {
         return Err(IdentityError::ChallengeExpired);
     }
-    let user = match row.try_get::<Option<String>, _>("user_id")? {
+    let user = match row.try_get::<Option<UserId>, _>("user_id")? {
         Some(u) => user_by_id(&mut tx, &u).await?,
         None => None,
     };
     let proven = count_proofs(&mut tx, state, id, &row, proofs, user.as_ref()).await?;
     let Some(user) = user.filter(|_| proven >= 2) else {
         let key = format!("reset:{id}");
-        let wrong = WrongCode { holder: CodeHolder::Reset, id, key: &key, max_delay_ms: None };
+        let wrong = WrongCode { holder: CodeHolder::Reset, id: id.as_str(), key: &key, max_delay_ms: None };
         let attempts_left = super::wrong_code(tx, state, &wrong, client, now).await?;
         return Err(IdentityError::ResetProofsInvalid { attempts_left });
     };
@@ -175,7 +177,7 @@ async fn prove(
 async fn count_proofs(
     conn: &mut Conn,
     state: &AppState,
-    id: &str,
+    id: &ResetId,
     row: &sqlx::any::AnyRow,
     proofs: &Proofs<'_>,
     user: Option<&User>,
@@ -201,7 +203,7 @@ async fn count_proofs(
 
 /// The last step of a completion: the new password, a cooling-off, every session and device token
 /// revoked, every channel told.
-async fn apply_reset(state: &AppState, id: &str, user: &User, hash: &str, now: i64) -> Result<(), IdentityError> {
+async fn apply_reset(state: &AppState, id: &ResetId, user: &User, hash: &str, now: i64) -> Result<(), IdentityError> {
     let mut tx = state.db.begin().await?;
     tx.lock("reset", id).await?;
     let done = sqlx::query(
@@ -240,7 +242,7 @@ async fn apply_reset(state: &AppState, id: &str, user: &User, hash: &str, now: i
     Ok(())
 }
 
-async fn totp_matches(conn: &mut Conn, state: &AppState, user_id: &str, code: &str) -> Result<bool, IdentityError> {
+async fn totp_matches(conn: &mut Conn, state: &AppState, user_id: &UserId, code: &str) -> Result<bool, IdentityError> {
     let row = sqlx::query("SELECT totp_secret, totp_last_step FROM users WHERE id = $1")
         .bind(user_id)
         .fetch_one(&mut *conn)
@@ -462,7 +464,7 @@ pub async fn totp_confirm(
 }
 
 /// Replaces the user's recovery codes with 10 new ones (stored hashed); answers them.
-async fn replace_recovery_codes(conn: &mut Conn, user_id: &str, now: i64) -> Result<Vec<String>, sqlx::Error> {
+async fn replace_recovery_codes(conn: &mut Conn, user_id: &UserId, now: i64) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1").bind(user_id).execute(&mut *conn).await?;
     let mut codes = Vec::new();
     for _ in 0..10 {
@@ -470,7 +472,7 @@ async fn replace_recovery_codes(conn: &mut Conn, user_id: &str, now: i64) -> Res
         let normalised: String = code.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
         sqlx::query("INSERT INTO recovery_codes (user_id, code_hash, created_at) VALUES ($1, $2, $3)")
             .bind(user_id)
-            .bind(secret_hash(user_id, &normalised))
+            .bind(secret_hash(user_id.as_str(), &normalised))
             .bind(now)
             .execute(&mut *conn)
             .await?;

@@ -2,8 +2,13 @@
 //! password change and reset, operator login and alerts). Each parses, calls one service
 //! function and maps the result.
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use crate::http::extract::PathId;
+use crate::ids::ChallengeId;
+use crate::ids::ResetId;
+use crate::ids::SessionId;
+use crate::ids::SignupId;
+use crate::ids::UserId;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -47,12 +52,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_alerts))
 }
 
-/// An id from the path: ours are `prefix_hex`, so anything else (a NUL, a long string) is simply
-/// not found, and never reaches the database.
-fn path(p: Result<Path<String>, PathRejection>, what: &str) -> Result<String, ApiError> {
-    crate::merchants::routes::path_id(p, what)
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SignupBody {
@@ -65,7 +64,7 @@ struct SignupBody {
 /// A sign-up waiting for its two codes.
 #[derive(Serialize, utoipa::ToSchema)]
 struct SignupStarted {
-    signup_id: String,
+    signup_id: SignupId,
 }
 
 /// Starts a sign-up: sends an SMS code and an e-mail code.
@@ -96,7 +95,7 @@ struct SignupVerifyBody {
 /// The account a completed sign-up created.
 #[derive(Serialize, utoipa::ToSchema)]
 struct SignupVerified {
-    user_id: String,
+    user_id: UserId,
 }
 
 /// Completes a sign-up with both codes; creates the account and its wallet.
@@ -111,10 +110,9 @@ struct SignupVerified {
 async fn signup_verify(
     State(state): State<AppState>,
     client: ShopperClient,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId<SignupId>,
     body: ApiJson<SignupVerifyBody>,
 ) -> Result<Response, ApiError> {
-    let id = path(id, "sign-up")?;
     let codes = signup::Codes { phone_code: &body.value.phone_code, email_code: &body.value.email_code };
     let user_id = signup::verify(&state, &id, &codes, &client.0).await?;
     Ok((StatusCode::CREATED, axum::Json(SignupVerified { user_id })).into_response())
@@ -181,10 +179,9 @@ struct CodeSent {
 async fn challenge_send(
     State(state): State<AppState>,
     client: ShopperClient,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId<ChallengeId>,
     body: ApiJson<SendBody>,
 ) -> Result<Response, ApiError> {
-    let id = path(id, "challenge")?;
     challenge::send(&state, &id, &body.value.method, &client.0).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(CodeSent { sent: true })).into_response())
 }
@@ -209,12 +206,11 @@ struct VerifyBody {
 async fn challenge_verify(
     State(state): State<AppState>,
     client: ClientInfo,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId<ChallengeId>,
     body: ApiJson<VerifyBody>,
 ) -> Result<Response, ApiError> {
-    let id = path(id, "challenge")?;
     // Operators verify their login here too; the country policy is for shoppers only.
-    let purpose = if id.starts_with("chl_") { challenge::purpose_of(&state.db, &id).await? } else { None };
+    let purpose = if id.as_str().starts_with("chl_") { challenge::purpose_of(&state.db, &id).await? } else { None };
     if purpose != Some(challenge::Purpose::OperatorLogin) {
         crate::risk::client::country_policy(&state.config, &client)?;
     }
@@ -253,7 +249,7 @@ async fn admin_logout(State(state): State<AppState>, op: RequireRole<Viewer>) ->
 /// The signed-in shopper, as the shopper sees the account.
 #[derive(Serialize, utoipa::ToSchema)]
 struct Me {
-    user_id: String,
+    user_id: UserId,
     /// Masked: only the last digits show.
     phone: String,
     email: String,
@@ -323,9 +319,8 @@ async fn session_revoke(
     State(state): State<AppState>,
     s: UserSession,
     _client: ShopperClient,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId<SessionId>,
 ) -> Result<Response, ApiError> {
-    let id = path(id, "session")?;
     let now = state.clock.now_ms();
     if !session::revoke_own(&state.db, s.user_id(), &id, now).await? {
         return Err(ApiError::not_found("there is no such session"));
@@ -445,7 +440,7 @@ async fn reset_request(
 /// A reset waiting for its proofs.
 #[derive(Serialize, utoipa::ToSchema)]
 struct ResetStarted {
-    reset_id: String,
+    reset_id: ResetId,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -469,10 +464,9 @@ struct ResetCompleteBody {
 async fn reset_complete(
     State(state): State<AppState>,
     client: ShopperClient,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId<ResetId>,
     body: ApiJson<ResetCompleteBody>,
 ) -> Result<Response, ApiError> {
-    let id = path(id, "reset")?;
     let b = body.value;
     let proofs = recovery::Proofs {
         sms_code: b.sms_code.as_deref(),

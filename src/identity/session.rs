@@ -5,11 +5,15 @@
 //! absolute one (default 12 hours), and can be revoked. A device token, issued by a successful
 //! two-step login, is what makes a device "recognised" for that account.
 
+use crate::ids::DeviceTokenId;
+use crate::ids::OperatorId;
+use crate::ids::SessionId;
+use crate::ids::UserId;
 use serde::Serialize;
 use sqlx::Row;
 
 use super::operators::Role;
-use super::{DEVICE_TRUST_MS, new_id, new_token, secret_hash};
+use super::{DEVICE_TRUST_MS, new_token, secret_hash};
 use crate::store::{Conn, clock};
 
 /// Hash context of session tokens (tokens are random, so the context is fixed).
@@ -46,7 +50,7 @@ pub enum Subject<'a> {
 
 /// A session just opened: the token is shown to the client once.
 pub struct Opened {
-    pub id: String,
+    pub id: SessionId,
     pub token: String,
     pub expires_at: i64,
 }
@@ -63,7 +67,7 @@ pub struct NewSession<'a> {
 
 /// Opens a session.
 pub async fn open(conn: &mut Conn, new: &NewSession<'_>, timeouts: Timeouts, now: i64) -> Result<Opened, sqlx::Error> {
-    let id = new_id("ses");
+    let id = SessionId::generate();
     let token = new_token();
     let expires_at = now + timeouts.absolute_ms;
     let (kind, user_id, operator_id, role) = match new.subject {
@@ -94,10 +98,10 @@ pub async fn open(conn: &mut Conn, new: &NewSession<'_>, timeouts: Timeouts, now
 /// A live session found by its token.
 #[derive(Debug, Clone)]
 pub struct Live {
-    pub id: String,
+    pub id: SessionId,
     pub kind: String,
-    pub user_id: Option<String>,
-    pub operator_id: Option<String>,
+    pub user_id: Option<UserId>,
+    pub operator_id: Option<OperatorId>,
     pub role: Option<String>,
     pub device_id: String,
     pub step_up_at: i64,
@@ -133,18 +137,18 @@ impl Live {
 /// function that takes it knows the caller logged in.
 #[derive(Debug, Clone)]
 pub struct UserSession {
-    session_id: String,
-    user_id: String,
+    session_id: SessionId,
+    user_id: UserId,
     device_id: String,
     step_up_at: i64,
 }
 
 impl UserSession {
-    pub fn session_id(&self) -> &str {
+    pub fn session_id(&self) -> &SessionId {
         &self.session_id
     }
 
-    pub fn user_id(&self) -> &str {
+    pub fn user_id(&self) -> &UserId {
         &self.user_id
     }
 
@@ -162,17 +166,17 @@ impl UserSession {
 /// [`Live::into_operator`]).
 #[derive(Debug, Clone)]
 pub struct OperatorSession {
-    session_id: String,
-    operator_id: String,
+    session_id: SessionId,
+    operator_id: OperatorId,
     role: Role,
 }
 
 impl OperatorSession {
-    pub fn session_id(&self) -> &str {
+    pub fn session_id(&self) -> &SessionId {
         &self.session_id
     }
 
-    pub fn operator_id(&self) -> &str {
+    pub fn operator_id(&self) -> &OperatorId {
         &self.operator_id
     }
 
@@ -216,7 +220,7 @@ pub async fn authenticate(
     if revoked.is_some() || expires_at <= now || last_seen + timeouts.idle_ms <= now {
         return Ok(None);
     }
-    let id: String = r.try_get("id")?;
+    let id: SessionId = r.try_get("id")?;
     // Writing on every request would make every read a write; a 10-second granularity is plenty
     // against a 15-minute idle timeout.
     if now - last_seen > 10_000 {
@@ -238,7 +242,7 @@ pub async fn authenticate(
     }))
 }
 
-pub async fn revoke(conn: &mut Conn, session_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+pub async fn revoke(conn: &mut Conn, session_id: &SessionId, now: i64) -> Result<bool, sqlx::Error> {
     let n = sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
         .bind(now)
         .bind(session_id)
@@ -263,7 +267,12 @@ pub async fn end_operator(db: &crate::store::Db, operator: &OperatorSession, now
 }
 
 /// Revokes one of the user's own sessions; answers whether there was such a live session.
-pub async fn revoke_own(db: &crate::store::Db, user_id: &str, session_id: &str, now: i64) -> Result<bool, sqlx::Error> {
+pub async fn revoke_own(
+    db: &crate::store::Db,
+    user_id: &UserId,
+    session_id: &SessionId,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
     let n = crate::store::write_one(db, || {
         sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL")
             .bind(now)
@@ -274,17 +283,22 @@ pub async fn revoke_own(db: &crate::store::Db, user_id: &str, session_id: &str, 
     Ok(n > 0)
 }
 
-pub async fn revoke_all(conn: &mut Conn, user_id: &str, keep: Option<&str>, now: i64) -> Result<u64, sqlx::Error> {
+pub async fn revoke_all(
+    conn: &mut Conn,
+    user_id: &UserId,
+    keep: Option<&SessionId>,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL AND id <> $3")
         .bind(now)
         .bind(user_id)
-        .bind(keep.unwrap_or(""))
+        .bind(keep.map_or("", SessionId::as_str))
         .execute(&mut *conn)
         .await?
         .rows_affected())
 }
 
-pub async fn mark_step_up(conn: &mut Conn, session_id: &str, now: i64) -> Result<(), sqlx::Error> {
+pub async fn mark_step_up(conn: &mut Conn, session_id: &SessionId, now: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE sessions SET step_up_at = $1 WHERE id = $2")
         .bind(now)
         .bind(session_id)
@@ -295,7 +309,7 @@ pub async fn mark_step_up(conn: &mut Conn, session_id: &str, now: i64) -> Result
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
-    pub id: String,
+    pub id: SessionId,
     pub device_id: String,
     pub created_at: String,
     pub last_seen_at: String,
@@ -307,8 +321,8 @@ pub struct SessionView {
 /// The user's live sessions, newest first.
 pub async fn list(
     conn: &mut Conn,
-    user_id: &str,
-    current: &str,
+    user_id: &UserId,
+    current: &SessionId,
     timeouts: Timeouts,
     now: i64,
 ) -> Result<Vec<SessionView>, sqlx::Error> {
@@ -324,9 +338,9 @@ pub async fn list(
     .await?;
     rows.iter()
         .map(|r| {
-            let id: String = r.try_get("id")?;
+            let id: SessionId = r.try_get("id")?;
             Ok(SessionView {
-                current: id == current,
+                current: id == *current,
                 id,
                 device_id: r.try_get("device_id")?,
                 created_at: clock::rfc3339_ms(r.try_get("created_at")?),
@@ -347,7 +361,7 @@ pub struct RecognisedDevice {
 
 pub async fn recognise(
     conn: &mut Conn,
-    user_id: &str,
+    user_id: &UserId,
     device_id: &str,
     device_token: &str,
     now: i64,
@@ -372,7 +386,11 @@ pub async fn recognise(
 }
 
 /// When `user_id` first opened a session on `device_id` (a risk fact: a new device).
-pub async fn first_seen_on_device(conn: &mut Conn, user_id: &str, device_id: &str) -> Result<Option<i64>, sqlx::Error> {
+pub async fn first_seen_on_device(
+    conn: &mut Conn,
+    user_id: &UserId,
+    device_id: &str,
+) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT MIN(created_at) FROM sessions WHERE user_id = $1 AND device_id = $2")
         .bind(user_id)
         .bind(device_id)
@@ -381,7 +399,7 @@ pub async fn first_seen_on_device(conn: &mut Conn, user_id: &str, device_id: &st
 }
 
 /// How many sessions `user_id` opened since `since` (a risk fact: login velocity).
-pub async fn opened_since(conn: &mut Conn, user_id: &str, since: i64) -> Result<i64, sqlx::Error> {
+pub async fn opened_since(conn: &mut Conn, user_id: &UserId, since: i64) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND created_at > $2")
         .bind(user_id)
         .bind(since)
@@ -391,7 +409,7 @@ pub async fn opened_since(conn: &mut Conn, user_id: &str, since: i64) -> Result<
 
 /// The country and time of the newest session of `user_id` that has a country (a risk fact:
 /// impossible travel).
-pub async fn newest_located(conn: &mut Conn, user_id: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
+pub async fn newest_located(conn: &mut Conn, user_id: &UserId) -> Result<Option<(String, i64)>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT country, created_at FROM sessions WHERE user_id = $1 AND country IS NOT NULL \
          ORDER BY created_at DESC LIMIT 1",
@@ -404,7 +422,7 @@ pub async fn newest_located(conn: &mut Conn, user_id: &str) -> Result<Option<(St
 
 /// The country of the newest session `user_id` opened on `device_id` (where the phone was last
 /// seen signing in), if any.
-pub async fn device_country(conn: &mut Conn, user_id: &str, device_id: &str) -> Result<Option<String>, sqlx::Error> {
+pub async fn device_country(conn: &mut Conn, user_id: &UserId, device_id: &str) -> Result<Option<String>, sqlx::Error> {
     let country: Option<Option<String>> = sqlx::query_scalar(
         "SELECT country FROM sessions WHERE user_id = $1 AND device_id = $2 ORDER BY created_at DESC LIMIT 1",
     )
@@ -416,7 +434,7 @@ pub async fn device_country(conn: &mut Conn, user_id: &str, device_id: &str) -> 
 }
 
 /// Whether this user has ever completed a two-step login on `device_id` (for "new device" notices).
-pub async fn device_known(conn: &mut Conn, user_id: &str, device_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn device_known(conn: &mut Conn, user_id: &UserId, device_id: &str) -> Result<bool, sqlx::Error> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_tokens WHERE user_id = $1 AND device_id = $2")
         .bind(user_id)
         .bind(device_id)
@@ -428,7 +446,7 @@ pub async fn device_known(conn: &mut Conn, user_id: &str, device_id: &str) -> Re
 /// Issues a device token after a two-step login, replacing the device's earlier ones.
 pub async fn issue_device_token(
     conn: &mut Conn,
-    user_id: &str,
+    user_id: &UserId,
     device_id: &str,
     now: i64,
 ) -> Result<String, sqlx::Error> {
@@ -445,7 +463,7 @@ pub async fn issue_device_token(
         "INSERT INTO device_tokens (id, user_id, device_id, token_hash, created_at, last_two_step_at) \
          VALUES ($1, $2, $3, $4, $5, $5)",
     )
-    .bind(new_id("dev"))
+    .bind(DeviceTokenId::generate())
     .bind(user_id)
     .bind(device_id)
     .bind(secret_hash(DEVICE, &token))
@@ -456,7 +474,7 @@ pub async fn issue_device_token(
 }
 
 /// A reset or password change makes every device unrecognised again.
-pub async fn revoke_device_tokens(conn: &mut Conn, user_id: &str, now: i64) -> Result<(), sqlx::Error> {
+pub async fn revoke_device_tokens(conn: &mut Conn, user_id: &UserId, now: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE device_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
         .bind(now)
         .bind(user_id)

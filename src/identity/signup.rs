@@ -5,12 +5,14 @@
 //! told instead of being sent a code, and that sign-up can never be completed. So the answer
 //! says nothing about which contacts are registered.
 
+use crate::ids::SignupId;
+use crate::ids::UserId;
 use sqlx::Row;
 
 use super::password::{Password, check_policy};
 use super::{
-    CODE_TTL_MS, CodeHolder, Email, IdentityError, MAX_CODE_FAILURES, PhoneNumber, WrongCode, new_code, new_id,
-    secret_hash, secret_matches,
+    CODE_TTL_MS, CodeHolder, Email, IdentityError, MAX_CODE_FAILURES, PhoneNumber, WrongCode, new_code, secret_hash,
+    secret_matches,
 };
 use crate::ledger::{self, AccountKind};
 use crate::money::Currency;
@@ -35,7 +37,7 @@ struct Checked {
 }
 
 /// `POST /v1/signup`: answers the new sign-up's id.
-pub async fn start(state: &AppState, request: &Request<'_>, client: &ClientInfo) -> Result<String, IdentityError> {
+pub async fn start(state: &AppState, request: &Request<'_>, client: &ClientInfo) -> Result<SignupId, IdentityError> {
     let Checked { phone, email, password } = check(state, request, client).await?;
     let now = state.clock.now_ms();
     // The SMS budget is spent before the (slow) hash, and for every number alike, registered or not.
@@ -47,7 +49,7 @@ pub async fn start(state: &AppState, request: &Request<'_>, client: &ClientInfo)
     })
     .await?;
     let hash = crate::identity::password::hash(&state.hasher, &password).await?;
-    let id = new_id("sgn");
+    let id = SignupId::generate();
     let signup = NewSignup { id: &id, phone: &phone, email: &email, password_hash: &hash };
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
@@ -74,7 +76,7 @@ async fn check(state: &AppState, request: &Request<'_>, client: &ClientInfo) -> 
 
 /// A sign-up to record, its password already hashed.
 struct NewSignup<'a> {
-    id: &'a str,
+    id: &'a SignupId,
     phone: &'a PhoneNumber,
     email: &'a Email,
     password_hash: &'a str,
@@ -142,10 +144,10 @@ pub struct Codes<'a> {
 /// `POST /v1/signup/{id}/verify`: creates the user and the wallet; answers the user id.
 pub async fn verify(
     state: &AppState,
-    id: &str,
+    id: &SignupId,
     codes: &Codes<'_>,
     client: &ClientInfo,
-) -> Result<String, IdentityError> {
+) -> Result<UserId, IdentityError> {
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
@@ -170,7 +172,7 @@ pub async fn verify(
         let email_ok = secret_matches(&format!("{id}:email"), codes.email_code, email_hash.as_deref());
         if !(phone_ok && email_ok) {
             let key = format!("signup:{id}");
-            let wrong = WrongCode { holder: CodeHolder::Signup, id, key: &key, max_delay_ms: None };
+            let wrong = WrongCode { holder: CodeHolder::Signup, id: id.as_str(), key: &key, max_delay_ms: None };
             let attempts_left = super::wrong_code(tx, state, &wrong, client, now).await?;
             return Err(IdentityError::SignupCodesInvalid { attempts_left });
         }
@@ -200,7 +202,7 @@ async fn create_user(
     email: &str,
     hash: &str,
     now: i64,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<UserId>, sqlx::Error> {
     // The contacts were free when the codes were sent; another sign-up may have taken one since.
     // Locked in a fixed order, so that two sign-ups for the same contact cannot both pass.
     store::lock_conn(conn, "contact", phone).await?;
@@ -213,8 +215,8 @@ async fn create_user(
     if taken > 0 {
         return Ok(None);
     }
-    let user_id = new_id("usr");
-    let wallet = ledger::create_account(conn, AccountKind::Wallet, Currency::Jpy, Some(&user_id), now).await?;
+    let user_id = UserId::generate();
+    let wallet = ledger::create_account(conn, AccountKind::Wallet, Currency::Jpy, Some(user_id.as_str()), now).await?;
     sqlx::query(
         "INSERT INTO users (id, phone, email, password_hash, wallet_account_id, credentials_changed_at, created_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $6)",

@@ -10,9 +10,11 @@ pub mod routes;
 
 pub mod webhooks;
 
+use crate::ids::MerchantId;
+use crate::ids::StoreId;
+use crate::ids::TerminalId;
 use sqlx::Row;
 
-use crate::ids::new_id;
 use crate::ledger::{self, AccountKind};
 use crate::money::Currency;
 use crate::secret::{new_token, secret_hash};
@@ -62,13 +64,20 @@ pub fn category(value: &str) -> Result<String, MerchantError> {
     }
 }
 
-pub async fn create_merchant(db: &Db, name: &str, mcc: &str, actor: &str, now: i64) -> Result<String, MerchantError> {
+pub async fn create_merchant(
+    db: &Db,
+    name: &str,
+    mcc: &str,
+    actor: &str,
+    now: i64,
+) -> Result<MerchantId, MerchantError> {
     let name = text(name, 100, "name")?;
     let mcc = category(mcc)?;
-    let id = new_id("mer");
+    let id = MerchantId::generate();
     store::retry(|| async {
         let mut tx = db.begin().await?;
-        let account = ledger::create_account(&mut tx, AccountKind::Merchant, Currency::Jpy, Some(&id), now).await?;
+        let account =
+            ledger::create_account(&mut tx, AccountKind::Merchant, Currency::Jpy, Some(id.as_str()), now).await?;
         sqlx::query("INSERT INTO merchants (id, name, category, account_id, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&id)
             .bind(&name)
@@ -102,16 +111,16 @@ pub struct NewStore<'a> {
 /// Creates a store; answers its id and its QR payload.
 pub async fn create_store(
     db: &Db,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     s: NewStore<'_>,
     actor: &str,
     now: i64,
-) -> Result<(String, String), MerchantError> {
+) -> Result<(StoreId, String), MerchantError> {
     let name = text(s.name, 100, "name")?;
     let city = text(s.city, 60, "city")?;
     let postal = s.postal_code.map(|p| text(p, 10, "postal_code")).transpose()?;
     let mcc = s.category.map(category).transpose()?;
-    let id = new_id("sto");
+    let id = StoreId::generate();
     store::retry(|| async {
         let mut tx = db.begin().await?;
         require_merchant(&mut tx, merchant_id).await?;
@@ -143,8 +152,8 @@ pub async fn create_store(
 /// A store with what payments need of its merchant.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pub id: String,
-    pub merchant_id: String,
+    pub id: StoreId,
+    pub merchant_id: MerchantId,
     pub merchant_name: String,
     pub merchant_account: i64,
     pub name: String,
@@ -166,7 +175,7 @@ impl Store {
     }
 }
 
-pub async fn store_by_id(conn: &mut Conn, id: &str) -> Result<Option<Store>, sqlx::Error> {
+pub async fn store_by_id(conn: &mut Conn, id: &StoreId) -> Result<Option<Store>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT s.id, s.merchant_id, m.name AS merchant_name, m.account_id, s.name, s.city, s.postal_code, \
          COALESCE(s.category, m.category) AS category FROM stores s JOIN merchants m ON m.id = s.merchant_id WHERE s.id = $1",
@@ -192,11 +201,11 @@ pub async fn store_by_id(conn: &mut Conn, id: &str) -> Result<Option<Store>, sql
 /// Issues a terminal key for a store; answers the terminal id and the key (shown once).
 pub async fn create_terminal(
     db: &Db,
-    store_id: &str,
+    store_id: &StoreId,
     actor: &str,
     now: i64,
-) -> Result<(String, String), MerchantError> {
-    let id = new_id("trm");
+) -> Result<(TerminalId, String), MerchantError> {
+    let id = TerminalId::generate();
     let key = format!("tk_{}", new_token());
     store::retry(|| async {
         let mut tx = db.begin().await?;
@@ -221,7 +230,7 @@ pub async fn create_terminal(
     Ok((id, key))
 }
 
-pub async fn revoke_terminal(db: &Db, terminal_id: &str, actor: &str, now: i64) -> Result<bool, MerchantError> {
+pub async fn revoke_terminal(db: &Db, terminal_id: &TerminalId, actor: &str, now: i64) -> Result<bool, MerchantError> {
     let n = store::retry(|| async {
         let mut tx = db.begin().await?;
         let n = sqlx::query("UPDATE terminals SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
@@ -243,12 +252,12 @@ pub async fn revoke_terminal(db: &Db, terminal_id: &str, actor: &str, now: i64) 
 /// A terminal authenticated by its key.
 #[derive(Debug, Clone)]
 pub struct Terminal {
-    pub id: String,
-    pub store_id: String,
+    pub id: TerminalId,
+    pub store_id: StoreId,
 }
 
 /// Revokes every terminal of a store (the sandbox issues a fresh demo key at each start).
-pub async fn revoke_store_terminals(db: &Db, store_id: &str, now: i64) -> Result<u64, sqlx::Error> {
+pub async fn revoke_store_terminals(db: &Db, store_id: &StoreId, now: i64) -> Result<u64, sqlx::Error> {
     crate::store::write_one(db, || {
         sqlx::query("UPDATE terminals SET revoked_at = $1 WHERE store_id = $2 AND revoked_at IS NULL")
             .bind(now)
@@ -258,7 +267,7 @@ pub async fn revoke_store_terminals(db: &Db, store_id: &str, now: i64) -> Result
 }
 
 /// The merchant called `name` and its first store, if both exist.
-pub async fn first_store_of_merchant_named(db: &Db, name: &str) -> Result<Option<(String, String)>, sqlx::Error> {
+pub async fn first_store_of_merchant_named(db: &Db, name: &str) -> Result<Option<(MerchantId, StoreId)>, sqlx::Error> {
     use sqlx::Row;
     let row = sqlx::query(
         "SELECT m.id AS merchant_id, s.id AS store_id FROM merchants m JOIN stores s ON s.merchant_id = m.id \
@@ -282,7 +291,7 @@ pub async fn authenticate_terminal(conn: &mut Conn, key: &str) -> Result<Option<
 }
 
 /// `404` unless the merchant exists (inside the caller's transaction).
-pub async fn require_merchant(conn: &mut crate::store::Conn, merchant_id: &str) -> Result<(), MerchantError> {
+pub async fn require_merchant(conn: &mut crate::store::Conn, merchant_id: &MerchantId) -> Result<(), MerchantError> {
     let exists: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM merchants WHERE id = $1")
         .bind(merchant_id)
         .fetch_one(&mut *conn)

@@ -18,13 +18,14 @@
 //! next one modifies (a combining mark such as a dakuten, a half-width ﾞ/ﾟ, a zero-width joiner), so that
 //! "ｶﾞｽﾄ" cut after "ｶ" does not print as a different word.
 
+use crate::ids::StoreId;
 use std::fmt::Write as _;
 
 /// What a store's QR code carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreQr {
     /// Omamori store id, e.g. "sto_0193ab..." (ASCII, at most 60 chars).
-    pub store_id: String,
+    pub store_id: StoreId,
     /// At most 25 characters (EMVCo limit); longer names are cut at build time.
     pub merchant_name: String,
     /// At most 15 characters; cut likewise.
@@ -115,8 +116,8 @@ const CRC_HEADER: &str = "6304";
 pub fn build(qr: &StoreQr) -> String {
     let mut account = String::new();
     push_field(&mut account, SUB_GUI, OMAMORI_GUI);
-    if is_valid_store_id(&qr.store_id) {
-        push_field(&mut account, SUB_STORE_ID, &qr.store_id);
+    if is_valid_store_id(qr.store_id.as_str()) {
+        push_field(&mut account, SUB_STORE_ID, qr.store_id.as_str());
     }
 
     let mut out = String::with_capacity(256);
@@ -171,7 +172,13 @@ pub fn parse(payload: &str) -> Result<StoreQr, QrError> {
         some => Some(text_field(some, MAX_POSTAL_CODE, "postal_code")?),
     };
 
-    Ok(StoreQr { store_id: store_id.to_owned(), merchant_name, merchant_city, postal_code, mcc: mcc.to_owned() })
+    Ok(StoreQr {
+        store_id: StoreId::from_raw(store_id),
+        merchant_name,
+        merchant_city,
+        postal_code,
+        mcc: mcc.to_owned(),
+    })
 }
 
 /// CRC-16/CCITT-FALSE: polynomial 0x1021, initial value 0xFFFF, no reflection, no final xor.
@@ -377,7 +384,7 @@ mod tests {
 
     fn store() -> StoreQr {
         StoreQr {
-            store_id: "sto_0193ab4c5d6e7f".into(),
+            store_id: StoreId::from_raw("sto_0193ab4c5d6e7f"),
             merchant_name: "Omamori Coffee".into(),
             merchant_city: "Tokyo".into(),
             postal_code: Some("150-0002".into()),
@@ -534,11 +541,14 @@ mod tests {
     #[test]
     fn invalid_store_ids_are_never_cut_into_another_store() {
         for store_id in ["", "sto 1", "sto_é", &"s".repeat(61), &"s".repeat(90)] {
-            let payload = build(&StoreQr { store_id: store_id.to_owned(), ..store() });
+            let payload = build(&StoreQr { store_id: StoreId::from_raw(store_id), ..store() });
             assert_eq!(parse(&payload), Err(QrError::InvalidField("store_id")), "{store_id:?}");
         }
         let sixty = "s".repeat(60);
-        assert_eq!(parse(&build(&StoreQr { store_id: sixty.clone(), ..store() })).unwrap().store_id, sixty);
+        assert_eq!(
+            parse(&build(&StoreQr { store_id: StoreId::from_raw(&sixty), ..store() })).unwrap().store_id,
+            *sixty
+        );
     }
 
     #[test]
@@ -744,7 +754,7 @@ mod tests {
     fn store_within_limits() -> impl Strategy<Value = StoreQr> {
         ("[!-~]{1,60}", text(MAX_NAME), text(MAX_CITY), proptest::option::of(text(MAX_POSTAL_CODE)), "[0-9]{4}")
             .prop_map(|(store_id, merchant_name, merchant_city, postal_code, mcc)| StoreQr {
-                store_id,
+                store_id: StoreId::from_raw(store_id),
                 merchant_name,
                 merchant_city,
                 postal_code,

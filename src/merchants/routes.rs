@@ -1,7 +1,11 @@
 //! Operator routes that onboard merchants, stores and terminals.
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use crate::http::extract::PathId;
+use crate::ids::MerchantId;
+use crate::ids::StoreId;
+use crate::ids::TerminalId;
+use crate::ids::WebhookId;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -24,19 +28,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(disable_webhook))
 }
 
-/// Whether `id` has the shape of Omamori's ids (`prefix_hex`: 1 to 64 letters, digits and '_').
-pub fn is_id(id: &str) -> bool {
-    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-}
-
-/// An id from the path (`prefix_hex`); anything else is not found.
-pub fn path_id(p: Result<Path<String>, PathRejection>, what: &str) -> Result<String, ApiError> {
-    p.ok()
-        .map(|Path(id)| id)
-        .filter(|id| is_id(id))
-        .ok_or_else(|| ApiError::not_found(format!("there is no such {what}")))
-}
-
 // Display texts are as `merchants::text` takes them: something besides spaces, no control characters.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -55,7 +46,7 @@ struct MerchantBody {
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct MerchantCreated {
-    merchant_id: String,
+    merchant_id: MerchantId,
 }
 
 /// Creates a merchant (operator role).
@@ -106,7 +97,7 @@ struct StoreBody {
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct StoreCreated {
-    store_id: String,
+    store_id: StoreId,
     /// The store's merchant-presented QR payload (EMVCo), for `POST /v1/payments`.
     store_qr: String,
 }
@@ -120,10 +111,9 @@ struct StoreCreated {
 async fn create_store(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(merchant): PathId<MerchantId>,
     body: ApiJson<StoreBody>,
 ) -> Result<Response, ApiError> {
-    let merchant = path_id(id, "merchant")?;
     let b = body.value;
     let store = super::NewStore {
         name: &b.name,
@@ -137,7 +127,7 @@ async fn create_store(
 
 #[derive(Serialize, utoipa::ToSchema)]
 struct TerminalCreated {
-    terminal_id: String,
+    terminal_id: TerminalId,
     /// The terminal's key (`tk_...`) for `Authorization: Bearer`, shown this once.
     key: String,
 }
@@ -150,9 +140,8 @@ struct TerminalCreated {
 async fn create_terminal(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(store): PathId<StoreId>,
 ) -> Result<Response, ApiError> {
-    let store = path_id(id, "store")?;
     let (terminal_id, key) = super::create_terminal(&state.db, &store, &op.actor(), state.clock.now_ms()).await?;
     Ok((StatusCode::CREATED, axum::Json(TerminalCreated { terminal_id, key })).into_response())
 }
@@ -166,9 +155,8 @@ async fn create_terminal(
 async fn revoke_terminal(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(terminal): PathId<TerminalId>,
 ) -> Result<Response, ApiError> {
-    let terminal = path_id(id, "terminal")?;
     if !super::revoke_terminal(&state.db, &terminal, &op.actor(), state.clock.now_ms()).await? {
         return Err(ApiError::not_found("there is no such terminal, or it is revoked already"));
     }
@@ -212,10 +200,9 @@ struct WebhookCreated {
 async fn create_webhook(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(merchant): PathId<MerchantId>,
     body: ApiJson<WebhookBody>,
 ) -> Result<Response, ApiError> {
-    let merchant = path_id(id, "merchant")?;
     let production = state.config.environment == crate::config::Environment::Production;
     let url = crate::merchants::webhooks::check_url(&body.value.url, production)?;
     let key = state
@@ -245,9 +232,8 @@ struct WebhookList {
 async fn list_webhooks(
     State(state): State<AppState>,
     _viewer: RequireRole<Viewer>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(merchant): PathId<MerchantId>,
 ) -> Result<Response, ApiError> {
-    let merchant = path_id(id, "merchant")?;
     let items = crate::merchants::webhooks::list(&state.db, &merchant).await?;
     Ok(axum::Json(WebhookList { items }).into_response())
 }
@@ -261,9 +247,8 @@ async fn list_webhooks(
 async fn disable_webhook(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(webhook): PathId<WebhookId>,
 ) -> Result<Response, ApiError> {
-    let webhook = path_id(id, "webhook endpoint")?;
     if !crate::merchants::webhooks::disable(&state.db, &webhook, &op.actor(), state.clock.now_ms()).await? {
         return Err(ApiError::not_found("there is no such webhook endpoint, or it is disabled already"));
     }

@@ -6,6 +6,9 @@
 //! is not stored: it is derived from the configured `webhook_signing_key` and the endpoint's random
 //! salt, and shown once, when the endpoint is made. Delivery and signatures are `notify::webhooks`.
 
+use crate::ids::EventId;
+use crate::ids::MerchantId;
+use crate::ids::WebhookId;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
@@ -15,17 +18,16 @@ use sqlx::Row;
 
 use super::MerchantError;
 use crate::config::Key;
-use crate::ids::new_id;
 use crate::notify::{self, webhooks::Event, webhooks::Target, webhooks::WebhookTargets};
 use crate::ports::BoxFuture;
 use crate::secret::Secret;
 use crate::store::{self, Conn, Db, clock};
 
 /// The signing secret of an endpoint: `whsec_` and 32 bytes derived from the key and the salt.
-pub fn secret(key: &Key, endpoint_id: &str, salt: &str) -> String {
+pub fn secret(key: &Key, endpoint_id: &WebhookId, salt: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(key.bytes.expose()).expect("HMAC takes any key length");
     mac.update(b"omamori-webhook-secret\0");
-    mac.update(endpoint_id.as_bytes());
+    mac.update(endpoint_id.as_str().as_bytes());
     mac.update(b"\0");
     mac.update(salt.as_bytes());
     format!("whsec_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
@@ -38,13 +40,13 @@ pub const EVENTS: &[&str] = &["payment.succeeded", "payment.refunded", "payment.
 /// caller's transaction. Returns the event id, if any endpoint will receive it.
 pub async fn emit(
     conn: &mut Conn,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     event_type: &str,
     data: &impl Serialize,
     now: i64,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<Option<EventId>, sqlx::Error> {
     debug_assert!(EVENTS.contains(&event_type));
-    let endpoints: Vec<String> = sqlx::query_scalar(
+    let endpoints: Vec<WebhookId> = sqlx::query_scalar(
         "SELECT id FROM webhook_endpoints WHERE merchant_id = $1 AND disabled_at IS NULL ORDER BY id",
     )
     .bind(merchant_id)
@@ -53,7 +55,7 @@ pub async fn emit(
     if endpoints.is_empty() {
         return Ok(None);
     }
-    let event_id = new_id("evt");
+    let event_id = EventId::generate();
     let body =
         serde_json::to_string(&EventBody { id: &event_id, kind: event_type, created_at: clock::rfc3339_ms(now), data })
             .expect("an event serialises");
@@ -67,7 +69,7 @@ pub async fn emit(
 /// A merchant event as its receiver gets it.
 #[derive(Serialize)]
 struct EventBody<'a, T: Serialize> {
-    id: &'a str,
+    id: &'a EventId,
     #[serde(rename = "type")]
     kind: &'a str,
     created_at: String,
@@ -77,8 +79,8 @@ struct EventBody<'a, T: Serialize> {
 /// An endpoint as operators see it (never with its secret).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Endpoint {
-    pub webhook_id: String,
-    pub merchant_id: String,
+    pub webhook_id: WebhookId,
+    pub merchant_id: MerchantId,
     pub url: String,
     pub created_at: String,
     pub disabled: bool,
@@ -114,12 +116,12 @@ pub fn check_url(url: &str, production: bool) -> Result<String, MerchantError> {
 pub async fn create(
     db: &Db,
     key: &Key,
-    merchant_id: &str,
+    merchant_id: &MerchantId,
     url: &str,
     actor: &str,
     now: i64,
 ) -> Result<(Endpoint, String), MerchantError> {
-    let id = new_id("whk");
+    let id = WebhookId::generate();
     let salt = crate::secret::new_token();
     store::retry(|| async {
         let mut tx = db.begin().await?;
@@ -151,7 +153,7 @@ pub async fn create(
     .await?;
     let endpoint = Endpoint {
         webhook_id: id.clone(),
-        merchant_id: merchant_id.to_string(),
+        merchant_id: merchant_id.clone(),
         url: url.to_string(),
         created_at: clock::rfc3339_ms(now),
         disabled: false,
@@ -160,7 +162,7 @@ pub async fn create(
 }
 
 /// The endpoints of a merchant, oldest first.
-pub async fn list(db: &Db, merchant_id: &str) -> Result<Vec<Endpoint>, sqlx::Error> {
+pub async fn list(db: &Db, merchant_id: &MerchantId) -> Result<Vec<Endpoint>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, merchant_id, url, created_at, disabled_at FROM webhook_endpoints WHERE merchant_id = $1 \
          ORDER BY created_at, id",
@@ -182,7 +184,7 @@ pub async fn list(db: &Db, merchant_id: &str) -> Result<Vec<Endpoint>, sqlx::Err
 }
 
 /// Disables an endpoint: nothing more is sent to it, including retries still due.
-pub async fn disable(db: &Db, id: &str, actor: &str, now: i64) -> Result<bool, MerchantError> {
+pub async fn disable(db: &Db, id: &WebhookId, actor: &str, now: i64) -> Result<bool, MerchantError> {
     let n = store::retry(|| async {
         let mut tx = db.begin().await?;
         let n = sqlx::query("UPDATE webhook_endpoints SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL")
@@ -207,10 +209,14 @@ pub struct Directory {
 }
 
 impl WebhookTargets for Directory {
-    fn target<'a>(&'a self, db: &'a Db, endpoint_id: &'a str) -> BoxFuture<'a, Result<Option<Target>, sqlx::Error>> {
+    fn target<'a>(
+        &'a self,
+        db: &'a Db,
+        endpoint_id: &'a WebhookId,
+    ) -> BoxFuture<'a, Result<Option<Target>, sqlx::Error>> {
         Box::pin(async move {
             let Some(key) = &self.key else {
-                tracing::warn!(endpoint = endpoint_id, "no webhook signing key is configured");
+                tracing::warn!(endpoint = %endpoint_id, "no webhook signing key is configured");
                 return Ok(None);
             };
             target(db, key, endpoint_id).await
@@ -220,7 +226,7 @@ impl WebhookTargets for Directory {
 
 /// Where and with which secret a delivery to `endpoint_id` goes; `None` when the endpoint is gone
 /// or disabled.
-async fn target(db: &Db, key: &Key, endpoint_id: &str) -> Result<Option<Target>, sqlx::Error> {
+async fn target(db: &Db, key: &Key, endpoint_id: &WebhookId) -> Result<Option<Target>, sqlx::Error> {
     let row = sqlx::query("SELECT url, salt, key_id FROM webhook_endpoints WHERE id = $1 AND disabled_at IS NULL")
         .bind(endpoint_id)
         .fetch_optional(db.pool())
@@ -230,7 +236,7 @@ async fn target(db: &Db, key: &Key, endpoint_id: &str) -> Result<Option<Target>,
     if key_id != key.id {
         // The endpoint's secret came from a key that is no longer configured; its receiver could not
         // verify a signature made with the new one.
-        tracing::warn!(endpoint = endpoint_id, key_id, "webhook endpoint was made under another signing key");
+        tracing::warn!(endpoint = %endpoint_id, key_id, "webhook endpoint was made under another signing key");
         return Ok(None);
     }
     let salt: String = row.try_get("salt")?;
@@ -245,14 +251,19 @@ mod tests {
     #[test]
     fn a_signature_verifies_only_for_its_body_secret_and_time() {
         let key = Key::generate("k1");
-        let s = secret(&key, "whk_1", "salt");
+        let s = secret(&key, &WebhookId::from_raw("whk_1"), "salt");
         assert!(s.starts_with("whsec_"));
-        assert_ne!(s, secret(&key, "whk_2", "salt"), "each endpoint has its own secret");
-        assert_ne!(s, secret(&key, "whk_1", "salt2"), "a new salt rotates the secret");
+        assert_ne!(s, secret(&key, &WebhookId::from_raw("whk_2"), "salt"), "each endpoint has its own secret");
+        assert_ne!(s, secret(&key, &WebhookId::from_raw("whk_1"), "salt2"), "a new salt rotates the secret");
         let header = sign(&s, 1_700_000_000, r#"{"id":"evt_1"}"#);
         assert!(verify(&s, &header, r#"{"id":"evt_1"}"#, 1_700_000_010));
         assert!(!verify(&s, &header, r#"{"id":"evt_2"}"#, 1_700_000_010), "another body");
-        assert!(!verify(&secret(&key, "whk_2", "salt"), &header, r#"{"id":"evt_1"}"#, 1_700_000_010));
+        assert!(!verify(
+            &secret(&key, &WebhookId::from_raw("whk_2"), "salt"),
+            &header,
+            r#"{"id":"evt_1"}"#,
+            1_700_000_010
+        ));
         assert!(!verify(&s, &header, r#"{"id":"evt_1"}"#, 1_700_000_000 + TOLERANCE_SECS + 1), "too old");
         assert!(!verify(&s, "t=1700000000", r#"{"id":"evt_1"}"#, 1_700_000_000), "no signature");
         assert!(!verify(&s, "garbage", "", 0));

@@ -13,6 +13,7 @@
 //! through a real channel, so the outbox is not a store of live codes. Delivery runs apart from
 //! requests: it can never block or undo the money movement that wrote the message.
 
+use crate::ids::EventId;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -78,7 +79,7 @@ struct Due {
     kind: String,
     subject: Option<String>,
     body: String,
-    event_id: Option<String>,
+    event_id: Option<EventId>,
     attempts: i64,
     has_code: bool,
     created_at: i64,
@@ -198,7 +199,7 @@ impl Channels {
     }
 
     async fn merchant_webhook(&self, db: &Db, m: &Due) -> Outcome {
-        let target = match self.targets.target(db, &m.recipient).await {
+        let target = match self.targets.target(db, &crate::ids::WebhookId::from_raw(m.recipient.as_str())).await {
             Ok(Some(target)) => target,
             Ok(None) => return Outcome::Fail("the endpoint is disabled or gone".into()),
             Err(e) => return Outcome::Retry(format!("database: {}", crate::store::describe_error(&e))),
@@ -209,7 +210,7 @@ impl Channels {
             .merchant_http
             .post(&url)
             .header(super::webhooks::SIGNATURE_HEADER, super::webhooks::sign(secret.expose(), timestamp, &m.body))
-            .header(super::webhooks::EVENT_ID_HEADER, m.event_id.clone().unwrap_or_default())
+            .header(super::webhooks::EVENT_ID_HEADER, m.event_id.as_ref().map_or("", EventId::as_str))
             .header("Omamori-Event-Type", &m.kind);
         // A merchant's server that refuses for a while (401 after a deploy, 404 while it moves) gets
         // every retry: its events are its books.

@@ -9,6 +9,7 @@
 pub mod dispatch;
 pub mod webhooks;
 
+use crate::ids::EventId;
 use serde::Serialize;
 use sqlx::Row;
 
@@ -117,7 +118,7 @@ pub struct Delivery {
     /// The channel that took it (or `sandbox`).
     pub delivered_via: Option<String>,
     /// The webhook event it carries, for merchant webhooks.
-    pub event_id: Option<String>,
+    pub event_id: Option<EventId>,
     pub created_at: String,
     /// When the next attempt is due (pending messages only).
     pub next_attempt_at: Option<String>,

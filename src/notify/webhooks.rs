@@ -3,6 +3,8 @@
 //! endpoint's secret. The endpoints themselves (and their secrets) are the merchants' (see
 //! `merchants::webhooks`); the dispatcher asks for them through the [`WebhookTargets`] port.
 
+use crate::ids::EventId;
+use crate::ids::WebhookId;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -78,7 +80,7 @@ pub trait WebhookTargets: Send + Sync {
     fn target<'a>(
         &'a self,
         db: &'a crate::store::Db,
-        endpoint_id: &'a str,
+        endpoint_id: &'a WebhookId,
     ) -> crate::ports::BoxFuture<'a, Result<Option<Target>, sqlx::Error>>;
 }
 
@@ -86,7 +88,7 @@ pub trait WebhookTargets: Send + Sync {
 /// event id is the same for every endpoint and every retry.
 pub async fn enqueue_event(
     conn: &mut crate::store::Conn,
-    endpoint_id: &str,
+    endpoint_id: &WebhookId,
     event: &Event<'_>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
@@ -106,7 +108,7 @@ pub async fn enqueue_event(
 
 /// A merchant event as the outbox keeps it.
 pub struct Event<'a> {
-    pub id: &'a str,
+    pub id: &'a EventId,
     pub kind: &'a str,
     pub body: &'a str,
 }

@@ -4,13 +4,16 @@
 //! wallets) and per wallet (5 a day); a wallet holds at most 5 cards and adds at most 2 a day;
 //! nothing is linked during cooling-off.
 
+use crate::ids::CardId;
+use crate::ids::ChallengeId;
+use crate::ids::ReviewId;
+use crate::ids::UserId;
 use serde::Serialize;
 use sqlx::Row;
 
 use super::PaymentsError;
 use crate::identity::session::UserSession;
 use crate::identity::{self, challenge, recovery};
-use crate::ids::new_id;
 use crate::ports::processor::{self, CardInfo, ProcessorError, RawCard};
 use crate::risk::client::ClientInfo;
 use crate::risk::{rules, switches, throttle};
@@ -32,7 +35,7 @@ pub enum CardInput {
 /// A card as its owner sees it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Card {
-    pub card_id: String,
+    pub card_id: CardId,
     pub brand: String,
     pub last4: String,
     /// `active`, `pending_challenge` or `held`.
@@ -43,21 +46,21 @@ pub struct Card {
 /// operator's review (with `review_id`), or `pending_challenge` (with the issuer's `challenge_id`).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Linked {
-    pub card_id: String,
+    pub card_id: CardId,
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub brand: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last4: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub review_id: Option<String>,
+    pub review_id: Option<ReviewId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub challenge_id: Option<String>,
+    pub challenge_id: Option<ChallengeId>,
 }
 
 impl Linked {
-    fn new(card_id: &str, status: &'static str) -> Linked {
-        Linked { card_id: card_id.to_string(), status, brand: None, last4: None, review_id: None, challenge_id: None }
+    fn new(card_id: &CardId, status: &'static str) -> Linked {
+        Linked { card_id: card_id.clone(), status, brand: None, last4: None, review_id: None, challenge_id: None }
     }
 }
 
@@ -96,7 +99,7 @@ pub async fn link(state: &AppState, who: &Linker<'_>, input: CardInput) -> Resul
         Err(e) => return Err(refused_by_processor(state, e, now).await),
     };
     let fingerprint = processor::fingerprint(&key, info.fingerprint_source.expose());
-    let card = NewCard { id: new_id("crd"), info: &info, fingerprint: &fingerprint };
+    let card = NewCard { id: CardId::generate(), info: &info, fingerprint: &fingerprint };
     let attempt = Attempt { state, who, user: &user, provisional: &provisional, now };
     store::retry(|| keep_card(&attempt, &card)).await
 }
@@ -131,12 +134,12 @@ async fn count_attempt(
 ) -> Result<Vec<i64>, PaymentsError> {
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        tx.lock("cards", &user.id).await?;
+        tx.lock("cards", user.id.as_str()).await?;
         if let Some(fp) = raw_fingerprint {
             tx.lock("card", fp).await?;
         }
-        let wallet_spent =
-            throttle::window(&mut tx, "card_fail_wallet", &user.id, now - DAY_MS).await?.0 >= FAILED_CHECKS_PER_WALLET;
+        let wallet_spent = throttle::window(&mut tx, "card_fail_wallet", user.id.as_str(), now - DAY_MS).await?.0
+            >= FAILED_CHECKS_PER_WALLET;
         let card_spent = match raw_fingerprint {
             Some(fp) => {
                 throttle::window(&mut tx, "card_fail_card", fp, now - DAY_MS).await?.0 >= FAILED_CHECKS_PER_CARD
@@ -150,7 +153,7 @@ async fn count_attempt(
         if let Err(e) = card_counts(&mut tx, &user.id, now).await {
             return Ok(Err(e));
         }
-        let mut events = vec![throttle::record(&mut tx, "card_fail_wallet", &user.id, now).await?];
+        let mut events = vec![throttle::record(&mut tx, "card_fail_wallet", user.id.as_str(), now).await?];
         if let Some(fp) = raw_fingerprint {
             events.push(throttle::record(&mut tx, "card_fail_card", fp, now).await?);
         }
@@ -181,7 +184,7 @@ async fn refused_by_processor(state: &AppState, e: ProcessorError, now: i64) -> 
 
 /// A card the processor accepted, to keep.
 struct NewCard<'a> {
-    id: String,
+    id: CardId,
     info: &'a CardInfo,
     fingerprint: &'a str,
 }
@@ -200,7 +203,7 @@ struct Attempt<'a> {
 async fn keep_card(a: &Attempt<'_>, card: &NewCard<'_>) -> Result<Linked, PaymentsError> {
     let (user, now) = (a.user, a.now);
     let mut tx = a.state.db.begin().await?;
-    tx.lock("cards", &user.id).await?;
+    tx.lock("cards", user.id.as_str()).await?;
     tx.lock("card", card.fingerprint).await?;
     // A switch on this very card (by id, covering its fingerprint on every wallet).
     let subject = switches::Subject { card_fingerprint: Some(card.fingerprint), ..Default::default() };
@@ -243,13 +246,18 @@ async fn keep_card(a: &Attempt<'_>, card: &NewCard<'_>) -> Result<Linked, Paymen
 
 /// One card, one wallet: a fingerprint first seen is bound to this wallet; one bound to another
 /// wallet, or already in this one, is refused.
-async fn claim_fingerprint(conn: &mut Conn, user_id: &str, fingerprint: &str, now: i64) -> Result<(), PaymentsError> {
-    let owner: Option<String> = sqlx::query_scalar("SELECT user_id FROM card_fingerprints WHERE fingerprint = $1")
+async fn claim_fingerprint(
+    conn: &mut Conn,
+    user_id: &UserId,
+    fingerprint: &str,
+    now: i64,
+) -> Result<(), PaymentsError> {
+    let owner: Option<UserId> = sqlx::query_scalar("SELECT user_id FROM card_fingerprints WHERE fingerprint = $1")
         .bind(fingerprint)
         .fetch_optional(&mut *conn)
         .await?;
     match owner {
-        Some(owner) if owner != user_id => Err(PaymentsError::CardNotAllowed),
+        Some(owner) if owner != *user_id => Err(PaymentsError::CardNotAllowed),
         Some(_) => {
             let active: i64 = sqlx::query_scalar(
                 "SELECT COUNT(*) FROM cards WHERE user_id = $1 AND fingerprint = $2 AND status <> 'removed'",
@@ -307,7 +315,8 @@ async fn insert_card(
             last4: Some(info.last4.clone()),
             ..Default::default()
         };
-        linked.review_id = Some(rules::open_review(conn, "card", Some(&card.id), &user.id, rule, &detail, now).await?);
+        linked.review_id =
+            Some(rules::open_review(conn, "card", Some(card.id.as_str()), &user.id, rule, &detail, now).await?);
     } else if info.needs_challenge {
         linked.challenge_id = Some(issuer_challenge(conn, a, &card.id).await?);
     } else {
@@ -319,14 +328,14 @@ async fn insert_card(
 }
 
 /// The issuer's challenge: in the sandbox, a code by SMS to the wallet's phone.
-async fn issuer_challenge(conn: &mut Conn, a: &Attempt<'_>, card_id: &str) -> Result<String, PaymentsError> {
+async fn issuer_challenge(conn: &mut Conn, a: &Attempt<'_>, card_id: &CardId) -> Result<ChallengeId, PaymentsError> {
     let c = challenge::NewChallenge {
         purpose: challenge::Purpose::Card,
         user_id: Some(&a.user.id),
         operator_id: None,
         session_id: Some(a.who.session.session_id()),
         device_id: Some(a.who.session.device_id()),
-        subject_id: Some(card_id),
+        subject_id: Some(card_id.as_str()),
         methods: &["sms"],
         client: a.who.client,
     };
@@ -340,7 +349,7 @@ async fn issuer_challenge(conn: &mut Conn, a: &Attempt<'_>, card_id: &str) -> Re
 }
 
 /// At most 5 cards in a wallet and 2 new ones a day.
-async fn card_counts(conn: &mut Conn, user_id: &str, now: i64) -> Result<(), PaymentsError> {
+async fn card_counts(conn: &mut Conn, user_id: &UserId, now: i64) -> Result<(), PaymentsError> {
     let cards: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE user_id = $1 AND status <> 'removed'")
         .bind(user_id)
         .fetch_one(&mut *conn)
@@ -364,7 +373,7 @@ async fn card_counts(conn: &mut Conn, user_id: &str, now: i64) -> Result<(), Pay
 pub async fn activate(
     conn: &mut Conn,
     user: &identity::User,
-    card_id: &str,
+    card_id: &CardId,
     now: i64,
 ) -> Result<Option<Card>, sqlx::Error> {
     let row =
@@ -378,11 +387,11 @@ pub async fn activate(
     sqlx::query("UPDATE cards SET status = 'active' WHERE id = $1").bind(card_id).execute(&mut *conn).await?;
     identity::notify_all(conn, user, "card_linked", &format!("A card ending {last4} was added to your wallet."), now)
         .await?;
-    Ok(Some(Card { card_id: card_id.to_string(), brand, last4, status: "active".into() }))
+    Ok(Some(Card { card_id: card_id.clone(), brand, last4, status: "active".into() }))
 }
 
 /// An operator's decision on a held card: approved, it becomes usable; rejected, it is removed.
-pub async fn decide_held(conn: &mut Conn, card_id: &str, approve: bool) -> Result<(), sqlx::Error> {
+pub async fn decide_held(conn: &mut Conn, card_id: &CardId, approve: bool) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE cards SET status = $1 WHERE id = $2 AND status = 'held'")
         .bind(if approve { "active" } else { "removed" })
         .bind(card_id)
@@ -401,7 +410,7 @@ impl challenge::CardChallenges for CardChallengeHook {
         &'a self,
         conn: &'a mut Conn,
         user: &'a identity::User,
-        card_id: &'a str,
+        card_id: &'a CardId,
         now: i64,
     ) -> crate::ports::BoxFuture<'a, Result<Option<Card>, sqlx::Error>> {
         Box::pin(activate(conn, user, card_id, now))
@@ -409,7 +418,7 @@ impl challenge::CardChallenges for CardChallengeHook {
 }
 
 /// `GET /v1/cards`.
-pub async fn list(conn: &mut Conn, user_id: &str) -> Result<Vec<Card>, sqlx::Error> {
+pub async fn list(conn: &mut Conn, user_id: &UserId) -> Result<Vec<Card>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, brand, last4, status FROM cards WHERE user_id = $1 AND status <> 'removed' ORDER BY created_at DESC, id DESC",
     )
@@ -429,7 +438,7 @@ pub async fn list(conn: &mut Conn, user_id: &str) -> Result<Vec<Card>, sqlx::Err
 }
 
 /// `DELETE /v1/cards/{id}`.
-pub async fn remove(state: &AppState, user_id: &str, card_id: &str) -> Result<(), PaymentsError> {
+pub async fn remove(state: &AppState, user_id: &UserId, card_id: &CardId) -> Result<(), PaymentsError> {
     let now = state.clock.now_ms();
     let n = store::write_one(&state.db, || {
         sqlx::query("UPDATE cards SET status = 'removed', removed_at = $1 WHERE id = $2 AND user_id = $3 AND status <> 'removed'")

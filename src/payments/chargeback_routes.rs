@@ -6,6 +6,8 @@
 //! minutes off is refused (a replay). The chargeback happens once per top-up: a repeat of the
 //! report answers `200` with `already_charged_back`, so that the processor stops retrying.
 
+use crate::ids::EventId;
+use crate::ids::TopupId;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
@@ -27,7 +29,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, utoipa::ToSchema)]
 struct ChargebackReport {
     /// The processor's id of this report (logged; repeats are harmless).
-    event_id: String,
+    event_id: EventId,
     /// The processor's reference of the disputed charge (a top-up's `processor_ref`).
     #[schema(min_length = 1, max_length = 128)]
     charge_ref: String,
@@ -73,12 +75,12 @@ async fn processor_chargeback(
     if charge_ref.is_empty() || charge_ref.len() > 128 {
         return Err(ApiError::invalid_body("charge_ref must be 1 to 128 characters"));
     }
-    let topup: Option<String> = sqlx::query_scalar("SELECT id FROM topups WHERE processor_ref = $1")
+    let topup: Option<TopupId> = sqlx::query_scalar("SELECT id FROM topups WHERE processor_ref = $1")
         .bind(charge_ref)
         .fetch_optional(state.db.pool())
         .await?;
     let Some(topup) = topup else { return Err(ApiError::not_found("there is no top-up with this charge_ref")) };
-    tracing::info!(event_id = %report.event_id.chars().take(64).collect::<String>(), topup = %topup, "chargeback reported");
+    tracing::info!(event_id = %report.event_id.as_str().chars().take(64).collect::<String>(), topup = %topup, "chargeback reported");
     match super::corrections::chargeback(&state.db, &topup, state.clock.now_ms()).await {
         Ok(v) => Ok(axum::Json(v).into_response()),
         Err(crate::payments::PaymentsError::AlreadyChargedBack) => {

@@ -7,6 +7,10 @@
 //! it from the merchant to the wallet; a top-up's correction takes it back out of the wallet into
 //! funding clearing (the money goes back to the card), the shortfall to `losses`.
 
+use crate::ids::CorrectionId;
+use crate::ids::PaymentId;
+use crate::ids::TopupId;
+use crate::ids::UserId;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::Row;
@@ -14,7 +18,6 @@ use sqlx::Row;
 use super::PaymentsError;
 use super::topups::funding_account;
 use crate::identity;
-use crate::ids::new_id;
 use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry, Posting};
 use crate::money::{Currency, Yen};
 use crate::notify::{self, Channel, Message};
@@ -33,11 +36,11 @@ async fn losses_account(conn: &mut Conn, now: i64) -> Result<AccountId, sqlx::Er
 /// Answers (taken from the wallet, booked to losses).
 async fn claw_back(
     conn: &mut Conn,
-    topup_id: &str,
+    topup_id: &TopupId,
     kind: EntryKind,
     reference: &str,
     now: i64,
-) -> Result<(String, i64, i64), PaymentsError> {
+) -> Result<(UserId, i64, i64), PaymentsError> {
     let row = sqlx::query(
         "SELECT t.user_id, t.amount, t.status, u.wallet_account_id FROM topups t JOIN users u ON u.id = t.user_id WHERE t.id = $1",
     )
@@ -45,7 +48,7 @@ async fn claw_back(
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| PaymentsError::NotFound("there is no such top-up".into()))?;
-    let (user_id, amount, status, wallet): (String, i64, String, i64) =
+    let (user_id, amount, status, wallet): (UserId, i64, String, i64) =
         (row.try_get("user_id")?, row.try_get("amount")?, row.try_get("status")?, row.try_get("wallet_account_id")?);
     if status != "succeeded" {
         return Err(PaymentsError::NotReversible(format!("this top-up is {status}, not succeeded")));
@@ -81,9 +84,9 @@ async fn claw_back(
 #[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Reversed {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub payment_id: Option<String>,
+    pub payment_id: Option<PaymentId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub topup_id: Option<String>,
+    pub topup_id: Option<TopupId>,
     /// `reversed` or `charged_back`.
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,19 +96,19 @@ pub struct Reversed {
 }
 
 impl Reversed {
-    fn topup(id: &str, status: &str, from_wallet: i64, to_losses: i64) -> Reversed {
+    fn topup(id: &TopupId, status: &str, from_wallet: i64, to_losses: i64) -> Reversed {
         Reversed {
             payment_id: None,
-            topup_id: Some(id.to_string()),
+            topup_id: Some(id.clone()),
             status: status.to_string(),
             from_wallet: Some(from_wallet),
             to_losses: Some(to_losses),
         }
     }
 
-    fn payment(id: &str) -> Reversed {
+    fn payment(id: &PaymentId) -> Reversed {
         Reversed {
-            payment_id: Some(id.to_string()),
+            payment_id: Some(id.clone()),
             topup_id: None,
             status: "reversed".into(),
             from_wallet: None,
@@ -117,7 +120,7 @@ impl Reversed {
 /// A correction's state as an operator's call answers it.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Correction {
-    pub correction_id: String,
+    pub correction_id: CorrectionId,
     /// `proposed` or `applied`.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,7 +128,7 @@ pub struct Correction {
 }
 
 /// A chargeback reported by the processor for a top-up: once per top-up (a repeat finds it done).
-pub async fn chargeback(db: &Db, topup_id: &str, now: i64) -> Result<Reversed, PaymentsError> {
+pub async fn chargeback(db: &Db, topup_id: &TopupId, now: i64) -> Result<Reversed, PaymentsError> {
     let (_user, from_wallet, shortfall) = store::retry(|| async {
         let mut tx = db.begin().await?;
         tx.lock("topup", topup_id).await?;
@@ -136,9 +139,9 @@ pub async fn chargeback(db: &Db, topup_id: &str, now: i64) -> Result<Reversed, P
         if status.as_deref() == Some("charged_back") {
             return Err(PaymentsError::AlreadyChargedBack);
         }
-        let result = claw_back(&mut tx, topup_id, EntryKind::Chargeback, topup_id, now).await?;
+        let result = claw_back(&mut tx, topup_id, EntryKind::Chargeback, topup_id.as_str(), now).await?;
         let detail = json!({"topup_id": topup_id, "from_wallet": result.1, "to_losses": result.2});
-        crate::audit::append(&mut tx, "processor", "topup.chargeback", &result.0, &detail, now).await?;
+        crate::audit::append(&mut tx, "processor", "topup.chargeback", result.0.as_str(), &detail, now).await?;
         // The wallet is frozen for review, in the same transaction.
         let reason = format!("chargeback of top-up {topup_id}");
         crate::identity::freeze::freeze_in(&mut tx, &result.0, &reason, "system:chargeback", now).await?;
@@ -162,7 +165,7 @@ pub async fn propose(
         return Err(PaymentsError::Invalid("kind must be payment or topup".into()));
     }
     let reason = crate::risk::switches::check_reason(reason)?;
-    let id = new_id("cor");
+    let id = CorrectionId::generate();
     store::retry(|| async {
         let mut tx = db.begin().await?;
         let table = if kind == "payment" { "payments" } else { "topups" };
@@ -204,7 +207,7 @@ pub async fn propose(
 }
 
 /// Approves and applies a correction (a second, different operator).
-pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Correction, PaymentsError> {
+pub async fn approve(db: &Db, id: &CorrectionId, by: &str, now: i64) -> Result<Correction, PaymentsError> {
     store::retry(|| async {
         let mut tx = db.begin().await?;
         tx.lock("correction", id).await?;
@@ -222,14 +225,17 @@ pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Correction
             return Err(PaymentsError::SecondOperatorRequired);
         }
         let (user_id, result) = if kind == "payment" {
+            let target = PaymentId::from_raw(target);
             // The same row lock refunds and till reversals take, so none of them interleave.
             super::pos::lock_payment(&mut tx, &target).await?;
-            let user_id: String = sqlx::query_scalar("SELECT user_id FROM payments WHERE id = $1").bind(&target).fetch_one(&mut *tx).await?;
+            let user_id: UserId = sqlx::query_scalar("SELECT user_id FROM payments WHERE id = $1").bind(&target).fetch_one(&mut *tx).await?;
             super::pos::reverse(&mut tx, &target, now).await?;
             (user_id, Reversed::payment(&target))
         } else {
+            let target = TopupId::from_raw(target);
             tx.lock("topup", &target).await?;
-            let (user_id, from_wallet, shortfall) = claw_back(&mut tx, &target, EntryKind::Adjustment, id, now).await?;
+            let (user_id, from_wallet, shortfall) =
+                claw_back(&mut tx, &target, EntryKind::Adjustment, id.as_str(), now).await?;
             (user_id, Reversed::topup(&target, "reversed", from_wallet, shortfall))
         };
         sqlx::query("UPDATE corrections SET state = 'applied', approved_by = $1, applied_at = $2, result = $3 WHERE id = $4")
@@ -256,7 +262,7 @@ pub async fn approve(db: &Db, id: &str, by: &str, now: i64) -> Result<Correction
             .await?;
         }
         tx.commit().await?;
-        Ok(Correction { correction_id: id.to_string(), status: "applied", result: Some(result) })
+        Ok(Correction { correction_id: id.clone(), status: "applied", result: Some(result) })
     })
     .await
 }

@@ -7,6 +7,12 @@
 //! commit together. A terminal that submits unknown codes is refused for 10 minutes after 5 in
 //! 10 minutes, and an alert is raised.
 
+use crate::ids::MerchantId;
+use crate::ids::PaymentId;
+use crate::ids::RefundId;
+use crate::ids::StoreId;
+use crate::ids::TerminalId;
+use crate::ids::UserId;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::Row;
@@ -14,7 +20,6 @@ use sqlx::Row;
 use super::code::PaymentCode;
 use super::{PaymentsError, wallet};
 use crate::identity;
-use crate::ids::new_id;
 use crate::ledger::{self, AccountId, EntryKind, NewEntry};
 use crate::merchants::{self, Store};
 use crate::money::Yen;
@@ -30,7 +35,7 @@ pub const UNKNOWN_CODES_WINDOW_MS: i64 = 10 * 60 * 1000;
 pub async fn new_code(
     conn: &mut Conn,
     prefix: &str,
-    user_id: &str,
+    user_id: &UserId,
     device_id: &str,
     now: i64,
 ) -> Result<NewCode, sqlx::Error> {
@@ -67,7 +72,7 @@ pub struct NewCode {
 pub async fn owns_code(
     conn: &mut Conn,
     prefix: &str,
-    user_id: &str,
+    user_id: &UserId,
     code: &str,
 ) -> Result<Option<PaymentCode>, sqlx::Error> {
     let Some(code) = PaymentCode::parse(code, prefix) else { return Ok(None) };
@@ -80,7 +85,7 @@ pub async fn owns_code(
 }
 
 /// Refuses a terminal that has submitted too many unknown codes lately.
-pub async fn check_terminal(conn: &mut Conn, terminal_id: &str, now: i64) -> Result<(), PaymentsError> {
+pub async fn check_terminal(conn: &mut Conn, terminal_id: &TerminalId, now: i64) -> Result<(), PaymentsError> {
     let row = sqlx::query("SELECT COUNT(*) AS n, MAX(at) AS newest FROM auth_events WHERE scope = 'unknown_code' AND key = $1 AND at > $2")
         .bind(terminal_id)
         .bind(now - UNKNOWN_CODES_WINDOW_MS)
@@ -96,8 +101,8 @@ pub async fn check_terminal(conn: &mut Conn, terminal_id: &str, now: i64) -> Res
 
 /// Records an unknown code from a terminal (in its own transaction: the payment's rolls back),
 /// and raises an alert when the terminal reaches the limit.
-pub async fn record_unknown_code(conn: &mut Conn, terminal_id: &str, now: i64) -> Result<(), sqlx::Error> {
-    throttle::record(conn, "unknown_code", terminal_id, now).await?;
+pub async fn record_unknown_code(conn: &mut Conn, terminal_id: &TerminalId, now: i64) -> Result<(), sqlx::Error> {
+    throttle::record(conn, "unknown_code", terminal_id.as_str(), now).await?;
     let n: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM auth_events WHERE scope = 'unknown_code' AND key = $1 AND at > $2")
             .bind(terminal_id)
@@ -119,9 +124,9 @@ pub async fn record_unknown_code(conn: &mut Conn, terminal_id: &str, now: i64) -
 
 /// What a payment needs: who pays, where, how much.
 pub struct Charge<'a> {
-    pub user_id: &'a str,
+    pub user_id: &'a UserId,
     pub store: &'a Store,
-    pub terminal_id: Option<&'a str>,
+    pub terminal_id: Option<&'a TerminalId>,
     pub code_hash: Option<String>,
     pub amount: Yen,
     pub order_ref: Option<&'a str>,
@@ -130,12 +135,12 @@ pub struct Charge<'a> {
 
 /// Moves the money of a payment, inside the caller's transaction: limits, the debit (which
 /// fails when funds are short), the payment row and the notice.
-pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<String, PaymentsError> {
+pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<PaymentId, PaymentsError> {
     let user = identity::user_by_id(conn, c.user_id)
         .await?
         .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("payer vanished")))?;
     wallet::check_spending(conn, &user.id, c.amount.0, now).await?;
-    let payment_id = new_id("pay");
+    let payment_id = PaymentId::generate();
     let entry = NewEntry::transfer(
         EntryKind::Payment,
         &payment_id,
@@ -183,7 +188,7 @@ pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<String, Pa
 /// A payment that went through.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Paid {
-    pub payment_id: String,
+    pub payment_id: PaymentId,
     /// Always `succeeded`.
     pub status: &'static str,
     pub amount: i64,
@@ -246,14 +251,14 @@ pub async fn charge_code(conn: &mut Conn, c: &CodeCharge<'_>, now: i64) -> Resul
 
 /// Redeems a payment code at most once (only one transaction can move it from active to used),
 /// under its owner's wallet lock; answers its owner and device.
-async fn redeem(conn: &mut Conn, code: &PaymentCode, now: i64) -> Result<(String, String), PaymentsError> {
+async fn redeem(conn: &mut Conn, code: &PaymentCode, now: i64) -> Result<(UserId, String), PaymentsError> {
     let hash = code.lookup_hash();
     let row = sqlx::query("SELECT user_id, device_id, state, expires_at FROM payment_codes WHERE code_hash = $1")
         .bind(&hash)
         .fetch_optional(&mut *conn)
         .await?;
     let Some(row) = row else { return Err(PaymentsError::CodeInvalid) };
-    let (user_id, device_id, state, expires_at): (String, String, String, i64) =
+    let (user_id, device_id, state, expires_at): (UserId, String, String, i64) =
         (row.try_get("user_id")?, row.try_get("device_id")?, row.try_get("state")?, row.try_get("expires_at")?);
     if state != "active" || expires_at <= now {
         return Err(PaymentsError::CodeExpired);
@@ -284,7 +289,7 @@ pub struct StorePayment<'a> {
 /// A store-QR payment that went through, with whom it paid.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StorePaid {
-    pub payment_id: String,
+    pub payment_id: PaymentId,
     /// Always `succeeded`.
     pub status: &'static str,
     pub amount: i64,
@@ -294,9 +299,9 @@ pub struct StorePaid {
 /// The payee a shopper's app shows after paying.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Payee {
-    pub merchant_id: String,
+    pub merchant_id: MerchantId,
     pub name: String,
-    pub store_id: String,
+    pub store_id: StoreId,
     pub store_name: String,
 }
 
@@ -314,7 +319,7 @@ pub async fn pay_store_qr(
     }
     let at = Place { store: &store, terminal_id: None };
     check_switches(conn, &p.payer, &at).await?;
-    crate::store::lock_conn(conn, "wallet", p.payer.user_id).await?;
+    crate::store::lock_conn(conn, "wallet", p.payer.user_id.as_str()).await?;
     if let Some(decline) = authorize(conn, &p.payer, &at, p.amount, now).await? {
         return Ok(Charged::Declined(decline));
     }
@@ -339,7 +344,7 @@ pub async fn pay_store_qr(
 
 /// Who pays, as the switches and the risk rules see them.
 pub struct Payer<'a> {
-    pub user_id: &'a str,
+    pub user_id: &'a UserId,
     pub device_id: &'a str,
     pub country: Option<&'a str>,
     /// When the shopper's session last proved a second factor, if the shopper can be asked for one
@@ -350,7 +355,7 @@ pub struct Payer<'a> {
 /// Where the money goes.
 pub struct Place<'a> {
     pub store: &'a Store,
-    pub terminal_id: Option<&'a str>,
+    pub terminal_id: Option<&'a TerminalId>,
 }
 
 /// The `payments` switches every payment passes first: for the user, the merchant and the country.
@@ -408,7 +413,7 @@ async fn authorize(
     };
     let detail = rules::ReviewDetail {
         store_id: Some(at.store.id.clone()),
-        terminal_id: at.terminal_id.map(str::to_string),
+        terminal_id: at.terminal_id.cloned(),
         amount: Some(amount.0),
         ..Default::default()
     };
@@ -419,8 +424,8 @@ async fn authorize(
 /// A payment as the POS sees it, with its refunds.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PaymentView {
-    pub payment_id: String,
-    pub store_id: String,
+    pub payment_id: PaymentId,
+    pub store_id: StoreId,
     pub amount: i64,
     pub refunded: i64,
     pub currency: crate::money::Currency,
@@ -436,7 +441,7 @@ pub struct PaymentView {
 /// A refund of a payment.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Refunded {
-    pub refund_id: String,
+    pub refund_id: RefundId,
     pub amount: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub currency: Option<crate::money::Currency>,
@@ -447,8 +452,8 @@ pub struct Refunded {
 /// A payment of `merchant_id`, with its refunds.
 pub async fn payment_view(
     conn: &mut Conn,
-    payment_id: &str,
-    merchant_id: &str,
+    payment_id: &PaymentId,
+    merchant_id: &MerchantId,
 ) -> Result<Option<PaymentView>, sqlx::Error> {
     let row = sqlx::query(
         "SELECT id, store_id, amount, refunded, status, order_ref, source, created_at FROM payments WHERE id = $1 AND merchant_id = $2",
@@ -490,7 +495,7 @@ pub async fn payment_view(
 
 /// Serialises the refunds, reversal and correction of one payment: a row lock on PostgreSQL (on
 /// SQLite the writer lock already does).
-pub async fn lock_payment(conn: &mut Conn, payment_id: &str) -> Result<(), sqlx::Error> {
+pub async fn lock_payment(conn: &mut Conn, payment_id: &PaymentId) -> Result<(), sqlx::Error> {
     if conn.backend_name() == "PostgreSQL" {
         sqlx::query("SELECT id FROM payments WHERE id = $1 FOR UPDATE").bind(payment_id).execute(&mut *conn).await?;
     }
@@ -501,8 +506,8 @@ pub async fn lock_payment(conn: &mut Conn, payment_id: &str) -> Result<(), sqlx:
 /// payment's lock (two refunds of one payment never interleave).
 pub async fn refund(
     conn: &mut Conn,
-    payment_id: &str,
-    merchant_id: &str,
+    payment_id: &PaymentId,
+    merchant_id: &MerchantId,
     amount: Yen,
     now: i64,
 ) -> Result<Refunded, PaymentsError> {
@@ -515,7 +520,7 @@ pub async fn refund(
     .fetch_optional(&mut *conn)
     .await?
     .ok_or_else(|| PaymentsError::NotFound("there is no such payment".into()))?;
-    let (user_id, paid, refunded, status, merchant_account): (String, i64, i64, String, i64) = (
+    let (user_id, paid, refunded, status, merchant_account): (UserId, i64, i64, String, i64) = (
         row.try_get("user_id")?,
         row.try_get("amount")?,
         row.try_get("refunded")?,
@@ -531,7 +536,7 @@ pub async fn refund(
     let user = identity::user_by_id(conn, &user_id)
         .await?
         .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("payer vanished")))?;
-    let refund_id = new_id("rfd");
+    let refund_id = RefundId::generate();
     let entry = NewEntry::transfer(
         EntryKind::Refund,
         &refund_id,
@@ -570,7 +575,7 @@ pub async fn refund(
 }
 
 /// Undoes a whole payment (a POS reversal), inside the caller's locked transaction.
-pub async fn reverse(conn: &mut Conn, payment_id: &str, now: i64) -> Result<(), PaymentsError> {
+pub async fn reverse(conn: &mut Conn, payment_id: &PaymentId, now: i64) -> Result<(), PaymentsError> {
     let row = sqlx::query(
         "SELECT p.user_id, p.amount, p.refunded, p.status, p.merchant_id, m.account_id FROM payments p \
                            JOIN merchants m ON m.id = p.merchant_id WHERE p.id = $1",
@@ -578,8 +583,8 @@ pub async fn reverse(conn: &mut Conn, payment_id: &str, now: i64) -> Result<(), 
     .bind(payment_id)
     .fetch_one(&mut *conn)
     .await?;
-    let merchant_id: String = row.try_get("merchant_id")?;
-    let (user_id, paid, refunded, status, merchant_account): (String, i64, i64, String, i64) = (
+    let merchant_id: MerchantId = row.try_get("merchant_id")?;
+    let (user_id, paid, refunded, status, merchant_account): (UserId, i64, i64, String, i64) = (
         row.try_get("user_id")?,
         row.try_get("amount")?,
         row.try_get("refunded")?,

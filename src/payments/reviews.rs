@@ -14,8 +14,10 @@ impl crate::risk::rules::ReviewSubjects for ReviewHook {
     ) -> crate::ports::BoxFuture<'a, Result<(), sqlx::Error>> {
         Box::pin(async move {
             match kind {
-                "card" => super::cards::decide_held(conn, subject, approve).await,
-                "topup" => super::topups::decide_held(conn, subject, approve, now).await,
+                "card" => super::cards::decide_held(conn, &crate::ids::CardId::from_raw(subject), approve).await,
+                "topup" => {
+                    super::topups::decide_held(conn, &crate::ids::TopupId::from_raw(subject), approve, now).await
+                }
                 _ => Ok(()),
             }
         })

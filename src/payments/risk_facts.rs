@@ -2,6 +2,7 @@
 //! sessions and credentials through its functions, payments for its own top-ups, cards and payments.
 
 use crate::identity;
+use crate::ids::UserId;
 use crate::ports::BoxFuture;
 use crate::risk::rules::{Event, FactSource, Facts, RuleEvent};
 use crate::store::Conn;
@@ -38,7 +39,7 @@ impl FactSource for Owners {
 }
 
 /// When the user's newest successful top-up was settled.
-async fn last_topup_at(conn: &mut Conn, user_id: &str) -> Result<Option<i64>, sqlx::Error> {
+async fn last_topup_at(conn: &mut Conn, user_id: &UserId) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT MAX(settled_at) FROM topups WHERE user_id = $1 AND status = 'succeeded'")
         .bind(user_id)
         .fetch_one(&mut *conn)
@@ -46,7 +47,7 @@ async fn last_topup_at(conn: &mut Conn, user_id: &str) -> Result<Option<i64>, sq
 }
 
 /// How many cards, top-ups or payments the user made since `since`.
-async fn made_since(conn: &mut Conn, kind: RuleEvent, user_id: &str, since: i64) -> Result<i64, sqlx::Error> {
+async fn made_since(conn: &mut Conn, kind: RuleEvent, user_id: &UserId, since: i64) -> Result<i64, sqlx::Error> {
     let sql = match kind {
         RuleEvent::CardLink => "SELECT COUNT(*) FROM cards WHERE user_id = $1 AND created_at > $2",
         RuleEvent::Topup => "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND created_at > $2",

@@ -1,6 +1,10 @@
 //! HTTP routes of payments: the wallet's (cards, top-ups, codes, store-QR payments, limits,
 //! history, notices) and the POS's (charges, refunds, reversals).
 
+use crate::http::extract::PathId;
+use crate::ids::CardId;
+use crate::ids::PaymentId;
+use crate::ids::TerminalId;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -22,7 +26,6 @@ use crate::http::idempotent::{self as idempotency, IdempotencyKey, Outcome};
 use crate::idempotency::{self as claims, IdempotencyError};
 use crate::identity;
 use crate::merchants;
-use crate::merchants::routes::path_id;
 use crate::money::{Currency, Yen, parse_amount};
 use crate::ports::processor::RawCard;
 use crate::risk::client::ClientInfo;
@@ -132,9 +135,8 @@ async fn remove_card(
     State(state): State<AppState>,
     s: UserSession,
     _client: ShopperClient,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId<CardId>,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id, "card")?;
     cards::remove(&state, s.user_id(), &id).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -142,7 +144,7 @@ async fn remove_card(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TopupBody {
-    card_id: String,
+    card_id: CardId,
     #[schema(value_type = i64)]
     amount: Value,
 }
@@ -266,7 +268,7 @@ async fn set_limits(
     // concurrent change cannot undo a lowering without a step-up.
     let outcome = store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        tx.lock("wallet", &user.id).await?;
+        tx.lock("wallet", user.id.as_str()).await?;
         let old = wallet::limits(&mut tx, &user.id).await?;
         let new = wallet::Limits {
             per_payment: b.per_payment.unwrap_or(old.per_payment),
@@ -698,7 +700,7 @@ async fn pos_list(
     let mut items = Vec::new();
     let mut last = None;
     for r in &rows {
-        let id: String = r.try_get("id")?;
+        let id: PaymentId = r.try_get("id")?;
         last = Some(format!("{}.{id}", r.try_get::<i64, _>("created_at")?));
         if let Some(v) = pos::payment_view(&mut conn, &id, &store.merchant_id).await? {
             items.push(v);
@@ -715,9 +717,8 @@ async fn pos_list(
 async fn pos_get(
     State(state): State<AppState>,
     t: TerminalAuth,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId<PaymentId>,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id, "payment")?;
     let mut conn = state.db.pool().acquire().await?;
     let store = merchants::store_by_id(&mut conn, &t.0.store_id)
         .await?
@@ -745,11 +746,10 @@ struct RefundBody {
 async fn pos_refund(
     State(state): State<AppState>,
     t: TerminalAuth,
-    id: Result<Path<String>, PathRejection>,
+    PathId(payment_id): PathId<PaymentId>,
     headers: HeaderMap,
     body: ApiJson<RefundBody>,
 ) -> Result<Response, ApiError> {
-    let payment_id = path_id(id, "payment")?;
     let key = IdempotencyKey::from_headers(&headers)?;
     let fingerprint = idempotency::fingerprint(&format!("POST /v1/pos/payments/{payment_id}/refunds"), &body.raw);
     let input = body.value;
@@ -777,7 +777,7 @@ struct Reversed {
     /// The payment reversed; left out when no charge happened under the key.
     #[schema(nullable = false)]
     #[serde(skip_serializing_if = "Option::is_none")]
-    payment_id: Option<String>,
+    payment_id: Option<PaymentId>,
     /// Always `reversed`.
     #[schema(value_type = String, example = "reversed")]
     status: &'static str,
@@ -790,13 +790,13 @@ impl Reversed {
 /// Reverses the payment a terminal made under `key`, if there is one.
 async fn reverse_charge(
     state: &AppState,
-    terminal_id: &str,
+    terminal_id: &TerminalId,
     key: &str,
     now: i64,
 ) -> Result<Option<Reversed>, ApiError> {
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        let payment: Option<String> =
+        let payment: Option<PaymentId> =
             sqlx::query_scalar("SELECT id FROM payments WHERE terminal_id = $1 AND idem_key = $2")
                 .bind(terminal_id)
                 .bind(key)

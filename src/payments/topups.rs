@@ -6,6 +6,9 @@
 //! transaction that also stores the answer. A crash in between leaves a pending row that a repeat
 //! of the request, or the sweeper, settles by asking the processor: never a second charge.
 
+use crate::ids::CardId;
+use crate::ids::TopupId;
+use crate::ids::UserId;
 use serde::Serialize;
 use sqlx::Row;
 
@@ -13,7 +16,6 @@ use super::{PaymentsError, wallet};
 use crate::idempotency::{self, Claim, Stored};
 use crate::identity::session::UserSession;
 use crate::identity::{self, recovery};
-use crate::ids::new_id;
 use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry};
 use crate::money::{Currency, Yen};
 use crate::notify::{self, Channel, Message};
@@ -43,8 +45,8 @@ pub async fn funding_account(conn: &mut Conn, now: i64) -> Result<AccountId, sql
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Topped {
-    Credited { topup_id: String, amount: i64, balance: i64 },
-    Waiting { topup_id: String, status: String },
+    Credited { topup_id: TopupId, amount: i64, balance: i64 },
+    Waiting { topup_id: TopupId, status: String },
 }
 
 /// How the answer of a top-up is stored for repeats: the route knows the statuses and the
@@ -59,7 +61,7 @@ pub struct Request<'a> {
     pub session: &'a UserSession,
     pub client: &'a ClientInfo,
     pub idem_key: &'a str,
-    pub card_id: &'a str,
+    pub card_id: &'a CardId,
     /// The amount as parsed, or why it is not one (refused only after the switches, as API.md
     /// orders the checks).
     pub amount: Result<Yen, String>,
@@ -90,7 +92,7 @@ pub async fn run(state: &AppState, r: &Request<'_>) -> Result<Topped, PaymentsEr
         },
     };
     let (token, amount) = charge_details(state, &topup_id).await?;
-    let outcome = match processor.charge(&token, amount, &topup_id).await {
+    let outcome = match processor.charge(&token, amount, topup_id.as_str()).await {
         Ok(reference) => ChargeStatus::Succeeded { reference },
         Err(ProcessorError::Declined) | Err(ProcessorError::InvalidCard) => ChargeStatus::Declined,
         // Still pending: the sweeper or a repeat settles it.
@@ -123,9 +125,9 @@ enum Resume {
     /// No top-up under this key yet.
     New,
     /// One is pending: charge it (the processor's idempotency key makes a second charge impossible).
-    Pending(String),
+    Pending(TopupId),
     /// One ended: answer as it ended.
-    Ended(String),
+    Ended(TopupId),
 }
 
 /// The top-up an earlier request under this key started, if any; `409` when its card or amount differ.
@@ -141,16 +143,16 @@ async fn resume(
         .fetch_optional(state.db.pool())
         .await?;
     let Some(row) = existing else { return Ok(Resume::New) };
-    let (id, card, row_amount, status): (String, String, i64, String) =
+    let (id, card, row_amount, status): (TopupId, CardId, i64, String) =
         (row.try_get("id")?, row.try_get("card_id")?, row.try_get("amount")?, row.try_get("status")?);
-    if card != r.card_id || row_amount != amount.0 {
+    if card != *r.card_id || row_amount != amount.0 {
         return Err(idempotency::IdempotencyError::Conflict.into());
     }
     Ok(if status == "pending" { Resume::Pending(id) } else { Resume::Ended(id) })
 }
 
 enum Started {
-    Pending(String),
+    Pending(TopupId),
     Held(Topped),
 }
 
@@ -173,11 +175,11 @@ async fn start(
     if amount.0 > wallet::TOPUP_STEP_UP_ABOVE || on_device == 0 {
         recovery::require_step_up(state, r.session, r.client).await?;
     }
-    let id = new_id("top");
+    let id = TopupId::generate();
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
-        tx.lock("topups", &user.id).await?;
+        tx.lock("topups", user.id.as_str()).await?;
         let started = match admit(&mut tx, r, user, amount, now).await {
             Ok(held_by) => insert(&mut tx, r, user, (&id, amount), held_by, now).await?,
             Err(PaymentsError::Risk(declined @ crate::risk::RiskError::RiskDeclined { .. })) => {
@@ -240,7 +242,7 @@ async fn insert(
     conn: &mut Conn,
     r: &Request<'_>,
     user: &identity::User,
-    (id, amount): (&str, Yen),
+    (id, amount): (&TopupId, Yen),
     held_by: Option<String>,
     now: i64,
 ) -> Result<Started, PaymentsError> {
@@ -258,17 +260,16 @@ async fn insert(
     .bind(now)
     .execute(&mut *conn)
     .await?;
-    let Some(rule) = held_by else { return Ok(Started::Pending(id.to_string())) };
-    let detail =
-        rules::ReviewDetail { amount: Some(amount.0), card_id: Some(r.card_id.to_string()), ..Default::default() };
-    rules::open_review(conn, "topup", Some(id), &user.id, &rule, &detail, now).await?;
-    let topped = Topped::Waiting { topup_id: id.to_string(), status: "held".into() };
+    let Some(rule) = held_by else { return Ok(Started::Pending(id.clone())) };
+    let detail = rules::ReviewDetail { amount: Some(amount.0), card_id: Some(r.card_id.clone()), ..Default::default() };
+    rules::open_review(conn, "topup", Some(id.as_str()), &user.id, &rule, &detail, now).await?;
+    let topped = Topped::Waiting { topup_id: id.clone(), status: "held".into() };
     idempotency::complete(conn, r.claim, &r.answers.answer(&topped)).await?;
     Ok(Started::Held(topped))
 }
 
 /// The card token and the amount of a pending top-up, for the charge.
-async fn charge_details(state: &AppState, topup_id: &str) -> Result<(String, i64), sqlx::Error> {
+async fn charge_details(state: &AppState, topup_id: &TopupId) -> Result<(String, i64), sqlx::Error> {
     let row = sqlx::query(
         "SELECT c.processor_token, t.amount FROM topups t JOIN cards c ON c.id = t.card_id WHERE t.id = $1",
     )
@@ -329,7 +330,7 @@ async fn check_rules(conn: &mut Conn, user: &identity::User, amount: i64, now: i
 /// claim, the request's answer is stored with the money, in the same transaction.
 pub async fn settle(
     state: &AppState,
-    topup_id: &str,
+    topup_id: &TopupId,
     outcome: ChargeStatus,
     answering: Option<(&Claim, &dyn Answers)>,
 ) -> Result<Topped, PaymentsError> {
@@ -362,17 +363,22 @@ enum Applied {
 }
 
 /// What the outcome does to the top-up: credits the wallet, declines it, or finds it settled.
-async fn apply(conn: &mut Conn, topup_id: &str, outcome: &ChargeStatus, now: i64) -> Result<Applied, PaymentsError> {
+async fn apply(
+    conn: &mut Conn,
+    topup_id: &TopupId,
+    outcome: &ChargeStatus,
+    now: i64,
+) -> Result<Applied, PaymentsError> {
     let row = sqlx::query("SELECT user_id, amount, status FROM topups WHERE id = $1")
         .bind(topup_id)
         .fetch_one(&mut *conn)
         .await?;
-    let (user_id, amount, status): (String, i64, String) =
+    let (user_id, amount, status): (UserId, i64, String) =
         (row.try_get("user_id")?, row.try_get("amount")?, row.try_get("status")?);
     let user = identity::user_by_id(conn, &user_id)
         .await?
         .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("top-up without user")))?;
-    let credited = |balance| Topped::Credited { topup_id: topup_id.to_string(), amount, balance };
+    let credited = |balance| Topped::Credited { topup_id: topup_id.clone(), amount, balance };
     Ok(match (status.as_str(), outcome) {
         ("pending", ChargeStatus::Succeeded { reference }) => {
             Applied::Topped(credited(credit(conn, topup_id, &user, amount, reference, now).await?))
@@ -394,7 +400,7 @@ async fn apply(conn: &mut Conn, topup_id: &str, outcome: &ChargeStatus, now: i64
         }
         ("declined", _) => Applied::Declined("the card was declined"),
         ("abandoned", _) => Applied::Declined("the card was not charged; this top-up was abandoned"),
-        _ => Applied::Topped(Topped::Waiting { topup_id: topup_id.to_string(), status }),
+        _ => Applied::Topped(Topped::Waiting { topup_id: topup_id.clone(), status }),
     })
 }
 
@@ -402,7 +408,7 @@ async fn apply(conn: &mut Conn, topup_id: &str, outcome: &ChargeStatus, now: i64
 /// the new balance.
 async fn credit(
     conn: &mut Conn,
-    topup_id: &str,
+    topup_id: &TopupId,
     user: &identity::User,
     amount: i64,
     reference: &str,
@@ -443,9 +449,9 @@ pub async fn sweep(state: &AppState) -> Result<usize, PaymentsError> {
     .await?;
     let mut settled = 0;
     for r in rows {
-        let (id, token, created_at): (String, String, i64) =
+        let (id, token, created_at): (TopupId, String, i64) =
             (r.try_get("id")?, r.try_get("processor_token")?, r.try_get("created_at")?);
-        match processor.charge_status(&token, &id).await {
+        match processor.charge_status(&token, id.as_str()).await {
             Ok(ChargeStatus::Unknown) => {
                 // Never charged (the crash came before the charge): after an hour nobody will
                 // charge it any more, so it stops counting against the caps.
@@ -470,14 +476,14 @@ pub async fn sweep(state: &AppState) -> Result<usize, PaymentsError> {
 }
 
 /// Charges a held top-up that an operator approved, and credits it.
-pub async fn charge_approved(state: &AppState, topup_id: &str) -> Result<Topped, PaymentsError> {
+pub async fn charge_approved(state: &AppState, topup_id: &TopupId) -> Result<Topped, PaymentsError> {
     let processor = state.processor.clone().ok_or(PaymentsError::Unavailable("no card processor is configured"))?;
     let row = sqlx::query("SELECT t.amount, c.processor_token FROM topups t JOIN cards c ON c.id = t.card_id WHERE t.id = $1 AND t.status = 'pending'")
         .bind(topup_id)
         .fetch_one(state.db.pool())
         .await?;
     let (amount, token): (i64, String) = (row.try_get("amount")?, row.try_get("processor_token")?);
-    let outcome = match processor.charge(&token, amount, topup_id).await {
+    let outcome = match processor.charge(&token, amount, topup_id.as_str()).await {
         Ok(reference) => ChargeStatus::Succeeded { reference },
         Err(ProcessorError::Unavailable) => {
             return Err(PaymentsError::Unavailable("the card processor is unavailable; the sweeper will settle it"));
@@ -489,7 +495,7 @@ pub async fn charge_approved(state: &AppState, topup_id: &str) -> Result<Topped,
 
 /// An operator's decision on a held top-up: rejected, it is declined; approved, it is back to
 /// pending (the caller charges it at once, and the sweeper would settle it after a crash).
-pub async fn decide_held(conn: &mut Conn, topup_id: &str, approve: bool, now: i64) -> Result<(), sqlx::Error> {
+pub async fn decide_held(conn: &mut Conn, topup_id: &TopupId, approve: bool, now: i64) -> Result<(), sqlx::Error> {
     let statement = if approve {
         sqlx::query("UPDATE topups SET status = 'pending' WHERE id = $1 AND status = 'held'").bind(topup_id)
     } else {

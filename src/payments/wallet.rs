@@ -6,6 +6,7 @@
 //! checked inside the payment's transaction, under a lock on the wallet, so two payments cannot
 //! both slip under the same limit.
 
+use crate::ids::UserId;
 use sqlx::Row;
 use time::{OffsetDateTime, UtcOffset};
 
@@ -48,7 +49,7 @@ pub fn tokyo_month_start(now_ms: i64) -> i64 {
     clock::to_ms(first.replace_time(time::Time::MIDNIGHT))
 }
 
-pub async fn limits(conn: &mut Conn, user_id: &str) -> Result<Limits, sqlx::Error> {
+pub async fn limits(conn: &mut Conn, user_id: &UserId) -> Result<Limits, sqlx::Error> {
     let row = sqlx::query("SELECT per_payment, daily, monthly FROM wallet_limits WHERE user_id = $1")
         .bind(user_id)
         .fetch_optional(&mut *conn)
@@ -64,7 +65,7 @@ pub async fn limits(conn: &mut Conn, user_id: &str) -> Result<Limits, sqlx::Erro
 }
 
 /// What the shopper paid since `since` (payments less their refunds).
-pub async fn spent(conn: &mut Conn, user_id: &str, since: i64) -> Result<i64, sqlx::Error> {
+pub async fn spent(conn: &mut Conn, user_id: &UserId, since: i64) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar(
         "SELECT CAST(COALESCE(SUM(amount - refunded), 0) AS BIGINT) FROM payments \
          WHERE user_id = $1 AND status = 'succeeded' AND created_at >= $2",
@@ -81,7 +82,7 @@ fn limit_exceeded(which: &'static str, limit: i64) -> PaymentsError {
 
 /// Refuses a payment of `amount` that would break one of the shopper's limits. Call inside the
 /// payment's transaction after locking the wallet.
-pub async fn check_spending(conn: &mut Conn, user_id: &str, amount: i64, now: i64) -> Result<(), PaymentsError> {
+pub async fn check_spending(conn: &mut Conn, user_id: &UserId, amount: i64, now: i64) -> Result<(), PaymentsError> {
     let l = limits(conn, user_id).await?;
     if amount > l.per_payment {
         return Err(limit_exceeded("per_payment", l.per_payment));
@@ -112,7 +113,7 @@ pub struct Spent {
 }
 
 /// `GET /v1/wallet`.
-pub async fn summary(conn: &mut Conn, user_id: &str, wallet_account: i64, now: i64) -> Result<Summary, sqlx::Error> {
+pub async fn summary(conn: &mut Conn, user_id: &UserId, wallet_account: i64, now: i64) -> Result<Summary, sqlx::Error> {
     let balance: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
         .bind(wallet_account)
         .fetch_one(&mut *conn)
@@ -145,7 +146,7 @@ pub fn validate(new: Limits) -> Result<(), PaymentsError> {
     Ok(())
 }
 
-pub async fn set_limits(conn: &mut Conn, user_id: &str, l: Limits, now: i64) -> Result<(), sqlx::Error> {
+pub async fn set_limits(conn: &mut Conn, user_id: &UserId, l: Limits, now: i64) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO wallet_limits (user_id, per_payment, daily, monthly, updated_at) VALUES ($1, $2, $3, $4, $5) \
          ON CONFLICT (user_id) DO UPDATE SET per_payment = $2, daily = $3, monthly = $4, updated_at = $5",

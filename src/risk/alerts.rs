@@ -5,6 +5,8 @@
 //! recorded, so an alert is raised within the same request that crosses the threshold (well
 //! inside the 60 seconds the design asks for). One alert of a kind is raised per 10 minutes.
 
+use crate::ids::AlertId;
+use crate::ids::UserId;
 use serde::Serialize;
 use sqlx::Row;
 
@@ -136,8 +138,8 @@ async fn trip(
 
 /// Counts a risk-rule hold or decline for the `risk_declines` detector (evaluated by the
 /// periodic detector pass, within seconds).
-pub async fn record_risk_decline(conn: &mut Conn, user_id: &str, now: i64) -> Result<(), sqlx::Error> {
-    crate::risk::throttle::record(conn, "risk_decline", user_id, now).await.map(|_| ())
+pub async fn record_risk_decline(conn: &mut Conn, user_id: &UserId, now: i64) -> Result<(), sqlx::Error> {
+    crate::risk::throttle::record(conn, "risk_decline", user_id.as_str(), now).await.map(|_| ())
 }
 
 /// How often every instance runs the detectors on its own, so that an alert is raised within
@@ -156,7 +158,7 @@ pub async fn raise(conn: &mut Conn, kind: &str, severity: &str, detail: &str, no
     if recent > 0 {
         return Ok(false);
     }
-    let id = crate::ids::new_id("alr");
+    let id = AlertId::generate();
     sqlx::query("INSERT INTO alerts (id, kind, severity, detail, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&id)
         .bind(kind)
@@ -199,7 +201,7 @@ pub async fn raise(conn: &mut Conn, kind: &str, severity: &str, detail: &str, no
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Alert {
-    pub id: String,
+    pub id: AlertId,
     pub kind: String,
     pub severity: String,
     pub detail: String,

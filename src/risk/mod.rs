@@ -9,6 +9,7 @@ pub mod switches;
 pub mod throttle;
 pub mod travel;
 
+use crate::ids::ReviewId;
 use crate::ids::SwitchName;
 
 /// What risk refuses, and why. `http` turns each into its status and `code`.
@@ -28,7 +29,7 @@ pub enum RiskError {
     AccountFrozen,
     /// `402 risk_declined`: a final answer, with the review case when one was opened.
     #[error("this payment was declined for your protection")]
-    RiskDeclined { review_id: Option<String> },
+    RiskDeclined { review_id: Option<ReviewId> },
     /// `422 invalid_body`: an operator's input that cannot be used.
     #[error("{0}")]
     Invalid(String),

@@ -1,5 +1,10 @@
 //! Operator routes of risk: kill switches and freezes.
 
+use crate::http::extract::PathId;
+use crate::ids::CorrectionId;
+use crate::ids::ReviewId;
+use crate::ids::SwitchId;
+use crate::ids::UserId;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -15,7 +20,6 @@ use crate::http::auth::{Admin, OperatorRole, RequireRole, Viewer};
 use crate::http::error::{ApiError, AuthErrors, Invalid422, JsonBodyErrors, NotFound404, Problem};
 use crate::http::extract::ApiJson;
 use crate::ids::{SwitchName, one_of_schema};
-use crate::merchants::routes::path_id;
 use crate::notify::Delivery;
 use crate::payments::corrections::Correction;
 use crate::state::AppState;
@@ -136,7 +140,7 @@ struct ReasonBody {
 #[derive(Serialize, utoipa::ToSchema)]
 struct Release {
     /// The switch's id.
-    id: String,
+    id: SwitchId,
     /// `false`: asked for, waiting for a second operator; `true`: the release took effect.
     released: bool,
 }
@@ -150,10 +154,9 @@ struct Release {
 async fn release_switch(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId<SwitchId>,
     body: ApiJson<ReasonBody>,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id, "switch")?;
     let by = op.actor();
     let released = switches::release(&state.db, &id, &by, &body.value.reason, state.clock.now_ms()).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(Release { id, released })).into_response())
@@ -167,10 +170,9 @@ async fn release_switch(
 async fn freeze_user(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(user): PathId<UserId>,
     body: ApiJson<ReasonBody>,
 ) -> Result<Response, ApiError> {
-    let user = path_id(id, "user")?;
     let by = op.actor();
     crate::identity::freeze::freeze(&state.db, &user, &body.value.reason, &by, state.clock.now_ms()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -319,7 +321,7 @@ async fn propose_correction(
     body: ApiJson<CorrectionBody>,
 ) -> Result<Response, ApiError> {
     let b = body.value;
-    if !crate::merchants::routes::is_id(&b.id) {
+    if !crate::http::extract::is_id(&b.id) {
         return Err(ApiError::not_found(format!(
             "there is no such {}",
             if b.kind == "topup" { "top-up" } else { "payment" }
@@ -340,9 +342,8 @@ async fn propose_correction(
 async fn approve_correction(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId<CorrectionId>,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id, "correction")?;
     let v = crate::payments::corrections::approve(&state.db, &id, &op.actor(), state.clock.now_ms()).await?;
     Ok(axum::Json(v).into_response())
 }
@@ -484,7 +485,7 @@ struct DecideBody {
 /// A decided review case.
 #[derive(Serialize, utoipa::ToSchema)]
 struct Decided {
-    review_id: String,
+    review_id: ReviewId,
     #[schema(schema_with = decision)]
     decision: String,
     /// The charged top-up when a held top-up was approved; null otherwise.
@@ -502,10 +503,9 @@ struct Decided {
 async fn decide_review(
     State(state): State<AppState>,
     op: RequireRole<OperatorRole>,
-    id: Result<Path<String>, PathRejection>,
+    PathId(id): PathId<ReviewId>,
     body: ApiJson<DecideBody>,
 ) -> Result<Response, ApiError> {
-    let id = path_id(id, "review")?;
     let approve = match body.value.decision.as_str() {
         "approve" => true,
         "reject" => false,
@@ -521,7 +521,10 @@ async fn decide_review(
     )
     .await?;
     let result = match (kind.as_str(), subject, approve) {
-        ("topup", Some(topup), true) => Some(crate::payments::topups::charge_approved(&state, &topup).await?),
+        ("topup", Some(topup), true) => {
+            let topup = crate::ids::TopupId::from_raw(topup);
+            Some(crate::payments::topups::charge_approved(&state, &topup).await?)
+        }
         _ => None,
     };
     Ok(axum::Json(Decided { review_id: id, decision: body.value.decision, result }).into_response())

@@ -6,12 +6,16 @@
 //! all must hold, and an outcome (`allow`, `step_up`, `hold`, `decline`). The first enabled
 //! matching rule by priority decides; no match allows.
 
+use crate::ids::CardId;
+use crate::ids::ReviewId;
+use crate::ids::StoreId;
+use crate::ids::TerminalId;
+use crate::ids::UserId;
 use serde::Deserialize;
 use serde_json::json;
 use sqlx::Row;
 
 use super::RiskError;
-use crate::ids::new_id;
 use crate::store::{Conn, Db, clock};
 
 const DEFAULTS: &str = include_str!("../../data/risk-rules.toml");
@@ -170,7 +174,7 @@ fn conditions_text(c: &Conditions) -> String {
 #[derive(Clone, Copy)]
 pub struct Event<'a> {
     pub kind: RuleEvent,
-    pub user_id: &'a str,
+    pub user_id: &'a UserId,
     pub device_id: &'a str,
     /// Yen; 0 for an event without an amount.
     pub amount: i64,
@@ -268,12 +272,12 @@ pub async fn open_review(
     conn: &mut Conn,
     kind: &str,
     subject: Option<&str>,
-    user_id: &str,
+    user_id: &UserId,
     rule: &str,
     detail: &ReviewDetail,
     now: i64,
-) -> Result<String, sqlx::Error> {
-    let id = new_id("rev");
+) -> Result<ReviewId, sqlx::Error> {
+    let id = ReviewId::generate();
     sqlx::query("INSERT INTO reviews (id, kind, subject_id, user_id, rule_id, detail, state, created_at) VALUES ($1, $2, $3, $4, $5, $6, 'open', $7)")
         .bind(&id)
         .bind(kind)
@@ -291,8 +295,8 @@ pub async fn open_review(
 }
 
 /// `402 risk_declined` with the review case.
-pub fn risk_declined(review_id: Option<&str>) -> RiskError {
-    RiskError::RiskDeclined { review_id: review_id.map(str::to_string) }
+pub fn risk_declined(review_id: Option<&ReviewId>) -> RiskError {
+    RiskError::RiskDeclined { review_id: review_id.cloned() }
 }
 
 /// What a decision does to the held subject of a review: cards and top-ups belong to payments,
@@ -311,7 +315,7 @@ pub trait ReviewSubjects: Send + Sync {
 /// Decides an open review case (operator); answers its kind and subject. Audited.
 pub async fn decide(
     db: &Db,
-    id: &str,
+    id: &ReviewId,
     approve: bool,
     by: &str,
     subjects: &dyn ReviewSubjects,
@@ -359,11 +363,11 @@ pub async fn decide(
 /// A review case as operators see it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Review {
-    pub id: String,
+    pub id: ReviewId,
     #[schema(schema_with = review_kind)]
     pub kind: String,
     pub subject_id: Option<String>,
-    pub user_id: String,
+    pub user_id: UserId,
     pub rule_id: String,
     pub detail: ReviewDetail,
     #[schema(schema_with = review_state)]
@@ -377,11 +381,11 @@ pub struct ReviewDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amount: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub store_id: Option<String>,
+    pub store_id: Option<StoreId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub terminal_id: Option<String>,
+    pub terminal_id: Option<TerminalId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub card_id: Option<String>,
+    pub card_id: Option<CardId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last4: Option<String>,
 }

@@ -8,11 +8,14 @@
 //! request on every instance. A freeze is the same for every money action of one user, and
 //! answers `403 account_frozen`.
 
+use crate::ids::MerchantId;
+use crate::ids::SwitchId;
+use crate::ids::UserId;
 use serde_json::json;
 use sqlx::Row;
 
 use super::RiskError;
-use crate::ids::{SwitchName, new_id};
+use crate::ids::SwitchName;
 use crate::store::{self, Conn, Db, clock};
 
 pub const SCOPES: &[&str] = &["global", "merchant", "user", "card", "country"];
@@ -20,8 +23,8 @@ pub const SCOPES: &[&str] = &["global", "merchant", "user", "card", "country"];
 /// Who and what a guarded action concerns; each switch scope matches one of these.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Subject<'a> {
-    pub user_id: Option<&'a str>,
-    pub merchant_id: Option<&'a str>,
+    pub user_id: Option<&'a UserId>,
+    pub merchant_id: Option<&'a MerchantId>,
     /// The card's fingerprint (a card switch covers that card on every wallet).
     pub card_fingerprint: Option<&'a str>,
     pub country: Option<&'a str>,
@@ -48,8 +51,8 @@ pub async fn check(conn: &mut Conn, name: SwitchName, s: Subject<'_>) -> Result<
          ) ORDER BY kind LIMIT 1",
     )
     .bind(name.as_str())
-    .bind(s.user_id.unwrap_or(""))
-    .bind(s.merchant_id.unwrap_or(""))
+    .bind(s.user_id.map_or("", UserId::as_str))
+    .bind(s.merchant_id.map_or("", MerchantId::as_str))
     .bind(s.country.unwrap_or(""))
     .bind(s.card_fingerprint.unwrap_or(""))
     .fetch_optional(&mut *conn)
@@ -95,7 +98,7 @@ fn switch_kind() -> utoipa::openapi::Object {
 /// An engaged switch, as `POST /v1/admin/switches` answers it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Engaged {
-    pub id: String,
+    pub id: SwitchId,
     pub name: SwitchName,
     pub scope: Scope,
     pub engaged: bool,
@@ -108,7 +111,7 @@ pub async fn engage(db: &Db, request: Engage<'_>, now: i64) -> Result<Engaged, R
     };
     let scope = check_scope(db, request.scope_kind, request.scope_id).await?;
     let reason = check_reason(request.reason)?;
-    let id = new_id("swt");
+    let id = SwitchId::generate();
     let row = NewSwitch { id: &id, kind: "switch", name, scope: &scope, reason, by: request.by };
     store::retry(|| async {
         let mut tx = db.begin().await?;
@@ -151,7 +154,7 @@ async fn check_scope(db: &Db, kind: &str, id: &str) -> Result<Scope, RiskError> 
 
 /// A switch or freeze row to write.
 struct NewSwitch<'a> {
-    id: &'a str,
+    id: &'a SwitchId,
     /// `switch` or `freeze`.
     kind: &'a str,
     name: SwitchName,
@@ -197,14 +200,14 @@ pub async fn contain(conn: &mut Conn, name: SwitchName, reason: &str, now: i64) 
         return Ok(false);
     }
     let scope = Scope { kind: "global".into(), id: String::new() };
-    let id = new_id("swt");
+    let id = SwitchId::generate();
     let row = NewSwitch { id: &id, kind: "switch", name, scope: &scope, reason, by: "system:containment" };
     insert(conn, &row, now).await?;
     Ok(true)
 }
 
 /// Asks for (first operator) or confirms (a second, different operator) a release.
-pub async fn release(db: &Db, id: &str, by: &str, reason: &str, now: i64) -> Result<bool, RiskError> {
+pub async fn release(db: &Db, id: &SwitchId, by: &str, reason: &str, now: i64) -> Result<bool, RiskError> {
     let reason = check_reason(reason)?;
     store::retry(|| async {
         let mut tx = db.begin().await?;
@@ -254,7 +257,7 @@ pub async fn release(db: &Db, id: &str, by: &str, reason: &str, now: i64) -> Res
 /// An active switch or freeze, as operators see it.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct Active {
-    pub id: String,
+    pub id: SwitchId,
     #[schema(schema_with = switch_kind)]
     pub kind: String,
     #[schema(value_type = SwitchName)]
@@ -297,14 +300,14 @@ pub async fn list(db: &Db) -> Result<Vec<Active>, sqlx::Error> {
 /// whole freeze, sessions included, is `identity::freeze`.
 pub async fn engage_freeze(
     conn: &mut Conn,
-    user_id: &str,
+    user_id: &UserId,
     reason: &str,
     by: &str,
     now: i64,
 ) -> Result<(), sqlx::Error> {
     let scope = Scope { kind: "user".into(), id: user_id.to_string() };
     for name in SwitchName::MONEY {
-        let id = new_id("swt");
+        let id = SwitchId::generate();
         insert(conn, &NewSwitch { id: &id, kind: "freeze", name, scope: &scope, reason, by }, now).await?;
     }
     Ok(())

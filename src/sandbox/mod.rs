@@ -8,6 +8,8 @@
 
 pub mod routes;
 
+use crate::ids::MerchantId;
+use crate::ids::StoreId;
 use std::net::SocketAddr;
 
 use serde_json::{Value, json};
@@ -128,7 +130,7 @@ const DEMO_MERCHANT: &str = "Omamori Demo Mart";
 
 /// The demo merchant and store (made once) and a fresh terminal key (the previous sandbox
 /// terminals are revoked: a key is shown only when it is made).
-async fn demo_store(state: &AppState) -> anyhow::Result<(String, String, String, String)> {
+async fn demo_store(state: &AppState) -> anyhow::Result<(MerchantId, StoreId, String, String)> {
     let now = state.clock.now_ms();
     let (merchant_id, store_id) =
         match crate::merchants::first_store_of_merchant_named(&state.db, DEMO_MERCHANT).await? {

@@ -1,6 +1,7 @@
 //! The sandbox's own routes (API.md "Sandbox"): the messages sent, the service clock, test ledger
 //! accounts and transfers, and a reported chargeback. Mounted only when `sandbox = true`.
 
+use crate::ids::TopupId;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -253,7 +254,7 @@ async fn create_transfer(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChargebackBody {
-    topup_id: String,
+    topup_id: TopupId,
 }
 
 /// Plays the card processor reporting a chargeback of a top-up: the wallet pays back what it
@@ -263,7 +264,7 @@ struct ChargebackBody {
     (status = 409, description = "`already_charged_back`; `not_reversible`: the top-up did not succeed", body = Problem, content_type = "application/problem+json")))]
 async fn report_chargeback(State(state): State<AppState>, body: ApiJson<ChargebackBody>) -> Result<Response, ApiError> {
     let id = body.value.topup_id;
-    if !crate::merchants::routes::is_id(&id) {
+    if !crate::http::extract::is_id(id.as_str()) {
         return Err(ApiError::not_found("there is no such top-up"));
     }
     let v = crate::payments::corrections::chargeback(&state.db, &id, state.clock.now_ms()).await?;

@@ -31,7 +31,7 @@ impl Tx {
 
     /// Serialises this transaction with every other that locks the same named row (a challenge,
     /// a reset, a throttle key): a read-check-write of that row then cannot interleave with another.
-    pub async fn lock(&mut self, namespace: &str, id: &str) -> Result<(), sqlx::Error> {
+    pub async fn lock(&mut self, namespace: &str, id: impl AsRef<str>) -> Result<(), sqlx::Error> {
         lock_conn(&mut self.tx, namespace, id).await
     }
 
@@ -205,10 +205,10 @@ pub fn describe_error(e: &sqlx::Error) -> String {
 /// [`Tx::lock`] for code that holds only the connection of a transaction: serialises with every
 /// other transaction locking the same name (PostgreSQL advisory lock; SQLite's writer lock already
 /// serialises writers).
-pub async fn lock_conn(conn: &mut Conn, namespace: &str, id: &str) -> Result<(), sqlx::Error> {
+pub async fn lock_conn(conn: &mut Conn, namespace: &str, id: impl AsRef<str>) -> Result<(), sqlx::Error> {
     if conn.backend_name() == "PostgreSQL" {
         use sha2::Digest;
-        let digest = sha2::Sha256::digest(format!("{namespace}\0{id}").as_bytes());
+        let digest = sha2::Sha256::digest(format!("{namespace}\0{}", id.as_ref()).as_bytes());
         let key = i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 digest has 8 bytes"));
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(key).execute(&mut *conn).await?;
     }

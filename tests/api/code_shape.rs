@@ -129,6 +129,58 @@ fn capabilities_speak_their_own_types_not_http() {
     assert!(problems.is_empty(), "HTTP outside the HTTP layer:\n  {}", problems.join("\n  "));
 }
 
+/// Names ending in `_id` that are text on purpose, with the reason: none of them is one of our row
+/// ids, so no id type fits.
+const TEXT_IDS: &[(&str, &str)] = &[
+    ("device_id", "the app chooses it; it is checked by identity::login::check_device_id"),
+    ("subject_id", "names a card, a top-up or a payment, as the review's or challenge's kind says"),
+    ("scope_id", "a merchant, a user, a card or a country code, as the scope's kind says"),
+    ("rule_id", "risk rules are named by words, not by generated ids"),
+    ("key_id", "a signing key's name in the configuration"),
+];
+
+/// Each `NAME_id: TYPE` (a parameter or a field) whose type is text, outside comments, literals
+/// and unit tests.
+fn text_ids(src: &str) -> Vec<String> {
+    let mut code = blank_comments_and_literals(src);
+    blank_test_items(&mut code);
+    let text: String = code.iter().collect();
+    let mut found = Vec::new();
+    for (at, _) in text.match_indices("_id: ") {
+        let start = text[..at].rfind(|c: char| !is_ident(c)).map_or(0, |i| i + 1);
+        let name = &text[start..at + 3];
+        let ty = text[at + 5..].trim_start_matches("Option<").trim_start_matches('&').trim_start_matches("'a ");
+        if ty.starts_with("str") || ty.starts_with("String") {
+            found.push(name.to_string());
+        }
+    }
+    found
+}
+
+#[test]
+fn row_ids_are_types_not_text() {
+    let mut problems = Vec::new();
+    for (file, text) in crate::helpers::source_files() {
+        for name in text_ids(&text) {
+            if !TEXT_IDS.iter().any(|(allowed, _)| *allowed == name) {
+                problems.push(format!("{file}: `{name}` is text; give it its id type from src/ids.rs"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "ids as plain text:\n  {}", problems.join("\n  "));
+}
+
+#[test]
+fn the_text_id_check_is_not_vacuous() {
+    assert_eq!(
+        text_ids(
+            "fn f(user_id: &str, store_id: Option<&'a str>, card_id: &CardId) {}\nstruct S { payment_id: String }"
+        ),
+        ["user_id", "store_id", "payment_id"]
+    );
+    assert!(text_ids("// user_id: &str\n#[cfg(test)]\nmod tests { fn f(user_id: &str) {} }").is_empty());
+}
+
 #[test]
 fn the_http_word_check_is_not_vacuous() {
     assert_eq!(
