@@ -249,6 +249,27 @@ mod tests {
     use crate::notify::webhooks::{TOLERANCE_SECS, sign, verify};
 
     #[test]
+    fn production_endpoints_must_be_public_however_the_address_is_written() {
+        for internal in [
+            "https://127.0.0.1/hook",
+            "https://[::1]/hook",
+            "https://[::ffff:127.0.0.1]/hook",
+            "https://[::ffff:7f00:1]/hook",
+            "https://[::ffff:10.0.0.1]/hook",
+            "https://[::ffff:192.168.1.1]/hook",
+            "https://[::ffff:169.254.169.254]/latest/meta-data",
+            "https://localhost/hook",
+        ] {
+            assert!(check_url(internal, true).is_err(), "{internal} was accepted");
+        }
+        for public in ["https://[::ffff:8.8.8.8]/hook", "https://203.0.113.7/hook", "https://shop.example/hook"] {
+            assert!(check_url(public, true).is_ok(), "{public} was refused");
+        }
+        // Outside production a developer may point an endpoint at this host.
+        assert!(check_url("http://127.0.0.1:9000/hook", false).is_ok());
+    }
+
+    #[test]
     fn a_signature_verifies_only_for_its_body_secret_and_time() {
         let key = Key::generate("k1");
         let s = secret(&key, &WebhookId::from_raw("whk_1"), "salt");

@@ -118,7 +118,8 @@ pub fn country_allowed(country: Option<&str>, allowed: &[String], unknown: Unkno
 
 /// Addresses that no registry places in a country.
 pub fn is_non_public(ip: IpAddr) -> bool {
-    match ip {
+    // An IPv4-mapped IPv6 address (`::ffff:10.0.0.1`) is the IPv4 address it carries.
+    match ip.to_canonical() {
         IpAddr::V4(a) => {
             // 100.64.0.0/10, carrier-grade NAT (RFC 6598); `Ipv4Addr::is_shared` is not stable.
             let shared = u32::from(a) & 0xffc0_0000 == 0x6440_0000;
@@ -295,6 +296,19 @@ fn unquote(field: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapped_addresses_are_judged_by_the_address_they_carry() {
+        // What a DNS answer may hold: the resolver for merchant endpoints filters with this.
+        for internal in
+            ["::ffff:127.0.0.1", "::ffff:10.0.0.1", "::ffff:172.16.0.1", "::ffff:100.64.0.1", "::1", "fd00::1"]
+        {
+            assert!(is_non_public(internal.parse().unwrap()), "{internal}");
+        }
+        for public in ["::ffff:8.8.8.8", "8.8.8.8", "2001:4860:4860::8888"] {
+            assert!(!is_non_public(public.parse().unwrap()), "{public}");
+        }
+    }
 
     const TEST_CSV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/geoip-test.csv");
 

@@ -66,6 +66,10 @@ both_backends! {
         }
         app.signup("09012345678", "a@example.jp", &strong_password(), &ip).await.assert_problem(422, "invalid_phone");
         app.signup(&phone, "not-an-email", &strong_password(), &ip).await.assert_problem(422, "invalid_email");
+        // Addresses the mailer would refuse at send time (the code would never arrive).
+        for refused in ["a..b@example.jp", "a(b)@example.jp", ".a@example.jp", "a.@example.jp"] {
+            app.signup(&phone, refused, &strong_password(), &ip).await.assert_problem(422, "invalid_email");
+        }
         // No code was sent for any of them.
         assert!(app.messages(&phone).await.is_empty());
     }
