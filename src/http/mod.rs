@@ -7,6 +7,7 @@
 //! carries an `x-request-id` that also tags its log lines.
 
 pub mod auth;
+pub mod cookies;
 pub mod error;
 pub mod extract;
 pub mod idempotent;
@@ -32,6 +33,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::state::AppState;
+pub use cookies::SESSION_COOKIE;
 use error::Unavailable503;
 pub use error::{ApiError, Problem};
 
@@ -59,9 +61,6 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 )]
 struct ApiDoc;
 
-/// The name of the cookie that will carry the session token in browsers (API.md, "Web pages").
-pub const SESSION_COOKIE: &str = "omamori_session";
-
 /// Declares how callers authenticate: `bearer` (a session token or a terminal key in
 /// `Authorization: Bearer`) and `session` (the browser cookie of API.md's "Web pages").
 struct SecuritySchemes;
@@ -81,8 +80,9 @@ impl utoipa::Modify for SecuritySchemes {
         let cookie = ApiKeyValue::with_description(
             SESSION_COOKIE,
             "The session token in an `HttpOnly`, `SameSite=Strict` cookie, for the web pages; a request that \
-             changes anything must carry a same-origin `Origin` (else `403 csrf_rejected`). Not implemented yet: \
-             no route sets or reads this cookie today; use `bearer`.",
+             changes anything must carry a same-origin `Origin` (else `403 csrf_rejected`). A page gets it by \
+             sending `Omamori-Session: cookie` with `POST /v1/login` and the login challenge's verify; every route \
+             that takes `bearer` for a shopper takes this cookie too.",
         );
         components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(cookie)));
     }
@@ -152,7 +152,9 @@ pub fn router(state: AppState) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
+        .merge(crate::web::routes::routes())
         .fallback(|| async { error::problem_for_status(StatusCode::NOT_FOUND) })
+        .layer(middleware::from_fn(cookies::csrf_guard))
         .with_state(state);
     with_layers(router)
 }
