@@ -53,7 +53,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         description = "Stored-value smartphone payments in yen. Errors are application/problem+json with a stable `code` \
             (the `Problem` schema). Every route may also answer `500 internal_error`, `503 unavailable` (a busy \
             database, with `Retry-After`, or a request over 30 s), `408 request_timeout` (a body that took over 10 s) \
-            and `413 payload_too_large` (a body over 64 KiB). No text in a JSON body may contain NUL (`422 \
+            and `413 payload_too_large` (a body over 64 KiB); a change made with the browser's session cookie and no \
+            same-origin `Origin` gets `403 csrf_rejected`. No text in a JSON body may contain NUL (`422 \
             invalid_body`); an empty body counts as `{}`."
     ),
     components(schemas(Problem)),

@@ -25,21 +25,21 @@ const alertEl = document.getElementById('alert');
 const offlineEl = document.getElementById('offline');
 let leave = () => {};
 let signedIn = false;
-let saidAt = 0;
+// Set by `go`: the screen we leave has just said something that the next one must keep showing.
+let keepNext = false;
 
 function say(text) {
   alertEl.textContent = '';
   statusEl.textContent = text;
-  saidAt = Date.now();
 }
 
 function warn(text) {
   statusEl.textContent = '';
   alertEl.textContent = text;
-  saidAt = Date.now();
 }
 
 function go(screen) {
+  keepNext = true;
   if (location.hash === `#/${screen}`) render();
   else location.hash = `#/${screen}`;
 }
@@ -49,8 +49,10 @@ const ctx = { main, say, warn, go, onLeave: (fn) => { leave = fn; }, signedIn: (
 async function render({ keepMessages = false } = {}) {
   leave();
   leave = () => {};
-  // A message just given (by the screen that sent us here) stays; an old one goes.
-  if (!keepMessages || Date.now() - saidAt > 1500) {
+  // A message given by the screen that sent us here stays; an old one goes.
+  const keep = keepMessages && keepNext;
+  keepNext = false;
+  if (!keep) {
     statusEl.textContent = '';
     alertEl.textContent = '';
   }
@@ -113,6 +115,7 @@ async function start() {
     signedIn = false;
     if (e.status !== 401) warn(e.message);
   }
+  keepNext = true;
   await render({ keepMessages: true });
   if ('serviceWorker' in navigator) {
     navigator.serviceWorker.register('/app/sw.js', { scope: '/app' }).catch(() => {});
