@@ -23,3 +23,4 @@ pub mod sandbox;
 pub mod secret;
 pub mod state;
 pub mod store;
+pub mod web;

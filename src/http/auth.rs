@@ -61,7 +61,8 @@ fn bearer(parts: &Parts) -> Option<&str> {
 }
 
 async fn live_session(parts: &Parts, state: &AppState) -> Result<Live, ApiError> {
-    let token = bearer(parts).ok_or_else(unauthenticated)?;
+    // A bearer token wins; a browser's session travels in its cookie (see `cookies`).
+    let token = bearer(parts).or_else(|| super::cookies::session_token(&parts.headers)).ok_or_else(unauthenticated)?;
     let mut conn = state.db.pool().acquire().await?;
     let live = session::authenticate(&mut conn, token, Timeouts::from_config(&state.config), state.clock.now_ms())
         .await?

@@ -95,6 +95,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "code_expired",
     "code_invalid",
     "cooling_off",
+    "csrf_rejected",
     "forbidden",
     "invalid_credentials",
     "invalid_method",

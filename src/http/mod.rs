@@ -7,6 +7,7 @@
 //! carries an `x-request-id` that also tags its log lines.
 
 pub mod auth;
+pub mod cookies;
 pub mod error;
 pub mod extract;
 pub mod idempotent;
@@ -32,6 +33,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::state::AppState;
+pub use cookies::SESSION_COOKIE;
 use error::Unavailable503;
 pub use error::{ApiError, Problem};
 
@@ -51,16 +53,14 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
         description = "Stored-value smartphone payments in yen. Errors are application/problem+json with a stable `code` \
             (the `Problem` schema). Every route may also answer `500 internal_error`, `503 unavailable` (a busy \
             database, with `Retry-After`, or a request over 30 s), `408 request_timeout` (a body that took over 10 s) \
-            and `413 payload_too_large` (a body over 64 KiB). No text in a JSON body may contain NUL (`422 \
+            and `413 payload_too_large` (a body over 64 KiB); a change made with the browser's session cookie and no \
+            same-origin `Origin` gets `403 csrf_rejected`. No text in a JSON body may contain NUL (`422 \
             invalid_body`); an empty body counts as `{}`."
     ),
     components(schemas(Problem)),
     modifiers(&SecuritySchemes)
 )]
 struct ApiDoc;
-
-/// The name of the cookie that will carry the session token in browsers (API.md, "Web pages").
-pub const SESSION_COOKIE: &str = "omamori_session";
 
 /// Declares how callers authenticate: `bearer` (a session token or a terminal key in
 /// `Authorization: Bearer`) and `session` (the browser cookie of API.md's "Web pages").
@@ -81,8 +81,9 @@ impl utoipa::Modify for SecuritySchemes {
         let cookie = ApiKeyValue::with_description(
             SESSION_COOKIE,
             "The session token in an `HttpOnly`, `SameSite=Strict` cookie, for the web pages; a request that \
-             changes anything must carry a same-origin `Origin` (else `403 csrf_rejected`). Not implemented yet: \
-             no route sets or reads this cookie today; use `bearer`.",
+             changes anything must carry a same-origin `Origin` (else `403 csrf_rejected`). A page gets it by \
+             sending `Omamori-Session: cookie` with `POST /v1/login` and the login challenge's verify; every route \
+             that takes `bearer` for a shopper takes this cookie too.",
         );
         components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(cookie)));
     }
@@ -152,7 +153,9 @@ pub fn router(state: AppState) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
+        .merge(crate::web::routes::routes())
         .fallback(|| async { error::problem_for_status(StatusCode::NOT_FOUND) })
+        .layer(middleware::from_fn(cookies::csrf_guard))
         .with_state(state);
     with_layers(router)
 }

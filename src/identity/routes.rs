@@ -21,6 +21,7 @@ use super::recovery::{RecoveryCodes, TotpSetup};
 use super::session::SessionView;
 use super::{challenge, login, recovery, session, signup};
 use crate::http::auth::{RequireRole, ShopperClient, UserSession, Viewer};
+use crate::http::cookies::{Browser, SessionReply};
 use crate::http::error::{
     ApiError, AuthErrors, Invalid422, JsonBodyErrors, NotFound404, Problem, ShopperAuth, TooMany429, Unauthenticated401,
 };
@@ -131,8 +132,8 @@ struct LoginBody {
 }
 
 /// First step of a login: answers a challenge, or a session for a recognised device.
-#[utoipa::path(post, path = "/v1/login", tag = "shopper", request_body = LoginBody, responses(
-    (status = 200, body = LoginAnswer, description = "A challenge (`challenge_id`, `methods`), or a session for a recognised device"),
+#[utoipa::path(post, path = "/v1/login", tag = "shopper", request_body = LoginBody, params(Browser), responses(
+    (status = 200, body = SessionReply<LoginAnswer>, description = "A challenge (`challenge_id`, `methods`), or a session for a recognised device (in cookies with `Omamori-Session: cookie`)"),
     JsonBodyErrors, Invalid422,
     (status = 401, description = "`invalid_credentials`: no such login, or the wrong password", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "`region_blocked`: requests from this country are refused; `switch_engaged`: logins are switched off; `cooling_off`: wait `retry_after` seconds; `risk_declined`", body = Problem, content_type = "application/problem+json"),
@@ -140,6 +141,7 @@ struct LoginBody {
 async fn login_route(
     State(state): State<AppState>,
     client: ShopperClient,
+    browser: Browser,
     body: ApiJson<LoginBody>,
 ) -> Result<Response, ApiError> {
     let b = body.value;
@@ -147,10 +149,10 @@ async fn login_route(
         login: &b.login,
         password: &b.password,
         device_id: &b.device_id,
-        device_token: b.device_token.as_deref(),
+        device_token: b.device_token.as_deref().or(browser.device_token()),
     };
     let answer = login::login(&state, &credentials, &client.0, &crate::payments::risk_facts::Owners).await?;
-    Ok(axum::Json(answer).into_response())
+    Ok(browser.login(answer))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -196,8 +198,8 @@ struct VerifyBody {
 
 /// Answers a challenge; returns what it was for (a session, a step-up grant).
 #[utoipa::path(post, path = "/v1/challenges/{challenge_id}/verify", tag = "shopper", request_body = VerifyBody,
-    params(("challenge_id" = String, Path)), responses(
-    (status = 200, body = Verified<Card>, description = "A session (and `device_token`) after a login; `step_up` after a step-up; an operator's session after an operator login; the card after a card challenge"),
+    params(("challenge_id" = String, Path), Browser), responses(
+    (status = 200, body = SessionReply<Verified<Card>>, description = "A session (and `device_token`; in cookies with `Omamori-Session: cookie`) after a login; `step_up` after a step-up; an operator's session after an operator login; the card after a card challenge"),
     JsonBodyErrors, NotFound404,
     (status = 403, description = "`region_blocked`: requests from this country are refused (shoppers only); `risk_declined`: the login was declined", body = Problem, content_type = "application/problem+json"),
     (status = 410, description = "`challenge_expired`: the challenge expired or was used up", body = Problem, content_type = "application/problem+json"),
@@ -206,6 +208,7 @@ struct VerifyBody {
 async fn challenge_verify(
     State(state): State<AppState>,
     client: ClientInfo,
+    browser: Browser,
     PathId(id): PathId<ChallengeId>,
     body: ApiJson<VerifyBody>,
 ) -> Result<Response, ApiError> {
@@ -224,17 +227,22 @@ async fn challenge_verify(
         (&cards, &crate::payments::risk_facts::Owners),
     )
     .await?;
-    Ok(axum::Json(answer).into_response())
+    Ok(browser.verified(answer))
 }
 
 /// Ends this session.
 #[utoipa::path(post, path = "/v1/logout", tag = "shopper", security(("bearer" = [])), responses(
     (status = 204, description = "Logged out"),
     ShopperAuth))]
-async fn logout(State(state): State<AppState>, s: UserSession, _client: ShopperClient) -> Result<Response, ApiError> {
+async fn logout(
+    State(state): State<AppState>,
+    s: UserSession,
+    _client: ShopperClient,
+    browser: Browser,
+) -> Result<Response, ApiError> {
     let now = state.clock.now_ms();
     session::revoke_own(&state.db, s.user_id(), s.session_id(), now).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(browser.logged_out())
 }
 
 /// Ends this operator's session: the token is refused from the next request on.

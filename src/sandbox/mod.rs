@@ -10,6 +10,7 @@ pub mod routes;
 
 use crate::ids::MerchantId;
 use crate::ids::StoreId;
+use crate::ids::UserId;
 use std::net::SocketAddr;
 
 use serde_json::{Value, json};
@@ -32,8 +33,11 @@ pub async fn prepare(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
     let wallets = demo_wallets(state).await?;
     let operators = demo_operators(state).await?;
     let (merchant_id, store_id, store_qr, terminal_key) = demo_store(state).await?;
+    let shopper = demo_shopper(state, funding).await?;
     let doc = json!({
         "base_url": format!("http://{addr}"),
+        "wallet_url": format!("http://localhost:{}/app", addr.port()),
+        "shopper": shopper,
         "operators": operators,
         "merchant_id": merchant_id,
         "store_id": store_id,
@@ -154,4 +158,102 @@ async fn demo_store(state: &AppState) -> anyhow::Result<(MerchantId, StoreId, St
     let mut conn = state.db.pool().acquire().await?;
     let qr = crate::merchants::store_by_id(&mut conn, &store_id).await?.map(|s| s.qr_payload()).unwrap_or_default();
     Ok((merchant_id, store_id, qr, key))
+}
+
+/// The demo shopper of API.md's "Sandbox additions": made once through the real sign-up (its
+/// codes read back from the outbox), with ¥10,000 and a linked test card, so that the wallet at
+/// `/app` can be tried at once. Its later codes are at `/v1/sandbox/messages`.
+const DEMO_SHOPPER_PHONE: &str = "+819000000001";
+const DEMO_SHOPPER_EMAIL: &str = "shopper@sandbox.omamori.test";
+const DEMO_SHOPPER_PASSWORD: &str = "Tanuki-Lantern-Kanda-2026";
+
+async fn demo_shopper(state: &AppState, funding: AccountId) -> anyhow::Result<Value> {
+    use crate::identity::{self, Login};
+    if state.config.notify.sms_gateway_url.is_some() || state.config.notify.smtp_url.is_some() {
+        // Its sign-up would send real messages to a made-up number: only sandbox channels get it.
+        tracing::info!("no demo shopper: an SMS gateway or a mail server is configured");
+        return Ok(Value::Null);
+    }
+    let doc = json!({"phone": DEMO_SHOPPER_PHONE, "email": DEMO_SHOPPER_EMAIL, "password": DEMO_SHOPPER_PASSWORD});
+    let login = Login::parse(DEMO_SHOPPER_PHONE).ok_or_else(|| anyhow::anyhow!("the demo phone parses"))?;
+    let mut conn = state.db.pool().acquire().await?;
+    if identity::user_by_login(&mut conn, &login).await?.is_some() {
+        return Ok(doc);
+    }
+    drop(conn);
+    let client = demo_client();
+    let request = identity::signup::Request {
+        phone: DEMO_SHOPPER_PHONE,
+        email: DEMO_SHOPPER_EMAIL,
+        password: DEMO_SHOPPER_PASSWORD,
+    };
+    let signup_id = identity::signup::start(state, &request, &client).await?;
+    let (phone_code, email_code) =
+        (code_sent(state, DEMO_SHOPPER_PHONE).await?, code_sent(state, DEMO_SHOPPER_EMAIL).await?);
+    let codes = identity::signup::Codes { phone_code: &phone_code, email_code: &email_code };
+    let user_id = identity::signup::verify(state, &signup_id, &codes, &client).await?;
+    fund_and_link(state, funding, &user_id, &client).await?;
+    Ok(doc)
+}
+
+/// The demo data's own client: a loopback address, counted as Japan.
+fn demo_client() -> crate::risk::client::ClientInfo {
+    crate::risk::client::ClientInfo {
+        ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        ip_text: "127.0.0.1".into(),
+        subnet: "127.0.0.0/24".into(),
+        country: Some("JP".into()),
+    }
+}
+
+async fn code_sent(state: &AppState, to: &str) -> anyhow::Result<String> {
+    let messages = crate::notify::messages_to(&state.db, to, 5).await?;
+    messages.into_iter().find_map(|m| m.code).ok_or_else(|| anyhow::anyhow!("no sign-up code was sent to {to}"))
+}
+
+/// ¥10,000 from the sandbox's funding account, and the test card linked through a short session
+/// of its own (closed at once).
+async fn fund_and_link(
+    state: &AppState,
+    funding: AccountId,
+    user_id: &UserId,
+    client: &crate::risk::client::ClientInfo,
+) -> anyhow::Result<()> {
+    use crate::identity::session::{self, NewSession, Subject, Timeouts};
+    let now = state.clock.now_ms();
+    let mut conn = state.db.pool().acquire().await?;
+    let user = crate::identity::user_by_id(&mut conn, user_id).await?.ok_or_else(|| anyhow::anyhow!("no demo user"))?;
+    let mut tx = state.db.begin().await?;
+    let entry = NewEntry::transfer(
+        EntryKind::Adjustment,
+        "sandbox-demo-shopper",
+        funding,
+        AccountId(user.wallet_account_id),
+        Yen(DEMO_WALLET_START_YEN),
+    );
+    ledger::post(&mut tx, &entry, now).await?;
+    tx.commit().await?;
+    let timeouts = Timeouts::from_config(&state.config);
+    let new = NewSession {
+        subject: Subject::User(user_id.as_str()),
+        device_id: "sandbox-setup",
+        ip: "127.0.0.1",
+        country: Some("JP"),
+        step_up: true,
+    };
+    let opened = session::open(&mut conn, &new, timeouts, now).await?;
+    let live = session::authenticate(&mut conn, &opened.token, timeouts, now).await?;
+    let user_session =
+        live.and_then(|l| l.into_user()).ok_or_else(|| anyhow::anyhow!("the setup session is not live"))?;
+    let card = crate::ports::processor::RawCard {
+        number: crate::secret::Secret::new("4242424242424242".to_string()),
+        exp_month: 12,
+        exp_year: 2031,
+        cvc: crate::secret::Secret::new("123".to_string()),
+    };
+    let who = crate::payments::cards::Linker { session: &user_session, client };
+    let linked = crate::payments::cards::link(state, &who, crate::payments::cards::CardInput::Raw(card)).await;
+    session::revoke(&mut conn, &opened.id, state.clock.now_ms()).await?;
+    linked?;
+    Ok(())
 }

@@ -6,6 +6,7 @@ mod helpers;
 mod architecture;
 mod attacks;
 mod bad_input;
+mod browser;
 mod cli;
 mod code_shape;
 mod idempotency;

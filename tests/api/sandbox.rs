@@ -7,6 +7,31 @@ use crate::both_backends;
 use crate::helpers::*;
 
 both_backends! {
+    async fn the_demo_shopper_logs_in_at_once_with_a_card_and_ten_thousand_yen(app: TestApp) {
+        // A second start on the same database finds the shopper and makes no second one.
+        let again = app.another_instance().await;
+        let doc = again.sandbox_doc();
+        let shopper = &doc["shopper"];
+        assert!(doc["wallet_url"].as_str().unwrap().ends_with("/app"), "{doc}");
+        let phone = shopper["phone"].as_str().unwrap();
+        let mut s = Shopper {
+            user_id: String::new(),
+            phone: phone.to_string(),
+            email: shopper["email"].as_str().unwrap().to_string(),
+            password: shopper["password"].as_str().unwrap().to_string(),
+            device_id: "demo-phone".into(),
+            ip: jp_ip(77),
+            session: None,
+            device_token: None,
+        };
+        app.log_in(&mut s).await;
+        assert_eq!(app.wallet(&s).await["balance"], 10_000);
+        let cards = app.authed(reqwest::Method::GET, "/v1/cards", s.session.as_ref().unwrap(), None, &s.ip).await;
+        assert_eq!(cards.body["items"].as_array().unwrap().len(), 1, "{cards:?}");
+        assert_eq!(cards.body["items"][0]["status"], "active");
+        again.stop().await;
+    }
+
     async fn the_clock_moves_forward_for_every_instance(app: TestApp) {
         let other = app.another_instance().await;
         let before = app.state.clock.now();

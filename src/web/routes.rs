@@ -1,0 +1,92 @@
+//! Serves the embedded pages. Every answer carries a strict Content-Security-Policy (our own
+//! scripts, styles and images only: no inline script, no other origin, no framing) and the other
+//! headers of API.md's "Web pages". The shell is revalidated on every load (`no-cache`), so a new
+//! binary's pages are seen at once; the service worker keeps a copy for offline use.
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::state::AppState;
+
+/// The policy of every page: everything from this origin, nothing inline, nothing framed. Images
+/// may also be `data:` (the barcode is drawn in the page) and `blob:`.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data: blob:; connect-src 'self'; manifest-src 'self'; worker-src 'self'; font-src 'self'; \
+    base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
+/// One embedded file of the wallet: its path under `/app/`, its type and its bytes.
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
+
+macro_rules! asset {
+    ($path:literal, $type:expr) => {
+        Asset { path: $path, content_type: $type, body: include_bytes!(concat!("../../web/app/", $path)) }
+    };
+}
+
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// The wallet's files. The service worker (`sw.js`) lists the same shell.
+const APP: &[Asset] = &[
+    asset!("index.html", "text/html; charset=utf-8"),
+    asset!("style.css", "text/css; charset=utf-8"),
+    asset!("manifest.webmanifest", "application/manifest+json"),
+    asset!("sw.js", JS),
+    asset!("icon.svg", "image/svg+xml"),
+    asset!("icon-192.png", "image/png"),
+    asset!("icon-512.png", "image/png"),
+    asset!("js/main.js", JS),
+    asset!("js/api.js", JS),
+    asset!("js/dom.js", JS),
+    asset!("js/i18n.js", JS),
+    asset!("js/code128.js", JS),
+    asset!("js/emvqr.js", JS),
+    asset!("js/challenge.js", JS),
+    asset!("js/screens/welcome.js", JS),
+    asset!("js/screens/home.js", JS),
+    asset!("js/screens/pay.js", JS),
+    asset!("js/screens/scan.js", JS),
+    asset!("js/screens/topup.js", JS),
+    asset!("js/screens/cards.js", JS),
+    asset!("js/screens/history.js", JS),
+    asset!("js/screens/limits.js", JS),
+    asset!("js/screens/notices.js", JS),
+    asset!("js/screens/security.js", JS),
+];
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/app", get(|| async { app_file("index.html") }))
+        .route("/app/", get(|| async { app_file("index.html") }))
+        .route("/app/{*path}", get(|Path(path): Path<String>| async move { app_file(&path) }))
+}
+
+fn app_file(path: &str) -> Response {
+    let Some(asset) = APP.iter().find(|a| a.path == path) else {
+        return with_page_headers(crate::http::error::problem_for_status(StatusCode::NOT_FOUND).into_response());
+    };
+    let mut response = (StatusCode::OK, asset.body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if path == "sw.js" {
+        // The worker at /app/sw.js may control `/app` itself, not only what is under `/app/`.
+        headers.insert(HeaderName::from_static("service-worker-allowed"), HeaderValue::from_static("/app"));
+    }
+    with_page_headers(response)
+}
+
+fn with_page_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}

@@ -1,0 +1,154 @@
+//! The shopper's wallet at `/app` in a real browser: headless Chromium (Debian's `chromium`)
+//! driven by Python's Playwright, one test per journey (tests/browser/wallet.py holds them). The
+//! server and the fixture (a funded shopper, a store) are made here; the script plays the shopper.
+//! Without Chromium or Playwright a test says why and passes, except under `CI=true`.
+//! `OMAMORI_SCREENSHOTS=docs/screenshots` makes the journeys save their 360×740 screenshots there.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+/// Why the browser tests cannot run here, if they cannot.
+fn missing_tools() -> Option<String> {
+    let chromium = std::env::var("OMAMORI_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !std::path::Path::new(&chromium).exists() {
+        return Some(format!("{chromium} is missing (apt-get install chromium)"));
+    }
+    let playwright = std::process::Command::new("python3").args(["-c", "import playwright.sync_api"]).output();
+    if !playwright.is_ok_and(|o| o.status.success()) {
+        return Some("Python's playwright is missing (pip install playwright; no browser download needed)".into());
+    }
+    None
+}
+
+/// Runs one journey of tests/browser/wallet.py against `app` with `fixture`.
+fn run_journey(app: &TestApp, journey: &str, fixture: &Value) {
+    let base = app.base.replace("127.0.0.1", "localhost");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/wallet.py");
+    let shots = std::env::var("OMAMORI_SCREENSHOTS").unwrap_or_default();
+    let shots = if shots.is_empty() || std::path::Path::new(&shots).is_absolute() {
+        shots
+    } else {
+        format!("{}/{shots}", env!("CARGO_MANIFEST_DIR"))
+    };
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(journey)
+        .env("OMAMORI_BASE", base)
+        .env("OMAMORI_FIXTURE", fixture.to_string())
+        .env("OMAMORI_SCREENSHOTS", shots)
+        .output()
+        .expect("python3 runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "journey {journey} failed:\n{stdout}\n{stderr}");
+}
+
+/// A sandbox server, or `None` (with the reason printed) when the browser tools are missing.
+async fn browser_app() -> Option<TestApp> {
+    if let Some(why) = missing_tools() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true but the browser tests cannot run: {why}");
+        }
+        eprintln!("skipping the browser test: {why}");
+        return None;
+    }
+    TestApp::spawn(Backend::Sqlite).await
+}
+
+/// A shopper with a card and ¥10,000, as the fixture names it.
+async fn funded(app: &TestApp) -> (Shopper, Value) {
+    let (s, _card) = app.funded_shopper(10_000).await;
+    let fixture = json!({"phone": s.phone, "email": s.email, "password": s.password});
+    (s, fixture)
+}
+
+async fn journey_with_shopper(journey: &str, extra: impl FnOnce(&TestApp, &Shopper, &mut Value)) {
+    let Some(app) = browser_app().await else { return };
+    let (s, shopper) = funded(&app).await;
+    let mut fixture = json!({"shopper": shopper});
+    extra(&app, &s, &mut fixture);
+    let app = std::sync::Arc::new(app);
+    let (runner, journey) = (app.clone(), journey.to_string());
+    tokio::task::spawn_blocking(move || run_journey(&runner, &journey, &fixture)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_sign_up_with_both_codes_then_log_in() {
+    let Some(app) = browser_app().await else { return };
+    let phone = new_phone();
+    let fixture = json!({
+        "new_phone": phone,
+        "new_email": format!("web-{}@example.jp", &phone[3..]),
+        "new_password": strong_password(),
+    });
+    tokio::task::spawn_blocking(move || run_journey(&app, "signup", &fixture)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_log_in_by_sms_authenticator_app_and_recovery_code() {
+    journey_with_shopper("login", |_, _, _| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_wallet_in_japanese() {
+    journey_with_shopper("japanese", |_, _, _| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_pay_shows_a_readable_barcode_and_renews_the_code() {
+    if std::process::Command::new("which").arg("zbarimg").output().map(|o| !o.status.success()).unwrap_or(true) {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true but zbarimg is missing: install zbar-tools");
+        }
+        eprintln!("skipping: zbarimg (zbar-tools) is not installed");
+        return;
+    }
+    journey_with_shopper("pay", |app, _, f| {
+        f["terminal_key"] = app.sandbox_doc()["terminal_key"].clone();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_cards_top_up_with_step_up_and_history() {
+    journey_with_shopper("topup", |_, _, f| f["new_card"] = json!(test_card())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_limits_lower_at_once_and_raise_through_step_up() {
+    journey_with_shopper("limits", |_, _, _| {}).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_scan_a_store_whose_name_is_a_script_shows_it_as_text() {
+    let Some(app) = browser_app().await else { return };
+    let op = app.operator_session(0).await;
+    let name = "<script>alert(1)</script>";
+    let m = app
+        .authed(Method::POST, "/v1/admin/merchants", &op, Some(&json!({"name": name, "category": "5812"})), OPERATOR_IP)
+        .await;
+    assert_eq!(m.status, 201, "{m:?}");
+    let path = format!("/v1/admin/merchants/{}/stores", m.body["merchant_id"].as_str().unwrap());
+    let st = app.authed(Method::POST, &path, &op, Some(&json!({"name": name, "city": "Tokyo"})), OPERATOR_IP).await;
+    assert_eq!(st.status, 201, "{st:?}");
+    let (_, shopper) = funded(&app).await;
+    let fixture = json!({"shopper": shopper, "store_qr": st.body["store_qr"], "store_name": name});
+    tokio::task::spawn_blocking(move || run_journey(&app, "scan", &fixture)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_security_signs_out_a_device_changes_the_password_and_logs_out() {
+    journey_with_shopper("security", |_, s, f| {
+        f["other_device"] = json!(s.device_id);
+        f["other_session"] = json!(s.session);
+        f["new_password"] = json!(strong_password());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_no_token_is_readable_and_a_cross_origin_post_is_refused() {
+    journey_with_shopper("secrets", |_, _, _| {}).await;
+}

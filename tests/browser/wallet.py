@@ -1,0 +1,509 @@
+#!/usr/bin/env python3
+"""Browser journeys through the shopper's wallet at /app, in headless Chromium.
+
+Run by tests/api/browser.rs, which starts a sandbox server and prepares the fixture:
+    python3 tests/browser/wallet.py JOURNEY
+with OMAMORI_BASE (http://localhost:PORT), OMAMORI_FIXTURE (JSON: a shopper's phone, e-mail and
+password, a store QR...) and OMAMORI_SCREENSHOTS (a folder, or empty for none) in the environment.
+Exits 0 when the journey went as the shopper expects; otherwise prints what went wrong.
+Chromium is Debian's (/usr/bin/chromium, or OMAMORI_CHROMIUM); Playwright never downloads one.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+from playwright.sync_api import expect, sync_playwright
+
+BASE = os.environ["OMAMORI_BASE"].rstrip("/")
+FIXTURE = json.loads(os.environ.get("OMAMORI_FIXTURE") or "{}")
+SHOTS = os.environ.get("OMAMORI_SCREENSHOTS") or ""
+CHROMIUM = os.environ.get("OMAMORI_CHROMIUM") or "/usr/bin/chromium"
+CSP_WORDS = ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The API beside the browser: the sandbox's messages and clock.
+
+def api(method, path, body=None, token=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(BASE + path, data=data, method=method)
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    try:
+        with urllib.request.urlopen(req) as r:
+            text = r.read().decode()
+            return r.status, (json.loads(text) if text else None)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode() or "null")
+
+
+def code_for(to, channel="sms", after=0):
+    """The newest one-time code sent to `to`, waiting briefly for it."""
+    for _ in range(50):
+        _, body = api("GET", "/v1/sandbox/messages?to=" + urllib.parse.quote(to))
+        for m in body["items"]:
+            if m["channel"] == channel and m.get("code"):
+                if after == 0 or m["created_at"] > after:
+                    return m["code"]
+        time.sleep(0.1)
+    raise AssertionError(f"no {channel} code for {to}")
+
+
+def advance_clock(seconds):
+    status, _ = api("POST", "/v1/sandbox/clock", {"advance_seconds": seconds})
+    assert status == 200, status
+
+
+def totp(secret, at=None):
+    key = base64.b32decode(secret.upper() + "=" * (-len(secret) % 8))
+    step = int((at or time.time()) // 30)
+    mac = hmac.new(key, struct.pack(">Q", step), hashlib.sha1).digest()
+    off = mac[-1] & 15
+    return "%06d" % ((struct.unpack(">I", mac[off:off + 4])[0] & 0x7FFFFFFF) % 1_000_000)
+
+
+# ---------------------------------------------------------------------------------------------
+# The browser.
+
+class Wallet:
+    """One phone: a browser context at 360×740 with a page on /app."""
+
+    def __init__(self, browser, locale="en-US"):
+        self.context = browser.new_context(viewport={"width": 360, "height": 740}, locale=locale,
+                                           device_scale_factor=1, accept_downloads=True)
+        self.page = self.context.new_page()
+        self.urls = []
+        self.csp_missing = []
+        self.console_errors = []
+        self.dialogs = []
+        self.page.on("request", lambda r: self.urls.append(r.url))
+        self.page.on("response", self._check_headers)
+        self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        self.page.on("dialog", self._dialog)
+
+    def _dialog(self, d):
+        self.dialogs.append(d.message)
+        d.dismiss()
+
+    def _check_headers(self, response):
+        path = urllib.parse.urlparse(response.url).path
+        if response.url.startswith(BASE) and (path == "/app" or path.startswith("/app/")):
+            h = response.headers
+            csp = h.get("content-security-policy", "")
+            ok = all(w in csp for w in CSP_WORDS) and h.get("x-content-type-options") == "nosniff" \
+                and h.get("referrer-policy") == "no-referrer"
+            if not ok:
+                self.csp_missing.append(path)
+
+    def open(self, hash_=""):
+        self.page.goto(BASE + "/app" + hash_)
+        self.page.wait_for_load_state("networkidle")
+
+    def shot(self, name):
+        if SHOTS:
+            self.page.wait_for_timeout(150)
+            self.page.screenshot(path=os.path.join(SHOTS, f"{name}.png"))
+
+    def status(self):
+        return self.page.get_by_role("status").first
+
+    def alert(self):
+        return self.page.locator("#alert")
+
+    def expect_said(self, pattern):
+        expect(self.page.locator("#status")).to_have_text(re.compile(pattern))
+
+    def log_in(self, who, password, phone, names=None):
+        """The two-step login with an SMS code."""
+        n = names or {}
+        p = self.page
+        p.get_by_label(n.get("login", "Phone number or e-mail")).fill(who)
+        p.get_by_label(n.get("password", "Password"), exact=True).fill(password)
+        p.get_by_role("button", name=n.get("submit", "Log in"), exact=True).click()
+        p.get_by_role("button", name=n.get("send", "Send SMS code")).click()
+        expect(p.locator("#status")).to_have_text(re.compile(n.get("sent", "We sent a code")))
+        p.get_by_label(n.get("code", "Code"), exact=True).fill(code_for(phone))
+        p.get_by_role("button", name=n.get("verify", "Verify")).click()
+        expect(p.get_by_role("group", name=n.get("balance", "Balance"))).to_have_text(re.compile(r"^¥[\d,]+$"))
+
+    def go(self, link):
+        self.page.get_by_role("link", name=link, exact=True).click()
+        self.page.wait_for_load_state("networkidle")
+
+    def home(self, name="Home"):
+        self.page.get_by_role("link", name=re.compile(name)).first.click()
+
+    def finish(self):
+        assert not self.csp_missing, f"pages without the security headers: {self.csp_missing}"
+        assert not self.dialogs, f"a script ran an alert: {self.dialogs}"
+        csp = [e for e in self.console_errors if "Content Security Policy" in e]
+        assert not csp, f"the page broke its own policy: {csp}"
+        self.context.close()
+
+
+def shopper():
+    return FIXTURE["shopper"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Journeys.
+
+def j_signup(browser):
+    w = Wallet(browser)
+    w.open()
+    w.shot("login")
+    w.page.get_by_role("link", name="Create an account").click()
+    phone, email, password = FIXTURE["new_phone"], FIXTURE["new_email"], FIXTURE["new_password"]
+    w.page.get_by_label("Phone number", exact=True).fill(phone)
+    w.page.get_by_label("E-mail", exact=True).fill(email)
+    w.page.get_by_label("Password", exact=True).fill("password")
+    w.page.get_by_role("button", name="Sign up").click()
+    expect(w.alert()).to_have_text(re.compile("common|short"))
+    w.page.get_by_label("Password", exact=True).fill(password)
+    w.shot("signup")
+    w.page.get_by_role("button", name="Sign up").click()
+    w.expect_said("SMS")
+    w.page.get_by_label("SMS code").fill(code_for(phone, "sms"))
+    w.page.get_by_label("E-mail code").fill(code_for(email, "email"))
+    w.page.get_by_role("button", name="Verify").click()
+    w.expect_said("account is ready")
+    expect(w.page.get_by_label("Phone number or e-mail")).to_have_value(phone)
+    w.log_in(phone, password, phone)
+    expect(w.page.get_by_role("group", name="Balance")).to_have_text("¥0")
+    w.finish()
+
+
+def j_login(browser):
+    """Log in with an SMS code, set up the authenticator app, then log in with it and with a
+    recovery code; a recognised browser later needs no second step."""
+    s = shopper()
+    w = Wallet(browser)
+    w.open()
+    w.log_in(s["phone"], s["password"], s["phone"])
+    expect(w.page.get_by_role("group", name="Balance")).to_have_text("¥10,000")
+    w.shot("home")
+    w.go("Security")
+    w.page.get_by_role("button", name="Set up authenticator app").click()
+    secret = w.page.locator("code.secret").text_content()
+    w.page.get_by_label("Authenticator code").fill(totp(secret))
+    w.page.get_by_role("button", name="Confirm").click()
+    w.expect_said("authenticator app is set up")
+    codes = w.page.get_by_role("list", name="Recovery codes").locator("code").all_text_contents()
+    assert len(codes) == 10, codes
+    w.page.get_by_role("button", name="Log out").click()
+    w.expect_said("logged out")
+    # Another browser: the authenticator app's code (the next step's, as one step was used).
+    w.finish()
+    for kind in ["totp", "recovery_code"]:
+        w = Wallet(browser)
+        w.open()
+        w.page.get_by_label("Phone number or e-mail").fill(s["email"])
+        w.page.get_by_label("Password", exact=True).fill(s["password"])
+        w.page.get_by_role("button", name="Log in", exact=True).click()
+        code = totp(secret, time.time() + 30) if kind == "totp" else codes[0]
+        w.page.get_by_label("Code", exact=True).fill(code)
+        w.page.get_by_role("button", name="Verify").click()
+        expect(w.page.get_by_role("group", name="Balance")).to_have_text("¥10,000")
+        if kind == "recovery_code":
+            # This browser is now recognised: after logging out, the password alone is enough.
+            w.go("Security")
+            w.page.get_by_role("button", name="Log out").click()
+            w.page.get_by_label("Phone number or e-mail").fill(s["email"])
+            w.page.get_by_label("Password", exact=True).fill(s["password"])
+            w.page.get_by_role("button", name="Log in", exact=True).click()
+            expect(w.page.get_by_role("group", name="Balance")).to_have_text("¥10,000")
+        w.finish()
+
+
+def j_japanese(browser):
+    s = shopper()
+    w = Wallet(browser, locale="ja-JP")
+    w.open()
+    assert w.page.evaluate("document.documentElement.lang") == "ja"
+    w.shot("login-ja")
+    names = {"sent": "コードを送りました", "login": "電話番号またはメール", "password": "パスワード", "submit": "ログイン", "send": "SMSコードを送信",
+             "code": "コード", "verify": "確認", "balance": "残高"}
+    w.log_in(s["phone"], s["password"], s["phone"], names)
+    expect(w.page.get_by_role("link", name="支払う")).to_be_visible()
+    w.shot("home-ja")
+    w.page.get_by_role("button", name="English").click()
+    expect(w.page.get_by_role("group", name="Balance")).to_be_visible()
+    assert w.page.evaluate("document.documentElement.lang") == "en"
+    w.finish()
+
+
+def j_pay(browser):
+    s = shopper()
+    w = Wallet(browser)
+    w.page.clock.install()
+    w.open()
+    w.log_in(s["phone"], s["password"], s["phone"])
+    w.go("Pay")
+    code_el = w.page.get_by_role("group", name="Payment code")
+    expect(code_el).to_have_text(re.compile(r"^\d{10,}$"))
+    first = code_el.text_content()
+    expect(w.page.get_by_role("img", name="QR code")).to_be_visible()
+    w.page.wait_for_function("document.querySelector('img.qr').naturalWidth > 0")
+    barcode = w.page.get_by_role("img", name="Barcode")
+    expect(barcode).to_be_visible()
+    expect(w.page.locator(".countdown")).to_have_text(re.compile(r"Valid for \d+ s"))
+    w.shot("pay")
+    with tempfile.TemporaryDirectory() as tmp:
+        png = os.path.join(tmp, "barcode.png")
+        barcode.screenshot(path=png)
+        read = subprocess.run(["zbarimg", "--raw", "-q", png], capture_output=True, text=True)
+        assert read.stdout.strip() == first, f"zbarimg read {read.stdout!r} {read.stderr!r}, the page shows {first}"
+    # 50 seconds on: the code is replaced before its last 10 seconds run out.
+    w.page.clock.fast_forward("00:51")
+    expect(code_el).not_to_have_text(first, timeout=10_000)
+    w.expect_said("fresh code")
+    # The till charges the code now shown.
+    now = code_el.text_content()
+    status, body = pos_charge(now, 1200)
+    assert status == 201, body
+    w.finish()
+
+
+def pos_charge(code, amount):
+    req = urllib.request.Request(BASE + "/v1/pos/payments", method="POST",
+                                 data=json.dumps({"code": code, "amount": amount}).encode())
+    req.add_header("Content-Type", "application/json")
+    req.add_header("Authorization", "Bearer " + FIXTURE["terminal_key"])
+    req.add_header("Idempotency-Key", "browser-" + code)
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, json.loads(r.read().decode())
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def j_topup(browser):
+    """Cards (add one, one with the issuer's challenge, remove one), then a top-up that needs the
+    step-up dialog, then the history and its CSV."""
+    s = shopper()
+    advance_clock(24 * 3600)
+    w = Wallet(browser)
+    w.open()
+    w.log_in(s["phone"], s["password"], s["phone"])
+    w.go("Cards")
+    p = w.page
+
+    def add(number):
+        p.get_by_label("Card number").fill(number)
+        p.get_by_label("Expiry month").fill("12")
+        p.get_by_label("Expiry year").fill("2031")
+        p.get_by_label("Security code").fill("123")
+        p.get_by_role("button", name="Add card").click()
+
+    # Two new cards a day: the fixture's card was today's first, so this journey starts tomorrow.
+    add("4000000000003220")
+    dialog = p.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Send SMS code").click()
+    expect(dialog.get_by_role("status")).not_to_be_empty()
+    dialog.get_by_label("Code", exact=True).fill(code_for(s["phone"]))
+    dialog.get_by_role("button", name="Verify").click()
+    w.expect_said("3220 added")
+    expect(p.get_by_role("button", name="Remove card ending 3220")).to_be_visible()
+    w.shot("cards")
+    add("4000000000000002")
+    expect(w.alert()).to_have_text("The card was declined.")
+    p.get_by_role("button", name="Remove card ending 3220").click()
+    w.expect_said("removed")
+    expect(p.get_by_role("button", name="Remove card ending 3220")).to_have_count(0)
+    # Five minutes on, a top-up asks for the second step again.
+    advance_clock(301)
+    w.home()
+    w.go("Top up")
+    p.get_by_label("Card", exact=True).select_option(index=0)
+    p.get_by_label("Amount").fill("3000")
+    p.get_by_role("button", name="Top up").click()
+    dialog = p.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Send SMS code").click()
+    expect(dialog.get_by_role("status")).not_to_be_empty()
+    w.shot("stepup")
+    dialog.get_by_label("Code", exact=True).fill(code_for(s["phone"]))
+    dialog.get_by_role("button", name="Verify").click()
+    w.expect_said(r"Topped up ¥3,000\. Your balance is ¥13,000\.")
+    w.shot("topup")
+    w.home()
+    expect(p.get_by_role("group", name="Balance")).to_have_text("¥13,000")
+    w.go("History")
+    rows = p.get_by_role("table").locator("tbody tr")
+    expect(rows.first).to_contain_text("¥3,000")
+    expect(rows.first).to_contain_text("¥13,000")
+    w.shot("history")
+    with p.expect_download() as download:
+        p.get_by_role("link", name="Download CSV").click()
+    text = open(download.value.path(), encoding="utf-8").read()
+    assert "3000" in text and "13000" in text, text
+    w.finish()
+
+
+def j_limits(browser):
+    s = shopper()
+    w = Wallet(browser)
+    w.open()
+    w.log_in(s["phone"], s["password"], s["phone"])
+    w.go("Limits")
+    p = w.page
+    daily = p.get_by_label("Daily")
+    p.wait_for_function("document.querySelector('input') && document.querySelector('input').value !== ''")
+    original = int(daily.input_value())
+    daily.fill(str(original // 2))
+    p.get_by_role("button", name="Save").click()
+    w.expect_said("saved")
+    w.shot("limits")
+    # Raising it again, five minutes later, needs the second step.
+    advance_clock(301)
+    daily.fill(str(original))
+    p.get_by_role("button", name="Save").click()
+    dialog = p.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Cancel").click()
+    expect(w.alert()).to_have_text(re.compile("Cancelled"))
+    p.get_by_role("button", name="Save").click()
+    dialog.get_by_role("button", name="Send SMS code").click()
+    expect(dialog.get_by_role("status")).not_to_be_empty()
+    dialog.get_by_label("Code", exact=True).fill(code_for(s["phone"]))
+    dialog.get_by_role("button", name="Verify").click()
+    w.expect_said("saved")
+    w.finish()
+
+
+def j_scan(browser):
+    """Scan a store whose name is a script, pay, and read the receipt among the notices: the
+    name is shown as text and never runs."""
+    s = shopper()
+    w = Wallet(browser)
+    w.open()
+    w.log_in(s["phone"], s["password"], s["phone"])
+    w.page.evaluate("window.__pwned = false")
+    w.go("Scan")
+    p = w.page
+    p.get_by_label("Store QR").fill(FIXTURE["store_qr"])
+    name = FIXTURE["store_name"]
+    expect(p.locator(".store-name")).to_have_text(name)
+    p.get_by_label("Amount").fill("1200")
+    w.shot("scan")
+    p.get_by_role("button", name="Pay", exact=True).click()
+    w.expect_said(re.escape(f"Paid ¥1,200 to {name}."))
+    assert p.locator("main script, #status script").count() == 0
+    w.home()
+    expect(p.get_by_role("group", name="Balance")).to_have_text("¥8,800")
+    w.go("Notices")
+    expect(p.locator(".notices")).to_contain_text(name)
+    assert p.locator(".notices script, .notices img").count() == 0
+    assert p.evaluate("window.__pwned") is False
+    w.shot("notices")
+    w.finish()
+
+
+def j_security(browser):
+    """The sessions with "Sign out", a password change, and log out."""
+    s = shopper()
+    w = Wallet(browser)
+    w.open()
+    w.log_in(s["phone"], s["password"], s["phone"])
+    w.go("Security")
+    p = w.page
+    other = p.get_by_role("listitem").filter(has_text=FIXTURE["other_device"])
+    expect(other).to_have_count(1)
+    w.shot("security")
+    other.get_by_role("button", name="Sign out").click()
+    w.expect_said("signed out")
+    expect(p.get_by_role("listitem").filter(has_text=FIXTURE["other_device"])).to_have_count(0)
+    status, _ = api("GET", "/v1/me", token=FIXTURE["other_session"])
+    assert status == 401, status
+    p.get_by_role("button", name="Change password").click()
+    p.get_by_label("Current password").fill(s["password"])
+    p.get_by_label("New password").fill(FIXTURE["new_password"])
+    p.get_by_role("button", name="Save new password").click()
+    w.expect_said("password is changed")
+    p.get_by_role("button", name="Log out").click()
+    w.expect_said("logged out")
+    expect(p.get_by_role("button", name="Log in", exact=True)).to_be_visible()
+    w.finish()
+
+
+def j_secrets(browser):
+    """No token is readable by page script or in a URL; the cookies are HttpOnly and Strict; a
+    cross-origin form post with the cookie is refused; the session survives it."""
+    s = shopper()
+    w = Wallet(browser)
+    w.open()
+    w.log_in(s["phone"], s["password"], s["phone"])
+    cookies = {c["name"]: c for c in w.context.cookies()}
+    assert {"omamori_session", "omamori_device"} <= set(cookies), cookies.keys()
+    for c in cookies.values():
+        assert c["httpOnly"] and c["sameSite"] == "Strict", c
+    tokens = [cookies["omamori_session"]["value"], cookies["omamori_device"]["value"]]
+    for hash_ in ["#/pay", "#/history", "#/security", "#/home"]:
+        w.open(hash_)
+    readable = w.page.evaluate("""() => JSON.stringify({
+        local: Object.entries(localStorage), session: Object.entries(sessionStorage),
+        cookie: document.cookie, url: location.href })""")
+    for token in tokens:
+        assert token not in readable, "a token is readable by page script"
+        assert not [u for u in w.urls if token in u], "a token is in a URL"
+    # Another origin of the same site (another port of localhost) posts a form with the cookie.
+    evil = "http://localhost:9/"
+    action = BASE + "/v1/logout"
+    w.page.route(evil, lambda route: route.fulfill(content_type="text/html", body=(
+        f"<form id=f method=post action='{action}'><input name=x value=1></form>"
+        "<script>document.getElementById('f').submit()</script>")))
+    with w.page.expect_navigation(url=action):
+        w.page.goto(evil)
+    assert "csrf_rejected" in w.page.content(), w.page.content()
+    w.page.unroute(evil)
+    w.open("#/home")
+    expect(w.page.get_by_role("group", name="Balance")).to_have_text("¥10,000")
+    # The service worker keeps the shell only: offline, the page says so.
+    w.page.wait_for_function("navigator.serviceWorker.controller !== null || navigator.serviceWorker.ready")
+    w.page.evaluate("navigator.serviceWorker.ready")
+    w.page.reload()
+    w.page.wait_for_function("navigator.serviceWorker.controller !== null")
+    cached = w.page.evaluate("""async () => {
+        const names = await caches.keys(); const urls = [];
+        for (const n of names) for (const r of await (await caches.open(n)).keys()) urls.push(new URL(r.url).pathname);
+        return urls; }""")
+    assert cached and all(u.startswith("/app") for u in cached), cached
+    w.context.set_offline(True)
+    w.page.reload()
+    expect(w.page.locator("#offline")).to_be_visible()
+    expect(w.alert()).to_have_text(re.compile("offline"))
+    w.shot("offline")
+    w.context.set_offline(False)
+    w.finish()
+
+
+JOURNEYS = {name[2:]: fn for name, fn in globals().items() if name.startswith("j_")}
+
+
+def main():
+    journey = sys.argv[1]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            JOURNEYS[journey](browser)
+        finally:
+            browser.close()
+    print(f"journey {journey}: ok")
+
+
+if __name__ == "__main__":
+    main()
