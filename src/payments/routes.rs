@@ -804,7 +804,7 @@ async fn reverse_charge(
                 .await?;
         let Some(payment_id) = payment else { return Ok::<_, ApiError>(None) };
         pos::lock_payment(&mut tx, &payment_id).await?;
-        pos::reverse(&mut tx, &payment_id, now).await?;
+        pos::reverse_at_till(&mut tx, &payment_id, now).await?;
         tx.commit().await?;
         Ok(Some(Reversed { payment_id: Some(payment_id), status: "reversed" }))
     })
@@ -818,12 +818,14 @@ struct ReversalBody {
     idempotency_key: String,
 }
 
-/// Undoes a charge whose answer the POS never received (a no-op when none happened).
+/// Undoes a charge whose answer the POS never received (a no-op when none happened), within 24
+/// hours of the charge; the `refunds` switches and freezes stop it as they stop a refund.
 #[utoipa::path(post, path = "/v1/pos/reversals", tag = "pos", request_body = ReversalBody, security(("bearer" = [])),
     responses(
     (status = 200, body = Reversed, description = "Reversed, or nothing happened under the key (and a late charge will be answered `payment_reversed`)"),
-    AuthErrors, JsonBodyErrors, Invalid422,
-    (status = 409, description = "`idempotency_in_progress`: the charge is still running; repeat shortly; `not_reversible`: the payment can no longer be reversed", body = Problem, content_type = "application/problem+json")))]
+    Unauthenticated401, JsonBodyErrors, Invalid422,
+    (status = 403, description = "`forbidden`: not a terminal's key; `switch_engaged`: a `refunds` switch covers the merchant, the shopper or everything; `account_frozen`: the shopper is frozen", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`idempotency_in_progress`: the charge is still running; repeat shortly; `reversal_window_closed`: the charge is 24 hours old or more, refund it instead (`POST /v1/pos/payments/{payment_id}/refunds`)", body = Problem, content_type = "application/problem+json")))]
 async fn pos_reversal(
     State(state): State<AppState>,
     t: TerminalAuth,
