@@ -482,6 +482,7 @@ impl From<crate::risk::RiskError> for ApiError {
             E::SecondOperatorRequired => ApiError::new(StatusCode::CONFLICT, "second_operator_required", detail),
             E::AlreadyDecided => ApiError::new(StatusCode::CONFLICT, "already_decided", detail),
             E::RuleExists => ApiError::new(StatusCode::CONFLICT, "rule_exists", detail),
+            E::LimitExceeded(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", detail),
             E::Db(db) => db.into(),
         }
     }
