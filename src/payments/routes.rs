@@ -17,7 +17,7 @@ use crate::http::error::{
     ApiError, AuthErrors, IdempotentBodyErrors, Invalid422, JsonBodyErrors, NotFound404, Problem, ShopperAuth,
     TooMany429, Unauthenticated401, Unavailable503,
 };
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, IdempotentJson};
 use crate::http::idempotent::{self as idempotency, IdempotencyKey, Outcome};
 use crate::idempotency::{self as claims, IdempotencyError};
 use crate::identity;
@@ -162,7 +162,7 @@ async fn topup(
     s: UserSession,
     client: ClientInfo,
     headers: HeaderMap,
-    body: ApiJson<TopupBody>,
+    body: IdempotentJson<TopupBody>,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
     crate::risk::client::country_policy(&state.config, &client)?;
@@ -172,13 +172,19 @@ async fn topup(
         claims::Begin::Replay(stored) => return Ok(idempotency::replay(stored)),
         claims::Begin::Fresh(claim) => claim,
     };
-    let amount =
-        crate::money::parse_amount(&body.value.amount, state.config.amount_ceiling_yen).map_err(|e| e.to_string());
+    let input = match body.value {
+        Ok(input) => input,
+        Err(invalid) => {
+            claims::release(&state.db, &claim).await;
+            return Err(invalid.into());
+        }
+    };
+    let amount = crate::money::parse_amount(&input.amount, state.config.amount_ceiling_yen).map_err(|e| e.to_string());
     let request = topups::Request {
         session: &s,
         client: &client,
         idem_key: key.as_str(),
-        card_id: &body.value.card_id,
+        card_id: &input.card_id,
         amount,
         claim: &claim,
         answers: &TopupAnswers,
@@ -365,7 +371,7 @@ async fn pay_store_qr(
     s: UserSession,
     client: ClientInfo,
     headers: HeaderMap,
-    body: ApiJson<StorePayBody>,
+    body: IdempotentJson<StorePayBody>,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
     let fingerprint = idempotency::fingerprint("POST /v1/payments", &body.raw);
@@ -378,6 +384,7 @@ async fn pay_store_qr(
             (state2.clone(), s2.clone(), input.clone(), client.clone(), key_text.clone());
         Box::pin(async move {
             crate::risk::client::country_policy(&state.config, &client)?;
+            let input = input?;
             let payment = pos::StorePayment {
                 payer: pos::Payer {
                     user_id: s.user_id(),
@@ -597,7 +604,7 @@ async fn pos_charge(
     State(state): State<AppState>,
     t: TerminalAuth,
     headers: HeaderMap,
-    body: ApiJson<PosChargeBody>,
+    body: IdempotentJson<PosChargeBody>,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
     let fingerprint = idempotency::fingerprint("POST /v1/pos/payments", &body.raw);
@@ -616,6 +623,7 @@ async fn pos_charge(
         Box::pin(async move {
             let now = state.clock.now_ms();
             pos::check_terminal(conn, &terminal.id, now).await?;
+            let input = input?;
             let amount = amount(&state, &input.amount)?;
             if input.order_ref.as_ref().is_some_and(|r| r.chars().count() > 100) {
                 return Err(ApiError::invalid_body("order_ref is at most 100 characters"));
@@ -747,7 +755,7 @@ async fn pos_refund(
     t: TerminalAuth,
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: ApiJson<RefundBody>,
+    body: IdempotentJson<RefundBody>,
 ) -> Result<Response, ApiError> {
     let payment_id = path_id(id, "payment")?;
     let key = IdempotencyKey::from_headers(&headers)?;
@@ -759,7 +767,7 @@ async fn pos_refund(
         let (state, terminal, input, payment_id) =
             (state2.clone(), terminal.clone(), input.clone(), payment_id.clone());
         Box::pin(async move {
-            let amount = amount(&state, &input.amount)?;
+            let amount = amount(&state, &input?.amount)?;
             let store = merchants::store_by_id(conn, &terminal.store_id)
                 .await?
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
