@@ -139,6 +139,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "not_reversible",
     "payment_reversed",
     "refund_exceeds_payment",
+    "reversal_window_closed",
     "risk_declined",
     "rule_exists",
     "second_operator_required",
@@ -484,6 +485,7 @@ impl From<crate::risk::RiskError> for ApiError {
             E::SecondOperatorRequired => ApiError::new(StatusCode::CONFLICT, "second_operator_required", detail),
             E::AlreadyDecided => ApiError::new(StatusCode::CONFLICT, "already_decided", detail),
             E::RuleExists => ApiError::new(StatusCode::CONFLICT, "rule_exists", detail),
+            E::LimitExceeded(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", detail),
             E::Db(db) => db.into(),
         }
     }
@@ -519,6 +521,7 @@ impl From<crate::payments::PaymentsError> for ApiError {
                 ApiError::decline(StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_payment", detail)
             }
             E::NotReversible(_) => ApiError::new(StatusCode::CONFLICT, "not_reversible", detail),
+            E::ReversalWindowClosed => ApiError::new(StatusCode::CONFLICT, "reversal_window_closed", detail),
             E::AlreadyChargedBack => ApiError::new(StatusCode::CONFLICT, "already_charged_back", detail),
             E::AlreadyApplied => ApiError::new(StatusCode::CONFLICT, "already_applied", detail),
             E::SecondOperatorRequired => ApiError::new(StatusCode::CONFLICT, "second_operator_required", detail),

@@ -27,43 +27,82 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                super::error::problem_for_status(StatusCode::PAYLOAD_TOO_LARGE)
-            } else {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", "the request body could not be read")
-            }
-        })?;
-        let is_json = |ct: &str| ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"));
-        let raw = if bytes.iter().all(u8::is_ascii_whitespace) {
-            Value::Object(Default::default())
-        } else {
-            match content_type.as_deref() {
-                Some(ct) if is_json(ct) => {}
-                _ => {
-                    return Err(ApiError::new(
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "unsupported_media_type",
-                        "send the body as application/json",
-                    ));
-                }
-            }
-            serde_json::from_slice::<Value>(&bytes).map_err(|e| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "malformed_json",
-                    format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()),
-                )
-            })?
-        };
+        let raw = read_json(req, state).await?;
         let value = parse_value(&raw)?;
         Ok(ApiJson { value, raw })
     }
+}
+
+/// The JSON body of a route that moves money: read like [`ApiJson`], but its shape is checked
+/// only after the `Idempotency-Key` (API.md orders idempotency before input validation): a key
+/// reused with a body that adds a field is `409 idempotency_conflict`, not `422`. The route takes
+/// `value` (with `?`) where it validates its input, after claiming the key.
+pub struct IdempotentJson<T> {
+    pub value: Result<T, InvalidBody>,
+    pub raw: Value,
+}
+
+/// Why a body has the wrong shape (`422 invalid_body` with this detail); cloned into a retried work.
+#[derive(Debug, Clone)]
+pub struct InvalidBody(String);
+
+impl From<InvalidBody> for ApiError {
+    fn from(e: InvalidBody) -> Self {
+        ApiError::invalid_body(e.0)
+    }
+}
+
+impl<S, T> FromRequest<S> for IdempotentJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let raw = read_json(req, state).await?;
+        let value = parse_value(&raw).map_err(|e| InvalidBody(e.detail));
+        Ok(IdempotentJson { value, raw })
+    }
+}
+
+/// Reads a body as a JSON document (an empty body is `{}`), with the rejections [`ApiJson`] names.
+async fn read_json<S: Send + Sync>(req: Request, state: &S) -> Result<Value, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            super::error::problem_for_status(StatusCode::PAYLOAD_TOO_LARGE)
+        } else {
+            ApiError::new(StatusCode::BAD_REQUEST, "malformed_body", "the request body could not be read")
+        }
+    })?;
+    let is_json = |ct: &str| ct == "application/json" || (ct.starts_with("application/") && ct.ends_with("+json"));
+    let raw = if bytes.iter().all(u8::is_ascii_whitespace) {
+        Value::Object(Default::default())
+    } else {
+        match content_type.as_deref() {
+            Some(ct) if is_json(ct) => {}
+            _ => {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "send the body as application/json",
+                ));
+            }
+        }
+        serde_json::from_slice::<Value>(&bytes).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "malformed_json",
+                format!("the body is not valid JSON (line {}, column {})", e.line(), e.column()),
+            )
+        })?
+    };
+    Ok(raw)
 }
 
 /// Parses a JSON document (every request body is an object) into `T`, naming the offending field

@@ -42,6 +42,9 @@ pub enum PaymentsError {
     /// `409 not_reversible`.
     #[error("{0}")]
     NotReversible(String),
+    /// `409 reversal_window_closed`: the charge is older than `pos::REVERSAL_WINDOW_MS`.
+    #[error("this charge is more than 24 hours old and can no longer be reversed; refund it instead")]
+    ReversalWindowClosed,
     /// `409 already_charged_back`.
     #[error("this top-up was charged back already")]
     AlreadyChargedBack,

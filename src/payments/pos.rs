@@ -30,6 +30,9 @@ use crate::store::{Conn, clock};
 pub const CODE_TTL_MS: i64 = 60 * 1000;
 pub const UNKNOWN_CODES_LIMIT: i64 = 5;
 pub const UNKNOWN_CODES_WINDOW_MS: i64 = 10 * 60 * 1000;
+/// How long after a charge the till may reverse it (a charge whose answer it never received);
+/// afterwards it refunds (`409 reversal_window_closed`).
+pub const REVERSAL_WINDOW_MS: i64 = 24 * 3600 * 1000;
 
 /// `POST /v1/payment-codes`: a fresh code for this wallet and device, replacing the last one.
 pub async fn new_code(
@@ -574,7 +577,30 @@ pub async fn refund(
     Ok(Refunded { refund_id, amount: amount.0, currency: Some(crate::money::Currency::Jpy), created_at: None })
 }
 
-/// Undoes a whole payment (a POS reversal), inside the caller's locked transaction.
+/// A till's reversal of its payment (`POST /v1/pos/reversals`), inside the caller's locked
+/// transaction. It gives money back as a refund does, so the `refunds` switches and freezes stop it
+/// too; and it is accepted only within [`REVERSAL_WINDOW_MS`] of the charge (then the till
+/// refunds). A payment reversed already answers as reversed: nothing moves.
+pub async fn reverse_at_till(conn: &mut Conn, payment_id: &PaymentId, now: i64) -> Result<(), PaymentsError> {
+    let row = sqlx::query("SELECT user_id, merchant_id, status, created_at FROM payments WHERE id = $1")
+        .bind(payment_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let (user_id, merchant_id, status, created_at): (UserId, MerchantId, String, i64) =
+        (row.try_get("user_id")?, row.try_get("merchant_id")?, row.try_get("status")?, row.try_get("created_at")?);
+    if status == "reversed" {
+        return Ok(());
+    }
+    let subject = switches::Subject { user_id: Some(&user_id), merchant_id: Some(&merchant_id), ..Default::default() };
+    switches::check(conn, crate::ids::SwitchName::Refunds, subject).await?;
+    if now - created_at >= REVERSAL_WINDOW_MS {
+        return Err(PaymentsError::ReversalWindowClosed);
+    }
+    reverse(conn, payment_id, now).await
+}
+
+/// Undoes a whole payment (a till's reversal, or an operators' correction), inside the caller's
+/// locked transaction.
 pub async fn reverse(conn: &mut Conn, payment_id: &PaymentId, now: i64) -> Result<(), PaymentsError> {
     let row = sqlx::query(
         "SELECT p.user_id, p.amount, p.refunded, p.status, p.merchant_id, m.account_id FROM payments p \

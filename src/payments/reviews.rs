@@ -1,5 +1,7 @@
 //! What an operator's review decision does to a held card or top-up (the hook risk calls).
 
+use crate::risk::rules::Applied;
+
 /// Applies an operator's review decision to a held card or top-up (see `risk::rules::decide`).
 pub struct ReviewHook;
 
@@ -11,14 +13,16 @@ impl crate::risk::rules::ReviewSubjects for ReviewHook {
         subject: &'a str,
         approve: bool,
         now: i64,
-    ) -> crate::ports::BoxFuture<'a, Result<(), sqlx::Error>> {
+    ) -> crate::ports::BoxFuture<'a, Result<Applied, sqlx::Error>> {
         Box::pin(async move {
             match kind {
-                "card" => super::cards::decide_held(conn, &crate::ids::CardId::from_raw(subject), approve).await,
+                "card" => super::cards::decide_held(conn, &crate::ids::CardId::from_raw(subject), approve)
+                    .await
+                    .map(|()| Applied::Done),
                 "topup" => {
                     super::topups::decide_held(conn, &crate::ids::TopupId::from_raw(subject), approve, now).await
                 }
-                _ => Ok(()),
+                _ => Ok(Applied::Done),
             }
         })
     }

@@ -21,7 +21,7 @@ use crate::http::error::{
     ApiError, AuthErrors, IdempotentBodyErrors, Invalid422, JsonBodyErrors, NotFound404, Problem, ShopperAuth,
     TooMany429, Unauthenticated401, Unavailable503,
 };
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, IdempotentJson};
 use crate::http::idempotent::{self as idempotency, IdempotencyKey, Outcome};
 use crate::idempotency::{self as claims, IdempotencyError};
 use crate::identity;
@@ -164,7 +164,7 @@ async fn topup(
     s: UserSession,
     client: ClientInfo,
     headers: HeaderMap,
-    body: ApiJson<TopupBody>,
+    body: IdempotentJson<TopupBody>,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
     crate::risk::client::country_policy(&state.config, &client)?;
@@ -174,13 +174,19 @@ async fn topup(
         claims::Begin::Replay(stored) => return Ok(idempotency::replay(stored)),
         claims::Begin::Fresh(claim) => claim,
     };
-    let amount =
-        crate::money::parse_amount(&body.value.amount, state.config.amount_ceiling_yen).map_err(|e| e.to_string());
+    let input = match body.value {
+        Ok(input) => input,
+        Err(invalid) => {
+            claims::release(&state.db, &claim).await;
+            return Err(invalid.into());
+        }
+    };
+    let amount = crate::money::parse_amount(&input.amount, state.config.amount_ceiling_yen).map_err(|e| e.to_string());
     let request = topups::Request {
         session: &s,
         client: &client,
         idem_key: key.as_str(),
-        card_id: &body.value.card_id,
+        card_id: &input.card_id,
         amount,
         claim: &claim,
         answers: &TopupAnswers,
@@ -367,7 +373,7 @@ async fn pay_store_qr(
     s: UserSession,
     client: ClientInfo,
     headers: HeaderMap,
-    body: ApiJson<StorePayBody>,
+    body: IdempotentJson<StorePayBody>,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
     let fingerprint = idempotency::fingerprint("POST /v1/payments", &body.raw);
@@ -380,6 +386,7 @@ async fn pay_store_qr(
             (state2.clone(), s2.clone(), input.clone(), client.clone(), key_text.clone());
         Box::pin(async move {
             crate::risk::client::country_policy(&state.config, &client)?;
+            let input = input?;
             let payment = pos::StorePayment {
                 payer: pos::Payer {
                     user_id: s.user_id(),
@@ -599,7 +606,7 @@ async fn pos_charge(
     State(state): State<AppState>,
     t: TerminalAuth,
     headers: HeaderMap,
-    body: ApiJson<PosChargeBody>,
+    body: IdempotentJson<PosChargeBody>,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
     let fingerprint = idempotency::fingerprint("POST /v1/pos/payments", &body.raw);
@@ -618,6 +625,7 @@ async fn pos_charge(
         Box::pin(async move {
             let now = state.clock.now_ms();
             pos::check_terminal(conn, &terminal.id, now).await?;
+            let input = input?;
             let amount = amount(&state, &input.amount)?;
             if input.order_ref.as_ref().is_some_and(|r| r.chars().count() > 100) {
                 return Err(ApiError::invalid_body("order_ref is at most 100 characters"));
@@ -748,7 +756,7 @@ async fn pos_refund(
     t: TerminalAuth,
     PathId(payment_id): PathId<PaymentId>,
     headers: HeaderMap,
-    body: ApiJson<RefundBody>,
+    body: IdempotentJson<RefundBody>,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
     let fingerprint = idempotency::fingerprint(&format!("POST /v1/pos/payments/{payment_id}/refunds"), &body.raw);
@@ -759,7 +767,7 @@ async fn pos_refund(
         let (state, terminal, input, payment_id) =
             (state2.clone(), terminal.clone(), input.clone(), payment_id.clone());
         Box::pin(async move {
-            let amount = amount(&state, &input.amount)?;
+            let amount = amount(&state, &input?.amount)?;
             let store = merchants::store_by_id(conn, &terminal.store_id)
                 .await?
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
@@ -804,7 +812,7 @@ async fn reverse_charge(
                 .await?;
         let Some(payment_id) = payment else { return Ok::<_, ApiError>(None) };
         pos::lock_payment(&mut tx, &payment_id).await?;
-        pos::reverse(&mut tx, &payment_id, now).await?;
+        pos::reverse_at_till(&mut tx, &payment_id, now).await?;
         tx.commit().await?;
         Ok(Some(Reversed { payment_id: Some(payment_id), status: "reversed" }))
     })
@@ -818,12 +826,14 @@ struct ReversalBody {
     idempotency_key: String,
 }
 
-/// Undoes a charge whose answer the POS never received (a no-op when none happened).
+/// Undoes a charge whose answer the POS never received (a no-op when none happened), within 24
+/// hours of the charge; the `refunds` switches and freezes stop it as they stop a refund.
 #[utoipa::path(post, path = "/v1/pos/reversals", tag = "pos", request_body = ReversalBody, security(("bearer" = [])),
     responses(
     (status = 200, body = Reversed, description = "Reversed, or nothing happened under the key (and a late charge will be answered `payment_reversed`)"),
-    AuthErrors, JsonBodyErrors, Invalid422,
-    (status = 409, description = "`idempotency_in_progress`: the charge is still running; repeat shortly; `not_reversible`: the payment can no longer be reversed", body = Problem, content_type = "application/problem+json")))]
+    Unauthenticated401, JsonBodyErrors, Invalid422,
+    (status = 403, description = "`forbidden`: not a terminal's key; `switch_engaged`: a `refunds` switch covers the merchant, the shopper or everything; `account_frozen`: the shopper is frozen", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`idempotency_in_progress`: the charge is still running; repeat shortly; `reversal_window_closed`: the charge is 24 hours old or more, refund it instead (`POST /v1/pos/payments/{payment_id}/refunds`)", body = Problem, content_type = "application/problem+json")))]
 async fn pos_reversal(
     State(state): State<AppState>,
     t: TerminalAuth,

@@ -230,11 +230,16 @@ async fn admit(
         now,
     )
     .await?;
-    match rules::evaluate(conn, rules::RuleEvent::Topup, &signals).await? {
-        (rules::Outcome::Decline, _) => Err(rules::risk_declined(None).into()),
-        (rules::Outcome::Hold | rules::Outcome::StepUp, rule) => Ok(Some(rule.unwrap_or_default())),
-        (rules::Outcome::Allow, _) => Ok(None),
+    let rule = match rules::evaluate(conn, rules::RuleEvent::Topup, &signals).await? {
+        (rules::Outcome::Decline, _) => return Err(rules::risk_declined(None).into()),
+        (rules::Outcome::Hold | rules::Outcome::StepUp, rule) => rule.unwrap_or_default(),
+        (rules::Outcome::Allow, _) => return Ok(None),
+    };
+    // One open case per shopper: a flood of held top-ups waits behind the first (not final).
+    if rules::open_reviews(conn, "topup", &user.id).await? > 0 {
+        return Err(throttle::too_many(TEN_MINUTES_MS).into());
     }
+    Ok(Some(rule))
 }
 
 /// Writes the top-up `pending`, or `held` with its review case and its stored `202` answer.
@@ -280,40 +285,13 @@ async fn charge_details(state: &AppState, topup_id: &TopupId) -> Result<(String,
 }
 
 /// The limits of section 6: per top-up, per Tokyo day (¥10,000 during cooling-off), the balance
-/// ceiling, and at most 2 top-ups in 10 minutes. Pending top-ups count: they may yet succeed.
+/// ceiling, and at most 2 top-ups in 10 minutes. Pending and held top-ups count: they may yet succeed.
 async fn check_rules(conn: &mut Conn, user: &identity::User, amount: i64, now: i64) -> Result<(), PaymentsError> {
-    let exceeded = PaymentsError::TopupLimit;
-    if amount > wallet::TOPUP_MAX {
-        return Err(exceeded(format!("a top-up is at most ¥{}", wallet::TOPUP_MAX)));
-    }
-    let today: i64 = sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM topups \
-         WHERE user_id = $1 AND status IN ('pending', 'succeeded') AND created_at >= $2",
-    )
-    .bind(&user.id)
-    .bind(wallet::tokyo_day_start(now))
-    .fetch_one(&mut *conn)
-    .await?;
-    let daily =
-        if user.cooling_off_until > now { wallet::TOPUP_DAILY_MAX_COOLING_OFF } else { wallet::TOPUP_DAILY_MAX };
-    if today + amount > daily {
-        return Err(exceeded(format!("top-ups are at most ¥{daily} a day")));
-    }
-    let balance: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
-        .bind(user.wallet_account_id)
-        .fetch_one(&mut *conn)
-        .await?;
-    let pending: i64 = sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM topups WHERE user_id = $1 AND status = 'pending'",
-    )
-    .bind(&user.id)
-    .fetch_one(&mut *conn)
-    .await?;
-    if balance + pending + amount > wallet::BALANCE_MAX {
-        return Err(exceeded(format!("a wallet holds at most ¥{}", wallet::BALANCE_MAX)));
+    if let Some(why) = over_cap(conn, user, &Capped { amount, held: None }, now).await? {
+        return Err(PaymentsError::TopupLimit(why));
     }
     let recent: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND status IN ('pending', 'succeeded') AND created_at > $2",
+        "SELECT COUNT(*) FROM topups WHERE user_id = $1 AND status IN ('pending', 'held', 'succeeded') AND created_at > $2",
     )
     .bind(&user.id)
     .bind(now - TEN_MINUTES_MS)
@@ -324,6 +302,58 @@ async fn check_rules(conn: &mut Conn, user: &identity::User, amount: i64, now: i
         return Err(throttle::too_many(TEN_MINUTES_MS).into());
     }
     Ok(())
+}
+
+/// A top-up measured against the caps: a new one, or (`held`: its id and creation time) a held
+/// one an operator approves, which the sums already hold and which counts on the day it was made.
+struct Capped<'a> {
+    amount: i64,
+    held: Option<(&'a TopupId, i64)>,
+}
+
+/// Which cap the top-up would break, if any: per top-up, per Tokyo day, the balance ceiling.
+async fn over_cap(
+    conn: &mut Conn,
+    user: &identity::User,
+    t: &Capped<'_>,
+    now: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    if t.amount > wallet::TOPUP_MAX {
+        return Ok(Some(format!("a top-up is at most ¥{}", wallet::TOPUP_MAX)));
+    }
+    let (except, made_at) = t.held.map_or(("", now), |(id, at)| (id.as_str(), at));
+    let day = wallet::tokyo_day_start(made_at);
+    let that_day: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM topups WHERE user_id = $1 \
+         AND status IN ('pending', 'held', 'succeeded') AND created_at >= $2 AND created_at < $3 AND id <> $4",
+    )
+    .bind(&user.id)
+    .bind(day)
+    .bind(day + 24 * 3600 * 1000)
+    .bind(except)
+    .fetch_one(&mut *conn)
+    .await?;
+    let daily =
+        if user.cooling_off_until > now { wallet::TOPUP_DAILY_MAX_COOLING_OFF } else { wallet::TOPUP_DAILY_MAX };
+    if that_day + t.amount > daily {
+        return Ok(Some(format!("top-ups are at most ¥{daily} a day")));
+    }
+    let balance: i64 = sqlx::query_scalar("SELECT balance FROM accounts WHERE id = $1")
+        .bind(user.wallet_account_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let waiting: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM topups \
+         WHERE user_id = $1 AND status IN ('pending', 'held') AND id <> $2",
+    )
+    .bind(&user.id)
+    .bind(except)
+    .fetch_one(&mut *conn)
+    .await?;
+    if balance + waiting + t.amount > wallet::BALANCE_MAX {
+        return Ok(Some(format!("a wallet holds at most ¥{}", wallet::BALANCE_MAX)));
+    }
+    Ok(None)
 }
 
 /// Applies a charge's outcome to a pending top-up, once (later calls find it settled); with a
@@ -494,8 +524,19 @@ pub async fn charge_approved(state: &AppState, topup_id: &TopupId) -> Result<Top
 }
 
 /// An operator's decision on a held top-up: rejected, it is declined; approved, it is back to
-/// pending (the caller charges it at once, and the sweeper would settle it after a crash).
-pub async fn decide_held(conn: &mut Conn, topup_id: &TopupId, approve: bool, now: i64) -> Result<(), sqlx::Error> {
+/// pending (the caller charges it at once, and the sweeper would settle it after a crash), unless
+/// it would now take the wallet over a cap (money refunded to it since, a cooling-off begun).
+pub async fn decide_held(
+    conn: &mut Conn,
+    topup_id: &TopupId,
+    approve: bool,
+    now: i64,
+) -> Result<rules::Applied, sqlx::Error> {
+    if approve && let Some(why) = approval_over_cap(conn, topup_id, now).await? {
+        return Ok(rules::Applied::OverLimit(format!(
+            "approving this top-up would break a cap ({why}); reject it, or decide later"
+        )));
+    }
     let statement = if approve {
         sqlx::query("UPDATE topups SET status = 'pending' WHERE id = $1 AND status = 'held'").bind(topup_id)
     } else {
@@ -504,5 +545,19 @@ pub async fn decide_held(conn: &mut Conn, topup_id: &TopupId, approve: bool, now
             .bind(now)
     };
     statement.execute(&mut *conn).await?;
-    Ok(())
+    Ok(rules::Applied::Done)
+}
+
+/// The cap a held top-up would break if approved now, under its wallet's top-up lock.
+async fn approval_over_cap(conn: &mut Conn, topup_id: &TopupId, now: i64) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT user_id, amount, created_at FROM topups WHERE id = $1 AND status = 'held'")
+        .bind(topup_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (user_id, amount, created_at): (UserId, i64, i64) =
+        (row.try_get("user_id")?, row.try_get("amount")?, row.try_get("created_at")?);
+    store::lock_conn(conn, "topups", &user_id).await?;
+    let Some(user) = identity::user_by_id(conn, &user_id).await? else { return Ok(None) };
+    over_cap(conn, &user, &Capped { amount, held: Some((topup_id, created_at)) }, now).await
 }

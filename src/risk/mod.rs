@@ -45,6 +45,9 @@ pub enum RiskError {
     /// `409 already_decided`.
     #[error("this review was decided already")]
     AlreadyDecided,
+    /// `422 limit_exceeded`: approving a held top-up would break one of the shopper's caps now.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// `409 rule_exists`.
     #[error("a rule with this id exists")]
     RuleExists,

@@ -496,7 +496,8 @@ struct Decided {
 #[utoipa::path(post, path = "/v1/admin/reviews/{review_id}/decide", tag = "operator", request_body = DecideBody,
     params(("review_id" = String, Path)), security(("bearer" = [])), responses(
     (status = 200, body = Decided, description = "Decided"),
-    AuthErrors, JsonBodyErrors, Invalid422, NotFound404,
+    AuthErrors, JsonBodyErrors, NotFound404,
+    (status = 422, description = "`invalid_body`: a field is missing, unknown or wrong; `limit_exceeded`: approving the held top-up would break one of the shopper's top-up caps now (the case stays open: reject it, or decide later)", body = Problem, content_type = "application/problem+json"),
     (status = 402, description = "`card_declined`: the approved top-up's card was declined (the case stays decided)", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "`already_decided`", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "`unavailable`: the card processor did not answer; the sweeper settles the approved top-up later", body = Problem, content_type = "application/problem+json")))]

@@ -299,6 +299,25 @@ pub fn risk_declined(review_id: Option<&ReviewId>) -> RiskError {
     RiskError::RiskDeclined { review_id: review_id.cloned() }
 }
 
+/// How many review cases of `kind` are open for `user_id` (a shopper has one at a time, so that
+/// nobody can flood the queue).
+pub async fn open_reviews(conn: &mut Conn, kind: &str, user_id: &UserId) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM reviews WHERE state = 'open' AND kind = $1 AND user_id = $2")
+        .bind(kind)
+        .bind(user_id)
+        .fetch_one(&mut *conn)
+        .await
+}
+
+/// What the owner of a review's subject made of the decision: applied, or refused because
+/// approving it now would break one of the shopper's caps (the case then stays open).
+#[must_use]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    Done,
+    OverLimit(String),
+}
+
 /// What a decision does to the held subject of a review: cards and top-ups belong to payments,
 /// which implements this. It runs in the decision's transaction.
 pub trait ReviewSubjects: Send + Sync {
@@ -309,7 +328,7 @@ pub trait ReviewSubjects: Send + Sync {
         subject: &'a str,
         approve: bool,
         now: i64,
-    ) -> crate::ports::BoxFuture<'a, Result<(), sqlx::Error>>;
+    ) -> crate::ports::BoxFuture<'a, Result<Applied, sqlx::Error>>;
 }
 
 /// Decides an open review case (operator); answers its kind and subject. Audited.
@@ -342,8 +361,11 @@ pub async fn decide(
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        if let Some(subject) = &subject {
-            subjects.decided(&mut tx, &kind, subject, approve, now).await?;
+        if let Some(subject) = &subject
+            && let Applied::OverLimit(why) = subjects.decided(&mut tx, &kind, subject, approve, now).await?
+        {
+            // Rolled back: the case stays open for another decision.
+            return Err(RiskError::LimitExceeded(why));
         }
         crate::audit::append(
             &mut tx,

@@ -7,7 +7,11 @@
 //! - `device:<device token id>` for a recognised device, which keeps its own count: failures from
 //!   elsewhere never delay or block it, so an attacker cannot lock the owner out;
 //! - the client address (10 failures in 10 minutes) and its /24 or /48 subnet (50 in 10 minutes),
-//!   which apply to unrecognised devices.
+//!   which apply to unrecognised devices;
+//! - `operator:<id>` (or `operator-login:<hash>` for an unknown operator e-mail) for the console,
+//!   whose address and subnet failures are counted apart from shoppers' (`op_fail_ip`,
+//!   `op_fail_net`): failing shopper logins from an address never locks operators out of it, and
+//!   the reverse.
 //!
 //! After 5 consecutive failures each further failure doubles a delay (1, 2, 4, 8, 16 s); the
 //! tenth blocks the key for 30 minutes; and an account takes at most 100 failures from
@@ -82,6 +86,17 @@ impl Failure {
     }
 }
 
+impl Attempt<'_> {
+    /// The address and subnet scopes the attempt counts against: an operator's own, or shoppers'.
+    fn network_scopes(&self) -> (&'static str, &'static str) {
+        if self.key.starts_with("operator:") || self.key.starts_with("operator-login:") {
+            ("op_fail_ip", "op_fail_net")
+        } else {
+            ("fail_ip", "fail_net")
+        }
+    }
+}
+
 /// `429 too_many_attempts`, to be retried after `retry_after_ms`.
 pub fn too_many(retry_after_ms: i64) -> RiskError {
     RiskError::TooManyAttempts { retry_after_ms }
@@ -113,9 +128,10 @@ pub async fn check(conn: &mut Conn, limits: Limits, a: &Attempt<'_>, now: i64) -
     if a.recognised {
         return Ok(Verdict::Allowed);
     }
+    let (ip_scope, net_scope) = a.network_scopes();
     for (scope, key, limit, span) in [
-        ("fail_ip", a.ip, limits.per_address, WINDOW_MS),
-        ("fail_net", a.subnet, limits.per_subnet, WINDOW_MS),
+        (ip_scope, a.ip, limits.per_address, WINDOW_MS),
+        (net_scope, a.subnet, limits.per_subnet, WINDOW_MS),
         ("fail_account", a.key, DAILY_ACCOUNT_FAILURES, DAY_MS),
     ] {
         let (n, oldest) = window(conn, scope, key, now - span).await?;
@@ -188,8 +204,9 @@ pub struct Pending {
 async fn count(conn: &mut Conn, a: &Attempt<'_>, what: Failure, now: i64) -> Result<Pending, sqlx::Error> {
     let mut events = vec![record(conn, what.counter(), a.ip, now).await?];
     if !a.recognised {
-        events.push(record(conn, "fail_ip", a.ip, now).await?);
-        events.push(record(conn, "fail_net", a.subnet, now).await?);
+        let (ip_scope, net_scope) = a.network_scopes();
+        events.push(record(conn, ip_scope, a.ip, now).await?);
+        events.push(record(conn, net_scope, a.subnet, now).await?);
         events.push(record(conn, "fail_account", a.key, now).await?);
     }
     let row = sqlx::query(
@@ -226,8 +243,9 @@ pub async fn begin(
 ) -> Result<Started, sqlx::Error> {
     // Always in this order (address, subnet, key), so that two attempts cannot deadlock.
     if !a.recognised {
-        tx.lock("throttle", a.ip).await?;
-        tx.lock("throttle", a.subnet).await?;
+        let (ip_scope, net_scope) = a.network_scopes();
+        tx.lock(ip_scope, a.ip).await?;
+        tx.lock(net_scope, a.subnet).await?;
     }
     tx.lock("throttle", a.key).await?;
     if let Verdict::Throttled { retry_after_ms } = check(tx, limits, a, now).await? {

@@ -10,7 +10,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::http::error::{ApiError, IdempotentBodyErrors, Invalid422, JsonBodyErrors, NotFound404, Problem};
-use crate::http::extract::ApiJson;
+use crate::http::extract::{ApiJson, IdempotentJson};
 use crate::http::idempotent::{self as idempotency, IdempotencyKey, Outcome};
 use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry};
 use crate::money::Currency;
@@ -195,7 +195,7 @@ struct TransferView {
 async fn create_transfer(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: ApiJson<NewTransfer>,
+    body: IdempotentJson<NewTransfer>,
 ) -> Result<Response, ApiError> {
     let key = IdempotencyKey::from_headers(&headers)?;
     let fingerprint = idempotency::fingerprint("POST /v1/sandbox/transfers", &body.raw);
@@ -206,6 +206,7 @@ async fn create_transfer(
         let input = input.clone();
         let clock = clock.clone();
         Box::pin(async move {
+            let input = input?;
             let amount = crate::money::parse_amount(&input.amount, ceiling)
                 .map_err(|e| ApiError::invalid_amount(e.to_string()))?;
             if input.from_account == input.to_account {

@@ -120,6 +120,28 @@ both_backends! {
         app.login("nobody@example.jp", "whatever-password", "d", None, ip).await.assert_problem(401, "invalid_credentials");
     }
 
+    async fn failed_shopper_logins_never_lock_operators_out_of_an_address(app: TestApp) {
+        // Issue 15, defect 4: ten failed shopper logins from an address, during an incident.
+        let ip = "203.0.113.60";
+        for i in 0..10 {
+            app.login(&format!("nobody{i}@example.jp"), "whatever-password", "d", None, ip).await.assert_problem(401, "invalid_credentials");
+        }
+        app.login("nobody-else@example.jp", "whatever-password", "d", None, ip).await.assert_problem(429, "too_many_attempts");
+        // The console from the same address still takes the right password (and TOTP).
+        let op = app.operator_session_from(0, ip).await;
+        assert_eq!(app.authed(reqwest::Method::GET, "/v1/admin/alerts", &op, None, ip).await.status, 200);
+        // Operators' own address limit holds, and failing it does not stop shoppers there either.
+        let other = "203.0.113.61";
+        for i in 0..10 {
+            let body = json!({"email": format!("ghost{i}@example.jp"), "password": "whatever-password"});
+            app.post_from("/v1/admin/login", &body, other).await.assert_problem(401, "invalid_credentials");
+        }
+        let operator = &app.sandbox_doc()["operators"][1];
+        let body = json!({"email": operator["email"], "password": operator["password"]});
+        app.post_from("/v1/admin/login", &body, other).await.assert_problem(429, "too_many_attempts");
+        app.login("nobody@example.jp", "whatever-password", "d", None, other).await.assert_problem(401, "invalid_credentials");
+    }
+
     async fn enumeration_by_comparing_answers_learns_nothing(app: TestApp) {
         let s = app.register().await;
         let ip = jp_ip(77);

@@ -508,6 +508,11 @@ impl TestApp {
 
     /// Logs in as a sandbox operator (password, then TOTP computed from the secret).
     pub async fn operator_session(&self, index: usize) -> String {
+        self.operator_session_from(index, OPERATOR_IP).await
+    }
+
+    /// Logs in as a sandbox operator from the address `ip`.
+    pub async fn operator_session_from(&self, index: usize, ip: &str) -> String {
         let doc: Value =
             serde_json::from_str(&std::fs::read_to_string(self.data_dir.0.join("sandbox.json")).unwrap()).unwrap();
         let op = &doc["operators"][index];
@@ -516,13 +521,12 @@ impl TestApp {
         // (one step of drift is allowed).
         let now = omamori::identity::totp::current_step();
         for step in [now, now + 1] {
-            let r = self
-                .post_from("/v1/admin/login", &json!({"email": op["email"], "password": op["password"]}), OPERATOR_IP)
-                .await;
+            let r =
+                self.post_from("/v1/admin/login", &json!({"email": op["email"], "password": op["password"]}), ip).await;
             assert_eq!(r.status, StatusCode::OK, "{r:?}");
             assert_eq!(r.body["methods"], json!(["totp"]));
             let code = omamori::identity::totp::code_at_step(&seed, step);
-            let r = self.verify(r.body["challenge_id"].as_str().unwrap(), "totp", &code, OPERATOR_IP).await;
+            let r = self.verify(r.body["challenge_id"].as_str().unwrap(), "totp", &code, ip).await;
             if r.status == StatusCode::OK {
                 return r.body["session_token"].as_str().unwrap().to_string();
             }

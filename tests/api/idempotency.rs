@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use reqwest::Method;
 use serde_json::json;
 
 use crate::both_backends;
@@ -123,5 +124,51 @@ both_backends! {
         assert!(created.iter().all(|e| *e == created[0]), "two different entries for one key: {created:?}");
         assert_eq!(app.balance(wallet).await, 9_300);
         assert_eq!(app.balance(shop).await, 700);
+    }
+
+    async fn a_key_reused_with_an_added_field_is_a_conflict_before_validation(app: TestApp) {
+        // API.md: idempotency comes before input validation, on every route that moves money.
+        let wallet = app.funded_wallet(1_000, None).await;
+        let shop = app.create_account("merchant", None).await;
+        let body = json!({"from_account": wallet, "to_account": shop, "amount": 300});
+        assert_eq!(app.post("/v1/sandbox/transfers", &body, Some("t-1")).await.status, 201);
+        let mut extra = body.clone();
+        extra["memo"] = json!("x");
+        app.post("/v1/sandbox/transfers", &extra, Some("t-1")).await.assert_problem(409, "idempotency_conflict");
+        // A fresh key with the same body is still validated, and the refusal does not use the key up.
+        app.post("/v1/sandbox/transfers", &extra, Some("t-2")).await.assert_problem(422, "invalid_body");
+        assert_eq!(app.post("/v1/sandbox/transfers", &body, Some("t-2")).await.status, 201);
+        assert_eq!(app.balance(wallet).await, 400);
+
+        let doc = app.sandbox_doc();
+        let terminal = doc["terminal_key"].as_str().unwrap().to_string();
+        let store_qr = doc["store_qr"].as_str().unwrap().to_string();
+        let (s, card) = app.funded_shopper(5_000).await;
+        let topup = json!({"card_id": card, "amount": 1_000});
+        assert_eq!(app.money("/v1/topups", &s, &topup, "tu-1").await.status, 201);
+        let mut extra = topup.clone();
+        extra["currency"] = json!("JPY");
+        app.money("/v1/topups", &s, &extra, "tu-1").await.assert_problem(409, "idempotency_conflict");
+        app.money("/v1/topups", &s, &extra, "tu-2").await.assert_problem(422, "invalid_body");
+        let qr = json!({"store_qr": store_qr, "amount": 100});
+        assert_eq!(app.money("/v1/payments", &s, &qr, "qr-1").await.status, 201);
+        let mut extra = qr.clone();
+        extra["tip"] = json!(10);
+        app.money("/v1/payments", &s, &extra, "qr-1").await.assert_problem(409, "idempotency_conflict");
+        app.money("/v1/payments", &s, &extra, "qr-2").await.assert_problem(422, "invalid_body");
+        let charge = json!({"code": app.payment_code(&s).await, "amount": 200});
+        let paid = app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&charge), Some("pos-1")).await;
+        assert_eq!(paid.status, 201, "{paid:?}");
+        let mut extra = charge.clone();
+        extra["cashier"] = json!("A");
+        app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&extra), Some("pos-1")).await.assert_problem(409, "idempotency_conflict");
+        app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&extra), Some("pos-2")).await.assert_problem(422, "invalid_body");
+        let refunds = format!("/v1/pos/payments/{}/refunds", paid.body["payment_id"].as_str().unwrap());
+        assert_eq!(app.pos(Method::POST, &refunds, &terminal, Some(&json!({"amount": 50})), Some("rf-1")).await.status, 201);
+        let extra = json!({"amount": 50, "reason": "damaged"});
+        app.pos(Method::POST, &refunds, &terminal, Some(&extra), Some("rf-1")).await.assert_problem(409, "idempotency_conflict");
+        app.pos(Method::POST, &refunds, &terminal, Some(&extra), Some("rf-2")).await.assert_problem(422, "invalid_body");
+        // Nothing moved twice: 5,000 + 1,000 - 100 - 200 + 50.
+        assert_eq!(app.wallet(&s).await["balance"], 5_750);
     }
 }

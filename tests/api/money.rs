@@ -395,6 +395,68 @@ both_backends! {
     }
 }
 
+both_backends! {
+    async fn held_top_ups_count_toward_the_caps_and_one_shopper_holds_one_case(app: TestApp) {
+        // Issue 15, defect 2. The day's cap is asserted below: start well inside a Tokyo day.
+        let now = app.state.clock.now_ms();
+        let day_start = omamori::payments::wallet::tokyo_day_start(now);
+        if now - day_start > 20 * 3600 * 1000 {
+            assert_eq!(app.advance_clock((day_start + 25 * 3600 * 1000 - now) / 1000).await.status, 200);
+        }
+        let op = app.operator_session(0).await;
+        let rule = json!({"id": "hold-large-topups", "event": "topup", "priority": 1,
+            "conditions": {"amount_at_least": 30_000}, "outcome": "hold"});
+        assert_eq!(app.authed(Method::POST, "/v1/admin/rules", &op, Some(&rule), OPERATOR_IP).await.status, 201);
+        let (mut s, card) = app.funded_shopper(0).await;
+        let topup = |amount: i64| json!({"card_id": card, "amount": amount});
+        let held = app.money("/v1/topups", &s, &topup(50_000), "held-1").await;
+        assert_eq!(held.status, 202, "{held:?}");
+        assert_eq!(held.body["status"], "held");
+        // A second held top-up while the first case is open: the queue is not one shopper's to flood.
+        let r = app.money("/v1/topups", &s, &topup(40_000), "held-2").await;
+        r.assert_problem(429, "too_many_attempts");
+        assert!(r.body["retry_after"].as_i64().unwrap() > 0);
+        // The held top-up counts toward the velocity limit (2 in 10 minutes) ...
+        assert_eq!(app.money("/v1/topups", &s, &topup(20_000), "ok-1").await.status, 201);
+        app.money("/v1/topups", &s, &topup(1_000), "ok-2").await.assert_problem(429, "too_many_attempts");
+        // ... and toward the day's ¥100,000: 50,000 held + 20,000 + 20,000 leaves less than 10,001.
+        app.advance_clock(11 * 60).await;
+        app.log_in(&mut s).await;
+        assert_eq!(app.money("/v1/topups", &s, &topup(20_000), "ok-3").await.status, 201);
+        let r = app.money("/v1/topups", &s, &topup(10_001), "ok-4").await;
+        r.assert_problem(422, "limit_exceeded");
+        assert!(r.body["detail"].as_str().unwrap().contains("a day"), "{r:?}");
+        assert_eq!(app.wallet(&s).await["balance"], 40_000);
+        // Money arrives by another way (a sandbox transfer): held top-ups count toward the balance cap.
+        let wallet: i64 = sqlx::query_scalar("SELECT wallet_account_id FROM users WHERE id = $1")
+            .bind(&s.user_id).fetch_one(app.db().pool()).await.unwrap();
+        let funding = app.create_account("funding_clearing", None).await;
+        assert_eq!(app.transfer(funding, wallet, 420_000, "in").await.status, 201);
+        let r = app.money("/v1/topups", &s, &topup(1_000), "ok-5").await;
+        r.assert_problem(422, "limit_exceeded");
+        assert!(r.body["detail"].as_str().unwrap().contains("wallet holds"), "{r:?}");
+        // Approving the held ¥50,000 now would leave ¥510,000: refused, and the case stays open.
+        let reviews = app.authed(Method::GET, "/v1/admin/reviews", &op, None, OPERATOR_IP).await;
+        let case = reviews.body["items"].as_array().unwrap().iter().find(|c| c["subject_id"] == held.body["topup_id"]).cloned().unwrap();
+        let decide = format!("/v1/admin/reviews/{}/decide", case["id"].as_str().unwrap());
+        let r = app.authed(Method::POST, &decide, &op, Some(&json!({"decision": "approve"})), OPERATOR_IP).await;
+        r.assert_problem(422, "limit_exceeded");
+        assert!(r.body["detail"].as_str().unwrap().contains("wallet holds"), "{r:?}");
+        let reviews = app.authed(Method::GET, "/v1/admin/reviews", &op, None, OPERATOR_IP).await;
+        assert!(reviews.body["items"].as_array().unwrap().iter().any(|c| c["id"] == case["id"] && c["state"] == "open"), "{reviews:?}");
+        assert_eq!(app.wallet(&s).await["balance"], 460_000);
+        // Once the shopper has spent ¥20,000 the same approval fits, and is charged once.
+        let store_qr = app.sandbox_doc()["store_qr"].as_str().unwrap().to_string();
+        assert_eq!(app.money("/v1/payments", &s, &json!({"store_qr": store_qr, "amount": 20_000}), "spend").await.status, 201);
+        let r = app.authed(Method::POST, &decide, &op, Some(&json!({"decision": "approve"})), OPERATOR_IP).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.body["result"]["balance"], 490_000);
+        assert_eq!(app.wallet(&s).await["balance"], 490_000);
+        let out = app.omamori(&["admin", "verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drawn_payment_code_is_read_back_by_a_real_reader() {
     let have = |tool: &str| {
