@@ -259,6 +259,8 @@ def j_pay(browser):
     w.page.wait_for_function("document.querySelector('img.qr').naturalWidth > 0")
     barcode = w.page.get_by_role("img", name="Barcode")
     expect(barcode).to_be_visible()
+    # A data: image decodes after the element exists: read it only once it is drawn.
+    w.page.wait_for_function("(() => { const b = document.querySelector('img.barcode'); return b.complete && b.naturalWidth > 0; })()")
     expect(w.page.locator(".countdown")).to_have_text(re.compile(r"Valid for \d+ s"))
     w.shot("pay")
     with tempfile.TemporaryDirectory() as tmp:

@@ -39,6 +39,24 @@ export function symbols(text) {
   return values;
 }
 
+/** How many modules wide the barcode of `text` is, quiet zones included. */
+export function modules(text) {
+  let n = 20;
+  for (const v of symbols(text)) for (const w of PATTERNS[v]) n += Number(w);
+  return n;
+}
+
+/**
+ * The widest module (in CSS pixels) that lets the barcode fit in `room` CSS pixels while every bar
+ * is a whole number of device pixels: a scaled barcode has bars of uneven width, which scanners
+ * misread. Never under 2 device pixels (1-pixel bars fail too): on a screen of 1 device pixel per
+ * CSS pixel the barcode may then be wider than `room` (the page lets it overflow its card).
+ */
+export function moduleFor(text, room, pixelRatio = 1) {
+  const devicePixels = Math.max(2, Math.floor((room * pixelRatio) / modules(text)));
+  return devicePixels / pixelRatio;
+}
+
 /** An SVG document of the barcode, `module` pixels per narrowest bar, with quiet zones. */
 export function svg(text, { module = 2, height = 80 } = {}) {
   const quiet = 10 * module;

@@ -4,7 +4,7 @@
 import { h } from '../dom.js';
 import { t } from '../i18n.js';
 import { post } from '../api.js';
-import { dataUrl } from '../code128.js';
+import { dataUrl, moduleFor } from '../code128.js';
 
 const RENEW_BEFORE_MS = 10_000;
 
@@ -28,7 +28,8 @@ export async function render(ctx) {
       const ttl = Date.parse(data.expires_at) - serverNow;
       expiresAt = Date.now() + (Number.isFinite(ttl) && ttl > 0 ? ttl : 60_000);
       digits.textContent = data.code;
-      barcode.src = dataUrl(data.code);
+      const room = barcode.parentElement?.clientWidth || 300;
+      barcode.src = dataUrl(data.code, { module: moduleFor(data.code, room - 32, window.devicePixelRatio || 1) });
       qr.src = `/v1/payment-codes/${encodeURIComponent(data.code)}/qr.svg`;
       if (!first) ctx.say(t('pay.renewed'));
       first = false;
