@@ -10,7 +10,6 @@ use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header;
 use axum::http::request::Parts;
 
 use super::error::ApiError;
@@ -55,9 +54,7 @@ impl FromRequestParts<AppState> for ShopperClient {
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
-    let value = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
+    super::cookies::bearer_token(&parts.headers)
 }
 
 async fn live_session(parts: &Parts, state: &AppState) -> Result<Live, ApiError> {

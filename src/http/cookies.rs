@@ -193,12 +193,21 @@ fn host_is_loopback(headers: &HeaderMap) -> bool {
 pub async fn csrf_guard(req: Request, next: Next) -> Response {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let headers = req.headers();
-    let by_cookie = !headers.contains_key(header::AUTHORIZATION)
+    // What authenticates the request decides: a bearer token (never sent by a browser on its own),
+    // or else the cookie, even beside an `Authorization` header of another scheme.
+    let by_cookie = bearer_token(headers).is_none()
         && (cookie(headers, SESSION_COOKIE).is_some() || cookie(headers, DEVICE_COOKIE).is_some());
     if !safe && by_cookie && !same_origin(headers) {
         return csrf_rejected().into_response();
     }
     next.run(req).await
+}
+
+/// The token of an `Authorization: Bearer` header, if there is one (any other scheme is none).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
 }
 
 fn same_origin(headers: &HeaderMap) -> bool {

@@ -391,3 +391,43 @@ async fn without_trusted_proxies_forwarded_for_is_ignored() {
     let r = app.login("someone@example.jp", "whatever-password", "d", None, "192.0.2.10").await;
     r.assert_problem(403, "region_blocked");
 }
+
+both_backends! {
+    async fn a_cookie_session_changes_nothing_without_this_sites_origin(app: TestApp) {
+        let mut s = app.register().await;
+        app.log_in(&mut s).await;
+        let token = s.session.clone().unwrap();
+        let host = app.url("").trim_start_matches("http://").trim_end_matches('/').to_string();
+        let own = format!("http://{host}");
+        let by_cookie = |origin: Option<&str>, authorization: Option<&str>| {
+            let mut req = app
+                .from(reqwest::Method::POST, "/v1/payment-codes", &s.ip)
+                .header("Cookie", format!("omamori_session={token}"));
+            if let Some(o) = origin {
+                req = req.header("Origin", o);
+            }
+            if let Some(a) = authorization {
+                req = req.header("Authorization", a);
+            }
+            req
+        };
+        // A forged request from another site, or from another port of this host, or one that
+        // hides behind an Authorization header of another scheme: refused before any work.
+        for (origin, authorization) in [
+            (None, None),
+            (Some("https://evil.example"), None),
+            (Some("null"), None),
+            (Some("http://localhost:1"), None),
+            (Some("https://evil.example"), Some("Basic YTpi")),
+            (None, Some("Bearer")),
+        ] {
+            let r = Reply::from(by_cookie(origin, authorization).send().await.unwrap()).await;
+            r.assert_problem(403, "csrf_rejected");
+        }
+        // The site's own page, and an app with its bearer token (no cookie, no Origin), may.
+        let r = Reply::from(by_cookie(Some(&own), None).send().await.unwrap()).await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let r = app.authed(reqwest::Method::POST, "/v1/payment-codes", &token, None, &s.ip).await;
+        assert_eq!(r.status, 201, "{r:?}");
+    }
+}
