@@ -9,6 +9,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod code_shape;
+mod durability;
 mod idempotency;
 mod identity;
 mod ledger;
