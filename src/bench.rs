@@ -206,105 +206,65 @@ pub async fn login(
 /// `omamori bench pos`: POS payments per second over HTTP. The server runs in this process in
 /// sandbox mode (for its demo store and terminal key) on the given database; shoppers are made
 /// directly in the database with funded wallets and one fresh payment code each; then the codes
-/// are charged at the terminal over loopback HTTP, `concurrency` at a time. Each payment is the
-/// whole production path: terminal key, idempotency, code redemption, limits, journal entry,
-/// payment row and notice in one transaction.
-pub async fn pos(
-    mut config: crate::config::Config,
-    database_url: Option<String>,
-    payments: u64,
-    concurrency: u64,
-) -> anyhow::Result<()> {
-    anyhow::ensure!(payments >= 1 && concurrency >= 1, "need payments and concurrency >= 1");
+/// are charged at the terminal over loopback HTTP. Each payment is the whole production path:
+/// terminal key, idempotency, code redemption, limits, journal entry, payment row and notice in one
+/// transaction.
+///
+/// Closed loop (the default): `concurrency` payments at a time, each starting when one ends.
+/// Open loop (`rate`): arrivals at a fixed rate for the duration, whatever the answers take, each
+/// timed from when it was due (so a stall counts against every payment that waited behind it).
+pub async fn pos(mut config: crate::config::Config, run: PosRun) -> anyhow::Result<()> {
+    let payments = match run.load {
+        Load::Closed { payments, concurrency } => {
+            anyhow::ensure!(payments >= 1 && concurrency >= 1, "need payments and concurrency >= 1");
+            payments
+        }
+        Load::Open { rate, duration_secs } => {
+            anyhow::ensure!(rate >= 1 && duration_secs >= 1, "need a rate and a duration >= 1");
+            rate * duration_secs
+        }
+    };
     let dir = std::env::temp_dir().join(format!("omamori-bench-{}", uuid::Uuid::new_v4()));
     let _tmp = TempDir(dir.clone());
     config.data_dir = dir.clone();
-    config.database_url = database_url;
+    config.database_url = run.database_url;
     config.listen = "127.0.0.1:0".parse()?;
     config.sandbox = true;
     config.environment = crate::config::Environment::Development;
-    config.database_max_connections = (concurrency as u32 + 4).max(8);
+    let connections = match run.load {
+        Load::Closed { concurrency, .. } => concurrency as u32 + 4,
+        Load::Open { .. } => 32,
+    };
+    config.database_max_connections = connections.max(8);
     let app = crate::app::Application::build(config).await?;
     let addr = app.local_addr();
     let state = app.state().clone();
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sandbox.json"))?)?;
     let terminal_key = doc["terminal_key"].as_str().unwrap_or_default().to_string();
     let server = tokio::spawn(app.run_until(std::future::pending()));
-
-    // Shoppers with ¥100,000 each and one code each, made just before the timed run (codes live 60 s).
-    let now = state.clock.now_ms();
-    let mut codes = Vec::with_capacity(payments as usize);
-    let run = uuid::Uuid::new_v4().simple().to_string();
-    {
-        let mut tx = state.db.begin().await?;
-        let funding = crate::payments::topups::funding_account(&mut tx, now).await?;
-        for i in 0..payments {
-            let user_id = crate::ids::UserId::from_raw(format!("usr_bench_{run}_{i}"));
-            let wallet =
-                ledger::create_account(&mut tx, AccountKind::Wallet, Currency::Jpy, Some(user_id.as_str()), now)
-                    .await?;
-            ledger::post(
-                &mut tx,
-                &NewEntry::transfer(EntryKind::Adjustment, "bench-funding", funding, wallet, Yen(100_000)),
-                now,
-            )
-            .await?;
-            sqlx::query(
-                "INSERT INTO users (id, phone, email, password_hash, wallet_account_id, credentials_changed_at, created_at) \
-                 VALUES ($1, $2, $3, 'bench', $4, $5, $5)",
-            )
-            .bind(&user_id)
-            .bind(format!("+8170{:08}{}", i, &run[..2]))
-            .bind(format!("bench-{run}-{i}@example.jp"))
-            .bind(wallet.0)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let code = crate::payments::pos::new_code(
-                &mut tx,
-                &state.config.payment_code_prefix,
-                &user_id,
-                "bench-device",
-                now,
-            )
-            .await?;
-            codes.push(code.code);
-        }
-        tx.commit().await?;
-    }
-    let codes = Arc::new(codes);
-    let next = Arc::new(AtomicU64::new(0));
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let shoppers = seed_shoppers(&state, &tag, payments).await?;
+    let codes = Arc::new(fresh_codes(&state, &shoppers).await?);
+    let charge = Charge { addr, key: terminal_key, tag: tag.clone(), codes };
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (codes, next, key, run) = (codes.clone(), next.clone(), terminal_key.clone(), run.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= payments {
-                    break;
-                }
-                let body = format!(r#"{{"code":"{}","amount":100}}"#, codes[i as usize]);
-                let headers =
-                    [("Authorization", format!("Bearer {key}")), ("Idempotency-Key", format!("bench-{run}-{i}"))];
-                let t0 = Instant::now();
-                let status = post_json_with(addr, "/v1/pos/payments", &body, &headers).await?;
-                anyhow::ensure!(status == 201, "a payment answered {status}");
-                latencies.push(t0.elapsed());
-            }
-            Ok::<_, anyhow::Error>(latencies)
-        }));
-    }
-    let latencies = gather(tasks).await?;
+    let (latencies, errors, load) = match run.load {
+        Load::Closed { concurrency, .. } => {
+            (closed_loop(&charge, payments, concurrency).await?, 0, format!("at concurrency {concurrency}"))
+        }
+        Load::Open { rate, duration_secs } => {
+            let (latencies, errors) = open_loop(&charge, rate, duration_secs).await;
+            (latencies, errors, format!("arriving at {rate}/s for {duration_secs} s (open loop)"))
+        }
+    };
     let elapsed = started.elapsed();
     server.abort();
     let problems = ledger::verify(&state.db).await?;
     println!("omamori bench pos: {} backend", state.db.backend().name());
     println!("machine: {}", machine());
     println!(
-        "payments: {payments} POS charges over HTTP at concurrency {concurrency}: {:.0} payments/s, {}",
-        payments as f64 / elapsed.as_secs_f64(),
+        "payments: {} POS charges over HTTP {load}: {:.0} payments/s, {}, errors {errors}",
+        latencies.len(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
         latency_summary(latencies)
     );
     println!(
@@ -314,6 +274,215 @@ pub async fn pos(
     anyhow::ensure!(problems.is_empty(), "the ledger did not verify after the benchmark");
     Ok(())
 }
+
+/// What `bench pos` runs: where, and which kind of load.
+pub struct PosRun {
+    pub database_url: Option<String>,
+    pub load: Load,
+}
+
+pub enum Load {
+    Closed { payments: u64, concurrency: u64 },
+    Open { rate: u64, duration_secs: u64 },
+}
+
+/// Shoppers with ¥100,000 each, made directly in the database (the sign-up is not what is timed).
+async fn seed_shoppers(
+    state: &crate::state::AppState,
+    tag: &str,
+    count: u64,
+) -> anyhow::Result<Vec<crate::ids::UserId>> {
+    let now = state.clock.now_ms();
+    let mut users = Vec::with_capacity(count as usize);
+    let mut tx = state.db.begin().await?;
+    let funding = crate::payments::topups::funding_account(&mut tx, now).await?;
+    for i in 0..count {
+        let user_id = crate::ids::UserId::from_raw(format!("usr_bench_{tag}_{i}"));
+        let wallet =
+            ledger::create_account(&mut tx, AccountKind::Wallet, Currency::Jpy, Some(user_id.as_str()), now).await?;
+        ledger::post(
+            &mut tx,
+            &NewEntry::transfer(EntryKind::Adjustment, "bench-funding", funding, wallet, Yen(100_000)),
+            now,
+        )
+        .await?;
+        sqlx::query(
+            "INSERT INTO users (id, phone, email, password_hash, wallet_account_id, credentials_changed_at, created_at) \
+             VALUES ($1, $2, $3, 'bench', $4, $5, $5)",
+        )
+        .bind(&user_id)
+        .bind(format!("+8170{:08}{}", i, &tag[..2]))
+        .bind(format!("bench-{tag}-{i}@example.jp"))
+        .bind(wallet.0)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        users.push(user_id);
+    }
+    tx.commit().await?;
+    Ok(users)
+}
+
+/// One payment code per shopper, made just before the timed run (codes live 60 s).
+async fn fresh_codes(state: &crate::state::AppState, users: &[crate::ids::UserId]) -> anyhow::Result<Vec<String>> {
+    let now = state.clock.now_ms();
+    let mut codes = Vec::with_capacity(users.len());
+    let mut tx = state.db.begin().await?;
+    for user_id in users {
+        let code =
+            crate::payments::pos::new_code(&mut tx, &state.config.payment_code_prefix, user_id, "bench-device", now)
+                .await?;
+        codes.push(code.code);
+    }
+    tx.commit().await?;
+    Ok(codes)
+}
+
+/// What every charge of one run shares.
+#[derive(Clone)]
+struct Charge {
+    addr: std::net::SocketAddr,
+    key: String,
+    tag: String,
+    codes: Arc<Vec<String>>,
+}
+
+impl Charge {
+    /// Charges code `i`; answers the HTTP status.
+    async fn pay(&self, i: u64) -> anyhow::Result<u16> {
+        let body = format!(r#"{{"code":"{}","amount":100}}"#, self.codes[i as usize]);
+        let headers =
+            [("Authorization", format!("Bearer {}", self.key)), ("Idempotency-Key", format!("bench-{}-{i}", self.tag))];
+        post_json_with(self.addr, "/v1/pos/payments", &body, &headers).await
+    }
+}
+
+async fn closed_loop(charge: &Charge, payments: u64, concurrency: u64) -> anyhow::Result<Vec<Duration>> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (charge, next) = (charge.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= payments {
+                    break;
+                }
+                let t0 = Instant::now();
+                let status = charge.pay(i).await?;
+                anyhow::ensure!(status == 201, "a payment answered {status}");
+                latencies.push(t0.elapsed());
+            }
+            Ok::<_, anyhow::Error>(latencies)
+        }));
+    }
+    gather(tasks).await
+}
+
+/// Arrivals every 1/rate s; answers the latencies of the payments answered 201, and how many were
+/// not (another status, or no answer).
+async fn open_loop(charge: &Charge, rate: u64, duration_secs: u64) -> (Vec<Duration>, u64) {
+    let total = rate * duration_secs;
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / rate as f64);
+        tokio::time::sleep_until(due).await;
+        let charge = charge.clone();
+        tasks.push(tokio::spawn(async move {
+            let status = charge.pay(i).await;
+            (matches!(status, Ok(201)), due.elapsed())
+        }));
+    }
+    let (mut latencies, mut errors) = (Vec::with_capacity(total as usize), 0);
+    for t in tasks {
+        match t.await {
+            Ok((true, latency)) => latencies.push(latency),
+            _ => errors += 1,
+        }
+    }
+    (latencies, errors)
+}
+
+/// `omamori bench tpcb`: the TPC-B transaction of pgbench's default script on SQLite, with the
+/// durability Omamori uses (WAL, `synchronous = FULL`) and one connection (SQLite has one writer):
+/// the bare-database baseline that `bench pos` on SQLite is compared with. Scale 10 as pgbench's
+/// `-s 10`: 10 branches, 100 tellers, 1,000,000 accounts.
+pub async fn tpcb(seconds: u64) -> anyhow::Result<()> {
+    use rand::Rng;
+    use sqlx::{Connection, Executor};
+    anyhow::ensure!(seconds >= 1, "need seconds >= 1");
+    let dir = std::env::temp_dir().join(format!("omamori-bench-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir)?;
+    let _tmp = TempDir(dir.clone());
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}?mode=rwc", dir.join("tpcb.db").display());
+    let mut conn = sqlx::AnyConnection::connect(&url).await?;
+    conn.execute(sqlx::raw_sql(TPCB_SCHEMA)).await?;
+    let scale = 10i64;
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut rng = rand::rng();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        let (aid, tid, bid) =
+            (rng.random_range(1..=100_000 * scale), rng.random_range(1..=10 * scale), rng.random_range(1..=scale));
+        let delta: i64 = rng.random_range(-5000..=5000);
+        let t0 = Instant::now();
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2")
+            .bind(delta)
+            .bind(aid)
+            .execute(&mut *tx)
+            .await?;
+        let _: i64 = sqlx::query_scalar("SELECT abalance FROM pgbench_accounts WHERE aid = $1")
+            .bind(aid)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE pgbench_tellers SET tbalance = tbalance + $1 WHERE tid = $2")
+            .bind(delta)
+            .bind(tid)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE pgbench_branches SET bbalance = bbalance + $1 WHERE bid = $2")
+            .bind(delta)
+            .bind(bid)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES ($1, $2, $3, $4, CURRENT_TIMESTAMP)",
+        )
+        .bind(tid)
+        .bind(bid)
+        .bind(aid)
+        .bind(delta)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        latencies.push(t0.elapsed());
+    }
+    let elapsed = started.elapsed();
+    println!("omamori bench tpcb: SQLite, WAL, synchronous = FULL, one connection, scale {scale}");
+    println!("machine: {}", machine());
+    println!(
+        "transactions: {} TPC-B in {:.1} s: {:.0} transactions/s, {}",
+        latencies.len(),
+        elapsed.as_secs_f64(),
+        latencies.len() as f64 / elapsed.as_secs_f64(),
+        latency_summary(latencies)
+    );
+    Ok(())
+}
+
+/// pgbench's tables at scale 10, filled as `pgbench -i -s 10` fills them.
+const TPCB_SCHEMA: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+CREATE TABLE pgbench_branches (bid INTEGER PRIMARY KEY, bbalance INTEGER NOT NULL, filler TEXT);
+CREATE TABLE pgbench_tellers (tid INTEGER PRIMARY KEY, bid INTEGER NOT NULL, tbalance INTEGER NOT NULL, filler TEXT);
+CREATE TABLE pgbench_accounts (aid INTEGER PRIMARY KEY, bid INTEGER NOT NULL, abalance INTEGER NOT NULL, filler TEXT);
+CREATE TABLE pgbench_history (tid INTEGER, bid INTEGER, aid INTEGER, delta INTEGER, mtime TEXT, filler TEXT);
+WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10) INSERT INTO pgbench_branches SELECT x, 0, '' FROM n;
+WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 100) INSERT INTO pgbench_tellers SELECT x, (x - 1) / 10 + 1, 0, '' FROM n;
+WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 1000000) INSERT INTO pgbench_accounts SELECT x, (x - 1) / 100000 + 1, 0, '' FROM n;";
 
 async fn post_json_with(
     addr: std::net::SocketAddr,
@@ -357,10 +526,14 @@ fn latency_summary(mut latencies: Vec<Duration>) -> String {
     latencies.sort();
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let pct = |p: f64| ms(latencies[((latencies.len() as f64 - 1.0) * p).round() as usize]);
+    if latencies.is_empty() {
+        return "no latency measured".into();
+    }
     format!(
-        "latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "latency p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
         pct(0.50),
         pct(0.99),
+        pct(0.999),
         ms(latencies.last().copied().unwrap_or_default())
     )
 }

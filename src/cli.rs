@@ -189,12 +189,25 @@ enum BenchCommand {
         /// scratch database: the benchmark creates its own shoppers there.
         #[arg(long)]
         database_url: Option<String>,
-        /// How many payments to make.
+        /// How many payments to make (closed loop).
         #[arg(long, default_value_t = 2000)]
         payments: u64,
-        /// How many payments run at once.
+        /// How many payments run at once (closed loop).
         #[arg(long, default_value_t = 8)]
         concurrency: u64,
+        /// Open loop instead: payments arrive at this many per second, whatever the answers take.
+        #[arg(long, requires = "duration")]
+        rate: Option<u64>,
+        /// How long the open-loop arrivals last, in seconds.
+        #[arg(long, requires = "rate")]
+        duration: Option<u64>,
+    },
+    /// The TPC-B transaction of pgbench on bare SQLite (WAL, synchronous = FULL, one connection):
+    /// the baseline `bench pos` on SQLite is compared with (bench/compare.sh runs both).
+    Tpcb {
+        /// How long to run, in seconds.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
     },
     /// Signed merchant webhook deliveries per second, to a local receiver that verifies them.
     Webhooks {
@@ -261,8 +274,16 @@ pub fn run() -> ExitCode {
             Command::Admin { command: AdminCommand::Audit { command: AuditCommand::Verify { anchor } } } => {
                 audit_verify(config, anchor).await
             }
-            Command::Bench { command: BenchCommand::Pos { database_url, payments, concurrency } } => {
-                crate::bench::pos(config, database_url, payments, concurrency).await.map(|()| ExitCode::SUCCESS)
+            Command::Bench { command: BenchCommand::Pos { database_url, payments, concurrency, rate, duration } } => {
+                let load = match (rate, duration) {
+                    (Some(rate), Some(duration_secs)) => crate::bench::Load::Open { rate, duration_secs },
+                    _ => crate::bench::Load::Closed { payments, concurrency },
+                };
+                let run = crate::bench::PosRun { database_url, load };
+                crate::bench::pos(config, run).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Bench { command: BenchCommand::Tpcb { seconds } } => {
+                crate::bench::tpcb(seconds).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Bench { command: BenchCommand::Webhooks { database_url, events } } => {
                 crate::bench::webhooks(config, database_url, events).await.map(|()| ExitCode::SUCCESS)
