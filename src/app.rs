@@ -49,10 +49,12 @@ pub struct Application {
 
 impl Application {
     /// Connects to the database, applies migrations, prepares sandbox data and binds the socket.
-    pub async fn build(config: Config) -> anyhow::Result<Application> {
+    pub async fn build(mut config: Config) -> anyhow::Result<Application> {
         let listen = config.listen;
-        let state = state(config).await?;
         let listener = TcpListener::bind(listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        // Fixed once the port is known (`127.0.0.1:0` picks one).
+        config.public_url = config.effective_public_url(listener.local_addr()?.port());
+        let state = state(config).await?;
         let (db, clock) = (state.db.clone(), state.clock.clone());
         let channels = crate::notify::dispatch::Channels::from_config(
             &state.config,

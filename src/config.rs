@@ -17,6 +17,7 @@ use crate::secret::Secret;
 /// Every setting Omamori reads, in the order the README documents them.
 pub const SETTINGS: &[&str] = &[
     "listen",
+    "public_url",
     "database_url",
     "data_dir",
     "sandbox",
@@ -123,6 +124,10 @@ pub struct Keys {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The address browsers use (`scheme://host[:port]`): the WebAuthn origin and relying-party id.
+    /// When unset and listening on a loopback address, `http://localhost:<port>` (see
+    /// [`Config::public_url`]).
+    pub public_url: Option<String>,
     /// `None` means the SQLite file under `data_dir`.
     pub database_url: Option<String>,
     pub data_dir: PathBuf,
@@ -246,6 +251,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
+            public_url: None,
             database_url: None,
             data_dir: PathBuf::from("./omamori-data"),
             sandbox: false,
@@ -428,6 +434,40 @@ type SetGroup = fn(&mut Config, &str, &str) -> Result<bool, String>;
 const SETTING_GROUPS: &[SetGroup] =
     &[set_service, set_logging, set_client_origin, set_limits, set_risk, set_secrets, set_notify];
 
+/// `scheme://host[:port]` with `https`, or `http` only for `localhost`; no path, query or user.
+fn parse_public_url(value: &str) -> Result<String, String> {
+    let expected = "expected https://HOST[:PORT] (or http://localhost:PORT), without a path";
+    let value = value.trim_end_matches('/');
+    let (scheme, rest) = value.split_once("://").ok_or(expected)?;
+    let host = match rest.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => rest,
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') && !l.starts_with('-'));
+    let scheme_ok = scheme == "https" || (scheme == "http" && host == "localhost");
+    if !host_ok || !scheme_ok || host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(expected.into());
+    }
+    Ok(value.to_ascii_lowercase())
+}
+
+impl Config {
+    /// The address browsers use: the setting, or `http://localhost:<port>` when listening on a
+    /// loopback address (browsers refuse WebAuthn on an IP-address origin); `None` otherwise.
+    /// `port` is the bound port (the setting may say 0).
+    pub fn effective_public_url(&self, port: u16) -> Option<String> {
+        match &self.public_url {
+            Some(url) => Some(url.clone()),
+            None if self.listen.ip().is_loopback() => Some(format!("http://localhost:{port}")),
+            None => None,
+        }
+    }
+}
+
 fn unparsed(setting: &str) -> ! {
     unreachable!("setting {setting} is listed in SETTINGS but not parsed")
 }
@@ -436,6 +476,7 @@ fn unparsed(setting: &str) -> ! {
 fn set_service(config: &mut Config, setting: &str, value: &str) -> Result<bool, String> {
     match setting {
         "listen" => config.listen = value.parse().map_err(|_| "expected HOST:PORT, for example 127.0.0.1:8080")?,
+        "public_url" => config.public_url = Some(parse_public_url(value)?),
         "database_url" => {
             if !(value.starts_with("sqlite:") || value.starts_with("postgres://") || value.starts_with("postgresql://"))
             {

@@ -166,6 +166,10 @@ id_types! {
     SignupId = "sgn", "sign-up";
     /// An operator.
     OperatorId = "opr", "operator";
+    /// A registered passkey (a WebAuthn credential's public key).
+    PasskeyId = "pky", "passkey";
+    /// A passkey registration ceremony in progress.
+    RegistrationId = "pkr", "passkey registration";
     /// A linked card.
     CardId = "crd", "card";
     /// A top-up.

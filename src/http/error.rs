@@ -137,6 +137,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "insufficient_funds",
     "limit_exceeded",
     "not_reversible",
+    "passkey_rejected",
     "payment_reversed",
     "refund_exceeds_payment",
     "reversal_window_closed",
@@ -606,6 +607,10 @@ impl From<crate::identity::IdentityError> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, "cooling_off", detail).with("retry_after", retry_after_secs)
             }
             E::LoginDeclined => ApiError::new(StatusCode::FORBIDDEN, "risk_declined", detail),
+            E::PasskeysUnavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail),
+            E::RegistrationNotFound => ApiError::not_found(detail),
+            E::InvalidPasskeyName => ApiError::invalid_body(detail),
+            E::PasskeyRejected(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "passkey_rejected", detail),
             E::Risk(risk) => risk.into(),
             E::Db(db) => db.into(),
             E::Internal(cause) => ApiError::internal(cause),

@@ -96,6 +96,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(readyz))
         .routes(routes!(metrics_text))
         .merge(crate::identity::routes::routes())
+        .merge(crate::identity::passkey_routes::routes())
         .merge(crate::merchants::routes::routes())
         .merge(crate::payments::routes::routes())
         .merge(crate::payments::chargeback_routes::routes())

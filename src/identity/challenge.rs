@@ -73,6 +73,9 @@ pub async fn user_methods(conn: &mut Conn, user_id: &UserId) -> Result<Vec<&'sta
     if row.try_get::<i64, _>("codes")? > 0 {
         methods.push("recovery_code");
     }
+    if super::passkey::has_any(conn, super::passkey::Owner::User(user_id)).await? {
+        methods.push("passkey");
+    }
     Ok(methods)
 }
 
@@ -131,6 +134,7 @@ struct Row_ {
     subject_id: Option<String>,
     methods: String,
     sms_code_hash: Option<String>,
+    passkey_challenge: Option<String>,
     sms_sends: i64,
     failures: i64,
     state: String,
@@ -142,8 +146,8 @@ async fn load(conn: &mut Conn, id: &ChallengeId) -> Result<Option<Row_>, sqlx::E
         return Ok(None);
     }
     let row = sqlx::query(
-        "SELECT id, purpose, user_id, operator_id, session_id, device_id, subject_id, methods, sms_code_hash, sms_sends, \
-         failures, state, expires_at FROM challenges WHERE id = $1",
+        "SELECT id, purpose, user_id, operator_id, session_id, device_id, subject_id, methods, sms_code_hash, \
+         passkey_challenge, sms_sends, failures, state, expires_at FROM challenges WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -160,6 +164,7 @@ async fn load(conn: &mut Conn, id: &ChallengeId) -> Result<Option<Row_>, sqlx::E
             subject_id: r.try_get("subject_id")?,
             methods: r.try_get("methods")?,
             sms_code_hash: r.try_get("sms_code_hash")?,
+            passkey_challenge: r.try_get("passkey_challenge")?,
             sms_sends: r.try_get("sms_sends")?,
             failures: r.try_get("failures")?,
             state: r.try_get("state")?,
@@ -173,11 +178,65 @@ fn is_open(c: &Row_, now: i64) -> bool {
     c.state == "open" && c.expires_at > now && c.failures < MAX_CODE_FAILURES
 }
 
-/// `POST /v1/challenges/{id}/send {"method": "sms"}`.
-pub async fn send(state: &AppState, id: &ChallengeId, method: &str, client: &ClientInfo) -> Result<(), IdentityError> {
-    if method != "sms" {
-        return Err(IdentityError::OnlySmsIsSent);
+/// What a send gives: an SMS on its way, or the options of a passkey ceremony.
+pub enum Sent {
+    Sms,
+    Passkey(serde_json::Value),
+}
+
+/// `POST /v1/challenges/{id}/send {"method": "sms" | "passkey"}`.
+pub async fn send(
+    state: &AppState,
+    id: &ChallengeId,
+    method: &str,
+    client: &ClientInfo,
+) -> Result<Sent, IdentityError> {
+    match method {
+        "sms" => send_sms(state, id, client).await.map(|()| Sent::Sms),
+        "passkey" => send_passkey(state, id).await.map(Sent::Passkey),
+        _ => Err(IdentityError::OnlySmsIsSent),
     }
+}
+
+/// A fresh WebAuthn challenge for the challenge (it replaces any earlier one), and the request
+/// options naming the owner's passkeys (none for a passkey login: the browser offers its own).
+async fn send_passkey(state: &AppState, id: &ChallengeId) -> Result<serde_json::Value, IdentityError> {
+    let rp = super::passkey::relying_party(state)?;
+    let now = state.clock.now_ms();
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        tx.lock("challenge", id).await?;
+        let c = load(&mut tx, id).await?.ok_or(IdentityError::ChallengeNotFound)?;
+        if !is_open(&c, now) {
+            return Err(IdentityError::ChallengeExpired);
+        }
+        if !c.methods.split(',').any(|m| m == "passkey") {
+            return Err(IdentityError::MethodNotAccepted { accepted: c.methods.replace(',', ", ") });
+        }
+        let allow = match (&c.user_id, &c.operator_id) {
+            (Some(u), _) => super::passkey::credential_ids(&mut tx, super::passkey::Owner::User(u)).await?,
+            (_, Some(o)) => super::passkey::credential_ids(&mut tx, super::passkey::Owner::Operator(o)).await?,
+            _ => Vec::new(),
+        };
+        let challenge = set_passkey_challenge(&mut tx, &c.id).await?;
+        tx.commit().await?;
+        Ok(super::webauthn::request_options(&rp, &challenge, &allow))
+    })
+    .await
+}
+
+/// Gives the challenge a fresh WebAuthn challenge, in the caller's transaction.
+pub async fn set_passkey_challenge(conn: &mut Conn, id: &ChallengeId) -> Result<String, sqlx::Error> {
+    let challenge = super::webauthn::new_challenge();
+    sqlx::query("UPDATE challenges SET passkey_challenge = $1 WHERE id = $2")
+        .bind(&challenge)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(challenge)
+}
+
+async fn send_sms(state: &AppState, id: &ChallengeId, client: &ClientInfo) -> Result<(), IdentityError> {
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
@@ -257,12 +316,27 @@ pub enum Verified<Card> {
     Card(Card),
 }
 
-/// `POST /v1/challenges/{id}/verify {"method", "code"}`: answers with what the challenge was for.
+/// What a verify answers with: a code by its method, or a passkey's assertion.
+pub enum Proof<'a> {
+    Code { method: &'a str, code: &'a str },
+    Passkey(&'a serde_json::Value),
+}
+
+impl Proof<'_> {
+    fn method(&self) -> &str {
+        match self {
+            Proof::Code { method, .. } => method,
+            Proof::Passkey(_) => "passkey",
+        }
+    }
+}
+
+/// `POST /v1/challenges/{id}/verify {"method", "code" | "credential"}`: answers with what the
+/// challenge was for.
 pub async fn verify<C: CardChallenges>(
     state: &AppState,
     id: &ChallengeId,
-    method: &str,
-    code: &str,
+    proof: &Proof<'_>,
     client: &ClientInfo,
     hooks: (&C, &dyn rules::FactSource),
 ) -> Result<Verified<C::Card>, IdentityError> {
@@ -272,9 +346,12 @@ pub async fn verify<C: CardChallenges>(
         // One verify of a challenge at a time: the failure count and the state are read, checked
         // and written under this lock, so parallel guesses cannot exceed 5 or revive a used code.
         tx.lock("challenge", id).await?;
-        let c = load(&mut tx, id).await?.ok_or(IdentityError::ChallengeNotFound)?;
-        let owner = answerable(&mut tx, &c, method, now).await?;
-        if !code_is_right(&mut tx, state, &c, method, code, now).await? {
+        let mut c = load(&mut tx, id).await?.ok_or(IdentityError::ChallengeNotFound)?;
+        if let Proof::Passkey(credential) = proof {
+            find_passkey_owner(&mut tx, &mut c, credential).await?;
+        }
+        let owner = answerable(&mut tx, &c, proof.method(), now).await?;
+        if !code_is_right(&mut tx, state, &c, proof, now).await? {
             let wrong = WrongCode {
                 holder: CodeHolder::Challenge,
                 id: c.id.as_str(),
@@ -316,9 +393,15 @@ async fn answerable(conn: &mut Conn, c: &Row_, method: &str, now: i64) -> Result
     if !c.methods.split(',').any(|m| m == method) {
         return Err(IdentityError::MethodNotAccepted { accepted: c.methods.replace(',', ", ") });
     }
-    let owner = match (&c.user_id, &c.operator_id) {
-        (Some(u), _) => Owner { key: format!("account:{u}"), max_delay_ms: None },
-        (_, Some(o)) => Owner { key: format!("operator:{o}"), max_delay_ms: Some(60_000) },
+    let owner = match (&c.user_id, &c.operator_id, c.purpose) {
+        (Some(u), _, _) => Owner { key: format!("account:{u}"), max_delay_ms: None },
+        (_, Some(o), _) => Owner { key: format!("operator:{o}"), max_delay_ms: Some(60_000) },
+        // A passkey login answered with a passkey no one registered: its failures count under a
+        // key of their own (and against the address, as any wrong code).
+        (None, None, Purpose::Login) => Owner { key: "passkey-login:unknown".into(), max_delay_ms: Some(60_000) },
+        (None, None, Purpose::OperatorLogin) => {
+            Owner { key: "operator-login:passkey".into(), max_delay_ms: Some(60_000) }
+        }
         _ => return Err(anyhow::anyhow!("challenge {} has no owner", c.id).into()),
     };
     if let Some(until) = throttle::locked(conn, &owner.key, now).await? {
@@ -327,16 +410,42 @@ async fn answerable(conn: &mut Conn, c: &Row_, method: &str, now: i64) -> Result
     Ok(owner)
 }
 
-/// Whether `code` answers the challenge by `method` (a TOTP step or a recovery code is used up by
-/// a right answer, in the caller's transaction).
+/// A passkey login's challenge names no one until its answer: the owner is the passkey's (a
+/// shopper's for a shopper's login, an operator's for an operator's), in the loaded row only.
+async fn find_passkey_owner(conn: &mut Conn, c: &mut Row_, credential: &serde_json::Value) -> Result<(), sqlx::Error> {
+    if c.user_id.is_some() || c.operator_id.is_some() {
+        return Ok(());
+    }
+    let (user, operator) = super::passkey::owner_of(conn, credential).await?;
+    match c.purpose {
+        Purpose::Login => c.user_id = user,
+        Purpose::OperatorLogin => c.operator_id = operator,
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Whether the proof answers the challenge (a TOTP step, a recovery code or a passkey's counter
+/// is used up by a right answer, in the caller's transaction).
 async fn code_is_right(
     conn: &mut Conn,
     state: &AppState,
     c: &Row_,
-    method: &str,
-    code: &str,
+    proof: &Proof<'_>,
     now: i64,
 ) -> Result<bool, IdentityError> {
+    let (method, code) = match proof {
+        Proof::Code { method, code } => (*method, *code),
+        Proof::Passkey(credential) => {
+            let owner = match (&c.user_id, &c.operator_id) {
+                (Some(u), _) => super::passkey::Owner::User(u),
+                (_, Some(o)) => super::passkey::Owner::Operator(o),
+                _ => return Ok(false),
+            };
+            let challenge = c.passkey_challenge.as_deref();
+            return super::passkey::assertion_is_right(conn, state, owner, challenge, credential, now).await;
+        }
+    };
     Ok(match method {
         "sms" => secret_matches(c.id.as_str(), code, c.sms_code_hash.as_deref()),
         "totp" => check_totp(conn, state, c, code).await?,
@@ -350,12 +459,14 @@ async fn code_is_right(
 
 /// Used once: the state moves on and the code is forgotten.
 async fn use_up(conn: &mut Conn, id: &ChallengeId) -> Result<(), IdentityError> {
-    let moved =
-        sqlx::query("UPDATE challenges SET state = 'verified', sms_code_hash = NULL WHERE id = $1 AND state = 'open'")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+    let moved = sqlx::query(
+        "UPDATE challenges SET state = 'verified', sms_code_hash = NULL, passkey_challenge = NULL \
+         WHERE id = $1 AND state = 'open'",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
     if moved != 1 {
         return Err(IdentityError::ChallengeExpired);
     }

@@ -274,3 +274,83 @@ pub async fn operator_login(
     .await
     .map_err(IdentityError::from)
 }
+
+/// A passkey login begun: pass `options` to `navigator.credentials.get`, then verify the
+/// challenge with `{method: "passkey", credential}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PasskeyLoginStarted {
+    pub challenge_id: crate::ids::ChallengeId,
+    /// The standard `PublicKeyCredentialRequestOptions`, in its JSON form (base64url binaries),
+    /// with no `allowCredentials`: the browser offers the passkeys it holds for this site.
+    #[schema(value_type = Object)]
+    pub options: serde_json::Value,
+}
+
+/// Who a passkey login is for: a shopper (on `device_id`) or an operator (at the console).
+pub enum PasskeyLogin<'a> {
+    Shopper { device_id: &'a str },
+    Operator,
+}
+
+/// `POST /v1/login/passkey {device_id}` and `POST /v1/admin/login/passkey`: a login challenge
+/// that names no account and takes only a passkey (a discoverable credential: the passkey tells
+/// whose it is). The logins switch and the address and subnet throttles apply as to a password.
+pub async fn passkey_login(
+    state: &AppState,
+    who: PasskeyLogin<'_>,
+    client: &ClientInfo,
+) -> Result<PasskeyLoginStarted, IdentityError> {
+    let rp = super::passkey::relying_party(state)?;
+    let now = state.clock.now_ms();
+    let (purpose, device_id) = match who {
+        PasskeyLogin::Shopper { device_id } => {
+            check_device_id(device_id)?;
+            (Purpose::Login, device_id)
+        }
+        PasskeyLogin::Operator => (Purpose::OperatorLogin, "console"),
+    };
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        if purpose == Purpose::Login {
+            let subject = crate::risk::switches::Subject { country: client.country.as_deref(), ..Default::default() };
+            crate::risk::switches::check(&mut tx, crate::ids::SwitchName::Logins, subject).await?;
+        }
+        // No account is named yet: the address and subnet limits (operators' own for operators;
+        // the key is this address's, so that no one else's attempts lock it).
+        let limits = throttle::Limits::from_config(&state.config);
+        let verdict = if purpose == Purpose::Login {
+            throttle::check_network(&mut tx, limits, &client.ip_text, &client.subnet, now).await?
+        } else {
+            let key = format!("operator-login:passkey:{}", client.ip_text);
+            let attempt = throttle::Attempt {
+                ip: &client.ip_text,
+                subnet: &client.subnet,
+                key: &key,
+                recognised: false,
+                max_delay_ms: Some(60_000),
+            };
+            throttle::check(&mut tx, limits, &attempt, now).await?
+        };
+        if let crate::risk::Verdict::Throttled { retry_after_ms } = verdict {
+            // The refused address is recorded for the alerts.
+            tx.commit().await?;
+            return Err(throttle::too_many(retry_after_ms).into());
+        }
+        let c = NewChallenge {
+            purpose,
+            user_id: None,
+            operator_id: None,
+            session_id: None,
+            device_id: Some(device_id),
+            subject_id: None,
+            methods: &["passkey"],
+            client,
+        };
+        let created = challenge::create(&mut tx, &c, now).await?;
+        let webauthn_challenge = challenge::set_passkey_challenge(&mut tx, &created.challenge_id).await?;
+        tx.commit().await?;
+        let options = super::webauthn::request_options(&rp, &webauthn_challenge, &[]);
+        Ok::<_, IdentityError>(PasskeyLoginStarted { challenge_id: created.challenge_id, options })
+    })
+    .await
+}

@@ -10,12 +10,15 @@ pub mod challenge;
 pub mod freeze;
 pub mod login;
 pub mod operators;
+pub mod passkey;
+pub mod passkey_routes;
 pub mod password;
 pub mod recovery;
 pub mod routes;
 pub mod session;
 pub mod signup;
 pub mod totp;
+pub mod webauthn;
 
 pub use crate::secret::{mask_email, mask_phone, new_code, new_token, secret_hash, secret_matches};
 
@@ -113,6 +116,18 @@ pub enum IdentityError {
     /// `403 cooling_off` with `retry_after` (seconds).
     #[error("this is not allowed for a while after a password reset or a change of contact details")]
     CoolingOff { retry_after_secs: i64 },
+    /// `503 unavailable`: no `OMAMORI_PUBLIC_URL`, so no origin for passkeys.
+    #[error("passkeys are not available on this server: it has no public address (OMAMORI_PUBLIC_URL)")]
+    PasskeysUnavailable,
+    /// `404 not_found`.
+    #[error("there is no such passkey registration")]
+    RegistrationNotFound,
+    /// `422 invalid_body`.
+    #[error("a passkey's name is 1 to 64 characters, without control characters")]
+    InvalidPasskeyName,
+    /// `422 passkey_rejected`: the browser's answer to a registration does not verify.
+    #[error("{0}")]
+    PasskeyRejected(webauthn::Rejected),
     /// `403 risk_declined`: the login rules refused a session after a right second factor (not a
     /// final answer: the same login may pass from the usual phone).
     #[error("this sign-in was declined for your protection; try again from your usual phone")]

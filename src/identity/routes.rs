@@ -158,8 +158,17 @@ async fn login_route(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SendBody {
-    /// `sms`
+    /// `sms`, or `passkey` for the options of a passkey ceremony
     method: String,
+}
+
+/// The options of a passkey ceremony for this challenge.
+#[derive(Serialize, utoipa::ToSchema)]
+struct PasskeyOptions {
+    /// The standard `PublicKeyCredentialRequestOptions`, in its JSON form (base64url binaries):
+    /// pass it to `navigator.credentials.get`, then verify with `{method: "passkey", credential}`.
+    #[schema(value_type = Object)]
+    options: serde_json::Value,
 }
 
 /// A code is on its way.
@@ -169,31 +178,41 @@ struct CodeSent {
     sent: bool,
 }
 
-/// Sends a fresh code for a challenge (SMS).
+/// Sends a fresh code for a challenge (SMS), or starts a passkey ceremony for it.
 #[utoipa::path(post, path = "/v1/challenges/{challenge_id}/send", tag = "shopper", request_body = SendBody,
     params(("challenge_id" = String, Path)), responses(
     (status = 202, body = CodeSent, description = "Sent"),
+    (status = 200, body = PasskeyOptions, description = "With `passkey`: the ceremony's options (a fresh WebAuthn challenge each time)"),
     JsonBodyErrors, NotFound404,
     (status = 403, description = "`region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json"),
     (status = 410, description = "`challenge_expired`: the challenge expired or was used up", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "`invalid_method`: only `sms` is sent, or the challenge takes no SMS; `invalid_body`: a field is missing, unknown or of the wrong type", body = Problem, content_type = "application/problem+json"),
-    TooMany429))]
+    (status = 422, description = "`invalid_method`: only `sms` is sent (and `passkey` started), or the challenge takes no such method; `invalid_body`: a field is missing, unknown or of the wrong type", body = Problem, content_type = "application/problem+json"),
+    TooMany429,
+    (status = 503, description = "`unavailable`: with `passkey`, the server has no public address (`OMAMORI_PUBLIC_URL`)", body = Problem, content_type = "application/problem+json")))]
 async fn challenge_send(
     State(state): State<AppState>,
     client: ShopperClient,
     PathId(id): PathId<ChallengeId>,
     body: ApiJson<SendBody>,
 ) -> Result<Response, ApiError> {
-    challenge::send(&state, &id, &body.value.method, &client.0).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(CodeSent { sent: true })).into_response())
+    Ok(match challenge::send(&state, &id, &body.value.method, &client.0).await? {
+        challenge::Sent::Sms => (StatusCode::ACCEPTED, axum::Json(CodeSent { sent: true })).into_response(),
+        challenge::Sent::Passkey(options) => axum::Json(PasskeyOptions { options }).into_response(),
+    })
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VerifyBody {
-    /// `sms`, `totp` or `recovery_code`
+    /// `sms`, `totp`, `recovery_code` or `passkey`
     method: String,
-    code: String,
+    /// The code (every method but `passkey`).
+    code: Option<String>,
+    /// With `passkey`: the `PublicKeyCredential` that `navigator.credentials.get` gave, in its JSON
+    /// form (`id`, `rawId`, `type`, `response.clientDataJSON`, `response.authenticatorData`,
+    /// `response.signature`, `response.userHandle`; binaries base64url).
+    #[schema(value_type = Option<Object>)]
+    credential: Option<serde_json::Value>,
 }
 
 /// Answers a challenge; returns what it was for (a session, a step-up grant).
@@ -217,16 +236,16 @@ async fn challenge_verify(
     if purpose != Some(challenge::Purpose::OperatorLogin) {
         crate::risk::client::country_policy(&state.config, &client)?;
     }
+    let b = &body.value;
+    let proof = match (b.method.as_str(), &b.code, &b.credential) {
+        ("passkey", None, Some(credential)) => challenge::Proof::Passkey(credential),
+        ("passkey", _, _) => return Err(ApiError::invalid_body("a passkey answers with `credential` (and no `code`)")),
+        (method, Some(code), None) => challenge::Proof::Code { method, code },
+        _ => return Err(ApiError::invalid_body("a code answers with `code` (and no `credential`)")),
+    };
     let cards = crate::payments::cards::CardChallengeHook;
-    let answer = challenge::verify(
-        &state,
-        &id,
-        &body.value.method,
-        &body.value.code,
-        &client,
-        (&cards, &crate::payments::risk_facts::Owners),
-    )
-    .await?;
+    let answer =
+        challenge::verify(&state, &id, &proof, &client, (&cards, &crate::payments::risk_facts::Owners)).await?;
     Ok(browser.verified(answer))
 }
 

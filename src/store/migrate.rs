@@ -48,6 +48,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0006_login_rules.sql"),
         postgres: include_str!("../../migrations/postgres/0006_login_rules.sql"),
     },
+    Migration {
+        version: 7,
+        name: "passkeys",
+        sqlite: include_str!("../../migrations/sqlite/0007_passkeys.sql"),
+        postgres: include_str!("../../migrations/postgres/0007_passkeys.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

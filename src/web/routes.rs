@@ -48,6 +48,7 @@ const APP: &[Asset] = &[
     asset!("js/code128.js", JS),
     asset!("js/emvqr.js", JS),
     asset!("js/challenge.js", JS),
+    asset!("js/passkey.js", JS),
     asset!("js/screens/welcome.js", JS),
     asset!("js/screens/home.js", JS),
     asset!("js/screens/pay.js", JS),

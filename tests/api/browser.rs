@@ -152,3 +152,8 @@ async fn browser_security_signs_out_a_device_changes_the_password_and_logs_out()
 async fn browser_no_token_is_readable_and_a_cross_origin_post_is_refused() {
     journey_with_shopper("secrets", |_, _, _| {}).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_passkey_added_then_logs_in_alone_and_steps_up() {
+    journey_with_shopper("passkey", |_, _, _| {}).await;
+}

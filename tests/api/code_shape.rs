@@ -137,6 +137,7 @@ const TEXT_IDS: &[(&str, &str)] = &[
     ("scope_id", "a merchant, a user, a card or a country code, as the scope's kind says"),
     ("rule_id", "risk rules are named by words, not by generated ids"),
     ("key_id", "a signing key's name in the configuration"),
+    ("credential_id", "a WebAuthn credential's id (base64url), chosen by the authenticator"),
 ];
 
 /// Each `NAME_id: TYPE` (a parameter or a field) whose type is text, outside comments, literals

@@ -17,6 +17,7 @@ mod money;
 mod notifications;
 mod openapi;
 mod operations;
+mod passkeys;
 mod receivers;
 mod sandbox;
 mod schema_parity;

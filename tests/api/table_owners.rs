@@ -18,6 +18,8 @@ const OWNERS: &[(&str, &str)] = &[
     ("recovery_codes", "identity"),
     ("password_resets", "identity"),
     ("operators", "identity"),
+    ("passkeys", "identity"),
+    ("passkey_registrations", "identity"),
     ("cards", "payments"),
     ("card_fingerprints", "payments"),
     ("topups", "payments"),

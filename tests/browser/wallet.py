@@ -493,6 +493,60 @@ def j_secrets(browser):
     w.finish()
 
 
+def virtual_authenticator(w):
+    """Chromium's virtual platform authenticator (CTAP2, internal, resident keys, user verified),
+    through the DevTools protocol: the passkey ceremonies then run for real, without a person."""
+    cdp = w.context.new_cdp_session(w.page)
+    cdp.send("WebAuthn.enable")
+    added = cdp.send("WebAuthn.addVirtualAuthenticator", {"options": {
+        "protocol": "ctap2", "transport": "internal", "hasResidentKey": True,
+        "hasUserVerification": True, "isUserVerified": True, "automaticPresenceSimulation": True}})
+    return cdp, added["authenticatorId"]
+
+
+def j_passkey(browser):
+    """Security: "Add a passkey" (the ceremony at once, the name afterwards); log out; "Log in with a
+    passkey" with no login name and no password; then a step-up answered with the passkey."""
+    s = shopper()
+    w = Wallet(browser)
+    w.open()
+    cdp, authenticator = virtual_authenticator(w)
+    w.log_in(s["phone"], s["password"], s["phone"])
+    w.go("Security")
+    p = w.page
+    expect(p.get_by_text("No passkey yet.")).to_be_visible()
+    p.get_by_role("button", name="Add a passkey").click()
+    p.get_by_label("Passkey name").fill("My phone")
+    p.get_by_role("button", name="Save passkey").click()
+    w.expect_said("passkey is added")
+    keys = p.get_by_role("list", name="Passkeys")
+    expect(keys.get_by_role("listitem").filter(has_text="My phone")).to_have_count(1)
+    creds = cdp.send("WebAuthn.getCredentials", {"authenticatorId": authenticator})["credentials"]
+    assert len(creds) == 1 and creds[0]["isResidentCredential"], creds
+    w.shot("passkeys")
+    p.get_by_role("button", name="Log out").click()
+    w.expect_said("logged out")
+
+    # Nothing typed: the passkey alone.
+    p.get_by_role("button", name="Log in with a passkey").click()
+    expect(p.get_by_role("group", name="Balance")).to_have_text(re.compile(r"^¥[\d,]+$"))
+    w.expect_said("logged in")
+
+    # Five minutes on, removing the passkey asks for the second step: the passkey answers it.
+    advance_clock(301)
+    w.go("Security")
+    p.get_by_role("button", name="Remove My phone").click()
+    dialog = p.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name="Use a passkey").click()
+    w.expect_said("passkey is removed")
+    expect(p.get_by_role("button", name="Remove My phone")).to_have_count(0)
+    _, me = api("GET", "/v1/sandbox/messages?to=" + urllib.parse.quote(s["email"]))
+    kinds = [m["kind"] for m in me["items"]]
+    assert "passkey_added" in kinds and "passkey_removed" in kinds, kinds
+    w.finish()
+
+
 JOURNEYS = {name[2:]: fn for name, fn in globals().items() if name.startswith("j_")}
 
 

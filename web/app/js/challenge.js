@@ -5,6 +5,7 @@
 import { h, field } from './dom.js';
 import { t } from './i18n.js';
 import { post } from './api.js';
+import * as passkeys from './passkey.js';
 
 /**
  * Renders the second step of challenge `id` into `container`; `onVerified(answer)` runs after a
@@ -27,7 +28,17 @@ export function secondStep(container, { id, methods, onVerified, say, warn }) {
     }
   });
   const passkey = h('button', { type: 'button', class: 'secondary', hidden: !methods.includes('passkey') }, t('second.passkey'));
-  passkey.addEventListener('click', () => say(t('passkey.later')));
+  passkey.addEventListener('click', async () => {
+    try {
+      const path = `/v1/challenges/${encodeURIComponent(id)}`;
+      const { data: started } = await post(`${path}/send`, { method: 'passkey' }, { auth: false });
+      const credential = await passkeys.get(started.options);
+      const { data } = await post(`${path}/verify`, { method: 'passkey', credential }, { auth: false });
+      await onVerified(data);
+    } catch (e) {
+      warn(passkeys.failure(e, t));
+    }
+  });
   const form = h('form', { class: 'stack' },
     h('div', { class: 'row' }, sendButton, passkey),
     kinds.length > 1 ? field(t('second.method'), method) : null,

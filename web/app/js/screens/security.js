@@ -1,23 +1,28 @@
-// Security: the account, the sessions (each with "Sign out"), passkeys (later), the
+// Security: the account, the sessions (each with "Sign out"), passkeys (add, name, remove), the
 // authenticator app with its recovery codes shown once, the password, and logging out.
 
 import { h, field } from '../dom.js';
 import { t, when } from '../i18n.js';
 import { get, post, call } from '../api.js';
+import * as passkeys from '../passkey.js';
 
 export async function render(ctx) {
   const sessions = h('ul', { class: 'list' });
+  const keys = h('ul', { class: 'list', 'aria-label': t('security.passkeys') });
   const tools = h('section', { class: 'stack' });
   const me = (await get('/v1/me')).data;
   ctx.main.append(h('h1', { tabindex: -1 }, t('security.title')),
     h('section', { class: 'card' }, h('h2', {}, t('security.account')), h('p', {}, me.phone), h('p', {}, me.email)),
-    h('h2', {}, t('security.sessions')), sessions, tools);
+    h('h2', {}, t('security.sessions')), sessions,
+    h('h2', {}, t('security.passkeys')), keys, tools);
   await listSessions(ctx, sessions);
-  const passkey = h('button', { type: 'button', class: 'secondary', onclick: () => ctx.say(t('passkey.later')) }, t('security.passkey'));
+  await listPasskeys(ctx, keys);
+  const passkey = h('button', { type: 'button', class: 'secondary' }, t('security.passkey'));
   const totp = h('button', { type: 'button', class: 'secondary' }, t('security.totp'));
   const password = h('button', { type: 'button', class: 'secondary' }, t('security.password'));
   const logout = h('button', { type: 'button', class: 'danger' }, t('security.logout'));
   const panel = h('div', { class: 'stack' });
+  passkey.addEventListener('click', () => addPasskey(ctx, panel, keys));
   totp.addEventListener('click', () => setUpTotp(ctx, panel).catch((e) => ctx.warn(e.message)));
   password.addEventListener('click', () => changePassword(ctx, panel));
   logout.addEventListener('click', async () => {
@@ -57,6 +62,59 @@ async function listSessions(ctx, list) {
     list.append(h('li', {}, h('span', {}, h('strong', {}, name), h('br'),
       h('span', { class: 'muted' }, t('security.seen', { when: when(s.last_seen_at), ip: [s.ip, s.country].filter(Boolean).join(' ') }))), out));
   }
+}
+
+async function listPasskeys(ctx, list) {
+  const { data } = await get('/v1/me/passkeys');
+  list.replaceChildren();
+  if (!data.items.length) list.append(h('li', { class: 'muted' }, t('security.passkeys.none')));
+  for (const p of data.items) {
+    const remove = h('button', { type: 'button', class: 'secondary small', 'aria-label': t('security.passkey.remove.named', { name: p.name }) },
+      t('security.passkey.remove'));
+    remove.addEventListener('click', async () => {
+      try {
+        await call('DELETE', `/v1/me/passkeys/${encodeURIComponent(p.passkey_id)}`);
+        ctx.say(t('security.passkey.removed'));
+        await listPasskeys(ctx, list);
+      } catch (e) {
+        ctx.warn(e.message);
+      }
+    });
+    const used = p.last_used_at ? t('security.passkey.used', { when: when(p.last_used_at) }) : t('security.passkey.added', { when: when(p.created_at) });
+    list.append(h('li', {}, h('span', {}, h('strong', {}, p.name), h('br'), h('span', { class: 'muted' }, used)), remove));
+  }
+}
+
+// "Add a passkey" starts the ceremony at once; the name is asked for afterwards.
+async function addPasskey(ctx, panel, list) {
+  if (!passkeys.supported()) return ctx.warn(t('passkey.unsupported'));
+  let credential;
+  let started;
+  try {
+    ({ data: started } = await post('/v1/me/passkeys', {}));
+    credential = await passkeys.create(started.options);
+  } catch (e) {
+    return ctx.warn(passkeys.failure(e, t));
+  }
+  const name = h('input', { required: false, maxlength: 64, placeholder: t('security.passkey.name.hint') });
+  const form = h('form', { class: 'stack card' },
+    h('p', {}, t('security.passkey.name.lead')),
+    field(t('security.passkey.name'), name), h('button', { type: 'submit' }, t('security.passkey.save')));
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    try {
+      const body = { credential };
+      if (name.value.trim()) body.name = name.value.trim();
+      await post(`/v1/me/passkeys/${encodeURIComponent(started.registration_id)}/finish`, body);
+      panel.replaceChildren();
+      ctx.say(t('security.passkey.done'));
+      await listPasskeys(ctx, list);
+    } catch (e) {
+      ctx.warn(e.message);
+    }
+  });
+  panel.replaceChildren(form);
+  name.focus();
 }
 
 async function setUpTotp(ctx, panel) {

@@ -4,6 +4,7 @@ import { h, field } from '../dom.js';
 import { t } from '../i18n.js';
 import { post, deviceId } from '../api.js';
 import { secondStep } from '../challenge.js';
+import * as passkeys from '../passkey.js';
 
 export async function render(ctx, name) {
   ctx.main.append(h('h1', { tabindex: -1 }, name === 'signup' ? t('signup.title') : t('login.title')));
@@ -20,7 +21,19 @@ function login(ctx) {
     field(t('login.login'), who),
     field(t('login.password'), password),
     h('button', { type: 'submit' }, t('login.submit')));
-  const passkey = h('button', { type: 'button', class: 'secondary', onclick: () => ctx.say(t('passkey.later')) }, t('login.passkey'));
+  const passkey = h('button', { type: 'button', class: 'secondary' }, t('login.passkey'));
+  // No login name and no password: the browser offers the passkeys it holds for this site.
+  passkey.addEventListener('click', async () => {
+    try {
+      const { data: started } = await post('/v1/login/passkey', { device_id: deviceId() }, { auth: false });
+      const credential = await passkeys.get(started.options);
+      const path = `/v1/challenges/${encodeURIComponent(started.challenge_id)}/verify`;
+      await post(path, { method: 'passkey', credential }, { auth: false });
+      signedIn(ctx);
+    } catch (e) {
+      ctx.warn(passkeys.failure(e, t));
+    }
+  });
   const second = h('section', { class: 'stack', hidden: true, 'aria-labelledby': 'second-title' });
   form.addEventListener('submit', async (event) => {
     event.preventDefault();

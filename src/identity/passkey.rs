@@ -1,0 +1,310 @@
+//! Passkeys: registering them, listing and removing them, and answering a challenge with one
+//! (a login, a step-up, an operator's login). The WebAuthn checks are `webauthn`'s; here are the
+//! ceremonies' state (each challenge used once, for 5 minutes) and the credentials (only the
+//! public key and the signature counter are kept).
+
+use crate::ids::{OperatorId, PasskeyId, RegistrationId, UserId};
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use super::webauthn::{self, Rejected, RelyingParty};
+use super::{IdentityError, user_by_id};
+use crate::state::AppState;
+use crate::store::{self, Conn, clock};
+
+/// Whose passkeys: a shopper's or an operator's.
+#[derive(Debug, Clone, Copy)]
+pub enum Owner<'a> {
+    User(&'a UserId),
+    Operator(&'a OperatorId),
+}
+
+impl Owner<'_> {
+    fn column(self) -> &'static str {
+        match self {
+            Owner::User(_) => "user_id",
+            Owner::Operator(_) => "operator_id",
+        }
+    }
+
+    fn text(&self) -> &str {
+        match self {
+            Owner::User(u) => u.as_str(),
+            Owner::Operator(o) => o.as_str(),
+        }
+    }
+}
+
+/// The relying party, from `OMAMORI_PUBLIC_URL`; `503 unavailable` without it.
+pub fn relying_party(state: &AppState) -> Result<RelyingParty, IdentityError> {
+    state.config.public_url.as_deref().map(RelyingParty::from_public_url).ok_or(IdentityError::PasskeysUnavailable)
+}
+
+/// A passkey as its owner sees it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Passkey {
+    pub passkey_id: PasskeyId,
+    pub name: String,
+    pub created_at: String,
+    /// Null until it is first used.
+    pub last_used_at: Option<String>,
+}
+
+/// A registration ceremony begun: pass `options` to `navigator.credentials.create`, then finish
+/// under `registration_id`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RegistrationStarted {
+    pub registration_id: RegistrationId,
+    /// The standard `PublicKeyCredentialCreationOptions`, in its JSON form (base64url binaries).
+    #[schema(value_type = Object)]
+    pub options: Value,
+}
+
+/// The credential ids of an owner's passkeys.
+pub async fn credential_ids(conn: &mut Conn, owner: Owner<'_>) -> Result<Vec<String>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT credential_id FROM passkeys WHERE {} = $1 ORDER BY created_at",
+        owner.column()
+    ));
+    sqlx::query_scalar(sql).bind(owner.text()).fetch_all(&mut *conn).await
+}
+
+/// Whether the owner has a passkey.
+pub async fn has_any(conn: &mut Conn, owner: Owner<'_>) -> Result<bool, sqlx::Error> {
+    Ok(!credential_ids(conn, owner).await?.is_empty())
+}
+
+/// The name an authenticator shows for the account: its e-mail address.
+async fn account_name(conn: &mut Conn, owner: Owner<'_>) -> Result<String, IdentityError> {
+    let table = match owner {
+        Owner::User(_) => "users",
+        Owner::Operator(_) => "operators",
+    };
+    let sql = sqlx::AssertSqlSafe(format!("SELECT email FROM {table} WHERE id = $1"));
+    let email: Option<String> = sqlx::query_scalar(sql).bind(owner.text()).fetch_optional(&mut *conn).await?;
+    email.ok_or(IdentityError::Unauthenticated)
+}
+
+/// `POST /v1/me/passkeys` (after step-up): a registration ceremony for 5 minutes.
+pub async fn begin_registration(state: &AppState, owner: Owner<'_>) -> Result<RegistrationStarted, IdentityError> {
+    let rp = relying_party(state)?;
+    let now = state.clock.now_ms();
+    let id = RegistrationId::generate();
+    let challenge = webauthn::new_challenge();
+    let mut conn = state.db.pool().acquire().await?;
+    let name = account_name(&mut conn, owner).await?;
+    let exclude = credential_ids(&mut conn, owner).await?;
+    let (user, operator) = owner_columns(owner);
+    sqlx::query(
+        "INSERT INTO passkey_registrations (id, user_id, operator_id, challenge, state, created_at, expires_at) \
+         VALUES ($1, $2, $3, $4, 'open', $5, $6)",
+    )
+    .bind(&id)
+    .bind(user)
+    .bind(operator)
+    .bind(&challenge)
+    .bind(now)
+    .bind(now + webauthn::TIMEOUT_MS)
+    .execute(&mut *conn)
+    .await?;
+    let options =
+        webauthn::creation_options(&rp, &challenge, &webauthn::Account { handle: owner.text(), name: &name }, &exclude);
+    Ok(RegistrationStarted { registration_id: id, options })
+}
+
+fn owner_columns(owner: Owner<'_>) -> (Option<&UserId>, Option<&OperatorId>) {
+    match owner {
+        Owner::User(u) => (Some(u), None),
+        Owner::Operator(o) => (None, Some(o)),
+    }
+}
+
+/// A passkey's name: trimmed, 1 to 64 characters, no control characters; "Passkey" when none.
+fn clean_name(name: Option<&str>) -> Result<String, IdentityError> {
+    let name = name.map(str::trim).unwrap_or("");
+    if name.is_empty() {
+        return Ok("Passkey".to_string());
+    }
+    if name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(IdentityError::InvalidPasskeyName);
+    }
+    Ok(name.to_string())
+}
+
+/// `POST /v1/me/passkeys/{registration_id}/finish`: checks the browser's answer and keeps the
+/// passkey's public key; the owner is told on every channel. The ceremony is used up by any
+/// answer, right or wrong.
+pub async fn finish_registration(
+    state: &AppState,
+    owner: Owner<'_>,
+    id: &RegistrationId,
+    credential: &Value,
+    name: Option<&str>,
+) -> Result<Passkey, IdentityError> {
+    let name = clean_name(name)?;
+    let rp = relying_party(state)?;
+    let now = state.clock.now_ms();
+    let challenge = store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        tx.lock("passkey_registration", id).await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT challenge, state, expires_at FROM passkey_registrations WHERE id = $1 AND {} = $2",
+            owner.column()
+        ));
+        let row = sqlx::query(sql).bind(id).bind(owner.text()).fetch_optional(&mut *tx).await?;
+        let row = row.ok_or(IdentityError::RegistrationNotFound)?;
+        let (challenge, st, expires_at): (String, String, i64) =
+            (row.try_get("challenge")?, row.try_get("state")?, row.try_get("expires_at")?);
+        if st != "open" || expires_at <= now {
+            return Err(IdentityError::ChallengeExpired);
+        }
+        sqlx::query("UPDATE passkey_registrations SET state = 'used' WHERE id = $1").bind(id).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok::<_, IdentityError>(challenge)
+    })
+    .await?;
+    let new = webauthn::verify_registration(&rp, &challenge, credential).map_err(IdentityError::PasskeyRejected)?;
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let taken: Option<String> = sqlx::query_scalar("SELECT id FROM passkeys WHERE credential_id = $1")
+            .bind(&new.credential_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(IdentityError::PasskeyRejected(Rejected::Invalid("this passkey is already registered")));
+        }
+        let passkey_id = PasskeyId::generate();
+        let (user, operator) = owner_columns(owner);
+        sqlx::query(
+            "INSERT INTO passkeys (id, user_id, operator_id, credential_id, public_key, sign_count, name, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&passkey_id)
+        .bind(user)
+        .bind(operator)
+        .bind(&new.credential_id)
+        .bind(&new.public_key)
+        .bind(new.sign_count)
+        .bind(&name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tell(&mut tx, owner, "passkey_added", "A passkey was added to your Omamori account.", now).await?;
+        tx.commit().await?;
+        Ok(Passkey { passkey_id, name: name.clone(), created_at: clock::rfc3339_ms(now), last_used_at: None })
+    })
+    .await
+}
+
+/// Tells a shopper on every channel; an operator's event goes to the audit log.
+async fn tell(conn: &mut Conn, owner: Owner<'_>, kind: &str, text: &str, now: i64) -> Result<(), sqlx::Error> {
+    match owner {
+        Owner::User(user_id) => match user_by_id(conn, user_id).await? {
+            Some(user) => super::notify_all(conn, &user, kind, text, now).await,
+            None => Ok(()),
+        },
+        Owner::Operator(operator_id) => {
+            let actor = format!("operator:{operator_id}");
+            crate::audit::append(conn, &actor, kind, operator_id, &serde_json::json!({}), now).await
+        }
+    }
+}
+
+/// `GET /v1/me/passkeys`.
+pub async fn list(state: &AppState, owner: Owner<'_>) -> Result<Vec<Passkey>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT id, name, created_at, last_used_at FROM passkeys WHERE {} = $1 ORDER BY created_at, id",
+        owner.column()
+    ));
+    let rows = sqlx::query(sql).bind(owner.text()).fetch_all(state.db.pool()).await?;
+    rows.iter()
+        .map(|r| {
+            Ok(Passkey {
+                passkey_id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                created_at: clock::rfc3339_ms(r.try_get("created_at")?),
+                last_used_at: r.try_get::<Option<i64>, _>("last_used_at")?.map(clock::rfc3339_ms),
+            })
+        })
+        .collect()
+}
+
+/// `DELETE /v1/me/passkeys/{id}` (after step-up); `false` when the owner has no such passkey.
+pub async fn remove(state: &AppState, owner: Owner<'_>, id: &PasskeyId) -> Result<bool, sqlx::Error> {
+    let now = state.clock.now_ms();
+    store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let sql = sqlx::AssertSqlSafe(format!("DELETE FROM passkeys WHERE id = $1 AND {} = $2", owner.column()));
+        let n = sqlx::query(sql).bind(id).bind(owner.text()).execute(&mut *tx).await?.rows_affected();
+        if n == 1 {
+            tell(&mut tx, owner, "passkey_removed", "A passkey was removed from your Omamori account.", now).await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    })
+    .await
+}
+
+/// The owner of the credential an assertion names, when it is registered (for a passkey login,
+/// whose challenge names no one until then).
+pub async fn owner_of(
+    conn: &mut Conn,
+    credential: &Value,
+) -> Result<(Option<UserId>, Option<OperatorId>), sqlx::Error> {
+    let Ok(assertion) = webauthn::parse_assertion(credential) else { return Ok((None, None)) };
+    let row = sqlx::query("SELECT user_id, operator_id FROM passkeys WHERE credential_id = $1")
+        .bind(&assertion.credential_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match row {
+        Some(r) => Ok((r.try_get("user_id")?, r.try_get("operator_id")?)),
+        None => Ok((None, None)),
+    }
+}
+
+/// Whether `credential` answers `challenge` (base64url) for `owner`, in the caller's transaction:
+/// one of the owner's passkeys, the right origin and relying party, user verification, a valid
+/// signature and a counter that went up. The counter and the last use are recorded on success; a
+/// counter that went back is told to the owner (the key may have been copied) and refused.
+pub async fn assertion_is_right(
+    conn: &mut Conn,
+    state: &AppState,
+    owner: Owner<'_>,
+    challenge: Option<&str>,
+    credential: &Value,
+    now: i64,
+) -> Result<bool, IdentityError> {
+    let rp = relying_party(state)?;
+    let Some(challenge) = challenge else { return Ok(false) };
+    let Ok(assertion) = webauthn::parse_assertion(credential) else { return Ok(false) };
+    if assertion.user_handle.as_deref().is_some_and(|h| h != owner.text()) {
+        return Ok(false);
+    }
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT id, public_key, sign_count FROM passkeys WHERE credential_id = $1 AND {} = $2",
+        owner.column()
+    ));
+    let row = sqlx::query(sql).bind(&assertion.credential_id).bind(owner.text()).fetch_optional(&mut *conn).await?;
+    let Some(row) = row else { return Ok(false) };
+    let (id, key, count): (PasskeyId, String, i64) =
+        (row.try_get("id")?, row.try_get("public_key")?, row.try_get("sign_count")?);
+    match assertion.verify(&rp, challenge, &key, count) {
+        Ok(new_count) => {
+            sqlx::query("UPDATE passkeys SET sign_count = $1, last_used_at = $2 WHERE id = $3")
+                .bind(new_count)
+                .bind(now)
+                .bind(&id)
+                .execute(&mut *conn)
+                .await?;
+            Ok(true)
+        }
+        Err(Rejected::CounterWentBack) => {
+            let text =
+                "A passkey of your Omamori account was refused: it may have been copied. Remove it and add a new one.";
+            tell(conn, owner, "passkey_cloned", text, now).await?;
+            Ok(false)
+        }
+        Err(Rejected::Invalid(_)) => Ok(false),
+    }
+}
