@@ -141,7 +141,8 @@ impl<R: MinimumRole + Send + Sync> FromRequestParts<AppState> for RequireRole<R>
     }
 }
 
-/// A POS terminal, authenticated by its key (`Authorization: Bearer tk_...`).
+/// A POS terminal, authenticated by its key (`Authorization: Bearer tk_...`, or a paired till's
+/// `omamori_terminal` cookie).
 #[derive(Debug, Clone)]
 pub struct TerminalAuth(pub crate::merchants::Terminal);
 
@@ -149,7 +150,10 @@ impl FromRequestParts<AppState> for TerminalAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let key = bearer(parts).ok_or_else(unauthenticated)?;
+        // A bearer key wins; a paired till's key travels in its cookie (see `cookies`).
+        let key = bearer(parts)
+            .or_else(|| super::cookies::cookie(&parts.headers, super::cookies::TERMINAL_COOKIE))
+            .ok_or_else(unauthenticated)?;
         let mut conn = state.db.pool().acquire().await?;
         if !key.starts_with("tk_") {
             // A shopper or operator session on a POS route.

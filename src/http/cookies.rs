@@ -21,6 +21,10 @@ use crate::identity::login::LoginAnswer;
 pub const SESSION_COOKIE: &str = "omamori_session";
 /// The cookie that carries the device token that makes this browser a recognised device.
 pub const DEVICE_COOKIE: &str = "omamori_device";
+/// The cookie that carries a paired till's terminal key (`/pos`), sent only to `/v1/pos`.
+pub const TERMINAL_COOKIE: &str = "omamori_terminal";
+/// A till stays paired until it unpairs or its key is revoked (400 days is the most browsers keep).
+const TERMINAL_COOKIE_MAX_AGE_SECS: u32 = 400 * 24 * 3600;
 /// The request header by which a page asks for cookies instead of tokens in the body.
 pub const SESSION_MODE_HEADER: &str = "omamori-session";
 /// A device token is worth keeping as long as it recognises the device (30 days after the last
@@ -175,6 +179,16 @@ impl Browser {
     }
 }
 
+/// The `Set-Cookie` of a till's pairing (`Some(key)`) or unpairing (`None`): `HttpOnly`,
+/// `SameSite=Strict`, `Path=/v1/pos`, `Secure` unless the page was opened on a loopback host.
+pub fn terminal_cookie(headers: &HeaderMap, key: Option<&str>) -> HeaderValue {
+    let (value, max_age) = key.map_or(("", 0), |k| (k, TERMINAL_COOKIE_MAX_AGE_SECS));
+    let secure = if host_is_loopback(headers) { "" } else { "; Secure" };
+    let text = format!("{TERMINAL_COOKIE}={value}; Path=/v1/pos; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    // Terminal keys are URL-safe base64 after `tk_` (checked before pairing): a valid header value.
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("omamori_invalid=; Max-Age=0"))
+}
+
 /// Whether the page was opened on `localhost` or a loopback address (plain http is allowed there,
 /// so cookies cannot be `Secure`).
 fn host_is_loopback(headers: &HeaderMap) -> bool {
@@ -196,7 +210,7 @@ pub async fn csrf_guard(req: Request, next: Next) -> Response {
     // What authenticates the request decides: a bearer token (never sent by a browser on its own),
     // or else the cookie, even beside an `Authorization` header of another scheme.
     let by_cookie = bearer_token(headers).is_none()
-        && (cookie(headers, SESSION_COOKIE).is_some() || cookie(headers, DEVICE_COOKIE).is_some());
+        && [SESSION_COOKIE, DEVICE_COOKIE, TERMINAL_COOKIE].iter().any(|name| cookie(headers, name).is_some());
     if !safe && by_cookie && !same_origin(headers) {
         return csrf_rejected().into_response();
     }
@@ -210,7 +224,8 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim()).filter(|t| !t.is_empty())
 }
 
-fn same_origin(headers: &HeaderMap) -> bool {
+/// Whether the request's `Origin` is this server (`http(s)://` and its own `Host`).
+pub fn same_origin(headers: &HeaderMap) -> bool {
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     match (origin, host) {
@@ -222,7 +237,7 @@ fn same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-fn csrf_rejected() -> ApiError {
+pub fn csrf_rejected() -> ApiError {
     ApiError::new(
         StatusCode::FORBIDDEN,
         "csrf_rejected",

@@ -86,6 +86,13 @@ impl utoipa::Modify for SecuritySchemes {
              that takes `bearer` for a shopper takes this cookie too.",
         );
         components.add_security_scheme("session", SecurityScheme::ApiKey(ApiKey::Cookie(cookie)));
+        let till = ApiKeyValue::with_description(
+            cookies::TERMINAL_COOKIE,
+            "A paired till's terminal key in an `HttpOnly`, `SameSite=Strict` cookie (`Path=/v1/pos`), set by \
+             `POST /v1/pos/pair`; every `/v1/pos` route that takes a terminal's `bearer` key takes it too, and a \
+             change made with it must carry a same-origin `Origin` (else `403 csrf_rejected`).",
+        );
+        components.add_security_scheme("terminal", SecurityScheme::ApiKey(ApiKey::Cookie(till)));
     }
 }
 
@@ -98,6 +105,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::identity::routes::routes())
         .merge(crate::identity::passkey_routes::routes())
         .merge(crate::merchants::routes::routes())
+        .merge(crate::merchants::till_routes::routes())
         .merge(crate::payments::routes::routes())
         .merge(crate::payments::chargeback_routes::routes())
         .merge(crate::risk::routes::routes());

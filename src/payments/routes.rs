@@ -594,7 +594,7 @@ struct PosChargeBody {
 
 /// Charges a shopper's payment code (terminal key; needs `Idempotency-Key`).
 #[utoipa::path(post, path = "/v1/pos/payments", tag = "pos", request_body = PosChargeBody,
-    params(IdempotencyKey), security(("bearer" = [])), responses(
+    params(IdempotencyKey), security(("bearer" = []), ("terminal" = [])), responses(
     (status = 201, body = pos::Paid, description = "Paid (a repeat with the same key and body gets the same answer)"),
     Unauthenticated401, IdempotentBodyErrors, TooMany429,
     (status = 402, description = "`insufficient_funds`; `limit_exceeded`: with `limit`; `risk_declined`: with `review_id` (each stored)", body = Problem, content_type = "application/problem+json"),
@@ -669,8 +669,18 @@ struct PaymentPage {
     next_cursor: Option<String>,
 }
 
-/// The merchant's payments, newest first (terminal key).
-#[utoipa::path(get, path = "/v1/pos/payments", tag = "pos", params(CursorQuery), security(("bearer" = [])),
+/// What `GET /v1/pos/payments` takes.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct PosListQuery {
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+    /// `true`: only the payments this terminal charged (a till's own list).
+    this_terminal: Option<bool>,
+}
+
+/// The merchant's payments, newest first (terminal key), or this terminal's alone.
+#[utoipa::path(get, path = "/v1/pos/payments", tag = "pos", params(PosListQuery), security(("bearer" = []), ("terminal" = [])),
     responses(
     (status = 200, body = PaymentPage, description = "At most 50, newest first"),
     AuthErrors,
@@ -678,7 +688,7 @@ struct PaymentPage {
 async fn pos_list(
     State(state): State<AppState>,
     t: TerminalAuth,
-    q: Result<Query<CursorQuery>, QueryRejection>,
+    q: Result<Query<PosListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     const PAGE: i64 = 50;
     let Query(q) = q.map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "the query is not valid"))?;
@@ -697,12 +707,14 @@ async fn pos_list(
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
     let rows = sqlx::query(
         "SELECT id, created_at FROM payments WHERE merchant_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
-         ORDER BY created_at DESC, id DESC LIMIT $4",
+         AND ($5 = 0 OR terminal_id = $6) ORDER BY created_at DESC, id DESC LIMIT $4",
     )
     .bind(&store.merchant_id)
     .bind(before_at)
     .bind(if before_id.is_empty() { "~".to_string() } else { before_id })
     .bind(PAGE)
+    .bind(i64::from(q.this_terminal == Some(true)))
+    .bind(&t.0.id)
     .fetch_all(&mut *conn)
     .await?;
     let mut items = Vec::new();
@@ -720,7 +732,7 @@ async fn pos_list(
 
 /// One payment of this merchant, with its refunds (terminal key).
 #[utoipa::path(get, path = "/v1/pos/payments/{payment_id}", tag = "pos", params(("payment_id" = String, Path)),
-    security(("bearer" = [])),
+    security(("bearer" = []), ("terminal" = [])),
     responses((status = 200, body = pos::PaymentView, description = "The payment"), AuthErrors, NotFound404))]
 async fn pos_get(
     State(state): State<AppState>,
@@ -746,7 +758,7 @@ struct RefundBody {
 
 /// Refunds part or all of a payment (needs `Idempotency-Key`).
 #[utoipa::path(post, path = "/v1/pos/payments/{payment_id}/refunds", tag = "pos", request_body = RefundBody,
-    params(("payment_id" = String, Path), IdempotencyKey), security(("bearer" = [])), responses(
+    params(("payment_id" = String, Path), IdempotencyKey), security(("bearer" = []), ("terminal" = [])), responses(
     (status = 201, body = pos::Refunded, description = "Refunded (a repeat with the same key and body gets the same answer)"),
     Unauthenticated401, IdempotentBodyErrors, NotFound404,
     (status = 403, description = "`forbidden`: not a terminal's key; `switch_engaged`; `account_frozen`", body = Problem, content_type = "application/problem+json"),
@@ -828,7 +840,7 @@ struct ReversalBody {
 
 /// Undoes a charge whose answer the POS never received (a no-op when none happened), within 24
 /// hours of the charge; the `refunds` switches and freezes stop it as they stop a refund.
-#[utoipa::path(post, path = "/v1/pos/reversals", tag = "pos", request_body = ReversalBody, security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/pos/reversals", tag = "pos", request_body = ReversalBody, security(("bearer" = []), ("terminal" = [])),
     responses(
     (status = 200, body = Reversed, description = "Reversed, or nothing happened under the key (and a late charge will be answered `payment_reversed`)"),
     Unauthenticated401, JsonBodyErrors, Invalid422,

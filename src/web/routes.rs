@@ -61,15 +61,35 @@ const APP: &[Asset] = &[
     asset!("js/screens/security.js", JS),
 ];
 
+/// The till's files (`web/pos/`); it also loads the wallet's `dom.js`, `i18n.js` and `api.js`.
+const POS: &[Asset] = &[
+    Asset {
+        path: "index.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../../web/pos/index.html"),
+    },
+    Asset { path: "till.css", content_type: "text/css; charset=utf-8", body: include_bytes!("../../web/pos/till.css") },
+    Asset { path: "js/till.js", content_type: JS, body: include_bytes!("../../web/pos/js/till.js") },
+    Asset { path: "js/charge.js", content_type: JS, body: include_bytes!("../../web/pos/js/charge.js") },
+    Asset { path: "js/texts.js", content_type: JS, body: include_bytes!("../../web/pos/js/texts.js") },
+];
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/app", get(|| async { app_file("index.html") }))
         .route("/app/", get(|| async { app_file("index.html") }))
         .route("/app/{*path}", get(|Path(path): Path<String>| async move { app_file(&path) }))
+        .route("/pos", get(|| async { file(POS, "index.html") }))
+        .route("/pos/", get(|| async { file(POS, "index.html") }))
+        .route("/pos/{*path}", get(|Path(path): Path<String>| async move { file(POS, &path) }))
 }
 
 fn app_file(path: &str) -> Response {
-    let Some(asset) = APP.iter().find(|a| a.path == path) else {
+    file(APP, path)
+}
+
+fn file(assets: &[Asset], path: &str) -> Response {
+    let Some(asset) = assets.iter().find(|a| a.path == path) else {
         return with_page_headers(crate::http::error::problem_for_status(StatusCode::NOT_FOUND).into_response());
     };
     let mut response = (StatusCode::OK, asset.body).into_response();

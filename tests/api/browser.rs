@@ -24,8 +24,13 @@ fn missing_tools() -> Option<String> {
 
 /// Runs one journey of tests/browser/wallet.py against `app` with `fixture`.
 fn run_journey(app: &TestApp, journey: &str, fixture: &Value) {
+    run_script(app, "wallet.py", journey, fixture);
+}
+
+/// Runs one journey of the script `tests/browser/<script>` against `app` with `fixture`.
+pub(crate) fn run_script(app: &TestApp, script: &str, journey: &str, fixture: &Value) {
     let base = app.base.replace("127.0.0.1", "localhost");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/wallet.py");
+    let script = format!("{}/tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
     let shots = std::env::var("OMAMORI_SCREENSHOTS").unwrap_or_default();
     let shots = if shots.is_empty() || std::path::Path::new(&shots).is_absolute() {
         shots
@@ -46,7 +51,7 @@ fn run_journey(app: &TestApp, journey: &str, fixture: &Value) {
 }
 
 /// A sandbox server, or `None` (with the reason printed) when the browser tools are missing.
-async fn browser_app() -> Option<TestApp> {
+pub(crate) async fn browser_app() -> Option<TestApp> {
     if let Some(why) = missing_tools() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true but the browser tests cannot run: {why}");

@@ -23,3 +23,4 @@ mod sandbox;
 mod schema_parity;
 mod switches;
 mod table_owners;
+mod till;

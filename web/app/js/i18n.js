@@ -400,6 +400,11 @@ export function t(key, vars = {}) {
   return text.replace(/\{(\w+)\}/g, (_, name) => (name in vars ? String(vars[name]) : `{${name}}`));
 }
 
+/** Adds another page's texts (the till's) to the catalogues: `{en: {...}, ja: {...}}`. */
+export function addTexts(more) {
+  for (const [l, texts] of Object.entries(more)) Object.assign(catalogues[l], texts);
+}
+
 export function has(key) {
   return key in catalogues[current] || key in en;
 }
