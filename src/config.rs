@@ -784,6 +784,15 @@ mod tests {
 
     #[test]
     fn an_invalid_value_names_the_setting() {
+        let c = Config::load_from(None, env(&[("OMAMORI_PUBLIC_URL", "https://Pay.Example.jp/")])).unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://pay.example.jp"));
+        assert_eq!(c.effective_public_url(1), Some("https://pay.example.jp".to_string()));
+        for bad in ["http://pay.example.jp", "https://10.0.0.1", "https://a.jp/path", "pay.example.jp", "https://"] {
+            let err = Config::load_from(None, env(&[("OMAMORI_PUBLIC_URL", bad)])).unwrap_err();
+            assert!(err.0.contains("OMAMORI_PUBLIC_URL"), "{bad}: {err}");
+        }
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.effective_public_url(8080), Some("http://localhost:8080".to_string()));
         let err = Config::load_from(None, env(&[("OMAMORI_LISTEN", "nonsense")])).unwrap_err();
         assert!(err.0.starts_with("invalid setting OMAMORI_LISTEN:"), "{err}");
         let err = Config::load_from(None, env(&[("OMAMORI_TRUSTED_PROXIES", "10.0.0.0/8, bogus")])).unwrap_err();

@@ -406,3 +406,19 @@ both_backends! {
             .assert_problem(422, "code_invalid");
     }
 }
+
+/// Without a public address (not set, and not listening on loopback) there is no origin to bind
+/// passkeys to: their routes say so instead of trusting the request's `Host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_public_url_passkeys_are_unavailable() {
+    let app = TestApp::spawn_with(crate::helpers::Backend::Sqlite, |c| c.listen = "0.0.0.0:0".parse().unwrap())
+        .await
+        .unwrap();
+    assert!(app.state.config.public_url.is_none());
+    let ip = crate::helpers::jp_ip(9);
+    app.post_from("/v1/login/passkey", &json!({"device_id": "d"}), &ip).await.assert_problem(503, "unavailable");
+    let mut s = app.register().await;
+    app.log_in(&mut s).await;
+    let token = s.session.clone().unwrap();
+    app.authed(Method::POST, "/v1/me/passkeys", &token, None, &s.ip).await.assert_problem(503, "unavailable");
+}
