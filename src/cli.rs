@@ -274,14 +274,7 @@ pub fn run() -> ExitCode {
             Command::Admin { command: AdminCommand::Audit { command: AuditCommand::Verify { anchor } } } => {
                 audit_verify(config, anchor).await
             }
-            Command::Bench { command: BenchCommand::Pos { database_url, payments, concurrency, rate, duration } } => {
-                let load = match (rate, duration) {
-                    (Some(rate), Some(duration_secs)) => crate::bench::Load::Open { rate, duration_secs },
-                    _ => crate::bench::Load::Closed { payments, concurrency },
-                };
-                let run = crate::bench::PosRun { database_url, load };
-                crate::bench::pos(config, run).await.map(|()| ExitCode::SUCCESS)
-            }
+            Command::Bench { command: command @ BenchCommand::Pos { .. } } => bench_pos(config, command).await,
             Command::Bench { command: BenchCommand::Tpcb { seconds } } => {
                 crate::bench::tpcb(seconds).await.map(|()| ExitCode::SUCCESS)
             }
@@ -413,6 +406,17 @@ async fn merchant_command(config: Config, command: MerchantCommand) -> anyhow::R
     println!("merchant_id: {id}");
     state.db.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn bench_pos(config: Config, command: BenchCommand) -> anyhow::Result<ExitCode> {
+    let BenchCommand::Pos { database_url, payments, concurrency, rate, duration } = command else {
+        anyhow::bail!("not a bench pos command");
+    };
+    let load = match (rate, duration) {
+        (Some(rate), Some(duration_secs)) => crate::bench::Load::Open { rate, duration_secs },
+        _ => crate::bench::Load::Closed { payments, concurrency },
+    };
+    crate::bench::pos(config, crate::bench::PosRun { database_url, load }).await.map(|()| ExitCode::SUCCESS)
 }
 
 async fn store_command(config: Config, command: StoreCommand) -> anyhow::Result<ExitCode> {

@@ -590,6 +590,14 @@ async fn complete_login(
     now: i64,
 ) -> Result<Completed<TwoStepSession>, IdentityError> {
     let user = super::user_by_id(conn, user_id).await?.ok_or(IdentityError::ChallengeNotFound)?;
+    // The user's own `logins` switch, again at the second step: a passkey login names its user only
+    // now, and a switch engaged since the password step must hold too.
+    let subject = crate::risk::switches::Subject {
+        user_id: Some(user_id),
+        country: client.country.as_deref(),
+        ..Default::default()
+    };
+    crate::risk::switches::check(conn, crate::ids::SwitchName::Logins, subject).await?;
     let signals = rules::signals(
         conn,
         facts,

@@ -131,12 +131,14 @@ async fn reset_credentials(
     .bind(id)
     .execute(&mut *conn)
     .await?;
-    // Sessions carry the role they logged in with: new credentials end them.
+    // Sessions carry the role they logged in with: new credentials end them, and passkeys made
+    // with the old ones go too.
     sqlx::query("UPDATE sessions SET revoked_at = $1 WHERE operator_id = $2 AND revoked_at IS NULL")
         .bind(now)
         .bind(id)
         .execute(&mut *conn)
         .await?;
+    super::passkey::remove_all(conn, super::passkey::Owner::Operator(id)).await?;
     Ok(())
 }
 

@@ -246,6 +246,13 @@ pub async fn remove(state: &AppState, owner: Owner<'_>, id: &PasskeyId) -> Resul
     .await
 }
 
+/// Removes every passkey of `owner`, inside the caller's transaction: a password reset or an
+/// operator's new credentials must not leave a way back in for whoever took the account over.
+pub async fn remove_all(conn: &mut Conn, owner: Owner<'_>) -> Result<u64, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!("DELETE FROM passkeys WHERE {} = $1", owner.column()));
+    Ok(sqlx::query(sql).bind(owner.text()).execute(&mut *conn).await?.rows_affected())
+}
+
 /// The owner of the credential an assertion names, when it is registered (for a passkey login,
 /// whose challenge names no one until then).
 pub async fn owner_of(
@@ -291,13 +298,18 @@ pub async fn assertion_is_right(
         (row.try_get("id")?, row.try_get("public_key")?, row.try_get("sign_count")?);
     match assertion.verify(&rp, challenge, &key, count) {
         Ok(new_count) => {
-            sqlx::query("UPDATE passkeys SET sign_count = $1, last_used_at = $2 WHERE id = $3")
-                .bind(new_count)
-                .bind(now)
-                .bind(&id)
-                .execute(&mut *conn)
-                .await?;
-            Ok(true)
+            // Only if no other login moved the counter since it was read: two ceremonies that
+            // present the same counter cannot both pass (a copied key would).
+            let moved =
+                sqlx::query("UPDATE passkeys SET sign_count = $1, last_used_at = $2 WHERE id = $3 AND sign_count = $4")
+                    .bind(new_count)
+                    .bind(now)
+                    .bind(&id)
+                    .bind(count)
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected();
+            Ok(moved == 1)
         }
         Err(Rejected::CounterWentBack) => {
             let text =

@@ -229,12 +229,13 @@ async fn apply_reset(state: &AppState, id: &ResetId, user: &User, hash: &str, no
     .await?;
     session::revoke_all(&mut tx, &user.id, None, now).await?;
     session::revoke_device_tokens(&mut tx, &user.id, now).await?;
+    super::passkey::remove_all(&mut tx, super::passkey::Owner::User(&user.id)).await?;
     throttle::record_success(&mut tx, &format!("account:{}", user.id)).await?;
     super::notify_all(
         &mut tx,
         user,
         "password_reset",
-        "Your Omamori password was reset and every device was signed out.",
+        "Your Omamori password was reset, every device was signed out and every passkey removed.",
         now,
     )
     .await?;

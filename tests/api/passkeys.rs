@@ -422,3 +422,30 @@ async fn without_a_public_url_passkeys_are_unavailable() {
     let token = s.session.clone().unwrap();
     app.authed(Method::POST, "/v1/me/passkeys", &token, None, &s.ip).await.assert_problem(503, "unavailable");
 }
+
+both_backends! {
+    async fn a_passkey_is_no_way_back_in_after_a_reset_or_a_switch(app: TestApp) {
+        // A takeover that added its own passkey: the owner resets the password with both proofs.
+        let (s, mut thief_key) = shopper_with_passkey(&app).await;
+        let r = app.post_from("/v1/password-reset", &json!({"login": s.email}), &s.ip).await;
+        let reset = r.body["reset_id"].as_str().unwrap().to_string();
+        let (sms, email) = (app.code_for(&s.phone, "reset_code").await, app.code_for(&s.email, "reset_code").await);
+        let path = format!("/v1/password-reset/{reset}/complete");
+        let body = json!({"sms_code": sms, "email_code": email, "new_password": crate::helpers::strong_password()});
+        assert_eq!(app.post_from(&path, &body, &s.ip).await.status, 204);
+        // The passkey went with the reset: logging in with it fails.
+        let (challenge_id, options) = start_passkey_login(&app, "thief-browser", &s.ip).await;
+        let credential = thief_key.get(&options, &Tweak::default());
+        assert_ne!(verify_passkey(&app, &challenge_id, &credential, &s.ip).await.status, StatusCode::OK);
+
+        // An operator stops one account's logins: its passkey no longer logs in either.
+        let (t, mut key) = shopper_with_passkey(&app).await;
+        let op = app.operator_session(0).await;
+        let body = json!({"name": "logins", "scope": {"kind": "user", "id": t.user_id}, "reason": "account reported taken over"});
+        let r = app.authed(Method::POST, "/v1/admin/switches", &op, Some(&body), "127.0.0.1").await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let (challenge_id, options) = start_passkey_login(&app, "thief-browser-2", &t.ip).await;
+        let credential = key.get(&options, &Tweak::default());
+        verify_passkey(&app, &challenge_id, &credential, &t.ip).await.assert_problem(403, "switch_engaged");
+    }
+}

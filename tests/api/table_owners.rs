@@ -43,6 +43,11 @@ const OWNERS: &[(&str, &str)] = &[
     ("idempotency_keys", "idempotency"),
     ("schema_migrations", "store"),
     ("service_clock", "store"),
+    // pgbench's tables, in the scratch SQLite file of `omamori bench tpcb` only (no migration).
+    ("pgbench_accounts", "bench"),
+    ("pgbench_branches", "bench"),
+    ("pgbench_tellers", "bench"),
+    ("pgbench_history", "bench"),
 ];
 
 /// Writers outside the owner, each on purpose.
