@@ -26,6 +26,57 @@ both_backends! {
         assert_eq!(app.get("/healthz").await.status, 200);
     }
 
+    async fn readyz_answers_503_while_draining(app: TestApp) {
+        let mut app = TestApp::spawn_with(app.backend, |c| c.shutdown_drain_secs = 2).await.unwrap();
+        assert_eq!(app.get("/readyz").await.status, 200);
+        app.begin_stop();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Still serving (a balancer's probe gets its answer), but no longer ready.
+        let r = app.get("/readyz").await;
+        r.assert_problem(503, "unavailable");
+        assert_eq!(app.get("/healthz").await.status, 200);
+        app.stop().await;
+    }
+
+    async fn metrics_behind_a_token_or_on_their_own_listener(app: TestApp) {
+        let token = "metrics-token-0123456789";
+        let app = TestApp::spawn_with(app.backend, |c| {
+            c.metrics_token = Some(omamori::secret::Secret::new(token.to_string()));
+            c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        })
+        .await
+        .unwrap();
+        app.get("/metrics").await.assert_problem(401, "unauthenticated");
+        let wrong = app.client.get(app.url("/metrics")).bearer_auth("metrics-token-wrong-0000").send().await.unwrap();
+        Reply::from(wrong).await.assert_problem(401, "unauthenticated");
+        let r = Reply::from(app.client.get(app.url("/metrics")).bearer_auth(token).send().await.unwrap()).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        // The metrics listener serves them without a token, and nothing else.
+        let base = app.metrics_base.clone().expect("a metrics listener");
+        let r = Reply::from(app.client.get(format!("{base}/metrics")).send().await.unwrap()).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.text.contains("omamori_http_requests_total"), "{}", r.text);
+        let r = Reply::from(app.client.get(format!("{base}/v1/openapi.json")).send().await.unwrap()).await;
+        r.assert_problem(404, "not_found");
+    }
+
+    async fn production_keeps_metrics_off_the_main_listener(app: TestApp) {
+        use omamori::config::{Environment, Key};
+        let app = TestApp::spawn_with(app.backend, |c| {
+            c.environment = Environment::Production;
+            c.keys.card_fingerprint = Some(Key::generate("k1").into());
+            c.keys.totp_encryption = Some(Key::generate("k1").into());
+            c.keys.webhook_signing = Some(Key::generate("k1").into());
+            c.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        })
+        .await
+        .unwrap();
+        app.get("/metrics").await.assert_problem(404, "not_found");
+        let base = app.metrics_base.clone().expect("a metrics listener");
+        let r = Reply::from(app.client.get(format!("{base}/metrics")).send().await.unwrap()).await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+
     async fn every_response_carries_a_request_id(app: TestApp) {
         let a = app.get("/healthz").await;
         let b = app.get("/no/such/route").await;
@@ -97,3 +148,4 @@ async fn sqlite_runs_in_wal_mode_in_one_file_under_the_data_directory() {
     let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(app.db().pool()).await.unwrap();
     assert_eq!(mode, "wal");
 }
+
