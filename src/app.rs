@@ -113,6 +113,8 @@ impl Application {
             let _ = stopping_tx.send(true);
         };
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        // hyper's own answers to requests it cannot parse become problem documents (`http::wire`).
+        let listener = axum::serve::ListenerExt::tap_io(crate::http::wire::ProblemListener(listener), |_| {});
         let server = axum::serve(listener, service).with_graceful_shutdown(signal);
         let metrics = metrics_listener.map(|l| {
             let mut stopped = stopping_rx.clone();

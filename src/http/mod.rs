@@ -11,6 +11,7 @@ pub mod cookies;
 pub mod error;
 pub mod extract;
 pub mod idempotent;
+pub mod wire;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

@@ -149,3 +149,56 @@ async fn sqlite_runs_in_wal_mode_in_one_file_under_the_data_directory() {
     assert_eq!(mode, "wal");
 }
 
+/// Sends raw bytes and reads the whole answer (the server closes the connection after a request
+/// it cannot parse).
+async fn raw_exchange(addr: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before the whole request is written.
+    let _ = stream.write_all(request).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_errors_are_problems_too() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let addr = app.base.trim_start_matches("http://").to_string();
+    let long_path = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(100 * 1024));
+    let big_header = format!("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(1024 * 1024));
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "a control character in a header",
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x01b\r\n\r\n".to_vec(),
+            400,
+            "bad_request",
+        ),
+        (
+            "a duplicate Content-Length",
+            b"POST /v1/login HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}".to_vec(),
+            400,
+            "bad_request",
+        ),
+        ("invalid UTF-8 in the path", b"GET /v1/\xff\xfe HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), 400, "bad_request"),
+        ("a 100 KB path", long_path.into_bytes(), 414, "uri_too_long"),
+        ("a 1 MiB header", big_header.into_bytes(), 431, "headers_too_large"),
+    ];
+    for (what, request, status, code) in cases {
+        let answer = raw_exchange(&addr, &request).await;
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        assert!(head.starts_with(&format!("HTTP/1.1 {status} ")), "{what}: {head}");
+        assert!(head.to_ascii_lowercase().contains("content-type: application/problem+json"), "{what}: {head}");
+        let problem: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{what}: {e}: {body:?}"));
+        assert_eq!(problem["status"], status, "{what}");
+        assert_eq!(problem["code"], code, "{what}");
+    }
+    // A good request on the same server is untouched, and keep-alive still works.
+    let answer = raw_exchange(
+        &addr,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.contains("HTTP/1.1 404 Not Found\r\n") && answer.contains("\"code\":\"not_found\""), "{answer}");
+}
