@@ -4,11 +4,12 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, Environment, Key};
+use crate::config::{Config, Environment, Key, KeyRing};
 pub use crate::state::AppState;
 use crate::store::{self, Clock, Db};
 
@@ -37,11 +38,14 @@ pub async fn state(mut config: Config) -> anyhow::Result<AppState> {
         hasher,
         geo: Arc::new(geo),
         processor,
+        draining: Default::default(),
     })
 }
 
 pub struct Application {
     listener: TcpListener,
+    /// `OMAMORI_METRICS_LISTEN`: a second listener that serves only `/metrics`.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     router: axum::Router,
     background: AbortOnDrop,
@@ -71,31 +75,62 @@ impl Application {
             let addr = listener.local_addr()?;
             crate::sandbox::prepare(&state, addr).await.context("cannot prepare sandbox data")?;
         }
+        let metrics_listener = match state.config.metrics_listen {
+            Some(addr) => {
+                Some(TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?)
+            }
+            None => None,
+        };
         let router = crate::http::router(state.clone());
-        Ok(Application { listener, state, router, background: AbortOnDrop(background) })
+        Ok(Application { listener, metrics_listener, state, router, background: AbortOnDrop(background) })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
     }
 
+    /// Where `/metrics` is served on its own, when `OMAMORI_METRICS_LISTEN` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves until `shutdown` completes, then lets in-flight requests finish (for at most
+    /// Serves until `shutdown` completes, drains for `OMAMORI_SHUTDOWN_DRAIN_SECS` (still serving,
+    /// with `/readyz` answering 503), then lets in-flight requests finish (for at most
     /// [`SHUTDOWN_GRACE`]).
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        let Application { listener, state, router, background } = self;
+        let Application { listener, metrics_listener, state, router, background } = self;
         // Background tasks stop with the server, even if this future is dropped rather than finished.
         let _background = background;
         let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+        let (draining, drain) = (state.draining.clone(), Duration::from_secs(state.config.shutdown_drain_secs.into()));
         let signal = async move {
             shutdown.await;
+            draining.start();
+            tracing::info!(drain_secs = drain.as_secs(), "draining: /readyz answers 503");
+            tokio::time::sleep(drain).await;
             let _ = stopping_tx.send(true);
         };
         let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        // hyper's own answers to requests it cannot parse become problem documents (`http::wire`).
+        let listener = axum::serve::ListenerExt::tap_io(crate::http::wire::ProblemListener(listener), |_| {});
         let server = axum::serve(listener, service).with_graceful_shutdown(signal);
+        let metrics = metrics_listener.map(|l| {
+            let mut stopped = stopping_rx.clone();
+            let router = crate::http::metrics_router(state.clone());
+            tokio::spawn(async move {
+                let stop = async move {
+                    let _ = stopped.wait_for(|stopping| *stopping).await;
+                };
+                if let Err(e) = axum::serve(l, router).with_graceful_shutdown(stop).await {
+                    tracing::warn!(error = %e, "the metrics listener stopped");
+                }
+            })
+        });
+        let _metrics = AbortOnDrop(metrics.into_iter().collect());
         let deadline = async move {
             let _ = stopping_rx.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -220,7 +255,7 @@ fn load_or_generate_keys(config: &mut Config) -> anyhow::Result<()> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let mut changed = false;
-    let slots: [(&str, &mut Option<Key>); 3] = [
+    let slots: [(&str, &mut Option<KeyRing>); 3] = [
         ("card_fingerprint_key", &mut config.keys.card_fingerprint),
         ("totp_encryption_key", &mut config.keys.totp_encryption),
         ("webhook_signing_key", &mut config.keys.webhook_signing),
@@ -230,12 +265,12 @@ fn load_or_generate_keys(config: &mut Config) -> anyhow::Result<()> {
             continue;
         }
         let key = match stored.get(name).and_then(|v| v.as_str()) {
-            Some(text) => Key::parse(text).map_err(|e| anyhow::anyhow!("{name} in {}: {e}", path.display()))?,
+            Some(text) => KeyRing::parse(text).map_err(|e| anyhow::anyhow!("{name} in {}: {e}", path.display()))?,
             None => {
                 let key = Key::generate("dev1");
                 stored.insert(name.to_string(), toml::Value::String(key.to_setting()));
                 changed = true;
-                key
+                KeyRing::from(key)
             }
         };
         *slot = Some(key);

@@ -19,9 +19,13 @@ pub const SETTINGS: &[&str] = &[
     "listen",
     "public_url",
     "database_url",
+    "database_allow_unverified_tls",
     "data_dir",
     "sandbox",
     "environment",
+    "shutdown_drain_secs",
+    "metrics_listen",
+    "metrics_token",
     "trusted_proxies",
     "geoip",
     "allowed_countries",
@@ -114,11 +118,73 @@ impl Key {
     }
 }
 
+/// The keys of one purpose, newest first: configured as `ID:BASE64[,OLDID:BASE64...]`. The
+/// newest writes (seals, signs, fingerprints); every listed key still reads what was written under
+/// its id, so that a key can be rotated without locking anyone out. It derefs to the newest key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRing {
+    keys: Vec<Key>,
+}
+
+impl KeyRing {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let keys = split_list(value).map(Key::parse).collect::<Result<Vec<_>, _>>()?;
+        if keys.is_empty() {
+            return Err("expected ID:BASE64, for example k1:<44 base64 characters>".into());
+        }
+        for (i, key) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|k| k.id == key.id) {
+                return Err(format!("the key id {:?} is listed twice", key.id));
+            }
+        }
+        Ok(KeyRing { keys })
+    }
+
+    /// The newest key first, then the older ones that are still read.
+    pub fn new(current: Key, older: Vec<Key>) -> Self {
+        let mut keys = vec![current];
+        keys.extend(older);
+        KeyRing { keys }
+    }
+
+    /// The key that writes.
+    pub fn current(&self) -> &Key {
+        &self.keys[0]
+    }
+
+    /// The key with this id, to read what was written under it.
+    pub fn get(&self, id: &str) -> Option<&Key> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+
+    /// Every key, newest first.
+    pub fn all(&self) -> &[Key] {
+        &self.keys
+    }
+
+    pub fn to_setting(&self) -> String {
+        self.keys.iter().map(Key::to_setting).collect::<Vec<_>>().join(",")
+    }
+}
+
+impl From<Key> for KeyRing {
+    fn from(key: Key) -> Self {
+        KeyRing { keys: vec![key] }
+    }
+}
+
+impl std::ops::Deref for KeyRing {
+    type Target = Key;
+    fn deref(&self) -> &Key {
+        self.current()
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Keys {
-    pub card_fingerprint: Option<Key>,
-    pub totp_encryption: Option<Key>,
-    pub webhook_signing: Option<Key>,
+    pub card_fingerprint: Option<KeyRing>,
+    pub totp_encryption: Option<KeyRing>,
+    pub webhook_signing: Option<KeyRing>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,9 +196,18 @@ pub struct Config {
     pub public_url: Option<String>,
     /// `None` means the SQLite file under `data_dir`.
     pub database_url: Option<String>,
+    /// Production lets PostgreSQL run without `sslmode=verify-full` only when this is set.
+    pub database_allow_unverified_tls: bool,
     pub data_dir: PathBuf,
     pub sandbox: bool,
     pub environment: Environment,
+    /// How long a stopping server keeps serving with `/readyz` at 503 before it stops accepting.
+    pub shutdown_drain_secs: u32,
+    /// A second listener that serves only `/metrics`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `Authorization: Bearer` token that opens `/metrics` on the main listener (in production the
+    /// main listener serves it only with this token).
+    pub metrics_token: Option<Secret<String>>,
     pub trusted_proxies: Vec<IpNet>,
     pub geoip: Option<PathBuf>,
     pub allowed_countries: Vec<String>,
@@ -253,9 +328,13 @@ impl Default for Config {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
             public_url: None,
             database_url: None,
+            database_allow_unverified_tls: false,
             data_dir: PathBuf::from("./omamori-data"),
             sandbox: false,
             environment: Environment::Development,
+            shutdown_drain_secs: 0,
+            metrics_listen: None,
+            metrics_token: None,
             trusted_proxies: Vec::new(),
             geoip: None,
             allowed_countries: vec!["JP".to_string()],
@@ -414,7 +493,29 @@ impl Config {
                 )));
             }
         }
+        self.check_database_tls(raw)?;
         self.notify.check_production()
+    }
+
+    /// Production talks to PostgreSQL over TLS with the server's certificate and name verified
+    /// (`sslmode=verify-full`), unless `database_allow_unverified_tls` says otherwise (a Unix
+    /// socket, or a TLS sidecar on the same host).
+    fn check_database_tls(&self, raw: &BTreeMap<&'static str, Raw>) -> Result<(), ConfigError> {
+        let Some(url) = self.database_url.as_deref().filter(|u| u.starts_with("postgres")) else { return Ok(()) };
+        if self.database_allow_unverified_tls {
+            return Ok(());
+        }
+        let verify_full = url::Url::parse(url)
+            .map(|u| u.query_pairs().any(|(k, v)| k == "sslmode" && v == "verify-full"))
+            .unwrap_or(false);
+        if !verify_full {
+            let source = raw.get("database_url").map(|r| describe("database_url", &r.source)).unwrap_or_default();
+            return Err(ConfigError(format!(
+                "invalid setting {source}: production requires TLS with a verified server (?sslmode=verify-full), \
+                 or OMAMORI_DATABASE_ALLOW_UNVERIFIED_TLS=true"
+            )));
+        }
+        Ok(())
     }
     /// The database URL in effect: the configured one, or the SQLite file in the data directory.
     pub fn effective_database_url(&self) -> String {
@@ -490,7 +591,18 @@ fn set_service(config: &mut Config, setting: &str, value: &str) -> Result<bool, 
             }
             config.data_dir = PathBuf::from(value);
         }
+        "database_allow_unverified_tls" => config.database_allow_unverified_tls = parse_bool(value)?,
         "sandbox" => config.sandbox = parse_bool(value)?,
+        "shutdown_drain_secs" => config.shutdown_drain_secs = number(value, 0, 300)?,
+        "metrics_listen" => {
+            config.metrics_listen = Some(value.parse().map_err(|_| "expected HOST:PORT, for example 127.0.0.1:9100")?)
+        }
+        "metrics_token" => {
+            if value.len() < 16 {
+                return Err("must be at least 16 characters".into());
+            }
+            config.metrics_token = Some(Secret::new(value.to_string()))
+        }
         "environment" => {
             config.environment = match value {
                 "development" => Environment::Development,
@@ -631,9 +743,9 @@ fn containment_policy(value: &str) -> Result<Vec<(String, crate::ids::SwitchName
 /// The rotating keys and the card processor's webhook secret; no value is ever echoed.
 fn set_secrets(config: &mut Config, setting: &str, value: &str) -> Result<bool, String> {
     match setting {
-        "card_fingerprint_key" => config.keys.card_fingerprint = Some(Key::parse(value)?),
-        "totp_encryption_key" => config.keys.totp_encryption = Some(Key::parse(value)?),
-        "webhook_signing_key" => config.keys.webhook_signing = Some(Key::parse(value)?),
+        "card_fingerprint_key" => config.keys.card_fingerprint = Some(KeyRing::parse(value)?),
+        "totp_encryption_key" => config.keys.totp_encryption = Some(KeyRing::parse(value)?),
+        "webhook_signing_key" => config.keys.webhook_signing = Some(KeyRing::parse(value)?),
         "processor_webhook_secret" => {
             if value.len() < 16 {
                 return Err("must be at least 16 characters".into());
@@ -858,6 +970,55 @@ mod tests {
         assert_eq!(c.environment, Environment::Production);
         assert_eq!(c.keys.card_fingerprint.unwrap().to_setting(), k1);
         assert!(!format!("{:?}", c.notify).contains("s3cret"), "the SMTP password must not print");
+    }
+
+    #[test]
+    fn production_demands_verified_tls_to_postgres() {
+        let (k1, k2, k3) = (key(), key(), key());
+        let base = vec![
+            ("OMAMORI_ENVIRONMENT", "production"),
+            ("OMAMORI_CARD_FINGERPRINT_KEY", k1.as_str()),
+            ("OMAMORI_TOTP_ENCRYPTION_KEY", k2.as_str()),
+            ("OMAMORI_WEBHOOK_SIGNING_KEY", k3.as_str()),
+            ("OMAMORI_SMTP_URL", "smtps://mail.example.jp"),
+            ("OMAMORI_SMS_GATEWAY_URL", "https://sms.example.jp/send"),
+        ];
+        let with = |url: &str, allow: Option<&str>| {
+            let mut vars = base.clone();
+            vars.push(("OMAMORI_DATABASE_URL", url));
+            if let Some(allow) = allow {
+                vars.push(("OMAMORI_DATABASE_ALLOW_UNVERIFIED_TLS", allow));
+            }
+            Config::load_from(None, env(&vars))
+        };
+        for url in [
+            "postgres://omamori:pw@db.internal/omamori",
+            "postgres://omamori:pw@db.internal/omamori?sslmode=require",
+            "postgres://omamori:pw@db.internal/omamori?sslmode=verify-ca",
+            "postgres://omamori:pw@db.internal/omamori?application_name=sslmode=verify-full",
+        ] {
+            let err = with(url, None).unwrap_err();
+            assert!(err.0.contains("OMAMORI_DATABASE_URL") && err.0.contains("verify-full"), "{url}: {err}");
+            assert!(!err.0.contains("pw@"), "the URL (and its password) is never echoed: {err}");
+        }
+        assert!(with("postgres://omamori@db.internal/omamori?sslmode=verify-full", None).is_ok());
+        assert!(with("postgres://omamori@localhost/omamori", Some("true")).is_ok());
+        assert!(with("sqlite:///var/lib/omamori/omamori.db", None).is_ok());
+        // Outside production any sslmode goes.
+        assert!(Config::load_from(None, env(&[("OMAMORI_DATABASE_URL", "postgres://x@localhost/db")])).is_ok());
+    }
+
+    #[test]
+    fn a_key_setting_lists_the_newest_key_first() {
+        let (new, old) = (Key::generate("k2"), Key::generate("k1"));
+        let ring = KeyRing::parse(&format!("{}, {}", new.to_setting(), old.to_setting())).unwrap();
+        assert_eq!(ring.current().id, "k2");
+        assert_eq!(ring.get("k1").unwrap(), &old);
+        assert!(ring.get("k3").is_none());
+        assert_eq!(KeyRing::parse(&ring.to_setting()).unwrap(), ring);
+        let err = KeyRing::parse(&format!("{},{}", new.to_setting(), new.to_setting())).unwrap_err();
+        assert!(err.contains("twice"), "{err}");
+        assert!(KeyRing::parse("").is_err());
     }
 
     #[test]

@@ -24,4 +24,22 @@ pub struct AppState {
     /// The card processor; the sandbox one in sandbox mode, none otherwise until a real one is
     /// configured (card linking and top-ups then answer 503).
     pub processor: Option<Arc<dyn CardProcessor>>,
+    /// Set once the server has been told to stop; `/readyz` then answers 503.
+    pub draining: Draining,
+}
+
+/// Whether the server is draining: told to stop, still serving for `OMAMORI_SHUTDOWN_DRAIN_SECS`
+/// so that a load balancer sees `/readyz` fail and sends no new requests, then finishing the
+/// requests in flight.
+#[derive(Clone, Default)]
+pub struct Draining(Arc<std::sync::atomic::AtomicBool>);
+
+impl Draining {
+    pub fn start(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

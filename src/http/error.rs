@@ -88,6 +88,8 @@ pub const PROBLEM_CODES: &[&str] = &[
     "not_found",
     "payload_too_large",
     "request_timeout",
+    "uri_too_long",
+    "headers_too_large",
     "unsupported_media_type",
     // Who is calling.
     "account_frozen",
@@ -436,6 +438,8 @@ pub fn problem_for_status(status: StatusCode) -> ApiError {
             ("unavailable", "the service is busy or the request took too long; try again")
         }
         StatusCode::BAD_REQUEST => ("bad_request", "the request could not be understood"),
+        StatusCode::URI_TOO_LONG => ("uri_too_long", "the request address is too long"),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => ("headers_too_large", "the request headers are too large"),
         StatusCode::UNAUTHORIZED => ("unauthenticated", "a valid token is required"),
         StatusCode::FORBIDDEN => ("forbidden", "this token may not do that"),
         s if s.is_server_error() => ("internal_error", "something went wrong on our side; try again"),

@@ -11,6 +11,7 @@ pub mod cookies;
 pub mod error;
 pub mod extract;
 pub mod idempotent;
+pub mod wire;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -315,12 +316,15 @@ async fn healthz() -> impl IntoResponse {
     axum::Json(Health { status: "ok" })
 }
 
-/// Readiness: the database answers.
+/// Readiness: the database answers, and the server is not draining (told to stop).
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
     (status = 200, description = "Ready to serve", body = Ready),
     Unavailable503,
 ))]
 async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    if state.draining.is_draining() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "the server is shutting down"));
+    }
     let ping = tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await;
     if matches!(ping, Ok(true)) {
         Ok(axum::Json(Ready { status: "ready", database: state.db.backend().name() }))
@@ -329,9 +333,47 @@ async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, ApiE
     }
 }
 
-/// Prometheus metrics in the text exposition format.
+/// Prometheus metrics in the text exposition format. On the main listener: open in development;
+/// with `OMAMORI_METRICS_TOKEN` set, only with that bearer token; in production without a token,
+/// not there at all (`404`: serve it on `OMAMORI_METRICS_LISTEN`).
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses(
     (status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
-async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics_text(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    match &state.config.metrics_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !crate::secret::constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+                return ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "the metrics token is missing or wrong",
+                )
+                .into_response();
+            }
+        }
+        None if state.config.environment == crate::config::Environment::Production => {
+            return error::problem_for_status(StatusCode::NOT_FOUND).into_response();
+        }
+        None => {}
+    }
+    render_metrics(&state)
+}
+
+fn render_metrics(state: &AppState) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], state.metrics.render())
+        .into_response()
+}
+
+/// The router of `OMAMORI_METRICS_LISTEN`: `/metrics`, open (the listener is the operators' own),
+/// and problems for everything else.
+pub fn metrics_router(state: AppState) -> Router {
+    let router = Router::new()
+        .route("/metrics", get(|State(state): State<AppState>| async move { render_metrics(&state) }))
+        .fallback(|| async { error::problem_for_status(StatusCode::NOT_FOUND) })
+        .with_state(state);
+    with_layers(router)
 }

@@ -265,7 +265,7 @@ async fn totp_matches(conn: &mut Conn, state: &AppState, user_id: &UserId, code:
     }
 }
 
-fn totp_key(state: &AppState) -> Result<&crate::config::Key, IdentityError> {
+fn totp_key(state: &AppState) -> Result<&crate::config::KeyRing, IdentityError> {
     Ok(state
         .config
         .keys

@@ -11,7 +11,7 @@ use chacha20poly1305::aead::{Aead, KeyInit};
 use chacha20poly1305::{ChaCha20Poly1305, Key as AeadKey, Nonce};
 use hmac::{Hmac, Mac};
 
-use crate::config::Key;
+use crate::config::{Key, KeyRing};
 
 pub const STEP_SECS: u64 = 30;
 pub const SEED_BYTES: usize = 20;
@@ -93,22 +93,19 @@ pub fn base32_decode(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The `otpauth://` URI an authenticator app scans.
+/// The `otpauth://` URI an authenticator app scans (Google's Key Uri Format): the label
+/// `Omamori:<account>` is one path segment, percent-encoded as UTF-8 by the `url` crate, so a
+/// Japanese or otherwise non-ASCII address, a space or a `/` reaches the app as typed.
 pub fn otpauth_uri(seed: &[u8], account: &str) -> String {
-    let label: String = account
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "@.-_".contains(c) {
-                c.to_string()
-            } else {
-                format!("%{:02X}", c as u32 & 0xff)
-            }
-        })
-        .collect();
-    format!(
-        "otpauth://totp/Omamori:{label}?secret={}&issuer=Omamori&algorithm=SHA1&digits=6&period={STEP_SECS}",
-        base32(seed)
-    )
+    let mut uri = url::Url::parse("otpauth://totp").expect("a constant URI parses");
+    uri.path_segments_mut().expect("otpauth://totp has a path").clear().push(&format!("Omamori:{account}"));
+    uri.query_pairs_mut()
+        .append_pair("secret", &base32(seed))
+        .append_pair("issuer", "Omamori")
+        .append_pair("algorithm", "SHA1")
+        .append_pair("digits", "6")
+        .append_pair("period", &STEP_SECS.to_string());
+    uri.into()
 }
 
 fn cipher(key: &Key) -> ChaCha20Poly1305 {
@@ -116,7 +113,7 @@ fn cipher(key: &Key) -> ChaCha20Poly1305 {
     ChaCha20Poly1305::new(&AeadKey::from(bytes))
 }
 
-/// Encrypts a seed under `key`; the result names the key.
+/// Encrypts a seed under `key` (a ring's newest); the result names the key.
 pub fn seal(key: &Key, seed: &[u8]) -> String {
     let cipher = cipher(key);
     let mut nonce = [0u8; 12];
@@ -127,13 +124,14 @@ pub fn seal(key: &Key, seed: &[u8]) -> String {
     format!("{}:{}", key.id, base64::engine::general_purpose::STANDARD.encode(blob))
 }
 
-/// Decrypts a sealed seed; `None` when the key id is unknown or the data was altered.
-pub fn open(key: &Key, sealed: &str) -> Option<Vec<u8>> {
+/// Decrypts a sealed seed with the ring's key of the id it names (an older key still opens what
+/// it sealed); `None` when that key id is not configured or the data was altered.
+pub fn open(keys: &KeyRing, sealed: &str) -> Option<Vec<u8>> {
     let (id, b64) = sealed.split_once(':')?;
-    if id != key.id {
+    let Some(key) = keys.get(id) else {
         tracing::error!(key_id = id, "a TOTP seed is sealed under a key that is not configured");
         return None;
-    }
+    };
     let blob = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     if blob.len() < 12 {
         return None;
@@ -184,18 +182,39 @@ mod tests {
     }
 
     #[test]
+    fn a_japanese_label_is_percent_encoded_as_utf8() {
+        let seed = b"12345678901234567890";
+        let uri = otpauth_uri(seed, "山田@例え.jp");
+        assert_eq!(
+            uri,
+            "otpauth://totp/Omamori:%E5%B1%B1%E7%94%B0@%E4%BE%8B%E3%81%88.jp\
+             ?secret=GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ&issuer=Omamori&algorithm=SHA1&digits=6&period=30"
+        );
+        // It reads back as the same label, and a '/' cannot split it.
+        let parsed = url::Url::parse(&uri).unwrap();
+        let label = parsed.path_segments().unwrap().next().unwrap();
+        let decoded = url::form_urlencoded::parse(format!("l={label}").as_bytes()).next().unwrap().1.into_owned();
+        assert_eq!(decoded, "Omamori:山田@例え.jp");
+        assert!(otpauth_uri(seed, "a/b").contains("Omamori:a%2Fb?"));
+    }
+
+    #[test]
     fn seeds_are_sealed() {
-        let key = Key::generate("k1");
+        let key = KeyRing::from(Key::generate("k1"));
         let seed = new_seed();
         let sealed = seal(&key, &seed);
         assert!(sealed.starts_with("k1:"));
         assert!(!sealed.contains(&base32(&seed)));
         assert_eq!(open(&key, &sealed).unwrap(), seed);
-        assert!(open(&Key::generate("k1"), &sealed).is_none(), "another key must not open it");
-        assert!(open(&Key::generate("k2"), &sealed).is_none());
+        assert!(open(&Key::generate("k1").into(), &sealed).is_none(), "another key must not open it");
+        assert!(open(&Key::generate("k2").into(), &sealed).is_none());
         let mut tampered = sealed.clone();
         tampered.pop();
         tampered.push('A');
         assert!(open(&key, &tampered).is_none() || tampered == sealed);
+        // Rotation: a ring with a newer key seals under it and still opens what the old one sealed.
+        let rotated = KeyRing::new(Key::generate("k2"), vec![key.current().clone()]);
+        assert_eq!(open(&rotated, &sealed).unwrap(), seed);
+        assert!(seal(&rotated, &seed).starts_with("k2:"));
     }
 }

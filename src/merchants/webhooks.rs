@@ -17,7 +17,7 @@ use sha2::Sha256;
 use sqlx::Row;
 
 use super::MerchantError;
-use crate::config::Key;
+use crate::config::{Key, KeyRing};
 use crate::notify::{self, webhooks::Event, webhooks::Target, webhooks::WebhookTargets};
 use crate::ports::BoxFuture;
 use crate::secret::Secret;
@@ -205,7 +205,7 @@ pub async fn disable(db: &Db, id: &WebhookId, actor: &str, now: i64) -> Result<b
 
 /// The endpoints as the dispatcher finds them, signed with the configured `webhook_signing_key`.
 pub struct Directory {
-    pub key: Option<Key>,
+    pub key: Option<KeyRing>,
 }
 
 impl WebhookTargets for Directory {
@@ -226,19 +226,21 @@ impl WebhookTargets for Directory {
 
 /// Where and with which secret a delivery to `endpoint_id` goes; `None` when the endpoint is gone
 /// or disabled.
-async fn target(db: &Db, key: &Key, endpoint_id: &WebhookId) -> Result<Option<Target>, sqlx::Error> {
+/// The secret comes from the key the endpoint was made under (its receiver knows that secret), so
+/// an older key of the ring keeps signing for its endpoints; new endpoints get the newest.
+async fn target(db: &Db, keys: &KeyRing, endpoint_id: &WebhookId) -> Result<Option<Target>, sqlx::Error> {
     let row = sqlx::query("SELECT url, salt, key_id FROM webhook_endpoints WHERE id = $1 AND disabled_at IS NULL")
         .bind(endpoint_id)
         .fetch_optional(db.pool())
         .await?;
     let Some(row) = row else { return Ok(None) };
     let key_id: String = row.try_get("key_id")?;
-    if key_id != key.id {
+    let Some(key) = keys.get(&key_id) else {
         // The endpoint's secret came from a key that is no longer configured; its receiver could not
-        // verify a signature made with the new one.
-        tracing::warn!(endpoint = %endpoint_id, key_id, "webhook endpoint was made under another signing key");
+        // verify a signature made with another one.
+        tracing::warn!(endpoint = %endpoint_id, key_id, "webhook endpoint was made under a key no longer configured");
         return Ok(None);
-    }
+    };
     let salt: String = row.try_get("salt")?;
     Ok(Some(Target { url: row.try_get("url")?, secret: Secret::new(secret(key, endpoint_id, &salt)) }))
 }

@@ -489,45 +489,77 @@ fn csv_field(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// The whole history as CSV, newest first.
+/// The most lines the CSV carries: the newest (years of daily use fit many times over).
+pub const CSV_MAX_LINES: usize = 100_000;
+/// Lines read per query while streaming.
+const CSV_PAGE: i64 = 500;
+
+/// The history as CSV, newest first, streamed page by page (never built whole in memory) and
+/// capped at [`CSV_MAX_LINES`] lines.
 #[utoipa::path(get, path = "/v1/transactions.csv", tag = "shopper", security(("bearer" = [])), responses(
-    (status = 200, body = String, description = "`id,created_at,kind,amount,currency,balance_after,counterparty`, newest first", content_type = "text/csv"),
+    (status = 200, body = String, description = "`id,created_at,kind,amount,currency,balance_after,counterparty`, newest first, at most the newest 100,000 lines", content_type = "text/csv"),
     ShopperAuth))]
 async fn transactions_csv(
     State(state): State<AppState>,
     s: UserSession,
     _client: ShopperClient,
 ) -> Result<Response, ApiError> {
-    let mut conn = state.db.pool().acquire().await?;
-    let user = identity::user_by_id(&mut conn, s.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?;
-    let mut out = String::from("id,created_at,kind,amount,currency,balance_after,counterparty\r\n");
-    let mut before = None;
-    loop {
-        let lines = wallet::history(&mut conn, user.wallet_account_id, before, 500).await?;
-        for l in &lines {
-            out.push_str(&format!(
-                "{},{},{},{},JPY,{},{}\r\n",
-                l.entry_id,
-                clock::rfc3339_ms(l.created_at),
-                l.kind,
-                l.amount,
-                l.balance_after,
-                csv_field(l.counterparty.as_deref().unwrap_or(""))
-            ));
-        }
-        match lines.last() {
-            Some(last) if lines.len() == 500 => before = Some(last.posting_id),
-            _ => break,
-        }
+    let wallet_account = {
+        let mut conn = state.db.pool().acquire().await?;
+        identity::user_by_id(&mut conn, s.user_id()).await?.ok_or_else(crate::http::auth::unauthenticated)?
     }
+    .wallet_account_id;
+    let head = futures::stream::once(async {
+        Ok::<_, std::io::Error>(axum::body::Bytes::from_static(
+            b"id,created_at,kind,amount,currency,balance_after,counterparty\r\n",
+        ))
+    });
+    // (where the next page starts, or None when done; lines sent so far)
+    let pages =
+        futures::stream::try_unfold((state, Some(None::<i64>), 0usize), move |(state, next, sent)| async move {
+            let Some(before) = next.filter(|_| sent < CSV_MAX_LINES) else { return Ok(None) };
+            let limit = CSV_PAGE.min((CSV_MAX_LINES - sent) as i64);
+            let lines = async {
+                let mut conn = state.db.pool().acquire().await?;
+                wallet::history(&mut conn, wallet_account, before, limit).await
+            }
+            .await
+            .map_err(|e| {
+                // The status is sent already: the client sees a cut transfer, the log says why.
+                tracing::warn!(error = %store::describe_error(&e), "the CSV history could not be read");
+                std::io::Error::other("the history could not be read")
+            })?;
+            let next = match lines.last() {
+                Some(last) if lines.len() as i64 == limit => Some(Some(last.posting_id)),
+                _ => None,
+            };
+            let sent = sent + lines.len();
+            Ok(Some((axum::body::Bytes::from(csv_lines(&lines)), (state, next, sent))))
+        });
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
             (header::CONTENT_DISPOSITION, "attachment; filename=\"omamori-transactions.csv\""),
         ],
-        out,
+        axum::body::Body::from_stream(futures::StreamExt::chain(head, pages)),
     )
         .into_response())
+}
+
+fn csv_lines(lines: &[wallet::HistoryLine]) -> String {
+    let mut out = String::new();
+    for l in lines {
+        out.push_str(&format!(
+            "{},{},{},{},JPY,{},{}\r\n",
+            l.entry_id,
+            clock::rfc3339_ms(l.created_at),
+            l.kind,
+            l.amount,
+            l.balance_after,
+            csv_field(l.counterparty.as_deref().unwrap_or(""))
+        ));
+    }
+    out
 }
 
 /// A notice sent to the shopper.

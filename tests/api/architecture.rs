@@ -35,6 +35,7 @@ const LAYERS: &[(&str, u8, bool)] = &[
     ("http::error", 3, false),
     ("http::extract", 3, false),
     ("http::idempotent", 3, false),
+    ("http::wire", 3, false),
     ("web", 4, false),
     ("http", 5, false),
     ("app", 6, false),

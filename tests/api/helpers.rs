@@ -153,6 +153,8 @@ pub struct TestApp {
     pub state: AppState,
     pub backend: Backend,
     pub database_url: String,
+    /// `http://ADDR` of the `/metrics` listener, when `metrics_listen` is configured.
+    pub metrics_base: Option<String>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     // Dropped last: the database and its folder outlive the server.
@@ -181,6 +183,26 @@ impl TestApp {
         Self::start(database, data_dir, move |c| c.keys = keys).await
     }
 
+    /// As [`TestApp::another_instance`], with its configuration adjusted after the shared keys are
+    /// set (a key rotation, say).
+    pub async fn another_instance_with(&self, adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let data_dir = TempDir::new();
+        let database = TestDatabase { url: self.database_url.clone(), backend: self.backend, pg: None };
+        let keys = self.state.config.keys.clone();
+        Self::start(database, data_dir, move |c| {
+            c.keys = keys;
+            adjust(c)
+        })
+        .await
+    }
+
+    /// Tells the server to stop without waiting for it (it drains first).
+    pub fn begin_stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
     async fn start(database: TestDatabase, data_dir: TempDir, adjust: impl FnOnce(&mut Config)) -> TestApp {
         let mut config = Config {
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -199,6 +221,7 @@ impl TestApp {
         adjust(&mut config);
         let app = Application::build(config).await.expect("the server starts");
         let addr = app.local_addr();
+        let metrics_base = app.metrics_addr().map(|a| format!("http://{a}"));
         let state = app.state().clone();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(app.run_until(async move {
@@ -210,6 +233,7 @@ impl TestApp {
             state,
             backend: database.backend,
             database_url: database.url.clone(),
+            metrics_base,
             shutdown: Some(tx),
             server: Some(server),
             _database: database,

@@ -169,6 +169,40 @@ both_backends! {
         app.verify(&ch, "recovery_code", &recovery[0], &s.ip).await.assert_problem(422, "code_invalid");
     }
 
+    async fn rotating_the_totp_key_keeps_authenticators_working(app: TestApp) {
+        use omamori::config::{Key, KeyRing};
+        let mut s = app.register().await;
+        app.log_in(&mut s).await;
+        let token = s.session.clone().unwrap();
+        let r = app.authed(Method::POST, "/v1/me/totp", &token, None, &s.ip).await;
+        let seed = omamori::identity::totp::base32_decode(r.body["secret"].as_str().unwrap()).unwrap();
+        let step = omamori::identity::totp::current_step();
+        let code = omamori::identity::totp::code_at_step(&seed, step);
+        let r = app.authed(Method::POST, "/v1/me/totp/confirm", &token, Some(&json!({"code": code})), &s.ip).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let old = app.state.config.keys.totp_encryption.clone().unwrap();
+        // The deployment rotates: a new key writes, the old one is still listed for reading.
+        let rotated = app
+            .another_instance_with(|c| c.keys.totp_encryption = Some(KeyRing::new(Key::generate("k2"), vec![old.current().clone()])))
+            .await;
+        let r = rotated.login(&s.phone, &s.password, "phone-after-rotation", None, &s.ip).await;
+        let ch = r.body["challenge_id"].as_str().unwrap().to_string();
+        let next = omamori::identity::totp::code_at_step(&seed, step + 1);
+        let r = rotated.verify(&ch, "totp", &next, &s.ip).await;
+        assert_eq!(r.status, 200, "an authenticator set up under the old key must still log in: {r:?}");
+        // What is sealed from now on is sealed under the new key (the sandbox operators were
+        // given new seeds by the rotated instance's start).
+        let sealed: Vec<String> = sqlx::query_scalar("SELECT totp_secret FROM operators")
+            .fetch_all(rotated.db().pool()).await.unwrap();
+        assert!(!sealed.is_empty() && sealed.iter().all(|s| s.starts_with("k2:")), "{sealed:?}");
+        // Without the old key, the seed cannot be opened: the login fails, it does not pass.
+        let dropped = app.another_instance_with(|c| c.keys.totp_encryption = Some(Key::generate("k3").into())).await;
+        let r = dropped.login(&s.phone, &s.password, "phone-without-old-key", None, &s.ip).await;
+        let ch = r.body["challenge_id"].as_str().unwrap().to_string();
+        let r = dropped.verify(&ch, "totp", &omamori::identity::totp::code_at_step(&seed, step + 2), &s.ip).await;
+        assert_ne!(r.status, 200, "{r:?}");
+    }
+
     async fn a_password_change_needs_step_up_and_signs_out_the_rest(app: TestApp) {
         let mut s = app.register().await;
         app.log_in(&mut s).await;

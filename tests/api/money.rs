@@ -10,6 +10,27 @@ use crate::both_backends;
 use crate::helpers::*;
 
 both_backends! {
+    async fn the_csv_streams_every_page_newest_first(app: TestApp) {
+        let (s, _) = app.funded_shopper(10_000).await;
+        let token = s.session.clone().unwrap();
+        let wallet: i64 = sqlx::query_scalar("SELECT wallet_account_id FROM users WHERE phone = $1")
+            .bind(&s.phone).fetch_one(app.db().pool()).await.unwrap();
+        // More lines than one page of the stream (500), as sandbox transfers into the wallet.
+        let funding = app.create_account("funding_clearing", None).await;
+        for i in 0..510 {
+            let r = app.transfer(funding, wallet, 1, &format!("csv-{i}")).await;
+            assert_eq!(r.status, 201, "{r:?}");
+        }
+        let csv = Reply::from(app.from(Method::GET, "/v1/transactions.csv", &s.ip).bearer_auth(&token).send().await.unwrap()).await;
+        assert_eq!(csv.status, 200);
+        let lines: Vec<&str> = csv.text.lines().collect();
+        assert_eq!(lines.len(), 1 + 510 + 1, "the header, the transfers and the top-up");
+        let balances: Vec<i64> = lines[1..].iter().map(|l| l.split(',').nth(5).unwrap().parse().unwrap()).collect();
+        assert_eq!(balances[0], 10_510);
+        assert!(balances.windows(2).all(|w| w[0] == w[1] + 1 || w[1] == 10_000), "newest first, no line twice");
+        assert!(lines[511].contains(",topup,10000,JPY,10000,"), "{}", lines[511]);
+    }
+
     async fn the_full_cycle(app: TestApp) {
         let doc = app.sandbox_doc();
         let terminal = doc["terminal_key"].as_str().unwrap().to_string();
