@@ -632,8 +632,16 @@ fn set_logging(config: &mut Config, setting: &str, value: &str) -> Result<bool, 
             }
         }
         "log_level" => {
-            tracing_subscriber::EnvFilter::try_new(value)
-                .map_err(|_| "expected a level such as info, or a tracing filter")?;
+            // tracing-subscriber 0.3.23 panics on some non-ASCII filters (",\u{3000}A=", found by
+            // tests/fuzz.rs): filters are printable ASCII, and a panic is caught all the same.
+            let bad = "expected a level such as info, or a tracing filter";
+            if !value.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+                return Err(bad.into());
+            }
+            match std::panic::catch_unwind(|| tracing_subscriber::EnvFilter::try_new(value).is_ok()) {
+                Ok(true) => {}
+                _ => return Err(bad.into()),
+            }
             config.log_level = value.to_string();
         }
         _ => return Ok(false),
@@ -918,6 +926,13 @@ mod tests {
         let err = Config::load_from(None, env(&[("OMAMORI_CARD_FINGERPRINT_KEY", "k1:c2hvcnQ=")])).unwrap_err();
         assert!(err.0.contains("OMAMORI_CARD_FINGERPRINT_KEY") && err.0.contains("32 bytes"), "{err}");
         assert!(!err.0.contains("c2hvcnQ"), "a key value must never be echoed: {err}");
+    }
+
+    #[test]
+    fn a_log_filter_that_crashed_the_filter_parser_is_refused() {
+        let err = Config::load_from(None, env(&[("OMAMORI_LOG_LEVEL", ",\u{3000}A=")])).unwrap_err();
+        assert!(err.0.starts_with("invalid setting OMAMORI_LOG_LEVEL:"), "{err}");
+        assert!(Config::load_from(None, env(&[("OMAMORI_LOG_LEVEL", "omamori=debug,sqlx=warn")])).is_ok());
     }
 
     #[test]

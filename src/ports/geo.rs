@@ -78,6 +78,13 @@ impl GeoIp {
         Ok(geoip)
     }
 
+    /// Country data from the text of a CSV range file (`start_ip,end_ip,country` per line), as
+    /// [`GeoIp::load`] reads one; the fuzz harness feeds it arbitrary text.
+    pub fn from_csv_text(text: &str) -> Result<GeoIp, String> {
+        let (v4, v6) = parse_csv(text)?;
+        Ok(GeoIp { source: Source::Csv { path: PathBuf::from("<text>"), v4, v6 } })
+    }
+
     /// The ISO 3166 alpha-2 country (upper case) of `ip`. The configured database is consulted first; an
     /// address it does not cover that is loopback, unspecified, private (RFC 1918, IPv6 unique local
     /// fc00::/7), link-local (169.254/16, fe80::/10) or shared (100.64.0.0/10, RFC 6598) has no country
