@@ -10,6 +10,7 @@ mod browser;
 mod cli;
 mod code_shape;
 mod durability;
+mod fuzz;
 mod idempotency;
 mod identity;
 mod ledger;

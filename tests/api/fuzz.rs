@@ -3,7 +3,7 @@
 //! Each target feeds arbitrary and mutated-valid input to one parser and checks that it never
 //! panics and that what it accepts is consistent (re-parses, round-trips, verifies). The normal
 //! test run does a short smoke of each (`OMAMORI_FUZZ_CASES`, default 256); a long run is
-//! `OMAMORI_FUZZ_CASES=1000000 cargo test --test fuzz -- --test-threads 1` (the README records runs).
+//! `OMAMORI_FUZZ_CASES=1000000 cargo test --test api fuzz:: -- --test-threads 1` (the README records runs).
 //! The router target sends arbitrary JSON bodies through the whole router in-process (with a
 //! shopper's and an operator's session) and checks that no answer is a 5xx and every error is a
 //! problem document; it is slower, so it runs a tenth of the cases.
