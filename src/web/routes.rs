@@ -47,6 +47,7 @@ const APP: &[Asset] = &[
     asset!("js/i18n.js", JS),
     asset!("js/code128.js", JS),
     asset!("js/emvqr.js", JS),
+    asset!("js/camera.js", JS),
     asset!("js/challenge.js", JS),
     asset!("js/passkey.js", JS),
     asset!("js/screens/welcome.js", JS),

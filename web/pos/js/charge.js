@@ -6,6 +6,7 @@
 import { h, field, clear } from '/app/js/dom.js';
 import { t, yen, has } from '/app/js/i18n.js';
 import { words } from '/app/js/api.js';
+import { cameraReader } from '/app/js/camera.js';
 
 /** Tries of one charge before the till gives up and reverses it, and the wait before each repeat. */
 const RETRY_DELAYS_MS = [500, 1000, 2000];
@@ -340,39 +341,9 @@ function refundDialog(ctx, done) {
   };
 }
 
-/** The camera, where the browser reads barcodes itself (`BarcodeDetector`). */
+/** The camera, where the browser reads barcodes itself (`BarcodeDetector`): a payment code's digits. */
 function camera(ctx, found) {
-  if (!('BarcodeDetector' in window) || !navigator.mediaDevices?.getUserMedia) return '';
-  const video = h('video', { playsinline: true, muted: true, hidden: true, class: 'camera' });
-  const button = h('button', { type: 'button', class: 'secondary' }, t('till.camera'));
-  let stream = null;
-  const stop = () => {
-    stream?.getTracks().forEach((track) => track.stop());
-    stream = null;
-    video.hidden = true;
-    button.textContent = t('till.camera');
-  };
-  ctx.onLeave(stop);
-  button.addEventListener('click', async () => {
-    if (stream) return stop();
-    try {
-      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment' } });
-      video.srcObject = stream;
-      video.hidden = false;
-      await video.play();
-      button.textContent = t('till.camera.stop');
-      const detector = new window.BarcodeDetector({ formats: ['code_128', 'qr_code'] });
-      const look = async () => {
-        if (!stream) return;
-        const codes = await detector.detect(video).catch(() => []);
-        const digits = codes.map((c) => c.rawValue.replace(/\D/g, '')).find((d) => d.length >= 8);
-        if (digits) { stop(); found(digits); } else requestAnimationFrame(look);
-      };
-      look();
-    } catch {
-      stop();
-      ctx.warn(t('till.camera.none'));
-    }
-  });
-  return h('div', { class: 'stack' }, button, video);
+  const texts = { start: 'till.camera', stop: 'till.camera.stop', none: 'till.camera.none' };
+  const pick = (values) => values.map((v) => v.replace(/\D/g, '')).find((d) => d.length >= 8);
+  return cameraReader(ctx, { formats: ['code_128', 'qr_code'], pick, texts }, found) ?? '';
 }

@@ -5,6 +5,7 @@ import { h, field } from '../dom.js';
 import { t, yen } from '../i18n.js';
 import { post } from '../api.js';
 import { readStoreQr } from '../emvqr.js';
+import { cameraReader } from '../camera.js';
 
 export async function render(ctx) {
   const qr = h('textarea', { rows: 3, required: true, maxlength: 512, spellcheck: 'false', autocapitalize: 'off' });
@@ -47,38 +48,7 @@ export async function render(ctx) {
 }
 
 function cameraControls(ctx, found) {
-  if (!('BarcodeDetector' in window) || !navigator.mediaDevices?.getUserMedia) {
-    return h('p', { class: 'hint' }, t('scan.camera.none'));
-  }
-  const video = h('video', { playsinline: true, muted: true, hidden: true, class: 'camera' });
-  const button = h('button', { type: 'button', class: 'secondary' }, t('scan.camera'));
-  let stream = null;
-  const stop = () => {
-    stream?.getTracks().forEach((track) => track.stop());
-    stream = null;
-    video.hidden = true;
-    button.textContent = t('scan.camera');
-  };
-  ctx.onLeave(stop);
-  button.addEventListener('click', async () => {
-    if (stream) return stop();
-    try {
-      stream = await navigator.mediaDevices.getUserMedia({ video: { facingMode: 'environment' } });
-      video.srcObject = stream;
-      video.hidden = false;
-      await video.play();
-      button.textContent = t('scan.camera.stop');
-      const detector = new window.BarcodeDetector({ formats: ['qr_code'] });
-      const look = async () => {
-        if (!stream) return;
-        const codes = await detector.detect(video).catch(() => []);
-        if (codes.length) { found(codes[0].rawValue); stop(); } else requestAnimationFrame(look);
-      };
-      look();
-    } catch {
-      stop();
-      ctx.warn(t('scan.camera.none'));
-    }
-  });
-  return h('div', { class: 'stack' }, button, video);
+  const texts = { start: 'scan.camera', stop: 'scan.camera.stop', none: 'scan.camera.none' };
+  const reader = cameraReader(ctx, { formats: ['qr_code'], pick: (values) => values[0], texts }, found);
+  return reader ?? h('p', { class: 'hint' }, t('scan.camera.none'));
 }
