@@ -325,6 +325,26 @@ both_backends! {
         app.link_card(&owner, &test_card()).await.assert_problem(422, "card_limit_reached");
     }
 
+    async fn rotating_the_card_key_keeps_one_card_one_wallet(app: TestApp) {
+        use omamori::config::{Key, KeyRing};
+        let number = test_card();
+        let (owner, _) = app.funded_shopper(0).await;
+        assert_eq!(app.link_card(&owner, &number).await.status, 201);
+        // The deployment rotates the fingerprint key: a new key writes, the old one is still listed.
+        let old = app.state.config.keys.card_fingerprint.clone().unwrap();
+        let rotated = app
+            .another_instance_with(|c| c.keys.card_fingerprint = Some(KeyRing::new(Key::generate("k2"), vec![old.current().clone()])))
+            .await;
+        let mut thief = rotated.register().await;
+        rotated.log_in(&mut thief).await;
+        rotated.link_card(&thief, &number).await.assert_problem(422, "card_not_allowed");
+        // A card first seen after the rotation is bound under the new key.
+        assert_eq!(rotated.link_card(&thief, &test_card()).await.status, 201);
+        let bound: Vec<String> = sqlx::query_scalar("SELECT fingerprint FROM card_fingerprints ORDER BY created_at")
+            .fetch_all(rotated.db().pool()).await.unwrap();
+        assert!(bound.first().is_some_and(|f| !f.starts_with("k2:")) && bound.last().is_some_and(|f| f.starts_with("k2:")), "{bound:?}");
+    }
+
     async fn large_top_ups_and_a_new_device_need_a_fresh_step_up(app: TestApp) {
         let (mut s, card) = app.funded_shopper(1_000).await;
         app.advance_clock(6 * 60).await;
