@@ -136,13 +136,55 @@ pub struct Charge<'a> {
     pub idem_key: Option<&'a str>,
 }
 
+/// What a payment reads of its payer, once, under the wallet's lock: identity's profile (the user,
+/// the device's sessions) and the wallet's spending, two round trips for every check that follows
+/// (switches by country, risk rules, limits).
+pub struct PayerFacts {
+    pub profile: identity::PayerProfile,
+    pub spending: wallet::Spending,
+}
+
+impl PayerFacts {
+    pub async fn read(conn: &mut Conn, user_id: &UserId, device_id: &str, now: i64) -> Result<Self, PaymentsError> {
+        let profile = identity::payer_profile(conn, user_id, device_id)
+            .await?
+            .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("payer vanished")))?;
+        let spending = wallet::spending(conn, user_id, now).await?;
+        Ok(PayerFacts { profile, spending })
+    }
+
+    /// The facts the payment risk rules see.
+    fn risk_facts(&self) -> rules::Facts {
+        rules::Facts {
+            first_seen_on_device: self.profile.first_seen_on_device,
+            last_topup_at: self.spending.last_topup_at,
+            credentials_changed_at: self.profile.credentials_changed_at,
+            created_at: self.profile.user.created_at,
+            events_last_hour: self.spending.payments_since_hour,
+            previous_session: self.profile.previous_session.clone(),
+        }
+    }
+}
+
+/// Facts read already, as the risk rules' source.
+struct Known(rules::Facts);
+
+impl rules::FactSource for Known {
+    fn facts<'a>(
+        &'a self,
+        _conn: &'a mut Conn,
+        _e: &'a rules::Event<'a>,
+        _now: i64,
+    ) -> crate::ports::BoxFuture<'a, Result<rules::Facts, sqlx::Error>> {
+        Box::pin(async move { Ok(self.0.clone()) })
+    }
+}
+
 /// Moves the money of a payment, inside the caller's transaction: limits, the debit (which
 /// fails when funds are short), the payment row and the notice.
-pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<PaymentId, PaymentsError> {
-    let user = identity::user_by_id(conn, c.user_id)
-        .await?
-        .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("payer vanished")))?;
-    wallet::check_spending(conn, &user.id, c.amount.0, now).await?;
+pub async fn pay(conn: &mut Conn, c: &Charge<'_>, facts: &PayerFacts, now: i64) -> Result<PaymentId, PaymentsError> {
+    let user = &facts.profile.user;
+    wallet::check_spent(&facts.spending, c.amount.0)?;
     let payment_id = PaymentId::generate();
     let entry = NewEntry::transfer(
         EntryKind::Payment,
@@ -224,14 +266,15 @@ pub async fn charge_code(conn: &mut Conn, c: &CodeCharge<'_>, now: i64) -> Resul
     let store = merchants::store_by_id(conn, &c.terminal.store_id)
         .await?
         .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("terminal without store")))?;
+    // The wallet's lock is held since the code was redeemed.
+    let facts = PayerFacts::read(conn, &user_id, &device_id, now).await?;
     // The till's address says nothing of the shopper: the shopper's country is that of the newest
     // session of the phone that drew the code (for country-scoped switches).
-    let country = identity::session::device_country(conn, &user_id, &device_id).await?;
-    let payer = Payer { user_id: &user_id, device_id: &device_id, country: country.as_deref(), fresh_step_up: None };
+    let country = facts.profile.device_country.as_deref();
+    let payer = Payer { user_id: &user_id, device_id: &device_id, country, fresh_step_up: None };
     let at = Place { store: &store, terminal_id: Some(&c.terminal.id) };
-    // The wallet's lock is held since the code was redeemed.
     check_switches(conn, &payer, &at).await?;
-    if let Some(decline) = authorize(conn, &payer, &at, c.amount, now).await? {
+    if let Some(decline) = authorize(conn, &payer, &at, c.amount, &facts, now).await? {
         return Ok(Charged::Declined(decline));
     }
     let charge = Charge {
@@ -243,7 +286,7 @@ pub async fn charge_code(conn: &mut Conn, c: &CodeCharge<'_>, now: i64) -> Resul
         order_ref: c.order_ref,
         idem_key: Some(c.idem_key),
     };
-    let payment_id = pay(conn, &charge, now).await?;
+    let payment_id = pay(conn, &charge, &facts, now).await?;
     Ok(Charged::Paid(Paid {
         payment_id,
         status: "succeeded",
@@ -323,7 +366,8 @@ pub async fn pay_store_qr(
     let at = Place { store: &store, terminal_id: None };
     check_switches(conn, &p.payer, &at).await?;
     crate::store::lock_conn(conn, "wallet", p.payer.user_id.as_str()).await?;
-    if let Some(decline) = authorize(conn, &p.payer, &at, p.amount, now).await? {
+    let facts = PayerFacts::read(conn, p.payer.user_id, p.payer.device_id, now).await?;
+    if let Some(decline) = authorize(conn, &p.payer, &at, p.amount, &facts, now).await? {
         return Ok(Charged::Declined(decline));
     }
     let charge = Charge {
@@ -335,7 +379,7 @@ pub async fn pay_store_qr(
         order_ref: None,
         idem_key: Some(p.idem_key),
     };
-    let payment_id = pay(conn, &charge, now).await?;
+    let payment_id = pay(conn, &charge, &facts, now).await?;
     let merchant = Payee {
         merchant_id: store.merchant_id.clone(),
         name: store.merchant_name.clone(),
@@ -381,6 +425,7 @@ async fn authorize(
     payer: &Payer<'_>,
     at: &Place<'_>,
     amount: Yen,
+    facts: &PayerFacts,
     now: i64,
 ) -> Result<Option<PaymentsError>, PaymentsError> {
     // The rules see the shopper's own country only when the shopper is at hand (a till's is not).
@@ -388,7 +433,7 @@ async fn authorize(
     let mcc = Some(at.store.category.as_str());
     let signals = rules::signals(
         conn,
-        &super::risk_facts::Owners,
+        &Known(facts.risk_facts()),
         &rules::Event {
             kind: rules::RuleEvent::Payment,
             user_id: payer.user_id,
