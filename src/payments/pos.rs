@@ -25,7 +25,7 @@ use crate::merchants::{self, Store};
 use crate::money::Yen;
 use crate::notify::{self, Channel, Message};
 use crate::risk::{alerts, rules, switches, throttle};
-use crate::store::{Conn, clock};
+use crate::store::{Conn, Db, clock};
 
 pub const CODE_TTL_MS: i64 = 60 * 1000;
 pub const UNKNOWN_CODES_LIMIT: i64 = 5;
@@ -127,6 +127,8 @@ pub async fn record_unknown_code(conn: &mut Conn, terminal_id: &TerminalId, now:
 
 /// What a payment needs: who pays, where, how much.
 pub struct Charge<'a> {
+    /// Where the cached tables are (`store::cache`): the store, switches, rules, endpoints.
+    pub db: &'a Db,
     pub user_id: &'a UserId,
     pub store: &'a Store,
     pub terminal_id: Option<&'a TerminalId>,
@@ -217,7 +219,7 @@ pub async fn pay(conn: &mut Conn, c: &Charge<'_>, facts: &PayerFacts, now: i64) 
         "payment_id": payment_id, "store_id": c.store.id, "terminal_id": c.terminal_id, "amount": c.amount.0,
         "currency": "JPY", "order_ref": c.order_ref, "source": source,
     });
-    crate::merchants::webhooks::emit(conn, &c.store.merchant_id, "payment.succeeded", &event, now).await?;
+    crate::merchants::webhooks::emit_cached(c.db, conn, &c.store.merchant_id, "payment.succeeded", &event, now).await?;
     email(
         conn,
         &user.email,
@@ -250,6 +252,7 @@ pub enum Charged<T> {
 
 /// What a code charge needs from the till (`POST /v1/pos/payments`).
 pub struct CodeCharge<'a> {
+    pub db: &'a Db,
     pub prefix: &'a str,
     pub terminal: &'a merchants::Terminal,
     pub code: &'a str,
@@ -263,7 +266,7 @@ pub struct CodeCharge<'a> {
 pub async fn charge_code(conn: &mut Conn, c: &CodeCharge<'_>, now: i64) -> Result<Charged<Paid>, PaymentsError> {
     let Some(code) = PaymentCode::parse(c.code, c.prefix) else { return Err(PaymentsError::CodeInvalid) };
     let (user_id, device_id) = redeem(conn, &code, now).await?;
-    let store = merchants::store_by_id(conn, &c.terminal.store_id)
+    let store = merchants::store_by_id_cached(c.db, conn, &c.terminal.store_id)
         .await?
         .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("terminal without store")))?;
     // The wallet's lock is held since the code was redeemed.
@@ -273,11 +276,12 @@ pub async fn charge_code(conn: &mut Conn, c: &CodeCharge<'_>, now: i64) -> Resul
     let country = facts.profile.device_country.as_deref();
     let payer = Payer { user_id: &user_id, device_id: &device_id, country, fresh_step_up: None };
     let at = Place { store: &store, terminal_id: Some(&c.terminal.id) };
-    check_switches(conn, &payer, &at).await?;
-    if let Some(decline) = authorize(conn, &payer, &at, c.amount, &facts, now).await? {
+    check_switches(c.db, conn, &payer, &at).await?;
+    if let Some(decline) = authorize(c.db, conn, &payer, &at, c.amount, &facts, now).await? {
         return Ok(Charged::Declined(decline));
     }
     let charge = Charge {
+        db: c.db,
         user_id: &user_id,
         store: &store,
         terminal_id: Some(&c.terminal.id),
@@ -325,6 +329,7 @@ async fn redeem(conn: &mut Conn, code: &PaymentCode, now: i64) -> Result<(UserId
 
 /// A payment to a store whose QR code the shopper scanned (`POST /v1/payments`).
 pub struct StorePayment<'a> {
+    pub db: &'a Db,
     pub payer: Payer<'a>,
     /// The scanned payload, trimmed.
     pub store_qr: &'a str,
@@ -359,18 +364,20 @@ pub async fn pay_store_qr(
     now: i64,
 ) -> Result<Charged<StorePaid>, PaymentsError> {
     let parsed = merchants::qr::parse(p.store_qr).map_err(PaymentsError::Qr)?;
-    let store = merchants::store_by_id(conn, &parsed.store_id).await?.ok_or(PaymentsError::UnknownStore)?;
+    let store =
+        merchants::store_by_id_cached(p.db, conn, &parsed.store_id).await?.ok_or(PaymentsError::UnknownStore)?;
     if store.qr_payload() != p.store_qr {
         return Err(PaymentsError::QrMismatch);
     }
     let at = Place { store: &store, terminal_id: None };
-    check_switches(conn, &p.payer, &at).await?;
+    check_switches(p.db, conn, &p.payer, &at).await?;
     crate::store::lock_conn(conn, "wallet", p.payer.user_id.as_str()).await?;
     let facts = PayerFacts::read(conn, p.payer.user_id, p.payer.device_id, now).await?;
-    if let Some(decline) = authorize(conn, &p.payer, &at, p.amount, &facts, now).await? {
+    if let Some(decline) = authorize(p.db, conn, &p.payer, &at, p.amount, &facts, now).await? {
         return Ok(Charged::Declined(decline));
     }
     let charge = Charge {
+        db: p.db,
         user_id: p.payer.user_id,
         store: &store,
         terminal_id: None,
@@ -406,14 +413,14 @@ pub struct Place<'a> {
 }
 
 /// The `payments` switches every payment passes first: for the user, the merchant and the country.
-async fn check_switches(conn: &mut Conn, payer: &Payer<'_>, at: &Place<'_>) -> Result<(), PaymentsError> {
+async fn check_switches(db: &Db, conn: &mut Conn, payer: &Payer<'_>, at: &Place<'_>) -> Result<(), PaymentsError> {
     let subject = switches::Subject {
         user_id: Some(payer.user_id),
         merchant_id: Some(&at.store.merchant_id),
         country: payer.country,
         ..Default::default()
     };
-    Ok(switches::check(conn, crate::ids::SwitchName::Payments, subject).await?)
+    Ok(switches::check_cached(db, conn, crate::ids::SwitchName::Payments, subject).await?)
 }
 
 /// The risk rules every payment passes, in its transaction and under its wallet's lock (after
@@ -421,6 +428,7 @@ async fn check_switches(conn: &mut Conn, payer: &Payer<'_>, at: &Place<'_>) -> R
 /// commit; a step-up the shopper can give is asked for (`403`, rolled back); a till cannot wait,
 /// so there any outcome but allow declines.
 async fn authorize(
+    db: &Db,
     conn: &mut Conn,
     payer: &Payer<'_>,
     at: &Place<'_>,
@@ -445,7 +453,7 @@ async fn authorize(
         now,
     )
     .await?;
-    let rule = match rules::evaluate(conn, rules::RuleEvent::Payment, &signals).await? {
+    let rule = match rules::evaluate_cached(db, conn, rules::RuleEvent::Payment, &signals).await? {
         (rules::Outcome::Allow, _) | (_, None) => return Ok(None),
         (rules::Outcome::StepUp, Some(_))
             if payer.fresh_step_up.is_some_and(|at| at + identity::STEP_UP_TTL_MS > now) =>
