@@ -274,7 +274,7 @@ pub struct Listed {
     /// `payment` or `topup`.
     pub kind: String,
     /// The payment's or top-up's id.
-    pub target_id: String,
+    pub target: String,
     pub reason: String,
     /// `proposed` or `applied`.
     pub status: String,
@@ -299,7 +299,7 @@ pub async fn list(db: &Db, limit: i64) -> Result<Vec<Listed>, sqlx::Error> {
             Ok(Listed {
                 correction_id: r.try_get("id")?,
                 kind: r.try_get("target_kind")?,
-                target_id: r.try_get("target_id")?,
+                target: r.try_get("target_id")?,
                 reason: r.try_get("reason")?,
                 status: r.try_get("state")?,
                 proposed_by: r.try_get("proposed_by")?,

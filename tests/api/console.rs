@@ -201,7 +201,7 @@ both_backends! {
         let list = app.authed(Method::GET, "/v1/admin/corrections", &viewer, None, OPERATOR_IP).await;
         assert_eq!(list.status, 200, "{list:?}");
         let item = &list.body["items"][0];
-        assert_eq!((&item["correction_id"], &item["status"], &item["target_id"]), (&proposed.body["correction_id"], &json!("proposed"), &json!(payment)));
+        assert_eq!((&item["correction_id"], &item["status"], &item["target"]), (&proposed.body["correction_id"], &json!("proposed"), &json!(payment)));
         assert!(item["proposed_by"].as_str().unwrap().starts_with("operator:"), "{item}");
         let ops = app.authed(Method::GET, "/v1/admin/operators", &viewer, None, OPERATOR_IP).await;
         let emails: Vec<&str> = ops.body["items"].as_array().unwrap().iter().map(|o| o["email"].as_str().unwrap()).collect();

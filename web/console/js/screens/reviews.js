@@ -93,7 +93,7 @@ async function loadCorrections(ctx, box) {
   box.append(h('ul', { class: 'cases' }, items.map((c) => {
     const li = h('li', { class: `case state-${c.status}` },
       h('div', {},
-        h('p', { class: 'strong' }, t('console.correction.line', { kind: kindWords(c.kind), id: c.target_id, reason: c.reason })),
+        h('p', { class: 'strong' }, t('console.correction.line', { kind: kindWords(c.kind), id: c.target, reason: c.reason })),
         h('p', { class: 'muted' }, t('console.correction.by', { when: at(c.proposed_at), who: who(c.proposed_by) }),
           ' · ', t(`console.correction.status.${c.status}`))));
     if (c.status === 'proposed' && ctx.can('operator') && c.proposed_by !== ctx.actor()) {
