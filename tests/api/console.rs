@@ -253,6 +253,28 @@ async fn browser_console_alert_to_switch_and_a_four_eyes_release_and_a_viewer_ca
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_console_reviews_corrections_users_and_rules() {
+    let Some(app) = browser_app_with(|_| {}).await else { return };
+    let store_qr = app.sandbox_doc()["store_qr"].as_str().unwrap().to_string();
+    let (s, card) = app.funded_shopper(2_000).await;
+    let paid = app.money("/v1/payments", &s, &json!({"store_qr": store_qr, "amount": 700}), "pay-1").await;
+    assert_eq!(paid.status, 201, "{paid:?}");
+    let op = app.operator_session(0).await;
+    let rule = json!({"id": "hold-large-topups", "event": "topup", "priority": 1,
+        "conditions": {"amount_at_least": 30_000}, "outcome": "hold"});
+    assert_eq!(app.authed(Method::POST, "/v1/admin/rules", &op, Some(&rule), OPERATOR_IP).await.status, 201);
+    let held = app.money("/v1/topups", &s, &json!({"card_id": card, "amount": 40_000}), "held-1").await;
+    assert_eq!(held.status, 202, "{held:?}");
+    // The operator's login above used this step's code; the journey's logins must use the next.
+    let fixture = json!({
+        "operators": app.sandbox_doc()["operators"],
+        "shopper": {"phone": s.phone, "email": s.email, "device_id": s.device_id},
+        "payment_id": paid.body["payment_id"],
+    });
+    tokio::task::spawn_blocking(move || run_script(&app, "console.py", "operations", &fixture)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_console_in_japanese_and_at_tablet_width() {
     console_journey("japanese").await;
 }

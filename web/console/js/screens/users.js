@@ -17,6 +17,7 @@ export function render(ctx) {
   form.addEventListener('submit', async (event) => {
     event.preventDefault();
     lastLogin = login.value.trim();
+    ctx.quiet();
     await lookup(ctx, lastLogin, result);
   });
   ctx.main.append(h('h1', { tabindex: -1 }, t('console.users.title')), form, result);
@@ -34,7 +35,6 @@ async function lookup(ctx, login, box) {
     else ctx.fail(e);
     return;
   }
-  ctx.quiet();
   const again = () => lookup(ctx, login, box);
   box.append(
     h('div', { class: 'card' },
