@@ -275,6 +275,13 @@ async fn browser_console_reviews_corrections_users_and_rules() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_console_passkey_added_then_logs_in_alone() {
+    let Some(app) = browser_app_with(|_| {}).await else { return };
+    let fixture = json!({"operators": app.sandbox_doc()["operators"]});
+    tokio::task::spawn_blocking(move || run_script(&app, "console.py", "passkey", &fixture)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_console_in_japanese_and_at_tablet_width() {
     console_journey("japanese").await;
 }

@@ -291,6 +291,27 @@ def j_operations(browser):
     second.finish()
 
 
+def j_passkey(browser):
+    """An operator adds a passkey in Account, logs out, and logs in with the passkey alone."""
+    from wallet import virtual_authenticator
+    c = Console(browser)
+    c.open()
+    virtual_authenticator(c)
+    c.log_in(OPERATORS[0])
+    c.go("Account")
+    expect(c.page.get_by_text("No passkey yet.")).to_be_visible()
+    c.page.get_by_role("button", name="Add a passkey").click()
+    expect(c.status()).to_have_text("Your passkey is added: next time, log in with it.")
+    expect(c.page.locator("main ul.list")).to_contain_text("Console")
+    c.page.get_by_role("button", name="Log out").click()
+    expect(c.status()).to_have_text("You are logged out.")
+    c.page.get_by_role("button", name="Log in with a passkey").click()
+    expect(c.page.get_by_role("link", name="Alerts", exact=True)).to_be_visible()
+    expect(c.status()).to_have_text(re.compile(f"Logged in as {re.escape(OPERATORS[0]['email'])}"))
+    c.no_secret_readable()
+    c.finish()
+
+
 def j_japanese(browser):
     """The console in Japanese (names, `<html lang="ja">`), back to English; usable at tablet width."""
     names = {"email": "メールアドレス", "password": "パスワード", "code": "認証コード", "login": "ログイン", "alerts": "アラート"}
@@ -304,6 +325,7 @@ def j_japanese(browser):
     expect(c.page.get_by_label("スイッチ", exact=True)).to_be_visible()
     expect(c.page.get_by_role("button", name="停止する")).to_be_visible()
     c.fits()
+    c.shot("console-switches-ja-tablet")
     c.go("ユーザー")
     expect(c.page.get_by_label("電話番号またはメールアドレス")).to_be_visible()
     c.page.get_by_label("電話番号またはメールアドレス").fill("nobody@example.jp")

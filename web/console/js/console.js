@@ -22,6 +22,12 @@ const SCREENS = { alerts, switches, reviews, users, audit, notifications, rules,
 const ROLES = ['viewer', 'operator', 'admin'];
 /** How often alerts are fetched: an alert is on screen at most this long after it was raised. */
 const ALERT_POLL_MS = 3000;
+/**
+ * The alert watch keeps the session in use, so the server's idle timeout alone would never end
+ * it: the page logs out after this long without a key or a click (the server's default idle time).
+ */
+const IDLE_LOGOUT_MS = 15 * 60 * 1000;
+let lastActivity = Date.now();
 
 const main = document.getElementById('main');
 const statusEl = document.getElementById('status');
@@ -58,6 +64,8 @@ const ctx = {
   take: (name) => { const p = pending[name]; delete pending[name]; return p; },
   onLeave: (fn) => { const before = leave; leave = () => { before(); fn(); }; },
   alerts: () => alertState,
+  /** The operator has seen the new alerts: the banner goes. */
+  seenNews: () => { newsEl.textContent = ''; },
   rerender: () => route(),
 };
 
@@ -192,8 +200,15 @@ async function checkAlerts() {
 
 function startPolling() {
   stopPolling();
+  lastActivity = Date.now();
   checkAlerts();
-  poll = setInterval(checkAlerts, ALERT_POLL_MS);
+  poll = setInterval(() => {
+    if (Date.now() - lastActivity > IDLE_LOGOUT_MS) {
+      logout().then(() => say(t('console.idle', { min: IDLE_LOGOUT_MS / 60000 })));
+      return;
+    }
+    checkAlerts();
+  }, ALERT_POLL_MS);
 }
 
 function stopPolling() {
@@ -208,6 +223,9 @@ async function start() {
     route();
   });
   window.addEventListener('hashchange', () => { quiet(); route(); });
+  for (const kind of ['keydown', 'pointerdown']) {
+    window.addEventListener(kind, () => { lastActivity = Date.now(); }, { capture: true, passive: true });
+  }
   configure({ stepUp: async () => false, signedOut: () => { if (me) { signedOut(); warn(t('console.err.unauthenticated')); } } });
   await loadMe();
   route();

@@ -3,6 +3,7 @@
 
 import { h, clear } from '/app/js/dom.js';
 import { t, has } from '/app/js/i18n.js';
+import { get } from '/app/js/api.js';
 import { at, switchWords } from '../ui.js';
 
 /** Which switches stop what a detector saw, the likeliest first. */
@@ -15,6 +16,8 @@ const REMEDIES = {
 };
 
 let list = null;
+/** The switches engaged everywhere now: an alert offers to stop only what still runs. */
+let stopped = new Set();
 
 export function render(ctx) {
   list = h('ul', { class: 'alerts', 'aria-live': 'off' });
@@ -24,12 +27,20 @@ export function render(ctx) {
     list);
   ctx.onLeave(() => {
     ctx.alerts().fresh.clear();
+    ctx.seenNews();
     list = null;
   });
   refresh(ctx);
 }
 
-export function refresh(ctx) {
+export async function refresh(ctx) {
+  if (!list) return;
+  try {
+    const { data } = await get('/v1/admin/switches');
+    stopped = new Set(data.items.filter((s) => s.scope.kind === 'global').map((s) => s.name));
+  } catch {
+    stopped = new Set();
+  }
   if (!list) return;
   const { items, fresh, seen } = ctx.alerts();
   clear(list);
@@ -47,6 +58,9 @@ function item(ctx, a, isNew) {
   const severity = has(`console.alert.severity.${a.severity}`) ? t(`console.alert.severity.${a.severity}`) : a.severity;
   const actions = ctx.can('operator')
     ? (REMEDIES[a.kind] ?? []).map((name) => {
+      if (stopped.has(name)) {
+        return h('a', { href: '#/switches', class: 'stopped' }, t('console.alert.stopped', { what: switchWords(name) }));
+      }
       const b = h('button', { type: 'button', class: 'small' }, t('console.alert.stop', { what: switchWords(name) }));
       b.addEventListener('click', () => ctx.go('switches', { name, reason: `${detector}: ${a.detail}` }));
       return b;
