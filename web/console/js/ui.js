@@ -64,9 +64,9 @@ export function who(actor) {
   return operators.get(actor) ?? actor;
 }
 
-/** A time in the operator's language, with seconds (alerts are minutes apart at most). */
+/** A time in the operator's language, in Japan's time zone, saying so (operators may be abroad). */
 export function at(iso) {
-  return iso ? when(iso) : '';
+  return iso ? `${when(iso)} JST` : '';
 }
 
 /** The switch names of the API, in the order the form offers them. */
