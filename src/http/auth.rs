@@ -57,9 +57,22 @@ fn bearer(parts: &Parts) -> Option<&str> {
     super::cookies::bearer_token(&parts.headers)
 }
 
-async fn live_session(parts: &Parts, state: &AppState) -> Result<Live, ApiError> {
-    // A bearer token wins; a browser's session travels in its cookie (see `cookies`).
-    let token = bearer(parts).or_else(|| super::cookies::session_token(&parts.headers)).ok_or_else(unauthenticated)?;
+/// Which cookie a browser's session travels in: the shopper's, or the console's.
+#[derive(Clone, Copy)]
+enum Kind {
+    Shopper,
+    Operator,
+}
+
+async fn live_session(parts: &Parts, state: &AppState, kind: Kind) -> Result<Live, ApiError> {
+    // A bearer token wins; a browser's session travels in its cookie (see `cookies`). An operator
+    // route reads the console's cookie first, then the shopper's (which gets `403`, as before).
+    let headers = &parts.headers;
+    let cookie = match kind {
+        Kind::Shopper => super::cookies::session_token(headers),
+        Kind::Operator => super::cookies::operator_token(headers).or_else(|| super::cookies::session_token(headers)),
+    };
+    let token = bearer(parts).or(cookie).ok_or_else(unauthenticated)?;
     let mut conn = state.db.pool().acquire().await?;
     let live = session::authenticate(&mut conn, token, Timeouts::from_config(&state.config), state.clock.now_ms())
         .await?
@@ -79,7 +92,7 @@ impl FromRequestParts<AppState> for UserSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        live_session(parts, state).await?.into_user().ok_or_else(forbidden)
+        live_session(parts, state, Kind::Shopper).await?.into_user().ok_or_else(forbidden)
     }
 }
 
@@ -87,7 +100,7 @@ impl FromRequestParts<AppState> for OperatorSession {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        live_session(parts, state).await?.into_operator().ok_or_else(forbidden)
+        live_session(parts, state, Kind::Operator).await?.into_operator().ok_or_else(forbidden)
     }
 }
 

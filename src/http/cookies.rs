@@ -21,6 +21,9 @@ use crate::identity::login::LoginAnswer;
 pub const SESSION_COOKIE: &str = "omamori_session";
 /// The cookie that carries the device token that makes this browser a recognised device.
 pub const DEVICE_COOKIE: &str = "omamori_device";
+/// The cookie that carries an operator's session (`/console`), sent only to `/v1/admin`, so that
+/// an operator's and a shopper's session in one browser never take each other's place.
+pub const OPERATOR_COOKIE: &str = "omamori_operator";
 /// The cookie that carries a paired till's terminal key (`/pos`), sent only to `/v1/pos`.
 pub const TERMINAL_COOKIE: &str = "omamori_terminal";
 /// A till stays paired until it unpairs or its key is revoked (400 days is the most browsers keep).
@@ -48,6 +51,11 @@ pub fn session_token(headers: &HeaderMap) -> Option<&str> {
     cookie(headers, SESSION_COOKIE)
 }
 
+/// The operator's session token of a browser request (the console's cookie), if any.
+pub fn operator_token(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, OPERATOR_COOKIE)
+}
+
 /// What a browser sent with a login or a challenge verify: whether it wants cookies, and the
 /// device token its cookie holds.
 #[derive(Debug, Clone)]
@@ -55,6 +63,7 @@ pub struct Browser {
     wants_cookies: bool,
     secure: bool,
     had_session: bool,
+    had_operator_session: bool,
     device_token: Option<String>,
 }
 
@@ -71,6 +80,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Browser {
             wants_cookies,
             secure: !host_is_loopback(headers),
             had_session: session_token(headers).is_some(),
+            had_operator_session: operator_token(headers).is_some(),
             device_token: cookie(headers, DEVICE_COOKIE).map(str::to_string),
         })
     }
@@ -142,6 +152,10 @@ impl Browser {
                 ];
                 self.cookie_reply(&cookies, s.expires_at)
             }
+            Verified::OperatorLogin(s) if self.wants_cookies => {
+                let cookies = [self.set_for(OPERATOR_COOKIE, "/v1/admin", &s.session_token, None)];
+                self.cookie_reply(&cookies, s.expires_at)
+            }
             other => axum::Json(SessionReply::<Verified<C>>::Tokens(other)).into_response(),
         }
     }
@@ -152,6 +166,15 @@ impl Browser {
         let mut response = StatusCode::NO_CONTENT.into_response();
         if self.had_session {
             response.headers_mut().append(header::SET_COOKIE, self.set(SESSION_COOKIE, "", Some(0)));
+        }
+        response
+    }
+
+    /// `204` for an operator's logout; the console's cookie is cleared.
+    pub fn operator_logged_out(&self) -> Response {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        if self.had_operator_session {
+            response.headers_mut().append(header::SET_COOKIE, self.set_for(OPERATOR_COOKIE, "/v1/admin", "", Some(0)));
         }
         response
     }
@@ -167,7 +190,11 @@ impl Browser {
     }
 
     fn set(&self, name: &str, value: &str, max_age_secs: Option<u32>) -> HeaderValue {
-        let mut text = format!("{name}={value}; Path=/; HttpOnly; SameSite=Strict");
+        self.set_for(name, "/", value, max_age_secs)
+    }
+
+    fn set_for(&self, name: &str, path: &str, value: &str, max_age_secs: Option<u32>) -> HeaderValue {
+        let mut text = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict");
         if let Some(secs) = max_age_secs {
             text.push_str(&format!("; Max-Age={secs}"));
         }
@@ -210,7 +237,9 @@ pub async fn csrf_guard(req: Request, next: Next) -> Response {
     // What authenticates the request decides: a bearer token (never sent by a browser on its own),
     // or else the cookie, even beside an `Authorization` header of another scheme.
     let by_cookie = bearer_token(headers).is_none()
-        && [SESSION_COOKIE, DEVICE_COOKIE, TERMINAL_COOKIE].iter().any(|name| cookie(headers, name).is_some());
+        && [SESSION_COOKIE, DEVICE_COOKIE, TERMINAL_COOKIE, OPERATOR_COOKIE]
+            .iter()
+            .any(|name| cookie(headers, name).is_some());
     if !safe && by_cookie && !same_origin(headers) {
         return csrf_rejected().into_response();
     }

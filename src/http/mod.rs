@@ -94,6 +94,15 @@ impl utoipa::Modify for SecuritySchemes {
              change made with it must carry a same-origin `Origin` (else `403 csrf_rejected`).",
         );
         components.add_security_scheme("terminal", SecurityScheme::ApiKey(ApiKey::Cookie(till)));
+        let console = ApiKeyValue::with_description(
+            cookies::OPERATOR_COOKIE,
+            "An operator's session token in an `HttpOnly`, `SameSite=Strict` cookie (`Path=/v1/admin`), for the \
+             console at `/console`: set by the operator login challenge's verify when it carries \
+             `Omamori-Session: cookie`, cleared by `POST /v1/admin/logout`; every `/v1/admin` route that takes an \
+             operator's `bearer` token takes it too, and a change made with it must carry a same-origin `Origin` \
+             (else `403 csrf_rejected`).",
+        );
+        components.add_security_scheme("operator_session", SecurityScheme::ApiKey(ApiKey::Cookie(console)));
     }
 }
 
@@ -105,6 +114,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(metrics_text))
         .merge(crate::identity::routes::routes())
         .merge(crate::identity::passkey_routes::routes())
+        .merge(crate::identity::operator_routes::routes())
         .merge(crate::merchants::routes::routes())
         .merge(crate::merchants::till_routes::routes())
         .merge(crate::payments::routes::routes())

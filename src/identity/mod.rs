@@ -9,6 +9,7 @@
 pub mod challenge;
 pub mod freeze;
 pub mod login;
+pub mod operator_routes;
 pub mod operators;
 pub mod passkey;
 pub mod passkey_routes;

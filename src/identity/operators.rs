@@ -182,3 +182,37 @@ pub async fn role_of(conn: &mut Conn, id: &OperatorId) -> Result<Role, sqlx::Err
         sqlx::query_scalar("SELECT role FROM operators WHERE id = $1").bind(id).fetch_one(&mut *conn).await?;
     Role::parse(&role).ok_or_else(|| sqlx::Error::Decode(format!("operator {id} has an unknown role").into()))
 }
+
+/// An operator as the console shows the signed-in one.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Profile {
+    pub operator_id: OperatorId,
+    pub email: String,
+    /// `viewer`, `operator` or `admin`: what the console offers.
+    pub role: &'static str,
+}
+
+/// Operator `id`'s e-mail and role.
+pub async fn profile(conn: &mut Conn, id: &OperatorId) -> Result<Profile, sqlx::Error> {
+    let email: String =
+        sqlx::query_scalar("SELECT email FROM operators WHERE id = $1").bind(id).fetch_one(&mut *conn).await?;
+    let role = role_of(conn, id).await?;
+    Ok(Profile { operator_id: id.clone(), email, role: role.as_str() })
+}
+
+/// Every operator, by e-mail (at most 500), so that the console can say who did what.
+pub async fn list(conn: &mut Conn) -> Result<Vec<Profile>, sqlx::Error> {
+    use sqlx::Row;
+    let rows =
+        sqlx::query("SELECT id, email, role FROM operators ORDER BY email LIMIT 500").fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|r| {
+            let role: String = r.try_get("role")?;
+            Ok(Profile {
+                operator_id: r.try_get("id")?,
+                email: r.try_get("email")?,
+                role: Role::parse(&role).unwrap_or(Role::Viewer).as_str(),
+            })
+        })
+        .collect()
+}

@@ -268,9 +268,13 @@ async fn logout(
 #[utoipa::path(post, path = "/v1/admin/logout", tag = "operator", security(("bearer" = [])), responses(
     (status = 204, description = "Logged out"),
     AuthErrors))]
-async fn admin_logout(State(state): State<AppState>, op: RequireRole<Viewer>) -> Result<Response, ApiError> {
+async fn admin_logout(
+    State(state): State<AppState>,
+    op: RequireRole<Viewer>,
+    browser: Browser,
+) -> Result<Response, ApiError> {
     session::end_operator(&state.db, &op, state.clock.now_ms()).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(browser.operator_logged_out())
 }
 
 /// The signed-in shopper, as the shopper sees the account.
@@ -328,7 +332,7 @@ async fn sessions_list(
     let items = session::list(
         &mut conn,
         s.user_id(),
-        s.session_id(),
+        Some(s.session_id()),
         crate::identity::session::Timeouts::from_config(&state.config),
         state.clock.now_ms(),
     )

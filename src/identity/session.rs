@@ -337,7 +337,7 @@ pub struct SessionView {
 pub async fn list(
     conn: &mut Conn,
     user_id: &UserId,
-    current: &SessionId,
+    current: Option<&SessionId>,
     timeouts: Timeouts,
     now: i64,
 ) -> Result<Vec<SessionView>, sqlx::Error> {
@@ -355,13 +355,46 @@ pub async fn list(
         .map(|r| {
             let id: SessionId = r.try_get("id")?;
             Ok(SessionView {
-                current: id == *current,
+                current: current == Some(&id),
                 id,
                 device_id: r.try_get("device_id")?,
                 created_at: clock::rfc3339_ms(r.try_get("created_at")?),
                 last_seen_at: clock::rfc3339_ms(r.try_get("last_seen_at")?),
                 ip: r.try_get("ip")?,
                 country: r.try_get("country")?,
+            })
+        })
+        .collect()
+}
+
+/// A device this user logged in from with two steps, as operators see it (never the token).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct DeviceView {
+    pub device_id: String,
+    pub created_at: String,
+    /// The last two-step login on it.
+    pub last_two_step_at: String,
+    /// Whether its token still recognises the device (not revoked by a reset or a sign-out).
+    pub recognised: bool,
+}
+
+/// The user's devices (their device tokens), newest two-step login first, at most 50.
+pub async fn devices(conn: &mut Conn, user_id: &UserId) -> Result<Vec<DeviceView>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT device_id, created_at, last_two_step_at, revoked_at FROM device_tokens WHERE user_id = $1 \
+         ORDER BY last_two_step_at DESC, id DESC LIMIT 50",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let revoked_at: Option<i64> = r.try_get("revoked_at")?;
+            Ok(DeviceView {
+                device_id: r.try_get("device_id")?,
+                created_at: clock::rfc3339_ms(r.try_get("created_at")?),
+                last_two_step_at: clock::rfc3339_ms(r.try_get("last_two_step_at")?),
+                recognised: revoked_at.is_none(),
             })
         })
         .collect()

@@ -266,3 +266,47 @@ pub async fn approve(db: &Db, id: &CorrectionId, by: &str, now: i64) -> Result<C
     })
     .await
 }
+
+/// A correction as the console lists it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Listed {
+    pub correction_id: CorrectionId,
+    /// `payment` or `topup`.
+    pub kind: String,
+    /// The payment's or top-up's id.
+    pub target: String,
+    pub reason: String,
+    /// `proposed` or `applied`.
+    pub status: String,
+    pub proposed_by: String,
+    pub proposed_at: String,
+    pub approved_by: Option<String>,
+    pub applied_at: Option<String>,
+}
+
+/// The newest corrections, proposed ones first (they wait for a second operator).
+pub async fn list(db: &Db, limit: i64) -> Result<Vec<Listed>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT id, target_kind, target_id, reason, state, proposed_by, proposed_at, approved_by, applied_at \
+         FROM corrections ORDER BY CASE WHEN state = 'proposed' THEN 0 ELSE 1 END, proposed_at DESC, id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let applied_at: Option<i64> = r.try_get("applied_at")?;
+            Ok(Listed {
+                correction_id: r.try_get("id")?,
+                kind: r.try_get("target_kind")?,
+                target: r.try_get("target_id")?,
+                reason: r.try_get("reason")?,
+                status: r.try_get("state")?,
+                proposed_by: r.try_get("proposed_by")?,
+                proposed_at: store::clock::rfc3339_ms(r.try_get("proposed_at")?),
+                approved_by: r.try_get("approved_by")?,
+                applied_at: applied_at.map(store::clock::rfc3339_ms),
+            })
+        })
+        .collect()
+}

@@ -1,4 +1,5 @@
-//! Operator routes of risk: kill switches and freezes.
+//! Operator routes of risk: kill switches and freezes (and unfreezes), the audit log and its chain
+//! check, corrections, rules and reviews.
 
 use crate::http::extract::PathId;
 use crate::ids::CorrectionId;
@@ -29,10 +30,12 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_switches, engage_switch))
         .routes(routes!(release_switch))
         .routes(routes!(freeze_user))
+        .routes(routes!(unfreeze_user))
         .routes(routes!(audit_log))
         .routes(routes!(audit_head))
+        .routes(routes!(audit_verify))
         .routes(routes!(list_notifications))
-        .routes(routes!(propose_correction))
+        .routes(routes!(list_corrections, propose_correction))
         .routes(routes!(approve_correction))
         .routes(routes!(list_rules, create_rule))
         .routes(routes!(update_rule))
@@ -176,6 +179,73 @@ async fn freeze_user(
     let by = op.actor();
     crate::identity::freeze::freeze(&state.db, &user, &body.value.reason, &by, state.clock.now_ms()).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Where an unfreeze stands.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Unfreeze {
+    user_id: UserId,
+    /// `false`: asked for, waiting for a second operator; `true`: the freeze is released.
+    unfrozen: bool,
+}
+
+/// Asks for, or (from a second, different operator) confirms, the end of a user's freeze: the
+/// four-eyes rule of a switch release, for every switch of the freeze at once.
+#[utoipa::path(post, path = "/v1/admin/users/{user_id}/unfreeze", tag = "operator", request_body = ReasonBody,
+    params(("user_id" = String, Path)), security(("bearer" = [])), responses(
+    (status = 202, body = Unfreeze, description = "Asked for, or (second operator) unfrozen"),
+    AuthErrors, JsonBodyErrors, Invalid422,
+    (status = 404, description = "`not_found`: no such user, or the user is not frozen", body = Problem, content_type = "application/problem+json"),
+    (status = 409, description = "`second_operator_required`: the operator who asked cannot confirm", body = Problem, content_type = "application/problem+json")))]
+async fn unfreeze_user(
+    State(state): State<AppState>,
+    op: RequireRole<OperatorRole>,
+    PathId(user): PathId<UserId>,
+    body: ApiJson<ReasonBody>,
+) -> Result<Response, ApiError> {
+    let by = op.actor();
+    let unfrozen = switches::release_freeze(&state.db, &user, &by, &body.value.reason, state.clock.now_ms()).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(Unfreeze { user_id: user, unfrozen })).into_response())
+}
+
+/// The result of walking the whole audit chain.
+#[derive(Serialize, utoipa::ToSchema)]
+struct ChainCheck {
+    /// `true` when every entry's hash and link hold.
+    intact: bool,
+    /// The first entry that does not hold; null when intact.
+    broken_id: Option<i64>,
+    /// Why it does not hold; null when intact.
+    problem: Option<String>,
+    /// The newest entry's id (null for an empty log).
+    head_id: Option<i64>,
+    checked_at: String,
+}
+
+/// Walks the audit log's hash chain from its first entry, as `omamori admin audit verify` does
+/// (without the anchor: keep `/v1/admin/audit/head` outside Omamori for that).
+#[utoipa::path(get, path = "/v1/admin/audit/verify", tag = "operator", security(("bearer" = [])),
+    responses((status = 200, body = ChainCheck, description = "Intact, or the first broken entry"), AuthErrors))]
+async fn audit_verify(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
+    let head_id = crate::audit::head(&state.db).await?.map(|(id, _, _)| id);
+    let broken = crate::audit::verify(&state.db).await?;
+    let checked_at = crate::store::clock::rfc3339_ms(state.clock.now_ms());
+    let (broken_id, problem) = broken.map_or((None, None), |(id, why)| (Some(id), Some(why)));
+    Ok(axum::Json(ChainCheck { intact: broken_id.is_none(), broken_id, problem, head_id, checked_at }).into_response())
+}
+
+/// Corrections, those waiting for a second operator first.
+#[derive(Serialize, utoipa::ToSchema)]
+struct CorrectionList {
+    items: Vec<crate::payments::corrections::Listed>,
+}
+
+/// The newest 200 corrections, proposed ones (waiting for a second operator's approval) first.
+#[utoipa::path(get, path = "/v1/admin/corrections", tag = "operator", security(("bearer" = [])),
+    responses((status = 200, body = CorrectionList, description = "At most 200"), AuthErrors))]
+async fn list_corrections(State(state): State<AppState>, _viewer: RequireRole<Viewer>) -> Result<Response, ApiError> {
+    let items = crate::payments::corrections::list(&state.db, 200).await?;
+    Ok(axum::Json(CorrectionList { items }).into_response())
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -267,43 +267,98 @@ pub async fn release(db: &Db, id: &SwitchId, by: &str, reason: &str, now: i64) -
     let reason = check_reason(reason)?;
     store::retry(|| async {
         let mut tx = db.begin().await?;
-        tx.lock("switch", id).await?;
-        let row = sqlx::query("SELECT release_requested_by, released_at FROM switches WHERE id = $1")
+        let released = release_in(&mut tx, id, by, reason, now).await?;
+        tx.commit().await?;
+        Ok(released)
+    })
+    .await
+}
+
+/// One switch's release step, in the caller's transaction (the switch's row lock taken here).
+async fn release_in(conn: &mut Conn, id: &SwitchId, by: &str, reason: &str, now: i64) -> Result<bool, RiskError> {
+    store::lock_conn(conn, "switch", id.as_str()).await?;
+    let row = sqlx::query("SELECT release_requested_by, released_at FROM switches WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| RiskError::NotFound("there is no such switch".into()))?;
+    let (requested_by, released_at): (Option<String>, Option<i64>) =
+        (row.try_get("release_requested_by")?, row.try_get("released_at")?);
+    if released_at.is_some() {
+        return Err(RiskError::AlreadyReleased);
+    }
+    match requested_by {
+        None => {
+            sqlx::query(
+                "UPDATE switches SET release_requested_by = $1, release_requested_at = $2, release_reason = $3 WHERE id = $4",
+            )
+            .bind(by)
+            .bind(now)
+            .bind(reason)
             .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
-            .ok_or_else(|| RiskError::NotFound("there is no such switch".into()))?;
-        let (requested_by, released_at): (Option<String>, Option<i64>) =
-            (row.try_get("release_requested_by")?, row.try_get("released_at")?);
-        if released_at.is_some() {
-            return Err(RiskError::AlreadyReleased);
+            .execute(&mut *conn)
+            .await?;
+            crate::audit::append(conn, by, "switch.release_requested", id, &json!({"reason": reason}), now).await?;
+            Ok(false)
         }
-        let released = match requested_by {
-            None => {
-                sqlx::query("UPDATE switches SET release_requested_by = $1, release_requested_at = $2, release_reason = $3 WHERE id = $4")
-                    .bind(by)
-                    .bind(now)
-                    .bind(reason)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                crate::audit::append(&mut tx, by, "switch.release_requested", id, &json!({"reason": reason}), now).await?;
-                false
-            }
-            Some(first) if first == by => {
-                return Err(RiskError::SecondOperatorRequired);
-            }
-            Some(_) => {
-                sqlx::query("UPDATE switches SET released_at = $1, released_by = $2 WHERE id = $3")
-                    .bind(now)
-                    .bind(by)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                crate::audit::append(&mut tx, by, "switch.released", id, &json!({"reason": reason}), now).await?;
-                true
-            }
-        };
+        Some(first) if first == by => Err(RiskError::SecondOperatorRequired),
+        Some(_) => {
+            sqlx::query("UPDATE switches SET released_at = $1, released_by = $2 WHERE id = $3")
+                .bind(now)
+                .bind(by)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            crate::audit::append(conn, by, "switch.released", id, &json!({"reason": reason}), now).await?;
+            Ok(true)
+        }
+    }
+}
+
+/// Where a user's freeze stands: frozen or not, and the operator who asked for the unfreeze that
+/// waits for a second one.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct FreezeState {
+    pub frozen: bool,
+    pub unfreeze_requested_by: Option<String>,
+}
+
+/// Whether `user_id` is frozen (any of the freeze's switches still in force).
+pub async fn freeze_state(conn: &mut Conn, user_id: &UserId) -> Result<FreezeState, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT release_requested_by FROM switches WHERE kind = 'freeze' AND scope_kind = 'user' AND scope_id = $1 \
+         AND released_at IS NULL",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let requested: Option<String> = match rows.first() {
+        Some(r) => r.try_get("release_requested_by")?,
+        None => None,
+    };
+    Ok(FreezeState { frozen: !rows.is_empty(), unfreeze_requested_by: requested })
+}
+
+/// Unfreezing is releasing every switch of the user's freeze, with the same four eyes as any
+/// release: the first operator asks (`false`), a second, different one confirms (`true`).
+pub async fn release_freeze(db: &Db, user_id: &UserId, by: &str, reason: &str, now: i64) -> Result<bool, RiskError> {
+    let reason = check_reason(reason)?;
+    store::retry(|| async {
+        let mut tx = db.begin().await?;
+        let ids: Vec<SwitchId> = sqlx::query_scalar(
+            "SELECT id FROM switches WHERE kind = 'freeze' AND scope_kind = 'user' AND scope_id = $1 \
+             AND released_at IS NULL ORDER BY id",
+        )
+        .bind(user_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        if ids.is_empty() {
+            return Err(RiskError::NotFound("this user is not frozen".into()));
+        }
+        let mut released = false;
+        for id in &ids {
+            released = release_in(&mut tx, id, by, reason, now).await?;
+        }
         tx.commit().await?;
         Ok(released)
     })

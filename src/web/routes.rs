@@ -75,6 +75,30 @@ const POS: &[Asset] = &[
     Asset { path: "js/texts.js", content_type: JS, body: include_bytes!("../../web/pos/js/texts.js") },
 ];
 
+macro_rules! console_asset {
+    ($path:literal, $type:expr) => {
+        Asset { path: $path, content_type: $type, body: include_bytes!(concat!("../../web/console/", $path)) }
+    };
+}
+
+/// The operators' console (`web/console/`); it also loads the wallet's `dom.js`, `i18n.js`,
+/// `api.js` and `passkey.js`, and its `style.css`.
+const CONSOLE: &[Asset] = &[
+    console_asset!("index.html", "text/html; charset=utf-8"),
+    console_asset!("console.css", "text/css; charset=utf-8"),
+    console_asset!("js/console.js", JS),
+    console_asset!("js/texts.js", JS),
+    console_asset!("js/ui.js", JS),
+    console_asset!("js/screens/alerts.js", JS),
+    console_asset!("js/screens/switches.js", JS),
+    console_asset!("js/screens/reviews.js", JS),
+    console_asset!("js/screens/users.js", JS),
+    console_asset!("js/screens/audit.js", JS),
+    console_asset!("js/screens/notifications.js", JS),
+    console_asset!("js/screens/rules.js", JS),
+    console_asset!("js/screens/account.js", JS),
+];
+
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/app", get(|| async { app_file("index.html") }))
@@ -83,6 +107,9 @@ pub fn routes() -> Router<AppState> {
         .route("/pos", get(|| async { file(POS, "index.html") }))
         .route("/pos/", get(|| async { file(POS, "index.html") }))
         .route("/pos/{*path}", get(|Path(path): Path<String>| async move { file(POS, &path) }))
+        .route("/console", get(|| async { file(CONSOLE, "index.html") }))
+        .route("/console/", get(|| async { file(CONSOLE, "index.html") }))
+        .route("/console/{*path}", get(|Path(path): Path<String>| async move { file(CONSOLE, &path) }))
 }
 
 fn app_file(path: &str) -> Response {

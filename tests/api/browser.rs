@@ -48,10 +48,17 @@ pub(crate) fn run_script(app: &TestApp, script: &str, journey: &str, fixture: &V
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "journey {journey} failed:\n{stdout}\n{stderr}");
+    // What the journey measured (seen with `--nocapture`).
+    print!("{stdout}");
 }
 
 /// A sandbox server, or `None` (with the reason printed) when the browser tools are missing.
 pub(crate) async fn browser_app() -> Option<TestApp> {
+    browser_app_with(|_| {}).await
+}
+
+/// As [`browser_app`], with the server's configuration adjusted.
+pub(crate) async fn browser_app_with(adjust: impl FnOnce(&mut omamori::config::Config)) -> Option<TestApp> {
     if let Some(why) = missing_tools() {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("CI=true but the browser tests cannot run: {why}");
@@ -59,7 +66,7 @@ pub(crate) async fn browser_app() -> Option<TestApp> {
         eprintln!("skipping the browser test: {why}");
         return None;
     }
-    TestApp::spawn(Backend::Sqlite).await
+    TestApp::spawn_with(Backend::Sqlite, adjust).await
 }
 
 /// A shopper with a card and ¥10,000, as the fixture names it.

@@ -9,6 +9,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod code_shape;
+mod console;
 mod durability;
 mod fuzz;
 mod idempotency;
