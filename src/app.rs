@@ -24,6 +24,7 @@ pub async fn state(mut config: Config) -> anyhow::Result<AppState> {
     store::migrate::run(&db).await?;
     let clock = Clock::load(&db).await?;
     crate::risk::rules::seed(&db, clock.now_ms()).await?;
+    crate::merchants::ensure_account_shards(&db, clock.now_ms()).await?;
     let geo = crate::ports::geo::GeoIp::load(config.geoip.as_deref())?;
     let hasher = crate::secret::HashPool::new(config.password_hash_concurrency as usize);
     let processor = config.sandbox.then(|| {

@@ -65,6 +65,38 @@ pub fn category(value: &str) -> Result<String, MerchantError> {
     }
 }
 
+/// How many ledger accounts a merchant is paid into (its main account and the shards beside it).
+pub const ACCOUNT_SHARDS: usize = 16;
+
+/// Gives every merchant made before shards existed its [`ACCOUNT_SHARDS`] accounts (at start;
+/// under a lock per merchant, so that instances starting together add them once).
+pub async fn ensure_account_shards(db: &Db, now: i64) -> Result<(), sqlx::Error> {
+    let short: Vec<MerchantId> = sqlx::query_scalar(
+        "SELECT m.id FROM merchants m WHERE (SELECT COUNT(*) FROM accounts a WHERE a.kind = 'merchant' AND a.owner_ref = m.id) < $1",
+    )
+    .bind(ACCOUNT_SHARDS as i64)
+    .fetch_all(db.pool())
+    .await?;
+    for merchant in short {
+        store::retry(|| async {
+            let mut tx = db.begin().await?;
+            tx.lock("merchant_shards", merchant.as_str()).await?;
+            let have: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE kind = 'merchant' AND owner_ref = $1")
+                    .bind(&merchant)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            for _ in have..ACCOUNT_SHARDS as i64 {
+                ledger::create_account(&mut tx, AccountKind::Merchant, Currency::Jpy, Some(merchant.as_str()), now)
+                    .await?;
+            }
+            tx.commit().await
+        })
+        .await?;
+    }
+    Ok(())
+}
+
 pub async fn create_merchant(
     db: &Db,
     name: &str,
@@ -79,6 +111,9 @@ pub async fn create_merchant(
         let mut tx = db.begin().await?;
         let account =
             ledger::create_account(&mut tx, AccountKind::Merchant, Currency::Jpy, Some(id.as_str()), now).await?;
+        for _ in 1..ACCOUNT_SHARDS {
+            ledger::create_account(&mut tx, AccountKind::Merchant, Currency::Jpy, Some(id.as_str()), now).await?;
+        }
         sqlx::query("INSERT INTO merchants (id, name, category, account_id, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&id)
             .bind(&name)
@@ -156,7 +191,12 @@ pub struct Store {
     pub id: StoreId,
     pub merchant_id: MerchantId,
     pub merchant_name: String,
+    /// The merchant's main ledger account (refunds and reversals come out of it).
     pub merchant_account: i64,
+    /// Every ledger account the merchant is paid into: the main one first, then its shards
+    /// ([`ACCOUNT_SHARDS`]). A payment credits one at random, so that payments at one busy store
+    /// do not queue on one balance row; the merchant's balance is their sum.
+    pub merchant_accounts: Vec<i64>,
     pub name: String,
     pub city: String,
     pub postal_code: Option<String>,
@@ -184,19 +224,34 @@ pub async fn store_by_id(conn: &mut Conn, id: &StoreId) -> Result<Option<Store>,
     .bind(id)
     .fetch_optional(&mut *conn)
     .await?;
-    row.map(|r| {
-        Ok(Store {
-            id: r.try_get("id")?,
-            merchant_id: r.try_get("merchant_id")?,
-            merchant_name: r.try_get("merchant_name")?,
-            merchant_account: r.try_get("account_id")?,
-            name: r.try_get("name")?,
-            city: r.try_get("city")?,
-            postal_code: r.try_get("postal_code")?,
-            category: r.try_get("category")?,
+    let Some(mut store) = row
+        .map(|r| {
+            Ok::<_, sqlx::Error>(Store {
+                id: r.try_get("id")?,
+                merchant_id: r.try_get("merchant_id")?,
+                merchant_name: r.try_get("merchant_name")?,
+                merchant_account: r.try_get("account_id")?,
+                merchant_accounts: Vec::new(),
+                name: r.try_get("name")?,
+                city: r.try_get("city")?,
+                postal_code: r.try_get("postal_code")?,
+                category: r.try_get("category")?,
+            })
         })
-    })
-    .transpose()
+        .transpose()?
+    else {
+        return Ok(None);
+    };
+    let main = store.merchant_account;
+    let shards: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM accounts WHERE kind = 'merchant' AND owner_ref = $1 AND id <> $2 ORDER BY id",
+    )
+    .bind(&store.merchant_id)
+    .bind(main)
+    .fetch_all(&mut *conn)
+    .await?;
+    store.merchant_accounts = std::iter::once(main).chain(shards).collect();
+    Ok(Some(store))
 }
 
 /// [`store_by_id`] from memory (`store::cache`, group `merchants`: a change to a merchant or a

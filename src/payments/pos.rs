@@ -192,7 +192,7 @@ pub async fn pay(conn: &mut Conn, c: &Charge<'_>, facts: &PayerFacts, now: i64) 
         EntryKind::Payment,
         &payment_id,
         AccountId(user.wallet_account_id),
-        AccountId(c.store.merchant_account),
+        AccountId(credited_account(c.store)),
         c.amount,
     );
     let posted = ledger::post(conn, &entry, now).await?;
@@ -230,6 +230,15 @@ pub async fn pay(conn: &mut Conn, c: &Charge<'_>, facts: &PayerFacts, now: i64) 
     )
     .await?;
     Ok(payment_id)
+}
+
+/// The merchant account a payment credits: one of the merchant's accounts at random, so that
+/// concurrent payments at one store seldom update the same balance row.
+fn credited_account(store: &Store) -> i64 {
+    match store.merchant_accounts.len() {
+        0 => store.merchant_account,
+        n => store.merchant_accounts[rand::random_range(0..n)],
+    }
 }
 
 /// A payment that went through.

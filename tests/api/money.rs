@@ -31,6 +31,39 @@ both_backends! {
         assert!(lines[511].contains(",topup,10000,JPY,10000,"), "{}", lines[511]);
     }
 
+    async fn a_busy_store_is_paid_into_several_merchant_accounts_that_add_up(app: TestApp) {
+        let doc = app.sandbox_doc();
+        let terminal = doc["terminal_key"].as_str().unwrap().to_string();
+        let merchant = doc["merchant_id"].as_str().unwrap().to_string();
+        let (s, _) = app.funded_shopper(10_000).await;
+        for i in 0..12 {
+            let code = app.payment_code(&s).await;
+            let r = app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": code, "amount": 100 + i})), Some(&format!("shard-{i}"))).await;
+            assert_eq!(r.status, 201, "{r:?}");
+        }
+        // The merchant has its main account and its shards; the payments landed on more than one,
+        // and together they hold exactly what was paid.
+        let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT id, balance FROM accounts WHERE kind = 'merchant' AND owner_ref = $1")
+            .bind(&merchant).fetch_all(app.db().pool()).await.unwrap();
+        assert_eq!(rows.len(), omamori::merchants::ACCOUNT_SHARDS, "{rows:?}");
+        assert!(rows.iter().filter(|(_, b)| *b != 0).count() > 1, "every payment hit one row: {rows:?}");
+        let paid: i64 = (0..12).map(|i| 100 + i).sum();
+        assert_eq!(rows.iter().map(|(_, b)| b).sum::<i64>(), paid);
+        let out = app.omamori(&["admin", "verify"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+
+    async fn a_merchant_from_before_the_shards_gets_them_at_start(app: TestApp) {
+        let merchant = app.sandbox_doc()["merchant_id"].as_str().unwrap().to_string();
+        // As a database made before shards: only the main account (the others have no postings yet).
+        sqlx::query("DELETE FROM accounts WHERE kind = 'merchant' AND owner_ref = $1 AND id <> (SELECT account_id FROM merchants WHERE id = $1)")
+            .bind(&merchant).execute(app.db().pool()).await.unwrap();
+        let other = app.another_instance().await;
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE kind = 'merchant' AND owner_ref = $1")
+            .bind(&merchant).fetch_one(other.db().pool()).await.unwrap();
+        assert_eq!(n, omamori::merchants::ACCOUNT_SHARDS as i64);
+    }
+
     async fn the_full_cycle(app: TestApp) {
         let doc = app.sandbox_doc();
         let terminal = doc["terminal_key"].as_str().unwrap().to_string();
