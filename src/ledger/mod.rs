@@ -260,6 +260,33 @@ impl Posted {
     }
 }
 
+/// The entry's postings, each with the balance its account was left at, in one statement.
+async fn insert_postings(
+    conn: &mut Conn,
+    entry_id: i64,
+    postings: &[Posting],
+    after: &[i64],
+    currency: Currency,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<String> = (0..postings.len())
+        .map(|i| {
+            let b = i * 6;
+            format!("(${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6)
+        })
+        .collect();
+    let sql = format!(
+        "INSERT INTO postings (entry_id, account_id, amount, balance_after, currency, created_at) VALUES {}",
+        rows.join(", ")
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (p, balance) in postings.iter().zip(after) {
+        q = q.bind(entry_id).bind(p.account.0).bind(p.amount.0).bind(*balance).bind(currency.code()).bind(now_ms);
+    }
+    q.execute(&mut *conn).await?;
+    Ok(())
+}
+
 /// Writes `entry` inside the caller's transaction: the entry row, its postings, and every
 /// touched account's running balance. Fails (and the caller rolls back) when the entry is not
 /// balanced, an account is unknown or in another currency, or a wallet would go below zero.
@@ -280,6 +307,7 @@ pub async fn post(conn: &mut Conn, entry: &NewEntry, now_ms: i64) -> Result<Post
     let mut postings = entry.postings.clone();
     postings.sort_by_key(|p| p.account);
     let mut balances: Vec<(AccountId, Yen)> = Vec::with_capacity(postings.len());
+    let mut after: Vec<i64> = Vec::with_capacity(postings.len());
     for p in &postings {
         // One statement both checks and moves: a wallet row is updated only when the result
         // stays at or above zero, so a concurrent debit cannot slip between a read and a write.
@@ -296,23 +324,13 @@ pub async fn post(conn: &mut Conn, entry: &NewEntry, now_ms: i64) -> Result<Post
         let Some(balance) = balance else {
             return Err(explain_refused_update(conn, p.account, entry.currency).await?);
         };
-        sqlx::query(
-            "INSERT INTO postings (entry_id, account_id, amount, balance_after, currency, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(entry_id)
-        .bind(p.account.0)
-        .bind(p.amount.0)
-        .bind(balance)
-        .bind(entry.currency.code())
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await?;
+        after.push(balance);
         match balances.iter_mut().find(|(a, _)| *a == p.account) {
             Some(slot) => slot.1 = Yen(balance),
             None => balances.push((p.account, Yen(balance))),
         }
     }
+    insert_postings(conn, entry_id, &postings, &after, entry.currency, now_ms).await?;
 
     // The invariant, checked again from what the database now holds, in the same transaction.
     let (sum, count): (i64, i64) = {

@@ -308,31 +308,31 @@ pub async fn charge_code(conn: &mut Conn, c: &CodeCharge<'_>, now: i64) -> Resul
     }))
 }
 
-/// Redeems a payment code at most once (only one transaction can move it from active to used),
-/// under its owner's wallet lock; answers its owner and device.
+/// Redeems a payment code at most once (only one transaction can move it from active to used,
+/// and the row stays locked by that update until the payment commits or rolls back), then takes
+/// its owner's wallet lock; answers its owner and device.
 async fn redeem(conn: &mut Conn, code: &PaymentCode, now: i64) -> Result<(UserId, String), PaymentsError> {
     let hash = code.lookup_hash();
-    let row = sqlx::query("SELECT user_id, device_id, state, expires_at FROM payment_codes WHERE code_hash = $1")
-        .bind(&hash)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(row) = row else { return Err(PaymentsError::CodeInvalid) };
-    let (user_id, device_id, state, expires_at): (UserId, String, String, i64) =
-        (row.try_get("user_id")?, row.try_get("device_id")?, row.try_get("state")?, row.try_get("expires_at")?);
-    if state != "active" || expires_at <= now {
-        return Err(PaymentsError::CodeExpired);
-    }
-    // The lock every money movement of this wallet takes. A code used or replaced since it was read
-    // is caught by the conditional update below.
+    let row = sqlx::query(
+        "UPDATE payment_codes SET state = 'used' WHERE code_hash = $1 AND state = 'active' AND expires_at > $2 \
+         RETURNING user_id, device_id",
+    )
+    .bind(&hash)
+    .bind(now)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        // Nothing redeemed: an unknown code, or one used, replaced or expired.
+        let known: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM payment_codes WHERE code_hash = $1")
+            .bind(&hash)
+            .fetch_one(&mut *conn)
+            .await?;
+        return Err(if known == 0 { PaymentsError::CodeInvalid } else { PaymentsError::CodeExpired });
+    };
+    let (user_id, device_id): (UserId, String) = (row.try_get("user_id")?, row.try_get("device_id")?);
+    // The lock every money movement of this wallet takes (nothing that holds it waits for a code
+    // row, so taking it after the code's row lock cannot deadlock).
     crate::store::lock_conn(conn, "wallet", &user_id).await?;
-    let redeemed = sqlx::query("UPDATE payment_codes SET state = 'used' WHERE code_hash = $1 AND state = 'active'")
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
-    if redeemed != 1 {
-        return Err(PaymentsError::CodeExpired);
-    }
     Ok((user_id, device_id))
 }
 
