@@ -109,6 +109,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::merchants::till_routes::routes())
         .merge(crate::payments::routes::routes())
         .merge(crate::payments::chargeback_routes::routes())
+        .merge(crate::payments::stripe_routes::routes())
         .merge(crate::risk::routes::routes());
     if state.config.sandbox {
         api = api.merge(crate::sandbox::routes::routes());

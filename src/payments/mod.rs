@@ -7,9 +7,12 @@ pub mod code;
 pub mod corrections;
 pub mod pos;
 pub mod processor;
+pub mod processor_events;
 pub mod reviews;
 pub mod risk_facts;
 pub mod routes;
+pub mod stripe;
+pub mod stripe_routes;
 pub mod topups;
 pub mod wallet;
 
@@ -102,9 +105,12 @@ pub enum PaymentsError {
     /// `422 invalid_amount`.
     #[error("{0}")]
     InvalidAmount(String),
-    /// `503 unavailable`: no processor, or one that did not answer.
+    /// `503 unavailable`: no processor is configured.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// `503 processor_unavailable`: the card processor did not answer (or its circuit is open).
+    #[error("{0}")]
+    ProcessorUnavailable(&'static str),
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
     #[error(transparent)]

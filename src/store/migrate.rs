@@ -54,6 +54,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0007_passkeys.sql"),
         postgres: include_str!("../../migrations/postgres/0007_passkeys.sql"),
     },
+    Migration {
+        version: 8,
+        name: "processor",
+        sqlite: include_str!("../../migrations/sqlite/0008_processor.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_processor.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.
