@@ -164,7 +164,7 @@ pub fn router(state: AppState) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
-        .merge(crate::web::routes::routes())
+        .merge(crate::web::routes::routes(&state.config))
         .fallback(|| async { error::problem_for_status(StatusCode::NOT_FOUND) })
         .layer(middleware::from_fn(cookies::csrf_guard))
         .with_state(state);

@@ -100,14 +100,18 @@ pub async fn link(state: &AppState, who: &Linker<'_>, input: CardInput) -> Resul
     }
     let user = may_link(state, who).await?;
     let now = state.clock.now_ms();
-    // A raw number can be fingerprinted before the processor is asked.
-    let raw_fingerprint = match &input {
+    // A raw number, or a token the processor describes, is fingerprinted before the card is checked.
+    let early_fingerprint = match &input {
         CardInput::Raw(card) if processor::luhn_valid(card.number.expose()) => {
             Some(processor::fingerprint(&key, &format!("pan:{}", card.number.expose())))
         }
-        _ => None,
+        CardInput::Raw(_) => None,
+        CardInput::Token(token) => match processor.token_fingerprint(token).await {
+            Ok(source) => source.map(|s| processor::fingerprint(&key, s.expose())),
+            Err(e) => return Err(refused_by_processor(state, e, now).await),
+        },
     };
-    let provisional = count_attempt(state, &user, raw_fingerprint.as_deref(), now).await?;
+    let provisional = count_attempt(state, &user, early_fingerprint.as_deref(), now).await?;
     let checked = match &input {
         CardInput::Raw(card) => processor.tokenize(card).await,
         CardInput::Token(token) => processor.lookup(token).await,

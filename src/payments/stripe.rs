@@ -263,6 +263,16 @@ impl CardProcessor for StripeProcessor {
         Box::pin(async { Err(ProcessorError::InvalidCard) })
     }
 
+    fn token_fingerprint<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Secret<String>>, ProcessorError>> {
+        Box::pin(async move {
+            let (_, _, fingerprint) = self.payment_method(token).await?;
+            Ok(Some(Secret::new(format!("stripe:{fingerprint}"))))
+        })
+    }
+
     fn lookup<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<CardInfo, ProcessorError>> {
         Box::pin(async move {
             let (brand, last4, fingerprint) = self.payment_method(token).await?;

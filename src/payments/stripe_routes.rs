@@ -20,7 +20,38 @@ use crate::state::AppState;
 pub const SIGNATURE_HEADER: &str = "Stripe-Signature";
 
 pub fn routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(stripe_event))
+    OpenApiRouter::new().routes(routes!(stripe_event)).routes(routes!(processor_config))
+}
+
+/// How the wallet collects a card: with the sandbox, its own form (`number`...); with Stripe,
+/// Stripe.js from `js_url` with `publishable_key`, sending the PaymentMethod id as `processor_token`.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ProcessorConfig {
+    /// `sandbox`, `stripe`, or null when no processor is configured.
+    processor: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publishable_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    js_url: Option<String>,
+}
+
+/// The card processor the wallet talks to (public: nothing here is a secret).
+#[utoipa::path(get, path = "/v1/processor/config", tag = "processor", responses(
+    (status = 200, body = ProcessorConfig, description = "The processor, and for Stripe what Stripe.js needs")))]
+async fn processor_config(State(state): State<AppState>) -> axum::Json<ProcessorConfig> {
+    use crate::config::ProcessorKind;
+    let stripe = &state.config.stripe;
+    axum::Json(match state.config.processor_kind() {
+        Some(ProcessorKind::Stripe) => ProcessorConfig {
+            processor: Some("stripe"),
+            publishable_key: stripe.publishable_key.clone(),
+            js_url: Some(stripe.js_url.clone()),
+        },
+        Some(ProcessorKind::Sandbox) => {
+            ProcessorConfig { processor: Some("sandbox"), publishable_key: None, js_url: None }
+        }
+        None => ProcessorConfig { processor: None, publishable_key: None, js_url: None },
+    })
 }
 
 /// The part of a Stripe event Omamori reads.

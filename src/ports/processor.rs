@@ -82,6 +82,14 @@ pub trait CardProcessor: Send + Sync {
     fn takes_raw_cards(&self) -> bool {
         true
     }
+    /// The fingerprint source of a token's card, when it can be read without checking the card
+    /// with its issuer: the card-testing limits then count per card for tokens too.
+    fn token_fingerprint<'a>(
+        &'a self,
+        _token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Secret<String>>, ProcessorError>> {
+        Box::pin(async { Ok(None) })
+    }
     /// Whether the issuer's challenge of a card ([`IssuerChallenge::ThreeDSecure`]) has passed.
     fn challenge_passed<'a>(&'a self, _reference: &'a str) -> BoxFuture<'a, Result<bool, ProcessorError>> {
         Box::pin(async { Ok(false) })

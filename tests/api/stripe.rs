@@ -318,6 +318,13 @@ with_localstripe! {
         assert!(failures >= 1, "the failed check counts against the card-testing limits");
         let cards: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards").fetch_one(s.app.db().pool()).await.unwrap();
         assert_eq!(cards, 0);
+        // Card testing: three failed checks of one card (by Stripe's fingerprint, through fresh
+        // PaymentMethods) and it is refused on every wallet for a day, before Stripe is asked.
+        for _ in 0..2 {
+            s.link(&shopper, "4000000000000002").await.assert_problem(402, "card_declined");
+        }
+        let other = s.shopper().await;
+        s.link(&other, "4000000000000002").await.assert_problem(429, "too_many_attempts");
     }
 
     async fn a_topup_repeated_after_a_crash_charges_once(s: StripeApp) {
@@ -426,4 +433,32 @@ with_localstripe! {
         let out = app.omamori(&["admin", "verify"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     }
+}
+
+with_localstripe! {
+    async fn the_wallet_loads_stripe_js_from_the_one_origin_its_policy_allows(s: StripeApp) {
+        let page = s.app.get("/app").await;
+        let policy = page.headers["content-security-policy"].to_str().unwrap().to_string();
+        let ls = &s.ls.base;
+        assert!(policy.contains(&format!("script-src 'self' {ls};")), "{policy}");
+        assert!(policy.contains(&format!("frame-src {ls};")) && policy.contains(&format!("connect-src 'self' {ls};")), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'") && !policy.contains("unsafe-inline"), "{policy}");
+        let config = s.app.get("/v1/processor/config").await;
+        assert_eq!(config.body["processor"], "stripe", "{config:?}");
+        assert_eq!(config.body["publishable_key"], PUBLISHABLE_KEY);
+        assert!(!config.text.contains(SECRET_KEY) && !config.text.contains(WEBHOOK_SECRET));
+        let js = s.ls.http.get(config.body["js_url"].as_str().unwrap()).send().await.unwrap();
+        assert_eq!(js.status(), 200, "Stripe.js (localstripe's stand-in) is where the wallet is told to load it");
+    }
+}
+
+/// Without Stripe, the pages allow no other origin at all, and the wallet keeps its own form.
+#[tokio::test]
+async fn without_stripe_the_pages_allow_no_other_origin() {
+    let app = TestApp::spawn(Backend::Sqlite).await.unwrap();
+    let page = app.get("/app").await;
+    assert_eq!(page.headers["content-security-policy"], omamori::web::routes::CONTENT_SECURITY_POLICY);
+    assert_eq!(app.get("/v1/processor/config").await.body, json!({"processor": "sandbox"}));
+    let event = json!({"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {"id": "pi_1"}}});
+    send_event(&app, &event, WEBHOOK_SECRET, now_secs()).await.assert_problem(404, "not_found");
 }

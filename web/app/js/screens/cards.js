@@ -1,5 +1,7 @@
 // Cards: the linked cards (each with "Remove") and a form to add one, through the step-up and,
-// when the issuer asks, its own code.
+// when the issuer asks, its own code. With the Stripe processor the number is typed into Stripe's
+// own card field (Stripe.js, in its frame): the wallet sends Omamori only the PaymentMethod id,
+// and runs the issuer's 3-D Secure with Stripe.js when the answer asks for it.
 
 import { h, field } from '../dom.js';
 import { t } from '../i18n.js';
@@ -8,8 +10,74 @@ import { stepUpDialog } from '../challenge.js';
 
 export async function render(ctx) {
   const list = h('ul', { class: 'list' });
-  ctx.main.append(h('h1', { tabindex: -1 }, t('cards.title')), list, addForm(ctx, () => refresh(ctx, list)));
+  const form = await cardForm(ctx, () => refresh(ctx, list));
+  ctx.main.append(h('h1', { tabindex: -1 }, t('cards.title')), list, form);
   await refresh(ctx, list);
+}
+
+/** The form that fits the processor: the sandbox's own fields, or Stripe's. */
+async function cardForm(ctx, added) {
+  let config = { processor: 'sandbox' };
+  try {
+    ({ data: config } = await get('/v1/processor/config', { auth: false }));
+  } catch {
+    // Without an answer, the plain form: the server refuses it if it takes tokens only.
+  }
+  return config.processor === 'stripe' ? stripeForm(ctx, config, added) : addForm(ctx, added);
+}
+
+let stripeLoaded;
+
+/** Stripe.js, loaded once from the origin the page's policy allows. */
+function loadStripe(src) {
+  stripeLoaded ??= new Promise((resolve, reject) => {
+    const script = h('script', { src });
+    script.addEventListener('load', () => resolve(window.Stripe));
+    script.addEventListener('error', () => {
+      stripeLoaded = undefined;
+      reject(new Error(t('cards.stripe.unavailable')));
+    });
+    document.head.append(script);
+  });
+  return stripeLoaded;
+}
+
+function stripeForm(ctx, config, added) {
+  const mount = h('div', { class: 'stripe-card', role: 'group', 'aria-label': t('cards.number') });
+  const submit = h('button', { type: 'submit', disabled: true }, t('cards.add'));
+  const form = h('form', { class: 'stack card' }, mount, submit);
+  let stripe;
+  let card;
+  loadStripe(config.js_url).then((Stripe) => {
+    stripe = Stripe(config.publishable_key);
+    card = stripe.elements().create('card');
+    card.mount(mount);
+    submit.disabled = false;
+  }).catch((e) => ctx.warn(e.message));
+  form.addEventListener('submit', async (event) => {
+    event.preventDefault();
+    submit.disabled = true;
+    try {
+      const made = await stripe.createPaymentMethod({ type: 'card', card });
+      if (made.error) throw new Error(made.error.message);
+      const { data } = await post('/v1/cards', { processor_token: made.paymentMethod.id });
+      if (data.status === 'pending_challenge' && data.client_secret) {
+        // The issuer's 3-D Secure, in Stripe's frame; then Omamori asks Stripe how it went.
+        const done = await stripe.confirmCardSetup(data.client_secret);
+        if (done.error) throw new Error(done.error.message || t('cards.issuer.failed'));
+        await post(`/v1/challenges/${encodeURIComponent(data.challenge_id)}/verify`, { method: 'three_d_secure' });
+      }
+      card.clear();
+      const last4 = data.last4 ?? made.paymentMethod.card?.last4 ?? '';
+      ctx.say(data.status === 'held' ? t('cards.status.held') : t('cards.added', { last4 }));
+      await added();
+    } catch (e) {
+      ctx.warn(e.message);
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
 }
 
 async function refresh(ctx, list) {
