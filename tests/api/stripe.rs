@@ -358,6 +358,16 @@ with_localstripe! {
         assert_eq!(charges.len(), 1, "one charge in Stripe: {charges:?}");
         assert_eq!(charges[0]["amount"], 3_000);
         assert_eq!(charges[0]["currency"], "jpy");
+        // Another crash, and no repeat: the sweeper asks Stripe about the recorded intent.
+        crash.mode.store(CRASH_AFTER_CONFIRM, Ordering::SeqCst);
+        let topup = json!({"card_id": topup["card_id"], "amount": 2_000});
+        first.money("/v1/topups", &shopper, &topup, "topup-crash-2").await.assert_problem(503, "processor_unavailable");
+        let intent: String = sqlx::query_scalar("SELECT processor_ref FROM topups WHERE status = 'pending'")
+            .fetch_one(first.db().pool()).await.unwrap();
+        second.advance_clock(3 * 60).await;
+        assert_eq!(omamori::payments::topups::sweep(&second.state).await.unwrap(), 1);
+        assert_eq!(balance_of(&second.wallet(&shopper).await), 5_000);
+        assert_eq!(s.ls.charges_of(&intent).await.len(), 1);
         let out = second.omamori(&["admin", "verify"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     }
