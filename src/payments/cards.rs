@@ -112,6 +112,12 @@ pub async fn link(state: &AppState, who: &Linker<'_>, input: CardInput) -> Resul
         },
     };
     let provisional = count_attempt(state, &user, early_fingerprint.as_deref(), now).await?;
+    if let Some(fp) = &early_fingerprint
+        && owned_elsewhere(state, &user.id, fp).await?
+    {
+        // Another wallet's card: refused before its issuer is asked (the failed attempt stands).
+        return Err(PaymentsError::CardNotAllowed);
+    }
     let checked = match &input {
         CardInput::Raw(card) => processor.tokenize(card).await,
         CardInput::Token(token) => processor.lookup(token).await,
@@ -266,6 +272,15 @@ async fn keep_card(a: &Attempt<'_>, card: &NewCard<'_>) -> Result<Linked, Paymen
     let linked = insert_card(&mut tx, a, card, held.as_deref()).await?;
     tx.commit().await?;
     Ok(linked)
+}
+
+/// Whether the card of `fingerprint` is bound to another wallet already.
+async fn owned_elsewhere(state: &AppState, user_id: &UserId, fingerprint: &str) -> Result<bool, sqlx::Error> {
+    let owner: Option<UserId> = sqlx::query_scalar("SELECT user_id FROM card_fingerprints WHERE fingerprint = $1")
+        .bind(fingerprint)
+        .fetch_optional(state.db.pool())
+        .await?;
+    Ok(owner.is_some_and(|o| o != *user_id))
 }
 
 /// One card, one wallet: a fingerprint first seen is bound to this wallet; one bound to another

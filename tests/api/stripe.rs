@@ -277,9 +277,13 @@ with_localstripe! {
         let r = s.app.authed(Method::POST, "/v1/cards", shopper.session.as_ref().unwrap(), Some(&raw), &shopper.ip).await;
         r.assert_problem(422, "invalid_body");
         assert!(!r.text.contains("4242424242424242"));
-        // The same card, through a new PaymentMethod, in another wallet: Stripe's fingerprint says no.
+        // The same card, through a new PaymentMethod, in another wallet: Stripe's fingerprint says
+        // no, before the card is checked with its issuer again.
         let other = s.shopper().await;
+        let setups = s.ls.api(Method::GET, "/v1/setup_intents", &[]).await["data"].as_array().unwrap().len();
         s.link(&other, "4242424242424242").await.assert_problem(422, "card_not_allowed");
+        let after = s.ls.api(Method::GET, "/v1/setup_intents", &[]).await["data"].as_array().unwrap().len();
+        assert_eq!(after, setups, "no SetupIntent for another wallet's card");
         // The demo shopper of sandbox mode got no card: no test card was taken from Stripe.
         let cards: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards").fetch_one(s.app.db().pool()).await.unwrap();
         assert_eq!(cards, 1);
@@ -370,6 +374,21 @@ with_localstripe! {
         assert_eq!(s.ls.charges_of(&intent).await.len(), 1);
         let out = second.omamori(&["admin", "verify"]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    }
+
+    async fn a_charge_the_issuer_declines_declines_the_topup(s: StripeApp) {
+        let shopper = s.shopper().await;
+        // Linked fine, but every charge is declined (Stripe's test card 4000 0000 0000 0341).
+        let r = s.link(&shopper, "4000000000000341").await;
+        assert_eq!(r.status, 201, "{r:?}");
+        let topup = json!({"card_id": r.body["card_id"], "amount": 1_500});
+        let r = s.app.money("/v1/topups", &shopper, &topup, "declined-1").await;
+        r.assert_problem(402, "card_declined");
+        let again = s.app.money("/v1/topups", &shopper, &topup, "declined-1").await;
+        again.assert_problem(402, "card_declined");
+        let status: String = sqlx::query_scalar("SELECT status FROM topups").fetch_one(s.app.db().pool()).await.unwrap();
+        assert_eq!(status, "declined");
+        assert_eq!(balance_of(&s.app.wallet(&shopper).await), 0);
     }
 
     async fn stripe_down_mid_topup_is_503_fast_and_writes_nothing(s: StripeApp) {
