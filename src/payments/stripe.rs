@@ -312,6 +312,8 @@ impl CardProcessor for StripeProcessor {
                 ("currency", "jpy"),
                 ("customer", customer),
                 ("payment_method", pm),
+                // A card only: no redirect-based method, so a server-side confirm needs no return_url.
+                ("payment_method_types[]", "card"),
                 ("metadata[omamori_topup]", idempotency_key),
             ];
             let key = format!("omamori-{idempotency_key}-open");

@@ -62,8 +62,11 @@ function stripeForm(ctx, config, added) {
       if (made.error) throw new Error(made.error.message);
       const { data } = await post('/v1/cards', { processor_token: made.paymentMethod.id });
       if (data.status === 'pending_challenge' && data.client_secret) {
-        // The issuer's 3-D Secure, in Stripe's frame; then Omamori asks Stripe how it went.
-        const done = await stripe.confirmCardSetup(data.client_secret);
+        // The issuer's 3-D Secure, in Stripe's frame (the SetupIntent was confirmed by Omamori
+        // with use_stripe_sdk); then Omamori asks Stripe how it went.
+        const done = stripe.handleNextAction
+          ? await stripe.handleNextAction({ clientSecret: data.client_secret })
+          : await stripe.confirmCardSetup(data.client_secret);
         if (done.error) throw new Error(done.error.message || t('cards.issuer.failed'));
         await post(`/v1/challenges/${encodeURIComponent(data.challenge_id)}/verify`, { method: 'three_d_secure' });
       }
