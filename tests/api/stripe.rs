@@ -218,11 +218,15 @@ async fn crash_proxy(target: &str) -> (String, Arc<Crash>) {
 async fn forward(
     axum::extract::State(crash): axum::extract::State<Arc<Crash>>,
     request: axum::extract::Request,
-) -> (reqwest::StatusCode, Vec<u8>) {
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     if crash.mode.load(Ordering::SeqCst) == DOWN {
-        return (reqwest::StatusCode::BAD_GATEWAY, b"{}".to_vec());
+        return (reqwest::StatusCode::BAD_GATEWAY, "{}").into_response();
     }
     let (parts, body) = request.into_parts();
+    if parts.uri.path() == "/js.stripe.com/v3/" {
+        return stripe_js(&crash).await;
+    }
     let body = axum::body::to_bytes(body, 1 << 20).await.unwrap();
     let path = parts.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let mut out = crash.http.request(parts.method.clone(), format!("{}{path}", crash.target)).body(body.to_vec());
@@ -231,15 +235,35 @@ async fn forward(
             out = out.header(name, value);
         }
     }
+    if !parts.headers.contains_key("authorization") {
+        // The browser's Stripe.js stand-in creates PaymentMethods, which localstripe lets only a
+        // secret key do (the real Stripe takes the publishable key).
+        out = out.bearer_auth(SECRET_KEY);
+    }
     let answer = out.send().await.unwrap();
-    let status = answer.status();
+    let (status, headers) = (answer.status(), answer.headers().clone());
     let bytes = answer.bytes().await.unwrap().to_vec();
     let confirm = parts.uri.path().starts_with("/v1/payment_intents/") && parts.uri.path().ends_with("/confirm");
     if confirm && crash.mode.load(Ordering::SeqCst) == CRASH_AFTER_CONFIRM {
         crash.mode.store(DOWN, Ordering::SeqCst);
-        return (reqwest::StatusCode::BAD_GATEWAY, b"{}".to_vec());
+        return (reqwest::StatusCode::BAD_GATEWAY, "{}").into_response();
     }
-    (status, bytes)
+    let mut response = (status, bytes).into_response();
+    for (name, value) in &headers {
+        if !["content-length", "transfer-encoding", "connection"].contains(&name.as_str()) {
+            response.headers_mut().insert(name, value.clone());
+        }
+    }
+    response
+}
+
+/// localstripe's Stripe.js stand-in with tests/browser/stripe-shim.js appended.
+async fn stripe_js(crash: &Crash) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let original = crash.http.get(format!("{}/js.stripe.com/v3/", crash.target)).send().await.unwrap();
+    let original = original.text().await.unwrap();
+    let shim = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/stripe-shim.js")).unwrap();
+    ([("content-type", "application/javascript")], format!("{original}\n{shim}")).into_response()
 }
 
 fn balance_of(wallet: &Value) -> i64 {
@@ -490,4 +514,32 @@ async fn without_stripe_the_pages_allow_no_other_origin() {
     assert_eq!(app.get("/v1/processor/config").await.body, json!({"processor": "sandbox"}));
     let event = json!({"id": "evt_1", "type": "payment_intent.succeeded", "data": {"object": {"id": "pi_1"}}});
     send_event(&app, &event, WEBHOOK_SECRET, now_secs()).await.assert_problem(404, "not_found");
+}
+
+/// The wallet's Stripe path in a real browser: Stripe.js (localstripe's stand-in, from the one
+/// other origin the page allows) collects the card, and Omamori sees only the PaymentMethod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_cards_through_stripe_js() {
+    if let Some(why) = crate::browser::missing_tools() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("CI=true but the browser tests cannot run: {why}");
+        }
+        eprintln!("skipping the browser test: {why}");
+        return;
+    }
+    let Some(ls) = Localstripe::start().await else { return };
+    let (host, _crash) = crash_proxy(&ls.base).await;
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| stripe_config(c, &host)).await.unwrap();
+    let s = app.register().await;
+    let fixture = json!({"shopper": {"phone": s.phone, "email": s.email, "password": s.password}});
+    let app = Arc::new(app);
+    let runner = app.clone();
+    tokio::task::spawn_blocking(move || crate::browser::run_script(&runner, "wallet.py", "stripe_cards", &fixture))
+        .await
+        .unwrap();
+    let cards: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM cards WHERE status = 'active'")
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(cards, 2);
 }
