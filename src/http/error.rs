@@ -75,8 +75,9 @@ pub struct Problem {
 /// Every `code` the server sends: the stable vocabulary of API.md (a test in `tests/api/openapi.rs`
 /// keeps this list and the codes written under `src/` the same).
 pub const PROBLEM_CODES: &[&str] = &[
-    // The card processor did not answer.
+    // The card processor did not answer, or asks for the shopper's authentication.
     "processor_unavailable",
+    "authentication_required",
     // Requests the server cannot read, or that match no route.
     "bad_request",
     "error",
@@ -549,6 +550,11 @@ impl From<crate::payments::PaymentsError> for ApiError {
             E::TopupLimit(_) => ApiError::decline(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", detail),
             E::InvalidAmount(_) => ApiError::invalid_amount(detail),
             E::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail),
+            E::AuthenticationRequired { topup_id, client_secret } => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, "authentication_required", detail)
+                    .with("topup_id", topup_id.as_str())
+                    .with("client_secret", client_secret.expose().as_str())
+            }
             E::ProcessorUnavailable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "processor_unavailable", detail)
                     .with("retry_after", 30)

@@ -205,7 +205,8 @@ async fn refused_by_processor(state: &AppState, e: ProcessorError, now: i64) -> 
     }
     match e {
         ProcessorError::InvalidCard => PaymentsError::InvalidCard,
-        ProcessorError::Declined => PaymentsError::CardDeclined,
+        // A card check never asks for a payment's authentication; should one, it is a decline.
+        ProcessorError::Declined | ProcessorError::AuthenticationRequired(_) => PaymentsError::CardDeclined,
         ProcessorError::Unavailable => {
             PaymentsError::ProcessorUnavailable("the card processor is unavailable; try again")
         }

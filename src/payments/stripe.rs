@@ -202,21 +202,6 @@ impl StripeProcessor {
         created.text("id").filter(|_| created.ok()).map(str::to_string).ok_or(ProcessorError::Unavailable)
     }
 
-    /// How a PaymentIntent ended; one left waiting for the issuer's authentication is cancelled
-    /// first, so that it can never be completed after Omamori declined the top-up.
-    async fn ended(&self, reference: &str, answer: &Answer) -> Result<ChargeStatus, ProcessorError> {
-        let outcome = intent_outcome(answer)?;
-        if answer.text("status") == Some("requires_action") {
-            let path = format!("/v1/payment_intents/{reference}/cancel");
-            let cancelled =
-                self.call("payment_intent", &path, &[], Some(&format!("omamori-{reference}-cancel"))).await?;
-            if !cancelled.ok() {
-                return Err(ProcessorError::Unavailable);
-            }
-        }
-        Ok(outcome)
-    }
-
     /// A PaymentIntent's state, as a top-up reads it.
     async fn intent(&self, reference: &str) -> Result<Answer, ProcessorError> {
         self.call("payment_intent", &format!("/v1/payment_intents/{reference}"), &[], None).await
@@ -245,11 +230,9 @@ fn intent_outcome(answer: &Answer) -> Result<ChargeStatus, ProcessorError> {
         "succeeded" => Ok(ChargeStatus::Succeeded { reference }),
         // Never confirmed: no money moved.
         "requires_confirmation" => Ok(ChargeStatus::Unknown),
-        // `requires_action`: the issuer wants 3-D Secure for this payment, which a top-up does not
-        // offer (the card passed it when linked); the caller cancels the intent.
-        "requires_payment_method" | "canceled" | "requires_action" => Ok(ChargeStatus::Declined),
-        // `processing`, `requires_action`, `requires_capture`: not ended yet.
-        _ => Err(ProcessorError::Unavailable),
+        "requires_payment_method" | "canceled" => Ok(ChargeStatus::Declined),
+        // `processing`, `requires_action` (the shopper's 3-D Secure), `requires_capture`.
+        _ => Ok(ChargeStatus::Pending),
     }
 }
 
@@ -329,17 +312,40 @@ impl CardProcessor for StripeProcessor {
     fn charge<'a>(&'a self, charge: &'a Charge<'a>) -> BoxFuture<'a, Result<String, ProcessorError>> {
         Box::pin(async move {
             let reference = charge.reference.ok_or(ProcessorError::InvalidCard)?;
-            let key = format!("omamori-{}-confirm", charge.idempotency_key);
-            let path = format!("/v1/payment_intents/{reference}/confirm");
-            // On-session: the shopper is in the app, topping up.
-            let confirmed = self.call("payment_intent", &path, &[], Some(&key)).await?;
-            // A confirm refused (already confirmed by an earlier attempt, say): the intent tells.
-            let answer =
-                if confirmed.ok() || confirmed.status == 402 { confirmed } else { self.intent(reference).await? };
-            match self.ended(reference, &answer).await? {
+            // Read first: a repeat must see how the intent stands now, never the replay of an
+            // earlier confirmation that Stripe keeps under the same idempotency key.
+            let mut answer = self.intent(reference).await?;
+            if answer.text("status") == Some("requires_confirmation") {
+                let key = format!("omamori-{}-confirm", charge.idempotency_key);
+                let path = format!("/v1/payment_intents/{reference}/confirm");
+                // On-session: the shopper is in the app, topping up.
+                let confirmed = self.call("payment_intent", &path, &[], Some(&key)).await?;
+                // A confirm refused (confirmed by an attempt whose answer was lost): the intent tells.
+                answer =
+                    if confirmed.ok() || confirmed.status == 402 { confirmed } else { self.intent(reference).await? };
+            }
+            if answer.text("status") == Some("requires_action") {
+                let secret = answer.text("client_secret").ok_or(ProcessorError::Unavailable)?;
+                return Err(ProcessorError::AuthenticationRequired(Secret::new(secret.to_string())));
+            }
+            match intent_outcome(&answer)? {
                 ChargeStatus::Succeeded { reference } => Ok(reference),
                 ChargeStatus::Declined => Err(ProcessorError::Declined),
-                ChargeStatus::Unknown => Err(ProcessorError::Unavailable),
+                ChargeStatus::Unknown | ChargeStatus::Pending => Err(ProcessorError::Unavailable),
+            }
+        })
+    }
+
+    fn cancel_charge<'a>(&'a self, charge: &'a Charge<'a>) -> BoxFuture<'a, Result<(), ProcessorError>> {
+        Box::pin(async move {
+            let Some(reference) = charge.reference else { return Ok(()) };
+            let path = format!("/v1/payment_intents/{reference}/cancel");
+            let key = format!("omamori-{}-cancel", charge.idempotency_key);
+            let cancelled = self.call("payment_intent", &path, &[], Some(&key)).await?;
+            let now = if cancelled.ok() { cancelled } else { self.intent(reference).await? };
+            match now.text("status") {
+                Some("canceled") => Ok(()),
+                _ => Err(ProcessorError::Unavailable),
             }
         })
     }
@@ -348,8 +354,7 @@ impl CardProcessor for StripeProcessor {
         Box::pin(async move {
             // Without a recorded intent, nothing was ever confirmed.
             let Some(reference) = charge.reference else { return Ok(ChargeStatus::Unknown) };
-            let answer = self.intent(reference).await?;
-            self.ended(reference, &answer).await
+            intent_outcome(&self.intent(reference).await?)
         })
     }
 }

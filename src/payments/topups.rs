@@ -102,6 +102,10 @@ pub async fn run(state: &AppState, r: &Request<'_>) -> Result<Topped, PaymentsEr
         Charged::Unanswered => {
             return Err(PaymentsError::ProcessorUnavailable("the card processor is unavailable; repeat the request"));
         }
+        // Pending until the shopper authenticates and repeats (or the sweeper gives it up).
+        Charged::NeedsAuthentication(client_secret) => {
+            return Err(PaymentsError::AuthenticationRequired { topup_id, client_secret });
+        }
     };
     settle(state, &topup_id, outcome, Some((r.claim, r.answers))).await
 }
@@ -113,6 +117,8 @@ enum Charged {
     NeverOpened,
     /// Opened, but the confirmation went unanswered: it may or may not have been charged.
     Unanswered,
+    /// The issuer asks the shopper to authenticate the payment (with this client secret).
+    NeedsAuthentication(crate::secret::Secret<String>),
 }
 
 /// Charges a pending top-up once: opens the charge at the processor and records its reference
@@ -141,6 +147,7 @@ async fn charge_once(
         Ok(reference) => Charged::Ended(ChargeStatus::Succeeded { reference }),
         Err(ProcessorError::Declined) | Err(ProcessorError::InvalidCard) => Charged::Ended(ChargeStatus::Declined),
         Err(ProcessorError::Unavailable) => Charged::Unanswered,
+        Err(ProcessorError::AuthenticationRequired(secret)) => Charged::NeedsAuthentication(secret),
     })
 }
 
@@ -573,6 +580,13 @@ pub async fn sweep(state: &AppState) -> Result<usize, PaymentsError> {
                 }
             }
             Err(_) => continue,
+            // Waiting for the shopper's authentication: given up after an hour (declined).
+            Ok(ChargeStatus::Pending) if now - created_at > ABANDON_AFTER_MS => {
+                if let Ok(_) | Err(PaymentsError::ChargeDeclined(_)) = give_up(state, processor.as_ref(), &id).await {
+                    settled += 1;
+                }
+            }
+            Ok(ChargeStatus::Pending) => {}
             Ok(outcome) => {
                 let _ = settle(state, &id, outcome, None).await;
                 settled += 1;
@@ -597,7 +611,27 @@ pub async fn charge_approved(state: &AppState, topup_id: &TopupId) -> Result<Top
         Charged::NeverOpened | Charged::Unanswered => {
             Err(PaymentsError::ProcessorUnavailable("the card processor is unavailable; the sweeper will settle it"))
         }
+        // The shopper is not there to authenticate an operator's approval: the charge is given up.
+        Charged::NeedsAuthentication(_) => give_up(state, processor.as_ref(), topup_id).await,
     }
+}
+
+/// Cancels a pending top-up's charge that cannot end (its authentication was abandoned), then
+/// declines the top-up.
+async fn give_up(state: &AppState, processor: &dyn CardProcessor, topup_id: &TopupId) -> Result<Topped, PaymentsError> {
+    let (token, amount, reference) = charge_details(state, topup_id).await?;
+    let charge = Charge {
+        token: &token,
+        amount_yen: amount,
+        idempotency_key: topup_id.as_str(),
+        reference: reference.as_deref(),
+    };
+    if processor.cancel_charge(&charge).await.is_err() {
+        return Err(PaymentsError::ProcessorUnavailable(
+            "the card processor is unavailable; the sweeper will settle it",
+        ));
+    }
+    settle(state, topup_id, ChargeStatus::Declined, None).await
 }
 
 /// Settles the pending top-up whose charge the processor names (its event said how it ended);

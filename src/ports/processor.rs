@@ -53,6 +53,10 @@ pub enum ProcessorError {
     Declined,
     #[error("the processor is unavailable")]
     Unavailable,
+    /// The issuer asks the shopper to authenticate this payment (3-D Secure): the app completes it
+    /// with the processor's SDK given this client secret, then repeats the request.
+    #[error("the card issuer asks the shopper to authenticate this payment")]
+    AuthenticationRequired(Secret<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +67,8 @@ pub enum ChargeStatus {
     Declined,
     /// The processor has no charge under that key (or one never confirmed: no money moved).
     Unknown,
+    /// Not ended yet: processing, or waiting for the shopper's authentication.
+    Pending,
 }
 
 /// The port. Implementations must treat `idempotency_key` as the identity of a charge.
@@ -106,6 +112,11 @@ pub trait CardProcessor: Send + Sync {
     }
     /// Moves the money (once, however often asked); `reference` is what `prepare_charge` answered.
     fn charge<'a>(&'a self, charge: &'a Charge<'a>) -> BoxFuture<'a, Result<String, ProcessorError>>;
+    /// Cancels a charge that has not ended (one whose authentication the shopper abandoned), so
+    /// that it can never complete later.
+    fn cancel_charge<'a>(&'a self, _charge: &'a Charge<'a>) -> BoxFuture<'a, Result<(), ProcessorError>> {
+        Box::pin(async { Ok(()) })
+    }
     /// How the charge ended, if it did.
     fn charge_status<'a>(&'a self, charge: &'a Charge<'a>) -> BoxFuture<'a, Result<ChargeStatus, ProcessorError>>;
 }

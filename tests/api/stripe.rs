@@ -104,6 +104,15 @@ impl Localstripe {
         assert_eq!(r.status(), 200, "{:?}", r.text().await);
     }
 
+    /// What Stripe.js does when the shopper passes the issuer's 3-D Secure for a payment.
+    async fn authenticate_payment(&self, client_secret: &str) {
+        let pi = client_secret.split("_secret_").next().unwrap();
+        let body = json!({"key": PUBLISHABLE_KEY, "client_secret": client_secret});
+        let url = format!("{}/v1/payment_intents/{pi}/_authenticate?success=true", self.base);
+        let r = self.http.post(url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    }
+
     /// Every charge localstripe made for `intent`.
     async fn charges_of(&self, intent: &str) -> Vec<Value> {
         let list = self.api(Method::GET, "/v1/charges", &[]).await;
@@ -413,6 +422,49 @@ with_localstripe! {
         let status: String = sqlx::query_scalar("SELECT status FROM topups").fetch_one(s.app.db().pool()).await.unwrap();
         assert_eq!(status, "declined");
         assert_eq!(balance_of(&s.app.wallet(&shopper).await), 0);
+    }
+
+    async fn a_topup_the_issuer_wants_authenticated_waits_for_3d_secure(s: StripeApp) {
+        let shopper = s.shopper().await;
+        let session = shopper.session.as_ref().unwrap();
+        let r = s.link(&shopper, "4000002500003155").await;
+        s.ls.complete_3ds(r.body["client_secret"].as_str().unwrap()).await;
+        let path = format!("/v1/challenges/{}/verify", r.body["challenge_id"].as_str().unwrap());
+        let verified = s.app.authed(Method::POST, &path, session, Some(&json!({"method": "three_d_secure"})), &shopper.ip).await;
+        assert_eq!(verified.status, 200, "{verified:?}");
+        let topup = json!({"card_id": r.body["card_id"], "amount": 2_500});
+        // The issuer wants this payment authenticated too (Japan's rule for online card use).
+        let r = s.app.money("/v1/topups", &shopper, &topup, "auth-1").await;
+        r.assert_problem(402, "authentication_required");
+        let secret = r.body["client_secret"].as_str().expect("the payment's client secret").to_string();
+        assert!(secret.starts_with("pi_"), "{secret}");
+        // Not final: asked again before authenticating, the same answer, and nothing charged.
+        s.app.money("/v1/topups", &shopper, &topup, "auth-1").await.assert_problem(402, "authentication_required");
+        let intent = secret.split("_secret_").next().unwrap().to_string();
+        assert!(s.ls.charges_of(&intent).await.is_empty());
+        s.ls.authenticate_payment(&secret).await;
+        let done = s.app.money("/v1/topups", &shopper, &topup, "auth-1").await;
+        assert_eq!((done.status.as_u16(), done.body["balance"].as_i64()), (201, Some(2_500)), "{done:?}");
+        assert_eq!(s.ls.charges_of(&intent).await.len(), 1);
+        // One the shopper never authenticates is given up by the sweeper after an hour, at Stripe too.
+        let r = s.app.money("/v1/topups", &shopper, &json!({"card_id": topup["card_id"], "amount": 1_000}), "auth-2").await;
+        r.assert_problem(402, "authentication_required");
+        let abandoned = r.body["client_secret"].as_str().unwrap().split("_secret_").next().unwrap().to_string();
+        s.app.advance_clock(61 * 60).await;
+        assert!(omamori::payments::topups::sweep(&s.app.state).await.unwrap() >= 1);
+        let status: String = sqlx::query_scalar("SELECT status FROM topups WHERE processor_ref = $1")
+            .bind(&abandoned).fetch_one(s.app.db().pool()).await.unwrap();
+        assert_eq!(status, "declined");
+        let pi = s.ls.api(Method::GET, &format!("/v1/payment_intents/{abandoned}"), &[]).await;
+        assert_eq!(pi["status"], "canceled", "{pi}");
+        let balance: i64 = sqlx::query_scalar(
+            "SELECT a.balance FROM accounts a JOIN users u ON u.wallet_account_id = a.id WHERE u.id = $1",
+        )
+        .bind(&shopper.user_id)
+        .fetch_one(s.app.db().pool())
+        .await
+        .unwrap();
+        assert_eq!(balance, 2_500);
     }
 
     async fn stripe_down_mid_topup_is_503_fast_and_writes_nothing(s: StripeApp) {
