@@ -70,6 +70,7 @@ const APP: &[Asset] = &[
     asset!("js/camera.js", JS),
     asset!("js/challenge.js", JS),
     asset!("js/passkey.js", JS),
+    asset!("js/stripe.js", JS),
     asset!("js/screens/welcome.js", JS),
     asset!("js/screens/home.js", JS),
     asset!("js/screens/pay.js", JS),

@@ -29,6 +29,14 @@
       return r.ok ? { paymentMethod: pm } : { error: pm.error };
     };
     stripe.handleNextAction = async ({ clientSecret }) => {
+      if (clientSecret.startsWith('pi_')) {
+        const pi = clientSecret.match(/^(pi_\w+)_secret_/)[1];
+        const r = await fetch(`${api}/v1/payment_intents/${pi}/_authenticate?success=true`, {
+          method: 'POST', body: JSON.stringify({ key, client_secret: clientSecret }),
+        });
+        const intent = await r.json();
+        return r.ok ? { paymentIntent: intent } : { error: intent.error };
+      }
       const seti = clientSecret.match(/^(seti_\w+)_secret_/)[1];
       const r = await fetch(`${api}/v1/setup_intents/${seti}/confirm`, {
         method: 'POST', body: JSON.stringify({ key, use_stripe_sdk: true, client_secret: clientSecret }),

@@ -575,6 +575,13 @@ def j_stripe_cards(browser):
     w.expect_said("3155 added")
     expect(p.get_by_role("button", name="Remove card ending 3155")).to_be_visible()
     w.shot("cards-stripe")
+    # A top-up the issuer wants authenticated: Stripe.js runs it, and the wallet repeats.
+    w.home()
+    w.go("Top up")
+    p.get_by_label("Card", exact=True).select_option(label="visa •••• 3155")
+    p.get_by_label("Amount").fill("2000")
+    p.get_by_role("button", name="Top up").click()
+    w.expect_said(r"Topped up ¥2,000\. Your balance is ¥2,000\.")
     leaked = [body for body in sent if "4242424242424242" in body or "4000002500003155" in body]
     assert not leaked, f"a card number reached Omamori: {leaked}"
     w.finish()

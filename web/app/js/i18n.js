@@ -183,6 +183,7 @@ const en = {
   'err.qr_bad_crc': 'This store QR code is damaged.',
   'err.qr_not_omamori': 'This is not an Omamori store code.',
   'err.unavailable': 'Omamori is busy. Please try again in a moment.',
+  'err.authentication_required': 'Your card issuer asks you to confirm this top-up.',
   'err.processor_unavailable': 'The card company cannot be reached right now. Try again in a minute: you are never charged twice.',
   'err.totp_not_started': 'Start the set-up again.',
 };
@@ -369,6 +370,7 @@ const ja = {
   'err.qr_bad_crc': '店舗のQRコードが壊れています。',
   'err.qr_not_omamori': 'おまもりの店舗コードではありません。',
   'err.unavailable': '混み合っています。少し待ってからお試しください。',
+  'err.authentication_required': 'カード会社がこのチャージの本人認証を求めています。',
   'err.processor_unavailable': 'カード会社に接続できません。1分ほどしてからお試しください。二重に請求されることはありません。',
   'err.totp_not_started': '設定を最初からやり直してください。',
 };

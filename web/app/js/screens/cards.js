@@ -7,6 +7,7 @@ import { h, field } from '../dom.js';
 import { t } from '../i18n.js';
 import { get, post, call } from '../api.js';
 import { stepUpDialog } from '../challenge.js';
+import { authenticate, processorConfig, stripeClient } from '../stripe.js';
 
 export async function render(ctx) {
   const list = h('ul', { class: 'list' });
@@ -17,39 +18,18 @@ export async function render(ctx) {
 
 /** The form that fits the processor: the sandbox's own fields, or Stripe's. */
 async function cardForm(ctx, added) {
-  let config = { processor: 'sandbox' };
-  try {
-    ({ data: config } = await get('/v1/processor/config', { auth: false }));
-  } catch {
-    // Without an answer, the plain form: the server refuses it if it takes tokens only.
-  }
-  return config.processor === 'stripe' ? stripeForm(ctx, config, added) : addForm(ctx, added);
+  const config = await processorConfig();
+  return config.processor === 'stripe' ? stripeForm(ctx, added) : addForm(ctx, added);
 }
 
-let stripeLoaded;
-
-/** Stripe.js, loaded once from the origin the page's policy allows. */
-function loadStripe(src) {
-  stripeLoaded ??= new Promise((resolve, reject) => {
-    const script = h('script', { src });
-    script.addEventListener('load', () => resolve(window.Stripe));
-    script.addEventListener('error', () => {
-      stripeLoaded = undefined;
-      reject(new Error(t('cards.stripe.unavailable')));
-    });
-    document.head.append(script);
-  });
-  return stripeLoaded;
-}
-
-function stripeForm(ctx, config, added) {
+function stripeForm(ctx, added) {
   const mount = h('div', { class: 'stripe-card', role: 'group', 'aria-label': t('cards.number') });
   const submit = h('button', { type: 'submit', disabled: true }, t('cards.add'));
   const form = h('form', { class: 'stack card' }, mount, submit);
   let stripe;
   let card;
-  loadStripe(config.js_url).then((Stripe) => {
-    stripe = Stripe(config.publishable_key);
+  stripeClient().then((client) => {
+    stripe = client;
     card = stripe.elements().create('card');
     card.mount(mount);
     submit.disabled = false;
@@ -64,10 +44,7 @@ function stripeForm(ctx, config, added) {
       if (data.status === 'pending_challenge' && data.client_secret) {
         // The issuer's 3-D Secure, in Stripe's frame (the SetupIntent was confirmed by Omamori
         // with use_stripe_sdk); then Omamori asks Stripe how it went.
-        const done = stripe.handleNextAction
-          ? await stripe.handleNextAction({ clientSecret: data.client_secret })
-          : await stripe.confirmCardSetup(data.client_secret);
-        if (done.error) throw new Error(done.error.message || t('cards.issuer.failed'));
+        await authenticate(data.client_secret);
         await post(`/v1/challenges/${encodeURIComponent(data.challenge_id)}/verify`, { method: 'three_d_secure' });
       }
       card.clear();
