@@ -481,6 +481,7 @@ with_localstripe! {
             r.assert_problem(503, "processor_unavailable");
             assert!(r.headers.get("retry-after").is_some(), "{r:?}");
         }
+        eprintln!("503 processor_unavailable with Stripe down, per top-up: {took:?}");
         // The circuit opened: the last requests did not wait for Stripe at all.
         assert!(took[4] < Duration::from_millis(300) && took[4] < took[0], "{took:?}");
         let topups: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM topups").fetch_one(s.app.db().pool()).await.unwrap();
