@@ -77,6 +77,7 @@ impl Application {
             spawn_sweeper(state.clone()),
             crate::notify::dispatch::spawn(state.clone(), channels),
             spawn_detectors(state.clone()),
+            crate::store::cache::spawn_poller(db.clone()),
         ];
         if state.config.sandbox {
             background.push(clock.spawn_refresh(db.clone()));

@@ -149,6 +149,63 @@ pub async fn begin(
     Err(IdempotencyError::InProgress)
 }
 
+/// Claims a key no request used yet inside the caller's transaction, so that the claim, the work
+/// and the stored answer commit together (one durable commit). A concurrent request with the same
+/// key waits on the key's row until this transaction ends (PostgreSQL's unique index; SQLite's
+/// single writer), then finds the answer. `None`: the key is taken (or was, by a transaction that
+/// committed first): roll back and ask [`begin`].
+pub async fn claim_in(
+    conn: &mut Conn,
+    caller: &str,
+    key: &str,
+    fingerprint: &str,
+    now: i64,
+) -> Result<Option<Claim>, sqlx::Error> {
+    let claim = Claim { caller: caller.to_string(), key: key.to_string(), token: uuid::Uuid::new_v4().to_string() };
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (caller, idem_key, fingerprint, claim, state, lease_until, created_at) \
+         VALUES ($1, $2, $3, $4, 'running', $5, $6) ON CONFLICT (caller, idem_key) DO NOTHING",
+    )
+    .bind(&claim.caller)
+    .bind(&claim.key)
+    .bind(fingerprint)
+    .bind(&claim.token)
+    .bind(now + LEASE_MS)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok((inserted == 1).then_some(claim))
+}
+
+/// Stores a final decline under a key whose in-transaction claim rolled back with the work that
+/// found the decline; answers whether it was stored (`false`: another request holds the key now).
+pub async fn store_answer(
+    db: &Db,
+    claim: &Claim,
+    fingerprint: &str,
+    answer: &Stored,
+    now: i64,
+) -> Result<bool, sqlx::Error> {
+    let inserted = store::write_one(db, || {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (caller, idem_key, fingerprint, claim, state, status, content_type, body, \
+             lease_until, created_at) VALUES ($1, $2, $3, $4, 'done', $5, $6, $7, $8, $9) ON CONFLICT (caller, idem_key) DO NOTHING",
+        )
+        .bind(&claim.caller)
+        .bind(&claim.key)
+        .bind(fingerprint)
+        .bind(&claim.token)
+        .bind(i64::from(answer.status))
+        .bind(&answer.content_type)
+        .bind(&answer.body)
+        .bind(now)
+        .bind(now)
+    })
+    .await?;
+    Ok(inserted == 1)
+}
+
 /// Claims a key no request used yet; answers whether it was free.
 async fn claim_new(db: &Db, claim: &Claim, fingerprint: &str, now: i64) -> Result<bool, sqlx::Error> {
     let inserted = store::write_one(db, || {

@@ -163,7 +163,9 @@ impl FromRequestParts<AppState> for TerminalAuth {
                 None => Err(unauthenticated()),
             };
         }
-        let terminal = crate::merchants::authenticate_terminal(&mut conn, key).await?.ok_or_else(unauthenticated)?;
+        let terminal = crate::merchants::authenticate_terminal_cached(&state.db, &mut conn, key)
+            .await?
+            .ok_or_else(unauthenticated)?;
         Ok(TerminalAuth(terminal))
     }
 }

@@ -241,6 +241,10 @@ problem_responses! {
         401 => "`unauthenticated`: no token, or one that is unknown, expired or revoked",
         403 => "`forbidden`: a valid token of the wrong kind (a shopper's, an operator's, a terminal's) or role",
     }
+    /// `403` of an operator route that needs a fresh second factor.
+    OperatorStepUp403 {
+        403 => "`forbidden`: not an operator's session; `step_up_required` with `challenge_id` and `methods`: the login was more than 5 minutes ago, so verify that challenge (authenticator code or passkey), then repeat the request",
+    }
     /// `401` and `403` of a shopper route (a session token, from an allowed country).
     ShopperAuth {
         401 => "`unauthenticated`: no token, or one that is unknown, expired or revoked",

@@ -172,6 +172,38 @@ async fn run_inner<F>(
 where
     F: for<'c> Fn(&'c mut Conn) -> Work<'c> + Send + Sync,
 {
+    // The usual case: the key is new, and is claimed in the work's own transaction.
+    let first = store::retry(|| async {
+        let mut tx = db.begin().await?;
+        let now = clock.now_ms();
+        let Some(claim) = idempotency::claim_in(&mut tx, caller, key.as_str(), fingerprint, now).await? else {
+            tx.rollback().await?;
+            return Ok::<_, Failed>(None);
+        };
+        let outcome = match work(&mut tx).await {
+            Ok(outcome) => outcome,
+            Err(error) => return Err(Failed { error, claim: Some(claim) }),
+        };
+        idempotency::complete(&mut tx, &claim, &outcome.stored()).await.map_err(ApiError::from)?;
+        tx.commit().await?;
+        Ok(Some(outcome))
+    })
+    .await;
+    match first {
+        Ok(Some(outcome)) => return Ok(respond(outcome)),
+        // Taken: a repeat, a conflict, or a claim still running (the slow path below says which).
+        Ok(None) => {}
+        Err(Failed { error: decline, claim: Some(claim) }) if decline.is_final => {
+            // The work and its claim rolled back: the decline is stored on its own. Should another
+            // request have taken the key in between, its answer is the one this request gets too.
+            let now = clock.now_ms();
+            if idempotency::store_answer(db, &claim, fingerprint, &stored_problem(&decline), now).await? {
+                return Ok(decline.into_response());
+            }
+        }
+        // Not final (the client may fix it, or the database was busy): the claim rolled back with it.
+        Err(Failed { error, .. }) => return Err(error),
+    }
     let claim = match begin(db, clock, caller, key.as_str(), fingerprint).await? {
         Begin::Replay(stored) => return Ok(replay(stored)),
         Begin::Fresh(claim) => claim,
@@ -185,11 +217,7 @@ where
     })
     .await;
     match result {
-        Ok(outcome) => {
-            let mut response = (outcome.status, outcome.body.to_string()).into_response();
-            response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(outcome.content_type));
-            Ok(response)
-        }
+        Ok(outcome) => Ok(respond(outcome)),
         Err(decline) if decline.is_final => {
             // The work rolled back; store the decline on its own so that a repeat gets it again.
             store_decline(db, &claim, &decline).await?;
@@ -200,6 +228,37 @@ where
             Err(error)
         }
     }
+}
+
+/// Why the in-transaction attempt ended without an answer: the error, and the claim it held
+/// (rolled back with it) when the work itself failed.
+struct Failed {
+    error: ApiError,
+    claim: Option<Claim>,
+}
+
+impl From<ApiError> for Failed {
+    fn from(error: ApiError) -> Self {
+        Failed { error, claim: None }
+    }
+}
+
+impl From<sqlx::Error> for Failed {
+    fn from(e: sqlx::Error) -> Self {
+        Failed { error: e.into(), claim: None }
+    }
+}
+
+impl store::Retryable for Failed {
+    fn is_retryable(&self) -> bool {
+        self.error.is_retryable()
+    }
+}
+
+fn respond(outcome: Outcome) -> Response {
+    let mut response = (outcome.status, outcome.body.to_string()).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(outcome.content_type));
+    response
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -167,8 +167,28 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::web::routes::routes(&state.config))
         .fallback(|| async { error::problem_for_status(StatusCode::NOT_FOUND) })
         .layer(middleware::from_fn(cookies::csrf_guard))
+        .layer(middleware::from_fn_with_state(state.clone(), apply_changes))
         .with_state(state);
     with_layers(router)
+}
+
+/// Where the changes to cached tables come from: operators, the sandbox's helpers (a chargeback
+/// freezes), the card processor's events (a dispute freezes) and merchant staff.
+const CHANGING_PREFIXES: &[&str] = &["/v1/admin/", "/v1/sandbox/", "/v1/processor/", "/v1/merchant/"];
+
+/// After a change (any request under [`CHANGING_PREFIXES`] but a read), this instance learns
+/// the new generations of its cached tables before the answer leaves (`store::cache`), so the
+/// switch just engaged, the rule just edited or the terminal just revoked holds for the very next
+/// request here; other instances learn it within a poll.
+async fn apply_changes(State(state): State<AppState>, req: Request<Body>, next: Next) -> Response {
+    let path = req.uri().path();
+    let changes = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
+        && CHANGING_PREFIXES.iter().any(|p| path.starts_with(p));
+    let response = next.run(req).await;
+    if changes {
+        crate::store::cache::after_change(&state.db).await;
+    }
+    response
 }
 
 /// Wraps routes in the middleware every request passes through: request ids, tracing, metrics,

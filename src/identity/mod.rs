@@ -270,6 +270,44 @@ pub async fn user_by_id(conn: &mut Conn, id: &UserId) -> Result<Option<User>, sq
     row.as_ref().map(user_from_row).transpose()
 }
 
+/// What a payment needs to know of its payer, in one round trip: the user, the country of the
+/// newest session on the paying device, when that device was first seen, and the newest session
+/// that has a country (the risk rules' facts that identity owns).
+#[derive(Debug, Clone)]
+pub struct PayerProfile {
+    pub user: User,
+    pub credentials_changed_at: i64,
+    pub device_country: Option<String>,
+    pub first_seen_on_device: Option<i64>,
+    pub previous_session: Option<(String, i64)>,
+}
+
+pub async fn payer_profile(conn: &mut Conn, id: &UserId, device_id: &str) -> Result<Option<PayerProfile>, sqlx::Error> {
+    use sqlx::Row;
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT {USER_COLUMNS}, credentials_changed_at, \
+         (SELECT s.country FROM sessions s WHERE s.user_id = $1 AND s.device_id = $2 ORDER BY s.created_at DESC LIMIT 1) AS device_country, \
+         (SELECT MIN(s.created_at) FROM sessions s WHERE s.user_id = $1 AND s.device_id = $2) AS first_seen, \
+         (SELECT s.country FROM sessions s WHERE s.user_id = $1 AND s.country IS NOT NULL ORDER BY s.created_at DESC LIMIT 1) AS located_country, \
+         (SELECT s.created_at FROM sessions s WHERE s.user_id = $1 AND s.country IS NOT NULL ORDER BY s.created_at DESC LIMIT 1) AS located_at \
+         FROM users WHERE id = $1"
+    ));
+    let Some(r) = sqlx::query(sql).bind(id).bind(device_id).fetch_optional(&mut *conn).await? else {
+        return Ok(None);
+    };
+    let located: (Option<String>, Option<i64>) = (r.try_get("located_country")?, r.try_get("located_at")?);
+    Ok(Some(PayerProfile {
+        user: user_from_row(&r)?,
+        credentials_changed_at: r.try_get("credentials_changed_at")?,
+        device_country: r.try_get("device_country")?,
+        first_seen_on_device: r.try_get("first_seen")?,
+        previous_session: match located {
+            (Some(country), Some(at)) => Some((country, at)),
+            _ => None,
+        },
+    }))
+}
+
 pub async fn user_by_login(conn: &mut Conn, login: &Login) -> Result<Option<User>, sqlx::Error> {
     let (column, value) = match login {
         Login::Phone(p) => ("phone", p.as_str()),

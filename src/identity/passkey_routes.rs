@@ -15,7 +15,8 @@ use super::login::{self, PasskeyLogin, PasskeyLoginStarted};
 use super::passkey::{self, Owner, Passkey, RegistrationStarted};
 use crate::http::auth::{RequireRole, ShopperClient, UserSession, Viewer};
 use crate::http::error::{
-    ApiError, AuthErrors, JsonBodyErrors, NotFound404, Problem, ShopperAuth, TooMany429, Unauthenticated401,
+    ApiError, AuthErrors, JsonBodyErrors, NotFound404, OperatorStepUp403, Problem, ShopperAuth, TooMany429,
+    Unauthenticated401,
 };
 use crate::http::extract::ApiJson;
 use crate::risk::client::ClientInfo;
@@ -143,9 +144,14 @@ async fn login_begin(
 /// Starts adding a passkey to the operator's own account.
 #[utoipa::path(post, path = "/v1/admin/me/passkeys", tag = "operator", security(("bearer" = [])), responses(
     (status = 200, body = RegistrationStarted, description = "The ceremony's options; finish it within 5 minutes"),
-    AuthErrors,
+    Unauthenticated401, OperatorStepUp403,
     (status = 503, description = "`unavailable`: the server has no public address (`OMAMORI_PUBLIC_URL`), so no passkeys", body = Problem, content_type = "application/problem+json")))]
-async fn admin_register_begin(State(state): State<AppState>, op: RequireRole<Viewer>) -> Result<Response, ApiError> {
+async fn admin_register_begin(
+    State(state): State<AppState>,
+    op: RequireRole<Viewer>,
+    client: ClientInfo,
+) -> Result<Response, ApiError> {
+    super::recovery::require_operator_step_up(&state, &op, &client).await?;
     Ok(axum::Json(passkey::begin_registration(&state, Owner::Operator(op.operator_id())).await?).into_response())
 }
 
@@ -182,12 +188,14 @@ async fn admin_list(State(state): State<AppState>, op: RequireRole<Viewer>) -> R
 #[utoipa::path(delete, path = "/v1/admin/me/passkeys/{passkey_id}", tag = "operator",
     params(("passkey_id" = String, Path)), security(("bearer" = [])), responses(
     (status = 204, description = "Removed"),
-    AuthErrors, NotFound404))]
+    Unauthenticated401, OperatorStepUp403, NotFound404))]
 async fn admin_remove(
     State(state): State<AppState>,
     op: RequireRole<Viewer>,
+    client: ClientInfo,
     PathId(id): PathId<PasskeyId>,
 ) -> Result<Response, ApiError> {
+    super::recovery::require_operator_step_up(&state, &op, &client).await?;
     if !passkey::remove(&state, Owner::Operator(op.operator_id()), &id).await? {
         return Err(ApiError::not_found("there is no such passkey"));
     }

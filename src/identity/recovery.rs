@@ -309,6 +309,42 @@ pub async fn require_step_up(
     Err(IdentityError::StepUpRequired { challenge_id: challenge.challenge_id, methods: challenge.methods })
 }
 
+/// As [`require_step_up`], for an operator: a session that has not verified a second factor in the
+/// last few minutes (its login counts) gets a step-up challenge (the authenticator app, or a passkey
+/// when the operator has one), so that a stolen session cookie alone cannot add or remove a passkey.
+pub async fn require_operator_step_up(
+    state: &AppState,
+    session: &crate::identity::session::OperatorSession,
+    client: &ClientInfo,
+) -> Result<(), IdentityError> {
+    let now = state.clock.now_ms();
+    if session.step_up_at() + super::STEP_UP_TTL_MS > now {
+        return Ok(());
+    }
+    let challenge = store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let mut methods = vec!["totp"];
+        if super::passkey::has_any(&mut tx, super::passkey::Owner::Operator(session.operator_id())).await? {
+            methods.push("passkey");
+        }
+        let c = super::challenge::NewChallenge {
+            purpose: super::challenge::Purpose::StepUp,
+            user_id: None,
+            operator_id: Some(session.operator_id()),
+            session_id: Some(session.session_id()),
+            device_id: Some(session.device_id()),
+            subject_id: None,
+            methods: &methods,
+            client,
+        };
+        let v = super::challenge::create(&mut tx, &c, now).await?;
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(v)
+    })
+    .await?;
+    Err(IdentityError::StepUpRequired { challenge_id: challenge.challenge_id, methods: challenge.methods })
+}
+
 /// `POST /v1/me/password`.
 pub async fn change(
     state: &AppState,

@@ -125,9 +125,13 @@ impl Live {
     /// The operator and role this session belongs to; `None` for a shopper's session.
     pub fn into_operator(self) -> Option<OperatorSession> {
         match (self.kind.as_str(), self.operator_id, self.role.as_deref().and_then(Role::parse)) {
-            ("operator", Some(operator_id), Some(role)) => {
-                Some(OperatorSession { session_id: self.id, operator_id, role })
-            }
+            ("operator", Some(operator_id), Some(role)) => Some(OperatorSession {
+                session_id: self.id,
+                operator_id,
+                role,
+                device_id: self.device_id,
+                step_up_at: self.step_up_at,
+            }),
             _ => None,
         }
     }
@@ -169,6 +173,8 @@ pub struct OperatorSession {
     session_id: SessionId,
     operator_id: OperatorId,
     role: Role,
+    device_id: String,
+    step_up_at: i64,
 }
 
 impl OperatorSession {
@@ -182,6 +188,15 @@ impl OperatorSession {
 
     pub fn role(&self) -> Role {
         self.role
+    }
+
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// When the session last verified a second factor (its login, or a step-up; milliseconds).
+    pub fn step_up_at(&self) -> i64 {
+        self.step_up_at
     }
 
     /// Who acts, for the audit log.

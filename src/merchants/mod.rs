@@ -199,6 +199,16 @@ pub async fn store_by_id(conn: &mut Conn, id: &StoreId) -> Result<Option<Store>,
     .transpose()
 }
 
+/// [`store_by_id`] from memory (`store::cache`, group `merchants`: a change to a merchant or a
+/// store applies at once where it was made and within a second elsewhere). An unknown id is not
+/// kept.
+pub async fn store_by_id_cached(db: &Db, conn: &mut Conn, id: &StoreId) -> Result<Option<Store>, sqlx::Error> {
+    use crate::store::cache::{Group, cached_found};
+    let key = format!("store:{id}");
+    let id = id.clone();
+    cached_found(db, conn, Group::Merchants, &key, |conn| Box::pin(async move { store_by_id(conn, &id).await })).await
+}
+
 /// Issues a terminal key for a store; answers the terminal id and the key (shown once).
 pub async fn create_terminal(
     db: &Db,
@@ -289,6 +299,26 @@ pub async fn authenticate_terminal(conn: &mut Conn, key: &str) -> Result<Option<
         .fetch_optional(&mut *conn)
         .await?;
     row.map(|r| Ok(Terminal { id: r.try_get("id")?, store_id: r.try_get("store_id")? })).transpose()
+}
+
+/// [`authenticate_terminal`] from memory for a key seen before (`store::cache`, group
+/// `merchants`: a revoked terminal is refused at once by the instance that revoked it and within
+/// a second by the others). An unknown key always asks the database, and is not kept.
+pub async fn authenticate_terminal_cached(
+    db: &Db,
+    conn: &mut Conn,
+    key: &str,
+) -> Result<Option<Terminal>, sqlx::Error> {
+    use crate::store::cache::{Group, cached_found};
+    if !key.starts_with("tk_") || key.len() > 100 {
+        return Ok(None);
+    }
+    let hash = format!("terminal:{}", secret_hash(TERMINAL, key));
+    let key = key.to_string();
+    cached_found(db, conn, Group::Merchants, &hash, |conn| {
+        Box::pin(async move { authenticate_terminal(conn, &key).await })
+    })
+    .await
 }
 
 /// `404` unless the merchant exists (inside the caller's transaction).

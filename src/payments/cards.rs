@@ -126,8 +126,12 @@ pub async fn link(state: &AppState, who: &Linker<'_>, input: CardInput) -> Resul
         Ok(info) => info,
         Err(e) => return Err(refused_by_processor(state, e, now).await),
     };
-    let fingerprint = processor::fingerprint(&key, info.fingerprint_source.expose());
-    let card = NewCard { id: CardId::generate(), info: &info, fingerprint: &fingerprint };
+    // Written under the newest key; looked up under every key still in the ring, so that rotating
+    // the key keeps one card, one wallet.
+    let mut fingerprints: Vec<String> =
+        key.all().iter().map(|k| processor::fingerprint(k, info.fingerprint_source.expose())).collect();
+    let fingerprint = fingerprints.remove(0);
+    let card = NewCard { id: CardId::generate(), info: &info, fingerprint: &fingerprint, older: &fingerprints };
     let attempt = Attempt { state, who, user: &user, provisional: &provisional, now };
     store::retry(|| keep_card(&attempt, &card)).await
 }
@@ -218,6 +222,8 @@ struct NewCard<'a> {
     id: CardId,
     info: &'a CardInfo,
     fingerprint: &'a str,
+    /// The same card's fingerprints under the older keys of the ring.
+    older: &'a [String],
 }
 
 /// One linking attempt, past the processor.
@@ -245,7 +251,7 @@ async fn keep_card(a: &Attempt<'_>, card: &NewCard<'_>) -> Result<Linked, Paymen
         tx.commit().await?;
         return Err(e);
     }
-    claim_fingerprint(&mut tx, &user.id, card.fingerprint, now).await?;
+    claim_fingerprint(&mut tx, &user.id, card, now).await?;
     let signals = rules::signals(
         &mut tx,
         &super::risk_facts::Owners,
@@ -285,39 +291,47 @@ async fn owned_elsewhere(state: &AppState, user_id: &UserId, fingerprint: &str) 
 }
 
 /// One card, one wallet: a fingerprint first seen is bound to this wallet; one bound to another
-/// wallet, or already in this one, is refused.
+/// wallet, or already in this one, is refused. The card is looked up under every key of the ring
+/// (newest first), and a card known only under an older key is bound again under the newest.
 async fn claim_fingerprint(
     conn: &mut Conn,
     user_id: &UserId,
-    fingerprint: &str,
+    card: &NewCard<'_>,
     now: i64,
 ) -> Result<(), PaymentsError> {
-    let owner: Option<UserId> = sqlx::query_scalar("SELECT user_id FROM card_fingerprints WHERE fingerprint = $1")
-        .bind(fingerprint)
-        .fetch_optional(&mut *conn)
-        .await?;
-    match owner {
-        Some(owner) if owner != *user_id => Err(PaymentsError::CardNotAllowed),
-        Some(_) => {
-            let active: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM cards WHERE user_id = $1 AND fingerprint = $2 AND status <> 'removed'",
-            )
-            .bind(user_id)
-            .bind(fingerprint)
-            .fetch_one(&mut *conn)
+    let mut known = Vec::new();
+    for fp in std::iter::once(card.fingerprint).chain(card.older.iter().map(String::as_str)) {
+        let owner: Option<UserId> = sqlx::query_scalar("SELECT user_id FROM card_fingerprints WHERE fingerprint = $1")
+            .bind(fp)
+            .fetch_optional(&mut *conn)
             .await?;
-            if active > 0 { Err(PaymentsError::CardAlreadyLinked) } else { Ok(()) }
-        }
-        None => {
-            sqlx::query("INSERT INTO card_fingerprints (fingerprint, user_id, created_at) VALUES ($1, $2, $3)")
-                .bind(fingerprint)
-                .bind(user_id)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-            Ok(())
+        match owner {
+            Some(owner) if owner != *user_id => return Err(PaymentsError::CardNotAllowed),
+            Some(_) => known.push(fp),
+            None => {}
         }
     }
+    for fp in &known {
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM cards WHERE user_id = $1 AND fingerprint = $2 AND status <> 'removed'",
+        )
+        .bind(user_id)
+        .bind(fp)
+        .fetch_one(&mut *conn)
+        .await?;
+        if active > 0 {
+            return Err(PaymentsError::CardAlreadyLinked);
+        }
+    }
+    if !known.contains(&card.fingerprint) {
+        sqlx::query("INSERT INTO card_fingerprints (fingerprint, user_id, created_at) VALUES ($1, $2, $3)")
+            .bind(card.fingerprint)
+            .bind(user_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Writes the card `held` (with a review case for `held_by` rule), `pending_challenge` (with the

@@ -25,7 +25,7 @@ use crate::merchants::{self, Store};
 use crate::money::Yen;
 use crate::notify::{self, Channel, Message};
 use crate::risk::{alerts, rules, switches, throttle};
-use crate::store::{Conn, clock};
+use crate::store::{Conn, Db, clock};
 
 pub const CODE_TTL_MS: i64 = 60 * 1000;
 pub const UNKNOWN_CODES_LIMIT: i64 = 5;
@@ -127,6 +127,8 @@ pub async fn record_unknown_code(conn: &mut Conn, terminal_id: &TerminalId, now:
 
 /// What a payment needs: who pays, where, how much.
 pub struct Charge<'a> {
+    /// Where the cached tables are (`store::cache`): the store, switches, rules, endpoints.
+    pub db: &'a Db,
     pub user_id: &'a UserId,
     pub store: &'a Store,
     pub terminal_id: Option<&'a TerminalId>,
@@ -136,13 +138,55 @@ pub struct Charge<'a> {
     pub idem_key: Option<&'a str>,
 }
 
+/// What a payment reads of its payer, once, under the wallet's lock: identity's profile (the user,
+/// the device's sessions) and the wallet's spending, two round trips for every check that follows
+/// (switches by country, risk rules, limits).
+pub struct PayerFacts {
+    pub profile: identity::PayerProfile,
+    pub spending: wallet::Spending,
+}
+
+impl PayerFacts {
+    pub async fn read(conn: &mut Conn, user_id: &UserId, device_id: &str, now: i64) -> Result<Self, PaymentsError> {
+        let profile = identity::payer_profile(conn, user_id, device_id)
+            .await?
+            .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("payer vanished")))?;
+        let spending = wallet::spending(conn, user_id, now).await?;
+        Ok(PayerFacts { profile, spending })
+    }
+
+    /// The facts the payment risk rules see.
+    fn risk_facts(&self) -> rules::Facts {
+        rules::Facts {
+            first_seen_on_device: self.profile.first_seen_on_device,
+            last_topup_at: self.spending.last_topup_at,
+            credentials_changed_at: self.profile.credentials_changed_at,
+            created_at: self.profile.user.created_at,
+            events_last_hour: self.spending.payments_since_hour,
+            previous_session: self.profile.previous_session.clone(),
+        }
+    }
+}
+
+/// Facts read already, as the risk rules' source.
+struct Known(rules::Facts);
+
+impl rules::FactSource for Known {
+    fn facts<'a>(
+        &'a self,
+        _conn: &'a mut Conn,
+        _e: &'a rules::Event<'a>,
+        _now: i64,
+    ) -> crate::ports::BoxFuture<'a, Result<rules::Facts, sqlx::Error>> {
+        Box::pin(async move { Ok(self.0.clone()) })
+    }
+}
+
 /// Moves the money of a payment, inside the caller's transaction: limits, the debit (which
 /// fails when funds are short), the payment row and the notice.
-pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<PaymentId, PaymentsError> {
-    let user = identity::user_by_id(conn, c.user_id)
-        .await?
-        .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("payer vanished")))?;
-    wallet::check_spending(conn, &user.id, c.amount.0, now).await?;
+pub async fn pay(conn: &mut Conn, c: &Charge<'_>, facts: &PayerFacts, now: i64) -> Result<PaymentId, PaymentsError> {
+    let user = &facts.profile.user;
+    wallet::check_spent(&facts.spending, c.amount.0)?;
     let payment_id = PaymentId::generate();
     let entry = NewEntry::transfer(
         EntryKind::Payment,
@@ -175,7 +219,7 @@ pub async fn pay(conn: &mut Conn, c: &Charge<'_>, now: i64) -> Result<PaymentId,
         "payment_id": payment_id, "store_id": c.store.id, "terminal_id": c.terminal_id, "amount": c.amount.0,
         "currency": "JPY", "order_ref": c.order_ref, "source": source,
     });
-    crate::merchants::webhooks::emit(conn, &c.store.merchant_id, "payment.succeeded", &event, now).await?;
+    crate::merchants::webhooks::emit_cached(c.db, conn, &c.store.merchant_id, "payment.succeeded", &event, now).await?;
     email(
         conn,
         &user.email,
@@ -208,6 +252,7 @@ pub enum Charged<T> {
 
 /// What a code charge needs from the till (`POST /v1/pos/payments`).
 pub struct CodeCharge<'a> {
+    pub db: &'a Db,
     pub prefix: &'a str,
     pub terminal: &'a merchants::Terminal,
     pub code: &'a str,
@@ -221,20 +266,22 @@ pub struct CodeCharge<'a> {
 pub async fn charge_code(conn: &mut Conn, c: &CodeCharge<'_>, now: i64) -> Result<Charged<Paid>, PaymentsError> {
     let Some(code) = PaymentCode::parse(c.code, c.prefix) else { return Err(PaymentsError::CodeInvalid) };
     let (user_id, device_id) = redeem(conn, &code, now).await?;
-    let store = merchants::store_by_id(conn, &c.terminal.store_id)
+    let store = merchants::store_by_id_cached(c.db, conn, &c.terminal.store_id)
         .await?
         .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("terminal without store")))?;
+    // The wallet's lock is held since the code was redeemed.
+    let facts = PayerFacts::read(conn, &user_id, &device_id, now).await?;
     // The till's address says nothing of the shopper: the shopper's country is that of the newest
     // session of the phone that drew the code (for country-scoped switches).
-    let country = identity::session::device_country(conn, &user_id, &device_id).await?;
-    let payer = Payer { user_id: &user_id, device_id: &device_id, country: country.as_deref(), fresh_step_up: None };
+    let country = facts.profile.device_country.as_deref();
+    let payer = Payer { user_id: &user_id, device_id: &device_id, country, fresh_step_up: None };
     let at = Place { store: &store, terminal_id: Some(&c.terminal.id) };
-    // The wallet's lock is held since the code was redeemed.
-    check_switches(conn, &payer, &at).await?;
-    if let Some(decline) = authorize(conn, &payer, &at, c.amount, now).await? {
+    check_switches(c.db, conn, &payer, &at).await?;
+    if let Some(decline) = authorize(c.db, conn, &payer, &at, c.amount, &facts, now).await? {
         return Ok(Charged::Declined(decline));
     }
     let charge = Charge {
+        db: c.db,
         user_id: &user_id,
         store: &store,
         terminal_id: Some(&c.terminal.id),
@@ -243,7 +290,7 @@ pub async fn charge_code(conn: &mut Conn, c: &CodeCharge<'_>, now: i64) -> Resul
         order_ref: c.order_ref,
         idem_key: Some(c.idem_key),
     };
-    let payment_id = pay(conn, &charge, now).await?;
+    let payment_id = pay(conn, &charge, &facts, now).await?;
     Ok(Charged::Paid(Paid {
         payment_id,
         status: "succeeded",
@@ -282,6 +329,7 @@ async fn redeem(conn: &mut Conn, code: &PaymentCode, now: i64) -> Result<(UserId
 
 /// A payment to a store whose QR code the shopper scanned (`POST /v1/payments`).
 pub struct StorePayment<'a> {
+    pub db: &'a Db,
     pub payer: Payer<'a>,
     /// The scanned payload, trimmed.
     pub store_qr: &'a str,
@@ -316,17 +364,20 @@ pub async fn pay_store_qr(
     now: i64,
 ) -> Result<Charged<StorePaid>, PaymentsError> {
     let parsed = merchants::qr::parse(p.store_qr).map_err(PaymentsError::Qr)?;
-    let store = merchants::store_by_id(conn, &parsed.store_id).await?.ok_or(PaymentsError::UnknownStore)?;
+    let store =
+        merchants::store_by_id_cached(p.db, conn, &parsed.store_id).await?.ok_or(PaymentsError::UnknownStore)?;
     if store.qr_payload() != p.store_qr {
         return Err(PaymentsError::QrMismatch);
     }
     let at = Place { store: &store, terminal_id: None };
-    check_switches(conn, &p.payer, &at).await?;
+    check_switches(p.db, conn, &p.payer, &at).await?;
     crate::store::lock_conn(conn, "wallet", p.payer.user_id.as_str()).await?;
-    if let Some(decline) = authorize(conn, &p.payer, &at, p.amount, now).await? {
+    let facts = PayerFacts::read(conn, p.payer.user_id, p.payer.device_id, now).await?;
+    if let Some(decline) = authorize(p.db, conn, &p.payer, &at, p.amount, &facts, now).await? {
         return Ok(Charged::Declined(decline));
     }
     let charge = Charge {
+        db: p.db,
         user_id: p.payer.user_id,
         store: &store,
         terminal_id: None,
@@ -335,7 +386,7 @@ pub async fn pay_store_qr(
         order_ref: None,
         idem_key: Some(p.idem_key),
     };
-    let payment_id = pay(conn, &charge, now).await?;
+    let payment_id = pay(conn, &charge, &facts, now).await?;
     let merchant = Payee {
         merchant_id: store.merchant_id.clone(),
         name: store.merchant_name.clone(),
@@ -362,14 +413,14 @@ pub struct Place<'a> {
 }
 
 /// The `payments` switches every payment passes first: for the user, the merchant and the country.
-async fn check_switches(conn: &mut Conn, payer: &Payer<'_>, at: &Place<'_>) -> Result<(), PaymentsError> {
+async fn check_switches(db: &Db, conn: &mut Conn, payer: &Payer<'_>, at: &Place<'_>) -> Result<(), PaymentsError> {
     let subject = switches::Subject {
         user_id: Some(payer.user_id),
         merchant_id: Some(&at.store.merchant_id),
         country: payer.country,
         ..Default::default()
     };
-    Ok(switches::check(conn, crate::ids::SwitchName::Payments, subject).await?)
+    Ok(switches::check_cached(db, conn, crate::ids::SwitchName::Payments, subject).await?)
 }
 
 /// The risk rules every payment passes, in its transaction and under its wallet's lock (after
@@ -377,10 +428,12 @@ async fn check_switches(conn: &mut Conn, payer: &Payer<'_>, at: &Place<'_>) -> R
 /// commit; a step-up the shopper can give is asked for (`403`, rolled back); a till cannot wait,
 /// so there any outcome but allow declines.
 async fn authorize(
+    db: &Db,
     conn: &mut Conn,
     payer: &Payer<'_>,
     at: &Place<'_>,
     amount: Yen,
+    facts: &PayerFacts,
     now: i64,
 ) -> Result<Option<PaymentsError>, PaymentsError> {
     // The rules see the shopper's own country only when the shopper is at hand (a till's is not).
@@ -388,7 +441,7 @@ async fn authorize(
     let mcc = Some(at.store.category.as_str());
     let signals = rules::signals(
         conn,
-        &super::risk_facts::Owners,
+        &Known(facts.risk_facts()),
         &rules::Event {
             kind: rules::RuleEvent::Payment,
             user_id: payer.user_id,
@@ -400,7 +453,7 @@ async fn authorize(
         now,
     )
     .await?;
-    let rule = match rules::evaluate(conn, rules::RuleEvent::Payment, &signals).await? {
+    let rule = match rules::evaluate_cached(db, conn, rules::RuleEvent::Payment, &signals).await? {
         (rules::Outcome::Allow, _) | (_, None) => return Ok(None),
         (rules::Outcome::StepUp, Some(_))
             if payer.fresh_step_up.is_some_and(|at| at + identity::STEP_UP_TTL_MS > now) =>

@@ -388,6 +388,7 @@ async fn pay_store_qr(
             crate::risk::client::country_policy(&state.config, &client)?;
             let input = input?;
             let payment = pos::StorePayment {
+                db: &state.db,
                 payer: pos::Payer {
                     user_id: s.user_id(),
                     device_id: s.device_id(),
@@ -663,6 +664,7 @@ async fn pos_charge(
                 return Err(ApiError::invalid_body("order_ref is at most 100 characters"));
             }
             let charge = pos::CodeCharge {
+                db: &state.db,
                 prefix: &state.config.payment_code_prefix,
                 terminal: &terminal,
                 code: &input.code,

@@ -76,6 +76,65 @@ pub async fn spent(conn: &mut Conn, user_id: &UserId, since: i64) -> Result<i64,
     .await
 }
 
+/// What a payment needs of the payer's own money history, in one round trip (read under the
+/// wallet's lock): the limits, what was spent today and this month, the payments of the last hour
+/// and the newest successful top-up (the risk rules' facts that payments owns).
+#[derive(Debug, Clone, Copy)]
+pub struct Spending {
+    pub limits: Limits,
+    pub today: i64,
+    pub this_month: i64,
+    pub payments_since_hour: i64,
+    pub last_topup_at: Option<i64>,
+}
+
+pub async fn spending(conn: &mut Conn, user_id: &UserId, now: i64) -> Result<Spending, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT l.per_payment, l.daily, l.monthly, \
+         CAST(COALESCE((SELECT SUM(p.amount - p.refunded) FROM payments p WHERE p.user_id = $1 AND p.status = 'succeeded' AND p.created_at >= $2), 0) AS BIGINT) AS today, \
+         CAST(COALESCE((SELECT SUM(p.amount - p.refunded) FROM payments p WHERE p.user_id = $1 AND p.status = 'succeeded' AND p.created_at >= $3), 0) AS BIGINT) AS this_month, \
+         (SELECT COUNT(*) FROM payments p WHERE p.user_id = $1 AND p.created_at > $4) AS last_hour, \
+         (SELECT MAX(t.settled_at) FROM topups t WHERE t.user_id = $1 AND t.status = 'succeeded') AS last_topup \
+         FROM (SELECT 1 AS one) AS x LEFT JOIN wallet_limits l ON l.user_id = $1",
+    )
+    .bind(user_id)
+    .bind(tokyo_day_start(now))
+    .bind(tokyo_month_start(now))
+    .bind(now - 3_600_000)
+    .fetch_one(&mut *conn)
+    .await?;
+    let limits = match row.try_get::<Option<i64>, _>("per_payment")? {
+        Some(per_payment) => Limits {
+            per_payment,
+            daily: row.try_get::<Option<i64>, _>("daily")?.unwrap_or(DEFAULT_LIMITS.daily),
+            monthly: row.try_get::<Option<i64>, _>("monthly")?.unwrap_or(DEFAULT_LIMITS.monthly),
+        },
+        None => DEFAULT_LIMITS,
+    };
+    Ok(Spending {
+        limits,
+        today: row.try_get("today")?,
+        this_month: row.try_get("this_month")?,
+        payments_since_hour: row.try_get("last_hour")?,
+        last_topup_at: row.try_get("last_topup")?,
+    })
+}
+
+/// [`check_spending`] on figures read already.
+pub fn check_spent(s: &Spending, amount: i64) -> Result<(), PaymentsError> {
+    let l = s.limits;
+    if amount > l.per_payment {
+        return Err(limit_exceeded("per_payment", l.per_payment));
+    }
+    if s.today + amount > l.daily {
+        return Err(limit_exceeded("daily", l.daily));
+    }
+    if s.this_month + amount > l.monthly {
+        return Err(limit_exceeded("monthly", l.monthly));
+    }
+    Ok(())
+}
+
 fn limit_exceeded(which: &'static str, limit: i64) -> PaymentsError {
     PaymentsError::LimitExceeded { which, limit }
 }

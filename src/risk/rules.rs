@@ -267,6 +267,50 @@ pub async fn evaluate(
     Ok((Outcome::Allow, None))
 }
 
+/// The enabled rules of an event, in order, as [`evaluate`] reads them (a rule whose conditions do
+/// not parse is left out and logged when loaded).
+type EventRules = Vec<(String, Conditions, Outcome)>;
+
+/// [`evaluate`] on the rules kept in memory (`store::cache`, group `risk_rules`): a changed rule
+/// applies at once on the instance that changed it and within a second on the others.
+pub async fn evaluate_cached(
+    db: &crate::store::Db,
+    conn: &mut Conn,
+    event: RuleEvent,
+    s: &Signals,
+) -> Result<(Outcome, Option<String>), sqlx::Error> {
+    use crate::store::cache::{Group, cached};
+    let rules = cached(db, conn, Group::RiskRules, event.as_str(), move |conn| {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT id, conditions, outcome FROM risk_rules WHERE event = $1 AND enabled = 1 ORDER BY priority, id",
+            )
+            .bind(event.as_str())
+            .fetch_all(&mut *conn)
+            .await?;
+            let mut rules: EventRules = Vec::with_capacity(rows.len());
+            for r in rows {
+                let id: String = r.try_get("id")?;
+                let Ok(conditions) = serde_json::from_str::<Conditions>(&r.try_get::<String, _>("conditions")?) else {
+                    tracing::error!(rule = %id, "a risk rule's conditions do not parse; skipping it");
+                    continue;
+                };
+                let outcome = Outcome::parse(&r.try_get::<String, _>("outcome")?).unwrap_or(Outcome::Allow);
+                rules.push((id, conditions, outcome));
+            }
+            Ok(rules)
+        })
+    })
+    .await?;
+    for (id, conditions, outcome) in rules.iter() {
+        if conditions.matches(s) {
+            metrics::counter!("omamori_risk_matches_total", "rule" => id.clone()).increment(1);
+            return Ok((*outcome, Some(id.clone())));
+        }
+    }
+    Ok((Outcome::Allow, None))
+}
+
 /// Opens a review case; answers its id.
 pub async fn open_review(
     conn: &mut Conn,

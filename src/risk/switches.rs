@@ -3,10 +3,11 @@
 //! A switch refuses one kind of action (`signups`, `logins`, `card_linking`, `topups`, `payments`,
 //! `refunds`) in a scope: everywhere, for one merchant, one user, one card (its fingerprint on
 //! every wallet) or one country. Engaging is immediate; a release takes effect only when a second,
-//! different operator confirms it. Every guarded request reads the active switches from the
-//! database (one indexed query), so a switch engaged on one instance refuses the very next
-//! request on every instance. A freeze is the same for every money action of one user, and
-//! answers `403 account_frozen`.
+//! different operator confirms it. A guarded request reads the active switches from the database
+//! (one indexed query, [`check`]), or, on the payment path, from memory ([`check_cached`],
+//! `store::cache`): the instance that engages or releases a switch applies it to its very next
+//! request, every other instance within a second. A freeze is the same for every money action of
+//! one user, and answers `403 account_frozen`.
 
 use crate::ids::MerchantId;
 use crate::ids::SwitchId;
@@ -66,6 +67,61 @@ pub async fn check(conn: &mut Conn, name: SwitchName, s: Subject<'_>) -> Result<
     metrics::counter!("omamori_switch_refusals_total", "switch" => name.as_str()).increment(1);
     // Not a final answer: the same request may go through once the switch is released.
     Err(RiskError::SwitchEngaged { name, scope })
+}
+
+/// An engaged switch or freeze, as [`check_cached`] keeps it.
+#[derive(Debug)]
+struct Live {
+    kind: String,
+    name: String,
+    scope_kind: String,
+    scope_id: String,
+}
+
+/// [`check`] on the engaged switches kept in memory (`store::cache`, group `switches`): a switch
+/// engaged or released applies at once on the instance that did it and within a second on the
+/// others. A card's switches need the card table, so a subject with a card fingerprint is checked
+/// in the database as [`check`] does.
+pub async fn check_cached(db: &Db, conn: &mut Conn, name: SwitchName, s: Subject<'_>) -> Result<(), RiskError> {
+    use crate::store::cache::{Group, cached};
+    if s.card_fingerprint.is_some() {
+        return check(conn, name, s).await;
+    }
+    let live = cached(db, conn, Group::Switches, "engaged", |conn| {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT kind, name, scope_kind, scope_id FROM switches WHERE released_at IS NULL")
+                .fetch_all(&mut *conn)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Live {
+                        kind: r.try_get("kind")?,
+                        name: r.try_get("name")?,
+                        scope_kind: r.try_get("scope_kind")?,
+                        scope_id: r.try_get("scope_id")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+        })
+    })
+    .await?;
+    let covers = |l: &&Live| {
+        l.name == name.as_str()
+            && match l.scope_kind.as_str() {
+                "global" => true,
+                "user" => s.user_id.is_some_and(|u| u.as_str() == l.scope_id),
+                "merchant" => s.merchant_id.is_some_and(|m| m.as_str() == l.scope_id),
+                "country" => s.country.is_some_and(|c| c == l.scope_id),
+                _ => false,
+            }
+    };
+    // As `check` orders them: a freeze answers before a switch.
+    let Some(hit) = live.iter().filter(covers).min_by(|a, b| a.kind.cmp(&b.kind)) else { return Ok(()) };
+    if hit.kind == "freeze" {
+        return Err(RiskError::AccountFrozen);
+    }
+    metrics::counter!("omamori_switch_refusals_total", "switch" => name.as_str()).increment(1);
+    Err(RiskError::SwitchEngaged { name, scope: hit.scope_kind.clone() })
 }
 
 /// What an operator asks to stop, and why.

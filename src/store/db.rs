@@ -83,6 +83,8 @@ pub struct Db {
     /// served, instead of polling SQLite's lock (whose busy handler is unfair: under load one
     /// writer could wait seconds while later ones went ahead).
     writer: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
+    /// Read-mostly tables in memory (`store::cache`).
+    caches: std::sync::Arc<super::generations::Caches>,
 }
 
 impl Db {
@@ -127,7 +129,7 @@ impl Db {
             sqlx::raw_sql("PRAGMA journal_mode = WAL;").execute(&pool).await?;
         }
         let writer = (backend == Backend::Sqlite).then(|| std::sync::Arc::new(tokio::sync::Mutex::new(())));
-        Ok(Db { pool, backend, writer })
+        Ok(Db { pool, backend, writer, caches: Default::default() })
     }
 
     pub fn pool(&self) -> &AnyPool {
@@ -136,6 +138,11 @@ impl Db {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// This instance's cached tables (`store::cache`).
+    pub fn caches(&self) -> &super::generations::Caches {
+        &self.caches
     }
 
     /// Begins a read-write transaction. On SQLite it waits for this process's writer turn, then

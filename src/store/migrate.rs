@@ -56,9 +56,15 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 8,
+        name: "cache_generations",
+        sqlite: include_str!("../../migrations/sqlite/0008_cache_generations.sql"),
+        postgres: include_str!("../../migrations/postgres/0008_cache_generations.sql"),
+    },
+    Migration {
+        version: 9,
         name: "processor",
-        sqlite: include_str!("../../migrations/sqlite/0008_processor.sql"),
-        postgres: include_str!("../../migrations/postgres/0008_processor.sql"),
+        sqlite: include_str!("../../migrations/sqlite/0009_processor.sql"),
+        postgres: include_str!("../../migrations/postgres/0009_processor.sql"),
     },
 ];
 

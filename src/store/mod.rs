@@ -7,8 +7,10 @@
 //! `BIGINT` milliseconds since the Unix epoch (UTC): the one time representation both backends
 //! compare, index and decode the same way through `Any`.
 
+pub mod cache;
 pub mod clock;
 mod db;
+mod generations;
 pub mod migrate;
 
 pub use clock::Clock;

@@ -6,7 +6,7 @@
 //! `OMAMORI_FUZZ_CASES=1000000 cargo test --test api fuzz:: -- --test-threads 1` (the README records runs).
 //! The router target sends arbitrary JSON bodies through the whole router in-process (with a
 //! shopper's and an operator's session) and checks that no answer is a 5xx and every error is a
-//! problem document; it is slower, so it runs a tenth of the cases.
+//! problem document; it is slower, so it runs a tenth of the cases, or `OMAMORI_FUZZ_ROUTE_CASES`.
 
 use std::sync::OnceLock;
 
@@ -310,7 +310,9 @@ fn json_value() -> impl Strategy<Value = serde_json::Value> {
 fn route_json_bodies() {
     use tower::ServiceExt;
     let t = target();
-    let mut runner = proptest::test_runner::TestRunner::new(config((cases() / 10).max(16)));
+    // `OMAMORI_FUZZ_ROUTE_CASES` sets this target's count on its own (a long run of it alone).
+    let own = std::env::var("OMAMORI_FUZZ_ROUTE_CASES").ok().and_then(|v| v.parse().ok());
+    let mut runner = proptest::test_runner::TestRunner::new(config(own.unwrap_or((cases() / 10).max(16))));
     let strategy = (0..t.routes.len(), json_value(), 0..3u8, any::<bool>(), 0..3u8);
     runner
         .run(&strategy, |(route, body, who, raw, id)| {

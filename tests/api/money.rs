@@ -326,6 +326,26 @@ both_backends! {
         app.link_card(&owner, &test_card()).await.assert_problem(422, "card_limit_reached");
     }
 
+    async fn rotating_the_card_key_keeps_one_card_one_wallet(app: TestApp) {
+        use omamori::config::{Key, KeyRing};
+        let number = test_card();
+        let (owner, _) = app.funded_shopper(0).await;
+        assert_eq!(app.link_card(&owner, &number).await.status, 201);
+        // The deployment rotates the fingerprint key: a new key writes, the old one is still listed.
+        let old = app.state.config.keys.card_fingerprint.clone().unwrap();
+        let rotated = app
+            .another_instance_with(|c| c.keys.card_fingerprint = Some(KeyRing::new(Key::generate("k2"), vec![old.current().clone()])))
+            .await;
+        let mut thief = rotated.register().await;
+        rotated.log_in(&mut thief).await;
+        rotated.link_card(&thief, &number).await.assert_problem(422, "card_not_allowed");
+        // A card first seen after the rotation is bound under the new key.
+        assert_eq!(rotated.link_card(&thief, &test_card()).await.status, 201);
+        let bound: Vec<String> = sqlx::query_scalar("SELECT fingerprint FROM card_fingerprints ORDER BY created_at")
+            .fetch_all(rotated.db().pool()).await.unwrap();
+        assert!(bound.first().is_some_and(|f| !f.starts_with("k2:")) && bound.last().is_some_and(|f| f.starts_with("k2:")), "{bound:?}");
+    }
+
     async fn large_top_ups_and_a_new_device_need_a_fresh_step_up(app: TestApp) {
         let (mut s, card) = app.funded_shopper(1_000).await;
         app.advance_clock(6 * 60).await;
@@ -552,5 +572,15 @@ async fn merchants_stores_and_terminals_from_the_command_line() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("invalid_category"));
     line(&app.omamori(&["admin", "terminal", "revoke", "--terminal", &terminal]), "terminal ");
-    app.pos(Method::GET, "/v1/pos/payments", &key, None, None).await.assert_problem(401, "unauthenticated");
+    // The command line is another process: the server applies the revocation within a second.
+    let revoked = std::time::Instant::now();
+    loop {
+        let r = app.pos(Method::GET, "/v1/pos/payments", &key, None, None).await;
+        if r.status == 401 {
+            r.assert_problem(401, "unauthenticated");
+            break;
+        }
+        assert!(revoked.elapsed() < std::time::Duration::from_secs(1), "the revoked key still works after 1 s: {r:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }

@@ -398,6 +398,23 @@ both_backends! {
         let r = app.authed(Method::GET, "/v1/admin/alerts", session, None, ip).await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
 
+        // Minutes after the login, a stolen session alone cannot add or remove a passkey: the
+        // operator proves a second factor again (here with the passkey itself).
+        app.advance_clock(6 * 60).await;
+        let r = app.authed(Method::POST, "/v1/admin/me/passkeys", session, None, ip).await;
+        r.assert_problem(403, "step_up_required");
+        assert_eq!(r.body["methods"], json!(["totp", "passkey"]), "{r:?}");
+        let listed = app.authed(Method::GET, "/v1/admin/me/passkeys", session, None, ip).await;
+        let passkey_path = format!("/v1/admin/me/passkeys/{}", listed.body["items"][0]["passkey_id"].as_str().unwrap());
+        app.authed(Method::DELETE, &passkey_path, session, None, ip).await.assert_problem(403, "step_up_required");
+        let step = r.body["challenge_id"].as_str().unwrap().to_string();
+        let sent = app.post_from(&format!("/v1/challenges/{step}/send"), &json!({"method": "passkey"}), ip).await;
+        assert_eq!(sent.status, StatusCode::OK, "{sent:?}");
+        let r = verify_passkey(&app, &step, &authenticator.get(&sent.body["options"], &Tweak::default()), ip).await;
+        assert_eq!(r.body["step_up"], true, "{r:?}");
+        let r = app.authed(Method::POST, "/v1/admin/me/passkeys", session, None, ip).await;
+        assert_eq!(r.status, StatusCode::OK, "after the step-up: {r:?}");
+
         // An operator's passkey does not log in as a shopper, nor the other way round.
         let r = app.post_from("/v1/login/passkey", &json!({"device_id": "d"}), &crate::helpers::jp_ip(7)).await;
         let id = r.body["challenge_id"].as_str().unwrap().to_string();

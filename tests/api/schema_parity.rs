@@ -234,6 +234,8 @@ struct Schema {
     indexes: BTreeMap<String, Index>,
     /// PostgreSQL trigger functions whose whole body is RAISE EXCEPTION.
     refusing_functions: BTreeSet<String>,
+    /// PostgreSQL trigger functions that move the cache generation their argument names.
+    generation_functions: BTreeSet<String>,
 }
 
 impl Schema {
@@ -313,7 +315,9 @@ fn lex(c: &[char], i: &mut usize) -> Result<Option<Tok>, String> {
     if ch.is_ascii_digit() {
         return Ok(Some(Tok::Num(run(i, |x| x.is_ascii_digit() || x == '.'))));
     }
-    for sym in ["<>", "!=", "<=", ">=", "==", "||", "(", ")", ",", ";", "=", "<", ">", "+", "-", "*", "/", "%", "."] {
+    for sym in
+        ["<>", "!=", "<=", ">=", "==", "||", "(", ")", ",", ";", "=", "<", ">", "+", "-", "*", "/", "%", ".", "[", "]"]
+    {
         if at(c, *i, sym) {
             *i += sym.len();
             let same = match sym {
@@ -870,6 +874,9 @@ fn insert(s: &mut Schema, c: &mut Cur) -> Result<(), String> {
 /// END`, PostgreSQL's `EXECUTE FUNCTION f()` where `f` only raises.
 fn create_trigger(s: &mut Schema, d: Dialect, c: &mut Cur) -> Result<(), String> {
     c.ident()?;
+    if c.eat("after") {
+        return generation_trigger(s, d, c);
+    }
     c.expect("before")?;
     let mut events = vec![c.ident()?];
     while c.eat("or") {
@@ -913,6 +920,62 @@ fn create_trigger(s: &mut Schema, d: Dialect, c: &mut Cur) -> Result<(), String>
     Ok(())
 }
 
+/// The other trigger understood: after a change, move the table's cache generation (SQLite's
+/// `BEGIN UPDATE cache_generations SET generation = generation + 1 WHERE name = 'g'; END` per row,
+/// PostgreSQL's `EXECUTE FUNCTION f('g')` where `f` does that for its argument). Compared as "moves
+/// the g generation on EVENT", whatever the level: any move makes a cached copy stale.
+fn generation_trigger(s: &mut Schema, d: Dialect, c: &mut Cur) -> Result<(), String> {
+    let mut events = vec![c.ident()?];
+    while c.eat("or") {
+        events.push(c.ident()?);
+    }
+    c.expect("on")?;
+    let table = c.ident()?;
+    let group = |c: &mut Cur| match c.peek() {
+        Some(Tok::Str(g)) => {
+            c.p += 1;
+            Ok(g.clone())
+        }
+        _ => Err(format!("expected a generation name, found {}", c.found())),
+    };
+    let group = if d == Dialect::Sqlite {
+        c.eat_all("for each row");
+        c.expect("begin update cache_generations set generation = generation +")?;
+        if c.peek() != Some(&Tok::Num("1".into())) {
+            return Err(format!("expected `1`, found {}", c.found()));
+        }
+        c.p += 1;
+        c.expect("where name =")?;
+        let g = group(c)?;
+        c.expect("; end")?;
+        g
+    } else {
+        c.expect("for each")?;
+        c.ident()?;
+        c.expect("execute function")?;
+        let function = c.ident()?;
+        if !s.generation_functions.contains(&function) {
+            return Err(format!("`{function}` is not a known function that moves a cache generation"));
+        }
+        c.expect("(")?;
+        let g = group(c)?;
+        c.expect(")")?;
+        g
+    };
+    c.done()?;
+    let t = s.table(&table)?;
+    for event in events {
+        match event.as_str() {
+            "truncate" if d == Dialect::Postgres => {}
+            "insert" | "update" | "delete" => {
+                t.guards.insert(format!("moves the {group} generation on {event}"));
+            }
+            _ => return Err(format!("unsupported trigger event `{event}`")),
+        }
+    }
+    Ok(())
+}
+
 fn create_function(s: &mut Schema, c: &mut Cur) -> Result<(), String> {
     let name = c.ident()?;
     c.expect("( ) returns trigger")?;
@@ -933,6 +996,16 @@ fn create_function(s: &mut Schema, c: &mut Cur) -> Result<(), String> {
     }
     let toks: Vec<Tok> = tokenize(&body.ok_or("no function body")?)?.into_iter().map(|(tok, _)| tok).collect();
     let b = &mut Cur::new(&toks);
+    if b.eat_all("begin update cache_generations set generation = generation +") {
+        b.p += 1;
+        b.expect("where name = tg_argv [")?;
+        b.p += 1;
+        b.expect("] ; return null ; end")?;
+        b.eat(";");
+        b.done()?;
+        s.generation_functions.insert(name);
+        return Ok(());
+    }
     b.expect("begin raise exception").map_err(|e| format!("only a body that just raises is understood ({e})"))?;
     while b.peek().is_some_and(|tok| *tok != Tok::Sym(";".into())) {
         b.p += 1;

@@ -9,13 +9,17 @@ use crate::both_backends;
 use crate::helpers::*;
 
 both_backends! {
-    async fn a_switch_engaged_on_one_instance_refuses_the_next_request_on_another(app: TestApp) {
+    async fn a_switch_engaged_on_one_instance_refuses_requests_on_another_within_a_second(app: TestApp) {
         // The second instance's start made fresh sandbox credentials: read them from its sandbox.json.
         let other = app.another_instance().await;
         let doc = other.sandbox_doc();
         let terminal = doc["terminal_key"].as_str().unwrap().to_string();
         let store_qr = doc["store_qr"].as_str().unwrap().to_string();
         let (s, card) = app.funded_shopper(5_000).await;
+        // The other instance has paid before, so the switches it knows are in its memory.
+        let warm = app.payment_code(&s).await;
+        let r = other.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": warm, "amount": 100})), Some("sw-0")).await;
+        assert_eq!(r.status, 201, "{r:?}");
         let code = app.payment_code(&s).await;
         let op = other.operator_session(0).await;
         let r = app.authed(Method::POST, "/v1/admin/switches", &op, Some(&json!({"name": "payments", "reason": "fraud wave"})), OPERATOR_IP).await;
@@ -23,13 +27,17 @@ both_backends! {
         assert_eq!(r.body["engaged"], true);
         let engaged = Instant::now();
         let switch_id = r.body["id"].as_str().unwrap().to_string();
-        // The very next charge, through the other instance, is refused and names the switch.
+        // The instance that engaged it refuses the very next request.
+        app.money("/v1/payments", &s, &json!({"store_qr": app.sandbox_doc()["store_qr"], "amount": 100}), "sw-here").await
+            .assert_problem(403, "switch_engaged");
+        // The other refuses within a second (asked with an amount over the limit, which is declined
+        // without spending the code as long as the switch is not seen there).
+        let propagation = until_refused(&other, &terminal, &code, 403).await;
+        assert!(propagation < std::time::Duration::from_secs(1), "took {propagation:?}");
+        eprintln!("switch propagation to the other instance: {propagation:?} (engaged {:?} ago)", engaged.elapsed());
         let r = other.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": code, "amount": 100})), Some("sw-1")).await;
-        let propagation = engaged.elapsed();
         r.assert_problem(403, "switch_engaged");
         assert_eq!(r.body["switch"], "payments");
-        assert!(propagation.as_millis() < 1000, "took {propagation:?}");
-        eprintln!("switch propagation to the other instance: {propagation:?}");
         let r = other.money("/v1/payments", &s, &json!({"store_qr": store_qr, "amount": 100}), "sw-2").await;
         r.assert_problem(403, "switch_engaged");
         // Other money keeps moving.
@@ -47,6 +55,8 @@ both_backends! {
         let op2 = other.operator_session(1).await;
         let r = app.authed(Method::POST, &path, &op2, Some(&json!({"reason": "confirmed over"})), OPERATOR_IP).await;
         assert_eq!(r.body["released"], true, "{r:?}");
+        let propagation = until_refused(&other, &terminal, &code, 402).await;
+        assert!(propagation < std::time::Duration::from_secs(1), "the release took {propagation:?}");
         // The refused request, repeated with the same key, now goes through.
         let r = other.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&json!({"code": code, "amount": 100})), Some("sw-1")).await;
         assert_eq!(r.status, 201, "{r:?}");
@@ -727,4 +737,23 @@ async fn alerts_with(app: &TestApp, op: &str) -> Vec<serde_json::Value> {
     let r = app.authed(Method::GET, "/v1/admin/alerts", op, None, OPERATOR_IP).await;
     assert_eq!(r.status, 200, "{r:?}");
     r.body["items"].as_array().unwrap().clone()
+}
+
+/// Charges `code` at `other` with an amount over every limit, under a fresh key each time, until
+/// the answer is `status` (403: the switch is seen; 402: it is not, and the code is not spent);
+/// answers how long that took.
+async fn until_refused(other: &TestApp, terminal: &str, code: &str, status: u16) -> std::time::Duration {
+    let start = Instant::now();
+    for i in 0.. {
+        let body = json!({"code": code, "amount": 60_000});
+        let r = other
+            .pos(Method::POST, "/v1/pos/payments", terminal, Some(&body), Some(&format!("probe-{status}-{i}")))
+            .await;
+        if r.status == status {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(3), "still {r:?} after 3 s");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    unreachable!()
 }
