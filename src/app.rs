@@ -27,10 +27,7 @@ pub async fn state(mut config: Config) -> anyhow::Result<AppState> {
     crate::merchants::ensure_account_shards(&db, clock.now_ms()).await?;
     let geo = crate::ports::geo::GeoIp::load(config.geoip.as_deref())?;
     let hasher = crate::secret::HashPool::new(config.password_hash_concurrency as usize);
-    let processor = config.sandbox.then(|| {
-        Arc::new(crate::payments::processor::SandboxProcessor::default())
-            as Arc<dyn crate::ports::processor::CardProcessor>
-    });
+    let processor = processor(&config)?;
     Ok(AppState {
         db,
         config: Arc::new(config),
@@ -40,6 +37,17 @@ pub async fn state(mut config: Config) -> anyhow::Result<AppState> {
         geo: Arc::new(geo),
         processor,
         draining: Default::default(),
+    })
+}
+
+/// The card processor configured (`OMAMORI_PROCESSOR`): Stripe, the sandbox's (the default in
+/// sandbox mode), or none. Building it contacts nobody.
+fn processor(config: &Config) -> anyhow::Result<Option<Arc<dyn crate::ports::processor::CardProcessor>>> {
+    use crate::config::ProcessorKind;
+    Ok(match config.processor_kind() {
+        Some(ProcessorKind::Stripe) => Some(Arc::new(crate::payments::stripe::StripeProcessor::new(&config.stripe)?)),
+        Some(ProcessorKind::Sandbox) => Some(Arc::new(crate::payments::processor::SandboxProcessor::default())),
+        None => None,
     })
 }
 

@@ -60,6 +60,13 @@ pub const SETTINGS: &[&str] = &[
     "notify_retry_base_ms",
     "notify_max_attempts",
     "processor_webhook_secret",
+    "processor",
+    "stripe_secret_key",
+    "stripe_publishable_key",
+    "stripe_api_base",
+    "stripe_js_url",
+    "stripe_webhook_secret",
+    "stripe_timeout_ms",
 ];
 
 /// The keys of ARCHITECTURE section 14. Production refuses to start without them; other
@@ -242,6 +249,56 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// The secret the card processor signs its chargeback reports with (none: the route is off).
     pub processor_webhook_secret: Option<Secret<String>>,
+    /// The card processor chosen (`OMAMORI_PROCESSOR`); `None`: the sandbox's in sandbox mode,
+    /// none otherwise. See [`Config::processor_kind`].
+    pub processor: Option<ProcessorKind>,
+    pub stripe: StripeConfig,
+}
+
+/// Which card processor serves card linking and top-ups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessorKind {
+    /// Test numbers only (API.md "Sandbox"); refused in production.
+    Sandbox,
+    Stripe,
+}
+
+/// Stripe's settings. Nothing here is contacted at start: the first card or top-up is the first call.
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    /// `sk_...` (or a restricted `rk_...` key); never logged or echoed.
+    pub secret_key: Option<Secret<String>>,
+    /// `pk_...`: what the wallet gives Stripe.js (public by design).
+    pub publishable_key: Option<String>,
+    /// Where the API lives, without `/v1`: `https://api.stripe.com` (localstripe in tests).
+    pub api_base: String,
+    /// Stripe.js, loaded by the wallet; its origin is the one third-party origin the pages' CSP allows.
+    pub js_url: String,
+    /// The endpoint secret (`whsec_...`) that Stripe signs events with (`Stripe-Signature`).
+    pub webhook_secret: Option<Secret<String>>,
+    /// How long one call to Stripe may take before it counts as failed.
+    pub timeout_ms: u32,
+}
+
+impl Default for StripeConfig {
+    fn default() -> Self {
+        StripeConfig {
+            secret_key: None,
+            publishable_key: None,
+            api_base: "https://api.stripe.com".into(),
+            js_url: "https://js.stripe.com/v3/".into(),
+            webhook_secret: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+impl StripeConfig {
+    /// `scheme://host[:port]` of Stripe.js, for the pages' Content-Security-Policy.
+    pub fn js_origin(&self) -> Option<String> {
+        let url = url::Url::parse(&self.js_url).ok()?;
+        Some(url.origin().ascii_serialization())
+    }
 }
 
 /// The real channels behind the outbox (ARCHITECTURE section 9). A channel that is not configured
@@ -359,6 +416,8 @@ impl Default for Config {
             keys: Keys::default(),
             notify: NotifyConfig::default(),
             processor_webhook_secret: None,
+            processor: None,
+            stripe: StripeConfig::default(),
         }
     }
 }
@@ -456,6 +515,7 @@ impl Config {
                 .set(setting, value.trim())
                 .map_err(|why| ConfigError(format!("invalid setting {}: {why}", describe(setting, source))))?;
         }
+        config.check_processor()?;
         if config.environment == Environment::Production {
             config.check_production(&raw)?;
         }
@@ -494,7 +554,30 @@ impl Config {
             }
         }
         self.check_database_tls(raw)?;
-        self.notify.check_production()
+        self.notify.check_production()?;
+        if self.processor_kind() != Some(ProcessorKind::Stripe) || self.stripe.webhook_secret.is_none() {
+            return Err(ConfigError(
+                "missing setting OMAMORI_PROCESSOR: production requires a card processor \
+                 (OMAMORI_PROCESSOR=stripe with OMAMORI_STRIPE_SECRET_KEY and OMAMORI_STRIPE_WEBHOOK_SECRET)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The processor in effect: the one configured, or the sandbox's in sandbox mode.
+    pub fn processor_kind(&self) -> Option<ProcessorKind> {
+        self.processor.or(self.sandbox.then_some(ProcessorKind::Sandbox))
+    }
+
+    /// Stripe needs its secret key (checked again when the adapter is built).
+    fn check_processor(&self) -> Result<(), ConfigError> {
+        if self.processor == Some(ProcessorKind::Stripe) && self.stripe.secret_key.is_none() {
+            return Err(ConfigError(
+                "missing setting OMAMORI_STRIPE_SECRET_KEY: OMAMORI_PROCESSOR=stripe requires it".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Production talks to PostgreSQL over TLS with the server's certificate and name verified
@@ -533,7 +616,7 @@ type SetGroup = fn(&mut Config, &str, &str) -> Result<bool, String>;
 /// The groups, each knowing its own settings. Every setting of [`SETTINGS`] belongs to exactly one
 /// (a unit test checks it).
 const SETTING_GROUPS: &[SetGroup] =
-    &[set_service, set_logging, set_client_origin, set_limits, set_risk, set_secrets, set_notify];
+    &[set_service, set_logging, set_client_origin, set_limits, set_risk, set_secrets, set_notify, set_processor];
 
 /// `scheme://host[:port]` with `https`, or `http` only for `localhost`; no path, query or user.
 fn parse_public_url(value: &str) -> Result<String, String> {
@@ -765,6 +848,52 @@ fn set_secrets(config: &mut Config, setting: &str, value: &str) -> Result<bool, 
     Ok(true)
 }
 
+/// The card processor and Stripe's settings (keys are never echoed).
+fn set_processor(config: &mut Config, setting: &str, value: &str) -> Result<bool, String> {
+    let stripe = &mut config.stripe;
+    match setting {
+        "processor" => {
+            config.processor = Some(match value {
+                "sandbox" => ProcessorKind::Sandbox,
+                "stripe" => ProcessorKind::Stripe,
+                _ => return Err("expected sandbox or stripe".into()),
+            })
+        }
+        "stripe_secret_key" => {
+            if !(value.starts_with("sk_") || value.starts_with("rk_")) || value.len() < 8 {
+                return Err("expected a Stripe secret key (sk_... or rk_...)".into());
+            }
+            stripe.secret_key = Some(Secret::new(value.to_string()));
+        }
+        "stripe_publishable_key" => {
+            if !value.starts_with("pk_")
+                || value.len() < 8
+                || !value.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            {
+                return Err("expected a Stripe publishable key (pk_...)".into());
+            }
+            stripe.publishable_key = Some(value.to_string());
+        }
+        "stripe_api_base" => {
+            let url = http_url(value)?;
+            if reqwest::Url::parse(&url).map(|u| u.path() != "/" || u.query().is_some()).unwrap_or(true) {
+                return Err("expected https://HOST[:PORT] without a path (no /v1)".into());
+            }
+            stripe.api_base = url.trim_end_matches('/').to_string();
+        }
+        "stripe_js_url" => stripe.js_url = http_url(value)?,
+        "stripe_webhook_secret" => {
+            if value.len() < 16 {
+                return Err("must be at least 16 characters".into());
+            }
+            stripe.webhook_secret = Some(Secret::new(value.to_string()));
+        }
+        "stripe_timeout_ms" => stripe.timeout_ms = number(value, 100, 60_000)?,
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
 /// The notification channels and the dispatcher's pace.
 fn set_notify(config: &mut Config, setting: &str, value: &str) -> Result<bool, String> {
     let notify = &mut config.notify;
@@ -981,7 +1110,19 @@ mod tests {
         assert!(err.0.contains("OMAMORI_SMS_GATEWAY_URL") && err.0.contains("https"), "{err}");
         vars.pop();
         vars.push(("OMAMORI_SMS_GATEWAY_URL", "https://sms.example.jp/send"));
+        let err = Config::load_from(None, env(&vars)).unwrap_err();
+        assert!(err.0.contains("OMAMORI_PROCESSOR") && err.0.contains("card processor"), "{err}");
+        vars.push(("OMAMORI_PROCESSOR", "sandbox"));
+        assert!(Config::load_from(None, env(&vars)).unwrap_err().0.contains("OMAMORI_PROCESSOR"));
+        vars.pop();
+        vars.push(("OMAMORI_PROCESSOR", "stripe"));
+        let err = Config::load_from(None, env(&vars)).unwrap_err();
+        assert!(err.0.contains("OMAMORI_STRIPE_SECRET_KEY"), "{err}");
+        vars.push(("OMAMORI_STRIPE_SECRET_KEY", "sk_live_s3cretkey"));
+        assert!(Config::load_from(None, env(&vars)).unwrap_err().0.contains("OMAMORI_STRIPE_WEBHOOK_SECRET"));
+        vars.push(("OMAMORI_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef"));
         let c = Config::load_from(None, env(&vars)).unwrap();
+        assert!(!format!("{:?}", c.stripe).contains("s3cret"), "the Stripe key must not print");
         assert_eq!(c.environment, Environment::Production);
         assert_eq!(c.keys.card_fingerprint.unwrap().to_setting(), k1);
         assert!(!format!("{:?}", c.notify).contains("s3cret"), "the SMTP password must not print");
@@ -997,6 +1138,9 @@ mod tests {
             ("OMAMORI_WEBHOOK_SIGNING_KEY", k3.as_str()),
             ("OMAMORI_SMTP_URL", "smtps://mail.example.jp"),
             ("OMAMORI_SMS_GATEWAY_URL", "https://sms.example.jp/send"),
+            ("OMAMORI_PROCESSOR", "stripe"),
+            ("OMAMORI_STRIPE_SECRET_KEY", "sk_live_0123456789"),
+            ("OMAMORI_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef"),
         ];
         let with = |url: &str, allow: Option<&str>| {
             let mut vars = base.clone();

@@ -75,6 +75,9 @@ pub struct Problem {
 /// Every `code` the server sends: the stable vocabulary of API.md (a test in `tests/api/openapi.rs`
 /// keeps this list and the codes written under `src/` the same).
 pub const PROBLEM_CODES: &[&str] = &[
+    // The card processor did not answer, or asks for the shopper's authentication.
+    "processor_unavailable",
+    "authentication_required",
     // Requests the server cannot read, or that match no route.
     "bad_request",
     "error",
@@ -261,7 +264,7 @@ problem_responses! {
     }
     /// `503` when the database or a dependency does not answer.
     Unavailable503 {
-        503 => "`unavailable`: the database or a dependency did not answer in time; try again",
+        503 => "`unavailable`: the database or a dependency did not answer in time; `processor_unavailable`: the card processor did not answer (with `Retry-After`); try again",
     }
     /// What reading a JSON body (`http::extract::ApiJson`) can answer besides `422`.
     JsonBodyErrors {
@@ -551,6 +554,16 @@ impl From<crate::payments::PaymentsError> for ApiError {
             E::TopupLimit(_) => ApiError::decline(StatusCode::UNPROCESSABLE_ENTITY, "limit_exceeded", detail),
             E::InvalidAmount(_) => ApiError::invalid_amount(detail),
             E::Unavailable(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail),
+            E::AuthenticationRequired { topup_id, client_secret } => {
+                ApiError::new(StatusCode::PAYMENT_REQUIRED, "authentication_required", detail)
+                    .with("topup_id", topup_id.as_str())
+                    .with("client_secret", client_secret.expose().as_str())
+            }
+            E::ProcessorUnavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "processor_unavailable", detail)
+                    .with("retry_after", 30)
+                    .with_header(header::RETRY_AFTER, HeaderValue::from_static("30"))
+            }
             E::Identity(e) => e.into(),
             E::Idempotency(e) => e.into(),
             E::Risk(e) => e.into(),

@@ -119,6 +119,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::merchants::till_routes::routes())
         .merge(crate::payments::routes::routes())
         .merge(crate::payments::chargeback_routes::routes())
+        .merge(crate::payments::stripe_routes::routes())
         .merge(crate::risk::routes::routes());
     if state.config.sandbox {
         api = api.merge(crate::sandbox::routes::routes());
@@ -173,7 +174,7 @@ pub fn router(state: AppState) -> Router {
                 async move { ([(header::CONTENT_TYPE, "application/json")], doc) }
             }),
         )
-        .merge(crate::web::routes::routes())
+        .merge(crate::web::routes::routes(&state.config))
         .fallback(|| async { error::problem_for_status(StatusCode::NOT_FOUND) })
         .layer(middleware::from_fn(cookies::csrf_guard))
         .layer(middleware::from_fn_with_state(state.clone(), apply_changes))

@@ -318,8 +318,16 @@ pub enum Verified<Card> {
 
 /// What a verify answers with: a code by its method, or a passkey's assertion.
 pub enum Proof<'a> {
-    Code { method: &'a str, code: &'a str },
+    Code {
+        method: &'a str,
+        code: &'a str,
+    },
     Passkey(&'a serde_json::Value),
+    /// `three_d_secure`: the card processor's word that the issuer's 3-D Secure passed (payments
+    /// asks the processor before the verify; a card challenge only).
+    Issuer {
+        confirmed: bool,
+    },
 }
 
 impl Proof<'_> {
@@ -327,6 +335,7 @@ impl Proof<'_> {
         match self {
             Proof::Code { method, .. } => method,
             Proof::Passkey(_) => "passkey",
+            Proof::Issuer { .. } => "three_d_secure",
         }
     }
 }
@@ -436,6 +445,7 @@ async fn code_is_right(
 ) -> Result<bool, IdentityError> {
     let (method, code) = match proof {
         Proof::Code { method, code } => (*method, *code),
+        Proof::Issuer { confirmed } => return Ok(*confirmed && c.purpose == Purpose::Card),
         Proof::Passkey(credential) => {
             let owner = match (&c.user_id, &c.operator_id) {
                 (Some(u), _) => super::passkey::Owner::User(u),

@@ -204,7 +204,8 @@ async fn challenge_send(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct VerifyBody {
-    /// `sms`, `totp`, `recovery_code` or `passkey`
+    /// `sms`, `totp`, `recovery_code`, `passkey`, or `three_d_secure` (a card's issuer challenge,
+    /// after the app ran it with the processor's SDK; no `code`)
     method: String,
     /// The code (every method but `passkey`).
     code: Option<String>,
@@ -240,6 +241,9 @@ async fn challenge_verify(
     let proof = match (b.method.as_str(), &b.code, &b.credential) {
         ("passkey", None, Some(credential)) => challenge::Proof::Passkey(credential),
         ("passkey", _, _) => return Err(ApiError::invalid_body("a passkey answers with `credential` (and no `code`)")),
+        ("three_d_secure", None, None) => {
+            challenge::Proof::Issuer { confirmed: crate::payments::cards::issuer_confirmed(&state, &id).await? }
+        }
         (method, Some(code), None) => challenge::Proof::Code { method, code },
         _ => return Err(ApiError::invalid_body("a code answers with `code` (and no `credential`)")),
     };

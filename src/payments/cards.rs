@@ -14,7 +14,7 @@ use sqlx::Row;
 use super::PaymentsError;
 use crate::identity::session::UserSession;
 use crate::identity::{self, challenge, recovery};
-use crate::ports::processor::{self, CardInfo, ProcessorError, RawCard};
+use crate::ports::processor::{self, CardInfo, IssuerChallenge, ProcessorError, RawCard};
 use crate::risk::client::ClientInfo;
 use crate::risk::{rules, switches, throttle};
 use crate::state::AppState;
@@ -56,11 +56,24 @@ pub struct Linked {
     pub review_id: Option<ReviewId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub challenge_id: Option<ChallengeId>,
+    /// With a `three_d_secure` challenge: the processor's client secret that the app hands to its
+    /// SDK (Stripe.js `confirmCardSetup`) to run the issuer's 3-D Secure; then it verifies the
+    /// challenge with `{"method": "three_d_secure"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
 }
 
 impl Linked {
     fn new(card_id: &CardId, status: &'static str) -> Linked {
-        Linked { card_id: card_id.clone(), status, brand: None, last4: None, review_id: None, challenge_id: None }
+        Linked {
+            card_id: card_id.clone(),
+            status,
+            brand: None,
+            last4: None,
+            review_id: None,
+            challenge_id: None,
+            client_secret: None,
+        }
     }
 }
 
@@ -80,16 +93,31 @@ pub async fn link(state: &AppState, who: &Linker<'_>, input: CardInput) -> Resul
         .card_fingerprint
         .clone()
         .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("no fingerprint key")))?;
+    if matches!(input, CardInput::Raw(_)) && !processor.takes_raw_cards() {
+        return Err(PaymentsError::Invalid(
+            "this service takes cards through the processor's own page: send processor_token".into(),
+        ));
+    }
     let user = may_link(state, who).await?;
     let now = state.clock.now_ms();
-    // A raw number can be fingerprinted before the processor is asked.
-    let raw_fingerprint = match &input {
+    // A raw number, or a token the processor describes, is fingerprinted before the card is checked.
+    let early_fingerprint = match &input {
         CardInput::Raw(card) if processor::luhn_valid(card.number.expose()) => {
             Some(processor::fingerprint(&key, &format!("pan:{}", card.number.expose())))
         }
-        _ => None,
+        CardInput::Raw(_) => None,
+        CardInput::Token(token) => match processor.token_fingerprint(token).await {
+            Ok(source) => source.map(|s| processor::fingerprint(&key, s.expose())),
+            Err(e) => return Err(refused_by_processor(state, e, now).await),
+        },
     };
-    let provisional = count_attempt(state, &user, raw_fingerprint.as_deref(), now).await?;
+    let provisional = count_attempt(state, &user, early_fingerprint.as_deref(), now).await?;
+    if let Some(fp) = &early_fingerprint
+        && owned_elsewhere(state, &user.id, fp).await?
+    {
+        // Another wallet's card: refused before its issuer is asked (the failed attempt stands).
+        return Err(PaymentsError::CardNotAllowed);
+    }
     let checked = match &input {
         CardInput::Raw(card) => processor.tokenize(card).await,
         CardInput::Token(token) => processor.lookup(token).await,
@@ -181,8 +209,11 @@ async fn refused_by_processor(state: &AppState, e: ProcessorError, now: i64) -> 
     }
     match e {
         ProcessorError::InvalidCard => PaymentsError::InvalidCard,
-        ProcessorError::Declined => PaymentsError::CardDeclined,
-        ProcessorError::Unavailable => PaymentsError::Unavailable("the card processor is unavailable; try again"),
+        // A card check never asks for a payment's authentication; should one, it is a decline.
+        ProcessorError::Declined | ProcessorError::AuthenticationRequired(_) => PaymentsError::CardDeclined,
+        ProcessorError::Unavailable => {
+            PaymentsError::ProcessorUnavailable("the card processor is unavailable; try again")
+        }
     }
 }
 
@@ -250,6 +281,15 @@ async fn keep_card(a: &Attempt<'_>, card: &NewCard<'_>) -> Result<Linked, Paymen
     Ok(linked)
 }
 
+/// Whether the card of `fingerprint` is bound to another wallet already.
+async fn owned_elsewhere(state: &AppState, user_id: &UserId, fingerprint: &str) -> Result<bool, sqlx::Error> {
+    let owner: Option<UserId> = sqlx::query_scalar("SELECT user_id FROM card_fingerprints WHERE fingerprint = $1")
+        .bind(fingerprint)
+        .fetch_optional(state.db.pool())
+        .await?;
+    Ok(owner.is_some_and(|o| o != *user_id))
+}
+
 /// One card, one wallet: a fingerprint first seen is bound to this wallet; one bound to another
 /// wallet, or already in this one, is refused. The card is looked up under every key of the ring
 /// (newest first), and a card known only under an older key is bound again under the newest.
@@ -303,14 +343,18 @@ async fn insert_card(
     held_by: Option<&str>,
 ) -> Result<Linked, PaymentsError> {
     let (user, info, now) = (a.user, card.info, a.now);
-    let status = match (held_by, info.needs_challenge) {
+    let status = match (held_by, &info.challenge) {
         (Some(_), _) => "held",
-        (None, true) => "pending_challenge",
-        (None, false) => "active",
+        (None, Some(_)) => "pending_challenge",
+        (None, None) => "active",
+    };
+    let setup = match &info.challenge {
+        Some(IssuerChallenge::ThreeDSecure { reference, .. }) => Some(reference.as_str()),
+        _ => None,
     };
     sqlx::query(
-        "INSERT INTO cards (id, user_id, processor_token, brand, last4, fingerprint, status, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO cards (id, user_id, processor_token, brand, last4, fingerprint, status, created_at, processor_setup) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(&card.id)
     .bind(&user.id)
@@ -320,6 +364,7 @@ async fn insert_card(
     .bind(card.fingerprint)
     .bind(status)
     .bind(now)
+    .bind(setup)
     .execute(&mut *conn)
     .await?;
     let mut linked = Linked::new(&card.id, status);
@@ -331,8 +376,15 @@ async fn insert_card(
         };
         linked.review_id =
             Some(rules::open_review(conn, "card", Some(card.id.as_str()), &user.id, rule, &detail, now).await?);
-    } else if info.needs_challenge {
-        linked.challenge_id = Some(issuer_challenge(conn, a, &card.id).await?);
+    } else if let Some(challenge) = &info.challenge {
+        let methods: &[&'static str] = match challenge {
+            IssuerChallenge::Sms => &["sms"],
+            IssuerChallenge::ThreeDSecure { client_secret, .. } => {
+                linked.client_secret = Some(client_secret.expose().clone());
+                &["three_d_secure"]
+            }
+        };
+        linked.challenge_id = Some(issuer_challenge(conn, a, &card.id, methods).await?);
     } else {
         let text = format!("A card ending {} was added to your wallet.", info.last4);
         identity::notify_all(conn, user, "card_linked", &text, now).await?;
@@ -341,8 +393,14 @@ async fn insert_card(
     Ok(linked)
 }
 
-/// The issuer's challenge: in the sandbox, a code by SMS to the wallet's phone.
-async fn issuer_challenge(conn: &mut Conn, a: &Attempt<'_>, card_id: &CardId) -> Result<ChallengeId, PaymentsError> {
+/// The issuer's challenge: in the sandbox, a code by SMS to the wallet's phone; with a real
+/// processor, its 3-D Secure, which the app runs and the processor confirms.
+async fn issuer_challenge(
+    conn: &mut Conn,
+    a: &Attempt<'_>,
+    card_id: &CardId,
+    methods: &[&'static str],
+) -> Result<ChallengeId, PaymentsError> {
     let c = challenge::NewChallenge {
         purpose: challenge::Purpose::Card,
         user_id: Some(&a.user.id),
@@ -350,7 +408,7 @@ async fn issuer_challenge(conn: &mut Conn, a: &Attempt<'_>, card_id: &CardId) ->
         session_id: Some(a.who.session.session_id()),
         device_id: Some(a.who.session.device_id()),
         subject_id: Some(card_id.as_str()),
-        methods: &["sms"],
+        methods,
         client: a.who.client,
     };
     let created = challenge::create(conn, &c, a.now).await?;
@@ -360,6 +418,22 @@ async fn issuer_challenge(conn: &mut Conn, a: &Attempt<'_>, card_id: &CardId) ->
         .execute(&mut *conn)
         .await?;
     Ok(created.challenge_id)
+}
+
+/// Whether the processor says the issuer's 3-D Secure of the card waiting on `challenge` passed
+/// (asked before the challenge's own transaction, which then activates the card).
+pub async fn issuer_confirmed(state: &AppState, challenge: &ChallengeId) -> Result<bool, PaymentsError> {
+    let setup: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT processor_setup FROM cards WHERE challenge_id = $1 AND status = 'pending_challenge'",
+    )
+    .bind(challenge)
+    .fetch_optional(state.db.pool())
+    .await?;
+    let (Some(Some(reference)), Some(processor)) = (setup, state.processor.clone()) else { return Ok(false) };
+    match processor.challenge_passed(&reference).await {
+        Ok(passed) => Ok(passed),
+        Err(_) => Err(PaymentsError::ProcessorUnavailable("the card processor is unavailable; try again")),
+    }
 }
 
 /// At most 5 cards in a wallet and 2 new ones a day.

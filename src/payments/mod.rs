@@ -7,9 +7,12 @@ pub mod code;
 pub mod corrections;
 pub mod pos;
 pub mod processor;
+pub mod processor_events;
 pub mod reviews;
 pub mod risk_facts;
 pub mod routes;
+pub mod stripe;
+pub mod stripe_routes;
 pub mod topups;
 pub mod wallet;
 
@@ -102,9 +105,17 @@ pub enum PaymentsError {
     /// `422 invalid_amount`.
     #[error("{0}")]
     InvalidAmount(String),
-    /// `503 unavailable`: no processor, or one that did not answer.
+    /// `503 unavailable`: no processor is configured.
     #[error("{0}")]
     Unavailable(&'static str),
+    /// `402 authentication_required` (not final) with `topup_id` and `client_secret`: the issuer
+    /// asks the shopper to authenticate the top-up (3-D Secure); the app completes it with the
+    /// processor's SDK and repeats the request with the same `Idempotency-Key`.
+    #[error("your card issuer asks you to confirm this top-up; complete it, then repeat the request")]
+    AuthenticationRequired { topup_id: crate::ids::TopupId, client_secret: crate::secret::Secret<String> },
+    /// `503 processor_unavailable`: the card processor did not answer (or its circuit is open).
+    #[error("{0}")]
+    ProcessorUnavailable(&'static str),
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
     #[error(transparent)]

@@ -1,7 +1,9 @@
 //! The sandbox card processor: the [`CardProcessor`] port implemented with test numbers (API.md
 //! "Sandbox"), so that development and tests need no real processor.
 
-use crate::ports::processor::{BoxFuture, CardInfo, CardProcessor, ChargeStatus, ProcessorError, RawCard, luhn_valid};
+use crate::ports::processor::{
+    BoxFuture, CardInfo, CardProcessor, Charge, ChargeStatus, IssuerChallenge, ProcessorError, RawCard, luhn_valid,
+};
 use crate::secret::Secret;
 
 /// The sandbox processor (API.md "Sandbox"): Luhn-valid 16-digit numbers starting `424242`
@@ -33,7 +35,7 @@ impl SandboxProcessor {
             brand: "visa".into(),
             last4: last4.to_string(),
             fingerprint_source: Secret::new(format!("sandbox:{digest}")),
-            needs_challenge: class == "3ds",
+            challenge: (class == "3ds").then_some(IssuerChallenge::Sms),
         }
     }
 
@@ -83,30 +85,21 @@ impl CardProcessor for SandboxProcessor {
         })
     }
 
-    fn charge<'a>(
-        &'a self,
-        token: &'a str,
-        amount_yen: i64,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<String, ProcessorError>> {
+    fn charge<'a>(&'a self, charge: &'a Charge<'a>) -> BoxFuture<'a, Result<String, ProcessorError>> {
         Box::pin(async move {
-            let (class, digest, _) = Self::parse_token(token)?;
-            if class == "decline" || amount_yen <= 0 {
+            let (class, digest, _) = Self::parse_token(charge.token)?;
+            if class == "decline" || charge.amount_yen <= 0 {
                 return Err(ProcessorError::Declined);
             }
-            self.charged.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_string());
+            self.charged.lock().unwrap_or_else(|e| e.into_inner()).insert(charge.idempotency_key.to_string());
             Ok(format!("ch_sandbox_{}", &digest[..12]))
         })
     }
 
-    fn charge_status<'a>(
-        &'a self,
-        token: &'a str,
-        key: &'a str,
-    ) -> BoxFuture<'a, Result<ChargeStatus, ProcessorError>> {
+    fn charge_status<'a>(&'a self, charge: &'a Charge<'a>) -> BoxFuture<'a, Result<ChargeStatus, ProcessorError>> {
         Box::pin(async move {
-            let (_, digest, _) = Self::parse_token(token)?;
-            if self.charged.lock().unwrap_or_else(|e| e.into_inner()).contains(key) {
+            let (_, digest, _) = Self::parse_token(charge.token)?;
+            if self.charged.lock().unwrap_or_else(|e| e.into_inner()).contains(charge.idempotency_key) {
                 Ok(ChargeStatus::Succeeded { reference: format!("ch_sandbox_{}", &digest[..12]) })
             } else {
                 Ok(ChargeStatus::Unknown)
@@ -128,15 +121,16 @@ mod tests {
         let p = SandboxProcessor::default();
         let ok = p.tokenize(&card("4242424242424242")).await.unwrap();
         assert_eq!(ok.last4, "4242");
-        assert!(!ok.needs_challenge);
+        assert!(ok.challenge.is_none());
         assert!(!ok.token.contains("424242424242"), "the token must not carry the number");
         assert_eq!(p.tokenize(&card("4000000000000002")).await.unwrap_err(), ProcessorError::Declined);
-        assert!(p.tokenize(&card("4000000000003220")).await.unwrap().needs_challenge);
+        assert!(p.tokenize(&card("4000000000003220")).await.unwrap().challenge.is_some());
         assert_eq!(p.tokenize(&card("4242424242424241")).await.unwrap_err(), ProcessorError::InvalidCard);
         assert_eq!(p.lookup(&ok.token).await.unwrap().fingerprint_source, ok.fingerprint_source);
-        assert_eq!(p.charge_status(&ok.token, "top_1").await.unwrap(), ChargeStatus::Unknown);
-        assert!(p.charge(&ok.token, 100, "top_1").await.is_ok());
-        assert!(matches!(p.charge_status(&ok.token, "top_1").await.unwrap(), ChargeStatus::Succeeded { .. }));
+        let charge = Charge { token: &ok.token, amount_yen: 100, idempotency_key: "top_1", reference: None };
+        assert_eq!(p.charge_status(&charge).await.unwrap(), ChargeStatus::Unknown);
+        assert!(p.charge(&charge).await.is_ok());
+        assert!(matches!(p.charge_status(&charge).await.unwrap(), ChargeStatus::Succeeded { .. }));
         assert_eq!(p.lookup("tok_garbage").await.unwrap_err(), ProcessorError::InvalidCard);
     }
 }

@@ -19,7 +19,7 @@ use crate::identity::{self, recovery};
 use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry};
 use crate::money::{Currency, Yen};
 use crate::notify::{self, Channel, Message};
-use crate::ports::processor::{ChargeStatus, ProcessorError};
+use crate::ports::processor::{CardProcessor, Charge, ChargeStatus, ProcessorError};
 use crate::risk::client::ClientInfo;
 use crate::risk::{rules, throttle};
 use crate::state::AppState;
@@ -91,16 +91,92 @@ pub async fn run(state: &AppState, r: &Request<'_>) -> Result<Topped, PaymentsEr
             Started::Held(topped) => return Ok(topped),
         },
     };
-    let (token, amount) = charge_details(state, &topup_id).await?;
-    let outcome = match processor.charge(&token, amount, topup_id.as_str()).await {
-        Ok(reference) => ChargeStatus::Succeeded { reference },
-        Err(ProcessorError::Declined) | Err(ProcessorError::InvalidCard) => ChargeStatus::Declined,
-        // Still pending: the sweeper or a repeat settles it.
-        Err(ProcessorError::Unavailable) => {
-            return Err(PaymentsError::Unavailable("the card processor is unavailable; repeat the request"));
+    let outcome = match charge_once(state, processor.as_ref(), &topup_id).await? {
+        Charged::Ended(outcome) => outcome,
+        Charged::NeverOpened => {
+            // The processor never saw a charge it could confirm: nothing of the top-up stays.
+            forget(state, &topup_id).await?;
+            return Err(PaymentsError::ProcessorUnavailable("the card processor is unavailable; repeat the request"));
+        }
+        // Still pending: the sweeper, the processor's event or a repeat settles it.
+        Charged::Unanswered => {
+            return Err(PaymentsError::ProcessorUnavailable("the card processor is unavailable; repeat the request"));
+        }
+        // Pending until the shopper authenticates and repeats (or the sweeper gives it up).
+        Charged::NeedsAuthentication(client_secret) => {
+            return Err(PaymentsError::AuthenticationRequired { topup_id, client_secret });
         }
     };
     settle(state, &topup_id, outcome, Some((r.claim, r.answers))).await
+}
+
+/// What asking the processor to charge a pending top-up came to.
+enum Charged {
+    Ended(ChargeStatus),
+    /// The charge could not even be opened: no money can have moved.
+    NeverOpened,
+    /// Opened, but the confirmation went unanswered: it may or may not have been charged.
+    Unanswered,
+    /// The issuer asks the shopper to authenticate the payment (with this client secret).
+    NeedsAuthentication(crate::secret::Secret<String>),
+}
+
+/// Charges a pending top-up once: opens the charge at the processor and records its reference
+/// (unless an earlier attempt did), then confirms it under the top-up id as idempotency key.
+async fn charge_once(
+    state: &AppState,
+    processor: &dyn CardProcessor,
+    topup_id: &TopupId,
+) -> Result<Charged, PaymentsError> {
+    let (token, amount, mut reference) = charge_details(state, topup_id).await?;
+    if reference.is_none() {
+        match processor.prepare_charge(&token, amount, topup_id.as_str()).await {
+            Ok(Some(opened)) => reference = Some(record_reference(state, topup_id, &opened).await?),
+            Ok(None) => {}
+            Err(ProcessorError::Unavailable) => return Ok(Charged::NeverOpened),
+            Err(_) => return Ok(Charged::Ended(ChargeStatus::Declined)),
+        }
+    }
+    let charge = Charge {
+        token: &token,
+        amount_yen: amount,
+        idempotency_key: topup_id.as_str(),
+        reference: reference.as_deref(),
+    };
+    Ok(match processor.charge(&charge).await {
+        Ok(reference) => Charged::Ended(ChargeStatus::Succeeded { reference }),
+        Err(ProcessorError::Declined) | Err(ProcessorError::InvalidCard) => Charged::Ended(ChargeStatus::Declined),
+        Err(ProcessorError::Unavailable) => Charged::Unanswered,
+        Err(ProcessorError::AuthenticationRequired(secret)) => Charged::NeedsAuthentication(secret),
+    })
+}
+
+/// Keeps the processor's reference of a pending top-up's charge before it is confirmed; answers
+/// the one recorded (an earlier attempt's, if it was first).
+async fn record_reference(state: &AppState, topup_id: &TopupId, reference: &str) -> Result<String, PaymentsError> {
+    store::write_one(&state.db, || {
+        sqlx::query(
+            "UPDATE topups SET processor_ref = $1 WHERE id = $2 AND status = 'pending' AND processor_ref IS NULL",
+        )
+        .bind(reference)
+        .bind(topup_id)
+    })
+    .await?;
+    let recorded: Option<String> = sqlx::query_scalar("SELECT processor_ref FROM topups WHERE id = $1")
+        .bind(topup_id)
+        .fetch_one(state.db.pool())
+        .await?;
+    recorded.ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("top-up {topup_id} lost its processor reference")))
+}
+
+/// Removes a pending top-up whose charge was never opened (no reference: nothing to confirm, so
+/// nothing charged), so that a failed request leaves no row counting against the caps.
+async fn forget(state: &AppState, topup_id: &TopupId) -> Result<(), PaymentsError> {
+    store::write_one(&state.db, || {
+        sqlx::query("DELETE FROM topups WHERE id = $1 AND status = 'pending' AND processor_ref IS NULL").bind(topup_id)
+    })
+    .await?;
+    Ok(())
 }
 
 /// The `topups` switches, for the shopper, the card (its fingerprint on every wallet) and the country.
@@ -273,15 +349,15 @@ async fn insert(
     Ok(Started::Held(topped))
 }
 
-/// The card token and the amount of a pending top-up, for the charge.
-async fn charge_details(state: &AppState, topup_id: &TopupId) -> Result<(String, i64), sqlx::Error> {
+/// The card token, the amount and the processor's reference (once opened) of a top-up's charge.
+async fn charge_details(state: &AppState, topup_id: &TopupId) -> Result<(String, i64, Option<String>), sqlx::Error> {
     let row = sqlx::query(
-        "SELECT c.processor_token, t.amount FROM topups t JOIN cards c ON c.id = t.card_id WHERE t.id = $1",
+        "SELECT c.processor_token, t.amount, t.processor_ref FROM topups t JOIN cards c ON c.id = t.card_id WHERE t.id = $1",
     )
     .bind(topup_id)
     .fetch_one(state.db.pool())
     .await?;
-    Ok((row.try_get("processor_token")?, row.try_get("amount")?))
+    Ok((row.try_get("processor_token")?, row.try_get("amount")?, row.try_get("processor_ref")?))
 }
 
 /// The limits of section 6: per top-up, per Tokyo day (¥10,000 during cooling-off), the balance
@@ -471,7 +547,8 @@ pub async fn sweep(state: &AppState) -> Result<usize, PaymentsError> {
     let Some(processor) = state.processor.clone() else { return Ok(0) };
     let now = state.clock.now_ms();
     let rows = sqlx::query(
-        "SELECT t.id, t.created_at, c.processor_token FROM topups t JOIN cards c ON c.id = t.card_id \
+        "SELECT t.id, t.created_at, t.amount, t.processor_ref, c.processor_token FROM topups t \
+         JOIN cards c ON c.id = t.card_id \
          WHERE t.status = 'pending' AND t.created_at < $1 ORDER BY t.created_at LIMIT 100",
     )
     .bind(now - SWEEP_AFTER_MS)
@@ -481,7 +558,14 @@ pub async fn sweep(state: &AppState) -> Result<usize, PaymentsError> {
     for r in rows {
         let (id, token, created_at): (TopupId, String, i64) =
             (r.try_get("id")?, r.try_get("processor_token")?, r.try_get("created_at")?);
-        match processor.charge_status(&token, id.as_str()).await {
+        let reference: Option<String> = r.try_get("processor_ref")?;
+        let charge = Charge {
+            token: &token,
+            amount_yen: r.try_get("amount")?,
+            idempotency_key: id.as_str(),
+            reference: reference.as_deref(),
+        };
+        match processor.charge_status(&charge).await {
             Ok(ChargeStatus::Unknown) => {
                 // Never charged (the crash came before the charge): after an hour nobody will
                 // charge it any more, so it stops counting against the caps.
@@ -496,6 +580,13 @@ pub async fn sweep(state: &AppState) -> Result<usize, PaymentsError> {
                 }
             }
             Err(_) => continue,
+            // Waiting for the shopper's authentication: given up after an hour (declined).
+            Ok(ChargeStatus::Pending) if now - created_at > ABANDON_AFTER_MS => {
+                if let Ok(_) | Err(PaymentsError::ChargeDeclined(_)) = give_up(state, processor.as_ref(), &id).await {
+                    settled += 1;
+                }
+            }
+            Ok(ChargeStatus::Pending) => {}
             Ok(outcome) => {
                 let _ = settle(state, &id, outcome, None).await;
                 settled += 1;
@@ -508,19 +599,59 @@ pub async fn sweep(state: &AppState) -> Result<usize, PaymentsError> {
 /// Charges a held top-up that an operator approved, and credits it.
 pub async fn charge_approved(state: &AppState, topup_id: &TopupId) -> Result<Topped, PaymentsError> {
     let processor = state.processor.clone().ok_or(PaymentsError::Unavailable("no card processor is configured"))?;
-    let row = sqlx::query("SELECT t.amount, c.processor_token FROM topups t JOIN cards c ON c.id = t.card_id WHERE t.id = $1 AND t.status = 'pending'")
+    let pending: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM topups WHERE id = $1 AND status = 'pending'")
         .bind(topup_id)
         .fetch_one(state.db.pool())
         .await?;
-    let (amount, token): (i64, String) = (row.try_get("amount")?, row.try_get("processor_token")?);
-    let outcome = match processor.charge(&token, amount, topup_id.as_str()).await {
-        Ok(reference) => ChargeStatus::Succeeded { reference },
-        Err(ProcessorError::Unavailable) => {
-            return Err(PaymentsError::Unavailable("the card processor is unavailable; the sweeper will settle it"));
+    if pending == 0 {
+        return Err(PaymentsError::NotFound("there is no such pending top-up".into()));
+    }
+    match charge_once(state, processor.as_ref(), topup_id).await? {
+        Charged::Ended(outcome) => settle(state, topup_id, outcome, None).await,
+        Charged::NeverOpened | Charged::Unanswered => {
+            Err(PaymentsError::ProcessorUnavailable("the card processor is unavailable; the sweeper will settle it"))
         }
-        Err(_) => ChargeStatus::Declined,
+        // The shopper is not there to authenticate an operator's approval: the charge is given up.
+        Charged::NeedsAuthentication(_) => give_up(state, processor.as_ref(), topup_id).await,
+    }
+}
+
+/// Cancels a pending top-up's charge that cannot end (its authentication was abandoned), then
+/// declines the top-up.
+async fn give_up(state: &AppState, processor: &dyn CardProcessor, topup_id: &TopupId) -> Result<Topped, PaymentsError> {
+    let (token, amount, reference) = charge_details(state, topup_id).await?;
+    let charge = Charge {
+        token: &token,
+        amount_yen: amount,
+        idempotency_key: topup_id.as_str(),
+        reference: reference.as_deref(),
     };
-    settle(state, topup_id, outcome, None).await
+    if processor.cancel_charge(&charge).await.is_err() {
+        return Err(PaymentsError::ProcessorUnavailable(
+            "the card processor is unavailable; the sweeper will settle it",
+        ));
+    }
+    settle(state, topup_id, ChargeStatus::Declined, None).await
+}
+
+/// Settles the pending top-up whose charge the processor names (its event said how it ended);
+/// `None` when no pending top-up has that reference (settled already, or not ours).
+pub async fn settle_by_reference(
+    state: &AppState,
+    reference: &str,
+    outcome: ChargeStatus,
+) -> Result<Option<Topped>, PaymentsError> {
+    let id: Option<TopupId> =
+        sqlx::query_scalar("SELECT id FROM topups WHERE processor_ref = $1 AND status = 'pending'")
+            .bind(reference)
+            .fetch_optional(state.db.pool())
+            .await?;
+    let Some(id) = id else { return Ok(None) };
+    match settle(state, &id, outcome, None).await {
+        Ok(topped) => Ok(Some(topped)),
+        Err(PaymentsError::ChargeDeclined(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// An operator's decision on a held top-up: rejected, it is declined; approved, it is back to

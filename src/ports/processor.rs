@@ -32,7 +32,17 @@ pub struct CardInfo {
     /// Stable per card number across tokens (the processor's own fingerprint, or ours).
     pub fingerprint_source: Secret<String>,
     /// The issuer wants a 3-D Secure style challenge before the card may be used.
-    pub needs_challenge: bool,
+    pub challenge: Option<IssuerChallenge>,
+}
+
+/// How the issuer's challenge is answered.
+#[derive(Debug, Clone)]
+pub enum IssuerChallenge {
+    /// The sandbox's stand-in: a code sent by SMS to the wallet's phone.
+    Sms,
+    /// 3-D Secure at the processor: the app completes it with the processor's SDK (Stripe.js,
+    /// given `client_secret`), and Omamori asks the processor about `reference` afterwards.
+    ThreeDSecure { reference: String, client_secret: Secret<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +53,10 @@ pub enum ProcessorError {
     Declined,
     #[error("the processor is unavailable")]
     Unavailable,
+    /// The issuer asks the shopper to authenticate this payment (3-D Secure): the app completes it
+    /// with the processor's SDK given this client secret, then repeats the request.
+    #[error("the card issuer asks the shopper to authenticate this payment")]
+    AuthenticationRequired(Secret<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,27 +65,69 @@ pub enum ChargeStatus {
         reference: String,
     },
     Declined,
-    /// The processor has no charge under that key.
+    /// The processor has no charge under that key (or one never confirmed: no money moved).
     Unknown,
+    /// Not ended yet: processing, or waiting for the shopper's authentication.
+    Pending,
 }
 
 /// The port. Implementations must treat `idempotency_key` as the identity of a charge.
+///
+/// A charge is made in two steps when the processor allows it: [`CardProcessor::prepare_charge`]
+/// opens it without moving money and answers the processor's reference, which Omamori records
+/// before [`CardProcessor::charge`] confirms it; a repeat or the sweeper then asks about that very
+/// charge, never relying on the processor's idempotency window alone.
 pub trait CardProcessor: Send + Sync {
     /// Checks a raw card and tokenizes it.
     fn tokenize<'a>(&'a self, card: &'a RawCard) -> BoxFuture<'a, Result<CardInfo, ProcessorError>>;
-    /// Looks up a token the app obtained from the processor itself.
+    /// Looks up a token the app obtained from the processor itself, and checks the card with its
+    /// issuer (which may ask for a challenge).
     fn lookup<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<CardInfo, ProcessorError>>;
-    fn charge<'a>(
+    /// Whether card numbers may be sent to Omamori at all (the sandbox, PCI DSS scope); otherwise
+    /// only the processor's tokens are taken.
+    fn takes_raw_cards(&self) -> bool {
+        true
+    }
+    /// The fingerprint source of a token's card, when it can be read without checking the card
+    /// with its issuer: the card-testing limits then count per card for tokens too.
+    fn token_fingerprint<'a>(
         &'a self,
-        token: &'a str,
-        amount_yen: i64,
-        idempotency_key: &'a str,
-    ) -> BoxFuture<'a, Result<String, ProcessorError>>;
-    fn charge_status<'a>(
+        _token: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Secret<String>>, ProcessorError>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// Whether the issuer's challenge of a card ([`IssuerChallenge::ThreeDSecure`]) has passed.
+    fn challenge_passed<'a>(&'a self, _reference: &'a str) -> BoxFuture<'a, Result<bool, ProcessorError>> {
+        Box::pin(async { Ok(false) })
+    }
+    /// Opens the charge under `idempotency_key` without moving money; `None` when the processor
+    /// needs no such step (its idempotency key alone names the charge).
+    fn prepare_charge<'a>(
         &'a self,
-        token: &'a str,
-        idempotency_key: &'a str,
-    ) -> BoxFuture<'a, Result<ChargeStatus, ProcessorError>>;
+        _token: &'a str,
+        _amount_yen: i64,
+        _idempotency_key: &'a str,
+    ) -> BoxFuture<'a, Result<Option<String>, ProcessorError>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// Moves the money (once, however often asked); `reference` is what `prepare_charge` answered.
+    fn charge<'a>(&'a self, charge: &'a Charge<'a>) -> BoxFuture<'a, Result<String, ProcessorError>>;
+    /// Cancels a charge that has not ended (one whose authentication the shopper abandoned), so
+    /// that it can never complete later.
+    fn cancel_charge<'a>(&'a self, _charge: &'a Charge<'a>) -> BoxFuture<'a, Result<(), ProcessorError>> {
+        Box::pin(async { Ok(()) })
+    }
+    /// How the charge ended, if it did.
+    fn charge_status<'a>(&'a self, charge: &'a Charge<'a>) -> BoxFuture<'a, Result<ChargeStatus, ProcessorError>>;
+}
+
+/// One charge, as Omamori names it to the processor.
+pub struct Charge<'a> {
+    pub token: &'a str,
+    pub amount_yen: i64,
+    pub idempotency_key: &'a str,
+    /// The processor's reference, when `prepare_charge` gave one.
+    pub reference: Option<&'a str>,
 }
 
 /// The keyed fingerprint Omamori stores: HMAC-SHA-256 under the card-fingerprint key, so that a

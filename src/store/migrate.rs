@@ -60,6 +60,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0008_cache_generations.sql"),
         postgres: include_str!("../../migrations/postgres/0008_cache_generations.sql"),
     },
+    Migration {
+        version: 9,
+        name: "processor",
+        sqlite: include_str!("../../migrations/sqlite/0009_processor.sql"),
+        postgres: include_str!("../../migrations/postgres/0009_processor.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

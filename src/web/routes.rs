@@ -17,6 +17,26 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
     img-src 'self' data: blob:; connect-src 'self'; manifest-src 'self'; worker-src 'self'; font-src 'self'; \
     base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// The policy in force: [`CONTENT_SECURITY_POLICY`], or, with the Stripe processor, the same with
+/// Stripe's own origins as Stripe documents them for Stripe.js (its script and frames, and the API
+/// it calls), and no one else's.
+pub fn content_security_policy(config: &crate::config::Config) -> String {
+    if config.processor_kind() != Some(crate::config::ProcessorKind::Stripe) {
+        return CONTENT_SECURITY_POLICY.to_string();
+    }
+    let js = config.stripe.js_origin().unwrap_or_else(|| "https://js.stripe.com".into());
+    let api = url::Url::parse(&config.stripe.api_base)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_else(|_| "https://api.stripe.com".into());
+    // 3-D Secure pages are framed from hooks.stripe.com when the real Stripe is used.
+    let hooks = if js == "https://js.stripe.com" { " https://hooks.stripe.com" } else { "" };
+    format!(
+        "default-src 'none'; script-src 'self' {js}; style-src 'self'; img-src 'self' data: blob:; \
+         connect-src 'self' {api}; frame-src {js}{hooks}; manifest-src 'self'; worker-src 'self'; font-src 'self'; \
+         base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+}
+
 /// One embedded file of the wallet: its path under `/app/`, its type and its bytes.
 struct Asset {
     path: &'static str,
@@ -50,6 +70,7 @@ const APP: &[Asset] = &[
     asset!("js/camera.js", JS),
     asset!("js/challenge.js", JS),
     asset!("js/passkey.js", JS),
+    asset!("js/stripe.js", JS),
     asset!("js/screens/welcome.js", JS),
     asset!("js/screens/home.js", JS),
     asset!("js/screens/pay.js", JS),
@@ -99,26 +120,34 @@ const CONSOLE: &[Asset] = &[
     console_asset!("js/screens/account.js", JS),
 ];
 
-pub fn routes() -> Router<AppState> {
+pub fn routes(config: &crate::config::Config) -> Router<AppState> {
+    let policy: std::sync::Arc<str> = content_security_policy(config).into();
+    let page = |assets: &'static [Asset], path: &'static str| {
+        let policy = policy.clone();
+        get(move || async move { file(assets, path, &policy) })
+    };
+    let under = |assets: &'static [Asset]| {
+        let policy = policy.clone();
+        get(move |Path(path): Path<String>| async move { file(assets, &path, &policy) })
+    };
     Router::new()
-        .route("/app", get(|| async { app_file("index.html") }))
-        .route("/app/", get(|| async { app_file("index.html") }))
-        .route("/app/{*path}", get(|Path(path): Path<String>| async move { app_file(&path) }))
-        .route("/pos", get(|| async { file(POS, "index.html") }))
-        .route("/pos/", get(|| async { file(POS, "index.html") }))
-        .route("/pos/{*path}", get(|Path(path): Path<String>| async move { file(POS, &path) }))
-        .route("/console", get(|| async { file(CONSOLE, "index.html") }))
-        .route("/console/", get(|| async { file(CONSOLE, "index.html") }))
-        .route("/console/{*path}", get(|Path(path): Path<String>| async move { file(CONSOLE, &path) }))
+        .route("/app", page(APP, "index.html"))
+        .route("/app/", page(APP, "index.html"))
+        .route("/app/{*path}", under(APP))
+        .route("/pos", page(POS, "index.html"))
+        .route("/pos/", page(POS, "index.html"))
+        .route("/pos/{*path}", under(POS))
+        .route("/console", page(CONSOLE, "index.html"))
+        .route("/console/", page(CONSOLE, "index.html"))
+        .route("/console/{*path}", under(CONSOLE))
 }
 
-fn app_file(path: &str) -> Response {
-    file(APP, path)
-}
-
-fn file(assets: &[Asset], path: &str) -> Response {
+fn file(assets: &[Asset], path: &str, policy: &str) -> Response {
     let Some(asset) = assets.iter().find(|a| a.path == path) else {
-        return with_page_headers(crate::http::error::problem_for_status(StatusCode::NOT_FOUND).into_response());
+        return with_page_headers(
+            crate::http::error::problem_for_status(StatusCode::NOT_FOUND).into_response(),
+            policy,
+        );
     };
     let mut response = (StatusCode::OK, asset.body).into_response();
     let headers = response.headers_mut();
@@ -128,12 +157,13 @@ fn file(assets: &[Asset], path: &str) -> Response {
         // The worker at /app/sw.js may control `/app` itself, not only what is under `/app/`.
         headers.insert(HeaderName::from_static("service-worker-allowed"), HeaderValue::from_static("/app"));
     }
-    with_page_headers(response)
+    with_page_headers(response, policy)
 }
 
-fn with_page_headers(mut response: Response) -> Response {
+fn with_page_headers(mut response: Response, policy: &str) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    let policy = HeaderValue::from_str(policy).unwrap_or(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::CONTENT_SECURITY_POLICY, policy);
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

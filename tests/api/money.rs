@@ -314,7 +314,8 @@ both_backends! {
             sqlx::query("INSERT INTO topups (id, user_id, card_id, amount, currency, status, idem_key, device_id, created_at) VALUES ($1, $2, $3, 3000, 'JPY', 'pending', $4, 'd', $5)")
                 .bind(id).bind(&s.user_id).bind(&card).bind(key).bind(now).execute(app.db().pool()).await.unwrap();
         }
-        app.state.processor.as_ref().unwrap().charge(&token, 3_000, "top_crash_charged").await.unwrap();
+        let charge = omamori::ports::processor::Charge { token: &token, amount_yen: 3_000, idempotency_key: "top_crash_charged", reference: None };
+        app.state.processor.as_ref().unwrap().charge(&charge).await.unwrap();
         app.advance_clock(3 * 60).await;
         omamori::payments::topups::sweep(&app.state).await.unwrap();
         assert_eq!(balance(app.clone(), s.user_id.clone()).await, 13_000, "the charged top-up was not credited");

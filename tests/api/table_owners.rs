@@ -28,6 +28,7 @@ const OWNERS: &[(&str, &str)] = &[
     ("refunds", "payments"),
     ("wallet_limits", "payments"),
     ("corrections", "payments"),
+    ("processor_events", "payments"),
     ("merchants", "merchants"),
     ("stores", "merchants"),
     ("terminals", "merchants"),

@@ -37,7 +37,8 @@ export function deviceId() {
 async function send(method, path, body, idempotent) {
   const headers = { Accept: 'application/json', 'Omamori-Session': 'cookie' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
-  if (idempotent) headers['Idempotency-Key'] = crypto.randomUUID();
+  // `idempotent`: true for a fresh key, or the key itself when a request is repeated on purpose.
+  if (idempotent) headers['Idempotency-Key'] = typeof idempotent === 'string' ? idempotent : crypto.randomUUID();
   let response;
   try {
     response = await fetch(path, {

@@ -93,6 +93,8 @@ const en = {
   'cards.added': 'Card ending {last4} added.',
   'cards.removed': 'Card removed.',
   'cards.issuer': 'Your card issuer asks for a code',
+  'cards.issuer.failed': 'Your card issuer did not confirm the card.',
+  'cards.stripe.unavailable': 'The card form could not be loaded. Try again later.',
   'cards.status.active': 'active', 'cards.status.held': 'being checked', 'cards.status.pending_challenge': 'waiting for the issuer',
   'history.title': 'History',
   'history.when': 'Date', 'history.what': 'What', 'history.amount': 'Amount', 'history.balance': 'Balance',
@@ -181,6 +183,8 @@ const en = {
   'err.qr_bad_crc': 'This store QR code is damaged.',
   'err.qr_not_omamori': 'This is not an Omamori store code.',
   'err.unavailable': 'Omamori is busy. Please try again in a moment.',
+  'err.authentication_required': 'Your card issuer asks you to confirm this top-up.',
+  'err.processor_unavailable': 'The card company cannot be reached right now. Try again in a minute: you are never charged twice.',
   'err.totp_not_started': 'Start the set-up again.',
 };
 
@@ -276,6 +280,8 @@ const ja = {
   'cards.added': '末尾{last4}のカードを追加しました。',
   'cards.removed': 'カードを削除しました。',
   'cards.issuer': 'カード会社がコードを求めています',
+  'cards.issuer.failed': 'カード会社による本人認証が完了しませんでした。',
+  'cards.stripe.unavailable': 'カード入力欄を読み込めませんでした。しばらくしてからお試しください。',
   'cards.status.active': '利用可', 'cards.status.held': '確認中', 'cards.status.pending_challenge': 'カード会社の確認待ち',
   'history.title': '履歴',
   'history.when': '日時', 'history.what': '内容', 'history.amount': '金額', 'history.balance': '残高',
@@ -364,6 +370,8 @@ const ja = {
   'err.qr_bad_crc': '店舗のQRコードが壊れています。',
   'err.qr_not_omamori': 'おまもりの店舗コードではありません。',
   'err.unavailable': '混み合っています。少し待ってからお試しください。',
+  'err.authentication_required': 'カード会社がこのチャージの本人認証を求めています。',
+  'err.processor_unavailable': 'カード会社に接続できません。1分ほどしてからお試しください。二重に請求されることはありません。',
   'err.totp_not_started': '設定を最初からやり直してください。',
 };
 

@@ -1,9 +1,12 @@
 // Top up from a linked card. The server may ask for a step-up first: `api` shows the dialog and
-// repeats the request.
+// repeats the request. With Stripe, the card issuer may ask the shopper to authenticate the
+// payment (3-D Secure, `authentication_required`): Stripe.js runs it, and the request is repeated
+// under the same Idempotency-Key, so the one pending top-up completes and nothing is charged twice.
 
 import { h, field } from '../dom.js';
 import { t, yen } from '../i18n.js';
 import { get, post } from '../api.js';
+import { authenticate } from '../stripe.js';
 
 export async function render(ctx) {
   ctx.main.append(h('h1', { tabindex: -1 }, t('topup.title')));
@@ -21,7 +24,17 @@ export async function render(ctx) {
     event.preventDefault();
     submit.disabled = true;
     try {
-      const { status, data: topped } = await post('/v1/topups', { card_id: card.value, amount: Number(amount.value) }, { idempotent: true });
+      const body = { card_id: card.value, amount: Number(amount.value) };
+      const key = crypto.randomUUID();
+      let answer;
+      try {
+        answer = await post('/v1/topups', body, { idempotent: key });
+      } catch (e) {
+        if (e.code !== 'authentication_required' || !e.body.client_secret) throw e;
+        await authenticate(e.body.client_secret);
+        answer = await post('/v1/topups', body, { idempotent: key });
+      }
+      const { status, data: topped } = answer;
       if (status === 201) ctx.say(t('topup.done', { amount: yen(topped.amount), balance: yen(topped.balance) }));
       else ctx.say(t('topup.held'));
     } catch (e) {
