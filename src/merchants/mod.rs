@@ -356,6 +356,19 @@ pub async fn authenticate_terminal(conn: &mut Conn, key: &str) -> Result<Option<
     row.map(|r| Ok(Terminal { id: r.try_get("id")?, store_id: r.try_get("store_id")? })).transpose()
 }
 
+fn terminal_cache_key(key: &str) -> String {
+    format!("terminal:{}", secret_hash(TERMINAL, key))
+}
+
+/// The terminal of a key this instance has seen under the newest generation, without touching
+/// the database (`None`: ask [`authenticate_terminal_cached`]).
+pub fn terminal_in_memory(db: &Db, key: &str) -> Option<Terminal> {
+    if !key.starts_with("tk_") || key.len() > 100 {
+        return None;
+    }
+    crate::store::cache::peek(db, crate::store::cache::Group::Merchants, &terminal_cache_key(key))
+}
+
 /// [`authenticate_terminal`] from memory for a key seen before (`store::cache`, group
 /// `merchants`: a revoked terminal is refused at once by the instance that revoked it and within
 /// a second by the others). An unknown key always asks the database, and is not kept.
@@ -368,7 +381,7 @@ pub async fn authenticate_terminal_cached(
     if !key.starts_with("tk_") || key.len() > 100 {
         return Ok(None);
     }
-    let hash = format!("terminal:{}", secret_hash(TERMINAL, key));
+    let hash = terminal_cache_key(key);
     let key = key.to_string();
     cached_found(db, conn, Group::Merchants, &hash, |conn| {
         Box::pin(async move { authenticate_terminal(conn, &key).await })

@@ -70,6 +70,12 @@ where
     Ok(Some(value))
 }
 
+/// What [`cached`] or [`cached_found`] would answer from memory, without a connection (`None`:
+/// not kept, or kept under an older generation).
+pub fn peek<T: Clone + Send + Sync + 'static>(db: &Db, group: Group, key: &str) -> Option<T> {
+    db.caches().lookup::<T>(group, key).map(|v| v.as_ref().clone())
+}
+
 async fn generation(conn: &mut Conn, group: Group) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT generation FROM cache_generations WHERE name = $1")
         .bind(group.as_str())
