@@ -713,7 +713,7 @@ struct PosListQuery {
     this_terminal: Option<bool>,
 }
 
-/// The merchant's payments, newest first (terminal key), or this terminal's alone.
+/// The payments of the terminal's store, newest first (terminal key), or this terminal's alone.
 #[utoipa::path(get, path = "/v1/pos/payments", tag = "pos", params(PosListQuery), security(("bearer" = []), ("terminal" = [])),
     responses(
     (status = 200, body = PaymentPage, description = "At most 50, newest first"),
@@ -740,10 +740,10 @@ async fn pos_list(
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
     let rows = sqlx::query(
-        "SELECT id, created_at FROM payments WHERE merchant_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
+        "SELECT id, created_at FROM payments WHERE store_id = $1 AND (created_at < $2 OR (created_at = $2 AND id < $3)) \
          AND ($5 = 0 OR terminal_id = $6) ORDER BY created_at DESC, id DESC LIMIT $4",
     )
-    .bind(&store.merchant_id)
+    .bind(&store.id)
     .bind(before_at)
     .bind(if before_id.is_empty() { "~".to_string() } else { before_id })
     .bind(PAGE)
@@ -777,8 +777,10 @@ async fn pos_get(
     let store = merchants::store_by_id(&mut conn, &t.0.store_id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
+    // A terminal reads the payments of its own store (API.md), not those of the merchant's others.
     let view = pos::payment_view(&mut conn, &id, &store.merchant_id)
         .await?
+        .filter(|v| v.store_id == t.0.store_id)
         .ok_or_else(|| ApiError::not_found("there is no such payment"))?;
     Ok(axum::Json(view).into_response())
 }

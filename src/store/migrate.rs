@@ -66,6 +66,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0009_processor.sql"),
         postgres: include_str!("../../migrations/postgres/0009_processor.sql"),
     },
+    Migration {
+        version: 10,
+        name: "payments_by_store",
+        sqlite: include_str!("../../migrations/sqlite/0010_payments_by_store.sql"),
+        postgres: include_str!("../../migrations/postgres/0010_payments_by_store.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

@@ -97,6 +97,18 @@ both_backends! {
         let all = app.pos(Method::GET, "/v1/pos/payments", &key, None, None).await;
         assert!(amounts(&all).starts_with(&[300, 200, 100]), "{all:?}");
         app.pos(Method::GET, "/v1/pos/payments?this_terminal=maybe", &key, None, None).await.assert_problem(400, "invalid_query");
+        // A terminal at another store of the same merchant sees none of this store's payments.
+        let m = doc["merchant_id"].as_str().unwrap();
+        let st = app.authed(Method::POST, &format!("/v1/admin/merchants/{m}/stores"), &op,
+            Some(&json!({"name": "Second branch", "city": "Osaka"})), OPERATOR_IP).await;
+        assert_eq!(st.status, 201, "{st:?}");
+        let t = app.authed(Method::POST, &format!("/v1/admin/stores/{}/terminals", st.body["store_id"].as_str().unwrap()), &op, None, OPERATOR_IP).await;
+        let elsewhere = t.body["key"].as_str().unwrap().to_string();
+        let listed = app.pos(Method::GET, "/v1/pos/payments", &elsewhere, None, None).await;
+        assert_eq!(amounts(&listed), Vec::<i64>::new(), "{listed:?}");
+        let id = all.body["items"][0]["payment_id"].as_str().unwrap();
+        app.pos(Method::GET, &format!("/v1/pos/payments/{id}"), &elsewhere, None, None).await.assert_problem(404, "not_found");
+        assert_eq!(app.pos(Method::GET, &format!("/v1/pos/payments/{id}"), &key, None, None).await.status, 200);
     }
 }
 
