@@ -167,6 +167,9 @@ pub async fn finish_registration(
     let new = webauthn::verify_registration(&rp, &challenge, credential).map_err(IdentityError::PasskeyRejected)?;
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
+        // Two ceremonies presenting one credential at once: the second waits here and finds it
+        // taken (instead of failing on the unique index with a 500).
+        tx.lock("passkey_credential", &new.credential_id).await?;
         let taken: Option<String> = sqlx::query_scalar("SELECT id FROM passkeys WHERE credential_id = $1")
             .bind(&new.credential_id)
             .fetch_optional(&mut *tx)
@@ -190,6 +193,14 @@ pub async fn finish_registration(
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if let Owner::User(user_id) = owner {
+            // A new way in is a credential change, as a new password is (the risk rules see it).
+            sqlx::query("UPDATE users SET credentials_changed_at = $1 WHERE id = $2")
+                .bind(now)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+        }
         tell(&mut tx, owner, "passkey_added", "A passkey was added to your Omamori account.", now).await?;
         tx.commit().await?;
         Ok(Passkey { passkey_id, name: name.clone(), created_at: clock::rfc3339_ms(now), last_used_at: None })

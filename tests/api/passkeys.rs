@@ -193,6 +193,18 @@ async fn verify_passkey(app: &TestApp, challenge_id: &str, credential: &Value, i
 }
 
 both_backends! {
+    async fn adding_a_passkey_is_a_credential_change_the_risk_rules_see(app: TestApp) {
+        let mut s = app.register().await;
+        app.log_in(&mut s).await;
+        app.advance_clock(60).await;
+        let mut authenticator = Authenticator::new(&app);
+        let r = add_passkey(&app, &s, &mut authenticator, None, &Tweak::default()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+        let (changed, created): (i64, i64) = sqlx::query_as("SELECT credentials_changed_at, created_at FROM users WHERE id = $1")
+            .bind(&s.user_id).fetch_one(app.db().pool()).await.unwrap();
+        assert!(changed >= created + 60_000, "credentials_changed_at {changed} not moved from {created}");
+    }
+
     async fn a_passkey_alone_logs_in(app: TestApp) {
         let (s, mut authenticator) = shopper_with_passkey(&app).await;
         let token = s.session.clone().unwrap();
