@@ -66,7 +66,7 @@ pub fn category(value: &str) -> Result<String, MerchantError> {
 }
 
 /// How many ledger accounts a merchant is paid into (its main account and the shards beside it).
-pub const ACCOUNT_SHARDS: usize = 16;
+pub const ACCOUNT_SHARDS: usize = 32;
 
 /// Gives every merchant made before shards existed its [`ACCOUNT_SHARDS`] accounts (at start;
 /// under a lock per merchant, so that instances starting together add them once).
@@ -194,8 +194,8 @@ pub struct Store {
     /// The merchant's main ledger account (refunds and reversals come out of it).
     pub merchant_account: i64,
     /// Every ledger account the merchant is paid into: the main one first, then its shards
-    /// ([`ACCOUNT_SHARDS`]). A payment credits one at random, so that payments at one busy store
-    /// do not queue on one balance row; the merchant's balance is their sum.
+    /// ([`ACCOUNT_SHARDS`]). Payments credit them in turn, so that payments at one busy store do
+    /// not queue on one balance row; the merchant's balance is their sum.
     pub merchant_accounts: Vec<i64>,
     pub name: String,
     pub city: String,
