@@ -139,6 +139,9 @@ struct Row_ {
     failures: i64,
     state: String,
     expires_at: i64,
+    /// A passkey login's challenge named no one; its owner was read from the passkey presented
+    /// (in memory only), so the answer must carry its `userHandle` (WebAuthn's discoverable flow).
+    named_by_passkey: bool,
 }
 
 async fn load(conn: &mut Conn, id: &ChallengeId) -> Result<Option<Row_>, sqlx::Error> {
@@ -169,6 +172,7 @@ async fn load(conn: &mut Conn, id: &ChallengeId) -> Result<Option<Row_>, sqlx::E
             failures: r.try_get("failures")?,
             state: r.try_get("state")?,
             expires_at: r.try_get("expires_at")?,
+            named_by_passkey: false,
         })
     })
     .transpose()
@@ -431,6 +435,7 @@ async fn find_passkey_owner(conn: &mut Conn, c: &mut Row_, credential: &serde_js
         Purpose::OperatorLogin => c.operator_id = operator,
         _ => {}
     }
+    c.named_by_passkey = c.user_id.is_some() || c.operator_id.is_some();
     Ok(())
 }
 
@@ -447,6 +452,11 @@ async fn code_is_right(
         Proof::Code { method, code } => (*method, *code),
         Proof::Issuer { confirmed } => return Ok(*confirmed && c.purpose == Purpose::Card),
         Proof::Passkey(credential) => {
+            // A discoverable login's answer names its user; one without a user handle is refused.
+            let handle = credential.get("response").and_then(|r| r.get("userHandle")).and_then(|h| h.as_str());
+            if c.named_by_passkey && handle.is_none_or(str::is_empty) {
+                return Ok(false);
+            }
             let owner = match (&c.user_id, &c.operator_id) {
                 (Some(u), _) => super::passkey::Owner::User(u),
                 (_, Some(o)) => super::passkey::Owner::Operator(o),

@@ -245,6 +245,23 @@ both_backends! {
         verify_passkey(&app, &challenge_id, &credential, &s.ip).await.assert_problem(422, "code_invalid");
     }
 
+    async fn a_discoverable_login_must_name_its_user(app: TestApp) {
+        let (s, mut authenticator) = shopper_with_passkey(&app).await;
+        // WebAuthn's userHandle, which the authenticator returns for a discoverable credential.
+        let (id, options) = start_passkey_login(&app, "d0", &s.ip).await;
+        let mut anonymous = authenticator.get(&options, &Tweak::default());
+        anonymous["response"].as_object_mut().unwrap().remove("userHandle");
+        verify_passkey(&app, &id, &anonymous, &s.ip).await.assert_problem(422, "code_invalid");
+        // Another user's handle does not pass either; the right answer does.
+        let mut wrong = authenticator.get(&options, &Tweak::default());
+        wrong["response"]["userHandle"] = json!(B64.encode("usr_someone_else"));
+        app.advance_clock(5).await;
+        verify_passkey(&app, &id, &wrong, &s.ip).await.assert_problem(422, "code_invalid");
+        app.advance_clock(5).await;
+        let r = verify_passkey(&app, &id, &authenticator.get(&options, &Tweak::default()), &s.ip).await;
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    }
+
     async fn tricks_with_a_passkey_fail(app: TestApp) {
         let (s, mut authenticator) = shopper_with_passkey(&app).await;
         let ip = s.ip.clone();
