@@ -193,19 +193,24 @@ pub async fn finish_registration(
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        if let Owner::User(user_id) = owner {
-            // A new way in is a credential change, as a new password is (the risk rules see it).
-            sqlx::query("UPDATE users SET credentials_changed_at = $1 WHERE id = $2")
-                .bind(now)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        tell(&mut tx, owner, "passkey_added", "A passkey was added to your Omamori account.", now).await?;
+        added(&mut tx, owner, now).await?;
         tx.commit().await?;
         Ok(Passkey { passkey_id, name: name.clone(), created_at: clock::rfc3339_ms(now), last_used_at: None })
     })
     .await
+}
+
+/// What follows a new passkey, in its transaction: for a shopper, a credential change (as a new
+/// password is: the risk rules see it); the owner is told.
+async fn added(conn: &mut Conn, owner: Owner<'_>, now: i64) -> Result<(), sqlx::Error> {
+    if let Owner::User(user_id) = owner {
+        sqlx::query("UPDATE users SET credentials_changed_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    tell(conn, owner, "passkey_added", "A passkey was added to your Omamori account.", now).await
 }
 
 /// Tells a shopper on every channel; an operator's event goes to the audit log.
