@@ -162,19 +162,7 @@ pub async fn claim_in(
     now: i64,
 ) -> Result<Option<Claim>, sqlx::Error> {
     let claim = Claim { caller: caller.to_string(), key: key.to_string(), token: uuid::Uuid::new_v4().to_string() };
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (caller, idem_key, fingerprint, claim, state, lease_until, created_at) \
-         VALUES ($1, $2, $3, $4, 'running', $5, $6) ON CONFLICT (caller, idem_key) DO NOTHING",
-    )
-    .bind(&claim.caller)
-    .bind(&claim.key)
-    .bind(fingerprint)
-    .bind(&claim.token)
-    .bind(now + LEASE_MS)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    let inserted = claim_statement(&claim, fingerprint, now).execute(&mut *conn).await?.rows_affected();
     Ok((inserted == 1).then_some(claim))
 }
 
@@ -208,20 +196,26 @@ pub async fn store_answer(
 
 /// Claims a key no request used yet; answers whether it was free.
 async fn claim_new(db: &Db, claim: &Claim, fingerprint: &str, now: i64) -> Result<bool, sqlx::Error> {
-    let inserted = store::write_one(db, || {
-        sqlx::query(
-            "INSERT INTO idempotency_keys (caller, idem_key, fingerprint, claim, state, lease_until, created_at) \
-             VALUES ($1, $2, $3, $4, 'running', $5, $6) ON CONFLICT (caller, idem_key) DO NOTHING",
-        )
-        .bind(&claim.caller)
-        .bind(&claim.key)
-        .bind(fingerprint)
-        .bind(&claim.token)
-        .bind(now + LEASE_MS)
-        .bind(now)
-    })
-    .await?;
+    let inserted = store::write_one(db, || claim_statement(claim, fingerprint, now)).await?;
     Ok(inserted == 1)
+}
+
+/// The claim of a key no request used yet: a `running` row, or nothing when the key is taken.
+fn claim_statement<'q>(
+    claim: &'q Claim,
+    fingerprint: &'q str,
+    now: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "INSERT INTO idempotency_keys (caller, idem_key, fingerprint, claim, state, lease_until, created_at) \
+         VALUES ($1, $2, $3, $4, 'running', $5, $6) ON CONFLICT (caller, idem_key) DO NOTHING",
+    )
+    .bind(&claim.caller)
+    .bind(&claim.key)
+    .bind(fingerprint)
+    .bind(&claim.token)
+    .bind(now + LEASE_MS)
+    .bind(now)
 }
 
 /// What a key held by another request answers a repeat: its stored answer when it is done;

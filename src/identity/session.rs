@@ -468,19 +468,6 @@ pub async fn newest_located(conn: &mut Conn, user_id: &UserId) -> Result<Option<
     row.map(|r| Ok((r.try_get("country")?, r.try_get("created_at")?))).transpose()
 }
 
-/// The country of the newest session `user_id` opened on `device_id` (where the phone was last
-/// seen signing in), if any.
-pub async fn device_country(conn: &mut Conn, user_id: &UserId, device_id: &str) -> Result<Option<String>, sqlx::Error> {
-    let country: Option<Option<String>> = sqlx::query_scalar(
-        "SELECT country FROM sessions WHERE user_id = $1 AND device_id = $2 ORDER BY created_at DESC LIMIT 1",
-    )
-    .bind(user_id)
-    .bind(device_id)
-    .fetch_optional(&mut *conn)
-    .await?;
-    Ok(country.flatten())
-}
-
 /// Whether this user has ever completed a two-step login on `device_id` (for "new device" notices).
 pub async fn device_known(conn: &mut Conn, user_id: &UserId, device_id: &str) -> Result<bool, sqlx::Error> {
     let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM device_tokens WHERE user_id = $1 AND device_id = $2")

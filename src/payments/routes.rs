@@ -736,7 +736,7 @@ async fn pos_list(
             .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "invalid_cursor", "the cursor is not valid"))?,
     };
     let mut conn = state.db.pool().acquire().await?;
-    let store = merchants::store_by_id(&mut conn, &t.0.store_id)
+    let store = merchants::store_by_id_cached(&state.db, &mut conn, &t.0.store_id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
     let rows = sqlx::query(
@@ -774,7 +774,7 @@ async fn pos_get(
     PathId(id): PathId<PaymentId>,
 ) -> Result<Response, ApiError> {
     let mut conn = state.db.pool().acquire().await?;
-    let store = merchants::store_by_id(&mut conn, &t.0.store_id)
+    let store = merchants::store_by_id_cached(&state.db, &mut conn, &t.0.store_id)
         .await?
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
     // A terminal reads the payments of its own store (API.md), not those of the merchant's others.
@@ -816,7 +816,7 @@ async fn pos_refund(
             (state2.clone(), terminal.clone(), input.clone(), payment_id.clone());
         Box::pin(async move {
             let amount = amount(&state, &input?.amount)?;
-            let store = merchants::store_by_id(conn, &terminal.store_id)
+            let store = merchants::store_by_id_cached(&state.db, conn, &terminal.store_id)
                 .await?
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
             pos::lock_payment(conn, &payment_id).await?;

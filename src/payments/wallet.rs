@@ -120,7 +120,8 @@ pub async fn spending(conn: &mut Conn, user_id: &UserId, now: i64) -> Result<Spe
     })
 }
 
-/// [`check_spending`] on figures read already.
+/// Refuses a payment of `amount` that would break one of the shopper's limits, on the figures
+/// [`spending`] read inside the payment's transaction, after the wallet was locked.
 pub fn check_spent(s: &Spending, amount: i64) -> Result<(), PaymentsError> {
     let l = s.limits;
     if amount > l.per_payment {
@@ -137,22 +138,6 @@ pub fn check_spent(s: &Spending, amount: i64) -> Result<(), PaymentsError> {
 
 fn limit_exceeded(which: &'static str, limit: i64) -> PaymentsError {
     PaymentsError::LimitExceeded { which, limit }
-}
-
-/// Refuses a payment of `amount` that would break one of the shopper's limits. Call inside the
-/// payment's transaction after locking the wallet.
-pub async fn check_spending(conn: &mut Conn, user_id: &UserId, amount: i64, now: i64) -> Result<(), PaymentsError> {
-    let l = limits(conn, user_id).await?;
-    if amount > l.per_payment {
-        return Err(limit_exceeded("per_payment", l.per_payment));
-    }
-    if spent(conn, user_id, tokyo_day_start(now)).await? + amount > l.daily {
-        return Err(limit_exceeded("daily", l.daily));
-    }
-    if spent(conn, user_id, tokyo_month_start(now)).await? + amount > l.monthly {
-        return Err(limit_exceeded("monthly", l.monthly));
-    }
-    Ok(())
 }
 
 /// The wallet as its owner sees it (`GET /v1/wallet`).

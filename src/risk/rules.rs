@@ -245,31 +245,43 @@ pub async fn evaluate(
     event: RuleEvent,
     s: &Signals,
 ) -> Result<(Outcome, Option<String>), sqlx::Error> {
+    Ok(first_match(&enabled_rules(conn, event).await?, s))
+}
+
+/// The enabled rules of an event, in order (a rule whose conditions do not parse is left out and
+/// logged).
+type EventRules = Vec<(String, Conditions, Outcome)>;
+
+async fn enabled_rules(conn: &mut Conn, event: RuleEvent) -> Result<EventRules, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT id, conditions, outcome FROM risk_rules WHERE event = $1 AND enabled = 1 ORDER BY priority, id",
     )
     .bind(event.as_str())
     .fetch_all(&mut *conn)
     .await?;
+    let mut rules: EventRules = Vec::with_capacity(rows.len());
     for r in rows {
         let id: String = r.try_get("id")?;
-        let text: String = r.try_get("conditions")?;
-        let Ok(conditions) = serde_json::from_str::<Conditions>(&text) else {
+        let Ok(conditions) = serde_json::from_str::<Conditions>(&r.try_get::<String, _>("conditions")?) else {
             tracing::error!(rule = %id, "a risk rule's conditions do not parse; skipping it");
             continue;
         };
-        if conditions.matches(s) {
-            let outcome = Outcome::parse(&r.try_get::<String, _>("outcome")?).unwrap_or(Outcome::Allow);
-            metrics::counter!("omamori_risk_matches_total", "rule" => id.clone()).increment(1);
-            return Ok((outcome, Some(id)));
-        }
+        let outcome = Outcome::parse(&r.try_get::<String, _>("outcome")?).unwrap_or(Outcome::Allow);
+        rules.push((id, conditions, outcome));
     }
-    Ok((Outcome::Allow, None))
+    Ok(rules)
 }
 
-/// The enabled rules of an event, in order, as [`evaluate`] reads them (a rule whose conditions do
-/// not parse is left out and logged when loaded).
-type EventRules = Vec<(String, Conditions, Outcome)>;
+/// The first rule whose conditions the signals meet, or allow.
+fn first_match(rules: &EventRules, s: &Signals) -> (Outcome, Option<String>) {
+    match rules.iter().find(|(_, conditions, _)| conditions.matches(s)) {
+        Some((id, _, outcome)) => {
+            metrics::counter!("omamori_risk_matches_total", "rule" => id.clone()).increment(1);
+            (*outcome, Some(id.clone()))
+        }
+        None => (Outcome::Allow, None),
+    }
+}
 
 /// [`evaluate`] on the rules kept in memory (`store::cache`, group `risk_rules`): a changed rule
 /// applies at once on the instance that changed it and within a second on the others.
@@ -280,35 +292,9 @@ pub async fn evaluate_cached(
     s: &Signals,
 ) -> Result<(Outcome, Option<String>), sqlx::Error> {
     use crate::store::cache::{Group, cached};
-    let rules = cached(db, conn, Group::RiskRules, event.as_str(), move |conn| {
-        Box::pin(async move {
-            let rows = sqlx::query(
-                "SELECT id, conditions, outcome FROM risk_rules WHERE event = $1 AND enabled = 1 ORDER BY priority, id",
-            )
-            .bind(event.as_str())
-            .fetch_all(&mut *conn)
-            .await?;
-            let mut rules: EventRules = Vec::with_capacity(rows.len());
-            for r in rows {
-                let id: String = r.try_get("id")?;
-                let Ok(conditions) = serde_json::from_str::<Conditions>(&r.try_get::<String, _>("conditions")?) else {
-                    tracing::error!(rule = %id, "a risk rule's conditions do not parse; skipping it");
-                    continue;
-                };
-                let outcome = Outcome::parse(&r.try_get::<String, _>("outcome")?).unwrap_or(Outcome::Allow);
-                rules.push((id, conditions, outcome));
-            }
-            Ok(rules)
-        })
-    })
-    .await?;
-    for (id, conditions, outcome) in rules.iter() {
-        if conditions.matches(s) {
-            metrics::counter!("omamori_risk_matches_total", "rule" => id.clone()).increment(1);
-            return Ok((*outcome, Some(id.clone())));
-        }
-    }
-    Ok((Outcome::Allow, None))
+    let rules =
+        cached(db, conn, Group::RiskRules, event.as_str(), move |conn| Box::pin(enabled_rules(conn, event))).await?;
+    Ok(first_match(&rules, s))
 }
 
 /// Opens a review case; answers its id.

@@ -59,14 +59,17 @@ pub async fn check(conn: &mut Conn, name: SwitchName, s: Subject<'_>) -> Result<
     .fetch_optional(&mut *conn)
     .await?;
     let Some(row) = row else { return Ok(()) };
-    let kind: String = row.try_get("kind")?;
+    Err(refusal(name, &row.try_get::<String, _>("kind")?, row.try_get("scope_kind")?))
+}
+
+/// What an engaged switch (or freeze) of `kind` answers. Not a final answer: the same request may
+/// go through once the switch is released.
+fn refusal(name: SwitchName, kind: &str, scope: String) -> RiskError {
     if kind == "freeze" {
-        return Err(RiskError::AccountFrozen);
+        return RiskError::AccountFrozen;
     }
-    let scope: String = row.try_get("scope_kind")?;
     metrics::counter!("omamori_switch_refusals_total", "switch" => name.as_str()).increment(1);
-    // Not a final answer: the same request may go through once the switch is released.
-    Err(RiskError::SwitchEngaged { name, scope })
+    RiskError::SwitchEngaged { name, scope }
 }
 
 /// An engaged switch or freeze, as [`check_cached`] keeps it.
@@ -117,11 +120,7 @@ pub async fn check_cached(db: &Db, conn: &mut Conn, name: SwitchName, s: Subject
     };
     // As `check` orders them: a freeze answers before a switch.
     let Some(hit) = live.iter().filter(covers).min_by(|a, b| a.kind.cmp(&b.kind)) else { return Ok(()) };
-    if hit.kind == "freeze" {
-        return Err(RiskError::AccountFrozen);
-    }
-    metrics::counter!("omamori_switch_refusals_total", "switch" => name.as_str()).increment(1);
-    Err(RiskError::SwitchEngaged { name, scope: hit.scope_kind.clone() })
+    Err(refusal(name, &hit.kind, hit.scope_kind.clone()))
 }
 
 /// What an operator asks to stop, and why.

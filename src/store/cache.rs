@@ -35,14 +35,12 @@ where
     T: Send + Sync + 'static,
     F: for<'c> FnOnce(&'c mut Conn) -> Load<'c, T>,
 {
-    let caches = db.caches();
-    if let Some(value) = caches.lookup::<T>(group, key) {
+    if let Some(value) = db.caches().lookup::<T>(group, key) {
         return Ok(value);
     }
     let generation = generation(conn, group).await?;
     let value = Arc::new(load(conn).await?);
-    caches.learn(group, generation);
-    caches.keep(group, key, generation, value.clone());
+    keep(db, group, key, generation, value.clone());
     Ok(value)
 }
 
@@ -59,14 +57,12 @@ where
     T: Clone + Send + Sync + 'static,
     F: for<'c> FnOnce(&'c mut Conn) -> Load<'c, Option<T>>,
 {
-    let caches = db.caches();
-    if let Some(value) = caches.lookup::<T>(group, key) {
-        return Ok(Some(value.as_ref().clone()));
+    if let Some(value) = peek(db, group, key) {
+        return Ok(Some(value));
     }
     let generation = generation(conn, group).await?;
     let Some(value) = load(conn).await? else { return Ok(None) };
-    caches.learn(group, generation);
-    caches.keep(group, key, generation, Arc::new(value.clone()));
+    keep(db, group, key, generation, Arc::new(value.clone()));
     Ok(Some(value))
 }
 
@@ -74,6 +70,12 @@ where
 /// not kept, or kept under an older generation).
 pub fn peek<T: Clone + Send + Sync + 'static>(db: &Db, group: Group, key: &str) -> Option<T> {
     db.caches().lookup::<T>(group, key).map(|v| v.as_ref().clone())
+}
+
+/// Keeps a value loaded after reading `generation` (which this instance then knows of too).
+fn keep<T: Send + Sync + 'static>(db: &Db, group: Group, key: &str, generation: i64, value: Arc<T>) {
+    db.caches().learn(group, generation);
+    db.caches().keep(group, key, generation, value);
 }
 
 async fn generation(conn: &mut Conn, group: Group) -> Result<i64, sqlx::Error> {
