@@ -8,17 +8,13 @@ made with `omamori admin operator create`, and logged-in shoppers whose declined
 the card-testing flood) and OMAMORI_SCREENSHOTS in the environment.
 """
 
-import json
 import re
-import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from wallet import BASE, CHROMIUM, CSP_WORDS, FIXTURE, SHOTS, totp
+from wallet import BASE, CSP_WORDS, FIXTURE, SHOTS, run_journeys, shopper_api, totp
 
 OPERATORS = FIXTURE["operators"]
 VIEWER = FIXTURE.get("viewer")
@@ -27,20 +23,6 @@ RAW_CODES = re.compile(r"invalid_credentials|code_invalid|second_operator_requir
 LAPTOP = {"width": 1280, "height": 800}
 TABLET = {"width": 820, "height": 1180}
 
-
-def shopper_api(who, method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(BASE + path, data=data, method=method)
-    req.add_header("Authorization", "Bearer " + who["session"])
-    req.add_header("X-Device-Id", who["device_id"])
-    req.add_header("X-Forwarded-For", who["ip"])
-    if body is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req) as r:
-            return r.status, json.loads(r.read().decode() or "null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read().decode() or "null")
 
 
 def card_testing_flood():
@@ -344,19 +326,5 @@ def j_japanese(browser):
     c.finish()
 
 
-JOURNEYS = {name[2:]: fn for name, fn in globals().items() if name.startswith("j_")}
-
-
-def main():
-    journey = sys.argv[1]
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            JOURNEYS[journey](browser)
-        finally:
-            browser.close()
-    print(f"journey {journey}: ok")
-
-
 if __name__ == "__main__":
-    main()
+    run_journeys(globals())

@@ -8,17 +8,14 @@ token, device id and address) and OMAMORI_SCREENSHOTS in the environment. The sh
 codes are made through the API, as the phone would make them.
 """
 
-import json
 import os
 import re
-import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from wallet import BASE, CHROMIUM, CSP_WORDS, FIXTURE, SHOTS, advance_clock
+from wallet import BASE, CSP_WORDS, FIXTURE, SHOTS, advance_clock, run_journeys
+from wallet import shopper_api as wallet_api
 
 KEY = FIXTURE["terminal_key"]
 SHOPPER = FIXTURE["shopper"]
@@ -26,18 +23,7 @@ RAW_CODES = re.compile(r"code_expired|code_invalid|insufficient_funds|switch_eng
 
 
 def shopper_api(method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(BASE + path, data=data, method=method)
-    req.add_header("Authorization", "Bearer " + SHOPPER["session"])
-    req.add_header("X-Device-Id", SHOPPER["device_id"])
-    req.add_header("X-Forwarded-For", SHOPPER["ip"])
-    if body is not None:
-        req.add_header("Content-Type", "application/json")
-    try:
-        with urllib.request.urlopen(req) as r:
-            return r.status, json.loads(r.read().decode() or "null")
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read().decode() or "null")
+    return wallet_api(SHOPPER, method, path, body)
 
 
 def new_code():
@@ -284,19 +270,5 @@ def j_japanese(browser):
     w.finish()
 
 
-JOURNEYS = {name[2:]: fn for name, fn in globals().items() if name.startswith("j_")}
-
-
-def main():
-    journey = sys.argv[1]
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            JOURNEYS[journey](browser)
-        finally:
-            browser.close()
-    print(f"journey {journey}: ok")
-
-
 if __name__ == "__main__":
-    main()
+    run_journeys(globals())

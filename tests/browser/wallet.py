@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -46,6 +47,22 @@ def api(method, path, body=None, token=None):
         with urllib.request.urlopen(req) as r:
             text = r.read().decode()
             return r.status, (json.loads(text) if text else None)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode() or "null")
+
+
+def shopper_api(who, method, path, body=None):
+    """A request as the shopper `who` ({session, device_id, ip}) of the fixture: (status, body)."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(BASE + path, data=data, method=method)
+    req.add_header("Authorization", "Bearer " + who["session"])
+    req.add_header("X-Device-Id", who["device_id"])
+    req.add_header("X-Forwarded-For", who["ip"])
+    if body is not None:
+        req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req) as r:
+            return r.status, json.loads(r.read().decode() or "null")
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read().decode() or "null")
 
@@ -587,19 +604,18 @@ def j_stripe_cards(browser):
     w.finish()
 
 
-JOURNEYS = {name[2:]: fn for name, fn in globals().items() if name.startswith("j_")}
-
-
-def main():
+def run_journeys(namespace):
+    """Runs the journey named on the command line: the `j_NAME` function of a script's globals."""
+    journeys = {name[2:]: fn for name, fn in namespace.items() if name.startswith("j_")}
     journey = sys.argv[1]
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            JOURNEYS[journey](browser)
+            journeys[journey](browser)
         finally:
             browser.close()
     print(f"journey {journey}: ok")
 
 
 if __name__ == "__main__":
-    main()
+    run_journeys(globals())
