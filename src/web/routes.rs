@@ -120,6 +120,30 @@ const CONSOLE: &[Asset] = &[
     console_asset!("js/screens/account.js", JS),
 ];
 
+macro_rules! merchant_asset {
+    ($path:literal, $type:expr) => {
+        Asset { path: $path, content_type: $type, body: include_bytes!(concat!("../../web/merchant/", $path)) }
+    };
+}
+
+/// The store owners' dashboard (`web/merchant/`); it also loads the wallet's `dom.js`, `i18n.js`
+/// and `api.js`, the wallet's `style.css` and the console's layout (`console.css`).
+const MERCHANT: &[Asset] = &[
+    merchant_asset!("index.html", "text/html; charset=utf-8"),
+    merchant_asset!("merchant.css", "text/css; charset=utf-8"),
+    merchant_asset!("js/merchant.js", JS),
+    merchant_asset!("js/texts.js", JS),
+    merchant_asset!("js/ui.js", JS),
+    merchant_asset!("js/chart.js", JS),
+    merchant_asset!("js/screens/sales.js", JS),
+    merchant_asset!("js/screens/items.js", JS),
+    merchant_asset!("js/screens/customers.js", JS),
+    merchant_asset!("js/screens/payments.js", JS),
+    merchant_asset!("js/screens/settlements.js", JS),
+    merchant_asset!("js/screens/staff.js", JS),
+    merchant_asset!("js/screens/bank.js", JS),
+];
+
 pub fn routes(config: &crate::config::Config) -> Router<AppState> {
     let policy: std::sync::Arc<str> = content_security_policy(config).into();
     let page = |assets: &'static [Asset], path: &'static str| {
@@ -140,6 +164,9 @@ pub fn routes(config: &crate::config::Config) -> Router<AppState> {
         .route("/console", page(CONSOLE, "index.html"))
         .route("/console/", page(CONSOLE, "index.html"))
         .route("/console/{*path}", under(CONSOLE))
+        .route("/merchant", page(MERCHANT, "index.html"))
+        .route("/merchant/", page(MERCHANT, "index.html"))
+        .route("/merchant/{*path}", under(MERCHANT))
 }
 
 fn file(assets: &[Asset], path: &str, policy: &str) -> Response {
