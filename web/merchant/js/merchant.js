@@ -7,7 +7,7 @@ import { h, field, clear } from '/app/js/dom.js';
 import { t, lang, setLang } from '/app/js/i18n.js';
 import { configure, get, post } from '/app/js/api.js';
 import './texts.js';
-import { words } from './ui.js';
+import { setToday, words } from './ui.js';
 import * as sales from './screens/sales.js';
 import * as items from './screens/items.js';
 import * as customers from './screens/customers.js';
@@ -110,6 +110,7 @@ async function loadMe() {
   } catch {
     me = null;
   }
+  setToday(me?.today);
 }
 
 async function logout() {

@@ -45,9 +45,28 @@ export const at = (iso) => (iso ? `${when(iso)} JST` : '');
 
 const DAY = 86400000;
 
-/** Today's date in Asia/Tokyo (Japan has no daylight saving: UTC+9 all year), `YYYY-MM-DD`. */
+let serverToday = null;
+
+/** The service's business date, as `GET /v1/merchant/me` tells it (the sandbox may move its clock). */
+export function setToday(date) {
+  serverToday = /^\d{4}-\d{2}-\d{2}$/.test(date ?? '') ? date : null;
+}
+
+/**
+ * Today's date in Asia/Tokyo, `YYYY-MM-DD`: the service's when it said, else this browser's clock
+ * (Japan has no daylight saving: UTC+9 all year).
+ */
 export function tokyoToday() {
-  return new Date(Date.now() + 9 * 3600000).toISOString().slice(0, 10);
+  return serverToday ?? new Date(Date.now() + 9 * 3600000).toISOString().slice(0, 10);
+}
+
+/** Fills a screen's period, the last `days` days to today, the first time the screen opens. */
+export function period(state, days) {
+  if (!state.to) {
+    state.to = tokyoToday();
+    state.from = addDays(state.to, 1 - days);
+  }
+  return state;
 }
 
 /** `date` moved by `days`. */

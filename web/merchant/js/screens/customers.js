@@ -5,11 +5,12 @@
 import { h, clear } from '/app/js/dom.js';
 import { t } from '/app/js/i18n.js';
 import { get } from '/app/js/api.js';
-import { addDays, count, filters, kpis, query, share, table, tokyoToday } from '../ui.js';
+import { count, filters, kpis, period, query, share, table } from '../ui.js';
 
-const state = { store_id: '', from: addDays(tokyoToday(), -89), to: tokyoToday() };
+const state = { store_id: '', from: null, to: null };
 
 export function render(ctx) {
+  period(state, 90);
   const box = h('div', { 'aria-live': 'polite' });
   ctx.main.append(h('h1', { tabindex: -1 }, t('merchant.customers.title')),
     filters(ctx, state, { onChange: () => load(ctx, box) }), box);

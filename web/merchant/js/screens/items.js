@@ -3,13 +3,14 @@
 import { h, clear } from '/app/js/dom.js';
 import { t, yen } from '/app/js/i18n.js';
 import { barChart } from '../chart.js';
-import { addDays, count, filters, money, table, tokyoToday } from '../ui.js';
+import { count, filters, money, period, table } from '../ui.js';
 import { sales } from './sales.js';
 
-const state = { store_id: '', from: addDays(tokyoToday(), -29), to: tokyoToday() };
+const state = { store_id: '', from: null, to: null };
 const TOP = 50;
 
 export function render(ctx) {
+  period(state, 30);
   const box = h('div', { 'aria-live': 'polite' });
   ctx.main.append(h('h1', { tabindex: -1 }, t('merchant.items.title')),
     h('p', { class: 'hint' }, t('merchant.items.lead')),

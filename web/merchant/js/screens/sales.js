@@ -6,9 +6,9 @@ import { h, clear } from '/app/js/dom.js';
 import { t, yen } from '/app/js/i18n.js';
 import { get } from '/app/js/api.js';
 import { barChart } from '../chart.js';
-import { addDays, count, daysBetween, filters, kpis, money, query, table, tokyoToday } from '../ui.js';
+import { addDays, count, daysBetween, period, filters, kpis, money, query, table, tokyoToday } from '../ui.js';
 
-const state = { store_id: '', from: addDays(tokyoToday(), -29), to: tokyoToday() };
+const state = { store_id: '', from: null, to: null };
 const HOURS = Array.from({ length: 24 }, (_, i) => String(i).padStart(2, '0'));
 const WEEKDAYS = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun'];
 
@@ -17,6 +17,7 @@ export function sales(params) {
 }
 
 export function render(ctx) {
+  period(state, 30);
   const box = h('div', { 'aria-live': 'polite' });
   ctx.main.append(h('h1', { tabindex: -1 }, t('merchant.sales.title')),
     filters(ctx, state, { onChange: () => load(ctx, box) }), box);
