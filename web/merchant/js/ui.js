@@ -90,11 +90,17 @@ export function query(params) {
 }
 
 /** The shared filter row: a store (all, or one of the signed-in person's) and, optionally, dates. */
-export function filters(ctx, state, { dates = true, onChange }) {
+/** A select of the signed-in person's stores, "All stores" first, showing `value`. */
+export function storeSelect(ctx, value) {
   const store = h('select', {},
     h('option', { value: '' }, t('merchant.allstores')),
     (ctx.me?.stores ?? []).map((s) => h('option', { value: s.store_id }, s.name)));
-  store.value = state.store_id ?? '';
+  store.value = value ?? '';
+  return store;
+}
+
+export function filters(ctx, state, { dates = true, onChange }) {
+  const store = storeSelect(ctx, state.store_id);
   const from = h('input', { type: 'date', value: state.from, required: true });
   const to = h('input', { type: 'date', value: state.to, required: true });
   const apply = h('button', { type: 'submit' }, t('merchant.show'));

@@ -5,16 +5,13 @@
 import { h, field, clear } from '/app/js/dom.js';
 import { t, yen } from '/app/js/i18n.js';
 import { get } from '/app/js/api.js';
-import { at, query, table } from '../ui.js';
+import { at, query, storeSelect, table } from '../ui.js';
 import { storeName } from './sales.js';
 
 const state = { store_id: '', from: '', to: '', search: '' };
 
 export function render(ctx) {
-  const store = h('select', {},
-    h('option', { value: '' }, t('merchant.allstores')),
-    (ctx.me?.stores ?? []).map((s) => h('option', { value: s.store_id }, s.name)));
-  store.value = state.store_id;
+  const store = storeSelect(ctx, state.store_id);
   const from = h('input', { type: 'date', value: state.from });
   const to = h('input', { type: 'date', value: state.to });
   const search = h('input', { type: 'search', value: state.search, autocomplete: 'off', spellcheck: 'false' });
