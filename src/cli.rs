@@ -56,6 +56,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: MerchantCommand,
     },
+    /// People of a merchant who log in to the dashboard (/merchant).
+    MerchantUser {
+        #[command(subcommand)]
+        command: MerchantUserCommand,
+    },
     /// Stores of a merchant.
     Store {
         #[command(subcommand)]
@@ -118,6 +123,24 @@ enum MerchantCommand {
         /// ISO 18245 merchant category code (four digits).
         #[arg(long)]
         category: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MerchantUserCommand {
+    /// Creates an owner or a staff member and prints the password and authenticator seed once.
+    Create {
+        /// The merchant (`mer_...`).
+        #[arg(long)]
+        merchant: crate::ids::MerchantId,
+        #[arg(long)]
+        email: String,
+        /// `owner` (every store, the staff, the bank account) or `staff`.
+        #[arg(long, default_value = "owner")]
+        role: String,
+        /// A store a staff member sees (repeat for several; at least one for staff).
+        #[arg(long = "store")]
+        stores: Vec<crate::ids::StoreId>,
     },
 }
 
@@ -268,6 +291,9 @@ pub fn run() -> ExitCode {
                 create_operator(config, &email, &role).await
             }
             Command::Admin { command: AdminCommand::Merchant { command } } => merchant_command(config, command).await,
+            Command::Admin { command: AdminCommand::MerchantUser { command } } => {
+                merchant_user_command(config, command).await
+            }
             Command::Admin { command: AdminCommand::Store { command } } => store_command(config, command).await,
             Command::Admin { command: AdminCommand::Terminal { command } } => terminal_command(config, command).await,
             Command::Admin { command: AdminCommand::Switch { command } } => switch_command(config, command).await,
@@ -404,6 +430,28 @@ async fn merchant_command(config: Config, command: MerchantCommand) -> anyhow::R
         .await
         .map_err(cli_error)?;
     println!("merchant_id: {id}");
+    state.db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn merchant_user_command(config: Config, command: MerchantUserCommand) -> anyhow::Result<ExitCode> {
+    use crate::identity::staff::{NewStaff, StaffRole};
+    let MerchantUserCommand::Create { merchant, email, role, stores } = command;
+    let role = match role.as_str() {
+        "owner" => StaffRole::Owner,
+        "staff" => StaffRole::Staff,
+        other => anyhow::bail!("--role is owner or staff, not {other:?}"),
+    };
+    let state = crate::app::state(config).await?;
+    let new = NewStaff { email: &email, role, store_ids: &stores };
+    let created = crate::identity::staff::create(&state, &merchant, &new, &cli_actor()).await.map_err(cli_error)?;
+    println!("user_id: {}", created.user_id);
+    println!("email: {}", created.email);
+    println!("role: {}", created.role.as_str());
+    println!("password: {}", created.password);
+    println!("totp_secret: {}", created.totp_secret);
+    println!("otpauth_uri: {}", created.otpauth_uri);
+    println!("(shown once: hand them over in person)");
     state.db.close().await;
     Ok(ExitCode::SUCCESS)
 }

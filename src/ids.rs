@@ -182,6 +182,8 @@ id_types! {
     CorrectionId = "cor", "correction";
     /// A merchant (the business).
     MerchantId = "mer", "merchant";
+    /// A person of a merchant who logs in to the dashboard: an owner or a staff member.
+    MerchantUserId = "mus", "merchant user";
     /// A store of a merchant.
     StoreId = "sto", "store";
     /// A POS terminal of a store.

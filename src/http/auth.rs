@@ -62,6 +62,7 @@ fn bearer(parts: &Parts) -> Option<&str> {
 enum Kind {
     Shopper,
     Operator,
+    Merchant,
 }
 
 async fn live_session(parts: &Parts, state: &AppState, kind: Kind) -> Result<Live, ApiError> {
@@ -71,6 +72,7 @@ async fn live_session(parts: &Parts, state: &AppState, kind: Kind) -> Result<Liv
     let cookie = match kind {
         Kind::Shopper => super::cookies::session_token(headers),
         Kind::Operator => super::cookies::operator_token(headers).or_else(|| super::cookies::session_token(headers)),
+        Kind::Merchant => super::cookies::merchant_token(headers).or_else(|| super::cookies::session_token(headers)),
     };
     let token = bearer(parts).or(cookie).ok_or_else(unauthenticated)?;
     let mut conn = state.db.pool().acquire().await?;
@@ -184,5 +186,76 @@ impl FromRequestParts<AppState> for TerminalAuth {
             .await?
             .ok_or_else(unauthenticated)?;
         Ok(TerminalAuth(terminal))
+    }
+}
+
+/// A merchant's owner or staff member at the dashboard, with what they may see, read afresh on
+/// every request (a staff member's stores or a removed account apply at once). A shopper's or an
+/// operator's session gets `403 forbidden`.
+#[derive(Debug, Clone)]
+pub struct MerchantStaff {
+    session: crate::identity::session::MerchantSession,
+    scope: crate::identity::staff::Scope,
+    store_ids: Vec<crate::ids::StoreId>,
+}
+
+impl FromRequestParts<AppState> for MerchantStaff {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let session = live_session(parts, state, Kind::Merchant).await?.into_merchant().ok_or_else(forbidden)?;
+        let mut conn = state.db.pool().acquire().await?;
+        let scope =
+            crate::identity::staff::scope(&mut conn, session.merchant_user_id()).await?.ok_or_else(unauthenticated)?;
+        let store_ids = scope.stores.iter().map(|s| s.store_id.clone()).collect();
+        Ok(MerchantStaff { session, scope, store_ids })
+    }
+}
+
+impl MerchantStaff {
+    pub fn session(&self) -> &crate::identity::session::MerchantSession {
+        &self.session
+    }
+
+    pub fn scope(&self) -> &crate::identity::staff::Scope {
+        &self.scope
+    }
+
+    pub fn merchant_id(&self) -> &crate::ids::MerchantId {
+        &self.scope.merchant_id
+    }
+
+    pub fn user_id(&self) -> &crate::ids::MerchantUserId {
+        &self.scope.user_id
+    }
+
+    pub fn is_owner(&self) -> bool {
+        self.scope.role == crate::identity::staff::StaffRole::Owner
+    }
+
+    /// `403 forbidden` unless an owner calls.
+    pub fn require_owner(&self) -> Result<(), ApiError> {
+        if self.is_owner() { Ok(()) } else { Err(forbidden()) }
+    }
+
+    /// The stores a staff member is given; `None` for an owner, who sees every store of the
+    /// merchant (also one opened after this request began).
+    pub fn store_ids(&self) -> Option<&[crate::ids::StoreId]> {
+        (!self.is_owner()).then_some(self.store_ids.as_slice())
+    }
+
+    /// `404 not_found` unless the caller may see `store` (one of the merchant's stores for an
+    /// owner, one of theirs for staff): another merchant's store is not told apart from none.
+    pub fn require_store(&self, store: &crate::ids::StoreId) -> Result<(), ApiError> {
+        if self.scope.stores.iter().any(|s| &s.store_id == store) {
+            Ok(())
+        } else {
+            Err(ApiError::not_found("there is no such store"))
+        }
+    }
+
+    /// Who acts, for the audit log.
+    pub fn actor(&self) -> String {
+        format!("merchant_user:{}", self.scope.user_id)
     }
 }

@@ -24,6 +24,9 @@ pub const DEVICE_COOKIE: &str = "omamori_device";
 /// The cookie that carries an operator's session (`/console`), sent only to `/v1/admin`, so that
 /// an operator's and a shopper's session in one browser never take each other's place.
 pub const OPERATOR_COOKIE: &str = "omamori_operator";
+/// The cookie that carries a merchant user's dashboard session (`/merchant`), sent only to
+/// `/v1/merchant`.
+pub const MERCHANT_COOKIE: &str = "omamori_merchant";
 /// The cookie that carries a paired till's terminal key (`/pos`), sent only to `/v1/pos`.
 pub const TERMINAL_COOKIE: &str = "omamori_terminal";
 /// A till stays paired until it unpairs or its key is revoked (400 days is the most browsers keep).
@@ -56,6 +59,11 @@ pub fn operator_token(headers: &HeaderMap) -> Option<&str> {
     cookie(headers, OPERATOR_COOKIE)
 }
 
+/// The merchant user's session token of a browser request (the dashboard's cookie), if any.
+pub fn merchant_token(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, MERCHANT_COOKIE)
+}
+
 /// What a browser sent with a login or a challenge verify: whether it wants cookies, and the
 /// device token its cookie holds.
 #[derive(Debug, Clone)]
@@ -64,6 +72,7 @@ pub struct Browser {
     secure: bool,
     had_session: bool,
     had_operator_session: bool,
+    had_merchant_session: bool,
     device_token: Option<String>,
 }
 
@@ -81,6 +90,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Browser {
             secure: !host_is_loopback(headers),
             had_session: session_token(headers).is_some(),
             had_operator_session: operator_token(headers).is_some(),
+            had_merchant_session: merchant_token(headers).is_some(),
             device_token: cookie(headers, DEVICE_COOKIE).map(str::to_string),
         })
     }
@@ -179,6 +189,29 @@ impl Browser {
         response
     }
 
+    /// `POST /v1/merchant/login`'s answer: the token in the body, or in the dashboard's cookie.
+    pub fn merchant_login(&self, opened: crate::identity::session::Opened) -> Response {
+        let expires_at = crate::store::clock::rfc3339_ms(opened.expires_at);
+        if self.wants_cookies {
+            let cookies = [self.set_for(MERCHANT_COOKIE, "/v1/merchant", &opened.token, None)];
+            return self.cookie_reply(&cookies, expires_at);
+        }
+        let body = crate::identity::login::DeviceSession { session_token: opened.token, expires_at };
+        let mut response = axum::Json(body).into_response();
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
+    }
+
+    /// `204` for a dashboard logout; the dashboard's cookie is cleared.
+    pub fn merchant_logged_out(&self) -> Response {
+        let mut response = StatusCode::NO_CONTENT.into_response();
+        if self.had_merchant_session {
+            let cleared = self.set_for(MERCHANT_COOKIE, "/v1/merchant", "", Some(0));
+            response.headers_mut().append(header::SET_COOKIE, cleared);
+        }
+        response
+    }
+
     fn cookie_reply(&self, cookies: &[HeaderValue], expires_at: String) -> Response {
         let body = SessionReply::<()>::Cookie(CookieSession { session: "cookie", expires_at });
         let mut response = axum::Json(body).into_response();
@@ -237,7 +270,7 @@ pub async fn csrf_guard(req: Request, next: Next) -> Response {
     // What authenticates the request decides: a bearer token (never sent by a browser on its own),
     // or else the cookie, even beside an `Authorization` header of another scheme.
     let by_cookie = bearer_token(headers).is_none()
-        && [SESSION_COOKIE, DEVICE_COOKIE, TERMINAL_COOKIE, OPERATOR_COOKIE]
+        && [SESSION_COOKIE, DEVICE_COOKIE, TERMINAL_COOKIE, OPERATOR_COOKIE, MERCHANT_COOKIE]
             .iter()
             .any(|name| cookie(headers, name).is_some());
     if !safe && by_cookie && !same_origin(headers) {

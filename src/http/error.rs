@@ -75,6 +75,9 @@ pub struct Problem {
 /// Every `code` the server sends: the stable vocabulary of API.md (a test in `tests/api/openapi.rs`
 /// keeps this list and the codes written under `src/` the same).
 pub const PROBLEM_CODES: &[&str] = &[
+    // Merchant staff: an e-mail that is a dashboard user's already; a staff member without a store.
+    "email_taken",
+    "store_ids_required",
     // The card processor did not answer, or asks for the shopper's authentication.
     "processor_unavailable",
     "authentication_required",
@@ -628,6 +631,11 @@ impl From<crate::identity::IdentityError> for ApiError {
                 ApiError::new(StatusCode::FORBIDDEN, "cooling_off", detail).with("retry_after", retry_after_secs)
             }
             E::LoginDeclined => ApiError::new(StatusCode::FORBIDDEN, "risk_declined", detail),
+            E::EmailTaken => ApiError::new(StatusCode::CONFLICT, "email_taken", detail),
+            E::MerchantNotFound => ApiError::not_found(detail),
+            E::UnknownStore => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_store", detail),
+            E::StoresRequired => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "store_ids_required", detail),
+            E::OwnerHasEveryStore => ApiError::invalid_body(detail),
             E::PasskeysUnavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", detail),
             E::RegistrationNotFound => ApiError::not_found(detail),
             E::InvalidPasskeyName => ApiError::invalid_body(detail),

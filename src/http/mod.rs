@@ -115,6 +115,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::identity::routes::routes())
         .merge(crate::identity::passkey_routes::routes())
         .merge(crate::identity::operator_routes::routes())
+        .merge(crate::identity::staff_routes::routes())
         .merge(crate::merchants::routes::routes())
         .merge(crate::merchants::till_routes::routes())
         .merge(crate::payments::routes::routes())

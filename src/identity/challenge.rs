@@ -494,20 +494,43 @@ async fn use_up(conn: &mut Conn, id: &ChallengeId) -> Result<(), IdentityError> 
 }
 
 async fn check_totp(conn: &mut Conn, state: &AppState, c: &Row_, code: &str) -> Result<bool, IdentityError> {
-    let (table, owner) = match (&c.user_id, &c.operator_id) {
-        (Some(u), _) => ("users", u.as_str()),
-        (_, Some(o)) => ("operators", o.as_str()),
+    let owner = match (&c.user_id, &c.operator_id) {
+        (Some(u), _) => TotpOwner::User(u.as_str()),
+        (_, Some(o)) => TotpOwner::Operator(o.as_str()),
         _ => return Ok(false),
     };
+    totp_matches(conn, state, owner, code).await
+}
+
+/// Whose authenticator app a code is checked against.
+#[derive(Clone, Copy)]
+pub(super) enum TotpOwner<'a> {
+    User(&'a str),
+    Operator(&'a str),
+    MerchantUser(&'a str),
+}
+
+/// Whether `code` is the owner's current authenticator code, not used before; a match is recorded
+/// in the same transaction, so the same code is never accepted twice.
+pub(super) async fn totp_matches(
+    conn: &mut Conn,
+    state: &AppState,
+    owner: TotpOwner<'_>,
+    code: &str,
+) -> Result<bool, IdentityError> {
+    let (table, owner) = match owner {
+        TotpOwner::User(id) => ("users", id),
+        TotpOwner::Operator(id) => ("operators", id),
+        TotpOwner::MerchantUser(id) => ("merchant_users", id),
+    };
     let sql = sqlx::AssertSqlSafe(format!("SELECT totp_secret, totp_last_step FROM {table} WHERE id = $1"));
-    let row = sqlx::query(sql).bind(owner).fetch_one(&mut *conn).await?;
+    let Some(row) = sqlx::query(sql).bind(owner).fetch_optional(&mut *conn).await? else { return Ok(false) };
     let Some(sealed) = row.try_get::<Option<String>, _>("totp_secret")? else { return Ok(false) };
     let last: i64 = row.try_get("totp_last_step")?;
     let key = state.config.keys.totp_encryption.as_ref().ok_or_else(|| anyhow::anyhow!("no TOTP key"))?;
     let seed = totp::open(key, &sealed).ok_or_else(|| anyhow::anyhow!("a TOTP seed cannot be opened"))?;
     match totp::verify(&seed, code, totp::current_step(), last.max(0) as u64) {
         Some(step) => {
-            // Recorded in the same transaction: the same code is never accepted twice.
             let sql = sqlx::AssertSqlSafe(format!(
                 "UPDATE {table} SET totp_last_step = $1 WHERE id = $2 AND totp_last_step < $1"
             ));

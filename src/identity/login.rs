@@ -191,7 +191,7 @@ async fn second_step(
 /// the (slow) password check, then verifies. Answers the pending count to undo when the password
 /// was right, or `None` when it was wrong (or there is no account: a dummy hash is checked then,
 /// so the timing is the same).
-async fn password_step(
+pub(super) async fn password_step(
     state: &AppState,
     attempt: &throttle::Attempt<'_>,
     stored: Option<&str>,

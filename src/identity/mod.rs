@@ -18,6 +18,8 @@ pub mod recovery;
 pub mod routes;
 pub mod session;
 pub mod signup;
+pub mod staff;
+pub mod staff_routes;
 pub mod totp;
 pub mod webauthn;
 
@@ -129,6 +131,21 @@ pub enum IdentityError {
     /// `422 passkey_rejected`: the browser's answer to a registration does not verify.
     #[error("{0}")]
     PasskeyRejected(webauthn::Rejected),
+    /// `409 email_taken`: a merchant user with this e-mail exists already.
+    #[error("this e-mail address already belongs to a dashboard user")]
+    EmailTaken,
+    /// `404 not_found`.
+    #[error("there is no such merchant")]
+    MerchantNotFound,
+    /// `422 unknown_store`: a store id that is not one of this merchant's stores.
+    #[error("store_ids must name stores of this merchant")]
+    UnknownStore,
+    /// `422 store_ids_required`: a staff member sees only the stores they are given.
+    #[error("give a staff member at least one store in store_ids")]
+    StoresRequired,
+    /// `422 invalid_body`: an owner sees every store.
+    #[error("an owner sees every store: leave store_ids out")]
+    OwnerHasEveryStore,
     /// `403 risk_declined`: the login rules refused a session after a right second factor (not a
     /// final answer: the same login may pass from the usual phone).
     #[error("this sign-in was declined for your protection; try again from your usual phone")]

@@ -49,7 +49,7 @@ pub struct Created {
 }
 
 /// A long random password for an operator (they keep it in a password manager).
-fn random_password() -> String {
+pub(super) fn random_password() -> String {
     let mut bytes = [0u8; 20];
     rand::fill(&mut bytes);
     crate::identity::totp::base32(&bytes).to_lowercase()

@@ -6,6 +6,7 @@
 //! two-step login, is what makes a device "recognised" for that account.
 
 use crate::ids::DeviceTokenId;
+use crate::ids::MerchantUserId;
 use crate::ids::OperatorId;
 use crate::ids::SessionId;
 use crate::ids::UserId;
@@ -45,7 +46,13 @@ impl Default for Timeouts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Subject<'a> {
     User(&'a str),
-    Operator { id: &'a str, role: &'a str },
+    Operator {
+        id: &'a str,
+        role: &'a str,
+    },
+    /// A merchant's owner or staff member at the dashboard (their role and stores are read from
+    /// `merchant_users` on every request, so a change applies at once).
+    Merchant(&'a str),
 }
 
 /// A session just opened: the token is shown to the client once.
@@ -70,13 +77,15 @@ pub async fn open(conn: &mut Conn, new: &NewSession<'_>, timeouts: Timeouts, now
     let id = SessionId::generate();
     let token = new_token();
     let expires_at = now + timeouts.absolute_ms;
-    let (kind, user_id, operator_id, role) = match new.subject {
-        Subject::User(u) => ("user", Some(u), None, None),
-        Subject::Operator { id, role } => ("operator", None, Some(id), Some(role)),
+    let (kind, user_id, operator_id, role, merchant_user) = match new.subject {
+        Subject::User(u) => ("user", Some(u), None, None, None),
+        Subject::Operator { id, role } => ("operator", None, Some(id), Some(role), None),
+        Subject::Merchant(id) => ("merchant", None, None, None, Some(id)),
     };
     sqlx::query(
         "INSERT INTO sessions (id, token_hash, kind, user_id, operator_id, role, device_id, ip, country, created_at, \
-         last_seen_at, expires_at, step_up_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
+         last_seen_at, expires_at, step_up_at, merchant_user_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12, $13)",
     )
     .bind(&id)
     .bind(secret_hash(SESSION, &token))
@@ -90,6 +99,7 @@ pub async fn open(conn: &mut Conn, new: &NewSession<'_>, timeouts: Timeouts, now
     .bind(now)
     .bind(expires_at)
     .bind(if new.step_up { now } else { 0 })
+    .bind(merchant_user)
     .execute(&mut *conn)
     .await?;
     Ok(Opened { id, token, expires_at })
@@ -103,6 +113,7 @@ pub struct Live {
     pub user_id: Option<UserId>,
     pub operator_id: Option<OperatorId>,
     pub role: Option<String>,
+    pub merchant_user_id: Option<MerchantUserId>,
     pub device_id: String,
     pub step_up_at: i64,
     pub expires_at: i64,
@@ -134,6 +145,32 @@ impl Live {
             }),
             _ => None,
         }
+    }
+
+    /// The merchant user this session belongs to; `None` for a shopper's or an operator's.
+    pub fn into_merchant(self) -> Option<MerchantSession> {
+        match (self.kind.as_str(), self.merchant_user_id) {
+            ("merchant", Some(merchant_user_id)) => Some(MerchantSession { session_id: self.id, merchant_user_id }),
+            _ => None,
+        }
+    }
+}
+
+/// A merchant owner's or staff member's live session. Only [`authenticate`] makes one (through
+/// [`Live::into_merchant`]); what the person may see is read afresh by `http::auth::MerchantStaff`.
+#[derive(Debug, Clone)]
+pub struct MerchantSession {
+    session_id: SessionId,
+    merchant_user_id: MerchantUserId,
+}
+
+impl MerchantSession {
+    pub fn session_id(&self) -> &SessionId {
+        &self.session_id
+    }
+
+    pub fn merchant_user_id(&self) -> &MerchantUserId {
+        &self.merchant_user_id
     }
 }
 
@@ -222,8 +259,8 @@ pub async fn authenticate(
         return Ok(None);
     }
     let row = sqlx::query(
-        "SELECT id, kind, user_id, operator_id, role, device_id, step_up_at, expires_at, last_seen_at, revoked_at \
-         FROM sessions WHERE token_hash = $1",
+        "SELECT id, kind, user_id, operator_id, role, merchant_user_id, device_id, step_up_at, expires_at, \
+         last_seen_at, revoked_at FROM sessions WHERE token_hash = $1",
     )
     .bind(secret_hash(SESSION, token))
     .fetch_optional(&mut *conn)
@@ -251,6 +288,7 @@ pub async fn authenticate(
         user_id: r.try_get("user_id")?,
         operator_id: r.try_get("operator_id")?,
         role: r.try_get("role")?,
+        merchant_user_id: r.try_get("merchant_user_id")?,
         device_id: r.try_get("device_id")?,
         step_up_at: r.try_get("step_up_at")?,
         expires_at,

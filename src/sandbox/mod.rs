@@ -22,6 +22,8 @@ use crate::state::AppState;
 use crate::store;
 
 /// Money every demo wallet starts with.
+/// The demo merchant's owner, who logs in to `/merchant`.
+const DEMO_MERCHANT_OWNER: &str = "owner@demo-mart.sandbox.omamori.test";
 const DEMO_WALLET_START_YEN: i64 = 10_000;
 const DEMO_WALLETS: [&str; 2] = ["demo-wallet-1@sandbox.omamori.test", "demo-wallet-2@sandbox.omamori.test"];
 pub(crate) const FUNDING_OWNER: &str = "sandbox";
@@ -34,11 +36,15 @@ pub async fn prepare(state: &AppState, addr: SocketAddr) -> anyhow::Result<()> {
     let operators = demo_operators(state).await?;
     let (merchant_id, store_id, store_qr, terminal_key) = demo_store(state).await?;
     let shopper = demo_shopper(state, funding).await?;
+    let owner = crate::identity::staff::create_or_reset_owner(state, &merchant_id, DEMO_MERCHANT_OWNER).await?;
+    let merchant_owner = json!({"email": owner.email, "password": owner.password, "totp_secret": owner.totp_secret});
     let doc = json!({
         "base_url": format!("http://{addr}"),
         "wallet_url": format!("http://localhost:{}/app", addr.port()),
         "shopper": shopper,
         "operators": operators,
+        "merchant_owner": merchant_owner,
+        "merchant_url": format!("http://localhost:{}/merchant", addr.port()),
         "merchant_id": merchant_id,
         "store_id": store_id,
         "store_qr": store_qr,

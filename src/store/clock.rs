@@ -109,3 +109,10 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
 pub fn rfc3339_ms(ms: i64) -> String {
     rfc3339(from_ms(ms))
 }
+
+/// The calendar date in Asia/Tokyo (UTC+9 all year: Japan has no daylight saving) of instant
+/// `ms`, as `YYYY-MM-DD`.
+pub fn tokyo_date(ms: i64) -> String {
+    let t = from_ms(ms + 9 * 3600 * 1000);
+    format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day())
+}

@@ -15,6 +15,7 @@ mod fuzz;
 mod idempotency;
 mod identity;
 mod ledger;
+mod merchant_staff;
 mod money;
 mod notifications;
 mod openapi;

@@ -18,6 +18,8 @@ const OWNERS: &[(&str, &str)] = &[
     ("recovery_codes", "identity"),
     ("password_resets", "identity"),
     ("operators", "identity"),
+    ("merchant_users", "identity"),
+    ("merchant_user_stores", "identity"),
     ("passkeys", "identity"),
     ("passkey_registrations", "identity"),
     ("cards", "payments"),
