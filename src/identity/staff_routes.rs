@@ -155,8 +155,8 @@ async fn list_staff(State(state): State<AppState>, who: MerchantStaff) -> Result
 
 /// Creates a merchant's owner (or staff member) on its behalf (operator role); the password and
 /// authenticator seed are shown once.
-#[utoipa::path(post, path = "/v1/admin/merchants/{id}/users", tag = "operator", request_body = StaffBody,
-    params(("id" = MerchantId, Path, description = "The merchant")), security(("bearer" = [])), responses(
+#[utoipa::path(post, path = "/v1/admin/merchants/{merchant_id}/users", tag = "operator", request_body = StaffBody,
+    params(("merchant_id" = MerchantId, Path, description = "The merchant")), security(("bearer" = [])), responses(
     (status = 201, body = Created, description = "Created: hand the password and the seed over in person"),
     AuthErrors, JsonBodyErrors, NotFound404,
     (status = 409, description = "`email_taken`: the e-mail is a dashboard user's already", body = Problem, content_type = "application/problem+json"),

@@ -92,6 +92,19 @@ def totp(secret, at=None):
     return "%06d" % ((struct.unpack(">I", mac[off:off + 4])[0] & 0x7FFFFFFF) % 1_000_000)
 
 
+AXE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vendor", "axe-4.14.1.min.js")
+
+
+def axe_violations(page, where):
+    """axe-core's serious and critical violations on the page as it is now (evaluated through the
+    DevTools protocol, so the page's CSP is untouched), as readable lines."""
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.evaluate(open(AXE, encoding="utf-8").read())
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    bad = [v for v in result["violations"] if v.get("impact") in ("serious", "critical")]
+    return [f"{where}: {v['id']} ({v['impact']}) on {[n['target'] for n in v['nodes']][:3]}" for v in bad]
+
+
 # ---------------------------------------------------------------------------------------------
 # The browser.
 
