@@ -128,6 +128,6 @@ mod tests {
         assert!(matches!(check(&[item("", 1, 500)], 500), Err(BasketError::Invalid(_))));
         assert!(matches!(check(&[item("a", 0, 500)], 0), Err(BasketError::Invalid(_))));
         assert!(matches!(check(&vec![item("a", 1, 1); 101], 101), Err(BasketError::Invalid(_))));
-        assert!(matches!(check(&[item("a", i64::MAX, 2)], 1), Err(BasketError::Mismatch { .. })));
+        assert!(matches!(check(&[item("a", 2, i64::MAX)], 1), Err(BasketError::Mismatch { .. })));
     }
 }
