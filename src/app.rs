@@ -265,10 +265,11 @@ fn load_or_generate_keys(config: &mut Config) -> anyhow::Result<()> {
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
     let mut changed = false;
-    let slots: [(&str, &mut Option<KeyRing>); 3] = [
+    let slots: [(&str, &mut Option<KeyRing>); 4] = [
         ("card_fingerprint_key", &mut config.keys.card_fingerprint),
         ("totp_encryption_key", &mut config.keys.totp_encryption),
         ("webhook_signing_key", &mut config.keys.webhook_signing),
+        ("analytics_key", &mut config.keys.analytics),
     ];
     for (name, slot) in slots {
         if slot.is_some() {

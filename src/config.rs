@@ -50,6 +50,8 @@ pub const SETTINGS: &[&str] = &[
     "card_fingerprint_key",
     "totp_encryption_key",
     "webhook_signing_key",
+    "analytics_key",
+    "analytics_min_customers",
     "smtp_url",
     "smtp_from",
     "sms_gateway_url",
@@ -71,7 +73,8 @@ pub const SETTINGS: &[&str] = &[
 
 /// The keys of ARCHITECTURE section 14. Production refuses to start without them; other
 /// environments generate missing ones into the data directory.
-pub const KEY_SETTINGS: &[&str] = &["card_fingerprint_key", "totp_encryption_key", "webhook_signing_key"];
+pub const KEY_SETTINGS: &[&str] =
+    &["card_fingerprint_key", "totp_encryption_key", "webhook_signing_key", "analytics_key"];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
@@ -192,6 +195,8 @@ pub struct Keys {
     pub card_fingerprint: Option<KeyRing>,
     pub totp_encryption: Option<KeyRing>,
     pub webhook_signing: Option<KeyRing>,
+    /// Keys the `customer_ref` pseudonyms (HMAC-SHA256 of merchant and user); the newest is used.
+    pub analytics: Option<KeyRing>,
 }
 
 #[derive(Debug, Clone)]
@@ -245,6 +250,8 @@ pub struct Config {
     pub password_hash_concurrency: u32,
     /// Omamori's provider prefix at the start of every payment code (2 to 6 digits).
     pub payment_code_prefix: String,
+    /// Analytics figures resting on fewer distinct customers are `null` (default 5).
+    pub analytics_min_customers: u32,
     pub keys: Keys,
     pub notify: NotifyConfig,
     /// The secret the card processor signs its chargeback reports with (none: the route is off).
@@ -413,6 +420,7 @@ impl Default for Config {
             containment_policy: vec![("card_declines".to_string(), crate::ids::SwitchName::CardLinking)],
             password_hash_concurrency: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2),
             payment_code_prefix: "4649".to_string(),
+            analytics_min_customers: 5,
             keys: Keys::default(),
             notify: NotifyConfig::default(),
             processor_webhook_secret: None,
@@ -545,6 +553,7 @@ impl Config {
             ("card_fingerprint_key", self.keys.card_fingerprint.is_some()),
             ("totp_encryption_key", self.keys.totp_encryption.is_some()),
             ("webhook_signing_key", self.keys.webhook_signing.is_some()),
+            ("analytics_key", self.keys.analytics.is_some()),
         ] {
             if !present {
                 return Err(ConfigError(format!(
@@ -787,6 +796,7 @@ fn set_limits(config: &mut Config, setting: &str, value: &str) -> Result<bool, S
         "throttle_address_failures" => config.throttle_address_failures = number(value, 1, 100_000)?,
         "throttle_subnet_failures" => config.throttle_subnet_failures = number(value, 1, 1_000_000)?,
         "password_hash_concurrency" => config.password_hash_concurrency = number(value, 1, 256)?,
+        "analytics_min_customers" => config.analytics_min_customers = number(value, 1, 1_000_000)?,
         "payment_code_prefix" => {
             validate_code_prefix(value)?;
             config.payment_code_prefix = value.to_string();
@@ -837,6 +847,7 @@ fn set_secrets(config: &mut Config, setting: &str, value: &str) -> Result<bool, 
         "card_fingerprint_key" => config.keys.card_fingerprint = Some(KeyRing::parse(value)?),
         "totp_encryption_key" => config.keys.totp_encryption = Some(KeyRing::parse(value)?),
         "webhook_signing_key" => config.keys.webhook_signing = Some(KeyRing::parse(value)?),
+        "analytics_key" => config.keys.analytics = Some(KeyRing::parse(value)?),
         "processor_webhook_secret" => {
             if value.len() < 16 {
                 return Err("must be at least 16 characters".into());
@@ -1089,12 +1100,13 @@ mod tests {
         assert!(err.0.contains("OMAMORI_SANDBOX") && err.0.contains("refuses sandbox"), "{err}");
         let err = Config::load_from(None, env(&[("OMAMORI_ENVIRONMENT", "production")])).unwrap_err();
         assert!(err.0.contains("OMAMORI_CARD_FINGERPRINT_KEY"), "{err}");
-        let (k1, k2, k3) = (key(), key(), key());
+        let (k1, k2, k3, k4) = (key(), key(), key(), key());
         let mut vars = vec![
             ("OMAMORI_ENVIRONMENT", "production"),
             ("OMAMORI_CARD_FINGERPRINT_KEY", k1.as_str()),
             ("OMAMORI_TOTP_ENCRYPTION_KEY", k2.as_str()),
             ("OMAMORI_WEBHOOK_SIGNING_KEY", k3.as_str()),
+            ("OMAMORI_ANALYTICS_KEY", k4.as_str()),
         ];
         let err = Config::load_from(None, env(&vars)).unwrap_err();
         assert!(err.0.contains("OMAMORI_SMTP_URL") && err.0.contains("notification channels"), "{err}");
@@ -1130,12 +1142,13 @@ mod tests {
 
     #[test]
     fn production_demands_verified_tls_to_postgres() {
-        let (k1, k2, k3) = (key(), key(), key());
+        let (k1, k2, k3, k4) = (key(), key(), key(), key());
         let base = vec![
             ("OMAMORI_ENVIRONMENT", "production"),
             ("OMAMORI_CARD_FINGERPRINT_KEY", k1.as_str()),
             ("OMAMORI_TOTP_ENCRYPTION_KEY", k2.as_str()),
             ("OMAMORI_WEBHOOK_SIGNING_KEY", k3.as_str()),
+            ("OMAMORI_ANALYTICS_KEY", k4.as_str()),
             ("OMAMORI_SMTP_URL", "smtps://mail.example.jp"),
             ("OMAMORI_SMS_GATEWAY_URL", "https://sms.example.jp/send"),
             ("OMAMORI_PROCESSOR", "stripe"),

@@ -148,6 +148,8 @@ pub const PROBLEM_CODES: &[&str] = &[
     "passkey_rejected",
     "payment_reversed",
     "refund_exceeds_payment",
+    "invalid_items",
+    "items_mismatch",
     "reversal_window_closed",
     "risk_declined",
     "rule_exists",

@@ -5,6 +5,7 @@
 //! and terminals. A terminal key is 256 random bits shown once, stored as a hash, scoped to its
 //! store, and revocable.
 
+pub mod analytics;
 pub mod qr;
 pub mod routes;
 pub mod till_routes;

@@ -1,6 +1,7 @@
 //! Payments: cards and the processor port, top-ups, payment codes, POS charges, refunds,
 //! reversals, store-QR payments, limits and history (ARCHITECTURE sections 5 and 6).
 
+pub mod baskets;
 pub mod cards;
 pub mod chargeback_routes;
 pub mod code;

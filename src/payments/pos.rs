@@ -136,6 +136,10 @@ pub struct Charge<'a> {
     pub amount: Yen,
     pub order_ref: Option<&'a str>,
     pub idem_key: Option<&'a str>,
+    /// The basket (checked already), empty when the till sent none.
+    pub items: &'a [super::baskets::Item],
+    /// The key of the `customer_ref` pseudonyms.
+    pub analytics_key: &'a [u8],
 }
 
 /// What a payment reads of its payer, once, under the wallet's lock: identity's profile (the user,
@@ -197,9 +201,10 @@ pub async fn pay(conn: &mut Conn, c: &Charge<'_>, facts: &PayerFacts, now: i64) 
     );
     let posted = ledger::post(conn, &entry, now).await?;
     let source = if c.code_hash.is_some() { "code" } else { "store_qr" };
+    let customer_ref = merchants::analytics::customer_ref(c.analytics_key, &c.store.merchant_id, &user.id);
     sqlx::query(
         "INSERT INTO payments (id, user_id, merchant_id, store_id, terminal_id, code_hash, source, amount, currency, status, \
-         order_ref, idem_key, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'JPY', 'succeeded', $9, $10, $11)",
+         order_ref, idem_key, created_at, customer_ref) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'JPY', 'succeeded', $9, $10, $11, $12)",
     )
     .bind(&payment_id)
     .bind(&user.id)
@@ -212,8 +217,10 @@ pub async fn pay(conn: &mut Conn, c: &Charge<'_>, facts: &PayerFacts, now: i64) 
     .bind(c.order_ref)
     .bind(c.idem_key)
     .bind(now)
+    .bind(&customer_ref)
     .execute(&mut *conn)
     .await?;
+    super::baskets::insert(conn, &payment_id, c.items).await?;
     let balance = posted.balance_of(AccountId(user.wallet_account_id)).unwrap_or_default();
     let event = json!({
         "payment_id": payment_id, "store_id": c.store.id, "terminal_id": c.terminal_id, "amount": c.amount.0,
@@ -273,6 +280,8 @@ pub struct CodeCharge<'a> {
     pub amount: Yen,
     pub order_ref: Option<&'a str>,
     pub idem_key: &'a str,
+    pub items: &'a [super::baskets::Item],
+    pub analytics_key: &'a [u8],
 }
 
 /// `POST /v1/pos/payments`, inside the idempotent transaction: redeems the code, then authorises
@@ -303,6 +312,8 @@ pub async fn charge_code(conn: &mut Conn, c: &CodeCharge<'_>, now: i64) -> Resul
         amount: c.amount,
         order_ref: c.order_ref,
         idem_key: Some(c.idem_key),
+        items: c.items,
+        analytics_key: c.analytics_key,
     };
     let payment_id = pay(conn, &charge, &facts, now).await?;
     Ok(Charged::Paid(Paid {
@@ -349,6 +360,7 @@ pub struct StorePayment<'a> {
     pub store_qr: &'a str,
     pub amount: Yen,
     pub idem_key: &'a str,
+    pub analytics_key: &'a [u8],
 }
 
 /// A store-QR payment that went through, with whom it paid.
@@ -399,6 +411,8 @@ pub async fn pay_store_qr(
         amount: p.amount,
         order_ref: None,
         idem_key: Some(p.idem_key),
+        items: &[],
+        analytics_key: p.analytics_key,
     };
     let payment_id = pay(conn, &charge, &facts, now).await?;
     let merchant = Payee {

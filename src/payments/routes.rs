@@ -398,6 +398,7 @@ async fn pay_store_qr(
                 store_qr: input.store_qr.trim(),
                 amount: amount(&state, &input.amount)?,
                 idem_key: &key_text,
+                analytics_key: analytics_key(&state)?,
             };
             charged(pos::pay_store_qr(conn, &payment, state.clock.now_ms()).await?)
         })
@@ -623,6 +624,31 @@ struct PosChargeBody {
     #[schema(value_type = i64)]
     amount: Value,
     order_ref: Option<String>,
+    /// The basket: Σ quantity × unit_amount must equal `amount` (`422 items_mismatch`).
+    items: Option<Vec<crate::payments::baskets::Item>>,
+}
+
+/// The configured `customer_ref` key (generated outside production, demanded in production).
+fn analytics_key(state: &AppState) -> Result<&[u8], ApiError> {
+    let ring = state.config.keys.analytics.as_ref();
+    ring.map(|k| k.bytes.expose().as_slice())
+        .ok_or_else(|| ApiError::from(anyhow::anyhow!("no analytics key configured")))
+}
+
+/// Checks a till's basket against the amount.
+fn check_items(items: &[crate::payments::baskets::Item], amount: i64) -> Result<(), ApiError> {
+    use crate::payments::baskets::{BasketError, check};
+    match check(items, amount) {
+        Ok(()) => Ok(()),
+        Err(BasketError::Invalid(detail)) => {
+            Err(ApiError::new(axum::http::StatusCode::UNPROCESSABLE_ENTITY, "invalid_items", detail))
+        }
+        Err(BasketError::Mismatch { .. }) => Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "items_mismatch",
+            "the items' quantity × unit_amount do not add up to amount",
+        )),
+    }
 }
 
 /// Charges a shopper's payment code (terminal key; needs `Idempotency-Key`).
@@ -634,7 +660,7 @@ struct PosChargeBody {
     (status = 403, description = "`forbidden`: not a terminal's key; `switch_engaged`; `account_frozen`", body = Problem, content_type = "application/problem+json"),
     (status = 409, description = "`idempotency_conflict`: the key was used with another body; `idempotency_in_progress`: the first request with this key is still running; `payment_reversed`: the terminal reversed this charge", body = Problem, content_type = "application/problem+json"),
     (status = 410, description = "`code_expired`: the code was used, replaced or has expired", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "`code_invalid`: no such code (counted against the terminal); `invalid_amount`; `invalid_body`", body = Problem, content_type = "application/problem+json")))]
+    (status = 422, description = "`code_invalid`: no such code (counted against the terminal); `invalid_amount`; `invalid_body`; `invalid_items`: a bad basket line (`detail` names it); `items_mismatch`: the items do not add up to `amount`", body = Problem, content_type = "application/problem+json")))]
 async fn pos_charge(
     State(state): State<AppState>,
     t: TerminalAuth,
@@ -663,6 +689,8 @@ async fn pos_charge(
             if input.order_ref.as_ref().is_some_and(|r| r.chars().count() > 100) {
                 return Err(ApiError::invalid_body("order_ref is at most 100 characters"));
             }
+            let items = input.items.as_deref().unwrap_or_default();
+            check_items(items, amount.0)?;
             let charge = pos::CodeCharge {
                 db: &state.db,
                 prefix: &state.config.payment_code_prefix,
@@ -671,6 +699,8 @@ async fn pos_charge(
                 amount,
                 order_ref: input.order_ref.as_deref(),
                 idem_key: &key_text,
+                items,
+                analytics_key: analytics_key(&state)?,
             };
             match pos::charge_code(conn, &charge, now).await {
                 Err(crate::payments::PaymentsError::CodeInvalid) => {

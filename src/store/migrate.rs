@@ -78,6 +78,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0011_merchant_staff.sql"),
         postgres: include_str!("../../migrations/postgres/0011_merchant_staff.sql"),
     },
+    Migration {
+        version: 12,
+        name: "baskets",
+        sqlite: include_str!("../../migrations/sqlite/0012_baskets.sql"),
+        postgres: include_str!("../../migrations/postgres/0012_baskets.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

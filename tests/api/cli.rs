@@ -59,6 +59,7 @@ fn production_refuses_sandbox_and_starts_only_with_its_keys() {
         .env("OMAMORI_CARD_FINGERPRINT_KEY", &key)
         .env("OMAMORI_TOTP_ENCRYPTION_KEY", &key)
         .env("OMAMORI_WEBHOOK_SIGNING_KEY", &key)
+        .env("OMAMORI_ANALYTICS_KEY", &key)
         .env("OMAMORI_SMTP_URL", "smtps://127.0.0.1:465")
         .env("OMAMORI_SMS_GATEWAY_URL", "https://sms.example.jp/send")
         .env("OMAMORI_PROCESSOR", "stripe")
@@ -75,6 +76,7 @@ fn production_refuses_sandbox_and_starts_only_with_its_keys() {
         .env("OMAMORI_CARD_FINGERPRINT_KEY", &key)
         .env("OMAMORI_TOTP_ENCRYPTION_KEY", &key)
         .env("OMAMORI_WEBHOOK_SIGNING_KEY", &key)
+        .env("OMAMORI_ANALYTICS_KEY", &key)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -89,6 +91,7 @@ fn production_refuses_sandbox_and_starts_only_with_its_keys() {
         .env("OMAMORI_CARD_FINGERPRINT_KEY", &key)
         .env("OMAMORI_TOTP_ENCRYPTION_KEY", &key)
         .env("OMAMORI_WEBHOOK_SIGNING_KEY", &key)
+        .env("OMAMORI_ANALYTICS_KEY", &key)
         .env("OMAMORI_SMTP_URL", "smtps://127.0.0.1:465")
         .env("OMAMORI_SMS_GATEWAY_URL", "https://sms.example.jp/send")
         .output()
@@ -185,7 +188,9 @@ fn migrate_creates_the_schema_once() {
     let dir = TempDir::new();
     let out = omamori(&dir).arg("migrate").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]")
+    );
     let out = omamori(&dir).arg("migrate").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"));
@@ -200,7 +205,7 @@ fn migrate_on_postgres() {
     let dir = TempDir::new();
     let db = rt.block_on(TestDatabase::create(Backend::Postgres, &dir)).unwrap();
     let _ = admin;
-    for expected in ["applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]", "up to date"] {
+    for expected in ["applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]", "up to date"] {
         let out = omamori(&dir).arg("migrate").env("OMAMORI_DATABASE_URL", &db.url).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains(expected));

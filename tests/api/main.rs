@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod analytics;
 mod architecture;
 mod attacks;
 mod bad_input;

@@ -28,6 +28,8 @@ const OWNERS: &[(&str, &str)] = &[
     ("payment_codes", "payments"),
     ("payments", "payments"),
     ("refunds", "payments"),
+    ("payment_items", "payments"),
+    ("refund_items", "payments"),
     ("wallet_limits", "payments"),
     ("corrections", "payments"),
     ("processor_events", "payments"),
