@@ -7,6 +7,7 @@
 
 pub mod qr;
 pub mod routes;
+pub mod settlement;
 pub mod till_routes;
 
 pub mod webhooks;
