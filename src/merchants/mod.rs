@@ -8,6 +8,7 @@
 pub mod qr;
 pub mod routes;
 pub mod settlement;
+pub mod zengin;
 pub mod till_routes;
 
 pub mod webhooks;

@@ -6,7 +6,7 @@
 use serde::Serialize;
 use sqlx::Row;
 
-use crate::ids::MerchantId;
+use crate::ids::{MerchantId, SettlementId, StoreId};
 use crate::ledger::{self, AccountId, AccountKind, EntryKind, NewEntry, Posting};
 use crate::money::{Currency, Yen};
 use crate::store::{self, Conn, Db};
@@ -65,7 +65,7 @@ pub fn day_bounds(date: &str) -> Option<(i64, i64)> {
 pub struct Line {
     pub kind: String,
     pub id: String,
-    pub store_id: String,
+    pub store_id: StoreId,
     pub amount: i64,
     pub created_at: i64,
 }
@@ -123,7 +123,7 @@ pub struct DayReport {
     pub date: String,
     /// False when the day was already closed (nothing changed).
     pub closed_now: bool,
-    pub settlements: Vec<(MerchantId, String, Figures)>,
+    pub settlements: Vec<(MerchantId, SettlementId, Figures)>,
 }
 
 async fn system_account(conn: &mut Conn, kind: AccountKind, owner: &str, now: i64) -> Result<AccountId, sqlx::Error> {
@@ -236,19 +236,19 @@ async fn settle_merchant(
     conn: &mut Conn,
     m: &MerchantRow,
     ctx: &CloseCtx<'_>,
-) -> Result<Option<(String, Figures)>, SettleError> {
+) -> Result<Option<(SettlementId, Figures)>, SettleError> {
     let lines = unsettled_lines(conn, &m.id, ctx.end).await?;
     let carried = carried_over(conn, &m.id).await?;
     if lines.is_empty() && carried == 0 {
         return Ok(None);
     }
     let figures = Figures::of(&lines, m.fee_bps, carried);
-    let id = format!("stl_{}", uuid::Uuid::now_v7().simple());
+    let id = SettlementId::generate();
     let postings = figures.postings(m.account, ctx.fees, ctx.clearing);
     let entry = if postings.is_empty() {
         None
     } else {
-        let e = NewEntry { kind: EntryKind::Settlement, reference: id.clone(), currency: Currency::Jpy, postings };
+        let e = NewEntry { kind: EntryKind::Settlement, reference: id.as_str().to_string(), currency: Currency::Jpy, postings };
         Some(ledger::post(conn, &e, ctx.now).await?.entry.0)
     };
     sqlx::query(
