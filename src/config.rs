@@ -67,6 +67,7 @@ pub const SETTINGS: &[&str] = &[
     "stripe_js_url",
     "stripe_webhook_secret",
     "stripe_timeout_ms",
+    "payout_originator",
 ];
 
 /// The keys of ARCHITECTURE section 14. Production refuses to start without them; other
@@ -208,6 +209,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub sandbox: bool,
     pub environment: Environment,
+    /// The Zengin originator (`OMAMORI_PAYOUT_ORIGINATOR`):
+    /// `company_code,name_kana,bank_code,branch_code,account_type,account_number`; production
+    /// requires it, the sandbox uses a demo one.
+    pub payout_originator: Option<String>,
     /// How long a stopping server keeps serving with `/readyz` at 503 before it stops accepting.
     pub shutdown_drain_secs: u32,
     /// A second listener that serves only `/metrics`.
@@ -389,6 +394,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./omamori-data"),
             sandbox: false,
             environment: Environment::Development,
+            payout_originator: None,
             shutdown_drain_secs: 0,
             metrics_listen: None,
             metrics_token: None,
@@ -554,6 +560,13 @@ impl Config {
             }
         }
         self.check_database_tls(raw)?;
+        if self.payout_originator.is_none() {
+            return Err(ConfigError(
+                "missing setting OMAMORI_PAYOUT_ORIGINATOR: production requires the Zengin originator \
+                 (company_code,name_kana,bank_code,branch_code,account_type,account_number)"
+                    .into(),
+            ));
+        }
         self.notify.check_production()?;
         if self.processor_kind() != Some(ProcessorKind::Stripe) || self.stripe.webhook_secret.is_none() {
             return Err(ConfigError(
@@ -676,6 +689,12 @@ fn set_service(config: &mut Config, setting: &str, value: &str) -> Result<bool, 
         }
         "database_allow_unverified_tls" => config.database_allow_unverified_tls = parse_bool(value)?,
         "sandbox" => config.sandbox = parse_bool(value)?,
+        "payout_originator" => {
+            if value.split(',').count() != 6 {
+                return Err("expected company_code,name_kana,bank_code,branch_code,account_type,account_number".into());
+            }
+            config.payout_originator = Some(value.to_string());
+        }
         "shutdown_drain_secs" => config.shutdown_drain_secs = number(value, 0, 300)?,
         "metrics_listen" => {
             config.metrics_listen = Some(value.parse().map_err(|_| "expected HOST:PORT, for example 127.0.0.1:9100")?)

@@ -7,7 +7,9 @@
 
 pub mod qr;
 pub mod routes;
+pub mod payouts;
 pub mod settlement;
+pub mod settlement_routes;
 pub mod zengin;
 pub mod till_routes;
 

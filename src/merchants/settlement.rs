@@ -393,3 +393,83 @@ async fn entry_amounts(conn: &mut Conn, entry: Option<i64>) -> Result<(i64, i64)
     }
     Ok((fee, paid))
 }
+
+/// A settlement as a merchant reads it.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Settlement {
+    pub settlement_id: SettlementId,
+    /// The Asia/Tokyo day it closed.
+    pub date: String,
+    pub payments: i64,
+    pub gross: i64,
+    pub refunds: i64,
+    pub fee: i64,
+    pub net: i64,
+    pub carried_over: i64,
+    /// `closed`, `carried` (a negative net, carried to the next day) or `paid`.
+    pub status: String,
+    /// Every payment and refund (with one settlement; absent in a list).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lines: Option<Vec<Line>>,
+}
+
+const SETTLEMENT_COLUMNS: &str = "id, date, payments, gross, refunds, fee, net, carried_over, status";
+
+fn settlement_from_row(r: &sqlx::any::AnyRow) -> Result<Settlement, sqlx::Error> {
+    Ok(Settlement {
+        settlement_id: SettlementId::from_raw(r.try_get::<String, _>("id")?),
+        date: r.try_get("date")?,
+        payments: r.try_get("payments")?,
+        gross: r.try_get("gross")?,
+        refunds: r.try_get("refunds")?,
+        fee: r.try_get("fee")?,
+        net: r.try_get("net")?,
+        carried_over: r.try_get("carried_over")?,
+        status: r.try_get("status")?,
+        lines: None,
+    })
+}
+
+/// The merchant's settlements, newest first.
+pub async fn list(db: &Db, merchant: &MerchantId) -> Result<Vec<Settlement>, sqlx::Error> {
+    let sql = format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE merchant_id = $1 ORDER BY date DESC, id DESC");
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(merchant).fetch_all(db.pool()).await?;
+    rows.iter().map(settlement_from_row).collect()
+}
+
+/// One settlement of the merchant, with its lines; `None` for another merchant's or an unknown id.
+pub async fn get(db: &Db, merchant: &MerchantId, id: &SettlementId) -> Result<Option<Settlement>, sqlx::Error> {
+    let sql = format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = $1 AND merchant_id = $2");
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(merchant).fetch_optional(db.pool()).await? else {
+        return Ok(None);
+    };
+    let mut s = settlement_from_row(&row)?;
+    let rows = sqlx::query(
+        "SELECT kind, item_id AS id, store_id, amount, created_at FROM settlement_lines WHERE settlement_id = $1 ORDER BY created_at, item_id",
+    )
+    .bind(id)
+    .fetch_all(db.pool())
+    .await?;
+    s.lines = Some(rows.iter().map(line_from_row).collect::<Result<_, _>>()?);
+    Ok(Some(s))
+}
+
+/// A settlement as CSV: a summary row, then one row per line.
+pub fn csv(s: &Settlement) -> String {
+    let mut out = String::from("settlement_id,date,payments,gross,refunds,fee,carried_over,net,status\n");
+    out.push_str(&format!(
+        "{},{},{},{},{},{},{},{},{}\n\nkind,id,store_id,amount,created_at\n",
+        s.settlement_id, s.date, s.payments, s.gross, s.refunds, s.fee, s.carried_over, s.net, s.status
+    ));
+    for l in s.lines.iter().flatten() {
+        out.push_str(&format!(
+            "{},{},{},{},{}\n",
+            l.kind,
+            l.id,
+            l.store_id,
+            l.amount,
+            crate::store::clock::rfc3339_ms(l.created_at)
+        ));
+    }
+    out
+}
