@@ -560,18 +560,18 @@ impl Config {
             }
         }
         self.check_database_tls(raw)?;
-        if self.payout_originator.is_none() {
-            return Err(ConfigError(
-                "missing setting OMAMORI_PAYOUT_ORIGINATOR: production requires the Zengin originator \
-                 (company_code,name_kana,bank_code,branch_code,account_type,account_number)"
-                    .into(),
-            ));
-        }
         self.notify.check_production()?;
         if self.processor_kind() != Some(ProcessorKind::Stripe) || self.stripe.webhook_secret.is_none() {
             return Err(ConfigError(
                 "missing setting OMAMORI_PROCESSOR: production requires a card processor \
                  (OMAMORI_PROCESSOR=stripe with OMAMORI_STRIPE_SECRET_KEY and OMAMORI_STRIPE_WEBHOOK_SECRET)"
+                    .into(),
+            ));
+        }
+        if self.payout_originator.is_none() {
+            return Err(ConfigError(
+                "missing setting OMAMORI_PAYOUT_ORIGINATOR: production requires the Zengin originator \
+                 (company_code,name_kana,bank_code,branch_code,account_type,account_number)"
                     .into(),
             ));
         }
@@ -1140,6 +1140,8 @@ mod tests {
         vars.push(("OMAMORI_STRIPE_SECRET_KEY", "sk_live_s3cretkey"));
         assert!(Config::load_from(None, env(&vars)).unwrap_err().0.contains("OMAMORI_STRIPE_WEBHOOK_SECRET"));
         vars.push(("OMAMORI_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef"));
+        assert!(Config::load_from(None, env(&vars)).unwrap_err().0.contains("OMAMORI_PAYOUT_ORIGINATOR"));
+        vars.push(("OMAMORI_PAYOUT_ORIGINATOR", "1234567890,ｵﾏﾓﾘ(ｶ,0001,001,1,1234567"));
         let c = Config::load_from(None, env(&vars)).unwrap();
         assert!(!format!("{:?}", c.stripe).contains("s3cret"), "the Stripe key must not print");
         assert_eq!(c.environment, Environment::Production);
@@ -1160,6 +1162,7 @@ mod tests {
             ("OMAMORI_PROCESSOR", "stripe"),
             ("OMAMORI_STRIPE_SECRET_KEY", "sk_live_0123456789"),
             ("OMAMORI_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef"),
+            ("OMAMORI_PAYOUT_ORIGINATOR", "1234567890,ｵﾏﾓﾘ(ｶ,0001,001,1,1234567"),
         ];
         let with = |url: &str, allow: Option<&str>| {
             let mut vars = base.clone();

@@ -5,13 +5,13 @@
 //! and terminals. A terminal key is 256 random bits shown once, stored as a hash, scoped to its
 //! store, and revocable.
 
+pub mod payouts;
 pub mod qr;
 pub mod routes;
-pub mod payouts;
 pub mod settlement;
 pub mod settlement_routes;
-pub mod zengin;
 pub mod till_routes;
+pub mod zengin;
 
 pub mod webhooks;
 

@@ -212,7 +212,9 @@ pub async fn confirm(db: &Db, date: &str, by: &str, reason: &str, now: i64) -> R
             Some(r) if r.try_get::<Option<i64>, _>("confirmed_at")?.is_some() => {
                 Confirmation { date: date.into(), confirmed: true, paid: 0 }
             }
-            Some(r) if r.try_get::<String, _>("requested_by")? == by => return Err(PayoutError::SecondOperatorRequired),
+            Some(r) if r.try_get::<String, _>("requested_by")? == by => {
+                return Err(PayoutError::SecondOperatorRequired);
+            }
             Some(_) => mark_paid(&mut tx, date, by, reason, now).await?,
         };
         tx.commit().await?;

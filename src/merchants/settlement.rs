@@ -153,7 +153,8 @@ pub async fn settle_day(db: &Db, date: &str, now_ms: i64) -> Result<DayReport, S
         }
         let fees = system_account(&mut tx, AccountKind::Fees, FEE_REVENUE_OWNER, now_ms).await?;
         let clearing = system_account(&mut tx, AccountKind::FundingClearing, PAYOUTS_OWNER, now_ms).await?;
-        let merchants = sqlx::query("SELECT id, account_id, fee_bps FROM merchants ORDER BY id").fetch_all(&mut *tx).await?;
+        let merchants =
+            sqlx::query("SELECT id, account_id, fee_bps FROM merchants ORDER BY id").fetch_all(&mut *tx).await?;
         let mut settlements = Vec::new();
         for m in merchants {
             let merchant = MerchantRow {
@@ -222,10 +223,12 @@ fn line_from_row(r: &sqlx::any::AnyRow) -> Result<Line, sqlx::Error> {
 
 /// The negative net of the merchant's newest settlement, when it was carried.
 pub async fn carried_over(conn: &mut Conn, merchant: &MerchantId) -> Result<i64, sqlx::Error> {
-    let row = sqlx::query("SELECT net, status FROM settlements WHERE merchant_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1")
-        .bind(merchant)
-        .fetch_optional(&mut *conn)
-        .await?;
+    let row = sqlx::query(
+        "SELECT net, status FROM settlements WHERE merchant_id = $1 ORDER BY created_at DESC, id DESC LIMIT 1",
+    )
+    .bind(merchant)
+    .fetch_optional(&mut *conn)
+    .await?;
     Ok(match row {
         Some(r) if r.try_get::<String, _>("status")? == "carried" => r.try_get("net")?,
         _ => 0,
@@ -248,7 +251,12 @@ async fn settle_merchant(
     let entry = if postings.is_empty() {
         None
     } else {
-        let e = NewEntry { kind: EntryKind::Settlement, reference: id.as_str().to_string(), currency: Currency::Jpy, postings };
+        let e = NewEntry {
+            kind: EntryKind::Settlement,
+            reference: id.as_str().to_string(),
+            currency: Currency::Jpy,
+            postings,
+        };
         Some(ledger::post(conn, &e, ctx.now).await?.entry.0)
     };
     sqlx::query(
@@ -287,8 +295,7 @@ async fn settle_merchant(
 /// Closes every ended day not yet closed, from the day after the newest closed one (or the day of
 /// the oldest unsettled payment or refund) up to yesterday by `now_ms`. Returns the days closed.
 pub async fn close_ended_days(db: &Db, now_ms: i64) -> Result<Vec<String>, SettleError> {
-    let last: Option<String> =
-        sqlx::query_scalar("SELECT MAX(date) FROM settlement_days").fetch_one(db.pool()).await?;
+    let last: Option<String> = sqlx::query_scalar("SELECT MAX(date) FROM settlement_days").fetch_one(db.pool()).await?;
     let mut start = match last.as_deref().and_then(day_bounds) {
         Some((_, end)) => end,
         None => {
@@ -432,7 +439,8 @@ fn settlement_from_row(r: &sqlx::any::AnyRow) -> Result<Settlement, sqlx::Error>
 
 /// The merchant's settlements, newest first.
 pub async fn list(db: &Db, merchant: &MerchantId) -> Result<Vec<Settlement>, sqlx::Error> {
-    let sql = format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE merchant_id = $1 ORDER BY date DESC, id DESC");
+    let sql =
+        format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE merchant_id = $1 ORDER BY date DESC, id DESC");
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(merchant).fetch_all(db.pool()).await?;
     rows.iter().map(settlement_from_row).collect()
 }
@@ -440,7 +448,8 @@ pub async fn list(db: &Db, merchant: &MerchantId) -> Result<Vec<Settlement>, sql
 /// One settlement of the merchant, with its lines; `None` for another merchant's or an unknown id.
 pub async fn get(db: &Db, merchant: &MerchantId, id: &SettlementId) -> Result<Option<Settlement>, sqlx::Error> {
     let sql = format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = $1 AND merchant_id = $2");
-    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(merchant).fetch_optional(db.pool()).await? else {
+    let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).bind(merchant).fetch_optional(db.pool()).await?
+    else {
         return Ok(None);
     };
     let mut s = settlement_from_row(&row)?;

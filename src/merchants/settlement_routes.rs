@@ -53,9 +53,9 @@ async fn set_fee(
 
 fn originator(state: &AppState) -> Result<Originator, ApiError> {
     let configured = state.config.payout_originator.as_deref();
-    let value = configured.or(state.config.sandbox.then_some(DEMO_ORIGINATOR)).ok_or_else(|| {
-        ApiError::internal(anyhow::anyhow!("OMAMORI_PAYOUT_ORIGINATOR is not configured"))
-    })?;
+    let value = configured
+        .or(state.config.sandbox.then_some(DEMO_ORIGINATOR))
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("OMAMORI_PAYOUT_ORIGINATOR is not configured")))?;
     Originator::parse(value).map_err(|e| ApiError::internal(anyhow::anyhow!("OMAMORI_PAYOUT_ORIGINATOR: {e}")))
 }
 
@@ -76,7 +76,13 @@ async fn zengin_file(
     let originator = originator(&state)?;
     let bytes = payouts::zengin_file(&state.db, &originator, &date).await?;
     let disposition = format!("attachment; filename=\"zengin-{date}.txt\"");
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=Shift_JIS".to_string()), (header::CONTENT_DISPOSITION, disposition)], bytes)
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=Shift_JIS".to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        bytes,
+    )
         .into_response())
 }
 

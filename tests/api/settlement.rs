@@ -12,8 +12,9 @@ use omamori::merchants::settlement::{day_bounds, tokyo_date};
 /// The service clock now, in ms.
 async fn now_ms(app: &TestApp) -> i64 {
     let r = app.advance_clock(0).await;
-    let now = time::OffsetDateTime::parse(r.body["now"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
-        .unwrap();
+    let now =
+        time::OffsetDateTime::parse(r.body["now"].as_str().unwrap(), &time::format_description::well_known::Rfc3339)
+            .unwrap();
     (now.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
@@ -136,7 +137,10 @@ fn records(file: &[u8]) -> Vec<&[u8]> {
 
 fn field(r: &[u8], at: usize, len: usize) -> String {
     // Half-width katakana bytes 0xA1-0xDF are U+FF61-U+FF9F.
-    r[at..at + len].iter().map(|b| if *b >= 0xA1 { char::from_u32(0xFF61 + u32::from(*b) - 0xA1).unwrap() } else { *b as char }).collect()
+    r[at..at + len]
+        .iter()
+        .map(|b| if *b >= 0xA1 { char::from_u32(0xFF61 + u32::from(*b) - 0xA1).unwrap() } else { *b as char })
+        .collect()
 }
 
 async fn set_bank_account(app: &TestApp, merchant: &str, holder: &str) {
