@@ -482,3 +482,87 @@ pub fn csv(s: &Settlement) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn line(kind: &str, amount: i64) -> Line {
+        Line { kind: kind.into(), id: "x".into(), store_id: StoreId::from_raw("sto_x"), amount, created_at: 0 }
+    }
+
+    #[test]
+    fn the_fee_is_floored_and_never_negative() {
+        let f = Figures::of(&[line("payment", 10_000), line("payment", 101)], 198, 0);
+        assert_eq!((f.payments, f.gross, f.fee, f.net, f.status()), (2, 10_101, 199, 9_902, "closed"));
+        let f = Figures::of(&[line("refund", 3_000)], 198, -50);
+        assert_eq!((f.fee, f.net, f.status()), (0, -3_050, "carried"));
+    }
+
+    #[test]
+    fn tokyo_days_start_at_15_utc() {
+        assert_eq!(day_bounds("2026-12-02"), Some((1_796_137_200_000, 1_796_223_600_000)));
+        assert_eq!(tokyo_date(1_796_137_200_000), "2026-12-02");
+        assert_eq!(tokyo_date(1_796_137_199_999), "2026-12-01");
+        assert_eq!(day_bounds("2026-13-01"), None);
+        assert_eq!(day_bounds("2026-1-01"), None);
+    }
+
+    /// One day: payments, then refunds of some of them (index, share), then whether it closes.
+    fn days() -> impl Strategy<Value = Vec<(Vec<i64>, Vec<(usize, u8)>, bool)>> {
+        let day = (
+            proptest::collection::vec(1i64..50_000, 0..6),
+            proptest::collection::vec((0usize..40, 1u8..=100), 0..4),
+            proptest::bool::weighted(0.7),
+        );
+        proptest::collection::vec(day, 1..12)
+    }
+
+    proptest! {
+        /// Settlements plus the open balance equal the merchant's ledger balance, money is conserved,
+        /// and a paid net is never negative.
+        #[test]
+        fn settlements_and_the_open_balance_equal_the_ledger(days in days(), bps in 0i64..1000) {
+            let (merchant, fees, clearing) = (AccountId(1), AccountId(2), AccountId(3));
+            let mut balances = std::collections::HashMap::<AccountId, i64>::new();
+            let mut payments: Vec<(i64, i64)> = Vec::new(); // (amount, refunded)
+            let mut open: Vec<Line> = Vec::new();
+            let mut carried = 0i64;
+            let mut moved_in = 0i64;
+            for (pays, refunds, close) in days {
+                for amount in pays {
+                    payments.push((amount, 0));
+                    open.push(line("payment", amount));
+                    *balances.entry(merchant).or_default() += amount;
+                    moved_in += amount;
+                }
+                for (i, share) in refunds {
+                    let Some(p) = payments.get_mut(i) else { continue };
+                    let amount = (p.0 - p.1) * i64::from(share) / 100;
+                    if amount <= 0 { continue }
+                    p.1 += amount;
+                    open.push(line("refund", amount));
+                    *balances.entry(merchant).or_default() -= amount;
+                    moved_in -= amount;
+                }
+                if close && (!open.is_empty() || carried != 0) {
+                    let f = Figures::of(&open, bps, carried);
+                    let postings = f.postings(merchant, fees, clearing);
+                    prop_assert!(postings.is_empty() || postings.iter().map(|p| p.amount.0).sum::<i64>() == 0);
+                    for p in postings {
+                        *balances.entry(p.account).or_default() += p.amount.0;
+                    }
+                    carried = if f.status() == "carried" { f.net } else { 0 };
+                    prop_assert!(f.fee >= 0);
+                    open.clear();
+                }
+                let open_sum: i64 = open.iter().map(|l| if l.kind == "payment" { l.amount } else { -l.amount }).sum();
+                let b = |a| balances.get(&a).copied().unwrap_or(0);
+                prop_assert_eq!(b(merchant), open_sum + carried);
+                prop_assert_eq!(b(merchant) + b(fees) + b(clearing), moved_in);
+                prop_assert!(b(clearing) >= 0 && b(fees) >= 0);
+            }
+        }
+    }
+}
