@@ -44,8 +44,16 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AdminCommand {
-    /// Recomputes every balance from the postings; exits 1 naming any account that disagrees.
+    /// Recomputes every balance from the postings and checks every settlement; exits 1 naming any
+    /// account or settlement that disagrees.
     Verify,
+    /// Closes one Asia/Tokyo day into settlements (idempotent: a repeat changes nothing and exits 0;
+    /// a day not yet ended by the service clock is refused).
+    Settle {
+        /// The day, `YYYY-MM-DD` in Asia/Tokyo.
+        #[arg(long)]
+        date: String,
+    },
     /// Operator accounts.
     Operator {
         #[command(subcommand)]
@@ -287,6 +295,7 @@ pub fn run() -> ExitCode {
             Command::Serve { .. } => serve(config).await,
             Command::Migrate => migrate(config).await,
             Command::Admin { command: AdminCommand::Verify } => verify(config).await,
+            Command::Admin { command: AdminCommand::Settle { date } } => settle(config, &date).await,
             Command::Admin { command: AdminCommand::Operator { command: OperatorCommand::Create { email, role } } } => {
                 create_operator(config, &email, &role).await
             }
@@ -567,9 +576,11 @@ async fn audit_verify(config: Config, anchor: Option<String>) -> anyhow::Result<
 
 async fn verify(config: Config) -> anyhow::Result<ExitCode> {
     let db = connect(&config).await?;
-    let problems = crate::ledger::verify(&db).await?;
+    let mut problems: Vec<String> = crate::ledger::verify(&db).await?.iter().map(ToString::to_string).collect();
+    problems.extend(crate::merchants::settlement::verify(&db).await?);
     if problems.is_empty() {
         println!("ledger verified: every balance equals the sum of its postings, every entry sums to zero");
+        println!("settlements verified: every settlement's lines sum to its figures and the ledger agrees");
         Ok(ExitCode::SUCCESS)
     } else {
         for p in &problems {
@@ -577,5 +588,32 @@ async fn verify(config: Config) -> anyhow::Result<ExitCode> {
         }
         println!("ledger verification failed: {} problem(s)", problems.len());
         Ok(ExitCode::FAILURE)
+    }
+}
+
+async fn settle(config: Config, date: &str) -> anyhow::Result<ExitCode> {
+    use crate::merchants::settlement::{self, SettleError};
+    let db = connect(&config).await?;
+    let clock = crate::store::clock::Clock::load(&db).await?;
+    match settlement::settle_day(&db, date, clock.now_ms()).await {
+        Ok(report) if !report.closed_now => {
+            println!("{date} was already settled: nothing changed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(report) => {
+            for (merchant, id, f) in &report.settlements {
+                println!(
+                    "settled {merchant} {id}: {} payments, gross {}, refunds {}, fee {}, carried over {}, net {}",
+                    f.payments, f.gross, f.refunds, f.fee, f.carried_over, f.net
+                );
+            }
+            println!("{date} settled: {} settlement(s)", report.settlements.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (SettleError::InvalidDate | SettleError::NotEnded(_))) => {
+            eprintln!("omamori: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
     }
 }

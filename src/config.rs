@@ -69,6 +69,7 @@ pub const SETTINGS: &[&str] = &[
     "stripe_js_url",
     "stripe_webhook_secret",
     "stripe_timeout_ms",
+    "payout_originator",
 ];
 
 /// The keys of ARCHITECTURE section 14. Production refuses to start without them; other
@@ -213,6 +214,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub sandbox: bool,
     pub environment: Environment,
+    /// The Zengin originator (`OMAMORI_PAYOUT_ORIGINATOR`):
+    /// `company_code,name_kana,bank_code,branch_code,account_type,account_number`; production
+    /// requires it, the sandbox uses a demo one.
+    pub payout_originator: Option<String>,
     /// How long a stopping server keeps serving with `/readyz` at 503 before it stops accepting.
     pub shutdown_drain_secs: u32,
     /// A second listener that serves only `/metrics`.
@@ -396,6 +401,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./omamori-data"),
             sandbox: false,
             environment: Environment::Development,
+            payout_originator: None,
             shutdown_drain_secs: 0,
             metrics_listen: None,
             metrics_token: None,
@@ -571,6 +577,13 @@ impl Config {
                     .into(),
             ));
         }
+        if self.payout_originator.is_none() {
+            return Err(ConfigError(
+                "missing setting OMAMORI_PAYOUT_ORIGINATOR: production requires the Zengin originator \
+                 (company_code,name_kana,bank_code,branch_code,account_type,account_number)"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 
@@ -685,6 +698,12 @@ fn set_service(config: &mut Config, setting: &str, value: &str) -> Result<bool, 
         }
         "database_allow_unverified_tls" => config.database_allow_unverified_tls = parse_bool(value)?,
         "sandbox" => config.sandbox = parse_bool(value)?,
+        "payout_originator" => {
+            if value.split(',').count() != 6 {
+                return Err("expected company_code,name_kana,bank_code,branch_code,account_type,account_number".into());
+            }
+            config.payout_originator = Some(value.to_string());
+        }
         "shutdown_drain_secs" => config.shutdown_drain_secs = number(value, 0, 300)?,
         "metrics_listen" => {
             config.metrics_listen = Some(value.parse().map_err(|_| "expected HOST:PORT, for example 127.0.0.1:9100")?)
@@ -1133,6 +1152,8 @@ mod tests {
         vars.push(("OMAMORI_STRIPE_SECRET_KEY", "sk_live_s3cretkey"));
         assert!(Config::load_from(None, env(&vars)).unwrap_err().0.contains("OMAMORI_STRIPE_WEBHOOK_SECRET"));
         vars.push(("OMAMORI_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef"));
+        assert!(Config::load_from(None, env(&vars)).unwrap_err().0.contains("OMAMORI_PAYOUT_ORIGINATOR"));
+        vars.push(("OMAMORI_PAYOUT_ORIGINATOR", "1234567890,ｵﾏﾓﾘ(ｶ,0001,001,1,1234567"));
         let c = Config::load_from(None, env(&vars)).unwrap();
         assert!(!format!("{:?}", c.stripe).contains("s3cret"), "the Stripe key must not print");
         assert_eq!(c.environment, Environment::Production);
@@ -1154,6 +1175,7 @@ mod tests {
             ("OMAMORI_PROCESSOR", "stripe"),
             ("OMAMORI_STRIPE_SECRET_KEY", "sk_live_0123456789"),
             ("OMAMORI_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef"),
+            ("OMAMORI_PAYOUT_ORIGINATOR", "1234567890,ｵﾏﾓﾘ(ｶ,0001,001,1,1234567"),
         ];
         let with = |url: &str, allow: Option<&str>| {
             let mut vars = base.clone();

@@ -198,6 +198,8 @@ id_types! {
     AlertId = "alr", "alert";
     /// An engaged kill switch.
     SwitchId = "swt", "switch";
+    /// A merchant's settlement of one day.
+    SettlementId = "stl", "settlement";
 }
 
 /// A kill switch: the one kind of action it stops (ARCHITECTURE section 8).

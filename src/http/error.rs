@@ -121,6 +121,7 @@ pub const PROBLEM_CODES: &[&str] = &[
     "invalid_body",
     "invalid_card",
     "invalid_category",
+    "holder_kana_not_writable",
     "invalid_email",
     "invalid_phone",
     "qr_bad_crc",
@@ -135,6 +136,8 @@ pub const PROBLEM_CODES: &[&str] = &[
     "already_charged_back",
     "already_decided",
     "already_released",
+    "day_not_ended",
+    "day_not_settled",
     "card_already_linked",
     "card_declined",
     "card_limit_reached",
@@ -518,6 +521,34 @@ impl From<crate::merchants::MerchantError> for ApiError {
             E::NotFound(_) => ApiError::not_found(detail),
             E::Db(db) => db.into(),
             E::Internal(e) => ApiError::internal(e),
+        }
+    }
+}
+
+impl From<crate::merchants::settlement::SettleError> for ApiError {
+    fn from(e: crate::merchants::settlement::SettleError) -> Self {
+        use crate::merchants::settlement::SettleError as E;
+        let detail = e.to_string();
+        match e {
+            E::InvalidDate => ApiError::invalid_body(detail),
+            E::NotEnded(_) => ApiError::new(StatusCode::CONFLICT, "day_not_ended", detail),
+            E::Ledger(e) => ApiError::internal(anyhow::Error::new(e)),
+            E::Db(db) => db.into(),
+        }
+    }
+}
+
+impl From<crate::merchants::payouts::PayoutError> for ApiError {
+    fn from(e: crate::merchants::payouts::PayoutError) -> Self {
+        use crate::merchants::payouts::PayoutError as E;
+        let detail = e.to_string();
+        match e {
+            E::Invalid(_) => ApiError::invalid_body(detail),
+            E::HolderKana(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "holder_kana_not_writable", detail),
+            E::NotFound(_) => ApiError::not_found(detail),
+            E::NotSettled(_) => ApiError::new(StatusCode::CONFLICT, "day_not_settled", detail),
+            E::SecondOperatorRequired => ApiError::new(StatusCode::CONFLICT, "second_operator_required", detail),
+            E::Db(db) => db.into(),
         }
     }
 }

@@ -87,6 +87,8 @@ pub enum EntryKind {
     Chargeback,
     /// Sandbox mode's demo transfers between test accounts.
     SandboxTransfer,
+    /// A merchant's day closed: the fee to fee revenue, the net to payouts clearing.
+    Settlement,
 }
 
 impl EntryKind {
@@ -99,6 +101,7 @@ impl EntryKind {
             EntryKind::Adjustment => "adjustment",
             EntryKind::Chargeback => "chargeback",
             EntryKind::SandboxTransfer => "sandbox_transfer",
+            EntryKind::Settlement => "settlement",
         }
     }
 }

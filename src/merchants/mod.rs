@@ -6,9 +6,13 @@
 //! store, and revocable.
 
 pub mod analytics;
+pub mod payouts;
 pub mod qr;
 pub mod routes;
+pub mod settlement;
+pub mod settlement_routes;
 pub mod till_routes;
+pub mod zengin;
 
 pub mod webhooks;
 

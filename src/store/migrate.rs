@@ -84,6 +84,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0012_baskets.sql"),
         postgres: include_str!("../../migrations/postgres/0012_baskets.sql"),
     },
+    Migration {
+        version: 13,
+        name: "settlement",
+        sqlite: include_str!("../../migrations/sqlite/0013_settlement.sql"),
+        postgres: include_str!("../../migrations/postgres/0013_settlement.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

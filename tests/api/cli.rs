@@ -65,10 +65,28 @@ fn production_refuses_sandbox_and_starts_only_with_its_keys() {
         .env("OMAMORI_PROCESSOR", "stripe")
         .env("OMAMORI_STRIPE_SECRET_KEY", "sk_live_0123456789")
         .env("OMAMORI_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef")
+        .env("OMAMORI_PAYOUT_ORIGINATOR", "1234567890,ｵﾏﾓﾘ(ｶ,0001,001,1,1234567")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("refuses sandbox"));
+    // Without the Zengin originator, production does not start.
+    let out = omamori(&dir)
+        .arg("serve")
+        .env("OMAMORI_ENVIRONMENT", "production")
+        .env("OMAMORI_CARD_FINGERPRINT_KEY", &key)
+        .env("OMAMORI_TOTP_ENCRYPTION_KEY", &key)
+        .env("OMAMORI_WEBHOOK_SIGNING_KEY", &key)
+        .env("OMAMORI_ANALYTICS_KEY", &key)
+        .env("OMAMORI_SMTP_URL", "smtps://127.0.0.1:465")
+        .env("OMAMORI_SMS_GATEWAY_URL", "https://sms.example.jp/send")
+        .env("OMAMORI_PROCESSOR", "stripe")
+        .env("OMAMORI_STRIPE_SECRET_KEY", "sk_live_0123456789")
+        .env("OMAMORI_STRIPE_WEBHOOK_SECRET", "whsec_0123456789abcdef")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("OMAMORI_PAYOUT_ORIGINATOR"), "{out:?}");
     // With the keys but no real notification channels, production does not start.
     let out = omamori(&dir)
         .arg("serve")
@@ -189,7 +207,7 @@ fn migrate_creates_the_schema_once() {
     let out = omamori(&dir).arg("migrate").output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]")
+        String::from_utf8_lossy(&out.stdout).contains("applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]")
     );
     let out = omamori(&dir).arg("migrate").output().unwrap();
     assert!(out.status.success());
@@ -205,7 +223,7 @@ fn migrate_on_postgres() {
     let dir = TempDir::new();
     let db = rt.block_on(TestDatabase::create(Backend::Postgres, &dir)).unwrap();
     let _ = admin;
-    for expected in ["applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]", "up to date"] {
+    for expected in ["applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13]", "up to date"] {
         let out = omamori(&dir).arg("migrate").env("OMAMORI_DATABASE_URL", &db.url).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains(expected));

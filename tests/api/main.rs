@@ -25,6 +25,7 @@ mod passkeys;
 mod receivers;
 mod sandbox;
 mod schema_parity;
+mod settlement;
 mod stripe;
 mod switches;
 mod table_owners;

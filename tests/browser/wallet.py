@@ -119,6 +119,7 @@ class Wallet:
         self.csp_missing = []
         self.console_errors = []
         self.dialogs = []
+        self.axe = []
         self.page.on("request", lambda r: self.urls.append(r.url))
         self.page.on("response", self._check_headers)
         self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
@@ -143,8 +144,10 @@ class Wallet:
         self.page.wait_for_load_state("networkidle")
 
     def shot(self, name):
+        """A screenshot of a main screen (when asked for), and axe-core's check of it (always)."""
+        self.page.wait_for_timeout(150)
+        self.axe += axe_violations(self.page, name)
         if SHOTS:
-            self.page.wait_for_timeout(150)
             self.page.screenshot(path=os.path.join(SHOTS, f"{name}.png"))
 
     def status(self):
@@ -181,6 +184,7 @@ class Wallet:
         assert not self.dialogs, f"a script ran an alert: {self.dialogs}"
         csp = [e for e in self.console_errors if "Content Security Policy" in e]
         assert not csp, f"the page broke its own policy: {csp}"
+        assert not self.axe, "axe-core found serious or critical problems:\n" + "\n".join(self.axe)
         self.context.close()
 
 
