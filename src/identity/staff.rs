@@ -56,7 +56,7 @@ pub struct NewStaff<'a> {
 
 /// A merchant user just made, with the credentials shown this once.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Created {
+pub struct StaffCreated {
     pub user_id: MerchantUserId,
     pub email: String,
     pub role: StaffRole,
@@ -94,7 +94,7 @@ pub async fn create(
     merchant: &MerchantId,
     new: &NewStaff<'_>,
     actor: &str,
-) -> Result<Created, IdentityError> {
+) -> Result<StaffCreated, IdentityError> {
     let email = Email::parse(new.email)?;
     let stores = match (new.role, new.store_ids) {
         (StaffRole::Owner, []) => &[][..],
@@ -143,7 +143,7 @@ pub async fn create(
     })
     .await?;
     let otpauth_uri = totp::otpauth_uri(&seed, email.as_str());
-    Ok(Created {
+    Ok(StaffCreated {
         user_id: id,
         email: email.as_str().to_string(),
         role: new.role,
@@ -187,7 +187,11 @@ async fn give_stores(conn: &mut Conn, id: &MerchantUserId, stores: &[StoreId]) -
 
 /// Sandbox only: the demo merchant's owner, created or given new credentials (the old ones
 /// cannot be read back from their hashes to be shown again in `sandbox.json`).
-pub async fn create_or_reset_owner(state: &AppState, merchant: &MerchantId, email: &str) -> anyhow::Result<Created> {
+pub async fn create_or_reset_owner(
+    state: &AppState,
+    merchant: &MerchantId,
+    email: &str,
+) -> anyhow::Result<StaffCreated> {
     anyhow::ensure!(state.config.sandbox, "merchant credentials are reset only in sandbox mode");
     let mut conn = state.db.pool().acquire().await?;
     let existing: Option<MerchantUserId> = sqlx::query_scalar("SELECT id FROM merchant_users WHERE email = $1")
@@ -226,7 +230,7 @@ pub async fn create_or_reset_owner(state: &AppState, merchant: &MerchantId, emai
     )
     .await?;
     tx.commit().await?;
-    Ok(Created {
+    Ok(StaffCreated {
         user_id: id,
         email: email.to_string(),
         role: StaffRole::Owner,

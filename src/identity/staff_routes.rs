@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::staff::{self, Created, Member, NewStaff, StaffRole, StoreRef};
+use super::staff::{self, Member, NewStaff, StaffCreated, StaffRole, StoreRef};
 use crate::http::auth::{ClientInfo, MerchantStaff, OperatorRole, RequireRole};
 use crate::http::cookies::Browser;
 use crate::http::error::{ApiError, AuthErrors, JsonBodyErrors, NotFound404, Problem, TooMany429};
@@ -121,7 +121,7 @@ const CREATE_422: &str = "`invalid_body`; `invalid_email`; `store_ids_required`:
 /// Adds an owner or a staff member (owner only); the password and authenticator seed are shown once.
 #[utoipa::path(post, path = "/v1/merchant/users", tag = "merchant", request_body = StaffBody,
     security(("bearer" = [])), responses(
-    (status = 201, body = Created, description = "Created: hand the password and the seed over in person"),
+    (status = 201, body = StaffCreated, description = "Created: hand the password and the seed over in person"),
     AuthErrors, JsonBodyErrors,
     (status = 409, description = "`email_taken`: the e-mail is a dashboard user's already", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = CREATE_422, body = Problem, content_type = "application/problem+json")))]
@@ -157,7 +157,7 @@ async fn list_staff(State(state): State<AppState>, who: MerchantStaff) -> Result
 /// authenticator seed are shown once.
 #[utoipa::path(post, path = "/v1/admin/merchants/{merchant_id}/users", tag = "operator", request_body = StaffBody,
     params(("merchant_id" = MerchantId, Path, description = "The merchant")), security(("bearer" = [])), responses(
-    (status = 201, body = Created, description = "Created: hand the password and the seed over in person"),
+    (status = 201, body = StaffCreated, description = "Created: hand the password and the seed over in person"),
     AuthErrors, JsonBodyErrors, NotFound404,
     (status = 409, description = "`email_taken`: the e-mail is a dashboard user's already", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = CREATE_422, body = Problem, content_type = "application/problem+json")))]
