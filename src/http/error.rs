@@ -123,6 +123,9 @@ pub const PROBLEM_CODES: &[&str] = &[
     "invalid_category",
     "holder_kana_not_writable",
     "invalid_email",
+    "invalid_date",
+    "invalid_range",
+    "invalid_group_by",
     "invalid_phone",
     "qr_bad_crc",
     "qr_invalid_field",
@@ -568,6 +571,8 @@ impl From<crate::payments::PaymentsError> for ApiError {
             E::RefundExceedsPayment { .. } => {
                 ApiError::decline(StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_payment", detail)
             }
+            E::InvalidItems(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_items", detail),
+            E::ItemsMismatch(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "items_mismatch", detail),
             E::NotReversible(_) => ApiError::new(StatusCode::CONFLICT, "not_reversible", detail),
             E::ReversalWindowClosed => ApiError::new(StatusCode::CONFLICT, "reversal_window_closed", detail),
             E::AlreadyChargedBack => ApiError::new(StatusCode::CONFLICT, "already_charged_back", detail),

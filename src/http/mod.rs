@@ -118,6 +118,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::identity::staff_routes::routes())
         .merge(crate::merchants::routes::routes())
         .merge(crate::merchants::till_routes::routes())
+        .merge(crate::merchants::analytics_routes::routes())
         .merge(crate::merchants::settlement_routes::routes())
         .merge(crate::payments::routes::routes())
         .merge(crate::payments::chargeback_routes::routes())

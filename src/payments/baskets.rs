@@ -113,6 +113,78 @@ pub async fn insert(conn: &mut Conn, payment_id: &PaymentId, items: &[Item]) -> 
     Ok(())
 }
 
+/// One item a refund returns (`items` of `POST /v1/pos/payments/{payment_id}/refunds`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReturnedItem {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// Checks the items a refund names and records them, in the caller's transaction, which holds the
+/// payment's lock: each sku once, in the payment's basket, no more than is left to return, and
+/// together worth `amount` (a unit at its basket line's unit amount, the highest should the sku be
+/// on two lines). No items: nothing to check or write.
+pub async fn return_items(
+    conn: &mut Conn,
+    payment_id: &PaymentId,
+    refund_id: &crate::ids::RefundId,
+    items: &[ReturnedItem],
+    amount: i64,
+) -> Result<(), super::PaymentsError> {
+    use super::PaymentsError::{InvalidItems, ItemsMismatch};
+    if items.is_empty() {
+        return Ok(());
+    }
+    if items.len() > MAX_LINES {
+        return Err(InvalidItems(format!("items: at most {MAX_LINES} lines")));
+    }
+    let lines = sqlx::query(
+        "SELECT b.sku, b.bought, b.unit, CAST(COALESCE((SELECT SUM(r.quantity) FROM refund_items r \
+         WHERE r.payment_id = $1 AND r.sku = b.sku), 0) AS BIGINT) AS returned FROM (SELECT sku, \
+         CAST(SUM(quantity) AS BIGINT) AS bought, MAX(unit_amount) AS unit FROM payment_items \
+         WHERE payment_id = $1 GROUP BY sku) b",
+    )
+    .bind(payment_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    // sku → (units left to return, the value of one)
+    let mut left = std::collections::HashMap::new();
+    for r in &lines {
+        use sqlx::Row;
+        let (bought, returned): (i64, i64) = (r.try_get("bought")?, r.try_get("returned")?);
+        left.insert(r.try_get::<String, _>("sku")?, (bought - returned, r.try_get::<i64, _>("unit")?));
+    }
+    let mut worth: i64 = 0;
+    let mut seen = std::collections::HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let sku = item.sku.trim();
+        if !seen.insert(sku) {
+            return Err(InvalidItems(format!("items[{i}].sku: named twice")));
+        }
+        let Some(&(remaining, unit)) = left.get(sku) else {
+            return Err(InvalidItems(format!("items[{i}].sku: not in this payment's basket")));
+        };
+        if !(1..=remaining).contains(&item.quantity) {
+            return Err(InvalidItems(format!("items[{i}].quantity: 1 to {remaining} (what is left to return)")));
+        }
+        worth = worth.saturating_add(item.quantity.saturating_mul(unit));
+    }
+    if worth != amount {
+        return Err(ItemsMismatch(format!("the items are worth ¥{worth}, not the ¥{amount} refunded")));
+    }
+    for item in items {
+        sqlx::query("INSERT INTO refund_items (refund_id, payment_id, sku, quantity) VALUES ($1, $2, $3, $4)")
+            .bind(refund_id)
+            .bind(payment_id)
+            .bind(item.sku.trim())
+            .bind(item.quantity)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

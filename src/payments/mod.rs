@@ -6,6 +6,7 @@ pub mod cards;
 pub mod chargeback_routes;
 pub mod code;
 pub mod corrections;
+pub mod listing;
 pub mod pos;
 pub mod processor;
 pub mod processor_events;
@@ -43,6 +44,12 @@ pub enum PaymentsError {
     /// `422 refund_exceeds_payment` (a decline).
     #[error("at most ¥{refundable} of this payment can still be refunded")]
     RefundExceedsPayment { refundable: i64 },
+    /// `422 invalid_items`: a bad line of a basket or of a refund's items (what is wrong).
+    #[error("{0}")]
+    InvalidItems(String),
+    /// `422 items_mismatch`: the items are not worth the amount.
+    #[error("{0}")]
+    ItemsMismatch(String),
     /// `409 not_reversible`.
     #[error("{0}")]
     NotReversible(String),

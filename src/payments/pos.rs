@@ -593,6 +593,7 @@ pub async fn refund(
     payment_id: &PaymentId,
     merchant_id: &MerchantId,
     amount: Yen,
+    items: &[super::baskets::ReturnedItem],
     now: i64,
 ) -> Result<Refunded, PaymentsError> {
     let row = sqlx::query(
@@ -621,6 +622,9 @@ pub async fn refund(
         .await?
         .ok_or_else(|| PaymentsError::Internal(anyhow::anyhow!("payer vanished")))?;
     let refund_id = RefundId::generate();
+    let insert = "INSERT INTO refunds (id, payment_id, amount, currency, created_at) VALUES ($1, $2, $3, 'JPY', $4)";
+    sqlx::query(insert).bind(&refund_id).bind(payment_id).bind(amount.0).bind(now).execute(&mut *conn).await?;
+    super::baskets::return_items(conn, payment_id, &refund_id, items, amount.0).await?;
     let entry = NewEntry::transfer(
         EntryKind::Refund,
         &refund_id,
@@ -629,13 +633,6 @@ pub async fn refund(
         amount,
     );
     ledger::post(conn, &entry, now).await?;
-    sqlx::query("INSERT INTO refunds (id, payment_id, amount, currency, created_at) VALUES ($1, $2, $3, 'JPY', $4)")
-        .bind(&refund_id)
-        .bind(payment_id)
-        .bind(amount.0)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
     sqlx::query("UPDATE payments SET refunded = refunded + $1 WHERE id = $2")
         .bind(amount.0)
         .bind(payment_id)

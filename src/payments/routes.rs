@@ -484,13 +484,6 @@ async fn transactions(
     Ok(axum::Json(TransactionPage { items, next_cursor: next }).into_response())
 }
 
-fn csv_field(s: &str) -> String {
-    // Quote every field, double inner quotes, and defuse spreadsheet formulas.
-    let s =
-        if s.starts_with(['=', '+', '-', '@']) && s.parse::<i64>().is_err() { format!("'{s}") } else { s.to_string() };
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
 /// The most lines the CSV carries: the newest (years of daily use fit many times over).
 pub const CSV_MAX_LINES: usize = 100_000;
 /// Lines read per query while streaming.
@@ -558,7 +551,7 @@ fn csv_lines(lines: &[wallet::HistoryLine]) -> String {
             l.kind,
             l.amount,
             l.balance_after,
-            csv_field(l.counterparty.as_deref().unwrap_or(""))
+            store::csv::field(l.counterparty.as_deref().unwrap_or(""))
         ));
     }
     out
@@ -820,6 +813,9 @@ async fn pos_get(
 struct RefundBody {
     #[schema(value_type = i64)]
     amount: Value,
+    /// The items returned: each sku once, from the payment's basket, together worth `amount`
+    /// (`422 items_mismatch`); counted against those items in the merchant's analytics.
+    items: Option<Vec<crate::payments::baskets::ReturnedItem>>,
 }
 
 /// Refunds part or all of a payment (needs `Idempotency-Key`).
@@ -828,7 +824,7 @@ struct RefundBody {
     (status = 201, body = pos::Refunded, description = "Refunded (a repeat with the same key and body gets the same answer)"),
     Unauthenticated401, IdempotentBodyErrors, NotFound404,
     (status = 403, description = "`forbidden`: not a terminal's key; `switch_engaged`; `account_frozen`", body = Problem, content_type = "application/problem+json"),
-    (status = 422, description = "`refund_exceeds_payment`: more than is left to refund (stored); `invalid_amount`; `invalid_body`", body = Problem, content_type = "application/problem+json")))]
+    (status = 422, description = "`refund_exceeds_payment`: more than is left to refund (stored); `invalid_amount`; `invalid_body`; `invalid_items`: an item not in the basket, named twice or more than is left to return (`detail` says which); `items_mismatch`: the items are not worth `amount`", body = Problem, content_type = "application/problem+json")))]
 async fn pos_refund(
     State(state): State<AppState>,
     t: TerminalAuth,
@@ -845,12 +841,21 @@ async fn pos_refund(
         let (state, terminal, input, payment_id) =
             (state2.clone(), terminal.clone(), input.clone(), payment_id.clone());
         Box::pin(async move {
-            let amount = amount(&state, &input?.amount)?;
+            let input = input?;
+            let amount = amount(&state, &input.amount)?;
             let store = merchants::store_by_id_cached(&state.db, conn, &terminal.store_id)
                 .await?
                 .ok_or_else(|| ApiError::internal(anyhow::anyhow!("terminal without store")))?;
             pos::lock_payment(conn, &payment_id).await?;
-            let answer = pos::refund(conn, &payment_id, &store.merchant_id, amount, state.clock.now_ms()).await?;
+            let answer = pos::refund(
+                conn,
+                &payment_id,
+                &store.merchant_id,
+                amount,
+                input.items.as_deref().unwrap_or_default(),
+                state.clock.now_ms(),
+            )
+            .await?;
             Ok(Outcome::created(json!(answer)))
         })
     })

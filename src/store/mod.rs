@@ -9,6 +9,7 @@
 
 pub mod cache;
 pub mod clock;
+pub mod csv;
 mod db;
 mod generations;
 pub mod migrate;
