@@ -233,6 +233,28 @@ enum BenchCommand {
         #[arg(long, requires = "rate")]
         duration: Option<u64>,
     },
+    /// Latency of the merchant analytics routes over a seeded year of one merchant's business.
+    Analytics {
+        /// Where to run: a PostgreSQL server's URL (the bench creates a scratch database there and
+        /// drops it); defaults to a fresh SQLite file in a temporary folder.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// How many payments to seed, spread over the last 365 days.
+        #[arg(long, default_value_t = 1_000_000)]
+        payments: u64,
+        /// How many stores the merchant has.
+        #[arg(long, default_value_t = 20)]
+        stores: u64,
+        /// How many distinct customers pay.
+        #[arg(long, default_value_t = 50_000)]
+        customers: u64,
+        /// How many items the stores sell.
+        #[arg(long, default_value_t = 2_000)]
+        items: u64,
+        /// Timed requests per route.
+        #[arg(long, default_value_t = 20)]
+        requests: u64,
+    },
     /// The TPC-B transaction of pgbench on bare SQLite (WAL, synchronous = FULL, one connection):
     /// the baseline `bench pos` on SQLite is compared with (bench/compare.sh runs both).
     Tpcb {
@@ -309,19 +331,7 @@ pub fn run() -> ExitCode {
             Command::Admin { command: AdminCommand::Audit { command: AuditCommand::Verify { anchor } } } => {
                 audit_verify(config, anchor).await
             }
-            Command::Bench { command: command @ BenchCommand::Pos { .. } } => bench_pos(config, command).await,
-            Command::Bench { command: BenchCommand::Tpcb { seconds } } => {
-                crate::bench::tpcb(seconds).await.map(|()| ExitCode::SUCCESS)
-            }
-            Command::Bench { command: BenchCommand::Webhooks { database_url, events } } => {
-                crate::bench::webhooks(config, database_url, events).await.map(|()| ExitCode::SUCCESS)
-            }
-            Command::Bench { command: BenchCommand::Login { logins, concurrency, checks } } => {
-                crate::bench::login(config, logins, concurrency, checks).await.map(|()| ExitCode::SUCCESS)
-            }
-            Command::Bench { command: BenchCommand::Ledger { database_url, transfers, concurrency, wallets } } => {
-                crate::bench::ledger(database_url, transfers, concurrency, wallets).await.map(|()| ExitCode::SUCCESS)
-            }
+            Command::Bench { command } => bench(config, command).await,
         }
     });
     match result {
@@ -463,6 +473,28 @@ async fn merchant_user_command(config: Config, command: MerchantUserCommand) -> 
     println!("(shown once: hand them over in person)");
     state.db.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `omamori bench ...`: each benchmark prints what it measured, on which machine.
+async fn bench(config: Config, command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        command @ BenchCommand::Pos { .. } => bench_pos(config, command).await,
+        BenchCommand::Analytics { database_url, payments, stores, customers, items, requests } => {
+            let run =
+                crate::bench::analytics::AnalyticsRun { database_url, payments, stores, customers, items, requests };
+            crate::bench::analytics::analytics(config, run).await.map(|()| ExitCode::SUCCESS)
+        }
+        BenchCommand::Tpcb { seconds } => crate::bench::tpcb(seconds).await.map(|()| ExitCode::SUCCESS),
+        BenchCommand::Webhooks { database_url, events } => {
+            crate::bench::webhooks(config, database_url, events).await.map(|()| ExitCode::SUCCESS)
+        }
+        BenchCommand::Login { logins, concurrency, checks } => {
+            crate::bench::login(config, logins, concurrency, checks).await.map(|()| ExitCode::SUCCESS)
+        }
+        BenchCommand::Ledger { database_url, transfers, concurrency, wallets } => {
+            crate::bench::ledger(database_url, transfers, concurrency, wallets).await.map(|()| ExitCode::SUCCESS)
+        }
+    }
 }
 
 async fn bench_pos(config: Config, command: BenchCommand) -> anyhow::Result<ExitCode> {

@@ -41,7 +41,7 @@ const LAYERS: &[(&str, u8, bool)] = &[
     ("app", 6, false),
     ("sandbox", 6, false),
     ("cli", 7, false),
-    ("bench", 7, false),
+    ("bench", 7, true),
 ];
 
 const ROUTES_RANK: u8 = 4;

@@ -3,6 +3,8 @@
 //! This is the baseline that group commit will be measured against. It prints what it measured,
 //! on which machine, with the command to rerun it; it asserts nothing.
 
+pub mod analytics;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -626,7 +628,7 @@ pub async fn webhooks(
 }
 
 /// CPU model and count, for the report.
-fn machine() -> String {
+pub(crate) fn machine() -> String {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -639,7 +641,7 @@ fn machine() -> String {
     format!("{cpus} CPUs, {model}, {} {}", std::env::consts::OS, std::env::consts::ARCH)
 }
 
-struct TempDir(std::path::PathBuf);
+pub(crate) struct TempDir(pub(crate) std::path::PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
