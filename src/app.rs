@@ -79,8 +79,10 @@ impl Application {
             crate::notify::dispatch::spawn(state.clone(), channels),
             spawn_detectors(state.clone()),
             crate::store::cache::spawn_poller(db.clone()),
-            crate::merchants::settlement::spawn_daily_close(db.clone(), clock.clone()),
         ];
+        if state.config.daily_close {
+            background.push(crate::merchants::settlement::spawn_daily_close(db.clone(), clock.clone()));
+        }
         if state.config.sandbox {
             background.push(clock.spawn_refresh(db.clone()));
             let addr = listener.local_addr()?;

@@ -257,6 +257,10 @@ pub struct Config {
     pub payment_code_prefix: String,
     /// Analytics figures resting on fewer distinct customers are `null` (default 5).
     pub analytics_min_customers: u32,
+    /// Whether `serve` runs the daily close and the first-visit fold each minute: always in
+    /// service; not an environment setting (`bench analytics` turns it off, as its seeded year has
+    /// no journal entries to settle).
+    pub daily_close: bool,
     pub keys: Keys,
     pub notify: NotifyConfig,
     /// The secret the card processor signs its chargeback reports with (none: the route is off).
@@ -427,6 +431,7 @@ impl Default for Config {
             password_hash_concurrency: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2),
             payment_code_prefix: "4649".to_string(),
             analytics_min_customers: 5,
+            daily_close: true,
             keys: Keys::default(),
             notify: NotifyConfig::default(),
             processor_webhook_secret: None,

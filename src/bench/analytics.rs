@@ -4,8 +4,7 @@
 //! the merchant's owner, one request at a time.
 //!
 //! The seeded payments are data for reading only: they carry no journal entries (the ledger is not
-//! what is measured), so the bench closes yesterday before it seeds, which holds the daily close
-//! off the seeded year, and it runs on a scratch database (a temporary SQLite file, or a database
+//! what is measured), so the bench's server runs without the daily close, and it runs on a scratch database (a temporary SQLite file, or a database
 //! it creates on the PostgreSQL server given and drops afterwards).
 
 use std::time::{Duration, Instant};
@@ -95,19 +94,25 @@ pub async fn analytics(mut config: crate::config::Config, run: AnalyticsRun) -> 
     config.sandbox = true;
     config.environment = crate::config::Environment::Development;
     config.database_max_connections = config.database_max_connections.max(8);
+    // The seeded year has no journal entries: it must not be settled (the fold is timed below).
+    config.daily_close = false;
     let app = crate::app::Application::build(config).await?;
     let addr = app.local_addr();
     let state = app.state().clone();
     let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sandbox.json"))?)?;
     let server = tokio::spawn(app.run_until(std::future::pending()));
     let now = state.clock.now_ms();
-    crate::merchants::settlement::settle_day(&state.db, &crate::store::clock::tokyo_date(now - DAY_MS), now).await?;
     let merchant = MerchantId::from_raw(doc["merchant_id"].as_str().unwrap_or_default());
     let seeded = Instant::now();
     seed(&state, &merchant, &doc, &run).await?;
     let seed_time = seeded.elapsed();
-    // Statistics for the planner, as a database in service has them.
-    sqlx::raw_sql("ANALYZE").execute(state.db.pool()).await?;
+    // Statistics for the planner and the visibility map, as a database in service has them.
+    let tidy = if state.db.backend().name() == "PostgreSQL" { "VACUUM ANALYZE" } else { "ANALYZE" };
+    sqlx::raw_sql(tidy).execute(state.db.pool()).await?;
+    // What `serve` does each minute: fold the payments into first visits (here a whole year at once).
+    let folding = Instant::now();
+    crate::merchants::analytics::fold(&state.db, &merchant, state.clock.now_ms()).await?;
+    let fold_time = folding.elapsed();
     let token = owner_session(addr, &doc).await?;
     println!("omamori bench analytics: {} backend", state.db.backend().name());
     println!("machine: {}", super::machine());
@@ -119,6 +124,7 @@ pub async fn analytics(mut config: crate::config::Config, run: AnalyticsRun) -> 
         run.items,
         seed_time.as_secs_f64()
     );
+    println!("first-visit fold of the seeded year: {:.1} s (serve folds each minute's payments)", fold_time.as_secs_f64());
     let today = crate::store::clock::tokyo_date(now);
     let week_ago = crate::store::clock::tokyo_date(now - 7 * DAY_MS);
     let year_ago = crate::store::clock::tokyo_date(now - 365 * DAY_MS);
@@ -293,11 +299,15 @@ async fn seed(
         customers.iter().map(|u| crate::merchants::analytics::customer_ref(key.bytes.expose(), merchant, u)).collect();
     eprintln!("bench analytics: {} stores and {} customers made; seeding payments", stores.len(), customers.len());
     let world = World { merchant: merchant.clone(), stores, customers, refs, cat: catalogue(run.items, &mut rng) };
+    // Payments arrive in time order, so a month's rows are together on disk, as in service.
     let year_start = now - 365 * DAY_MS;
+    let mut times: Vec<i64> = (0..run.payments).map(|_| moment(&mut rng, year_start, now)).collect();
+    times.sort_unstable();
     let mut made = 0u64;
     while made < run.payments {
         let n = TX_ROWS.min(run.payments - made);
-        let batch: Vec<Seeded> = (0..n).map(|_| one_payment(&mut rng, &world, year_start, now)).collect();
+        let slice = &times[made as usize..(made + n) as usize];
+        let batch: Vec<Seeded> = slice.iter().map(|&t| one_payment(&mut rng, &world, t)).collect();
         write_batch(state, &world, &batch).await?;
         made += n;
         if made.is_multiple_of(100_000) || made == run.payments {
@@ -345,7 +355,8 @@ struct Seeded {
     refund: Option<i64>,
 }
 
-fn one_payment(rng: &mut Rng, w: &World, year_start: i64, now: i64) -> Seeded {
+/// A moment of the last 365 days, at a busy hour more often than at a quiet one.
+fn moment(rng: &mut Rng, year_start: i64, now: i64) -> i64 {
     let total: u32 = HOUR_WEIGHTS.iter().sum();
     let pick = (rng.next() % u64::from(total)) as u32;
     let mut acc = 0;
@@ -357,7 +368,10 @@ fn one_payment(rng: &mut Rng, w: &World, year_start: i64, now: i64) -> Seeded {
     let day = (rng.next() % 365) as i64;
     // Midnight in Tokyo of the day, then the hour and a moment within it.
     let first_midnight = (year_start + 9 * 3_600_000).div_euclid(DAY_MS) * DAY_MS - 9 * 3_600_000 + DAY_MS;
-    let created_at = (first_midnight + day * DAY_MS + hour * 3_600_000 + (rng.next() % 3_600_000) as i64).min(now - 1);
+    (first_midnight + day * DAY_MS + hour * 3_600_000 + (rng.next() % 3_600_000) as i64).min(now - 1)
+}
+
+fn one_payment(rng: &mut Rng, w: &World, created_at: i64) -> Seeded {
     let n_lines = 1 + rng.skewed(5, 1.6) as usize;
     let mut lines: Vec<(usize, i64)> = Vec::with_capacity(n_lines);
     while lines.len() < n_lines {

@@ -115,22 +115,80 @@ pub(crate) fn store_clause(f: &Filter, sql: &mut Sql, column: &str) -> String {
     }
 }
 
-/// The CTEs every figure starts from: `p`, the filter's succeeded payments; `back`, the customers
-/// among them who had paid at these stores before `start`; `firsts`, each customer's first payment
-/// time in the period. A customer not in `back` is new, in the row of their first payment.
+/// The CTEs every figure starts from: `p`, the filter's succeeded payments; and `newp`, the first
+/// payment of each customer whose first payment ever at these stores is in the period (a customer
+/// of the period not in `newp` is returning). First payments come from `customer_firsts`, which
+/// [`fold`] keeps up to date.
 pub(crate) fn scoped(f: &Filter, sql: &mut Sql) -> String {
     let m = sql.text(f.merchant_id.as_str());
     let (s, e) = (sql.int(f.start), sql.int(f.end));
     let in_p = store_clause(f, sql, "store_id");
-    let in_q = store_clause(f, sql, "q.store_id");
+    let newp = match &f.stores {
+        None => format!(
+            "SELECT payment_id FROM customer_firsts WHERE merchant_id = {m} AND store_id = '' \
+             AND first_at >= {s} AND first_at < {e}"
+        ),
+        Some(_) => {
+            let in_c = store_clause(f, sql, "store_id");
+            format!(
+                "SELECT payment_id FROM (SELECT payment_id, first_at, ROW_NUMBER() OVER (PARTITION BY customer_ref \
+                 ORDER BY first_at, payment_id) AS rn FROM customer_firsts WHERE merchant_id = {m} AND first_at < {e}{in_c} \
+                 AND store_id <> '') x WHERE rn = 1 AND first_at >= {s}"
+            )
+        }
+    };
     format!(
         "WITH p AS (SELECT id, store_id, amount, refunded, customer_ref, created_at FROM payments \
          WHERE merchant_id = {m} AND created_at >= {s} AND created_at < {e} AND status = 'succeeded'{in_p}), \
-         back AS (SELECT DISTINCT p.customer_ref FROM p WHERE p.customer_ref IS NOT NULL AND EXISTS \
-         (SELECT 1 FROM payments q WHERE q.merchant_id = {m} AND q.customer_ref = p.customer_ref \
-         AND q.created_at < {s}{in_q})), \
-         firsts AS (SELECT customer_ref, MIN(created_at) AS t FROM p WHERE customer_ref IS NOT NULL GROUP BY customer_ref) "
+         newp AS ({newp}) "
     )
+}
+
+/// How far back a fold rereads: a payment is folded even if it committed this long after the
+/// moment it carries.
+pub const FOLD_OVERLAP_MS: i64 = 120_000;
+
+/// Folds a merchant's payments since the last fold into `customer_firsts` (each customer's first
+/// payment per store and at the merchant), in one transaction; a repeat or a concurrent fold
+/// changes nothing twice (each row keeps the earliest payment).
+pub async fn fold(db: &crate::store::Db, merchant: &MerchantId, now: i64) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    tx.lock("customer_fold", merchant.as_str()).await?;
+    let folded: Option<i64> = sqlx::query_scalar("SELECT folded_to FROM customer_folds WHERE merchant_id = $1")
+        .bind(merchant)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let from = folded.map_or(0, |t| t - FOLD_OVERLAP_MS);
+    for (store, partition) in [("store_id", "customer_ref, store_id"), ("''", "customer_ref")] {
+        let sql = format!(
+            "INSERT INTO customer_firsts (merchant_id, customer_ref, store_id, first_at, payment_id) \
+             SELECT merchant_id, customer_ref, s, created_at, id FROM (SELECT merchant_id, customer_ref, {store} AS s, \
+             created_at, id, ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY created_at, id) AS rn FROM payments \
+             WHERE merchant_id = $1 AND created_at >= $2 AND created_at < $3 AND status = 'succeeded' \
+             AND customer_ref IS NOT NULL) x WHERE rn = 1 \
+             ON CONFLICT (merchant_id, customer_ref, store_id) DO UPDATE SET first_at = excluded.first_at, \
+             payment_id = excluded.payment_id WHERE excluded.first_at < customer_firsts.first_at"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(merchant).bind(from).bind(now).execute(&mut *tx).await?;
+    }
+    sqlx::query(
+        "INSERT INTO customer_folds (merchant_id, folded_to) VALUES ($1, $2) \
+         ON CONFLICT (merchant_id) DO UPDATE SET folded_to = excluded.folded_to",
+    )
+    .bind(merchant)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// [`fold`] for every merchant (the daily-close loop runs it each minute).
+pub async fn fold_all(db: &crate::store::Db, now: i64) -> Result<(), sqlx::Error> {
+    let merchants: Vec<String> = sqlx::query_scalar("SELECT id FROM merchants ORDER BY id").fetch_all(db.pool()).await?;
+    for m in merchants {
+        fold(db, &MerchantId::from_raw(m), now).await?;
+    }
+    Ok(())
 }
 
 /// How sales are broken down (`group_by`).
@@ -284,10 +342,7 @@ fn counts_of(row: &sqlx::any::AnyRow) -> Result<Counts, sqlx::Error> {
 }
 
 const CUSTOMER_COUNTS: &str = "COUNT(DISTINCT p.customer_ref) AS customers, \
-     COUNT(DISTINCT CASE WHEN b.customer_ref IS NULL AND p.created_at = f.t THEN p.customer_ref END) AS new_customers";
-/// Joins a payment `p` to what tells whether it is its customer's first (see [`scoped`]).
-const NEWNESS: &str =
-    "LEFT JOIN back b ON b.customer_ref = p.customer_ref LEFT JOIN firsts f ON f.customer_ref = p.customer_ref";
+     COUNT(DISTINCT CASE WHEN p.id IN (SELECT payment_id FROM newp) THEN p.customer_ref END) AS new_customers";
 
 /// Sales of the filter's payments, broken down by `group` (`None`: one row, the totals).
 async fn payment_counts(
@@ -304,7 +359,7 @@ async fn payment_counts(
     sql.text = format!(
         "{with}SELECT {key}COUNT(*) AS payments, CAST(SUM(p.amount) AS BIGINT) AS gross, \
          CAST(SUM(p.refunded) AS BIGINT) AS refunds, {CUSTOMER_COUNTS} \
-         FROM p {NEWNESS}{group_by}"
+         FROM p{group_by}"
     );
     let rows = sql.fetch_all(conn).await?;
     rows.into_iter().map(|r| counts_of(&r).map(|c| (r, c))).collect()
@@ -322,7 +377,7 @@ async fn item_counts(
     sql.text = format!(
         "{with}SELECT {key} AS k, MIN(i.name) AS name, COUNT(DISTINCT p.id) AS payments, \
          CAST(SUM(i.quantity * i.unit_amount) AS BIGINT) AS gross, CAST(0 AS BIGINT) AS refunds, {CUSTOMER_COUNTS} \
-         FROM p JOIN payment_items i ON i.payment_id = p.id {NEWNESS} GROUP BY {key}"
+         FROM p JOIN payment_items i ON i.payment_id = p.id GROUP BY {key}"
     );
     let rows = sql.fetch_all(&mut *conn).await?;
     let refunds = item_refunds(conn, f, group).await?;
@@ -481,8 +536,8 @@ pub async fn customers(conn: &mut Conn, f: &Filter, min: i64) -> Result<Customer
     let with = scoped(f, &mut sql);
     sql.text = format!(
         "{with}SELECT COUNT(*) AS visits, MIN(p.created_at) AS first_at, MAX(p.created_at) AS last_at, \
-         MAX(CASE WHEN b.customer_ref IS NULL THEN 0 ELSE 1 END) AS came_back \
-         FROM p LEFT JOIN back b ON b.customer_ref = p.customer_ref WHERE p.customer_ref IS NOT NULL \
+         MIN(CASE WHEN p.id IN (SELECT payment_id FROM newp) THEN 0 ELSE 1 END) AS came_back \
+         FROM p WHERE p.customer_ref IS NOT NULL \
          GROUP BY p.customer_ref"
     );
     let rows = sql.fetch_all(conn).await?;

@@ -115,6 +115,13 @@ struct SalesQuery {
 const ANALYTICS_400: &str = "`invalid_query`: the query is not valid; `invalid_date`: `from` or `to` is not a date `YYYY-MM-DD`; `invalid_range`: `from` is after `to`, or the period is over 366 days";
 const SALES_400: &str = "`invalid_query`: the query is not valid; `invalid_date`: `from` or `to` is not a date `YYYY-MM-DD`; `invalid_range`: `from` is after `to`, or the period is over 366 days; `invalid_group_by`: not `hour`, `day`, `weekday_hour`, `store`, `category` or `sku`";
 
+/// A connection to answer from, after folding the merchant's newest payments into the first
+/// visits (so that a payment a moment old counts its customer as new or returning).
+async fn fresh(state: &AppState, who: &MerchantStaff) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, ApiError> {
+    analytics::fold(&state.db, who.merchant_id(), state.clock.now_ms()).await?;
+    Ok(state.db.pool().acquire().await?)
+}
+
 fn min_customers(state: &AppState) -> i64 {
     i64::from(state.config.analytics_min_customers)
 }
@@ -138,7 +145,7 @@ async fn sales(
     };
     let range = AnalyticsQuery { from: q.from, to: q.to, store_id: q.store_id };
     let f = range.filter(&who, state.clock.now_ms())?;
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = fresh(&state, &who).await?;
     Ok(axum::Json(analytics::sales(&mut conn, &f, group, min_customers(&state)).await?).into_response())
 }
 
@@ -154,7 +161,7 @@ async fn customers(
     q: Result<Query<AnalyticsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let f = query(q)?.filter(&who, state.clock.now_ms())?;
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = fresh(&state, &who).await?;
     Ok(axum::Json(analytics::customers(&mut conn, &f, min_customers(&state)).await?).into_response())
 }
 
@@ -170,7 +177,7 @@ async fn baskets(
     q: Result<Query<AnalyticsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let f = query(q)?.filter(&who, state.clock.now_ms())?;
-    let mut conn = state.db.pool().acquire().await?;
+    let mut conn = fresh(&state, &who).await?;
     Ok(axum::Json(analytics::baskets(&mut conn, &f, min_customers(&state)).await?).into_response())
 }
 

@@ -326,6 +326,9 @@ pub async fn close_ended_days(db: &Db, now_ms: i64) -> Result<Vec<String>, Settl
 pub fn spawn_daily_close(db: Db, clock: crate::store::clock::Clock) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
+            if let Err(e) = super::analytics::fold_all(&db, clock.now_ms()).await {
+                tracing::warn!(error = %store::describe_error(&e), "could not fold first visits");
+            }
             match close_ended_days(&db, clock.now_ms()).await {
                 Ok(days) if !days.is_empty() => tracing::info!(?days, "settled ended days"),
                 Ok(_) => {}

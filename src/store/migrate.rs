@@ -90,6 +90,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0013_settlement.sql"),
         postgres: include_str!("../../migrations/postgres/0013_settlement.sql"),
     },
+    Migration {
+        version: 15,
+        name: "customer_firsts",
+        sqlite: include_str!("../../migrations/sqlite/0015_customer_firsts.sql"),
+        postgres: include_str!("../../migrations/postgres/0015_customer_firsts.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

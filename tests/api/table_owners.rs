@@ -38,6 +38,8 @@ const OWNERS: &[(&str, &str)] = &[
     ("terminals", "merchants"),
     ("webhook_endpoints", "merchants"),
     ("settlements", "merchants"),
+    ("customer_firsts", "merchants"),
+    ("customer_folds", "merchants"),
     ("settlement_lines", "merchants"),
     ("settlement_days", "merchants"),
     ("bank_accounts", "merchants"),
