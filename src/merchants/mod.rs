@@ -6,6 +6,7 @@
 //! store, and revocable.
 
 pub mod analytics;
+pub mod dashboard_routes;
 pub mod payouts;
 pub mod qr;
 pub mod routes;
