@@ -185,6 +185,16 @@ fn wrong_code(owner: &Staff) -> String {
     (0..).map(|n| format!("{:06}", (n * 7919) % 1_000_000)).find(|c| !near.contains(c)).unwrap()
 }
 
+/// How many 120-byte records (each followed by CR LF) the day's Zengin file has.
+async fn zengin_records(app: &TestApp, op: &str, date: &str) -> usize {
+    let path = format!("/v1/admin/payouts/{date}/zengin");
+    let r = app.from(Method::GET, &path, OPERATOR_IP).bearer_auth(op).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let file = r.bytes().await.unwrap();
+    assert_eq!(file.len() % 122, 0);
+    file.len() / 122
+}
+
 async fn bank_rows(app: &TestApp) -> i64 {
     let merchant = app.sandbox_doc()["merchant_id"].as_str().unwrap().to_string();
     sqlx::query("SELECT COUNT(*) AS n FROM bank_accounts WHERE merchant_id = $1")
@@ -276,5 +286,17 @@ both_backends! {
         let used = account(&owner.code(used_step));
         put_account(&app, &token, &used).await.assert_problem(401, "invalid_credentials");
         assert_eq!(bank_rows(&app).await, 1);
+        // Today's payout waits (the account is not in effect when the day ends); one 3 days later is paid.
+        pay(&app, 10_000).await;
+        let day1 = settle_today(&app).await;
+        // (The second sandbox operator, after the clock moved: a TOTP code is accepted once, and
+        // the first just logged in.)
+        let op = app.operator_session(1).await;
+        assert_eq!(zengin_records(&app, &op, &day1).await, 3, "header, trailer and end: no data record");
+        app.advance_clock(3 * 86_400).await;
+        pay(&app, 5_000).await;
+        let day4 = settle_today(&app).await;
+        let op = app.operator_session(1).await;
+        assert_eq!(zengin_records(&app, &op, &day4).await, 4, "one data record");
     }
 }
