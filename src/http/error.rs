@@ -551,6 +551,9 @@ impl From<crate::merchants::payouts::PayoutError> for ApiError {
             E::NotFound(_) => ApiError::not_found(detail),
             E::NotSettled(_) => ApiError::new(StatusCode::CONFLICT, "day_not_settled", detail),
             E::SecondOperatorRequired => ApiError::new(StatusCode::CONFLICT, "second_operator_required", detail),
+            E::WrongCode => ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", detail),
+            E::Risk(e) => e.into(),
+            E::Identity(e) => e.into(),
             E::Db(db) => db.into(),
         }
     }

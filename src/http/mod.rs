@@ -120,6 +120,7 @@ fn api(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(crate::merchants::till_routes::routes())
         .merge(crate::merchants::analytics_routes::routes())
         .merge(crate::merchants::settlement_routes::routes())
+        .merge(crate::merchants::dashboard_routes::routes())
         .merge(crate::payments::routes::routes())
         .merge(crate::payments::chargeback_routes::routes())
         .merge(crate::payments::stripe_routes::routes())

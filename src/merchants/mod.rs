@@ -7,6 +7,7 @@
 
 pub mod analytics;
 pub mod analytics_routes;
+pub mod dashboard_routes;
 pub mod payouts;
 pub mod qr;
 pub mod routes;

@@ -6,7 +6,9 @@ use sqlx::Row;
 
 use super::settlement::day_bounds;
 use super::zengin::{self, Originator, Transfer};
-use crate::ids::{MerchantId, SettlementId};
+use crate::ids::{MerchantId, MerchantUserId, SettlementId};
+use crate::risk::throttle;
+use crate::state::AppState;
 use crate::store::{self, Conn, Db};
 
 /// A new bank account takes effect this long after it is set.
@@ -29,13 +31,26 @@ pub enum PayoutError {
     /// `409 second_operator_required`.
     #[error("a payout confirmation takes a second, different operator")]
     SecondOperatorRequired,
+    /// `401 invalid_credentials`: the authenticator code is wrong or was used already.
+    #[error("the authenticator code is wrong or was used already")]
+    WrongCode,
+    /// `429 too_many_attempts` (from the throttle).
+    #[error(transparent)]
+    Risk(#[from] crate::risk::RiskError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
 impl store::Retryable for PayoutError {
     fn is_retryable(&self) -> bool {
-        matches!(self, PayoutError::Db(e) if e.is_retryable())
+        match self {
+            PayoutError::Db(e) => e.is_retryable(),
+            PayoutError::Risk(e) => e.is_retryable(),
+            PayoutError::Identity(e) => e.is_retryable(),
+            _ => false,
+        }
     }
 }
 
@@ -117,6 +132,102 @@ pub async fn set_bank_account(
         "account_last3": &account.account_number[4..], "effective_at": effective_at});
     crate::audit::append(conn, actor, "merchant.bank_account", merchant, &detail, now).await?;
     Ok(effective_at)
+}
+
+/// Who changes a merchant's bank account: a signed-in owner (the caller checked the role).
+pub struct Changer<'a> {
+    pub merchant: &'a MerchantId,
+    pub user_id: &'a MerchantUserId,
+    /// For the audit log (`merchant_user:...`).
+    pub actor: &'a str,
+}
+
+/// Wrong authenticator codes a merchant user may give in [`throttle::WINDOW_MS`] when changing the
+/// bank account, before further tries are refused until the window has passed.
+pub const BANK_CODE_TRIES: i64 = 5;
+const BANK_CODE_SCOPE: &str = "bank_account_code";
+
+/// `PUT /v1/merchant/bank-account`: checks the owner's fresh authenticator code and records the
+/// account in one transaction, with its audit entry, an e-mail to every owner of the merchant and
+/// an operator alert; nothing is written when the code is wrong (but the failure is counted).
+/// Returns `effective_at` (ms).
+pub async fn change_bank_account(
+    state: &AppState,
+    who: &Changer<'_>,
+    account: &NewBankAccount<'_>,
+    code: &str,
+) -> Result<i64, PayoutError> {
+    check_bank_account(account)?;
+    let now = state.clock.now_ms();
+    let outcome = store::retry(|| async {
+        let mut tx = state.db.begin().await?;
+        let (failed, oldest) =
+            throttle::window(&mut tx, BANK_CODE_SCOPE, who.user_id.as_str(), now - throttle::WINDOW_MS).await?;
+        if failed >= BANK_CODE_TRIES {
+            let retry = oldest.map_or(throttle::WINDOW_MS, |t| t + throttle::WINDOW_MS - now).max(1_000);
+            return Err(throttle::too_many(retry).into());
+        }
+        if !crate::identity::staff::confirm_totp(&mut tx, state, who.user_id, code).await? {
+            return Err(PayoutError::WrongCode);
+        }
+        let effective_at = set_bank_account(&mut tx, who.merchant, account, who.actor, now).await?;
+        tell_owners_and_operators(&mut tx, who, account, effective_at, now).await?;
+        tx.commit().await?;
+        Ok(effective_at)
+    })
+    .await;
+    if matches!(outcome, Err(PayoutError::WrongCode)) {
+        let user = who.user_id.as_str();
+        store::retry(|| async {
+            let mut tx = state.db.begin().await?;
+            throttle::record(&mut tx, BANK_CODE_SCOPE, user, now).await?;
+            tx.commit().await
+        })
+        .await?;
+    }
+    outcome
+}
+
+/// Every owner of the merchant gets an e-mail (through the outbox, like every notice) and the
+/// operators an alert, in the transaction that set the account.
+async fn tell_owners_and_operators(
+    conn: &mut Conn,
+    who: &Changer<'_>,
+    account: &NewBankAccount<'_>,
+    effective_at: i64,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let when = crate::store::clock::rfc3339_ms(effective_at);
+    let what = format!(
+        "bank {} branch {} account ending {} ({})",
+        account.bank_code,
+        account.branch_code,
+        &account.account_number[4..],
+        account.account_type
+    );
+    let owners: Vec<String> =
+        sqlx::query_scalar("SELECT email FROM merchant_users WHERE merchant_id = $1 AND role = 'owner' ORDER BY email")
+            .bind(who.merchant)
+            .fetch_all(&mut *conn)
+            .await?;
+    for email in owners {
+        let message = crate::notify::Message {
+            channel: crate::notify::Channel::Email,
+            to: email,
+            kind: "bank_account_changed".into(),
+            subject: Some("Omamori: the bank account for your payouts was changed".into()),
+            body: format!(
+                "The bank account your payouts go to was changed to {what}. It takes effect at {when}; until \
+                 then payouts go to the account in effect before. If you did not make this change, tell Omamori \
+                 support at once."
+            ),
+            code: None,
+        };
+        crate::notify::enqueue(conn, &message, now).await?;
+    }
+    let detail =
+        format!("merchant {} set a new bank account: {what}, by {}; effective {when}", who.merchant, who.actor);
+    crate::risk::alerts::raise_each(conn, "bank_account_changed", "high", &detail, now).await
 }
 
 /// One payout of a settled day: a settlement with a positive net and the account in effect.

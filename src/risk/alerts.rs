@@ -158,6 +158,19 @@ pub async fn raise(conn: &mut Conn, kind: &str, severity: &str, detail: &str, no
     if recent > 0 {
         return Ok(false);
     }
+    raise_each(conn, kind, severity, detail, now).await?;
+    Ok(true)
+}
+
+/// Stores an alert and tells every operator, however recently one of its kind was raised: for
+/// events each of which an operator must see (a merchant's new bank account).
+pub async fn raise_each(
+    conn: &mut Conn,
+    kind: &str,
+    severity: &str,
+    detail: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
     let id = AlertId::generate();
     sqlx::query("INSERT INTO alerts (id, kind, severity, detail, created_at) VALUES ($1, $2, $3, $4, $5)")
         .bind(&id)
@@ -196,7 +209,7 @@ pub async fn raise(conn: &mut Conn, kind: &str, severity: &str, detail: &str, no
     };
     crate::notify::enqueue(conn, &page, now).await?;
     tracing::warn!(kind, severity, detail, "alert raised");
-    Ok(true)
+    Ok(())
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

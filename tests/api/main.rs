@@ -17,6 +17,7 @@ mod idempotency;
 mod identity;
 mod ledger;
 mod merchant_analytics;
+mod merchant_settlements;
 mod merchant_staff;
 mod money;
 mod notifications;

@@ -138,8 +138,9 @@ def j_staff(browser):
     expect(p.get_by_role("status")).to_contain_text("ログインしました")
     assert p.locator("html").get_attribute("lang") == "ja"
     expect(p.get_by_role("link", name="売上")).to_be_visible()
-    # A staff member has no staff list and no bank account.
+    # A staff member has no staff list, no settlements (they hold every store's lines) and no bank account.
     expect(p.get_by_role("link", name="スタッフ")).to_have_count(0)
+    expect(p.get_by_role("link", name="精算")).to_have_count(0)
     expect(p.get_by_role("link", name="振込口座")).to_have_count(0)
     width = p.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], f"the page is {width}px wide on a 360px phone"

@@ -18,7 +18,7 @@ import * as bank from './screens/bank.js';
 
 const SCREENS = { sales, items, customers, payments, settlements, staff, bank };
 /** Sections only an owner has: a staff member does not see the links (the API refuses anyway). */
-const OWNER_ONLY = new Set(['staff', 'bank']);
+const OWNER_ONLY = new Set(['settlements', 'staff', 'bank']);
 
 const main = document.getElementById('main');
 const statusEl = document.getElementById('status');
