@@ -90,6 +90,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0013_settlement.sql"),
         postgres: include_str!("../../migrations/postgres/0013_settlement.sql"),
     },
+    Migration {
+        version: 14,
+        name: "merchant_passkeys",
+        sqlite: include_str!("../../migrations/sqlite/0014_merchant_passkeys.sql"),
+        postgres: include_str!("../../migrations/postgres/0014_merchant_passkeys.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

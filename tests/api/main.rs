@@ -16,6 +16,7 @@ mod fuzz;
 mod idempotency;
 mod identity;
 mod ledger;
+mod merchant_passkeys;
 mod merchant_staff;
 mod money;
 mod notifications;

@@ -24,7 +24,7 @@ impl Staff {
         }
     }
 
-    fn code(&self, step: u64) -> String {
+    pub fn code(&self, step: u64) -> String {
         let seed = omamori::identity::totp::base32_decode(&self.totp_secret).unwrap();
         omamori::identity::totp::code_at_step(&seed, step)
     }
