@@ -166,6 +166,10 @@ impl Browser {
                 let cookies = [self.set_for(OPERATOR_COOKIE, "/v1/admin", &s.session_token, None)];
                 self.cookie_reply(&cookies, s.expires_at)
             }
+            Verified::MerchantLogin(s) if self.wants_cookies => {
+                let cookies = [self.set_for(MERCHANT_COOKIE, "/v1/merchant", &s.session_token, None)];
+                self.cookie_reply(&cookies, s.expires_at)
+            }
             other => axum::Json(SessionReply::<Verified<C>>::Tokens(other)).into_response(),
         }
     }

@@ -256,6 +256,10 @@ problem_responses! {
     OperatorStepUp403 {
         403 => "`forbidden`: not an operator's session; `step_up_required` with `challenge_id` and `methods`: the login was more than 5 minutes ago, so verify that challenge (authenticator code or passkey), then repeat the request",
     }
+    /// `403` of a merchant route that needs a fresh second factor.
+    MerchantStepUp403 {
+        403 => "`forbidden`: not a merchant user's session; `step_up_required` with `challenge_id` and `methods`: the login was more than 5 minutes ago, so verify that challenge (authenticator code or passkey), then repeat the request",
+    }
     /// `401` and `403` of a shopper route (a session token, from an allowed country).
     ShopperAuth {
         401 => "`unauthenticated`: no token, or one that is unknown, expired or revoked",

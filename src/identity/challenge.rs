@@ -1,4 +1,4 @@
-//! Challenges: every second step (login, step-up, operator login).
+//! Challenges: every second step (login, step-up, operator login, a merchant user's passkey login).
 //!
 //! A challenge lists the methods its owner has (`sms`, `totp`, `recovery_code`); creating one
 //! sends nothing. `send` delivers a fresh SMS code (3 per challenge, 20 per number and 50 per
@@ -9,6 +9,7 @@
 
 use crate::ids::CardId;
 use crate::ids::ChallengeId;
+use crate::ids::MerchantUserId;
 use crate::ids::OperatorId;
 use crate::ids::SessionId;
 use crate::ids::UserId;
@@ -37,11 +38,13 @@ pub enum Purpose {
     OperatorLogin,
     /// A card issuer's 3-D Secure style challenge.
     Card,
+    /// A merchant user's passkey login to the dashboard.
+    MerchantLogin,
 }
 
 impl Purpose {
     pub fn parse(text: &str) -> Option<Purpose> {
-        [Purpose::Login, Purpose::StepUp, Purpose::OperatorLogin, Purpose::Card]
+        [Purpose::Login, Purpose::StepUp, Purpose::OperatorLogin, Purpose::Card, Purpose::MerchantLogin]
             .into_iter()
             .find(|p| p.as_str() == text)
     }
@@ -52,6 +55,7 @@ impl Purpose {
             Purpose::StepUp => "step_up",
             Purpose::OperatorLogin => "operator_login",
             Purpose::Card => "card",
+            Purpose::MerchantLogin => "merchant_login",
         }
     }
 }
@@ -83,6 +87,7 @@ pub struct NewChallenge<'a> {
     pub purpose: Purpose,
     pub user_id: Option<&'a UserId>,
     pub operator_id: Option<&'a OperatorId>,
+    pub merchant_user_id: Option<&'a MerchantUserId>,
     pub session_id: Option<&'a SessionId>,
     pub device_id: Option<&'a str>,
     /// What the challenge unlocks (the card a card challenge activates).
@@ -104,13 +109,15 @@ pub struct Created {
 pub async fn create(conn: &mut Conn, c: &NewChallenge<'_>, now: i64) -> Result<Created, sqlx::Error> {
     let id = ChallengeId::generate();
     sqlx::query(
-        "INSERT INTO challenges (id, purpose, user_id, operator_id, session_id, device_id, methods, state, ip, country, \
-         created_at, expires_at, subject_id) VALUES ($1, $2, $3, $4, $5, $6, $7, 'open', $8, $9, $10, $11, $12)",
+        "INSERT INTO challenges (id, purpose, user_id, operator_id, merchant_user_id, session_id, device_id, methods, \
+         state, ip, country, created_at, expires_at, subject_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9, $10, $11, $12, $13)",
     )
     .bind(&id)
     .bind(c.purpose.as_str())
     .bind(c.user_id)
     .bind(c.operator_id)
+    .bind(c.merchant_user_id)
     .bind(c.session_id)
     .bind(c.device_id)
     .bind(c.methods.join(","))
@@ -129,6 +136,7 @@ struct Row_ {
     purpose: Purpose,
     user_id: Option<UserId>,
     operator_id: Option<OperatorId>,
+    merchant_user_id: Option<MerchantUserId>,
     session_id: Option<SessionId>,
     device_id: Option<String>,
     subject_id: Option<String>,
@@ -149,8 +157,8 @@ async fn load(conn: &mut Conn, id: &ChallengeId) -> Result<Option<Row_>, sqlx::E
         return Ok(None);
     }
     let row = sqlx::query(
-        "SELECT id, purpose, user_id, operator_id, session_id, device_id, subject_id, methods, sms_code_hash, \
-         passkey_challenge, sms_sends, failures, state, expires_at FROM challenges WHERE id = $1",
+        "SELECT id, purpose, user_id, operator_id, merchant_user_id, session_id, device_id, subject_id, methods, \
+         sms_code_hash, passkey_challenge, sms_sends, failures, state, expires_at FROM challenges WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(&mut *conn)
@@ -162,6 +170,7 @@ async fn load(conn: &mut Conn, id: &ChallengeId) -> Result<Option<Row_>, sqlx::E
                 .ok_or_else(|| sqlx::Error::Decode("unknown challenge purpose".into()))?,
             user_id: r.try_get("user_id")?,
             operator_id: r.try_get("operator_id")?,
+            merchant_user_id: r.try_get("merchant_user_id")?,
             session_id: r.try_get("session_id")?,
             device_id: r.try_get("device_id")?,
             subject_id: r.try_get("subject_id")?,
@@ -217,16 +226,26 @@ async fn send_passkey(state: &AppState, id: &ChallengeId) -> Result<serde_json::
         if !c.methods.split(',').any(|m| m == "passkey") {
             return Err(IdentityError::MethodNotAccepted { accepted: c.methods.replace(',', ", ") });
         }
-        let allow = match (&c.user_id, &c.operator_id) {
-            (Some(u), _) => super::passkey::credential_ids(&mut tx, super::passkey::Owner::User(u)).await?,
-            (_, Some(o)) => super::passkey::credential_ids(&mut tx, super::passkey::Owner::Operator(o)).await?,
-            _ => Vec::new(),
+        let allow = match passkey_owner(&c) {
+            Some(owner) => super::passkey::credential_ids(&mut tx, owner).await?,
+            None => Vec::new(),
         };
         let challenge = set_passkey_challenge(&mut tx, &c.id).await?;
         tx.commit().await?;
         Ok(super::webauthn::request_options(&rp, &challenge, &allow))
     })
     .await
+}
+
+/// Whose passkeys answer the challenge: its owner's (none yet for a passkey login).
+fn passkey_owner(c: &Row_) -> Option<super::passkey::Owner<'_>> {
+    use super::passkey::Owner;
+    match (&c.user_id, &c.operator_id, &c.merchant_user_id) {
+        (Some(u), _, _) => Some(Owner::User(u)),
+        (_, Some(o), _) => Some(Owner::Operator(o)),
+        (_, _, Some(m)) => Some(Owner::MerchantUser(m)),
+        _ => None,
+    }
 }
 
 /// Gives the challenge a fresh WebAuthn challenge, in the caller's transaction.
@@ -301,6 +320,13 @@ pub struct StepUpGranted {
     pub expires_at: String,
 }
 
+/// A merchant user's dashboard session after a passkey login (as `POST /v1/merchant/login` answers).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MerchantSessionOpened {
+    pub session_token: String,
+    pub expires_at: String,
+}
+
 /// An operator's session, carrying the operator's role.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OperatorSessionOpened {
@@ -317,6 +343,7 @@ pub enum Verified<Card> {
     Login(TwoStepSession),
     StepUp(StepUpGranted),
     OperatorLogin(OperatorSessionOpened),
+    MerchantLogin(MerchantSessionOpened),
     Card(Card),
 }
 
@@ -406,14 +433,19 @@ async fn answerable(conn: &mut Conn, c: &Row_, method: &str, now: i64) -> Result
     if !c.methods.split(',').any(|m| m == method) {
         return Err(IdentityError::MethodNotAccepted { accepted: c.methods.replace(',', ", ") });
     }
-    let owner = match (&c.user_id, &c.operator_id, c.purpose) {
-        (Some(u), _, _) => Owner { key: format!("account:{u}"), max_delay_ms: None },
-        (_, Some(o), _) => Owner { key: format!("operator:{o}"), max_delay_ms: Some(60_000) },
+    let owner = match (&c.user_id, &c.operator_id, &c.merchant_user_id, c.purpose) {
+        (Some(u), _, _, _) => Owner { key: format!("account:{u}"), max_delay_ms: None },
+        (_, Some(o), _, _) => Owner { key: format!("operator:{o}"), max_delay_ms: Some(60_000) },
+        // The key of the merchant user's password login: both ways in share one throttle.
+        (_, _, Some(m), _) => Owner { key: format!("merchant:{m}"), max_delay_ms: Some(60_000) },
         // A passkey login answered with a passkey no one registered: its failures count under a
         // key of their own (and against the address, as any wrong code).
-        (None, None, Purpose::Login) => Owner { key: "passkey-login:unknown".into(), max_delay_ms: Some(60_000) },
-        (None, None, Purpose::OperatorLogin) => {
+        (None, None, None, Purpose::Login) => Owner { key: "passkey-login:unknown".into(), max_delay_ms: Some(60_000) },
+        (None, None, None, Purpose::OperatorLogin) => {
             Owner { key: "operator-login:passkey".into(), max_delay_ms: Some(60_000) }
+        }
+        (None, None, None, Purpose::MerchantLogin) => {
+            Owner { key: "merchant-login:passkey".into(), max_delay_ms: Some(60_000) }
         }
         _ => return Err(anyhow::anyhow!("challenge {} has no owner", c.id).into()),
     };
@@ -424,18 +456,20 @@ async fn answerable(conn: &mut Conn, c: &Row_, method: &str, now: i64) -> Result
 }
 
 /// A passkey login's challenge names no one until its answer: the owner is the passkey's (a
-/// shopper's for a shopper's login, an operator's for an operator's), in the loaded row only.
+/// shopper's for a shopper's login, an operator's for an operator's, a merchant user's for the
+/// dashboard's), in the loaded row only. Another kind's passkey leaves it unnamed.
 async fn find_passkey_owner(conn: &mut Conn, c: &mut Row_, credential: &serde_json::Value) -> Result<(), sqlx::Error> {
-    if c.user_id.is_some() || c.operator_id.is_some() {
+    if passkey_owner(c).is_some() {
         return Ok(());
     }
-    let (user, operator) = super::passkey::owner_of(conn, credential).await?;
+    let holder = super::passkey::owner_of(conn, credential).await?;
     match c.purpose {
-        Purpose::Login => c.user_id = user,
-        Purpose::OperatorLogin => c.operator_id = operator,
+        Purpose::Login => c.user_id = holder.user_id,
+        Purpose::OperatorLogin => c.operator_id = holder.operator_id,
+        Purpose::MerchantLogin => c.merchant_user_id = holder.merchant_user_id,
         _ => {}
     }
-    c.named_by_passkey = c.user_id.is_some() || c.operator_id.is_some();
+    c.named_by_passkey = passkey_owner(c).is_some();
     Ok(())
 }
 
@@ -457,11 +491,7 @@ async fn code_is_right(
             if c.named_by_passkey && handle.is_none_or(str::is_empty) {
                 return Ok(false);
             }
-            let owner = match (&c.user_id, &c.operator_id) {
-                (Some(u), _) => super::passkey::Owner::User(u),
-                (_, Some(o)) => super::passkey::Owner::Operator(o),
-                _ => return Ok(false),
-            };
+            let Some(owner) = passkey_owner(c) else { return Ok(false) };
             let challenge = c.passkey_challenge.as_deref();
             return super::passkey::assertion_is_right(conn, state, owner, challenge, credential, now).await;
         }
@@ -494,9 +524,10 @@ async fn use_up(conn: &mut Conn, id: &ChallengeId) -> Result<(), IdentityError> 
 }
 
 async fn check_totp(conn: &mut Conn, state: &AppState, c: &Row_, code: &str) -> Result<bool, IdentityError> {
-    let owner = match (&c.user_id, &c.operator_id) {
-        (Some(u), _) => TotpOwner::User(u.as_str()),
-        (_, Some(o)) => TotpOwner::Operator(o.as_str()),
+    let owner = match (&c.user_id, &c.operator_id, &c.merchant_user_id) {
+        (Some(u), _, _) => TotpOwner::User(u.as_str()),
+        (_, Some(o), _) => TotpOwner::Operator(o.as_str()),
+        (_, _, Some(m)) => TotpOwner::MerchantUser(m.as_str()),
         _ => return Ok(false),
     };
     totp_matches(conn, state, owner, code).await
@@ -609,6 +640,14 @@ async fn complete<C: CardChallenges>(
             let operator_id = c.operator_id.as_ref().ok_or_else(|| missing("operator"))?;
             let device_id = c.device_id.as_deref().unwrap_or("console");
             Verified::OperatorLogin(complete_operator_login(conn, state, operator_id, device_id, client, now).await?)
+        }
+        Purpose::MerchantLogin => {
+            let merchant_user_id = c.merchant_user_id.as_ref().ok_or_else(|| missing("merchant user"))?;
+            let opened = open_merchant_session(conn, state, merchant_user_id, "passkey", client, now).await?;
+            Verified::MerchantLogin(MerchantSessionOpened {
+                session_token: opened.token,
+                expires_at: clock::rfc3339_ms(opened.expires_at),
+            })
         }
         Purpose::Card => {
             let (Some(user_id), Some(card_id)) = (c.user_id.as_ref(), c.subject_id.as_deref()) else {
@@ -725,4 +764,28 @@ async fn complete_operator_login(
         expires_at: clock::rfc3339_ms(opened.expires_at),
         role: role.as_str(),
     })
+}
+
+/// Opens a dashboard session after both factors (password and code, or a passkey: `method`), in
+/// the caller's transaction, audited as `merchant_user.login`.
+pub(super) async fn open_merchant_session(
+    conn: &mut Conn,
+    state: &AppState,
+    user_id: &MerchantUserId,
+    method: &str,
+    client: &ClientInfo,
+    now: i64,
+) -> Result<session::Opened, sqlx::Error> {
+    let new = NewSession {
+        subject: Subject::Merchant(user_id.as_str()),
+        device_id: "merchant",
+        ip: &client.ip_text,
+        country: client.country.as_deref(),
+        step_up: true,
+    };
+    let opened = session::open(conn, &new, session::Timeouts::from_config(&state.config), now).await?;
+    let detail = serde_json::json!({"session_id": opened.id, "ip": client.ip_text, "method": method});
+    let actor = format!("merchant_user:{user_id}");
+    crate::audit::append(conn, &actor, "merchant_user.login", user_id.as_str(), &detail, now).await?;
+    Ok(opened)
 }

@@ -178,6 +178,7 @@ async fn second_step(
         purpose: Purpose::Login,
         user_id: Some(&user.id),
         operator_id: None,
+        merchant_user_id: None,
         session_id: None,
         device_id: Some(device.id),
         subject_id: None,
@@ -261,6 +262,7 @@ pub async fn operator_login(
             purpose: Purpose::OperatorLogin,
             user_id: None,
             operator_id: Some(&operator_id),
+            merchant_user_id: None,
             session_id: None,
             device_id: Some("console"),
             subject_id: None,
@@ -286,13 +288,16 @@ pub struct PasskeyLoginStarted {
     pub options: serde_json::Value,
 }
 
-/// Who a passkey login is for: a shopper (on `device_id`) or an operator (at the console).
+/// Who a passkey login is for: a shopper (on `device_id`), an operator (at the console) or a
+/// merchant user (at the dashboard).
 pub enum PasskeyLogin<'a> {
     Shopper { device_id: &'a str },
     Operator,
+    Merchant,
 }
 
-/// `POST /v1/login/passkey {device_id}` and `POST /v1/admin/login/passkey`: a login challenge
+/// `POST /v1/login/passkey {device_id}`, `POST /v1/admin/login/passkey` and
+/// `POST /v1/merchant/login/passkey`: a login challenge
 /// that names no account and takes only a passkey (a discoverable credential: the passkey tells
 /// whose it is). The logins switch and the address and subnet throttles apply as to a password.
 pub async fn passkey_login(
@@ -308,6 +313,7 @@ pub async fn passkey_login(
             (Purpose::Login, device_id)
         }
         PasskeyLogin::Operator => (Purpose::OperatorLogin, "console"),
+        PasskeyLogin::Merchant => (Purpose::MerchantLogin, "merchant"),
     };
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
@@ -315,13 +321,15 @@ pub async fn passkey_login(
             let subject = crate::risk::switches::Subject { country: client.country.as_deref(), ..Default::default() };
             crate::risk::switches::check(&mut tx, crate::ids::SwitchName::Logins, subject).await?;
         }
-        // No account is named yet: the address and subnet limits (operators' own for operators;
-        // the key is this address's, so that no one else's attempts lock it).
+        // No account is named yet: the address and subnet limits (operators' and merchant users'
+        // own for them, as their password logins have; the key is this address's, so that no one
+        // else's attempts lock it).
         let limits = throttle::Limits::from_config(&state.config);
         let verdict = if purpose == Purpose::Login {
             throttle::check_network(&mut tx, limits, &client.ip_text, &client.subnet, now).await?
         } else {
-            let key = format!("operator-login:passkey:{}", client.ip_text);
+            let kind = if purpose == Purpose::MerchantLogin { "merchant" } else { "operator" };
+            let key = format!("{kind}-login:passkey:{}", client.ip_text);
             let attempt = throttle::Attempt {
                 ip: &client.ip_text,
                 subnet: &client.subnet,
@@ -340,6 +348,7 @@ pub async fn passkey_login(
             purpose,
             user_id: None,
             operator_id: None,
+            merchant_user_id: None,
             session_id: None,
             device_id: Some(device_id),
             subject_id: None,

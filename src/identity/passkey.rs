@@ -1,9 +1,9 @@
 //! Passkeys: registering them, listing and removing them, and answering a challenge with one
-//! (a login, a step-up, an operator's login). The WebAuthn checks are `webauthn`'s; here are the
-//! ceremonies' state (each challenge used once, for 5 minutes) and the credentials (only the
-//! public key and the signature counter are kept).
+//! (a login, a step-up, an operator's or a merchant user's login). The WebAuthn checks are
+//! `webauthn`'s; here are the ceremonies' state (each challenge used once, for 5 minutes) and the
+//! credentials (only the public key and the signature counter are kept).
 
-use crate::ids::{OperatorId, PasskeyId, RegistrationId, UserId};
+use crate::ids::{MerchantUserId, OperatorId, PasskeyId, RegistrationId, UserId};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::Row;
@@ -13,11 +13,12 @@ use super::{IdentityError, user_by_id};
 use crate::state::AppState;
 use crate::store::{self, Conn, clock};
 
-/// Whose passkeys: a shopper's or an operator's.
+/// Whose passkeys: a shopper's, an operator's or a merchant user's (the dashboard's).
 #[derive(Debug, Clone, Copy)]
 pub enum Owner<'a> {
     User(&'a UserId),
     Operator(&'a OperatorId),
+    MerchantUser(&'a MerchantUserId),
 }
 
 impl Owner<'_> {
@@ -25,6 +26,7 @@ impl Owner<'_> {
         match self {
             Owner::User(_) => "user_id",
             Owner::Operator(_) => "operator_id",
+            Owner::MerchantUser(_) => "merchant_user_id",
         }
     }
 
@@ -32,6 +34,7 @@ impl Owner<'_> {
         match self {
             Owner::User(u) => u.as_str(),
             Owner::Operator(o) => o.as_str(),
+            Owner::MerchantUser(m) => m.as_str(),
         }
     }
 }
@@ -80,6 +83,7 @@ async fn account_name(conn: &mut Conn, owner: Owner<'_>) -> Result<String, Ident
     let table = match owner {
         Owner::User(_) => "users",
         Owner::Operator(_) => "operators",
+        Owner::MerchantUser(_) => "merchant_users",
     };
     let sql = sqlx::AssertSqlSafe(format!("SELECT email FROM {table} WHERE id = $1"));
     let email: Option<String> = sqlx::query_scalar(sql).bind(owner.text()).fetch_optional(&mut *conn).await?;
@@ -95,14 +99,15 @@ pub async fn begin_registration(state: &AppState, owner: Owner<'_>) -> Result<Re
     let mut conn = state.db.pool().acquire().await?;
     let name = account_name(&mut conn, owner).await?;
     let exclude = credential_ids(&mut conn, owner).await?;
-    let (user, operator) = owner_columns(owner);
+    let (user, operator, merchant_user) = owner_columns(owner);
     sqlx::query(
-        "INSERT INTO passkey_registrations (id, user_id, operator_id, challenge, state, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, 'open', $5, $6)",
+        "INSERT INTO passkey_registrations (id, user_id, operator_id, merchant_user_id, challenge, state, created_at, \
+         expires_at) VALUES ($1, $2, $3, $4, $5, 'open', $6, $7)",
     )
     .bind(&id)
     .bind(user)
     .bind(operator)
+    .bind(merchant_user)
     .bind(&challenge)
     .bind(now)
     .bind(now + webauthn::TIMEOUT_MS)
@@ -113,10 +118,12 @@ pub async fn begin_registration(state: &AppState, owner: Owner<'_>) -> Result<Re
     Ok(RegistrationStarted { registration_id: id, options })
 }
 
-fn owner_columns(owner: Owner<'_>) -> (Option<&UserId>, Option<&OperatorId>) {
+/// The owner as the three owner columns (exactly one set).
+fn owner_columns(owner: Owner<'_>) -> (Option<&UserId>, Option<&OperatorId>, Option<&MerchantUserId>) {
     match owner {
-        Owner::User(u) => (Some(u), None),
-        Owner::Operator(o) => (None, Some(o)),
+        Owner::User(u) => (Some(u), None, None),
+        Owner::Operator(o) => (None, Some(o), None),
+        Owner::MerchantUser(m) => (None, None, Some(m)),
     }
 }
 
@@ -178,14 +185,15 @@ pub async fn finish_registration(
             return Err(IdentityError::PasskeyRejected(Rejected::Invalid("this passkey is already registered")));
         }
         let passkey_id = PasskeyId::generate();
-        let (user, operator) = owner_columns(owner);
+        let (user, operator, merchant_user) = owner_columns(owner);
         sqlx::query(
-            "INSERT INTO passkeys (id, user_id, operator_id, credential_id, public_key, sign_count, name, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO passkeys (id, user_id, operator_id, merchant_user_id, credential_id, public_key, sign_count, \
+             name, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&passkey_id)
         .bind(user)
         .bind(operator)
+        .bind(merchant_user)
         .bind(&new.credential_id)
         .bind(&new.public_key)
         .bind(new.sign_count)
@@ -213,7 +221,7 @@ async fn added(conn: &mut Conn, owner: Owner<'_>, now: i64) -> Result<(), sqlx::
     tell(conn, owner, "passkey_added", "A passkey was added to your Omamori account.", now).await
 }
 
-/// Tells a shopper on every channel; an operator's event goes to the audit log.
+/// Tells a shopper on every channel; an operator's or a merchant user's event goes to the audit log.
 async fn tell(conn: &mut Conn, owner: Owner<'_>, kind: &str, text: &str, now: i64) -> Result<(), sqlx::Error> {
     match owner {
         Owner::User(user_id) => match user_by_id(conn, user_id).await? {
@@ -223,6 +231,10 @@ async fn tell(conn: &mut Conn, owner: Owner<'_>, kind: &str, text: &str, now: i6
         Owner::Operator(operator_id) => {
             let actor = format!("operator:{operator_id}");
             crate::audit::append(conn, &actor, kind, operator_id, &serde_json::json!({}), now).await
+        }
+        Owner::MerchantUser(merchant_user_id) => {
+            let actor = format!("merchant_user:{merchant_user_id}");
+            crate::audit::append(conn, &actor, kind, merchant_user_id, &serde_json::json!({}), now).await
         }
     }
 }
@@ -269,20 +281,29 @@ pub async fn remove_all(conn: &mut Conn, owner: Owner<'_>) -> Result<u64, sqlx::
     Ok(sqlx::query(sql).bind(owner.text()).execute(&mut *conn).await?.rows_affected())
 }
 
+/// Who a registered credential belongs to (one of the three is set; none when it is unknown).
+#[derive(Debug, Default)]
+pub struct Holder {
+    pub user_id: Option<UserId>,
+    pub operator_id: Option<OperatorId>,
+    pub merchant_user_id: Option<MerchantUserId>,
+}
+
 /// The owner of the credential an assertion names, when it is registered (for a passkey login,
 /// whose challenge names no one until then).
-pub async fn owner_of(
-    conn: &mut Conn,
-    credential: &Value,
-) -> Result<(Option<UserId>, Option<OperatorId>), sqlx::Error> {
-    let Ok(assertion) = webauthn::parse_assertion(credential) else { return Ok((None, None)) };
-    let row = sqlx::query("SELECT user_id, operator_id FROM passkeys WHERE credential_id = $1")
+pub async fn owner_of(conn: &mut Conn, credential: &Value) -> Result<Holder, sqlx::Error> {
+    let Ok(assertion) = webauthn::parse_assertion(credential) else { return Ok(Holder::default()) };
+    let row = sqlx::query("SELECT user_id, operator_id, merchant_user_id FROM passkeys WHERE credential_id = $1")
         .bind(&assertion.credential_id)
         .fetch_optional(&mut *conn)
         .await?;
     match row {
-        Some(r) => Ok((r.try_get("user_id")?, r.try_get("operator_id")?)),
-        None => Ok((None, None)),
+        Some(r) => Ok(Holder {
+            user_id: r.try_get("user_id")?,
+            operator_id: r.try_get("operator_id")?,
+            merchant_user_id: r.try_get("merchant_user_id")?,
+        }),
+        None => Ok(Holder::default()),
     }
 }
 

@@ -1,5 +1,5 @@
 //! HTTP routes of passkeys (API.md "Passkeys (WebAuthn)"): registering, listing and removing a
-//! shopper's or an operator's passkeys, and starting a login with one. Answering a challenge with
+//! shopper's, an operator's or a merchant user's passkeys, and starting a login with one. Answering a challenge with
 //! a passkey goes through the challenge routes (`routes.rs`).
 
 use crate::http::extract::PathId;
@@ -13,10 +13,10 @@ use utoipa_axum::routes;
 
 use super::login::{self, PasskeyLogin, PasskeyLoginStarted};
 use super::passkey::{self, Owner, Passkey, RegistrationStarted};
-use crate::http::auth::{RequireRole, ShopperClient, UserSession, Viewer};
+use crate::http::auth::{MerchantStaff, RequireRole, ShopperClient, UserSession, Viewer};
 use crate::http::error::{
-    ApiError, AuthErrors, JsonBodyErrors, NotFound404, OperatorStepUp403, Problem, ShopperAuth, TooMany429,
-    Unauthenticated401,
+    ApiError, AuthErrors, JsonBodyErrors, MerchantStepUp403, NotFound404, OperatorStepUp403, Problem, ShopperAuth,
+    TooMany429, Unauthenticated401,
 };
 use crate::http::extract::ApiJson;
 use crate::risk::client::ClientInfo;
@@ -32,6 +32,10 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin_register_finish))
         .routes(routes!(admin_remove))
         .routes(routes!(admin_login_begin))
+        .routes(routes!(merchant_register_begin, merchant_list))
+        .routes(routes!(merchant_register_finish))
+        .routes(routes!(merchant_remove))
+        .routes(routes!(merchant_login_begin))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -221,4 +225,82 @@ async fn admin_login_begin(
     _body: ApiJson<NoFields>,
 ) -> Result<Response, ApiError> {
     Ok(axum::Json(login::passkey_login(&state, PasskeyLogin::Operator, &client).await?).into_response())
+}
+
+/// Starts adding a passkey to the merchant user's own account (owner or staff).
+#[utoipa::path(post, path = "/v1/merchant/me/passkeys", tag = "merchant", security(("bearer" = [])), responses(
+    (status = 200, body = RegistrationStarted, description = "The ceremony's options; finish it within 5 minutes"),
+    Unauthenticated401, MerchantStepUp403,
+    (status = 503, description = "`unavailable`: the server has no public address (`OMAMORI_PUBLIC_URL`), so no passkeys", body = Problem, content_type = "application/problem+json")))]
+async fn merchant_register_begin(
+    State(state): State<AppState>,
+    who: MerchantStaff,
+    client: ClientInfo,
+) -> Result<Response, ApiError> {
+    super::recovery::require_merchant_step_up(&state, who.session(), &client).await?;
+    Ok(axum::Json(passkey::begin_registration(&state, Owner::MerchantUser(who.user_id())).await?).into_response())
+}
+
+/// Finishes adding a merchant user's passkey (audited).
+#[utoipa::path(post, path = "/v1/merchant/me/passkeys/{registration_id}/finish", tag = "merchant",
+    request_body = FinishBody, params(("registration_id" = String, Path)), security(("bearer" = [])), responses(
+    (status = 201, body = Passkey, description = "The passkey is registered"),
+    AuthErrors, JsonBodyErrors, NotFound404,
+    (status = 410, description = "`challenge_expired`: the registration expired or was used", body = Problem, content_type = "application/problem+json"),
+    (status = 422, description = "`passkey_rejected`: the answer does not verify; `invalid_body`: a field is missing, unknown or of the wrong type, or the name is too long", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "`unavailable`: the server has no public address (`OMAMORI_PUBLIC_URL`), so no passkeys", body = Problem, content_type = "application/problem+json")))]
+async fn merchant_register_finish(
+    State(state): State<AppState>,
+    who: MerchantStaff,
+    PathId(id): PathId<RegistrationId>,
+    body: ApiJson<FinishBody>,
+) -> Result<Response, ApiError> {
+    let b = body.value;
+    let owner = Owner::MerchantUser(who.user_id());
+    let created = passkey::finish_registration(&state, owner, &id, &b.credential, b.name.as_deref()).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)).into_response())
+}
+
+/// The merchant user's own passkeys.
+#[utoipa::path(get, path = "/v1/merchant/me/passkeys", tag = "merchant", security(("bearer" = [])), responses(
+    (status = 200, body = PasskeyList, description = "The passkeys, oldest first"),
+    AuthErrors))]
+async fn merchant_list(State(state): State<AppState>, who: MerchantStaff) -> Result<Response, ApiError> {
+    let items = passkey::list(&state, Owner::MerchantUser(who.user_id())).await?;
+    Ok(axum::Json(PasskeyList { items }).into_response())
+}
+
+/// Removes one of the merchant user's passkeys (audited).
+#[utoipa::path(delete, path = "/v1/merchant/me/passkeys/{passkey_id}", tag = "merchant",
+    params(("passkey_id" = String, Path)), security(("bearer" = [])), responses(
+    (status = 204, description = "Removed"),
+    Unauthenticated401, MerchantStepUp403, NotFound404))]
+async fn merchant_remove(
+    State(state): State<AppState>,
+    who: MerchantStaff,
+    client: ClientInfo,
+    PathId(id): PathId<PasskeyId>,
+) -> Result<Response, ApiError> {
+    super::recovery::require_merchant_step_up(&state, who.session(), &client).await?;
+    if !passkey::remove(&state, Owner::MerchantUser(who.user_id()), &id).await? {
+        return Err(ApiError::not_found("there is no such passkey"));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Starts a merchant user's login with a passkey instead of password and authenticator code;
+/// verify the challenge with `{method: "passkey", credential}` (with `Omamori-Session: cookie`, the
+/// session goes into the `omamori_merchant` cookie).
+#[utoipa::path(post, path = "/v1/merchant/login/passkey", tag = "merchant", request_body = NoFields, responses(
+    (status = 200, body = PasskeyLoginStarted, description = "The login challenge and the ceremony's options"),
+    JsonBodyErrors,
+    (status = 422, description = "`invalid_body`: the body has fields (it takes none)", body = Problem, content_type = "application/problem+json"),
+    TooMany429,
+    (status = 503, description = "`unavailable`: the server has no public address (`OMAMORI_PUBLIC_URL`), so no passkeys", body = Problem, content_type = "application/problem+json")))]
+async fn merchant_login_begin(
+    State(state): State<AppState>,
+    client: ClientInfo,
+    _body: ApiJson<NoFields>,
+) -> Result<Response, ApiError> {
+    Ok(axum::Json(login::passkey_login(&state, PasskeyLogin::Merchant, &client).await?).into_response())
 }

@@ -295,6 +295,7 @@ pub async fn require_step_up(
             purpose: super::challenge::Purpose::StepUp,
             user_id: Some(session.user_id()),
             operator_id: None,
+            merchant_user_id: None,
             session_id: Some(session.session_id()),
             device_id: Some(session.device_id()),
             subject_id: None,
@@ -317,22 +318,66 @@ pub async fn require_operator_step_up(
     session: &crate::identity::session::OperatorSession,
     client: &ClientInfo,
 ) -> Result<(), IdentityError> {
+    let staff = StaffSession {
+        owner: super::passkey::Owner::Operator(session.operator_id()),
+        session_id: session.session_id(),
+        device_id: session.device_id(),
+        step_up_at: session.step_up_at(),
+    };
+    require_staff_step_up(state, &staff, client).await
+}
+
+/// As [`require_operator_step_up`], for a merchant user of the dashboard: the authenticator app's
+/// code, or a passkey when they have one.
+pub async fn require_merchant_step_up(
+    state: &AppState,
+    session: &crate::identity::session::MerchantSession,
+    client: &ClientInfo,
+) -> Result<(), IdentityError> {
+    let staff = StaffSession {
+        owner: super::passkey::Owner::MerchantUser(session.merchant_user_id()),
+        session_id: session.session_id(),
+        device_id: session.device_id(),
+        step_up_at: session.step_up_at(),
+    };
+    require_staff_step_up(state, &staff, client).await
+}
+
+/// An operator's or a merchant user's session, as a step-up sees it.
+struct StaffSession<'a> {
+    owner: super::passkey::Owner<'a>,
+    session_id: &'a crate::ids::SessionId,
+    device_id: &'a str,
+    step_up_at: i64,
+}
+
+async fn require_staff_step_up(
+    state: &AppState,
+    session: &StaffSession<'_>,
+    client: &ClientInfo,
+) -> Result<(), IdentityError> {
     let now = state.clock.now_ms();
-    if session.step_up_at() + super::STEP_UP_TTL_MS > now {
+    if session.step_up_at + super::STEP_UP_TTL_MS > now {
         return Ok(());
     }
+    let (operator_id, merchant_user_id) = match session.owner {
+        super::passkey::Owner::Operator(o) => (Some(o), None),
+        super::passkey::Owner::MerchantUser(m) => (None, Some(m)),
+        super::passkey::Owner::User(_) => return Err(anyhow::anyhow!("a shopper's step-up is require_step_up").into()),
+    };
     let challenge = store::retry(|| async {
         let mut tx = state.db.begin().await?;
         let mut methods = vec!["totp"];
-        if super::passkey::has_any(&mut tx, super::passkey::Owner::Operator(session.operator_id())).await? {
+        if super::passkey::has_any(&mut tx, session.owner).await? {
             methods.push("passkey");
         }
         let c = super::challenge::NewChallenge {
             purpose: super::challenge::Purpose::StepUp,
             user_id: None,
-            operator_id: Some(session.operator_id()),
-            session_id: Some(session.session_id()),
-            device_id: Some(session.device_id()),
+            operator_id,
+            merchant_user_id,
+            session_id: Some(session.session_id),
+            device_id: Some(session.device_id),
             subject_id: None,
             methods: &methods,
             client,

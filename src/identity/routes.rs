@@ -219,7 +219,7 @@ struct VerifyBody {
 /// Answers a challenge; returns what it was for (a session, a step-up grant).
 #[utoipa::path(post, path = "/v1/challenges/{challenge_id}/verify", tag = "shopper", request_body = VerifyBody,
     params(("challenge_id" = String, Path), Browser), responses(
-    (status = 200, body = SessionReply<Verified<Card>>, description = "A session (and `device_token`; in cookies with `Omamori-Session: cookie`) after a login; `step_up` after a step-up; an operator's session after an operator login; the card after a card challenge"),
+    (status = 200, body = SessionReply<Verified<Card>>, description = "A session (and `device_token`; in cookies with `Omamori-Session: cookie`) after a login; `step_up` after a step-up; an operator's session after an operator login; a dashboard session (or the `omamori_merchant` cookie) after a merchant user's passkey login; the card after a card challenge"),
     JsonBodyErrors, NotFound404,
     (status = 403, description = "`region_blocked`: requests from this country are refused (shoppers only); `risk_declined`: the login was declined", body = Problem, content_type = "application/problem+json"),
     (status = 410, description = "`challenge_expired`: the challenge expired or was used up", body = Problem, content_type = "application/problem+json"),
@@ -232,9 +232,10 @@ async fn challenge_verify(
     PathId(id): PathId<ChallengeId>,
     body: ApiJson<VerifyBody>,
 ) -> Result<Response, ApiError> {
-    // Operators verify their login here too; the country policy is for shoppers only.
+    // Operators and merchant users verify their login here too; the country policy is for
+    // shoppers only.
     let purpose = if id.as_str().starts_with("chl_") { challenge::purpose_of(&state.db, &id).await? } else { None };
-    if purpose != Some(challenge::Purpose::OperatorLogin) {
+    if !matches!(purpose, Some(challenge::Purpose::OperatorLogin | challenge::Purpose::MerchantLogin)) {
         crate::risk::client::country_policy(&state.config, &client)?;
     }
     let b = &body.value;
@@ -376,6 +377,7 @@ async fn step_up(State(state): State<AppState>, s: UserSession, client: ShopperC
             purpose: challenge::Purpose::StepUp,
             user_id: Some(s.user_id()),
             operator_id: None,
+            merchant_user_id: None,
             session_id: Some(s.session_id()),
             device_id: Some(s.device_id()),
             subject_id: None,

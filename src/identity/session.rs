@@ -150,7 +150,12 @@ impl Live {
     /// The merchant user this session belongs to; `None` for a shopper's or an operator's.
     pub fn into_merchant(self) -> Option<MerchantSession> {
         match (self.kind.as_str(), self.merchant_user_id) {
-            ("merchant", Some(merchant_user_id)) => Some(MerchantSession { session_id: self.id, merchant_user_id }),
+            ("merchant", Some(merchant_user_id)) => Some(MerchantSession {
+                session_id: self.id,
+                merchant_user_id,
+                device_id: self.device_id,
+                step_up_at: self.step_up_at,
+            }),
             _ => None,
         }
     }
@@ -162,6 +167,8 @@ impl Live {
 pub struct MerchantSession {
     session_id: SessionId,
     merchant_user_id: MerchantUserId,
+    device_id: String,
+    step_up_at: i64,
 }
 
 impl MerchantSession {
@@ -171,6 +178,15 @@ impl MerchantSession {
 
     pub fn merchant_user_id(&self) -> &MerchantUserId {
         &self.merchant_user_id
+    }
+
+    pub fn device_id(&self) -> &str {
+        &self.device_id
+    }
+
+    /// When the session last verified a second factor (its login, or a step-up; milliseconds).
+    pub fn step_up_at(&self) -> i64 {
+        self.step_up_at
     }
 }
 

@@ -5,18 +5,18 @@
 //! table keeps the password's Argon2 hash and the seed sealed, as for operators.
 //!
 //! Login takes the e-mail, the password and the authenticator code in one request (the
-//! dashboard's one form). It is throttled like an operator's: the address, network and account
+//! dashboard's one form), or a passkey alone (a `merchant_login` challenge, as an operator's). It is throttled like an operator's: the address, network and account
 //! counters are checked and the attempt counted before the password is hashed, and a wrong
 //! password and a wrong code get the same `401 invalid_credentials`.
 
 use serde::Serialize;
 use sqlx::Row;
 
-use super::challenge::{TotpOwner, totp_matches};
+use super::challenge::{TotpOwner, open_merchant_session, totp_matches};
 use super::login::password_step;
 use super::password::Password;
 use super::recovery::unknown_login_key;
-use super::session::{self, NewSession, Opened, Subject, Timeouts};
+use super::session::{self, Opened};
 use super::{Email, IdentityError, totp};
 use crate::ids::{MerchantId, MerchantUserId, StoreId};
 use crate::risk::client::ClientInfo;
@@ -220,6 +220,8 @@ pub async fn create_or_reset_owner(
         .bind(&id)
         .execute(&mut *tx)
         .await?;
+    // New credentials leave no way back in for whoever held the old ones.
+    super::passkey::remove_all(&mut tx, super::passkey::Owner::MerchantUser(&id)).await?;
     crate::audit::append(
         &mut tx,
         "system:sandbox",
@@ -289,31 +291,13 @@ async fn open_session(
     client: &ClientInfo,
     now: i64,
 ) -> Result<Opened, IdentityError> {
-    let timeouts = Timeouts::from_config(&state.config);
     let opened = store::retry(|| async {
         let mut tx = state.db.begin().await?;
         if !totp_matches(&mut tx, state, TotpOwner::MerchantUser(user_id.as_str()), totp_code).await? {
             return Ok(None);
         }
         pending.succeeded(&mut tx).await?;
-        let new = NewSession {
-            subject: Subject::Merchant(user_id.as_str()),
-            device_id: "merchant",
-            ip: &client.ip_text,
-            country: client.country.as_deref(),
-            step_up: true,
-        };
-        let opened = session::open(&mut tx, &new, timeouts, now).await?;
-        let detail = serde_json::json!({"session_id": opened.id, "ip": client.ip_text});
-        crate::audit::append(
-            &mut tx,
-            &format!("merchant_user:{user_id}"),
-            "merchant_user.login",
-            user_id.as_str(),
-            &detail,
-            now,
-        )
-        .await?;
+        let opened = open_merchant_session(&mut tx, state, user_id, "password", client, now).await?;
         tx.commit().await?;
         Ok::<_, IdentityError>(Some(opened))
     })

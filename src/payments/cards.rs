@@ -405,6 +405,7 @@ async fn issuer_challenge(
         purpose: challenge::Purpose::Card,
         user_id: Some(&a.user.id),
         operator_id: None,
+        merchant_user_id: None,
         session_id: Some(a.who.session.session_id()),
         device_id: Some(a.who.session.device_id()),
         subject_id: Some(card_id.as_str()),

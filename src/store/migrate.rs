@@ -91,6 +91,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../migrations/postgres/0013_settlement.sql"),
     },
     Migration {
+        version: 14,
+        name: "merchant_passkeys",
+        sqlite: include_str!("../../migrations/sqlite/0014_merchant_passkeys.sql"),
+        postgres: include_str!("../../migrations/postgres/0014_merchant_passkeys.sql"),
+    },
+    Migration {
         version: 15,
         name: "customer_firsts",
         sqlite: include_str!("../../migrations/sqlite/0015_customer_firsts.sql"),

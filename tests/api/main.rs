@@ -18,6 +18,7 @@ mod identity;
 mod ledger;
 mod merchant_analytics;
 mod merchant_settlements;
+mod merchant_passkeys;
 mod merchant_staff;
 mod money;
 mod notifications;

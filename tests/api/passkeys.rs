@@ -22,14 +22,14 @@ const AT: u8 = 0x40;
 
 /// What a test changes in what the authenticator (or a phishing page) sends.
 #[derive(Default, Clone)]
-struct Tweak {
+pub(crate) struct Tweak {
     origin: Option<String>,
     flags: Option<u8>,
     count: Option<u32>,
     challenge: Option<String>,
 }
 
-struct Authenticator {
+pub(crate) struct Authenticator {
     key: EcdsaKeyPair,
     credential_id: Vec<u8>,
     user_handle: Vec<u8>,
@@ -39,7 +39,7 @@ struct Authenticator {
 }
 
 impl Authenticator {
-    fn new(app: &TestApp) -> Authenticator {
+    pub(crate) fn new(app: &TestApp) -> Authenticator {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
@@ -93,7 +93,7 @@ impl Authenticator {
     }
 
     /// `navigator.credentials.create` with these creation options.
-    fn create(&mut self, options: &Value, tweak: &Tweak) -> Value {
+    pub(crate) fn create(&mut self, options: &Value, tweak: &Tweak) -> Value {
         assert_eq!(options["rp"]["id"], "localhost", "{options}");
         assert_eq!(options["authenticatorSelection"]["residentKey"], "required", "{options}");
         assert_eq!(options["authenticatorSelection"]["userVerification"], "required", "{options}");
@@ -123,7 +123,7 @@ impl Authenticator {
     }
 
     /// `navigator.credentials.get` with these request options.
-    fn get(&mut self, options: &Value, tweak: &Tweak) -> Value {
+    pub(crate) fn get(&mut self, options: &Value, tweak: &Tweak) -> Value {
         assert_eq!(options["rpId"], "localhost", "{options}");
         assert_eq!(options["userVerification"], "required", "{options}");
         self.count += 1;
@@ -147,7 +147,7 @@ impl Authenticator {
 }
 
 /// A logged-in shopper (fresh step-up) with one passkey registered.
-async fn shopper_with_passkey(app: &TestApp) -> (Shopper, Authenticator) {
+pub(crate) async fn shopper_with_passkey(app: &TestApp) -> (Shopper, Authenticator) {
     let mut s = app.register().await;
     app.log_in(&mut s).await;
     let mut authenticator = Authenticator::new(app);
@@ -183,7 +183,12 @@ async fn start_passkey_login(app: &TestApp, device_id: &str, ip: &str) -> (Strin
     (r.body["challenge_id"].as_str().unwrap().to_string(), r.body["options"].clone())
 }
 
-async fn verify_passkey(app: &TestApp, challenge_id: &str, credential: &Value, ip: &str) -> crate::helpers::Reply {
+pub(crate) async fn verify_passkey(
+    app: &TestApp,
+    challenge_id: &str,
+    credential: &Value,
+    ip: &str,
+) -> crate::helpers::Reply {
     app.post_from(
         &format!("/v1/challenges/{challenge_id}/verify"),
         &json!({"method": "passkey", "credential": credential}),
