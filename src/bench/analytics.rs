@@ -124,7 +124,10 @@ pub async fn analytics(mut config: crate::config::Config, run: AnalyticsRun) -> 
         run.items,
         seed_time.as_secs_f64()
     );
-    println!("first-visit fold of the seeded year: {:.1} s (serve folds each minute's payments)", fold_time.as_secs_f64());
+    println!(
+        "first-visit fold of the seeded year: {:.1} s (serve folds each minute's payments)",
+        fold_time.as_secs_f64()
+    );
     let today = crate::store::clock::tokyo_date(now);
     let week_ago = crate::store::clock::tokyo_date(now - 7 * DAY_MS);
     let year_ago = crate::store::clock::tokyo_date(now - 365 * DAY_MS);

@@ -184,7 +184,8 @@ pub async fn fold(db: &crate::store::Db, merchant: &MerchantId, now: i64) -> Res
 
 /// [`fold`] for every merchant (the daily-close loop runs it each minute).
 pub async fn fold_all(db: &crate::store::Db, now: i64) -> Result<(), sqlx::Error> {
-    let merchants: Vec<String> = sqlx::query_scalar("SELECT id FROM merchants ORDER BY id").fetch_all(db.pool()).await?;
+    let merchants: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM merchants ORDER BY id").fetch_all(db.pool()).await?;
     for m in merchants {
         fold(db, &MerchantId::from_raw(m), now).await?;
     }
@@ -368,6 +369,7 @@ async fn payment_counts(
 /// Sales by category or item: each item line's yen, and the items refunds named.
 async fn item_counts(
     conn: &mut Conn,
+    db: &crate::store::Db,
     f: &Filter,
     group: GroupBy,
 ) -> Result<Vec<(Option<String>, Option<String>, Counts)>, sqlx::Error> {
@@ -379,8 +381,11 @@ async fn item_counts(
          CAST(SUM(i.quantity * i.unit_amount) AS BIGINT) AS gross, CAST(0 AS BIGINT) AS refunds, {CUSTOMER_COUNTS} \
          FROM p JOIN payment_items i ON i.payment_id = p.id GROUP BY {key}"
     );
-    let rows = sql.fetch_all(&mut *conn).await?;
-    let refunds = item_refunds(conn, f, group).await?;
+    let refunds = async {
+        let mut other = db.pool().acquire().await?;
+        item_refunds(&mut other, f, group).await
+    };
+    let (rows, refunds) = tokio::try_join!(sql.fetch_all(&mut *conn), refunds)?;
     let mut out = Vec::with_capacity(rows.len());
     for r in &rows {
         let k = key_of(group, r)?;
@@ -415,19 +420,27 @@ async fn item_refunds(
 }
 
 /// `GET /v1/merchant/analytics/sales`: the breakdown and the period's totals.
-pub async fn sales(conn: &mut Conn, f: &Filter, group: GroupBy, min: i64) -> Result<Sales, sqlx::Error> {
-    let totals = payment_counts(conn, f, None).await?.pop().map(|(_, c)| c).unwrap_or_default();
-    let mut items: Vec<SalesRow> = if group.by_item() {
-        let rows = item_counts(conn, f, group).await?;
-        rows.into_iter().map(|(key, name, c)| SalesRow { key, name, figures: SalesFigures::of(c, min) }).collect()
-    } else {
-        let rows = payment_counts(conn, f, Some(group)).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (r, c) in rows {
-            out.push(SalesRow { key: key_of(group, &r)?, name: None, figures: SalesFigures::of(c, min) });
-        }
-        out
+pub async fn sales(db: &crate::store::Db, f: &Filter, group: GroupBy, min: i64) -> Result<Sales, sqlx::Error> {
+    // The totals and the breakdown are two scans: each on a connection of its own, at once.
+    let totals = async {
+        let mut conn = db.pool().acquire().await?;
+        Ok::<_, sqlx::Error>(payment_counts(&mut conn, f, None).await?.pop().map(|(_, c)| c).unwrap_or_default())
     };
+    let breakdown = async {
+        let mut conn = db.pool().acquire().await?;
+        let mut out = Vec::new();
+        if group.by_item() {
+            for (key, name, c) in item_counts(&mut conn, db, f, group).await? {
+                out.push(SalesRow { key, name, figures: SalesFigures::of(c, min) });
+            }
+        } else {
+            for (r, c) in payment_counts(&mut conn, f, Some(group)).await? {
+                out.push(SalesRow { key: key_of(group, &r)?, name: None, figures: SalesFigures::of(c, min) });
+            }
+        }
+        Ok::<_, sqlx::Error>(out)
+    };
+    let (totals, mut items) = tokio::try_join!(totals, breakdown)?;
     match group {
         GroupBy::Category | GroupBy::Sku => {
             items.sort_by(|a, b| b.figures.net.cmp(&a.figures.net).then_with(|| a.key.cmp(&b.key)))
@@ -590,7 +603,7 @@ pub fn lift(together: i64, with_a: i64, with_b: i64, baskets: i64) -> f64 {
 }
 
 /// `GET /v1/merchant/analytics/baskets`: the pairs bought by at least `min` distinct customers.
-pub async fn baskets(conn: &mut Conn, f: &Filter, min: i64) -> Result<Baskets, sqlx::Error> {
+pub async fn baskets(db: &crate::store::Db, f: &Filter, min: i64) -> Result<Baskets, sqlx::Error> {
     let mut sql = Sql::default();
     let with = scoped(f, &mut sql);
     let least = sql.int(min);
@@ -602,11 +615,16 @@ pub async fn baskets(conn: &mut Conn, f: &Filter, min: i64) -> Result<Baskets, s
          GROUP BY a.sku, b.sku HAVING COUNT(DISTINCT p.customer_ref) >= {least} \
          ORDER BY baskets DESC, a_sku, b_sku LIMIT {most}"
     );
-    let rows = sql.fetch_all(&mut *conn).await?;
-    if rows.is_empty() {
-        return Ok(Baskets { min_customers: min, pairs: Vec::new() });
-    }
-    let (per_sku, total) = sku_baskets(conn, f).await?;
+    // The pairs and each item's baskets are two scans: each on a connection of its own, at once.
+    let pairs = async {
+        let mut conn = db.pool().acquire().await?;
+        sql.fetch_all(&mut conn).await
+    };
+    let singles = async {
+        let mut conn = db.pool().acquire().await?;
+        sku_baskets(&mut conn, f).await
+    };
+    let (rows, (per_sku, total)) = tokio::try_join!(pairs, singles)?;
     let mut pairs = Vec::with_capacity(rows.len());
     for r in &rows {
         let (a, b): (String, String) = (r.try_get("a_sku")?, r.try_get("b_sku")?);

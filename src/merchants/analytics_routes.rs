@@ -145,8 +145,8 @@ async fn sales(
     };
     let range = AnalyticsQuery { from: q.from, to: q.to, store_id: q.store_id };
     let f = range.filter(&who, state.clock.now_ms())?;
-    let mut conn = fresh(&state, &who).await?;
-    Ok(axum::Json(analytics::sales(&mut conn, &f, group, min_customers(&state)).await?).into_response())
+    analytics::fold(&state.db, who.merchant_id(), state.clock.now_ms()).await?;
+    Ok(axum::Json(analytics::sales(&state.db, &f, group, min_customers(&state)).await?).into_response())
 }
 
 /// The period's customers: new and returning, repeat rate, visits and the days between them.
@@ -177,8 +177,8 @@ async fn baskets(
     q: Result<Query<AnalyticsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let f = query(q)?.filter(&who, state.clock.now_ms())?;
-    let mut conn = fresh(&state, &who).await?;
-    Ok(axum::Json(analytics::baskets(&mut conn, &f, min_customers(&state)).await?).into_response())
+    analytics::fold(&state.db, who.merchant_id(), state.clock.now_ms()).await?;
+    Ok(axum::Json(analytics::baskets(&state.db, &f, min_customers(&state)).await?).into_response())
 }
 
 /// What `GET /v1/merchant/payments` takes.

@@ -2,9 +2,6 @@
 //! journeys), run as the wallet's are (`browser.rs`). The fixture is a real day of business: seven
 //! shoppers buy baskets at the demo store, one is refunded, the day is closed with `omamori admin
 //! settle`, and two more payments come in today.
-//!
-//! Not yet registered in `main.rs`: it needs the merchant payments, analytics and settlement routes
-//! (see the closing note of 2026-12-02); register it with `mod merchant_page;` once they answer.
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -15,8 +12,12 @@ use crate::merchant_staff::{STAFF_IP, demo_owner, second_store, staff_login};
 
 /// One POS payment with a basket; answers its id.
 async fn basket_payment(app: &TestApp, key: &str, s: &Shopper, items: &Value) -> String {
-    let amount: i64 =
-        items.as_array().unwrap().iter().map(|i| i["quantity"].as_i64().unwrap() * i["unit_amount"].as_i64().unwrap()).sum();
+    let amount: i64 = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["quantity"].as_i64().unwrap() * i["unit_amount"].as_i64().unwrap())
+        .sum();
     let code = app.payment_code(s).await;
     let body = json!({"code": code, "amount": amount, "items": items});
     let r = app.pos(Method::POST, "/v1/pos/payments", key, Some(&body), Some(&uuid::Uuid::new_v4().to_string())).await;
@@ -50,19 +51,23 @@ async fn business_day(app: &TestApp) -> Value {
     let r = app.pos(Method::POST, &path, &key, Some(&refund), Some("refund-1")).await;
     assert_eq!(r.status, 201, "{r:?}");
     // The day ends; it is closed; two shoppers come back today.
-    let owner = demo_owner(app);
-    let token = staff_login(app, &owner).await;
-    let yesterday = app.authed(Method::GET, "/v1/merchant/me", &token, None, STAFF_IP).await.body["today"].clone();
-    assert_eq!(app.advance_clock(26 * 3600).await.status, 200);
-    let out = app.omamori(&["admin", "settle", "--date", yesterday.as_str().unwrap()]);
+    let yesterday = crate::settlement::end_today(app).await;
+    let out = app.omamori(&["admin", "settle", "--date", &yesterday]);
     assert!(out.status.success(), "{out:?}");
+    let token = staff_login(app, &demo_owner(app)).await;
     for s in shoppers.iter_mut().take(2) {
         app.log_in(s).await;
         basket_payment(app, &key, s, &json!([tea])).await;
     }
     // A staff member of the second store only.
     let staff = app
-        .authed(Method::POST, "/v1/merchant/users", &token, Some(&json!({"email": "umeda@shop.example", "role": "staff", "store_ids": [store_b]})), STAFF_IP)
+        .authed(
+            Method::POST,
+            "/v1/merchant/users",
+            &token,
+            Some(&json!({"email": "umeda@shop.example", "role": "staff", "store_ids": [store_b]})),
+            STAFF_IP,
+        )
         .await;
     assert_eq!(staff.status, 201, "{staff:?}");
     json!({

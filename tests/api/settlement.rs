@@ -19,7 +19,7 @@ async fn now_ms(app: &TestApp) -> i64 {
 }
 
 /// Moves the clock to one second after the current Tokyo day ends; returns that day.
-async fn end_today(app: &TestApp) -> String {
+pub(crate) async fn end_today(app: &TestApp) -> String {
     let now = now_ms(app).await;
     let today = tokyo_date(now);
     let (_, end) = day_bounds(&today).unwrap();
