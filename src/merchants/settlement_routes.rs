@@ -70,16 +70,21 @@ fn originator(state: &AppState) -> Result<Originator, ApiError> {
     (status = 422, description = "`invalid_body`: the date is not YYYY-MM-DD", body = Problem, content_type = "application/problem+json")))]
 async fn zengin_file(
     State(state): State<AppState>,
-    _op: RequireRole<OperatorRole>,
+    op: RequireRole<OperatorRole>,
     Path(date): Path<String>,
 ) -> Result<Response, ApiError> {
     let originator = originator(&state)?;
     let bytes = payouts::zengin_file(&state.db, &originator, &date).await?;
+    // The file names every payee's bank account: who took it, and when, is on the audit chain.
+    let mut conn = state.db.pool().acquire().await?;
+    let detail = serde_json::json!({"date": date, "bytes": bytes.len()});
+    crate::audit::append(&mut conn, &op.actor(), "payouts.zengin_download", &date, &detail, state.clock.now_ms()).await?;
     let disposition = format!("attachment; filename=\"zengin-{date}.txt\"");
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=Shift_JIS".to_string()),
             (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_string()),
         ],
         bytes,
     )

@@ -183,6 +183,13 @@ both_backends! {
         let (_, file) = zengin(&app, &op, &day4).await;
         let recs = records(&file);
         assert_eq!(recs.len(), 4);
+        // The file names bank accounts: each download is on the audit chain, with who took it.
+        let downloads: Vec<(String, String)> =
+            sqlx::query_as("SELECT actor, subject FROM audit_log WHERE action = 'payouts.zengin_download' ORDER BY id")
+                .fetch_all(app.db().pool()).await.unwrap();
+        assert_eq!(downloads.len(), 3, "{downloads:?}");
+        assert!(downloads.iter().all(|(actor, _)| actor.starts_with("operator:")), "{downloads:?}");
+        assert_eq!(downloads[2].1, day4);
         assert_eq!(field(recs[0], 0, 4), "1210");
         assert_eq!(field(recs[0], 14, 6), "ｵﾏﾓﾘ(ｶ");
         let d = recs[1];
