@@ -1,11 +1,12 @@
 // The store owners' and staff's dashboard at /merchant: login (password and authenticator code
-// on one form), the language switch and the sections. The session is an HttpOnly cookie for
+// on one form, or a passkey), the language switch and the sections. The session is an HttpOnly cookie for
 // /v1/merchant that this script never sees. A staff member sees only the stores they are given;
 // the API refuses the rest anyway.
 
 import { h, field, clear } from '/app/js/dom.js';
 import { t, lang, setLang } from '/app/js/i18n.js';
 import { configure, get, post } from '/app/js/api.js';
+import * as passkeys from '/app/js/passkey.js';
 import './texts.js';
 import { setToday, words } from './ui.js';
 import * as sales from './screens/sales.js';
@@ -89,10 +90,7 @@ function renderLogin() {
     try {
       await post('/v1/merchant/login', { email: email.value.trim(), password: password.value, totp_code: code.value.trim() }, { auth: false });
       password.value = '';
-      await loadMe();
-      if (!me) return;
-      route();
-      ctx.say(t('merchant.login.done', { name: me.name }));
+      await signedIn();
     } catch (e) {
       code.value = '';
       ctx.fail(e);
@@ -100,8 +98,30 @@ function renderLogin() {
       button.disabled = false;
     }
   });
-  main.append(h('div', { class: 'login-wrap' }, form));
+  const passkey = h('button', { type: 'button', class: 'secondary' }, t('merchant.login.passkey'));
+  passkey.hidden = !passkeys.supported();
+  passkey.addEventListener('click', async () => {
+    passkey.disabled = true;
+    try {
+      const { data } = await post('/v1/merchant/login/passkey', {}, { auth: false });
+      const credential = await passkeys.get(data.options);
+      await post(`/v1/challenges/${encodeURIComponent(data.challenge_id)}/verify`, { method: 'passkey', credential }, { auth: false });
+      await signedIn();
+    } catch (e) {
+      ctx.warn(e?.status !== undefined ? words(e) : passkeys.failure(e, t));
+    } finally {
+      passkey.disabled = false;
+    }
+  });
+  main.append(h('div', { class: 'login-wrap' }, form, passkey));
   email.focus();
+}
+
+async function signedIn() {
+  await loadMe();
+  if (!me) return;
+  route();
+  ctx.say(t('merchant.login.done', { name: me.name }));
 }
 
 async function loadMe() {
