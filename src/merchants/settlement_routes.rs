@@ -78,7 +78,8 @@ async fn zengin_file(
     // The file names every payee's bank account: who took it, and when, is on the audit chain.
     let mut conn = state.db.pool().acquire().await?;
     let detail = serde_json::json!({"date": date, "bytes": bytes.len()});
-    crate::audit::append(&mut conn, &op.actor(), "payouts.zengin_download", &date, &detail, state.clock.now_ms()).await?;
+    crate::audit::append(&mut conn, &op.actor(), "payouts.zengin_download", &date, &detail, state.clock.now_ms())
+        .await?;
     let disposition = format!("attachment; filename=\"zengin-{date}.txt\"");
     Ok((
         [
