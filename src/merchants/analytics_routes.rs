@@ -115,11 +115,10 @@ struct SalesQuery {
 const ANALYTICS_400: &str = "`invalid_query`: the query is not valid; `invalid_date`: `from` or `to` is not a date `YYYY-MM-DD`; `invalid_range`: `from` is after `to`, or the period is over 366 days";
 const SALES_400: &str = "`invalid_query`: the query is not valid; `invalid_date`: `from` or `to` is not a date `YYYY-MM-DD`; `invalid_range`: `from` is after `to`, or the period is over 366 days; `invalid_group_by`: not `hour`, `day`, `weekday_hour`, `store`, `category` or `sku`";
 
-/// A connection to answer from, after folding the merchant's newest payments into the first
-/// visits (so that a payment a moment old counts its customer as new or returning).
-async fn fresh(state: &AppState, who: &MerchantStaff) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, ApiError> {
-    analytics::fold(&state.db, who.merchant_id(), state.clock.now_ms()).await?;
-    Ok(state.db.pool().acquire().await?)
+/// Folds the merchant's newest payments into the first visits before an answer (so that a
+/// payment a moment old counts its customer as new or returning).
+async fn fold(state: &AppState, who: &MerchantStaff) -> Result<(), ApiError> {
+    Ok(analytics::fold(&state.db, who.merchant_id(), state.clock.now_ms()).await?)
 }
 
 fn min_customers(state: &AppState) -> i64 {
@@ -145,7 +144,7 @@ async fn sales(
     };
     let range = AnalyticsQuery { from: q.from, to: q.to, store_id: q.store_id };
     let f = range.filter(&who, state.clock.now_ms())?;
-    analytics::fold(&state.db, who.merchant_id(), state.clock.now_ms()).await?;
+    fold(&state, &who).await?;
     Ok(axum::Json(analytics::sales(&state.db, &f, group, min_customers(&state)).await?).into_response())
 }
 
@@ -161,7 +160,8 @@ async fn customers(
     q: Result<Query<AnalyticsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let f = query(q)?.filter(&who, state.clock.now_ms())?;
-    let mut conn = fresh(&state, &who).await?;
+    fold(&state, &who).await?;
+    let mut conn = state.db.pool().acquire().await?;
     Ok(axum::Json(analytics::customers(&mut conn, &f, min_customers(&state)).await?).into_response())
 }
 
@@ -177,7 +177,7 @@ async fn baskets(
     q: Result<Query<AnalyticsQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let f = query(q)?.filter(&who, state.clock.now_ms())?;
-    analytics::fold(&state.db, who.merchant_id(), state.clock.now_ms()).await?;
+    fold(&state, &who).await?;
     Ok(axum::Json(analytics::baskets(&state.db, &f, min_customers(&state)).await?).into_response())
 }
 
