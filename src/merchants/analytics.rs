@@ -342,7 +342,14 @@ fn counts_of(row: &sqlx::any::AnyRow) -> Result<Counts, sqlx::Error> {
     })
 }
 
+/// Customers of a group of payments, and the new ones among them. `newp` holds one payment per new
+/// customer (their first), so a group of payments counts a new customer by counting that payment:
+/// a sum, where a second distinct count would cost another sort.
 const CUSTOMER_COUNTS: &str = "COUNT(DISTINCT p.customer_ref) AS customers, \
+     CAST(COALESCE(SUM(CASE WHEN p.id IN (SELECT payment_id FROM newp) THEN 1 ELSE 0 END), 0) AS BIGINT) AS new_customers";
+
+/// [`CUSTOMER_COUNTS`] over item lines, where a payment has several rows.
+const ITEM_CUSTOMER_COUNTS: &str = "COUNT(DISTINCT p.customer_ref) AS customers, \
      COUNT(DISTINCT CASE WHEN p.id IN (SELECT payment_id FROM newp) THEN p.customer_ref END) AS new_customers";
 
 /// Sales of the filter's payments, broken down by `group` (`None`: one row, the totals).
@@ -378,7 +385,7 @@ async fn item_counts(
     let key = group.payment_key();
     sql.text = format!(
         "{with}SELECT {key} AS k, MIN(i.name) AS name, COUNT(DISTINCT p.id) AS payments, \
-         CAST(SUM(i.quantity * i.unit_amount) AS BIGINT) AS gross, CAST(0 AS BIGINT) AS refunds, {CUSTOMER_COUNTS} \
+         CAST(SUM(i.quantity * i.unit_amount) AS BIGINT) AS gross, CAST(0 AS BIGINT) AS refunds, {ITEM_CUSTOMER_COUNTS} \
          FROM p JOIN payment_items i ON i.payment_id = p.id GROUP BY {key}"
     );
     let refunds = async {
@@ -412,7 +419,7 @@ async fn item_refunds(
     let key = if group == GroupBy::Sku { "r.sku".to_string() } else { format!("COALESCE({}, '')", line("category")) };
     sql.text = format!(
         "{with}SELECT x.k AS k, CAST(SUM(x.v) AS BIGINT) AS v FROM (SELECT {key} AS k, r.quantity * {} AS v \
-         FROM p JOIN refund_items r ON r.payment_id = p.id) x GROUP BY x.k",
+         FROM p JOIN refund_items r ON r.payment_id = p.id WHERE p.refunded > 0) x GROUP BY x.k",
         line("unit_amount")
     );
     let rows = sql.fetch_all(conn).await?;
