@@ -255,6 +255,20 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         requests: u64,
     },
+    /// How fast a kill switch reaches every instance: several servers on one PostgreSQL database,
+    /// paying meanwhile; a `payments` switch engaged through the first, then released, timed until
+    /// every other instance refuses (then accepts) its next payment.
+    Switch {
+        /// A PostgreSQL server's URL (the bench creates a scratch database there and drops it).
+        #[arg(long)]
+        database_url: String,
+        /// How many instances share the database.
+        #[arg(long, default_value_t = 3)]
+        instances: u64,
+        /// How many times the switch is engaged and released.
+        #[arg(long, default_value_t = 20)]
+        trials: u64,
+    },
     /// The TPC-B transaction of pgbench on bare SQLite (WAL, synchronous = FULL, one connection):
     /// the baseline `bench pos` on SQLite is compared with (bench/compare.sh runs both).
     Tpcb {
@@ -483,6 +497,10 @@ async fn bench(config: Config, command: BenchCommand) -> anyhow::Result<ExitCode
             let run =
                 crate::bench::analytics::AnalyticsRun { database_url, payments, stores, customers, items, requests };
             crate::bench::analytics::analytics(config, run).await.map(|()| ExitCode::SUCCESS)
+        }
+        BenchCommand::Switch { database_url, instances, trials } => {
+            let run = crate::bench::switch::SwitchRun { database_url, instances, trials };
+            crate::bench::switch::switch(config, run).await.map(|()| ExitCode::SUCCESS)
         }
         BenchCommand::Tpcb { seconds } => crate::bench::tpcb(seconds).await.map(|()| ExitCode::SUCCESS),
         BenchCommand::Webhooks { database_url, events } => {

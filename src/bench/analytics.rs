@@ -217,7 +217,7 @@ async fn owner_session(addr: std::net::SocketAddr, doc: &serde_json::Value) -> a
 }
 
 /// One HTTP/1.1 request over a fresh connection: the status and the body.
-async fn request(
+pub(super) async fn request(
     addr: std::net::SocketAddr,
     method: &str,
     path: &str,
@@ -243,14 +243,14 @@ async fn request(
 }
 
 /// A database of its own on the PostgreSQL server of `admin_url`, dropped afterwards.
-struct ScratchPg {
+pub(super) struct ScratchPg {
     admin: String,
     name: String,
-    url: String,
+    pub(super) url: String,
 }
 
 impl ScratchPg {
-    async fn create(admin: &str) -> anyhow::Result<ScratchPg> {
+    pub(super) async fn create(admin: &str) -> anyhow::Result<ScratchPg> {
         use sqlx::Connection;
         sqlx::any::install_default_drivers();
         let name = format!("omamori_bench_{}", uuid::Uuid::new_v4().simple());
@@ -263,7 +263,7 @@ impl ScratchPg {
         Ok(ScratchPg { admin: admin.to_string(), name, url })
     }
 
-    async fn drop_database(self) {
+    pub(super) async fn drop_database(self) {
         use sqlx::Connection;
         if let Ok(mut conn) = sqlx::AnyConnection::connect(&self.admin).await {
             let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);

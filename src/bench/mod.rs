@@ -4,6 +4,7 @@
 //! on which machine, with the command to rerun it; it asserts nothing.
 
 pub mod analytics;
+pub mod switch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
