@@ -391,6 +391,13 @@ pub async fn verify<C: CardChallenges>(
             find_passkey_owner(&mut tx, &mut c, credential).await?;
         }
         let owner = answerable(&mut tx, &c, proof.method(), now).await?;
+        if let Proof::Passkey(_) = proof
+            && let Some(retry_after_ms) = passkey_throttled(&mut tx, state, &owner, client, now).await?
+        {
+            // The refused address is recorded for the alerts before the refusal is answered.
+            tx.commit().await?;
+            return Err(throttle::too_many(retry_after_ms).into());
+        }
         if !code_is_right(&mut tx, state, &c, proof, now).await? {
             let wrong = WrongCode {
                 holder: CodeHolder::Challenge,
@@ -453,6 +460,30 @@ async fn answerable(conn: &mut Conn, c: &Row_, method: &str, now: i64) -> Result
         return Err(throttle::too_many(until - now).into());
     }
     Ok(owner)
+}
+
+/// The password login's address and subnet limits (and the account's daily one), at a passkey's
+/// answer and before its signature is checked: a flood of assertions from one address or network
+/// is refused as a flood of passwords is, whoever's passkey it names. Answers how long to wait.
+async fn passkey_throttled(
+    tx: &mut store::Tx,
+    state: &AppState,
+    owner: &Owner,
+    client: &ClientInfo,
+    now: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    let attempt = throttle::Attempt {
+        ip: &client.ip_text,
+        subnet: &client.subnet,
+        key: &owner.key,
+        recognised: false,
+        max_delay_ms: owner.max_delay_ms,
+    };
+    let limits = throttle::Limits::from_config(&state.config);
+    Ok(match throttle::check_locked(tx, limits, &attempt, now).await? {
+        crate::risk::Verdict::Throttled { retry_after_ms } => Some(retry_after_ms),
+        crate::risk::Verdict::Allowed => None,
+    })
 }
 
 /// A passkey login's challenge names no one until its answer: the owner is the passkey's (a

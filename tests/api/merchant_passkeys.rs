@@ -16,7 +16,7 @@ use crate::passkeys::{Authenticator, Tweak, shopper_with_passkey, verify_passkey
 
 /// Registers a passkey on `base` (`/v1/merchant/me/passkeys` or `/v1/admin/me/passkeys`) with a
 /// fresh session's token.
-async fn register(app: &TestApp, base: &str, token: &str, name: &str, ip: &str) -> Authenticator {
+pub(crate) async fn register(app: &TestApp, base: &str, token: &str, name: &str, ip: &str) -> Authenticator {
     let r = app.authed(Method::POST, base, token, None, ip).await;
     assert_eq!(r.status, 200, "{r:?}");
     let id = r.body["registration_id"].as_str().unwrap().to_string();
@@ -49,7 +49,7 @@ async fn passkey_login(app: &TestApp, authenticator: &mut Authenticator) -> Stri
 }
 
 /// The assertion with one byte of its signature changed.
-fn bad_signature(mut credential: Value) -> Value {
+pub(crate) fn bad_signature(mut credential: Value) -> Value {
     let mut signature = B64.decode(credential["response"]["signature"].as_str().unwrap()).unwrap();
     let last = signature.len() - 1;
     signature[last] ^= 0x01;

@@ -31,11 +31,11 @@ pub(crate) struct Tweak {
 
 pub(crate) struct Authenticator {
     key: EcdsaKeyPair,
-    credential_id: Vec<u8>,
-    user_handle: Vec<u8>,
-    count: u32,
+    pub(crate) credential_id: Vec<u8>,
+    pub(crate) user_handle: Vec<u8>,
+    pub(crate) count: u32,
     origin: String,
-    rp_id: String,
+    pub(crate) rp_id: String,
 }
 
 impl Authenticator {
