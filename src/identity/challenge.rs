@@ -197,29 +197,41 @@ pub enum Sent {
     Passkey(serde_json::Value),
 }
 
-/// `POST /v1/challenges/{id}/send {"method": "sms" | "passkey"}`.
+/// `POST /v1/challenges/{id}/send {"method": "sms" | "passkey"}`; `caller` is the session the
+/// request carries, if any.
 pub async fn send(
     state: &AppState,
     id: &ChallengeId,
     method: &str,
+    caller: Option<&SessionId>,
     client: &ClientInfo,
 ) -> Result<Sent, IdentityError> {
     match method {
         "sms" => send_sms(state, id, client).await.map(|()| Sent::Sms),
-        "passkey" => send_passkey(state, id).await.map(Sent::Passkey),
+        "passkey" => send_passkey(state, id, caller).await.map(Sent::Passkey),
         _ => Err(IdentityError::OnlySmsIsSent),
     }
 }
 
-/// A fresh WebAuthn challenge for the challenge (it replaces any earlier one), and the request
-/// options naming the owner's passkeys (none for a passkey login: the browser offers its own).
-async fn send_passkey(state: &AppState, id: &ChallengeId) -> Result<serde_json::Value, IdentityError> {
+/// The request options of the challenge's passkey ceremony, naming the owner's passkeys (none for
+/// a passkey login: the browser offers its own). Its WebAuthn challenge is made once, at the first
+/// send (a passkey login's when it began), and given again by every later send: a send never
+/// replaces a ceremony in progress. A challenge made for a session (a step-up) answers only that
+/// session; to anyone else it does not exist.
+async fn send_passkey(
+    state: &AppState,
+    id: &ChallengeId,
+    caller: Option<&SessionId>,
+) -> Result<serde_json::Value, IdentityError> {
     let rp = super::passkey::relying_party(state)?;
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
         tx.lock("challenge", id).await?;
         let c = load(&mut tx, id).await?.ok_or(IdentityError::ChallengeNotFound)?;
+        if c.session_id.as_ref().is_some_and(|own| caller != Some(own)) {
+            return Err(IdentityError::ChallengeNotFound);
+        }
         if !is_open(&c, now) {
             return Err(IdentityError::ChallengeExpired);
         }
@@ -230,7 +242,10 @@ async fn send_passkey(state: &AppState, id: &ChallengeId) -> Result<serde_json::
             Some(owner) => super::passkey::credential_ids(&mut tx, owner).await?,
             None => Vec::new(),
         };
-        let challenge = set_passkey_challenge(&mut tx, &c.id).await?;
+        let challenge = match c.passkey_challenge {
+            Some(made) => made,
+            None => set_passkey_challenge(&mut tx, &c.id).await?,
+        };
         tx.commit().await?;
         Ok(super::webauthn::request_options(&rp, &challenge, &allow))
     })

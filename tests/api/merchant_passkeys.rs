@@ -200,7 +200,8 @@ both_backends! {
 
         // The passkey steps up: its ceremony names the user's own passkeys.
         let step = r.body["challenge_id"].as_str().unwrap().to_string();
-        let sent = app.post_from(&format!("/v1/challenges/{step}/send"), &json!({"method": "passkey"}), STAFF_IP).await;
+        let send = format!("/v1/challenges/{step}/send");
+        let sent = app.authed(Method::POST, &send, &token, Some(&json!({"method": "passkey"})), STAFF_IP).await;
         assert_eq!(sent.status, 200, "{sent:?}");
         assert_eq!(sent.body["options"]["allowCredentials"].as_array().unwrap().len(), 1, "{sent:?}");
         let r = verify_passkey(&app, &step, &authenticator.get(&sent.body["options"], &Tweak::default()), STAFF_IP).await;

@@ -116,3 +116,59 @@ async fn a_flood_of_wrong_passkey_answers_meets_the_address_and_subnet_throttles
         }
     }
 }
+
+/// The route that adds a passkey to `kind`'s own account.
+fn passkeys_path(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Shopper => "/v1/me/passkeys",
+        Kind::Operator => "/v1/admin/me/passkeys",
+        Kind::Merchant => "/v1/merchant/me/passkeys",
+    }
+}
+
+fn passkey_send() -> Value {
+    json!({"method": "passkey"})
+}
+
+/// Finding 2: someone who learnt the id of another user's step-up challenge, without a session or
+/// with a session of their own, cannot start its passkey ceremony (it is `404` to them) and so
+/// cannot replace the WebAuthn challenge the owner's browser is answering; and a send on a
+/// passkey login in progress, by anyone, gives the same ceremony again instead of a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_one_else_replaces_the_passkey_ceremony_of_a_challenge() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::spawn(backend).await else { continue };
+        let mut stranger = app.register().await;
+        app.log_in(&mut stranger).await;
+        let stranger_token = stranger.session.clone().unwrap();
+        for kind in KINDS {
+            let mut h = holder(&app, kind).await;
+            app.advance_clock(6 * 60).await;
+            let r = app.authed(reqwest::Method::POST, passkeys_path(kind), &h.session, None, &h.ip).await;
+            r.assert_problem(403, "step_up_required");
+            let step = r.body["challenge_id"].as_str().unwrap().to_string();
+            let send = format!("/v1/challenges/{step}/send");
+            let sent = app.authed(reqwest::Method::POST, &send, &h.session, Some(&passkey_send()), &h.ip).await;
+            assert_eq!(sent.status, 200, "{kind:?}: {sent:?}");
+            // The attacker, with no session and with one of their own.
+            app.post_from(&send, &passkey_send(), &jp_ip(77)).await.assert_problem(404, "not_found");
+            let r =
+                app.authed(reqwest::Method::POST, &send, &stranger_token, Some(&passkey_send()), &stranger.ip).await;
+            r.assert_problem(404, "not_found");
+            // The owner asks again (the browser's dialog was dismissed, say): the same ceremony.
+            let again = app.authed(reqwest::Method::POST, &send, &h.session, Some(&passkey_send()), &h.ip).await;
+            assert_eq!(again.body["options"]["challenge"], sent.body["options"]["challenge"], "{kind:?}");
+            // The owner's browser answers what it was first given.
+            let r = verify_passkey(&app, &step, &h.key.get(&sent.body["options"], &Tweak::default()), &h.ip).await;
+            assert_eq!(r.body["step_up"], true, "{kind:?}: {r:?}");
+
+            // A passkey login in progress: a send from elsewhere does not change its ceremony.
+            let (id, options) = begin(&app, kind, &h.ip).await;
+            let r = app.post_from(&format!("/v1/challenges/{id}/send"), &passkey_send(), &jp_ip(78)).await;
+            assert_eq!(r.status, 200, "{kind:?}: {r:?}");
+            assert_eq!(r.body["options"]["challenge"], options["challenge"], "{kind:?}: {r:?}");
+            let r = verify_passkey(&app, &id, &h.key.get(&options, &Tweak::default()), &h.ip).await;
+            assert_eq!(r.status, 200, "{kind:?}: {r:?}");
+        }
+    }
+}

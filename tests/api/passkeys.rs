@@ -307,7 +307,8 @@ both_backends! {
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
         assert!(r.body["methods"].as_array().unwrap().contains(&json!("passkey")), "{r:?}");
         let step_up = r.body["challenge_id"].as_str().unwrap().to_string();
-        let r = app.post_from(&format!("/v1/challenges/{step_up}/send"), &json!({"method": "passkey"}), &ip).await;
+        let path = format!("/v1/challenges/{step_up}/send");
+        let r = app.authed(Method::POST, &path, &token, Some(&json!({"method": "passkey"})), &ip).await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
         assert_eq!(r.body["options"]["allowCredentials"][0]["id"], authenticator.id(), "{r:?}");
         refused(verify_passkey(&app, &step_up, &other_key.get(&r.body["options"], &Tweak::default()), &ip).await);
@@ -386,8 +387,8 @@ both_backends! {
         r.assert_problem(403, "step_up_required");
         assert!(r.body["methods"].as_array().unwrap().contains(&json!("passkey")), "{r:?}");
         let challenge_id = r.body["challenge_id"].as_str().unwrap().to_string();
-        let r =
-            app.post_from(&format!("/v1/challenges/{challenge_id}/send"), &json!({"method": "passkey"}), &s.ip).await;
+        let send = format!("/v1/challenges/{challenge_id}/send");
+        let r = app.authed(Method::POST, &send, &token, Some(&json!({"method": "passkey"})), &s.ip).await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
         let r = verify_passkey(&app, &challenge_id, &authenticator.get(&r.body["options"], &Tweak::default()), &s.ip)
             .await;
@@ -442,7 +443,8 @@ both_backends! {
         let passkey_path = format!("/v1/admin/me/passkeys/{}", listed.body["items"][0]["passkey_id"].as_str().unwrap());
         app.authed(Method::DELETE, &passkey_path, session, None, ip).await.assert_problem(403, "step_up_required");
         let step = r.body["challenge_id"].as_str().unwrap().to_string();
-        let sent = app.post_from(&format!("/v1/challenges/{step}/send"), &json!({"method": "passkey"}), ip).await;
+        let send = format!("/v1/challenges/{step}/send");
+        let sent = app.authed(Method::POST, &send, session, Some(&json!({"method": "passkey"})), ip).await;
         assert_eq!(sent.status, StatusCode::OK, "{sent:?}");
         let r = verify_passkey(&app, &step, &authenticator.get(&sent.body["options"], &Tweak::default()), ip).await;
         assert_eq!(r.body["step_up"], true, "{r:?}");
