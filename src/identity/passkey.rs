@@ -90,7 +90,41 @@ async fn account_name(conn: &mut Conn, owner: Owner<'_>) -> Result<String, Ident
     email.ok_or(IdentityError::Unauthenticated)
 }
 
-/// `POST /v1/me/passkeys` (after step-up): a registration ceremony for 5 minutes.
+/// The most passkeys one owner may have: enough for every device a person uses, and a bound on
+/// what one account stores and every ceremony lists.
+pub const MAX_PER_OWNER: usize = 10;
+
+/// `409 too_many_passkeys` when the owner has [`MAX_PER_OWNER`] already.
+fn ensure_room(registered: usize) -> Result<(), IdentityError> {
+    if registered >= MAX_PER_OWNER {
+        return Err(IdentityError::TooManyPasskeys { max: MAX_PER_OWNER });
+    }
+    Ok(())
+}
+
+/// Deletes the registration ceremonies past their time (used or not), of everyone: a new
+/// registration does it for its owner's, and the janitor for the rest.
+pub async fn purge_registrations(conn: &mut Conn, owner: Option<Owner<'_>>, now: i64) -> Result<u64, sqlx::Error> {
+    let result = match owner {
+        Some(owner) => {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "DELETE FROM passkey_registrations WHERE {} = $1 AND expires_at <= $2",
+                owner.column()
+            ));
+            sqlx::query(sql).bind(owner.text()).bind(now).execute(&mut *conn).await?
+        }
+        None => {
+            sqlx::query("DELETE FROM passkey_registrations WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+        }
+    };
+    Ok(result.rows_affected())
+}
+
+/// `POST /v1/me/passkeys` (after step-up): a registration ceremony for 5 minutes; `409
+/// too_many_passkeys` when the owner has [`MAX_PER_OWNER`].
 pub async fn begin_registration(state: &AppState, owner: Owner<'_>) -> Result<RegistrationStarted, IdentityError> {
     let rp = relying_party(state)?;
     let now = state.clock.now_ms();
@@ -99,6 +133,8 @@ pub async fn begin_registration(state: &AppState, owner: Owner<'_>) -> Result<Re
     let mut conn = state.db.pool().acquire().await?;
     let name = account_name(&mut conn, owner).await?;
     let exclude = credential_ids(&mut conn, owner).await?;
+    ensure_room(exclude.len())?;
+    purge_registrations(&mut conn, Some(owner), now).await?;
     let (user, operator, merchant_user) = owner_columns(owner);
     sqlx::query(
         "INSERT INTO passkey_registrations (id, user_id, operator_id, merchant_user_id, challenge, state, created_at, \
@@ -139,20 +175,15 @@ fn clean_name(name: Option<&str>) -> Result<String, IdentityError> {
     Ok(name.to_string())
 }
 
-/// `POST /v1/me/passkeys/{registration_id}/finish`: checks the browser's answer and keeps the
-/// passkey's public key; the owner is told on every channel. The ceremony is used up by any
-/// answer, right or wrong.
-pub async fn finish_registration(
+/// The challenge of the owner's open registration ceremony `id`, used up (by any answer, right or
+/// wrong).
+async fn use_registration(
     state: &AppState,
     owner: Owner<'_>,
     id: &RegistrationId,
-    credential: &Value,
-    name: Option<&str>,
-) -> Result<Passkey, IdentityError> {
-    let name = clean_name(name)?;
-    let rp = relying_party(state)?;
-    let now = state.clock.now_ms();
-    let challenge = store::retry(|| async {
+    now: i64,
+) -> Result<String, IdentityError> {
+    store::retry(|| async {
         let mut tx = state.db.begin().await?;
         tx.lock("passkey_registration", id).await?;
         let sql = sqlx::AssertSqlSafe(format!(
@@ -170,7 +201,23 @@ pub async fn finish_registration(
         tx.commit().await?;
         Ok::<_, IdentityError>(challenge)
     })
-    .await?;
+    .await
+}
+
+/// `POST /v1/me/passkeys/{registration_id}/finish`: checks the browser's answer and keeps the
+/// passkey's public key; the owner is told on every channel. The ceremony is used up by any
+/// answer, right or wrong.
+pub async fn finish_registration(
+    state: &AppState,
+    owner: Owner<'_>,
+    id: &RegistrationId,
+    credential: &Value,
+    name: Option<&str>,
+) -> Result<Passkey, IdentityError> {
+    let name = clean_name(name)?;
+    let rp = relying_party(state)?;
+    let now = state.clock.now_ms();
+    let challenge = use_registration(state, owner, id, now).await?;
     let new = webauthn::verify_registration(&rp, &challenge, credential).map_err(IdentityError::PasskeyRejected)?;
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
@@ -184,6 +231,9 @@ pub async fn finish_registration(
         if taken.is_some() {
             return Err(IdentityError::PasskeyRejected(Rejected::Invalid("this passkey is already registered")));
         }
+        // Ceremonies begun side by side: the count is read again under the owner's lock.
+        tx.lock("passkey_owner", owner.text()).await?;
+        ensure_room(credential_ids(&mut tx, owner).await?.len())?;
         let passkey_id = PasskeyId::generate();
         let (user, operator, merchant_user) = owner_columns(owner);
         sqlx::query(

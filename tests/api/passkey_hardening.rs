@@ -172,3 +172,85 @@ async fn no_one_else_replaces_the_passkey_ceremony_of_a_challenge() {
         }
     }
 }
+
+/// The owner's id (the passkey's user handle) and the column that names it.
+fn owner_column(kind: Kind, key: &Authenticator) -> (&'static str, String) {
+    let column = match kind {
+        Kind::Shopper => "user_id",
+        Kind::Operator => "operator_id",
+        Kind::Merchant => "merchant_user_id",
+    };
+    (column, String::from_utf8(key.user_handle.clone()).unwrap())
+}
+
+async fn registrations_of(app: &TestApp, kind: Kind, key: &Authenticator) -> i64 {
+    let (column, id) = owner_column(kind, key);
+    let sql = format!("SELECT COUNT(*) FROM passkey_registrations WHERE {column} = $1");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(id).fetch_one(app.db().pool()).await.unwrap()
+}
+
+/// A step-up of the holder's session by their passkey.
+async fn step_up(app: &TestApp, h: &mut Holder, step: &str) {
+    let send = format!("/v1/challenges/{step}/send");
+    let sent = app.authed(reqwest::Method::POST, &send, &h.session, Some(&passkey_send()), &h.ip).await;
+    assert_eq!(sent.status, 200, "{sent:?}");
+    let r = verify_passkey(app, step, &h.key.get(&sent.body["options"], &Tweak::default()), &h.ip).await;
+    assert_eq!(r.body["step_up"], true, "{r:?}");
+}
+
+/// Begins a registration with the holder's session: its id and options.
+async fn begin_registration(app: &TestApp, kind: Kind, h: &Holder) -> Reply {
+    app.authed(reqwest::Method::POST, passkeys_path(kind), &h.session, None, &h.ip).await
+}
+
+async fn finish_registration(app: &TestApp, kind: Kind, h: &Holder, started: &Reply) -> Reply {
+    let id = started.body["registration_id"].as_str().unwrap();
+    let credential = Authenticator::new(app).create(&started.body["options"], &Tweak::default());
+    let path = format!("{}/{id}/finish", passkeys_path(kind));
+    app.authed(reqwest::Method::POST, &path, &h.session, Some(&json!({"credential": credential})), &h.ip).await
+}
+
+/// Finding 3: an owner of any kind has at most 10 passkeys. The 11th is refused when its ceremony
+/// begins, and a ceremony begun at 9 that finishes after another reached 10 is refused at its
+/// finish: `409 too_many_passkeys`. Removing one makes room. A new ceremony deletes the owner's
+/// expired ones, and the janitor's purge deletes everyone's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_ten_passkeys_per_owner_and_old_ceremonies_are_purged() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::spawn(backend).await else { continue };
+        for kind in KINDS {
+            let mut h = holder(&app, kind).await;
+            for i in 2..=9 {
+                register(&app, passkeys_path(kind), &h.session, &format!("Key {i}"), &h.ip).await;
+            }
+            let (a, b) = (begin_registration(&app, kind, &h).await, begin_registration(&app, kind, &h).await);
+            assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200), "{kind:?}: {a:?} {b:?}");
+            assert_eq!(finish_registration(&app, kind, &h, &a).await.status, 201, "{kind:?}: the tenth");
+            finish_registration(&app, kind, &h, &b).await.assert_problem(409, "too_many_passkeys");
+            begin_registration(&app, kind, &h).await.assert_problem(409, "too_many_passkeys");
+            let listed = app.authed(reqwest::Method::GET, passkeys_path(kind), &h.session, None, &h.ip).await;
+            let items = listed.body["items"].as_array().unwrap().clone();
+            assert_eq!(items.len(), 10, "{kind:?}: {listed:?}");
+            assert_eq!(registrations_of(&app, kind, &h.key).await, 11, "{kind:?}");
+
+            // Later: one removed (after a step-up), a new ceremony begins and the old ones are gone.
+            app.advance_clock(6 * 60).await;
+            let path = format!("{}/{}", passkeys_path(kind), items[9]["passkey_id"].as_str().unwrap());
+            let r = app.authed(reqwest::Method::DELETE, &path, &h.session, None, &h.ip).await;
+            r.assert_problem(403, "step_up_required");
+            step_up(&app, &mut h, r.body["challenge_id"].as_str().unwrap()).await;
+            let r = app.authed(reqwest::Method::DELETE, &path, &h.session, None, &h.ip).await;
+            assert_eq!(r.status, 204, "{kind:?}: {r:?}");
+            assert_eq!(begin_registration(&app, kind, &h).await.status, 200, "{kind:?}");
+            assert_eq!(registrations_of(&app, kind, &h.key).await, 1, "{kind:?}: the expired ceremonies stayed");
+        }
+        // The janitor's purge, once every ceremony has expired.
+        let later = app.state.clock.now_ms() + 6 * 60 * 1000;
+        let mut conn = app.db().pool().acquire().await.unwrap();
+        let purged = omamori::identity::passkey::purge_registrations(&mut conn, None, later).await.unwrap();
+        assert_eq!(purged, 3, "one open ceremony per owner was left");
+        let left: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM passkey_registrations").fetch_one(app.db().pool()).await.unwrap();
+        assert_eq!(left, 0);
+    }
+}
