@@ -254,3 +254,72 @@ async fn at_most_ten_passkeys_per_owner_and_old_ceremonies_are_purged() {
         assert_eq!(left, 0);
     }
 }
+
+const BE: u8 = 0x08;
+const BS: u8 = 0x10;
+
+/// A registration of a new authenticator for the holder, with what the tweak changes.
+async fn register_with(app: &TestApp, kind: Kind, h: &Holder, tweak: &Tweak) -> Reply {
+    let started = begin_registration(app, kind, h).await;
+    assert_eq!(started.status, 200, "{kind:?}: {started:?}");
+    let id = started.body["registration_id"].as_str().unwrap();
+    let credential = Authenticator::new(app).create(&started.body["options"], tweak);
+    let path = format!("{}/{id}/finish", passkeys_path(kind));
+    app.authed(reqwest::Method::POST, &path, &h.session, Some(&json!({"credential": credential})), &h.ip).await
+}
+
+/// Finding 4: flags that say backed up (BS) but not backup eligible (BE) are refused, at a
+/// registration and at a login; an attestation statement is checked or refused, never ignored:
+/// `packed` self-attestation must verify with the credential's own key and algorithm, and other
+/// formats (or `packed` with a certificate chain, or a `none` that carries a statement) are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_flags_and_unchecked_attestations_are_refused() {
+    use crate::passkeys::{AT, Attestation, UP, UV};
+    use ciborium::Value as C;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::spawn(backend).await else { continue };
+        for kind in KINDS {
+            let mut h = holder(&app, kind).await;
+            let flags = |f: u8| Tweak { flags: Some(f), ..Tweak::default() };
+            let attested = |a: Attestation| Tweak { attestation: Some(a), ..Tweak::default() };
+            register_with(&app, kind, &h, &flags(UP | UV | AT | BS)).await.assert_problem(422, "passkey_rejected");
+            let packed = |alg: i64, forge: bool| attested(Attestation::PackedSelf { alg, forge });
+            let other =
+                |fmt: &str, statement: Vec<(String, C)>| attested(Attestation::Other { fmt: fmt.into(), statement });
+            for (what, tweak) in [
+                ("a forged self-attestation", packed(-7, true)),
+                ("a self-attestation naming another algorithm", packed(-257, false)),
+                ("packed with a certificate chain", {
+                    let sig = vec![0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01];
+                    other(
+                        "packed",
+                        vec![
+                            ("alg".into(), C::from(-7)),
+                            ("sig".into(), C::Bytes(sig)),
+                            ("x5c".into(), C::Array(vec![C::Bytes(vec![0x30, 0x00])])),
+                        ],
+                    )
+                }),
+                ("tpm", other("tpm", vec![("ver".into(), C::from("2.0"))])),
+                ("fido-u2f", other("fido-u2f", vec![])),
+                ("none with a statement", other("none", vec![("sig".into(), C::Bytes(vec![1]))])),
+            ] {
+                let r = register_with(&app, kind, &h, &tweak).await;
+                assert_eq!(r.body["code"], "passkey_rejected", "{kind:?}, {what}: {r:?}");
+                assert_eq!(r.status, 422, "{kind:?}, {what}: {r:?}");
+            }
+            // What real authenticators send: a synced passkey (BE and BS), a true self-attestation.
+            let r = register_with(&app, kind, &h, &flags(UP | UV | AT | BE | BS)).await;
+            assert_eq!(r.status, 201, "{kind:?}: {r:?}");
+            let r = register_with(&app, kind, &h, &packed(-7, false)).await;
+            assert_eq!(r.status, 201, "{kind:?}: {r:?}");
+
+            // At a login: refused with the impossible flags, accepted without them.
+            let (id, options) = begin(&app, kind, &h.ip).await;
+            let r = verify_passkey(&app, &id, &h.key.get(&options, &flags(UP | UV | BS)), &h.ip).await;
+            r.assert_problem(422, "code_invalid");
+            let r = verify_passkey(&app, &id, &h.key.get(&options, &Tweak::default()), &h.ip).await;
+            assert_eq!(r.status, 200, "{kind:?}: {r:?}");
+        }
+    }
+}

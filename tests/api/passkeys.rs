@@ -16,17 +16,30 @@ use sha2::{Digest, Sha256};
 use crate::both_backends;
 use crate::helpers::{Shopper, TestApp};
 
-const UP: u8 = 0x01;
-const UV: u8 = 0x04;
-const AT: u8 = 0x40;
+pub(crate) const UP: u8 = 0x01;
+pub(crate) const UV: u8 = 0x04;
+pub(crate) const AT: u8 = 0x40;
 
 /// What a test changes in what the authenticator (or a phishing page) sends.
 #[derive(Default, Clone)]
 pub(crate) struct Tweak {
-    origin: Option<String>,
-    flags: Option<u8>,
-    count: Option<u32>,
-    challenge: Option<String>,
+    pub(crate) origin: Option<String>,
+    pub(crate) flags: Option<u8>,
+    pub(crate) count: Option<u32>,
+    pub(crate) challenge: Option<String>,
+    /// The attestation statement's format and statement (default: `none` with an empty one).
+    pub(crate) attestation: Option<Attestation>,
+}
+
+/// An attestation statement an authenticator may send instead of `none`.
+#[derive(Clone)]
+pub(crate) enum Attestation {
+    /// `packed` self-attestation: `{alg, sig}`, signed by the credential's own key over
+    /// authenticatorData ‖ SHA-256(clientDataJSON); `forge` flips a bit of the signature, and
+    /// `alg` may name another algorithm than the key's.
+    PackedSelf { alg: i64, forge: bool },
+    /// Any format with any statement, sent as is.
+    Other { fmt: String, statement: Vec<(String, ciborium::Value)> },
 }
 
 pub(crate) struct Authenticator {
@@ -106,9 +119,25 @@ impl Authenticator {
         auth_data.extend_from_slice(&self.credential_id);
         auth_data.extend_from_slice(&self.cose_key());
         use ciborium::Value as C;
+        let (fmt, statement) = match &tweak.attestation {
+            None => ("none".to_string(), vec![]),
+            Some(Attestation::PackedSelf { alg, forge }) => {
+                let mut signed = auth_data.clone();
+                signed.extend_from_slice(&Sha256::digest(&client_data));
+                let mut sig = self.key.sign(&SystemRandom::new(), &signed).unwrap().as_ref().to_vec();
+                if *forge {
+                    let last = sig.len() - 1;
+                    sig[last] ^= 0x01;
+                }
+                ("packed".to_string(), vec![(C::from("alg"), C::from(*alg)), (C::from("sig"), C::Bytes(sig))])
+            }
+            Some(Attestation::Other { fmt, statement }) => {
+                (fmt.clone(), statement.iter().map(|(k, v)| (C::from(k.as_str()), v.clone())).collect())
+            }
+        };
         let object = C::Map(vec![
-            (C::from("fmt"), C::from("none")),
-            (C::from("attStmt"), C::Map(vec![])),
+            (C::from("fmt"), C::from(fmt)),
+            (C::from("attStmt"), C::Map(statement)),
             (C::from("authData"), C::Bytes(auth_data)),
         ]);
         let mut attestation = Vec::new();
