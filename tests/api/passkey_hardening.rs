@@ -323,3 +323,30 @@ async fn impossible_flags_and_unchecked_attestations_are_refused() {
         }
     }
 }
+
+/// Finding 5: `OMAMORI_PUBLIC_URL` written with its scheme's default port is the origin browsers
+/// send, which never carries it: a passkey registers and logs in from `https://pay.example` when
+/// the setting says `https://pay.example:443`, and from `http://localhost` for
+/// `http://localhost:80`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_url_with_its_default_port_is_the_origin_browsers_send() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        for (setting, origin, rp_id) in [
+            ("https://pay.example:443", "https://pay.example", "pay.example"),
+            ("http://localhost:80", "http://localhost", "localhost"),
+        ] {
+            let env = vec![("OMAMORI_PUBLIC_URL".to_string(), setting.to_string())];
+            let public_url = omamori::config::Config::load_from(None, env).unwrap().public_url;
+            let Some(app) = TestApp::spawn_with(backend, move |c| c.public_url = public_url).await else { continue };
+            assert_eq!(app.state.config.public_url.as_deref(), Some(origin));
+            let mut s = app.register().await;
+            app.log_in(&mut s).await;
+            let mut key = Authenticator::at(origin, rp_id);
+            let r = crate::passkeys::add_passkey(&app, &s, &mut key, None, &Tweak::default()).await;
+            assert_eq!(r.status, 201, "{setting}: {r:?}");
+            let (id, options) = crate::passkeys::start_passkey_login(&app, "browser-1", &s.ip).await;
+            let r = verify_passkey(&app, &id, &key.get(&options, &Tweak::default()), &s.ip).await;
+            assert_eq!(r.status, 200, "{setting}: {r:?}");
+        }
+    }
+}

@@ -53,18 +53,24 @@ pub(crate) struct Authenticator {
 
 impl Authenticator {
     pub(crate) fn new(app: &TestApp) -> Authenticator {
+        let origin = app.state.config.public_url.clone().expect("a loopback test server has a public URL");
+        assert!(origin.starts_with("http://localhost:"), "{origin}");
+        Authenticator::at(&origin, "localhost")
+    }
+
+    /// An authenticator in a browser at `origin` (what the browser writes in the client data),
+    /// for relying party `rp_id`.
+    pub(crate) fn at(origin: &str, rp_id: &str) -> Authenticator {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-        let origin = app.state.config.public_url.clone().expect("a loopback test server has a public URL");
-        assert!(origin.starts_with("http://localhost:"), "{origin}");
         Authenticator {
             key,
             credential_id: rand::random::<[u8; 16]>().to_vec(),
             user_handle: Vec::new(),
             count: 0,
-            origin,
-            rp_id: "localhost".to_string(),
+            origin: origin.to_string(),
+            rp_id: rp_id.to_string(),
         }
     }
 
@@ -107,7 +113,7 @@ impl Authenticator {
 
     /// `navigator.credentials.create` with these creation options.
     pub(crate) fn create(&mut self, options: &Value, tweak: &Tweak) -> Value {
-        assert_eq!(options["rp"]["id"], "localhost", "{options}");
+        assert_eq!(options["rp"]["id"], self.rp_id.as_str(), "{options}");
         assert_eq!(options["authenticatorSelection"]["residentKey"], "required", "{options}");
         assert_eq!(options["authenticatorSelection"]["userVerification"], "required", "{options}");
         assert!(options["pubKeyCredParams"].as_array().unwrap().iter().any(|p| p["alg"] == -7), "{options}");
@@ -153,7 +159,7 @@ impl Authenticator {
 
     /// `navigator.credentials.get` with these request options.
     pub(crate) fn get(&mut self, options: &Value, tweak: &Tweak) -> Value {
-        assert_eq!(options["rpId"], "localhost", "{options}");
+        assert_eq!(options["rpId"], self.rp_id.as_str(), "{options}");
         assert_eq!(options["userVerification"], "required", "{options}");
         self.count += 1;
         let client_data = self.client_data("webauthn.get", options["challenge"].as_str().unwrap(), tweak);
@@ -185,7 +191,7 @@ pub(crate) async fn shopper_with_passkey(app: &TestApp) -> (Shopper, Authenticat
     (s, authenticator)
 }
 
-async fn add_passkey(
+pub(crate) async fn add_passkey(
     app: &TestApp,
     s: &Shopper,
     authenticator: &mut Authenticator,
@@ -205,7 +211,7 @@ async fn add_passkey(
     app.authed(Method::POST, &format!("/v1/me/passkeys/{id}/finish"), token, Some(&body), &s.ip).await
 }
 
-async fn start_passkey_login(app: &TestApp, device_id: &str, ip: &str) -> (String, Value) {
+pub(crate) async fn start_passkey_login(app: &TestApp, device_id: &str, ip: &str) -> (String, Value) {
     let r = app.post_from("/v1/login/passkey", &json!({"device_id": device_id}), ip).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(r.body["options"]["allowCredentials"], json!([]), "{r:?}");
