@@ -424,7 +424,7 @@ pub async fn verify<C: CardChallenges>(
             return Err(IdentityError::CodeInvalid { attempts_left });
         }
         use_up(&mut tx, &c.id).await?;
-        match complete(&mut tx, state, &c, client, hooks, now).await? {
+        match complete(&mut tx, state, (&c, proof), client, hooks, now).await? {
             Completed::Granted(answer) => {
                 throttle::record_success(&mut tx, &owner.key).await?;
                 tx.commit().await?;
@@ -656,11 +656,11 @@ enum Completed<T> {
     LoginDeclined,
 }
 
-/// Gives what a verified challenge is for, in the caller's transaction.
+/// Gives what a verified challenge is for (and how it was answered), in the caller's transaction.
 async fn complete<C: CardChallenges>(
     conn: &mut Conn,
     state: &AppState,
-    c: &Row_,
+    (c, proof): (&Row_, &Proof<'_>),
     client: &ClientInfo,
     (cards, facts): (&C, &dyn rules::FactSource),
     now: i64,
@@ -685,7 +685,10 @@ async fn complete<C: CardChallenges>(
         Purpose::OperatorLogin => {
             let operator_id = c.operator_id.as_ref().ok_or_else(|| missing("operator"))?;
             let device_id = c.device_id.as_deref().unwrap_or("console");
-            Verified::OperatorLogin(complete_operator_login(conn, state, operator_id, device_id, client, now).await?)
+            // Its way in, as the audit names it: a passkey alone, or the password and then the code.
+            let method = if matches!(proof, Proof::Passkey(_)) { "passkey" } else { "password" };
+            let operator = (operator_id, device_id, method);
+            Verified::OperatorLogin(complete_operator_login(conn, state, operator, client, now).await?)
         }
         Purpose::MerchantLogin => {
             let merchant_user_id = c.merchant_user_id.as_ref().ok_or_else(|| missing("merchant user"))?;
@@ -785,12 +788,12 @@ async fn open_user_session(
     Ok(TwoStepSession { session_token: opened.token, expires_at: clock::rfc3339_ms(opened.expires_at), device_token })
 }
 
-/// An operator's login after the TOTP code: a session carrying the operator's role, audited.
+/// An operator's login after the TOTP code or by a passkey (`method`, `password` or `passkey`): a
+/// session carrying the operator's role, audited as `operator.login` with its method.
 async fn complete_operator_login(
     conn: &mut Conn,
     state: &AppState,
-    operator_id: &OperatorId,
-    device_id: &str,
+    (operator_id, device_id, method): (&OperatorId, &str, &str),
     client: &ClientInfo,
     now: i64,
 ) -> Result<OperatorSessionOpened, sqlx::Error> {
@@ -803,7 +806,7 @@ async fn complete_operator_login(
         step_up: true,
     };
     let opened = session::open(conn, &new, session::Timeouts::from_config(&state.config), now).await?;
-    let detail = json!({"ip": client.ip_text, "session_id": opened.id});
+    let detail = json!({"ip": client.ip_text, "session_id": opened.id, "method": method});
     crate::audit::append(conn, &format!("operator:{operator_id}"), "operator.login", operator_id, &detail, now).await?;
     Ok(OperatorSessionOpened {
         session_token: opened.token,

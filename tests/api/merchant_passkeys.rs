@@ -57,7 +57,7 @@ pub(crate) fn bad_signature(mut credential: Value) -> Value {
     credential
 }
 
-async fn audit(app: &TestApp, action: &str) -> Vec<(String, String, Value)> {
+pub(crate) async fn audit(app: &TestApp, action: &str) -> Vec<(String, String, Value)> {
     let rows: Vec<(String, String, String)> =
         sqlx::query_as("SELECT actor, subject, detail FROM audit_log WHERE action = $1 ORDER BY id")
             .bind(action)

@@ -350,3 +350,19 @@ async fn a_public_url_with_its_default_port_is_the_origin_browsers_send() {
         }
     }
 }
+
+/// Finding 6: the operator's login audit names its way in, as the merchant staff's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_login_audit_names_the_method() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::spawn(backend).await else { continue };
+        let mut h = holder(&app, Kind::Operator).await;
+        let (id, options) = begin(&app, Kind::Operator, &h.ip).await;
+        let r = verify_passkey(&app, &id, &h.key.get(&options, &Tweak::default()), &h.ip).await;
+        assert_eq!(r.status, 200, "{r:?}");
+        let logins = crate::merchant_passkeys::audit(&app, "operator.login").await;
+        let methods: Vec<&str> = logins.iter().map(|(_, _, d)| d["method"].as_str().unwrap_or("none")).collect();
+        assert_eq!(methods, ["password", "passkey"], "{logins:?}");
+        assert!(logins.iter().all(|(_, _, d)| d["ip"] == OPERATOR_IP && d["session_id"].is_string()), "{logins:?}");
+    }
+}
