@@ -239,7 +239,7 @@ async fn send_passkey(
             return Err(IdentityError::MethodNotAccepted { accepted: c.methods.replace(',', ", ") });
         }
         let allow = match passkey_owner(&c) {
-            Some(owner) => super::passkey::credential_ids(&mut tx, owner).await?,
+            Some(owner) => super::passkey::usable_credential_ids(&mut tx, owner).await?,
             None => Vec::new(),
         };
         let challenge = match c.passkey_challenge {

@@ -52,6 +52,9 @@ pub struct Passkey {
     pub created_at: String,
     /// Null until it is first used.
     pub last_used_at: Option<String>,
+    /// When it was disabled because its signature counter did not go up (it may have been
+    /// copied): it answers no ceremony any more; remove it and add a new one. Null while usable.
+    pub disabled_at: Option<String>,
 }
 
 /// A registration ceremony begun: pass `options` to `navigator.credentials.create`, then finish
@@ -64,7 +67,8 @@ pub struct RegistrationStarted {
     pub options: Value,
 }
 
-/// The credential ids of an owner's passkeys.
+/// The credential ids of all an owner's passkeys, disabled ones included (they still count
+/// towards [`MAX_PER_OWNER`], and an authenticator should not register them again).
 pub async fn credential_ids(conn: &mut Conn, owner: Owner<'_>) -> Result<Vec<String>, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT credential_id FROM passkeys WHERE {} = $1 ORDER BY created_at",
@@ -73,9 +77,18 @@ pub async fn credential_ids(conn: &mut Conn, owner: Owner<'_>) -> Result<Vec<Str
     sqlx::query_scalar(sql).bind(owner.text()).fetch_all(&mut *conn).await
 }
 
-/// Whether the owner has a passkey.
+/// The credential ids of the owner's passkeys that can answer a ceremony (not disabled).
+pub async fn usable_credential_ids(conn: &mut Conn, owner: Owner<'_>) -> Result<Vec<String>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT credential_id FROM passkeys WHERE {} = $1 AND disabled_at IS NULL ORDER BY created_at",
+        owner.column()
+    ));
+    sqlx::query_scalar(sql).bind(owner.text()).fetch_all(&mut *conn).await
+}
+
+/// Whether the owner has a passkey that can answer a ceremony.
 pub async fn has_any(conn: &mut Conn, owner: Owner<'_>) -> Result<bool, sqlx::Error> {
-    Ok(!credential_ids(conn, owner).await?.is_empty())
+    Ok(!usable_credential_ids(conn, owner).await?.is_empty())
 }
 
 /// The name an authenticator shows for the account: its e-mail address.
@@ -253,7 +266,13 @@ pub async fn finish_registration(
         .await?;
         added(&mut tx, owner, now).await?;
         tx.commit().await?;
-        Ok(Passkey { passkey_id, name: name.clone(), created_at: clock::rfc3339_ms(now), last_used_at: None })
+        Ok(Passkey {
+            passkey_id,
+            name: name.clone(),
+            created_at: clock::rfc3339_ms(now),
+            last_used_at: None,
+            disabled_at: None,
+        })
     })
     .await
 }
@@ -292,7 +311,7 @@ async fn tell(conn: &mut Conn, owner: Owner<'_>, kind: &str, text: &str, now: i6
 /// `GET /v1/me/passkeys`.
 pub async fn list(state: &AppState, owner: Owner<'_>) -> Result<Vec<Passkey>, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT id, name, created_at, last_used_at FROM passkeys WHERE {} = $1 ORDER BY created_at, id",
+        "SELECT id, name, created_at, last_used_at, disabled_at FROM passkeys WHERE {} = $1 ORDER BY created_at, id",
         owner.column()
     ));
     let rows = sqlx::query(sql).bind(owner.text()).fetch_all(state.db.pool()).await?;
@@ -303,6 +322,7 @@ pub async fn list(state: &AppState, owner: Owner<'_>) -> Result<Vec<Passkey>, sq
                 name: r.try_get("name")?,
                 created_at: clock::rfc3339_ms(r.try_get("created_at")?),
                 last_used_at: r.try_get::<Option<i64>, _>("last_used_at")?.map(clock::rfc3339_ms),
+                disabled_at: r.try_get::<Option<i64>, _>("disabled_at")?.map(clock::rfc3339_ms),
             })
         })
         .collect()
@@ -358,9 +378,10 @@ pub async fn owner_of(conn: &mut Conn, credential: &Value) -> Result<Holder, sql
 }
 
 /// Whether `credential` answers `challenge` (base64url) for `owner`, in the caller's transaction:
-/// one of the owner's passkeys, the right origin and relying party, user verification, a valid
-/// signature and a counter that went up. The counter and the last use are recorded on success; a
-/// counter that went back is told to the owner (the key may have been copied) and refused.
+/// one of the owner's passkeys, not disabled, the right origin and relying party, user
+/// verification, a valid signature and a counter that went up. The counter and the last use are
+/// recorded on success. A counter that did not go up (a copied key) is refused and disables the
+/// passkey (see [`disable_copied`]).
 pub async fn assertion_is_right(
     conn: &mut Conn,
     state: &AppState,
@@ -376,7 +397,7 @@ pub async fn assertion_is_right(
         return Ok(false);
     }
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT id, public_key, sign_count FROM passkeys WHERE credential_id = $1 AND {} = $2",
+        "SELECT id, public_key, sign_count FROM passkeys WHERE credential_id = $1 AND {} = $2 AND disabled_at IS NULL",
         owner.column()
     ));
     let row = sqlx::query(sql).bind(&assertion.credential_id).bind(owner.text()).fetch_optional(&mut *conn).await?;
@@ -399,11 +420,35 @@ pub async fn assertion_is_right(
             Ok(moved == 1)
         }
         Err(Rejected::CounterWentBack) => {
-            let text =
-                "A passkey of your Omamori account was refused: it may have been copied. Remove it and add a new one.";
-            tell(conn, owner, "passkey_cloned", text, now).await?;
+            disable_copied(conn, owner, &id, now).await?;
             Ok(false)
         }
         Err(Rejected::Invalid(_)) => Ok(false),
     }
+}
+
+/// A passkey whose signature counter did not go up after a valid signature: two authenticators
+/// hold its private key. Which is the owner's cannot be told, so it is disabled for both (it
+/// answers nothing until the owner removes it and adds a new one), the owner is told, and every
+/// operator is alerted (`passkey_cloned`, high), in the caller's transaction.
+async fn disable_copied(conn: &mut Conn, owner: Owner<'_>, id: &PasskeyId, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE passkeys SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL")
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let text = "A passkey of your Omamori account was refused and disabled: it may have been copied. Remove it and \
+                add a new one.";
+    tell(conn, owner, "passkey_cloned", text, now).await?;
+    let whose = match owner {
+        Owner::User(_) => "shopper",
+        Owner::Operator(_) => "operator",
+        Owner::MerchantUser(_) => "merchant user",
+    };
+    let detail = format!(
+        "Passkey {id} of {whose} {} presented a signature counter that did not go up: it may have been copied. \
+         It is disabled until its owner removes it and adds a new one.",
+        owner.text()
+    );
+    crate::risk::alerts::raise_each(conn, "passkey_cloned", "high", &detail, now).await
 }

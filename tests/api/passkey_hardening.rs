@@ -366,3 +366,45 @@ async fn the_operator_login_audit_names_the_method() {
         assert!(logins.iter().all(|(_, _, d)| d["ip"] == OPERATOR_IP && d["session_id"].is_string()), "{logins:?}");
     }
 }
+
+/// Finding 7: a copied passkey. An answer with a valid signature whose counter did not go up
+/// (the stored one is not zero) is refused, raises an operator alert, and disables the passkey:
+/// neither copy gets in with it any more, not even with a higher counter, and no ceremony offers
+/// it; its owner is told and sees it disabled, removes it and adds a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copied_passkey_is_refused_disabled_and_raises_an_alert() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::spawn(backend).await else { continue };
+        // The second sandbox operator reads the alerts (the first has a passkey below).
+        let watcher = app.operator_session(1).await;
+        for kind in KINDS {
+            let mut h = holder(&app, kind).await;
+            let (id, options) = begin(&app, kind, &h.ip).await;
+            let r = verify_passkey(&app, &id, &h.key.get(&options, &Tweak::default()), &h.ip).await;
+            assert_eq!(r.status, 200, "{kind:?}: {r:?}");
+            assert_eq!(sign_count(&app, &h.key).await, 1);
+            // The copy answers with the counter the original already used.
+            let (id, options) = begin(&app, kind, &h.ip).await;
+            let copied = h.key.get(&options, &Tweak { count: Some(1), ..Tweak::default() });
+            verify_passkey(&app, &id, &copied, &h.ip).await.assert_problem(422, "code_invalid");
+            let (_, owner_id) = owner_column(kind, &h.key);
+            let r = app.authed(reqwest::Method::GET, "/v1/admin/alerts", &watcher, None, OPERATOR_IP).await;
+            let alerts = r.body["items"].as_array().unwrap().clone();
+            let alert = alerts
+                .iter()
+                .find(|a| a["kind"] == "passkey_cloned" && a["detail"].as_str().unwrap().contains(&owner_id))
+                .unwrap_or_else(|| panic!("{kind:?}: no passkey_cloned alert naming {owner_id}: {alerts:?}"));
+            assert_eq!(alert["severity"], "high", "{alert:?}");
+            // Disabled: whichever copy, whatever the counter.
+            let higher = h.key.get(&options, &Tweak { count: Some(50), ..Tweak::default() });
+            verify_passkey(&app, &id, &higher, &h.ip).await.assert_problem(422, "code_invalid");
+            let listed = app.authed(reqwest::Method::GET, passkeys_path(kind), &h.session, None, &h.ip).await;
+            assert!(listed.body["items"][0]["disabled_at"].is_string(), "{kind:?}: {listed:?}");
+            // A step-up no longer offers it.
+            app.advance_clock(6 * 60).await;
+            let r = begin_registration(&app, kind, &h).await;
+            r.assert_problem(403, "step_up_required");
+            assert!(!r.body["methods"].as_array().unwrap().contains(&json!("passkey")), "{kind:?}: {r:?}");
+        }
+    }
+}

@@ -335,6 +335,11 @@ both_backends! {
             assert!(app.messages(to).await.iter().any(|m| m["kind"] == "passkey_cloned"), "{to}");
         }
 
+        // The copied passkey is disabled (it answers nothing now): the shopper adds a new one.
+        let mut authenticator = Authenticator::new(&app);
+        let r = add_passkey(&app, &s, &mut authenticator, Some("New phone"), &Tweak::default()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+
         // Another shopper's passkey does not answer this shopper's step-up.
         let (other, mut other_key) = shopper_with_passkey(&app).await;
         let token = s.session.clone().unwrap();
