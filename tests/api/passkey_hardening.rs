@@ -203,9 +203,10 @@ async fn begin_registration(app: &TestApp, kind: Kind, h: &Holder) -> Reply {
     app.authed(reqwest::Method::POST, passkeys_path(kind), &h.session, None, &h.ip).await
 }
 
-async fn finish_registration(app: &TestApp, kind: Kind, h: &Holder, started: &Reply) -> Reply {
+/// Finishes a begun registration with a new authenticator, with what the tweak changes.
+async fn finish_registration(app: &TestApp, kind: Kind, h: &Holder, started: &Reply, tweak: &Tweak) -> Reply {
     let id = started.body["registration_id"].as_str().unwrap();
-    let credential = Authenticator::new(app).create(&started.body["options"], &Tweak::default());
+    let credential = Authenticator::new(app).create(&started.body["options"], tweak);
     let path = format!("{}/{id}/finish", passkeys_path(kind));
     app.authed(reqwest::Method::POST, &path, &h.session, Some(&json!({"credential": credential})), &h.ip).await
 }
@@ -225,8 +226,12 @@ async fn at_most_ten_passkeys_per_owner_and_old_ceremonies_are_purged() {
             }
             let (a, b) = (begin_registration(&app, kind, &h).await, begin_registration(&app, kind, &h).await);
             assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200), "{kind:?}: {a:?} {b:?}");
-            assert_eq!(finish_registration(&app, kind, &h, &a).await.status, 201, "{kind:?}: the tenth");
-            finish_registration(&app, kind, &h, &b).await.assert_problem(409, "too_many_passkeys");
+            assert_eq!(
+                finish_registration(&app, kind, &h, &a, &Tweak::default()).await.status,
+                201,
+                "{kind:?}: the tenth"
+            );
+            finish_registration(&app, kind, &h, &b, &Tweak::default()).await.assert_problem(409, "too_many_passkeys");
             begin_registration(&app, kind, &h).await.assert_problem(409, "too_many_passkeys");
             let listed = app.authed(reqwest::Method::GET, passkeys_path(kind), &h.session, None, &h.ip).await;
             let items = listed.body["items"].as_array().unwrap().clone();
@@ -262,10 +267,7 @@ const BS: u8 = 0x10;
 async fn register_with(app: &TestApp, kind: Kind, h: &Holder, tweak: &Tweak) -> Reply {
     let started = begin_registration(app, kind, h).await;
     assert_eq!(started.status, 200, "{kind:?}: {started:?}");
-    let id = started.body["registration_id"].as_str().unwrap();
-    let credential = Authenticator::new(app).create(&started.body["options"], tweak);
-    let path = format!("{}/{id}/finish", passkeys_path(kind));
-    app.authed(reqwest::Method::POST, &path, &h.session, Some(&json!({"credential": credential})), &h.ip).await
+    finish_registration(app, kind, h, &started, tweak).await
 }
 
 /// Finding 4: flags that say backed up (BS) but not backup eligible (BE) are refused, at a
