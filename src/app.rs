@@ -195,6 +195,13 @@ fn spawn_janitor(state: AppState) -> tokio::task::JoinHandle<()> {
             if let Err(e) = purged.await {
                 tracing::warn!(error = %crate::store::describe_error(&e), "could not purge old authentication events");
             }
+            let registrations = async {
+                let mut conn = state.db.pool().acquire().await?;
+                crate::identity::passkey::purge_registrations(&mut conn, None, state.clock.now_ms()).await
+            };
+            if let Err(e) = registrations.await {
+                tracing::warn!(error = %crate::store::describe_error(&e), "could not purge old passkey registrations");
+            }
             // The audit chain's head leaves the database every hour, where the on-call tool keeps it.
             if state.config.notify.oncall_webhook_url.is_some()
                 && let Err(e) = crate::audit::publish_anchor(&state.db, state.clock.now_ms()).await

@@ -646,13 +646,15 @@ const SETTING_GROUPS: &[SetGroup] =
     &[set_service, set_logging, set_client_origin, set_limits, set_risk, set_secrets, set_notify, set_processor];
 
 /// `scheme://host[:port]` with `https`, or `http` only for `localhost`; no path, query or user.
+/// Kept as browsers write an origin (WebAuthn compares it exactly): lower case, and without the
+/// scheme's default port (`https://pay.example:443` is `https://pay.example`).
 fn parse_public_url(value: &str) -> Result<String, String> {
     let expected = "expected https://HOST[:PORT] (or http://localhost:PORT), without a path";
-    let value = value.trim_end_matches('/');
+    let value = value.trim_end_matches('/').to_ascii_lowercase();
     let (scheme, rest) = value.split_once("://").ok_or(expected)?;
-    let host = match rest.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => rest,
+    let (host, port) = match rest.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => (host, Some(port)),
+        _ => (rest, None),
     };
     let host_ok = !host.is_empty()
         && host.len() <= 253
@@ -663,7 +665,17 @@ fn parse_public_url(value: &str) -> Result<String, String> {
     if !host_ok || !scheme_ok || host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return Err(expected.into());
     }
-    Ok(value.to_ascii_lowercase())
+    let port = match port.map(|p| p.parse::<u16>()) {
+        Some(Ok(0)) | Some(Err(_)) => return Err(expected.into()),
+        Some(Ok(443)) if scheme == "https" => None,
+        Some(Ok(80)) if scheme == "http" => None,
+        Some(Ok(port)) => Some(port),
+        None => None,
+    };
+    Ok(match port {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    })
 }
 
 impl Config {
@@ -673,6 +685,8 @@ impl Config {
     pub fn effective_public_url(&self, port: u16) -> Option<String> {
         match &self.public_url {
             Some(url) => Some(url.clone()),
+            // As a browser writes the origin: port 80 is http's default, so it is left out.
+            None if self.listen.ip().is_loopback() && port == 80 => Some("http://localhost".to_string()),
             None if self.listen.ip().is_loopback() => Some(format!("http://localhost:{port}")),
             None => None,
         }
@@ -1075,8 +1089,24 @@ mod tests {
             let err = Config::load_from(None, env(&[("OMAMORI_PUBLIC_URL", bad)])).unwrap_err();
             assert!(err.0.contains("OMAMORI_PUBLIC_URL"), "{bad}: {err}");
         }
+        // As browsers write the origin: without the scheme's default port, a port as a number.
+        for (given, origin) in [
+            ("https://pay.example:443", "https://pay.example"),
+            ("https://pay.example:443/", "https://pay.example"),
+            ("http://localhost:80", "http://localhost"),
+            ("https://pay.example:8443", "https://pay.example:8443"),
+            ("https://pay.example:080", "https://pay.example:80"),
+            ("http://localhost:0443", "http://localhost:443"),
+        ] {
+            let c = Config::load_from(None, env(&[("OMAMORI_PUBLIC_URL", given)])).unwrap();
+            assert_eq!(c.public_url.as_deref(), Some(origin), "{given}");
+        }
+        for bad in ["https://pay.example:0", "https://pay.example:65536"] {
+            assert!(Config::load_from(None, env(&[("OMAMORI_PUBLIC_URL", bad)])).is_err(), "{bad}");
+        }
         let c = Config::load_from(None, env(&[])).unwrap();
         assert_eq!(c.effective_public_url(8080), Some("http://localhost:8080".to_string()));
+        assert_eq!(c.effective_public_url(80), Some("http://localhost".to_string()));
         let err = Config::load_from(None, env(&[("OMAMORI_LISTEN", "nonsense")])).unwrap_err();
         assert!(err.0.starts_with("invalid setting OMAMORI_LISTEN:"), "{err}");
         let err = Config::load_from(None, env(&[("OMAMORI_TRUSTED_PROXIES", "10.0.0.0/8, bogus")])).unwrap_err();

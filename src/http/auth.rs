@@ -90,6 +90,28 @@ async fn live_session(parts: &Parts, state: &AppState, kind: Kind) -> Result<Liv
     Ok(live)
 }
 
+/// The caller's live session of any kind, when the request carries one (a bearer token, or the
+/// shopper's cookie); `None` otherwise, never a refusal: for a route open to everyone whose
+/// answer depends on whose session asks (a step-up challenge's `send`).
+#[derive(Debug, Clone)]
+pub struct AnySession(pub Option<crate::ids::SessionId>);
+
+impl FromRequestParts<AppState> for AnySession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if bearer(parts).is_none() && super::cookies::session_token(&parts.headers).is_none() {
+            return Ok(AnySession(None));
+        }
+        match live_session(parts, state, Kind::Shopper).await {
+            Ok(live) => Ok(AnySession(Some(live.id))),
+            // An expired or unknown token is no one's: the route decides what no one may do.
+            Err(e) if e.status == axum::http::StatusCode::UNAUTHORIZED => Ok(AnySession(None)),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl FromRequestParts<AppState> for UserSession {
     type Rejection = ApiError;
 

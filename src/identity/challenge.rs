@@ -197,29 +197,41 @@ pub enum Sent {
     Passkey(serde_json::Value),
 }
 
-/// `POST /v1/challenges/{id}/send {"method": "sms" | "passkey"}`.
+/// `POST /v1/challenges/{id}/send {"method": "sms" | "passkey"}`; `caller` is the session the
+/// request carries, if any.
 pub async fn send(
     state: &AppState,
     id: &ChallengeId,
     method: &str,
+    caller: Option<&SessionId>,
     client: &ClientInfo,
 ) -> Result<Sent, IdentityError> {
     match method {
         "sms" => send_sms(state, id, client).await.map(|()| Sent::Sms),
-        "passkey" => send_passkey(state, id).await.map(Sent::Passkey),
+        "passkey" => send_passkey(state, id, caller).await.map(Sent::Passkey),
         _ => Err(IdentityError::OnlySmsIsSent),
     }
 }
 
-/// A fresh WebAuthn challenge for the challenge (it replaces any earlier one), and the request
-/// options naming the owner's passkeys (none for a passkey login: the browser offers its own).
-async fn send_passkey(state: &AppState, id: &ChallengeId) -> Result<serde_json::Value, IdentityError> {
+/// The request options of the challenge's passkey ceremony, naming the owner's passkeys (none for
+/// a passkey login: the browser offers its own). Its WebAuthn challenge is made once, at the first
+/// send (a passkey login's when it began), and given again by every later send: a send never
+/// replaces a ceremony in progress. A challenge made for a session (a step-up) answers only that
+/// session; to anyone else it does not exist.
+async fn send_passkey(
+    state: &AppState,
+    id: &ChallengeId,
+    caller: Option<&SessionId>,
+) -> Result<serde_json::Value, IdentityError> {
     let rp = super::passkey::relying_party(state)?;
     let now = state.clock.now_ms();
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
         tx.lock("challenge", id).await?;
         let c = load(&mut tx, id).await?.ok_or(IdentityError::ChallengeNotFound)?;
+        if c.session_id.as_ref().is_some_and(|own| caller != Some(own)) {
+            return Err(IdentityError::ChallengeNotFound);
+        }
         if !is_open(&c, now) {
             return Err(IdentityError::ChallengeExpired);
         }
@@ -227,10 +239,13 @@ async fn send_passkey(state: &AppState, id: &ChallengeId) -> Result<serde_json::
             return Err(IdentityError::MethodNotAccepted { accepted: c.methods.replace(',', ", ") });
         }
         let allow = match passkey_owner(&c) {
-            Some(owner) => super::passkey::credential_ids(&mut tx, owner).await?,
+            Some(owner) => super::passkey::usable_credential_ids(&mut tx, owner).await?,
             None => Vec::new(),
         };
-        let challenge = set_passkey_challenge(&mut tx, &c.id).await?;
+        let challenge = match c.passkey_challenge {
+            Some(made) => made,
+            None => set_passkey_challenge(&mut tx, &c.id).await?,
+        };
         tx.commit().await?;
         Ok(super::webauthn::request_options(&rp, &challenge, &allow))
     })
@@ -391,6 +406,13 @@ pub async fn verify<C: CardChallenges>(
             find_passkey_owner(&mut tx, &mut c, credential).await?;
         }
         let owner = answerable(&mut tx, &c, proof.method(), now).await?;
+        if let Proof::Passkey(_) = proof
+            && let Some(retry_after_ms) = passkey_throttled(&mut tx, state, &owner, client, now).await?
+        {
+            // The refused address is recorded for the alerts before the refusal is answered.
+            tx.commit().await?;
+            return Err(throttle::too_many(retry_after_ms).into());
+        }
         if !code_is_right(&mut tx, state, &c, proof, now).await? {
             let wrong = WrongCode {
                 holder: CodeHolder::Challenge,
@@ -402,7 +424,7 @@ pub async fn verify<C: CardChallenges>(
             return Err(IdentityError::CodeInvalid { attempts_left });
         }
         use_up(&mut tx, &c.id).await?;
-        match complete(&mut tx, state, &c, client, hooks, now).await? {
+        match complete(&mut tx, state, (&c, proof), client, hooks, now).await? {
             Completed::Granted(answer) => {
                 throttle::record_success(&mut tx, &owner.key).await?;
                 tx.commit().await?;
@@ -453,6 +475,30 @@ async fn answerable(conn: &mut Conn, c: &Row_, method: &str, now: i64) -> Result
         return Err(throttle::too_many(until - now).into());
     }
     Ok(owner)
+}
+
+/// The password login's address and subnet limits (and the account's daily one), at a passkey's
+/// answer and before its signature is checked: a flood of assertions from one address or network
+/// is refused as a flood of passwords is, whoever's passkey it names. Answers how long to wait.
+async fn passkey_throttled(
+    tx: &mut store::Tx,
+    state: &AppState,
+    owner: &Owner,
+    client: &ClientInfo,
+    now: i64,
+) -> Result<Option<i64>, sqlx::Error> {
+    let attempt = throttle::Attempt {
+        ip: &client.ip_text,
+        subnet: &client.subnet,
+        key: &owner.key,
+        recognised: false,
+        max_delay_ms: owner.max_delay_ms,
+    };
+    let limits = throttle::Limits::from_config(&state.config);
+    Ok(match throttle::check_locked(tx, limits, &attempt, now).await? {
+        crate::risk::Verdict::Throttled { retry_after_ms } => Some(retry_after_ms),
+        crate::risk::Verdict::Allowed => None,
+    })
 }
 
 /// A passkey login's challenge names no one until its answer: the owner is the passkey's (a
@@ -610,11 +656,11 @@ enum Completed<T> {
     LoginDeclined,
 }
 
-/// Gives what a verified challenge is for, in the caller's transaction.
+/// Gives what a verified challenge is for (and how it was answered), in the caller's transaction.
 async fn complete<C: CardChallenges>(
     conn: &mut Conn,
     state: &AppState,
-    c: &Row_,
+    (c, proof): (&Row_, &Proof<'_>),
     client: &ClientInfo,
     (cards, facts): (&C, &dyn rules::FactSource),
     now: i64,
@@ -639,7 +685,10 @@ async fn complete<C: CardChallenges>(
         Purpose::OperatorLogin => {
             let operator_id = c.operator_id.as_ref().ok_or_else(|| missing("operator"))?;
             let device_id = c.device_id.as_deref().unwrap_or("console");
-            Verified::OperatorLogin(complete_operator_login(conn, state, operator_id, device_id, client, now).await?)
+            // Its way in, as the audit names it: a passkey alone, or the password and then the code.
+            let method = if matches!(proof, Proof::Passkey(_)) { "passkey" } else { "password" };
+            let operator = (operator_id, device_id, method);
+            Verified::OperatorLogin(complete_operator_login(conn, state, operator, client, now).await?)
         }
         Purpose::MerchantLogin => {
             let merchant_user_id = c.merchant_user_id.as_ref().ok_or_else(|| missing("merchant user"))?;
@@ -739,12 +788,12 @@ async fn open_user_session(
     Ok(TwoStepSession { session_token: opened.token, expires_at: clock::rfc3339_ms(opened.expires_at), device_token })
 }
 
-/// An operator's login after the TOTP code: a session carrying the operator's role, audited.
+/// An operator's login after the TOTP code or by a passkey (`method`, `password` or `passkey`): a
+/// session carrying the operator's role, audited as `operator.login` with its method.
 async fn complete_operator_login(
     conn: &mut Conn,
     state: &AppState,
-    operator_id: &OperatorId,
-    device_id: &str,
+    (operator_id, device_id, method): (&OperatorId, &str, &str),
     client: &ClientInfo,
     now: i64,
 ) -> Result<OperatorSessionOpened, sqlx::Error> {
@@ -757,7 +806,7 @@ async fn complete_operator_login(
         step_up: true,
     };
     let opened = session::open(conn, &new, session::Timeouts::from_config(&state.config), now).await?;
-    let detail = json!({"ip": client.ip_text, "session_id": opened.id});
+    let detail = json!({"ip": client.ip_text, "session_id": opened.id, "method": method});
     crate::audit::append(conn, &format!("operator:{operator_id}"), "operator.login", operator_id, &detail, now).await?;
     Ok(OperatorSessionOpened {
         session_token: opened.token,

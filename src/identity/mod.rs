@@ -131,6 +131,9 @@ pub enum IdentityError {
     /// `422 passkey_rejected`: the browser's answer to a registration does not verify.
     #[error("{0}")]
     PasskeyRejected(webauthn::Rejected),
+    /// `409 too_many_passkeys`: the owner has as many passkeys as one may have.
+    #[error("an account has at most {max} passkeys: remove one before adding another")]
+    TooManyPasskeys { max: usize },
     /// `409 email_taken`: a merchant user with this e-mail exists already.
     #[error("this e-mail address already belongs to a dashboard user")]
     EmailTaken,

@@ -52,6 +52,9 @@ pub struct Passkey {
     pub created_at: String,
     /// Null until it is first used.
     pub last_used_at: Option<String>,
+    /// When it was disabled because its signature counter did not go up (it may have been
+    /// copied): it answers no ceremony any more; remove it and add a new one. Null while usable.
+    pub disabled_at: Option<String>,
 }
 
 /// A registration ceremony begun: pass `options` to `navigator.credentials.create`, then finish
@@ -64,7 +67,8 @@ pub struct RegistrationStarted {
     pub options: Value,
 }
 
-/// The credential ids of an owner's passkeys.
+/// The credential ids of all an owner's passkeys, disabled ones included (they still count
+/// towards [`MAX_PER_OWNER`], and an authenticator should not register them again).
 pub async fn credential_ids(conn: &mut Conn, owner: Owner<'_>) -> Result<Vec<String>, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(format!(
         "SELECT credential_id FROM passkeys WHERE {} = $1 ORDER BY created_at",
@@ -73,9 +77,18 @@ pub async fn credential_ids(conn: &mut Conn, owner: Owner<'_>) -> Result<Vec<Str
     sqlx::query_scalar(sql).bind(owner.text()).fetch_all(&mut *conn).await
 }
 
-/// Whether the owner has a passkey.
+/// The credential ids of the owner's passkeys that can answer a ceremony (not disabled).
+pub async fn usable_credential_ids(conn: &mut Conn, owner: Owner<'_>) -> Result<Vec<String>, sqlx::Error> {
+    let sql = sqlx::AssertSqlSafe(format!(
+        "SELECT credential_id FROM passkeys WHERE {} = $1 AND disabled_at IS NULL ORDER BY created_at",
+        owner.column()
+    ));
+    sqlx::query_scalar(sql).bind(owner.text()).fetch_all(&mut *conn).await
+}
+
+/// Whether the owner has a passkey that can answer a ceremony.
 pub async fn has_any(conn: &mut Conn, owner: Owner<'_>) -> Result<bool, sqlx::Error> {
-    Ok(!credential_ids(conn, owner).await?.is_empty())
+    Ok(!usable_credential_ids(conn, owner).await?.is_empty())
 }
 
 /// The name an authenticator shows for the account: its e-mail address.
@@ -90,7 +103,41 @@ async fn account_name(conn: &mut Conn, owner: Owner<'_>) -> Result<String, Ident
     email.ok_or(IdentityError::Unauthenticated)
 }
 
-/// `POST /v1/me/passkeys` (after step-up): a registration ceremony for 5 minutes.
+/// The most passkeys one owner may have: enough for every device a person uses, and a bound on
+/// what one account stores and every ceremony lists.
+pub const MAX_PER_OWNER: usize = 10;
+
+/// `409 too_many_passkeys` when the owner has [`MAX_PER_OWNER`] already.
+fn ensure_room(registered: usize) -> Result<(), IdentityError> {
+    if registered >= MAX_PER_OWNER {
+        return Err(IdentityError::TooManyPasskeys { max: MAX_PER_OWNER });
+    }
+    Ok(())
+}
+
+/// Deletes the registration ceremonies past their time (used or not), of everyone: a new
+/// registration does it for its owner's, and the janitor for the rest.
+pub async fn purge_registrations(conn: &mut Conn, owner: Option<Owner<'_>>, now: i64) -> Result<u64, sqlx::Error> {
+    let result = match owner {
+        Some(owner) => {
+            let sql = sqlx::AssertSqlSafe(format!(
+                "DELETE FROM passkey_registrations WHERE {} = $1 AND expires_at <= $2",
+                owner.column()
+            ));
+            sqlx::query(sql).bind(owner.text()).bind(now).execute(&mut *conn).await?
+        }
+        None => {
+            sqlx::query("DELETE FROM passkey_registrations WHERE expires_at <= $1")
+                .bind(now)
+                .execute(&mut *conn)
+                .await?
+        }
+    };
+    Ok(result.rows_affected())
+}
+
+/// `POST /v1/me/passkeys` (after step-up): a registration ceremony for 5 minutes; `409
+/// too_many_passkeys` when the owner has [`MAX_PER_OWNER`].
 pub async fn begin_registration(state: &AppState, owner: Owner<'_>) -> Result<RegistrationStarted, IdentityError> {
     let rp = relying_party(state)?;
     let now = state.clock.now_ms();
@@ -99,6 +146,8 @@ pub async fn begin_registration(state: &AppState, owner: Owner<'_>) -> Result<Re
     let mut conn = state.db.pool().acquire().await?;
     let name = account_name(&mut conn, owner).await?;
     let exclude = credential_ids(&mut conn, owner).await?;
+    ensure_room(exclude.len())?;
+    purge_registrations(&mut conn, Some(owner), now).await?;
     let (user, operator, merchant_user) = owner_columns(owner);
     sqlx::query(
         "INSERT INTO passkey_registrations (id, user_id, operator_id, merchant_user_id, challenge, state, created_at, \
@@ -139,20 +188,15 @@ fn clean_name(name: Option<&str>) -> Result<String, IdentityError> {
     Ok(name.to_string())
 }
 
-/// `POST /v1/me/passkeys/{registration_id}/finish`: checks the browser's answer and keeps the
-/// passkey's public key; the owner is told on every channel. The ceremony is used up by any
-/// answer, right or wrong.
-pub async fn finish_registration(
+/// The challenge of the owner's open registration ceremony `id`, used up (by any answer, right or
+/// wrong).
+async fn use_registration(
     state: &AppState,
     owner: Owner<'_>,
     id: &RegistrationId,
-    credential: &Value,
-    name: Option<&str>,
-) -> Result<Passkey, IdentityError> {
-    let name = clean_name(name)?;
-    let rp = relying_party(state)?;
-    let now = state.clock.now_ms();
-    let challenge = store::retry(|| async {
+    now: i64,
+) -> Result<String, IdentityError> {
+    store::retry(|| async {
         let mut tx = state.db.begin().await?;
         tx.lock("passkey_registration", id).await?;
         let sql = sqlx::AssertSqlSafe(format!(
@@ -170,7 +214,23 @@ pub async fn finish_registration(
         tx.commit().await?;
         Ok::<_, IdentityError>(challenge)
     })
-    .await?;
+    .await
+}
+
+/// `POST /v1/me/passkeys/{registration_id}/finish`: checks the browser's answer and keeps the
+/// passkey's public key; the owner is told on every channel. The ceremony is used up by any
+/// answer, right or wrong.
+pub async fn finish_registration(
+    state: &AppState,
+    owner: Owner<'_>,
+    id: &RegistrationId,
+    credential: &Value,
+    name: Option<&str>,
+) -> Result<Passkey, IdentityError> {
+    let name = clean_name(name)?;
+    let rp = relying_party(state)?;
+    let now = state.clock.now_ms();
+    let challenge = use_registration(state, owner, id, now).await?;
     let new = webauthn::verify_registration(&rp, &challenge, credential).map_err(IdentityError::PasskeyRejected)?;
     store::retry(|| async {
         let mut tx = state.db.begin().await?;
@@ -184,6 +244,9 @@ pub async fn finish_registration(
         if taken.is_some() {
             return Err(IdentityError::PasskeyRejected(Rejected::Invalid("this passkey is already registered")));
         }
+        // Ceremonies begun side by side: the count is read again under the owner's lock.
+        tx.lock("passkey_owner", owner.text()).await?;
+        ensure_room(credential_ids(&mut tx, owner).await?.len())?;
         let passkey_id = PasskeyId::generate();
         let (user, operator, merchant_user) = owner_columns(owner);
         sqlx::query(
@@ -203,7 +266,13 @@ pub async fn finish_registration(
         .await?;
         added(&mut tx, owner, now).await?;
         tx.commit().await?;
-        Ok(Passkey { passkey_id, name: name.clone(), created_at: clock::rfc3339_ms(now), last_used_at: None })
+        Ok(Passkey {
+            passkey_id,
+            name: name.clone(),
+            created_at: clock::rfc3339_ms(now),
+            last_used_at: None,
+            disabled_at: None,
+        })
     })
     .await
 }
@@ -242,7 +311,7 @@ async fn tell(conn: &mut Conn, owner: Owner<'_>, kind: &str, text: &str, now: i6
 /// `GET /v1/me/passkeys`.
 pub async fn list(state: &AppState, owner: Owner<'_>) -> Result<Vec<Passkey>, sqlx::Error> {
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT id, name, created_at, last_used_at FROM passkeys WHERE {} = $1 ORDER BY created_at, id",
+        "SELECT id, name, created_at, last_used_at, disabled_at FROM passkeys WHERE {} = $1 ORDER BY created_at, id",
         owner.column()
     ));
     let rows = sqlx::query(sql).bind(owner.text()).fetch_all(state.db.pool()).await?;
@@ -253,6 +322,7 @@ pub async fn list(state: &AppState, owner: Owner<'_>) -> Result<Vec<Passkey>, sq
                 name: r.try_get("name")?,
                 created_at: clock::rfc3339_ms(r.try_get("created_at")?),
                 last_used_at: r.try_get::<Option<i64>, _>("last_used_at")?.map(clock::rfc3339_ms),
+                disabled_at: r.try_get::<Option<i64>, _>("disabled_at")?.map(clock::rfc3339_ms),
             })
         })
         .collect()
@@ -308,9 +378,10 @@ pub async fn owner_of(conn: &mut Conn, credential: &Value) -> Result<Holder, sql
 }
 
 /// Whether `credential` answers `challenge` (base64url) for `owner`, in the caller's transaction:
-/// one of the owner's passkeys, the right origin and relying party, user verification, a valid
-/// signature and a counter that went up. The counter and the last use are recorded on success; a
-/// counter that went back is told to the owner (the key may have been copied) and refused.
+/// one of the owner's passkeys, not disabled, the right origin and relying party, user
+/// verification, a valid signature and a counter that went up. The counter and the last use are
+/// recorded on success. A counter that did not go up (a copied key) is refused and disables the
+/// passkey (see [`disable_copied`]).
 pub async fn assertion_is_right(
     conn: &mut Conn,
     state: &AppState,
@@ -326,7 +397,7 @@ pub async fn assertion_is_right(
         return Ok(false);
     }
     let sql = sqlx::AssertSqlSafe(format!(
-        "SELECT id, public_key, sign_count FROM passkeys WHERE credential_id = $1 AND {} = $2",
+        "SELECT id, public_key, sign_count FROM passkeys WHERE credential_id = $1 AND {} = $2 AND disabled_at IS NULL",
         owner.column()
     ));
     let row = sqlx::query(sql).bind(&assertion.credential_id).bind(owner.text()).fetch_optional(&mut *conn).await?;
@@ -349,11 +420,35 @@ pub async fn assertion_is_right(
             Ok(moved == 1)
         }
         Err(Rejected::CounterWentBack) => {
-            let text =
-                "A passkey of your Omamori account was refused: it may have been copied. Remove it and add a new one.";
-            tell(conn, owner, "passkey_cloned", text, now).await?;
+            disable_copied(conn, owner, &id, now).await?;
             Ok(false)
         }
         Err(Rejected::Invalid(_)) => Ok(false),
     }
+}
+
+/// A passkey whose signature counter did not go up after a valid signature: two authenticators
+/// hold its private key. Which is the owner's cannot be told, so it is disabled for both (it
+/// answers nothing until the owner removes it and adds a new one), the owner is told, and every
+/// operator is alerted (`passkey_cloned`, high), in the caller's transaction.
+async fn disable_copied(conn: &mut Conn, owner: Owner<'_>, id: &PasskeyId, now: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE passkeys SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL")
+        .bind(now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?;
+    let text = "A passkey of your Omamori account was refused and disabled: it may have been copied. Remove it and \
+                add a new one.";
+    tell(conn, owner, "passkey_cloned", text, now).await?;
+    let whose = match owner {
+        Owner::User(_) => "shopper",
+        Owner::Operator(_) => "operator",
+        Owner::MerchantUser(_) => "merchant user",
+    };
+    let detail = format!(
+        "Passkey {id} of {whose} {} presented a signature counter that did not go up: it may have been copied. \
+         It is disabled until its owner removes it and adds a new one.",
+        owner.text()
+    );
+    crate::risk::alerts::raise_each(conn, "passkey_cloned", "high", &detail, now).await
 }

@@ -66,6 +66,7 @@ struct PasskeyLoginBody {
 /// Starts adding a passkey (needs step-up): pass `options` to `navigator.credentials.create`.
 #[utoipa::path(post, path = "/v1/me/passkeys", tag = "shopper", security(("bearer" = [])), responses(
     (status = 200, body = RegistrationStarted, description = "The ceremony's options; finish it within 5 minutes"),
+    (status = 409, description = "`too_many_passkeys`: the account has 10 passkeys, the most it may have; remove one first", body = Problem, content_type = "application/problem+json"),
     Unauthenticated401,
     (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused; `step_up_required` with `challenge_id` and `methods`: verify that challenge, then repeat the request", body = Problem, content_type = "application/problem+json"),
     (status = 503, description = "`unavailable`: the server has no public address (`OMAMORI_PUBLIC_URL`), so no passkeys", body = Problem, content_type = "application/problem+json")))]
@@ -82,6 +83,7 @@ async fn register_begin(
 #[utoipa::path(post, path = "/v1/me/passkeys/{registration_id}/finish", tag = "shopper", request_body = FinishBody,
     params(("registration_id" = String, Path)), security(("bearer" = [])), responses(
     (status = 201, body = Passkey, description = "The passkey is registered"),
+    (status = 409, description = "`too_many_passkeys`: the account has 10 passkeys, the most it may have; remove one first", body = Problem, content_type = "application/problem+json"),
     ShopperAuth, JsonBodyErrors, NotFound404,
     (status = 410, description = "`challenge_expired`: the registration expired or was used", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "`passkey_rejected`: the answer does not verify (another origin, another challenge, no user verification, a passkey already registered); `invalid_body`: a field is missing, unknown or of the wrong type, or the name is too long", body = Problem, content_type = "application/problem+json"),
@@ -148,6 +150,7 @@ async fn login_begin(
 /// Starts adding a passkey to the operator's own account.
 #[utoipa::path(post, path = "/v1/admin/me/passkeys", tag = "operator", security(("bearer" = [])), responses(
     (status = 200, body = RegistrationStarted, description = "The ceremony's options; finish it within 5 minutes"),
+    (status = 409, description = "`too_many_passkeys`: the account has 10 passkeys, the most it may have; remove one first", body = Problem, content_type = "application/problem+json"),
     Unauthenticated401, OperatorStepUp403,
     (status = 503, description = "`unavailable`: the server has no public address (`OMAMORI_PUBLIC_URL`), so no passkeys", body = Problem, content_type = "application/problem+json")))]
 async fn admin_register_begin(
@@ -163,6 +166,7 @@ async fn admin_register_begin(
 #[utoipa::path(post, path = "/v1/admin/me/passkeys/{registration_id}/finish", tag = "operator", request_body = FinishBody,
     params(("registration_id" = String, Path)), security(("bearer" = [])), responses(
     (status = 201, body = Passkey, description = "The passkey is registered"),
+    (status = 409, description = "`too_many_passkeys`: the account has 10 passkeys, the most it may have; remove one first", body = Problem, content_type = "application/problem+json"),
     AuthErrors, JsonBodyErrors, NotFound404,
     (status = 410, description = "`challenge_expired`: the registration expired or was used", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "`passkey_rejected`: the answer does not verify; `invalid_body`: a field is missing, unknown or of the wrong type, or the name is too long", body = Problem, content_type = "application/problem+json"),
@@ -230,6 +234,7 @@ async fn admin_login_begin(
 /// Starts adding a passkey to the merchant user's own account (owner or staff).
 #[utoipa::path(post, path = "/v1/merchant/me/passkeys", tag = "merchant", security(("bearer" = [])), responses(
     (status = 200, body = RegistrationStarted, description = "The ceremony's options; finish it within 5 minutes"),
+    (status = 409, description = "`too_many_passkeys`: the account has 10 passkeys, the most it may have; remove one first", body = Problem, content_type = "application/problem+json"),
     Unauthenticated401, MerchantStepUp403,
     (status = 503, description = "`unavailable`: the server has no public address (`OMAMORI_PUBLIC_URL`), so no passkeys", body = Problem, content_type = "application/problem+json")))]
 async fn merchant_register_begin(
@@ -245,6 +250,7 @@ async fn merchant_register_begin(
 #[utoipa::path(post, path = "/v1/merchant/me/passkeys/{registration_id}/finish", tag = "merchant",
     request_body = FinishBody, params(("registration_id" = String, Path)), security(("bearer" = [])), responses(
     (status = 201, body = Passkey, description = "The passkey is registered"),
+    (status = 409, description = "`too_many_passkeys`: the account has 10 passkeys, the most it may have; remove one first", body = Problem, content_type = "application/problem+json"),
     AuthErrors, JsonBodyErrors, NotFound404,
     (status = 410, description = "`challenge_expired`: the registration expired or was used", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "`passkey_rejected`: the answer does not verify; `invalid_body`: a field is missing, unknown or of the wrong type, or the name is too long", body = Problem, content_type = "application/problem+json"),

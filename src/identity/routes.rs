@@ -20,7 +20,7 @@ use super::login::LoginAnswer;
 use super::recovery::{RecoveryCodes, TotpSetup};
 use super::session::SessionView;
 use super::{challenge, login, recovery, session, signup};
-use crate::http::auth::{RequireRole, ShopperClient, UserSession, Viewer};
+use crate::http::auth::{AnySession, RequireRole, ShopperClient, UserSession, Viewer};
 use crate::http::cookies::{Browser, SessionReply};
 use crate::http::error::{
     ApiError, AuthErrors, Invalid422, JsonBodyErrors, NotFound404, Problem, ShopperAuth, TooMany429, Unauthenticated401,
@@ -178,12 +178,15 @@ struct CodeSent {
     sent: bool,
 }
 
-/// Sends a fresh code for a challenge (SMS), or starts a passkey ceremony for it.
+/// Sends a fresh code for a challenge (SMS), or gives the options of its passkey ceremony. A
+/// step-up challenge's ceremony is given only to the session it was made for (its bearer token or
+/// cookie).
 #[utoipa::path(post, path = "/v1/challenges/{challenge_id}/send", tag = "shopper", request_body = SendBody,
     params(("challenge_id" = String, Path)), responses(
     (status = 202, body = CodeSent, description = "Sent"),
-    (status = 200, body = PasskeyOptions, description = "With `passkey`: the ceremony's options (a fresh WebAuthn challenge each time)"),
-    JsonBodyErrors, NotFound404,
+    (status = 200, body = PasskeyOptions, description = "With `passkey`: the ceremony's options; one WebAuthn challenge per challenge, made at the first send (or when a passkey login began) and given again by every later send, so that no one can replace a ceremony in progress"),
+    JsonBodyErrors,
+    (status = 404, description = "`not_found`: there is no such challenge; with `passkey`, also a step-up challenge asked for without the session it was made for", body = Problem, content_type = "application/problem+json"),
     (status = 403, description = "`region_blocked`: requests from this country are refused", body = Problem, content_type = "application/problem+json"),
     (status = 410, description = "`challenge_expired`: the challenge expired or was used up", body = Problem, content_type = "application/problem+json"),
     (status = 422, description = "`invalid_method`: only `sms` is sent (and `passkey` started), or the challenge takes no such method; `invalid_body`: a field is missing, unknown or of the wrong type", body = Problem, content_type = "application/problem+json"),
@@ -191,11 +194,12 @@ struct CodeSent {
     (status = 503, description = "`unavailable`: with `passkey`, the server has no public address (`OMAMORI_PUBLIC_URL`)", body = Problem, content_type = "application/problem+json")))]
 async fn challenge_send(
     State(state): State<AppState>,
+    caller: AnySession,
     client: ShopperClient,
     PathId(id): PathId<ChallengeId>,
     body: ApiJson<SendBody>,
 ) -> Result<Response, ApiError> {
-    Ok(match challenge::send(&state, &id, &body.value.method, &client.0).await? {
+    Ok(match challenge::send(&state, &id, &body.value.method, caller.0.as_ref(), &client.0).await? {
         challenge::Sent::Sms => (StatusCode::ACCEPTED, axum::Json(CodeSent { sent: true })).into_response(),
         challenge::Sent::Passkey(options) => axum::Json(PasskeyOptions { options }).into_response(),
     })

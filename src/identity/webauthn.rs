@@ -4,8 +4,9 @@
 //!
 //! Built on `ring` (signatures: ES256, EdDSA and RS256, the algorithms offered) and `ciborium`
 //! (CBOR). Attestation is not asked for (`attestation: "none"`) and not relied on: a passkey
-//! proves possession of its private key and user verification, which is all Omamori needs, so
-//! an attestation statement, if an authenticator sends one anyway, is ignored.
+//! proves possession of its private key and user verification, which is all Omamori needs. An
+//! attestation statement is still never accepted unchecked: `none` must be empty, `packed`
+//! self-attestation must verify, and every other format is refused.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -21,6 +22,10 @@ const ALGORITHMS: [i64; 3] = [-7, -8, -257];
 
 const FLAG_UP: u8 = 0x01;
 const FLAG_UV: u8 = 0x04;
+/// Backup eligible: the credential may be synced to other devices (a multi-device passkey).
+const FLAG_BE: u8 = 0x08;
+/// Backup state: it is backed up now; only a backup-eligible credential can be.
+const FLAG_BS: u8 = 0x10;
 const FLAG_AT: u8 = 0x40;
 const FLAG_ED: u8 = 0x80;
 
@@ -177,6 +182,10 @@ fn parse_auth_data<'a>(data: &'a [u8], rp: &RelyingParty) -> Result<AuthData<'a>
     if flags & FLAG_UV == 0 {
         return Err(invalid("the user was not verified"));
     }
+    // Section 6.1: BS set with BE clear is a state no authenticator can be in.
+    if flags & FLAG_BS != 0 && flags & FLAG_BE == 0 {
+        return Err(invalid("the flags say backed up but not backup eligible"));
+    }
     let sign_count = u32::from_be_bytes([data[33], data[34], data[35], data[36]]);
     let mut at = 37;
     let attested = if flags & FLAG_AT != 0 {
@@ -214,17 +223,49 @@ pub fn verify_registration(rp: &RelyingParty, challenge: &str, credential: &Valu
     let map = object.as_map().ok_or(invalid("attestationObject"))?;
     let field = |name: &str| map.iter().find(|(k, _)| k.as_text() == Some(name)).map(|(_, v)| v);
     let fmt = field("fmt").and_then(ciborium::Value::as_text).ok_or(invalid("attestationObject.fmt"))?;
-    if fmt == "none" && field("attStmt").and_then(ciborium::Value::as_map).is_none_or(|m| !m.is_empty()) {
-        return Err(invalid("attestationObject.attStmt"));
-    }
+    let statement = field("attStmt").and_then(ciborium::Value::as_map).ok_or(invalid("attestationObject.attStmt"))?;
     let auth_data = field("authData").and_then(ciborium::Value::as_bytes).ok_or(invalid("authData"))?;
     let parsed = parse_auth_data(auth_data, rp)?;
     let (raw_id, key) = parsed.attested.ok_or(invalid("no attested credential data"))?;
     if B64.encode(raw_id) != id {
         return Err(invalid("the credential id differs from the attested one"));
     }
-    PublicKey::from_cose(key)?;
+    let public_key = PublicKey::from_cose(key)?;
+    check_attestation(fmt, statement, &public_key, auth_data, &client_data)?;
     Ok(NewCredential { credential_id: id, public_key: B64.encode(key), sign_count: i64::from(parsed.sign_count) })
+}
+
+/// Section 8: the attestation statement, checked or refused, never ignored. `none` (what is asked
+/// for) must be empty; `packed` self-attestation (section 8.2: no `x5c`, signed by the credential's
+/// own key, which is what browsers pass on when asked for none) must verify. Every other format, and
+/// `packed` with a certificate chain, would need attestation roots Omamori does not keep: refused.
+fn check_attestation(
+    fmt: &str,
+    statement: &[(ciborium::Value, ciborium::Value)],
+    key: &PublicKey,
+    auth_data: &[u8],
+    client_data: &[u8],
+) -> Result<(), Rejected> {
+    let field = |name: &str| statement.iter().find(|(k, _)| k.as_text() == Some(name)).map(|(_, v)| v);
+    match fmt {
+        "none" if statement.is_empty() => Ok(()),
+        "none" => Err(invalid("attestationObject.attStmt")),
+        "packed" if statement.len() == 2 => {
+            let alg = field("alg").and_then(ciborium::Value::as_integer).map(i128::from);
+            let sig = field("sig").and_then(ciborium::Value::as_bytes).ok_or(invalid("attStmt.sig"))?;
+            if alg != Some(i128::from(key.algorithm())) {
+                return Err(invalid("the self-attestation's algorithm is not the credential's"));
+            }
+            let mut signed = auth_data.to_vec();
+            signed.extend_from_slice(&Sha256::digest(client_data));
+            if !key.verifies(&signed, sig) {
+                return Err(invalid("the self-attestation's signature does not verify"));
+            }
+            Ok(())
+        }
+        "packed" => Err(invalid("only self-attestation is accepted: register without attestation (none)")),
+        _ => Err(invalid("this attestation format is not accepted: register without attestation (none)")),
+    }
 }
 
 /// An authentication's `PublicKeyCredential`, decoded but not yet checked.
@@ -300,6 +341,15 @@ enum PublicKey {
 }
 
 impl PublicKey {
+    /// The COSE algorithm of the key.
+    fn algorithm(&self) -> i64 {
+        match self {
+            PublicKey::Es256(_) => -7,
+            PublicKey::Ed25519(_) => -8,
+            PublicKey::Rs256 { .. } => -257,
+        }
+    }
+
     fn from_cose(bytes: &[u8]) -> Result<PublicKey, Rejected> {
         let bad = invalid("credentialPublicKey");
         let value: ciborium::Value = ciborium::de::from_reader(bytes).map_err(|_| bad.clone())?;

@@ -241,6 +241,16 @@ pub async fn begin(
     what: Failure,
     now: i64,
 ) -> Result<Started, sqlx::Error> {
+    if let Verdict::Throttled { retry_after_ms } = check_locked(tx, limits, a, now).await? {
+        return Ok(Started::Throttled { retry_after_ms });
+    }
+    Ok(Started::Counted(count(tx, a, what, now).await?))
+}
+
+/// [`check`] under the locks of [`begin`], counting nothing: for a second step (a passkey's
+/// answer) whose failure is counted once it is known, so that parallel answers from one network
+/// meet its limits as parallel passwords do.
+pub async fn check_locked(tx: &mut Tx, limits: Limits, a: &Attempt<'_>, now: i64) -> Result<Verdict, sqlx::Error> {
     // Always in this order (address, subnet, key), so that two attempts cannot deadlock.
     if !a.recognised {
         let (ip_scope, net_scope) = a.network_scopes();
@@ -248,10 +258,7 @@ pub async fn begin(
         tx.lock(net_scope, a.subnet).await?;
     }
     tx.lock("throttle", a.key).await?;
-    if let Verdict::Throttled { retry_after_ms } = check(tx, limits, a, now).await? {
-        return Ok(Started::Throttled { retry_after_ms });
-    }
-    Ok(Started::Counted(count(tx, a, what, now).await?))
+    check(tx, limits, a, now).await
 }
 
 /// How a password attempt began: counted as a failure until proven right, or throttled.

@@ -102,6 +102,13 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0015_customer_firsts.sql"),
         postgres: include_str!("../../migrations/postgres/0015_customer_firsts.sql"),
     },
+    // 0016 is reserved for a change on another branch.
+    Migration {
+        version: 17,
+        name: "passkey_hardening",
+        sqlite: include_str!("../../migrations/sqlite/0017_passkey_hardening.sql"),
+        postgres: include_str!("../../migrations/postgres/0017_passkey_hardening.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

@@ -16,7 +16,7 @@ use crate::passkeys::{Authenticator, Tweak, shopper_with_passkey, verify_passkey
 
 /// Registers a passkey on `base` (`/v1/merchant/me/passkeys` or `/v1/admin/me/passkeys`) with a
 /// fresh session's token.
-async fn register(app: &TestApp, base: &str, token: &str, name: &str, ip: &str) -> Authenticator {
+pub(crate) async fn register(app: &TestApp, base: &str, token: &str, name: &str, ip: &str) -> Authenticator {
     let r = app.authed(Method::POST, base, token, None, ip).await;
     assert_eq!(r.status, 200, "{r:?}");
     let id = r.body["registration_id"].as_str().unwrap().to_string();
@@ -49,7 +49,7 @@ async fn passkey_login(app: &TestApp, authenticator: &mut Authenticator) -> Stri
 }
 
 /// The assertion with one byte of its signature changed.
-fn bad_signature(mut credential: Value) -> Value {
+pub(crate) fn bad_signature(mut credential: Value) -> Value {
     let mut signature = B64.decode(credential["response"]["signature"].as_str().unwrap()).unwrap();
     let last = signature.len() - 1;
     signature[last] ^= 0x01;
@@ -57,7 +57,7 @@ fn bad_signature(mut credential: Value) -> Value {
     credential
 }
 
-async fn audit(app: &TestApp, action: &str) -> Vec<(String, String, Value)> {
+pub(crate) async fn audit(app: &TestApp, action: &str) -> Vec<(String, String, Value)> {
     let rows: Vec<(String, String, String)> =
         sqlx::query_as("SELECT actor, subject, detail FROM audit_log WHERE action = $1 ORDER BY id")
             .bind(action)
@@ -200,7 +200,8 @@ both_backends! {
 
         // The passkey steps up: its ceremony names the user's own passkeys.
         let step = r.body["challenge_id"].as_str().unwrap().to_string();
-        let sent = app.post_from(&format!("/v1/challenges/{step}/send"), &json!({"method": "passkey"}), STAFF_IP).await;
+        let send = format!("/v1/challenges/{step}/send");
+        let sent = app.authed(Method::POST, &send, &token, Some(&json!({"method": "passkey"})), STAFF_IP).await;
         assert_eq!(sent.status, 200, "{sent:?}");
         assert_eq!(sent.body["options"]["allowCredentials"].as_array().unwrap().len(), 1, "{sent:?}");
         let r = verify_passkey(&app, &step, &authenticator.get(&sent.body["options"], &Tweak::default()), STAFF_IP).await;

@@ -16,42 +16,61 @@ use sha2::{Digest, Sha256};
 use crate::both_backends;
 use crate::helpers::{Shopper, TestApp};
 
-const UP: u8 = 0x01;
-const UV: u8 = 0x04;
-const AT: u8 = 0x40;
+pub(crate) const UP: u8 = 0x01;
+pub(crate) const UV: u8 = 0x04;
+pub(crate) const AT: u8 = 0x40;
 
 /// What a test changes in what the authenticator (or a phishing page) sends.
 #[derive(Default, Clone)]
 pub(crate) struct Tweak {
-    origin: Option<String>,
-    flags: Option<u8>,
-    count: Option<u32>,
-    challenge: Option<String>,
+    pub(crate) origin: Option<String>,
+    pub(crate) flags: Option<u8>,
+    pub(crate) count: Option<u32>,
+    pub(crate) challenge: Option<String>,
+    /// The attestation statement's format and statement (default: `none` with an empty one).
+    pub(crate) attestation: Option<Attestation>,
+}
+
+/// An attestation statement an authenticator may send instead of `none`.
+#[derive(Clone)]
+pub(crate) enum Attestation {
+    /// `packed` self-attestation: `{alg, sig}`, signed by the credential's own key over
+    /// authenticatorData ‖ SHA-256(clientDataJSON); `forge` flips a bit of the signature, and
+    /// `alg` may name another algorithm than the key's.
+    PackedSelf { alg: i64, forge: bool },
+    /// Any format with any statement, sent as is.
+    Other { fmt: String, statement: Vec<(String, ciborium::Value)> },
 }
 
 pub(crate) struct Authenticator {
     key: EcdsaKeyPair,
-    credential_id: Vec<u8>,
-    user_handle: Vec<u8>,
-    count: u32,
+    pub(crate) credential_id: Vec<u8>,
+    pub(crate) user_handle: Vec<u8>,
+    pub(crate) count: u32,
     origin: String,
-    rp_id: String,
+    pub(crate) rp_id: String,
 }
 
 impl Authenticator {
     pub(crate) fn new(app: &TestApp) -> Authenticator {
+        let origin = app.state.config.public_url.clone().expect("a loopback test server has a public URL");
+        assert!(origin.starts_with("http://localhost:"), "{origin}");
+        Authenticator::at(&origin, "localhost")
+    }
+
+    /// An authenticator in a browser at `origin` (what the browser writes in the client data),
+    /// for relying party `rp_id`.
+    pub(crate) fn at(origin: &str, rp_id: &str) -> Authenticator {
         let rng = SystemRandom::new();
         let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &rng).unwrap();
         let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.as_ref(), &rng).unwrap();
-        let origin = app.state.config.public_url.clone().expect("a loopback test server has a public URL");
-        assert!(origin.starts_with("http://localhost:"), "{origin}");
         Authenticator {
             key,
             credential_id: rand::random::<[u8; 16]>().to_vec(),
             user_handle: Vec::new(),
             count: 0,
-            origin,
-            rp_id: "localhost".to_string(),
+            origin: origin.to_string(),
+            rp_id: rp_id.to_string(),
         }
     }
 
@@ -94,7 +113,7 @@ impl Authenticator {
 
     /// `navigator.credentials.create` with these creation options.
     pub(crate) fn create(&mut self, options: &Value, tweak: &Tweak) -> Value {
-        assert_eq!(options["rp"]["id"], "localhost", "{options}");
+        assert_eq!(options["rp"]["id"], self.rp_id.as_str(), "{options}");
         assert_eq!(options["authenticatorSelection"]["residentKey"], "required", "{options}");
         assert_eq!(options["authenticatorSelection"]["userVerification"], "required", "{options}");
         assert!(options["pubKeyCredParams"].as_array().unwrap().iter().any(|p| p["alg"] == -7), "{options}");
@@ -106,9 +125,25 @@ impl Authenticator {
         auth_data.extend_from_slice(&self.credential_id);
         auth_data.extend_from_slice(&self.cose_key());
         use ciborium::Value as C;
+        let (fmt, statement) = match &tweak.attestation {
+            None => ("none".to_string(), vec![]),
+            Some(Attestation::PackedSelf { alg, forge }) => {
+                let mut signed = auth_data.clone();
+                signed.extend_from_slice(&Sha256::digest(&client_data));
+                let mut sig = self.key.sign(&SystemRandom::new(), &signed).unwrap().as_ref().to_vec();
+                if *forge {
+                    let last = sig.len() - 1;
+                    sig[last] ^= 0x01;
+                }
+                ("packed".to_string(), vec![(C::from("alg"), C::from(*alg)), (C::from("sig"), C::Bytes(sig))])
+            }
+            Some(Attestation::Other { fmt, statement }) => {
+                (fmt.clone(), statement.iter().map(|(k, v)| (C::from(k.as_str()), v.clone())).collect())
+            }
+        };
         let object = C::Map(vec![
-            (C::from("fmt"), C::from("none")),
-            (C::from("attStmt"), C::Map(vec![])),
+            (C::from("fmt"), C::from(fmt)),
+            (C::from("attStmt"), C::Map(statement)),
             (C::from("authData"), C::Bytes(auth_data)),
         ]);
         let mut attestation = Vec::new();
@@ -124,7 +159,7 @@ impl Authenticator {
 
     /// `navigator.credentials.get` with these request options.
     pub(crate) fn get(&mut self, options: &Value, tweak: &Tweak) -> Value {
-        assert_eq!(options["rpId"], "localhost", "{options}");
+        assert_eq!(options["rpId"], self.rp_id.as_str(), "{options}");
         assert_eq!(options["userVerification"], "required", "{options}");
         self.count += 1;
         let client_data = self.client_data("webauthn.get", options["challenge"].as_str().unwrap(), tweak);
@@ -156,7 +191,7 @@ pub(crate) async fn shopper_with_passkey(app: &TestApp) -> (Shopper, Authenticat
     (s, authenticator)
 }
 
-async fn add_passkey(
+pub(crate) async fn add_passkey(
     app: &TestApp,
     s: &Shopper,
     authenticator: &mut Authenticator,
@@ -176,7 +211,7 @@ async fn add_passkey(
     app.authed(Method::POST, &format!("/v1/me/passkeys/{id}/finish"), token, Some(&body), &s.ip).await
 }
 
-async fn start_passkey_login(app: &TestApp, device_id: &str, ip: &str) -> (String, Value) {
+pub(crate) async fn start_passkey_login(app: &TestApp, device_id: &str, ip: &str) -> (String, Value) {
     let r = app.post_from("/v1/login/passkey", &json!({"device_id": device_id}), ip).await;
     assert_eq!(r.status, StatusCode::OK, "{r:?}");
     assert_eq!(r.body["options"]["allowCredentials"], json!([]), "{r:?}");
@@ -300,6 +335,11 @@ both_backends! {
             assert!(app.messages(to).await.iter().any(|m| m["kind"] == "passkey_cloned"), "{to}");
         }
 
+        // The copied passkey is disabled (it answers nothing now): the shopper adds a new one.
+        let mut authenticator = Authenticator::new(&app);
+        let r = add_passkey(&app, &s, &mut authenticator, Some("New phone"), &Tweak::default()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{r:?}");
+
         // Another shopper's passkey does not answer this shopper's step-up.
         let (other, mut other_key) = shopper_with_passkey(&app).await;
         let token = s.session.clone().unwrap();
@@ -307,7 +347,8 @@ both_backends! {
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
         assert!(r.body["methods"].as_array().unwrap().contains(&json!("passkey")), "{r:?}");
         let step_up = r.body["challenge_id"].as_str().unwrap().to_string();
-        let r = app.post_from(&format!("/v1/challenges/{step_up}/send"), &json!({"method": "passkey"}), &ip).await;
+        let path = format!("/v1/challenges/{step_up}/send");
+        let r = app.authed(Method::POST, &path, &token, Some(&json!({"method": "passkey"})), &ip).await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
         assert_eq!(r.body["options"]["allowCredentials"][0]["id"], authenticator.id(), "{r:?}");
         refused(verify_passkey(&app, &step_up, &other_key.get(&r.body["options"], &Tweak::default()), &ip).await);
@@ -386,8 +427,8 @@ both_backends! {
         r.assert_problem(403, "step_up_required");
         assert!(r.body["methods"].as_array().unwrap().contains(&json!("passkey")), "{r:?}");
         let challenge_id = r.body["challenge_id"].as_str().unwrap().to_string();
-        let r =
-            app.post_from(&format!("/v1/challenges/{challenge_id}/send"), &json!({"method": "passkey"}), &s.ip).await;
+        let send = format!("/v1/challenges/{challenge_id}/send");
+        let r = app.authed(Method::POST, &send, &token, Some(&json!({"method": "passkey"})), &s.ip).await;
         assert_eq!(r.status, StatusCode::OK, "{r:?}");
         let r = verify_passkey(&app, &challenge_id, &authenticator.get(&r.body["options"], &Tweak::default()), &s.ip)
             .await;
@@ -442,7 +483,8 @@ both_backends! {
         let passkey_path = format!("/v1/admin/me/passkeys/{}", listed.body["items"][0]["passkey_id"].as_str().unwrap());
         app.authed(Method::DELETE, &passkey_path, session, None, ip).await.assert_problem(403, "step_up_required");
         let step = r.body["challenge_id"].as_str().unwrap().to_string();
-        let sent = app.post_from(&format!("/v1/challenges/{step}/send"), &json!({"method": "passkey"}), ip).await;
+        let send = format!("/v1/challenges/{step}/send");
+        let sent = app.authed(Method::POST, &send, session, Some(&json!({"method": "passkey"})), ip).await;
         assert_eq!(sent.status, StatusCode::OK, "{sent:?}");
         let r = verify_passkey(&app, &step, &authenticator.get(&sent.body["options"], &Tweak::default()), ip).await;
         assert_eq!(r.body["step_up"], true, "{r:?}");

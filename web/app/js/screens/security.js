@@ -80,7 +80,8 @@ async function listPasskeys(ctx, list) {
         ctx.warn(e.message);
       }
     });
-    const used = p.last_used_at ? t('security.passkey.used', { when: when(p.last_used_at) }) : t('security.passkey.added', { when: when(p.created_at) });
+    const used = p.disabled_at ? t('security.passkey.disabled')
+      : p.last_used_at ? t('security.passkey.used', { when: when(p.last_used_at) }) : t('security.passkey.added', { when: when(p.created_at) });
     list.append(h('li', {}, h('span', {}, h('strong', {}, p.name), h('br'), h('span', { class: 'muted' }, used)), remove));
   }
 }
