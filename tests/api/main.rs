@@ -25,6 +25,7 @@ mod money;
 mod notifications;
 mod openapi;
 mod operations;
+mod pages;
 mod passkeys;
 mod receivers;
 mod sandbox;
