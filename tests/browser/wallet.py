@@ -263,6 +263,10 @@ def j_login(browser):
     expect(qr).to_be_visible()
     w.page.wait_for_function("(() => { const q = document.querySelector('img.totp-qr'); return q.complete && q.naturalWidth > 0; })()")
     expect(w.page.get_by_role("link", name=uri)).to_be_visible()
+    qr.scroll_into_view_if_needed()
+    w.shot("totp")
+    # The link wraps: nothing sticks out of the 360-pixel screen.
+    assert w.page.evaluate("document.documentElement.scrollWidth") <= 360
     if FIXTURE.get("read_codes"):
         read = zbar(qr)
         assert read == uri, f"zbarimg read {read!r}, the API gave {uri!r}"
@@ -402,7 +406,7 @@ def j_reset_japanese(browser):
     p.get_by_label("新しいパスワード").fill(FIXTURE["new_password"])
     w.axe += axe_violations(p, "reset-ja")
     p.get_by_role("button", name="パスワードを再設定").click()
-    w.expect_said("^パスワードを変更しました。すべての端末をサインアウトし.*72時間は確認期間です")
+    w.expect_said("^パスワードを変更しました。すべての端末をサインアウトし.*72時間は安全のための待機期間です")
     status, _ = shopper_api(who, "GET", "/v1/me")
     assert status == 401, f"a session survived the reset: {status}"
     names = {"sent": "コードを送りました", "login": "電話番号またはメール", "password": "パスワード", "submit": "ログイン",
