@@ -398,7 +398,7 @@ async fn step_up(State(state): State<AppState>, s: UserSession, client: ShopperC
 
 /// Starts adding an authenticator app (needs step-up).
 #[utoipa::path(post, path = "/v1/me/totp", tag = "shopper", security(("bearer" = [])), responses(
-    (status = 200, body = TotpSetup, description = "The secret to add to the app; confirm it with a code"),
+    (status = 200, body = TotpSetupAnswer, description = "The secret to add to the app; confirm it with a code"),
     Unauthenticated401,
     (status = 403, description = "`forbidden`: not a shopper's session; `region_blocked`: requests from this country are refused; `step_up_required` with `challenge_id` and `methods`: verify that challenge, then repeat the request", body = Problem, content_type = "application/problem+json")))]
 async fn totp_begin(
@@ -406,7 +406,20 @@ async fn totp_begin(
     s: UserSession,
     client: ShopperClient,
 ) -> Result<Response, ApiError> {
-    Ok(axum::Json(recovery::totp_begin(&state, &s, &client.0).await?).into_response())
+    let setup = recovery::totp_begin(&state, &s, &client.0).await?;
+    let otpauth_qr_svg = crate::payments::code::qr_svg(&setup.otpauth_uri);
+    Ok(([(axum::http::header::CACHE_CONTROL, "no-store")], axum::Json(TotpSetupAnswer { setup, otpauth_qr_svg }))
+        .into_response())
+}
+
+/// A new authenticator seed, and its `otpauth_uri` drawn as a QR code for the app's camera (drawn
+/// here, as the payment code's QR is, so that the page needs no QR encoder of its own).
+#[derive(Serialize, utoipa::ToSchema)]
+struct TotpSetupAnswer {
+    #[serde(flatten)]
+    setup: TotpSetup,
+    /// `otpauth_uri` as a QR code: an SVG document (black modules on white, quiet zone included).
+    otpauth_qr_svg: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

@@ -25,6 +25,7 @@ mod money;
 mod notifications;
 mod openapi;
 mod operations;
+mod pages;
 mod passkey_hardening;
 mod passkeys;
 mod receivers;

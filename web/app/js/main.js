@@ -6,18 +6,22 @@ import { t, lang, setLang } from './i18n.js';
 import { configure, get } from './api.js';
 import { stepUpDialog } from './challenge.js';
 import * as welcome from './screens/welcome.js';
-import * as home from './screens/home.js';
-import * as pay from './screens/pay.js';
-import * as scan from './screens/scan.js';
-import * as topup from './screens/topup.js';
-import * as cards from './screens/cards.js';
-import * as history from './screens/history.js';
-import * as limits from './screens/limits.js';
-import * as notices from './screens/notices.js';
-import * as security from './screens/security.js';
+import * as reset from './screens/reset.js';
 
-const screens = { home, pay, scan, topup, cards, history, limits, notices, security };
-const publicScreens = { login: welcome, signup: welcome };
+// The screens behind the login are fetched when first shown, so that the login form, the first
+// thing most visits need, waits only for the few modules it uses (index.html preloads those).
+const screens = {
+  home: () => import('./screens/home.js'),
+  pay: () => import('./screens/pay.js'),
+  scan: () => import('./screens/scan.js'),
+  topup: () => import('./screens/topup.js'),
+  cards: () => import('./screens/cards.js'),
+  history: () => import('./screens/history.js'),
+  limits: () => import('./screens/limits.js'),
+  notices: () => import('./screens/notices.js'),
+  security: () => import('./screens/security.js'),
+};
+const publicScreens = { login: welcome, signup: welcome, reset };
 
 const main = document.getElementById('main');
 const statusEl = document.getElementById('status');
@@ -25,6 +29,8 @@ const alertEl = document.getElementById('alert');
 const offlineEl = document.getElementById('offline');
 let leave = () => {};
 let signedIn = false;
+// Counts renders: one overtaken while its screen's module was loading draws nothing.
+let renders = 0;
 // Set by `go`: the screen we leave has just said something that the next one must keep showing.
 let keepNext = false;
 
@@ -57,11 +63,19 @@ async function render({ keepMessages = false } = {}) {
     alertEl.textContent = '';
   }
   const name = location.hash.replace(/^#\/?/, '') || (signedIn ? 'home' : 'login');
-  const screen = signedIn ? screens[name] : publicScreens[name];
-  if (!screen) {
+  if (!(signedIn ? Object.hasOwn(screens, name) : Object.hasOwn(publicScreens, name))) {
     go(signedIn ? 'home' : 'login');
     return;
   }
+  const mine = ++renders;
+  let screen;
+  try {
+    screen = signedIn ? await screens[name]() : publicScreens[name];
+  } catch {
+    warn(navigator.onLine ? t('err.network') : t('offline'));
+    return;
+  }
+  if (mine !== renders) return;
   clear(main);
   document.title = name === 'home' ? t('app.name') : `${t(`${name}.title`)} · ${t('app.name')}`;
   if (signedIn && name !== 'home') {

@@ -123,8 +123,12 @@ async function setUpTotp(ctx, panel) {
   const code = h('input', { inputmode: 'numeric', autocomplete: 'one-time-code', required: true, maxlength: 6 });
   const form = h('form', { class: 'stack card' },
     h('p', {}, t('security.totp.lead')),
+    // The server draws the QR code (as it draws the payment code's); the key and the link stay
+    // for those who cannot scan.
+    h('img', { class: 'qr totp-qr', width: 220, height: 220, alt: t('security.totp.qr'),
+      src: `data:image/svg+xml;charset=utf-8,${encodeURIComponent(data.otpauth_qr_svg)}` }),
     h('p', {}, t('security.totp.secret'), ': ', h('code', { class: 'secret' }, data.secret)),
-    h('p', { class: 'muted small' }, h('a', { href: data.otpauth_uri }, data.otpauth_uri)),
+    h('p', { class: 'muted small uri' }, h('a', { href: data.otpauth_uri }, data.otpauth_uri)),
     field(t('security.totp.code'), code), h('button', { type: 'submit' }, t('security.totp.confirm')));
   form.addEventListener('submit', async (event) => {
     event.preventDefault();

@@ -14,6 +14,11 @@ export async function render(ctx, name) {
 
 let rememberedLogin = '';
 
+/** The login to offer on the login screen next (after a sign-up or a reset). */
+export function remember(login) {
+  rememberedLogin = login;
+}
+
 function login(ctx) {
   const who = h('input', { autocomplete: 'username', required: true, value: rememberedLogin, maxlength: 254 });
   const password = h('input', { type: 'password', autocomplete: 'current-password', required: true, maxlength: 256 });
@@ -55,7 +60,7 @@ function login(ctx) {
       ctx.warn(e.message);
     }
   });
-  ctx.main.append(form, passkey, second,
+  ctx.main.append(form, h('p', {}, h('a', { href: '#/reset' }, t('login.forgot'))), passkey, second,
     h('p', { class: 'aside' }, t('login.new'), ' ', h('a', { href: '#/signup' }, t('login.create'))));
 }
 
