@@ -255,6 +255,23 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20)]
         requests: u64,
     },
+    /// POS payments at a fixed rate, alone and then under a credential-stuffing flood of ten times
+    /// the password checks this machine can do, from many addresses.
+    Flood {
+        /// Where to run; defaults to a fresh SQLite file in a temporary folder. Point it at a
+        /// scratch database: the benchmark creates its own shoppers there.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Payments per second, in both phases.
+        #[arg(long, default_value_t = 500)]
+        rate: u64,
+        /// Seconds of each phase.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        /// How many addresses the flood comes from.
+        #[arg(long, default_value_t = 1000)]
+        addresses: u64,
+    },
     /// How fast a kill switch reaches every instance: several servers on one PostgreSQL database,
     /// paying meanwhile; a `payments` switch engaged through the first, then released, timed until
     /// every other instance refuses (then accepts) its next payment.
@@ -497,6 +514,10 @@ async fn bench(config: Config, command: BenchCommand) -> anyhow::Result<ExitCode
             let run =
                 crate::bench::analytics::AnalyticsRun { database_url, payments, stores, customers, items, requests };
             crate::bench::analytics::analytics(config, run).await.map(|()| ExitCode::SUCCESS)
+        }
+        BenchCommand::Flood { database_url, rate, duration, addresses } => {
+            let run = crate::bench::flood::FloodRun { database_url, rate, duration_secs: duration, addresses };
+            crate::bench::flood::flood(config, run).await.map(|()| ExitCode::SUCCESS)
         }
         BenchCommand::Switch { database_url, instances, trials } => {
             let run = crate::bench::switch::SwitchRun { database_url, instances, trials };

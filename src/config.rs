@@ -428,7 +428,8 @@ impl Default for Config {
             alert_risk_declines_per_minute: 10,
             containment: true,
             containment_policy: vec![("card_declines".to_string(), crate::ids::SwitchName::CardLinking)],
-            password_hash_concurrency: std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2),
+            // Half the cores: a flood of password checks leaves the other half to the payments.
+            password_hash_concurrency: std::thread::available_parallelism().map_or(1, |n| (n.get() as u32 / 2).max(1)),
             payment_code_prefix: "4649".to_string(),
             analytics_min_customers: 5,
             daily_close: true,

@@ -83,36 +83,98 @@ pub fn mask_email(email: &str) -> String {
     }
 }
 
-/// A bounded pool for slow hashing (Argon2id): each job runs in `tokio::task::spawn_blocking`, at
-/// most `max_concurrent` at once.
+/// A bounded pool for slow hashing (Argon2id): `max_concurrent` threads of its own, at the lowest
+/// scheduling priority (`nice 19` on Unix), so that hashing uses the cores the payments leave idle
+/// and never takes one from them (a login flood slows logins, not payments). A login first takes a
+/// place with [`HashPool::admit`]: at most [`QUEUE_PER_PERMIT`] checks per thread may be running or
+/// waiting, and a login beyond that is refused before it costs anything.
 #[derive(Clone)]
 pub struct HashPool {
-    permits: std::sync::Arc<tokio::sync::Semaphore>,
+    jobs: std::sync::Arc<std::sync::Mutex<std::sync::mpsc::Sender<Job>>>,
+    places: std::sync::Arc<tokio::sync::Semaphore>,
+    runs: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    threads: usize,
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Password checks that may be running or waiting, per hashing thread.
+pub const QUEUE_PER_PERMIT: usize = 8;
+
+/// A place in the pool's queue, held until the check it was taken for ends.
+pub struct Admitted(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+
 impl HashPool {
-    /// `max_concurrent` of 0 is taken as 1 (no permits would make every job wait forever).
+    /// `max_concurrent` of 0 is taken as 1. The threads end when the last clone of the pool is dropped.
     pub fn new(max_concurrent: usize) -> HashPool {
-        HashPool { permits: std::sync::Arc::new(tokio::sync::Semaphore::new(max_concurrent.max(1))) }
+        let n = max_concurrent.max(1);
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = std::sync::Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..n {
+            let rx = rx.clone();
+            let spawned = std::thread::Builder::new().name(format!("omamori-hash-{i}")).spawn(move || {
+                lowest_priority();
+                loop {
+                    let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => break,
+                    }
+                }
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "could not start a hashing thread");
+            }
+        }
+        HashPool {
+            jobs: std::sync::Arc::new(std::sync::Mutex::new(tx)),
+            places: std::sync::Arc::new(tokio::sync::Semaphore::new(n * QUEUE_PER_PERMIT)),
+            runs: Default::default(),
+            threads: n,
+        }
     }
 
-    /// Runs `work` on the blocking pool once a permit is free. The permit moves into the blocking task,
-    /// so it stays held until the work ends even if the caller's future is dropped first.
+    /// A place for one password check, or `None` when the queue is full (the caller refuses the
+    /// login at once, before any database work or hashing).
+    pub fn admit(&self) -> Option<Admitted> {
+        std::sync::Arc::clone(&self.places).try_acquire_owned().ok().map(Admitted)
+    }
+
+    /// How many jobs have started since the pool was made (each one Argon2 computation).
+    pub fn runs(&self) -> u64 {
+        self.runs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Runs `work` on one of the pool's threads, in arrival order; answers its result. The work
+    /// runs to its end even if the caller stops waiting.
     pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> anyhow::Result<T> {
-        use anyhow::Context as _;
-        let permit =
-            std::sync::Arc::clone(&self.permits).acquire_owned().await.context("the hashing pool is closed")?;
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            work()
-        })
-        .await
-        .context("a hashing task failed")
+        let (done, result) = tokio::sync::oneshot::channel();
+        let runs = self.runs.clone();
+        let job: Job = Box::new(move || {
+            runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("omamori_password_hashes_total").increment(1);
+            let _ = done.send(work());
+        });
+        self.jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the hashing pool is closed"))?;
+        result.await.map_err(|_| anyhow::anyhow!("a hashing task failed"))
     }
 
-    #[cfg(test)]
-    pub fn available_permits(&self) -> usize {
-        self.permits.available_permits()
+    /// How many hashing threads the pool has.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+}
+
+/// The calling thread at the lowest priority (on Linux a thread's nice value is its own, and
+/// `setpriority(PRIO_PROCESS, 0)` sets the calling thread's).
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(None, 19) {
+        tracing::warn!(error = %e, "could not lower a hashing thread's priority");
     }
 }
 

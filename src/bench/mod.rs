@@ -4,6 +4,7 @@
 //! on which machine, with the command to rerun it; it asserts nothing.
 
 pub mod analytics;
+pub mod flood;
 pub mod switch;
 
 use std::sync::Arc;

@@ -406,7 +406,9 @@ pub async fn verify<C: CardChallenges>(
             find_passkey_owner(&mut tx, &mut c, credential).await?;
         }
         let owner = answerable(&mut tx, &c, proof.method(), now).await?;
+        // A step-up's answer comes with its session (already through the login's limits).
         if let Proof::Passkey(_) = proof
+            && c.session_id.is_none()
             && let Some(retry_after_ms) = passkey_throttled(&mut tx, state, &owner, client, now).await?
         {
             // The refused address is recorded for the alerts before the refusal is answered.
@@ -414,12 +416,15 @@ pub async fn verify<C: CardChallenges>(
             return Err(throttle::too_many(retry_after_ms).into());
         }
         if !code_is_right(&mut tx, state, &c, proof, now).await? {
-            let wrong = WrongCode {
-                holder: CodeHolder::Challenge,
-                id: c.id.as_str(),
-                key: &owner.key,
-                max_delay_ms: owner.max_delay_ms,
-            };
+            // A passkey login's wrong answer proves nothing about the account its credential id
+            // names (anyone may name one, and no one can guess a signature): it counts against the
+            // address and subnet and on this challenge alone (which dies after five), never on the
+            // account, so that no one can lock another's account out with forged answers.
+            // (The key keeps its kind's prefix: an operator's failures count in operators' scopes.)
+            let own = format!("{}:{}", unnamed_key(c.purpose).unwrap_or("passkey-login"), c.id.as_str());
+            let key = if c.named_by_passkey { own.as_str() } else { owner.key.as_str() };
+            let wrong =
+                WrongCode { holder: CodeHolder::Challenge, id: c.id.as_str(), key, max_delay_ms: owner.max_delay_ms };
             let attempts_left = super::wrong_code(tx, state, &wrong, client, now).await?;
             return Err(IdentityError::CodeInvalid { attempts_left });
         }
@@ -462,12 +467,8 @@ async fn answerable(conn: &mut Conn, c: &Row_, method: &str, now: i64) -> Result
         (_, _, Some(m), _) => Owner { key: format!("merchant:{m}"), max_delay_ms: Some(60_000) },
         // A passkey login answered with a passkey no one registered: its failures count under a
         // key of their own (and against the address, as any wrong code).
-        (None, None, None, Purpose::Login) => Owner { key: "passkey-login:unknown".into(), max_delay_ms: Some(60_000) },
-        (None, None, None, Purpose::OperatorLogin) => {
-            Owner { key: "operator-login:passkey".into(), max_delay_ms: Some(60_000) }
-        }
-        (None, None, None, Purpose::MerchantLogin) => {
-            Owner { key: "merchant-login:passkey".into(), max_delay_ms: Some(60_000) }
+        (None, None, None, p) if unnamed_key(p).is_some() => {
+            Owner { key: unnamed_key(p).unwrap_or_default().into(), max_delay_ms: Some(60_000) }
         }
         _ => return Err(anyhow::anyhow!("challenge {} has no owner", c.id).into()),
     };
@@ -477,9 +478,19 @@ async fn answerable(conn: &mut Conn, c: &Row_, method: &str, now: i64) -> Result
     Ok(owner)
 }
 
-/// The password login's address and subnet limits (and the account's daily one), at a passkey's
-/// answer and before its signature is checked: a flood of assertions from one address or network
-/// is refused as a flood of passwords is, whoever's passkey it names. Answers how long to wait.
+/// The throttle key of a passkey login's failures that name no account.
+fn unnamed_key(purpose: Purpose) -> Option<&'static str> {
+    match purpose {
+        Purpose::Login => Some("passkey-login:unknown"),
+        Purpose::OperatorLogin => Some("operator-login:passkey"),
+        Purpose::MerchantLogin => Some("merchant-login:passkey"),
+        _ => None,
+    }
+}
+
+/// The password login's address and subnet limits, at a passkey's answer and before its signature
+/// is checked: a flood of assertions from one address or network is refused as a flood of
+/// passwords is, whoever's passkey it names. Answers how long to wait.
 async fn passkey_throttled(
     tx: &mut store::Tx,
     state: &AppState,
@@ -495,7 +506,7 @@ async fn passkey_throttled(
         max_delay_ms: owner.max_delay_ms,
     };
     let limits = throttle::Limits::from_config(&state.config);
-    Ok(match throttle::check_locked(tx, limits, &attempt, now).await? {
+    Ok(match throttle::check_network_locked(tx, limits, &attempt, now).await? {
         crate::risk::Verdict::Throttled { retry_after_ms } => Some(retry_after_ms),
         crate::risk::Verdict::Allowed => None,
     })

@@ -199,6 +199,9 @@ pub(super) async fn password_step(
     password: &str,
     now: i64,
 ) -> Result<Option<throttle::Pending>, IdentityError> {
+    // A place in the password checks' queue first: a login beyond it is refused before it costs a
+    // transaction or a hash (a flood of them cannot slow payments down; the app retries).
+    let _place = state.hasher.admit().ok_or(crate::risk::RiskError::TooManyAttempts { retry_after_ms: 1000 })?;
     let pending = store::retry(|| async {
         let mut tx = state.db.begin().await?;
         let started = throttle::begin(

@@ -419,12 +419,29 @@ pub async fn assertion_is_right(
                     .rows_affected();
             Ok(moved == 1)
         }
-        Err(Rejected::CounterWentBack) => {
+        Err(Rejected::CounterWentBack { backup_eligible: false }) => {
             disable_copied(conn, owner, &id, now).await?;
+            Ok(false)
+        }
+        Err(Rejected::CounterWentBack { backup_eligible: true }) => {
+            // A synced key's devices may each keep a counter: refused and reported, not disabled.
+            report_counter(conn, owner, &id, now).await?;
             Ok(false)
         }
         Err(Rejected::Invalid(_)) => Ok(false),
     }
+}
+
+/// A synced (backup-eligible) passkey whose counter did not go up: its devices may keep counters
+/// of their own, so this answer is refused and the operators are told (`passkey_counter`,
+/// medium), but the passkey stays usable.
+async fn report_counter(conn: &mut Conn, owner: Owner<'_>, id: &PasskeyId, now: i64) -> Result<(), sqlx::Error> {
+    let detail = format!(
+        "Synced passkey {id} of {} presented a signature counter that did not go up; the answer was refused. \
+         Several devices of one owner can cause this; a copy can too.",
+        owner.text()
+    );
+    crate::risk::alerts::raise_each(conn, "passkey_counter", "medium", &detail, now).await
 }
 
 /// A passkey whose signature counter did not go up after a valid signature: two authenticators

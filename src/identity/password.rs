@@ -530,7 +530,13 @@ mod tests {
 
     #[test]
     fn zero_permits_means_one() {
-        assert_eq!(HashPool::new(0).available_permits(), 1);
-        assert_eq!(HashPool::new(4).available_permits(), 4);
+        assert_eq!(HashPool::new(0).threads(), 1);
+        assert_eq!(HashPool::new(4).threads(), 4);
+        // A full queue refuses at once: 8 places per thread.
+        let pool = HashPool::new(1);
+        let places: Vec<_> = (0..crate::secret::QUEUE_PER_PERMIT).map(|_| pool.admit().unwrap()).collect();
+        assert!(pool.admit().is_none());
+        drop(places);
+        assert!(pool.admit().is_some());
     }
 }

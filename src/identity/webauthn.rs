@@ -56,7 +56,11 @@ pub enum Rejected {
     Invalid(&'static str),
     /// The authenticator's signature counter did not go up: the key may have been copied.
     #[error("the passkey's signature counter went back")]
-    CounterWentBack,
+    CounterWentBack {
+        /// The authenticator says the key may be synced to other devices (BE): their counters
+        /// need not agree, so a counter that went back there proves no copy.
+        backup_eligible: bool,
+    },
 }
 
 fn invalid(why: &'static str) -> Rejected {
@@ -323,7 +327,7 @@ impl Assertion {
         let count = i64::from(parsed.sign_count);
         // Authenticators that keep no counter always say 0; any other must go up every time.
         if (count != 0 || stored_count != 0) && count <= stored_count {
-            return Err(Rejected::CounterWentBack);
+            return Err(Rejected::CounterWentBack { backup_eligible: parsed.flags & FLAG_BE != 0 });
         }
         Ok(count)
     }

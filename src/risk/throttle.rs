@@ -261,6 +261,32 @@ pub async fn check_locked(tx: &mut Tx, limits: Limits, a: &Attempt<'_>, now: i64
     check(tx, limits, a, now).await
 }
 
+/// The address and subnet limits of [`check`], under the locks of [`begin`], counting nothing: for a
+/// passkey's answer (its failure is counted once known), so that parallel answers from one network
+/// meet the limits as parallel passwords do. The account's daily cap is not applied: whoever knows
+/// an e-mail address can fill it with wrong passwords, and a passkey must stay a way in then (the
+/// account's own lock still applies, before this).
+pub async fn check_network_locked(
+    tx: &mut Tx,
+    limits: Limits,
+    a: &Attempt<'_>,
+    now: i64,
+) -> Result<Verdict, sqlx::Error> {
+    let (ip_scope, net_scope) = a.network_scopes();
+    // In the order of `check_locked` (address, subnet, key), so that two attempts cannot deadlock.
+    tx.lock(ip_scope, a.ip).await?;
+    tx.lock(net_scope, a.subnet).await?;
+    tx.lock("throttle", a.key).await?;
+    for (scope, key, limit) in [(ip_scope, a.ip, limits.per_address), (net_scope, a.subnet, limits.per_subnet)] {
+        let (n, oldest) = window(tx, scope, key, now - WINDOW_MS).await?;
+        if n >= limit {
+            record(tx, "throttled", a.ip, now).await?;
+            return Ok(Verdict::Throttled { retry_after_ms: oldest.unwrap_or(now) + WINDOW_MS - now });
+        }
+    }
+    Ok(Verdict::Allowed)
+}
+
 /// How a password attempt began: counted as a failure until proven right, or throttled.
 #[must_use]
 pub enum Started {

@@ -410,3 +410,72 @@ async fn a_copied_passkey_is_refused_disabled_and_raises_an_alert() {
         }
     }
 }
+
+/// The review of the hardening: a passkey stays a way in when someone has filled the account's
+/// daily cap of failures with wrong passwords (knowing an e-mail address is enough for that), for
+/// all three kinds of user; the address and subnet limits still apply to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_daily_cap_of_wrong_passwords_does_not_shut_the_passkey_out() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::spawn(backend).await else { continue };
+        for kind in KINDS {
+            let mut h = holder(&app, kind).await;
+            let (_, id) = owner_column(kind, &h.key);
+            let key = match kind {
+                Kind::Shopper => format!("account:{id}"),
+                Kind::Operator => format!("operator:{id}"),
+                Kind::Merchant => format!("merchant:{id}"),
+            };
+            let offset: i64 = sqlx::query_scalar("SELECT offset_ms FROM service_clock WHERE id = 1")
+                .fetch_one(app.db().pool())
+                .await
+                .unwrap();
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64 + offset;
+            for i in 0..100 {
+                sqlx::query("INSERT INTO auth_events (scope, key, at) VALUES ('fail_account', $1, $2)")
+                    .bind(&key)
+                    .bind(now - 60_000 - i)
+                    .execute(app.db().pool())
+                    .await
+                    .unwrap();
+            }
+            let (challenge, options) = begin(&app, kind, &h.ip).await;
+            let r = verify_passkey(&app, &challenge, &h.key.get(&options, &Tweak::default()), &h.ip).await;
+            assert_eq!(r.status, 200, "{kind:?}: {r:?}");
+        }
+    }
+}
+
+/// The review of the hardening: a synced passkey (backup eligible) whose counter did not go up is
+/// refused and reported (`passkey_counter`, medium), but not disabled: its devices may each keep a
+/// counter. The next answer with a higher counter logs in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synced_passkey_whose_counter_went_back_is_refused_but_not_disabled() {
+    use crate::passkeys::{UP, UV};
+    const BE: u8 = 0x08;
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(app) = TestApp::spawn(backend).await else { continue };
+        let watcher = app.operator_session(1).await;
+        for kind in KINDS {
+            let mut h = holder(&app, kind).await;
+            let (id, options) = begin(&app, kind, &h.ip).await;
+            let r = verify_passkey(&app, &id, &h.key.get(&options, &Tweak::default()), &h.ip).await;
+            assert_eq!(r.status, 200, "{kind:?}: {r:?}");
+            let (id, options) = begin(&app, kind, &h.ip).await;
+            let behind = Tweak { flags: Some(UP | UV | BE), count: Some(1), ..Tweak::default() };
+            verify_passkey(&app, &id, &h.key.get(&options, &behind), &h.ip).await.assert_problem(422, "code_invalid");
+            let (_, owner_id) = owner_column(kind, &h.key);
+            let r = app.authed(reqwest::Method::GET, "/v1/admin/alerts", &watcher, None, OPERATOR_IP).await;
+            let alerts = r.body["items"].as_array().unwrap().clone();
+            let mine =
+                |k: &str| alerts.iter().any(|a| a["kind"] == k && a["detail"].as_str().unwrap().contains(&owner_id));
+            assert!(mine("passkey_counter") && !mine("passkey_cloned"), "{kind:?}: {alerts:?}");
+            let listed = app.authed(reqwest::Method::GET, passkeys_path(kind), &h.session, None, &h.ip).await;
+            assert!(listed.body["items"][0]["disabled_at"].is_null(), "{kind:?}: {listed:?}");
+            let ahead = Tweak { flags: Some(UP | UV | BE), count: Some(50), ..Tweak::default() };
+            let r = verify_passkey(&app, &id, &h.key.get(&options, &ahead), &h.ip).await;
+            assert_eq!(r.status, 200, "{kind:?}: {r:?}");
+        }
+    }
+}

@@ -757,3 +757,37 @@ async fn until_refused(other: &TestApp, terminal: &str, code: &str, status: u16)
     }
     unreachable!()
 }
+
+/// The staleness bound of the switch cache across instances (issue 14, "many instances"): three
+/// servers on one PostgreSQL database, paying meanwhile; a switch engaged through the first
+/// refuses that instance's next payment at once and every other instance's within 1 s, and
+/// payments resume everywhere within 1 s of the release (`omamori bench switch`, 3 trials).
+#[test]
+fn a_switch_reaches_every_instance_within_a_second() {
+    let Some(url) = postgres_url() else { return };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_omamori"))
+        .args(["bench", "switch", "--trials", "3", "--database-url", &url])
+        .env("OMAMORI_LOG_LEVEL", "error")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("its next payment refused at once in 3 of 3 trials"), "{stdout}");
+    assert!(stdout.contains("ledger verify after the run: clean"), "{stdout}");
+    for phase in ["engaged: first payment refused", "released: first payment accepted"] {
+        let line = stdout.lines().find(|l| l.starts_with(phase)).unwrap_or_else(|| panic!("no {phase:?}: {stdout}"));
+        let max: f64 = line
+            .rsplit_once("max ")
+            .and_then(|(_, r)| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no max in {line:?}"));
+        assert!(max <= 1000.0, "{line}");
+    }
+    let paid: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("payments meanwhile on every instance: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no payments line: {stdout}"));
+    assert!(paid > 0, "{stdout}");
+}
