@@ -10,7 +10,7 @@
 //! forwards each attempt's address in `X-Forwarded-For`.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::{Charge, fresh_codes, latency_summary, open_loop, post_json_with, seed_shoppers};
 
@@ -117,19 +117,7 @@ async fn check_capacity(concurrency: usize) -> anyhow::Result<f64> {
     use crate::identity::password::{self, Password};
     let pool = crate::secret::HashPool::new(concurrency);
     let stored = Arc::new(password::hash(&pool, &Password::for_login("Kq7#vL-flood-bench!")).await?);
-    let checks = 20 * concurrency.max(1);
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..checks {
-        let (pool, stored) = (pool.clone(), stored.clone());
-        tasks.push(tokio::spawn(async move {
-            password::verify(&pool, &Password::for_login("Kq7#vL-flood-bench!"), Some(stored.as_str())).await
-        }));
-    }
-    for t in tasks {
-        anyhow::ensure!(t.await?, "a password check failed");
-    }
-    Ok(checks as f64 / started.elapsed().as_secs_f64())
+    super::check_rate(&pool, &stored, "Kq7#vL-flood-bench!", 20 * concurrency.max(1) as u64).await
 }
 
 /// Login attempts at `rate` per second for `secs`, each with a phone number and password from a
