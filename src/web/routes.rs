@@ -66,6 +66,7 @@ const APP: &[Asset] = &[
     asset!("icon.svg", "image/svg+xml"),
     asset!("icon-192.png", "image/png"),
     asset!("icon-512.png", "image/png"),
+    asset!("js/boot.js", JS),
     asset!("js/main.js", JS),
     asset!("js/api.js", JS),
     asset!("js/dom.js", JS),

@@ -2,10 +2,10 @@
 // offline use, and nothing else. API answers, the payment-code drawings and anything personal
 // always go to the network and are never stored.
 
-const VERSION = 'omamori-shell-4';
+const VERSION = 'omamori-shell-5';
 const SHELL = [
   '/app', '/app/style.css', '/app/manifest.webmanifest', '/app/icon.svg', '/app/icon-192.png', '/app/icon-512.png',
-  '/app/js/main.js', '/app/js/api.js', '/app/js/dom.js', '/app/js/i18n.js', '/app/js/code128.js', '/app/js/emvqr.js', '/app/js/camera.js',
+  '/app/js/boot.js', '/app/js/main.js', '/app/js/api.js', '/app/js/dom.js', '/app/js/i18n.js', '/app/js/code128.js', '/app/js/emvqr.js', '/app/js/camera.js',
   '/app/js/challenge.js', '/app/js/passkey.js', '/app/js/stripe.js', '/app/js/screens/welcome.js', '/app/js/screens/reset.js', '/app/js/screens/home.js', '/app/js/screens/pay.js',
   '/app/js/screens/scan.js', '/app/js/screens/topup.js', '/app/js/screens/cards.js', '/app/js/screens/history.js',
   '/app/js/screens/limits.js', '/app/js/screens/notices.js', '/app/js/screens/security.js',

@@ -48,10 +48,25 @@ async function send(method, path, body, idempotent) {
   } catch {
     throw new Problem(0, { code: navigator.onLine ? 'network' : 'offline' });
   }
-  const text = await response.text();
+  return parsed(response, await response.text());
+}
+
+function parsed(response, text) {
   let data = null;
   try { data = text ? JSON.parse(text) : null; } catch { data = null; }
   return { response, data };
+}
+
+/**
+ * A GET that boot.js began before the modules loaded (its answer taken once), or else a fresh
+ * one; answers as `get` does.
+ */
+export async function getEarly(path, opts) {
+  const early = window.omamoriEarly?.[path];
+  if (early) delete window.omamoriEarly[path];
+  const answer = early ? await early : null;
+  if (!answer) return get(path, opts);
+  return finish(parsed(answer.response, answer.text), opts);
 }
 
 /**
@@ -66,6 +81,10 @@ export async function call(method, path, body, { idempotent = false, auth = true
     }
     ({ response, data } = await send(method, path, body, idempotent));
   }
+  return finish({ response, data }, { auth });
+}
+
+function finish({ response, data }, { auth = true } = {}) {
   if (response.status === 401 && auth) {
     signedOutHandler();
   }

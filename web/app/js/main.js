@@ -3,7 +3,7 @@
 
 import { h, clear } from './dom.js';
 import { t, lang, setLang } from './i18n.js';
-import { configure, get } from './api.js';
+import { configure, getEarly } from './api.js';
 import { stepUpDialog } from './challenge.js';
 import * as welcome from './screens/welcome.js';
 import * as reset from './screens/reset.js';
@@ -123,7 +123,7 @@ async function start() {
   window.addEventListener('offline', showOffline);
   showOffline();
   try {
-    await get('/v1/me', { auth: false });
+    await getEarly('/v1/me', { auth: false });
     signedIn = true;
   } catch (e) {
     signedIn = false;
