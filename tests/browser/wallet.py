@@ -253,6 +253,8 @@ def j_login(browser):
     w.open()
     w.log_in(s["phone"], s["password"], s["phone"])
     expect(w.page.get_by_role("group", name="Balance")).to_have_text("¥10,000")
+    # This month's spending against the limits, in words.
+    expect(w.page.get_by_text(re.compile(r"Spent today ¥0 of ¥[\d,]+; this month ¥0 of ¥[\d,]+\."))).to_be_visible()
     w.shot("home")
     w.go("Security")
     with w.page.expect_response(BASE + "/v1/me/totp") as answer:
@@ -433,6 +435,7 @@ def j_pay(browser):
     # A data: image decodes after the element exists: read it only once it is drawn.
     w.page.wait_for_function("(() => { const b = document.querySelector('img.barcode'); return b.complete && b.naturalWidth > 0; })()")
     expect(w.page.locator(".countdown")).to_have_text(re.compile(r"Valid for \d+ s"))
+    expect(w.page.get_by_text("turn up your screen brightness")).to_be_visible()
     w.shot("pay")
     read = zbar(barcode)
     assert read == first, f"zbarimg read {read!r}, the page shows {first}"
@@ -716,6 +719,31 @@ def usable_ms(browser):
     return ms
 
 
+def installable(browser):
+    """Chromium itself says the wallet can be installed (`Page.getInstallabilityErrors` is empty, in
+    a real profile: a fresh context counts as incognito), and the manifest names the app, starts at
+    /app, opens standalone and has the 192 and 512 pixel icons."""
+    profile = tempfile.mkdtemp(prefix="omamori-install-")
+    context = browser.browser_type.launch_persistent_context(
+        profile, executable_path=CHROMIUM, args=["--no-sandbox"], viewport={"width": 360, "height": 740})
+    try:
+        page = context.new_page()
+        page.goto(BASE + "/app")
+        page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        cdp = context.new_cdp_session(page)
+        errors = cdp.send("Page.getInstallabilityErrors")["installabilityErrors"]
+        assert errors == [], f"Chromium would not install the wallet: {errors}"
+        manifest = cdp.send("Page.getAppManifest")
+        assert not manifest.get("errors"), manifest.get("errors")
+        m = json.loads(manifest["data"])
+        assert m["start_url"].startswith("/app") and m["display"] == "standalone", m
+        sizes = {i["sizes"] for i in m["icons"]}
+        assert {"192x192", "512x512"} <= sizes, sizes
+        print(f"installable: Chromium reports no installability error; manifest {m['name']!r}, icons {sorted(sizes)}")
+    finally:
+        context.close()
+
+
 def j_light(browser):
     """The shell is light and fast: at most 150 KiB on the wire on first load, and the login form
     usable within 1 s under a 4x CPU slowdown (the best of three fresh loads, as the machine is
@@ -730,6 +758,7 @@ def j_light(browser):
     print(f"login form usable under 4x CPU slowdown after {min(tries):.0f} ms (tries: "
           + ", ".join(f"{t:.0f} ms" for t in tries) + ")")
     assert min(tries) <= 1000, f"the login form took {tries} ms under 4x CPU slowdown"
+    installable(browser)
 
 
 def virtual_authenticator(w):
