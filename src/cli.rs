@@ -649,9 +649,13 @@ async fn verify(config: Config) -> anyhow::Result<ExitCode> {
     let db = connect(&config).await?;
     let mut problems: Vec<String> = crate::ledger::verify(&db).await?.iter().map(ToString::to_string).collect();
     problems.extend(crate::merchants::settlement::verify(&db).await?);
+    problems.extend(crate::merchants::settlement::verify_balances(&db).await?);
     if problems.is_empty() {
         println!("ledger verified: every balance equals the sum of its postings, every entry sums to zero");
         println!("settlements verified: every settlement's lines sum to its figures and the ledger agrees");
+        println!(
+            "merchant balances verified: each is its unsettled payments, refunds and reversals plus a carried net"
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         for p in &problems {

@@ -79,15 +79,16 @@ struct SettlementList {
     items: Vec<SettlementSummary>,
 }
 
-/// One payment or refund of a settlement.
+/// One payment, refund or reversal of a settlement.
 #[derive(Serialize, utoipa::ToSchema)]
 struct StatementLine {
-    /// `payment` or `refund`.
+    /// `payment`, `refund`, or `reversal` (a till's reversal or an operators' correction of a
+    /// payment: what it gave back, counted with the refunds).
     kind: String,
-    /// The payment's or the refund's id.
+    /// The payment's or the refund's id (a reversal's is its payment's).
     id: String,
     store_id: StoreId,
-    /// Positive for both kinds, in yen.
+    /// Positive for every kind, in yen.
     amount: i64,
     /// RFC 3339, UTC.
     created_at: String,

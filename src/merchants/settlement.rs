@@ -87,7 +87,8 @@ impl Figures {
         let pay = lines.iter().filter(|l| l.kind == "payment");
         let payments = pay.clone().count() as i64;
         let gross: i64 = pay.map(|l| l.amount).sum();
-        let refunds: i64 = lines.iter().filter(|l| l.kind == "refund").map(|l| l.amount).sum();
+        // What went back to shoppers: refunds and reversals.
+        let refunds: i64 = lines.iter().filter(|l| l.kind != "payment").map(|l| l.amount).sum();
         let base = i128::from(gross - refunds);
         let fee = if base <= 0 { 0 } else { (base * i128::from(fee_bps) / 10_000) as i64 };
         Figures { payments, gross, refunds, fee, carried_over, net: gross - refunds - fee + carried_over }
@@ -192,16 +193,26 @@ struct CloseCtx<'a> {
     now: i64,
 }
 
-/// The merchant's payments and refunds created before `end` and not yet in a settlement.
+/// The merchant's payments, refunds and reversals made before `end` and not yet in a settlement.
+/// A payment is a line whatever became of it (the merchant was paid it); a reversal is a line of its
+/// own, of what it gave back (`amount − refunded` at the time: a reversed payment takes no refund),
+/// dated by its journal entry, so that a payment reversed after its day closed lands in the next
+/// settlement, as a refund does.
 pub async fn unsettled_lines(conn: &mut Conn, merchant: &MerchantId, end: i64) -> Result<Vec<Line>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT 'payment' AS kind, p.id AS id, p.store_id AS store_id, p.amount AS amount, p.created_at AS created_at \
-         FROM payments p WHERE p.merchant_id = $1 AND p.status = 'succeeded' AND p.created_at < $2 \
+         FROM payments p WHERE p.merchant_id = $1 AND p.status IN ('succeeded', 'reversed') AND p.created_at < $2 \
            AND NOT EXISTS (SELECT 1 FROM settlement_lines l WHERE l.kind = 'payment' AND l.item_id = p.id) \
          UNION ALL \
          SELECT 'refund' AS kind, r.id AS id, p.store_id AS store_id, r.amount AS amount, r.created_at AS created_at \
          FROM refunds r JOIN payments p ON p.id = r.payment_id WHERE p.merchant_id = $1 AND r.created_at < $2 \
            AND NOT EXISTS (SELECT 1 FROM settlement_lines l WHERE l.kind = 'refund' AND l.item_id = r.id) \
+         UNION ALL \
+         SELECT 'reversal' AS kind, p.id AS id, p.store_id AS store_id, p.amount - p.refunded AS amount, \
+                e.created_at AS created_at \
+         FROM payments p JOIN journal_entries e ON e.reference = p.id AND e.kind = 'reversal' \
+         WHERE p.merchant_id = $1 AND p.status = 'reversed' AND e.created_at < $2 \
+           AND NOT EXISTS (SELECT 1 FROM settlement_lines l WHERE l.kind = 'reversal' AND l.item_id = p.id) \
          ORDER BY created_at, id",
     )
     .bind(merchant)
@@ -337,6 +348,36 @@ pub fn spawn_daily_close(db: Db, clock: crate::store::clock::Clock) -> tokio::ta
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         }
     })
+}
+
+/// Checks that each merchant's balance in the ledger (its accounts together) is what its settlements
+/// leave open: the unsettled payments less the unsettled refunds and reversals, plus a carried net.
+/// Returns what disagrees.
+pub async fn verify_balances(db: &Db) -> Result<Vec<String>, sqlx::Error> {
+    let merchants: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT m.id, CAST(COALESCE((SELECT SUM(a.balance) FROM accounts a WHERE a.kind = 'merchant' AND a.owner_ref = m.id), 0) AS BIGINT) \
+         FROM merchants m ORDER BY m.id",
+    )
+    .fetch_all(db.pool())
+    .await?;
+    let mut conn = db.pool().acquire().await?;
+    let mut found = Vec::new();
+    for (id, balance) in merchants {
+        let merchant = MerchantId::from_raw(id);
+        let open: i64 = unsettled_lines(&mut conn, &merchant, i64::MAX)
+            .await?
+            .iter()
+            .map(|l| if l.kind == "payment" { l.amount } else { -l.amount })
+            .sum();
+        let carried = carried_over(&mut conn, &merchant).await?;
+        if balance != open + carried {
+            found.push(format!(
+                "merchant {merchant}: its ledger balance is {balance} yen, but its open lines ({open}) and carried net ({carried}) make {}",
+                open + carried
+            ));
+        }
+    }
+    Ok(found)
 }
 
 /// Checks every settlement: its lines sum to its figures, the figures follow from the rate and the

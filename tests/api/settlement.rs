@@ -34,6 +34,11 @@ fn settle(app: &TestApp, date: &str) -> String {
 }
 
 async fn pay(app: &TestApp, amount: i64) -> String {
+    pay_keyed(app, amount).await.0
+}
+
+/// A POS payment of `amount`: its id and the idempotency key the till sent (what a reversal names).
+async fn pay_keyed(app: &TestApp, amount: i64) -> (String, String) {
     let doc = app.sandbox_doc();
     let terminal = doc["terminal_key"].as_str().unwrap().to_string();
     let (s, _) = app.funded_shopper(amount).await;
@@ -41,7 +46,22 @@ async fn pay(app: &TestApp, amount: i64) -> String {
     let key = uuid::Uuid::new_v4().to_string();
     let paid = app.pos(Method::POST, "/v1/pos/payments", &terminal, Some(&charge), Some(&key)).await;
     assert_eq!(paid.status, 201, "{paid:?}");
-    paid.body["payment_id"].as_str().unwrap().to_string()
+    (paid.body["payment_id"].as_str().unwrap().to_string(), key)
+}
+
+async fn reverse(app: &TestApp, key: &str) {
+    let terminal = app.sandbox_doc()["terminal_key"].as_str().unwrap().to_string();
+    let r = app.pos(Method::POST, "/v1/pos/reversals", &terminal, Some(&json!({"idempotency_key": key})), None).await;
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+/// The lines of a settlement: (kind, id, amount), in order.
+async fn lines(app: &TestApp, settlement: &str) -> Vec<(String, String, i64)> {
+    sqlx::query_as("SELECT kind, item_id, amount FROM settlement_lines WHERE settlement_id = $1 ORDER BY created_at, kind, item_id")
+        .bind(settlement)
+        .fetch_all(app.db().pool())
+        .await
+        .unwrap()
 }
 
 async fn refund(app: &TestApp, payment: &str, amount: i64) {
@@ -115,6 +135,62 @@ both_backends! {
         assert_eq!((s["gross"].as_i64(), s["fee"].as_i64(), s["carried_over"].as_i64()), (Some(5_000), Some(99), Some(-3_000)));
         assert_eq!((s["net"].as_i64(), s["status"].as_str()), (Some(1_901), Some("closed")));
         verify_ok(&app);
+    }
+}
+
+both_backends! {
+    async fn a_reversal_after_the_close_lands_in_the_next_settlement_and_a_refunded_then_reversed_one_nets_out(app: TestApp) {
+        // Late on a day (a till may reverse for 24 hours): a payment, then the day closes.
+        end_today(&app).await;
+        app.advance_clock(86_000).await;
+        let (late, late_key) = pay_keyed(&app, 8_000).await;
+        let day1 = end_today(&app).await;
+        settle(&app, &day1);
+        let first = settlements(&app, &day1).await;
+        assert_eq!((first[0]["gross"].as_i64(), first[0]["net"].as_i64()), (Some(8_000), Some(7_842)));
+        // The next day: the till reverses that payment; another is refunded in part, then reversed.
+        reverse(&app, &late_key).await;
+        let (other, other_key) = pay_keyed(&app, 5_000).await;
+        refund(&app, &other, 2_000).await;
+        reverse(&app, &other_key).await;
+        let day2 = end_today(&app).await;
+        settle(&app, &day2);
+        let second = settlements(&app, &day2).await;
+        assert_eq!(second.len(), 1);
+        let s = &second[0];
+        // Gross: the one payment of the day; back to shoppers: 8,000 + 2,000 + 3,000; no fee on a loss.
+        assert_eq!((s["payments"].as_i64(), s["gross"].as_i64(), s["refunds"].as_i64()), (Some(1), Some(5_000), Some(13_000)));
+        assert_eq!((s["fee"].as_i64(), s["net"].as_i64(), s["status"].as_str()), (Some(0), Some(-8_000), Some("carried")));
+        let kinds: Vec<(String, String, i64)> = lines(&app, s["id"].as_str().unwrap()).await;
+        let mut got: Vec<(&str, &str, i64)> = kinds.iter().map(|(k, i, a)| (k.as_str(), i.as_str(), *a)).collect();
+        got.sort();
+        let mut want = vec![("payment", other.as_str(), 5_000), ("refund", "", 2_000), ("reversal", late.as_str(), 8_000), ("reversal", other.as_str(), 3_000)];
+        want.sort();
+        assert_eq!(got.len(), want.len(), "{got:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!((g.0, g.2), (w.0, w.2), "{got:?}");
+            if !w.1.is_empty() {
+                assert_eq!(g.1, w.1, "{got:?}");
+            }
+        }
+        assert_eq!(settlements(&app, &day1).await, first, "a closed settlement never changes");
+        // The ledger agrees: the merchant's balance is the carried net, and nothing is left open.
+        verify_ok(&app);
+        let out = app.omamori(&["admin", "verify"]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("merchant balances verified"), "{out:?}");
+        // A repeat close changes nothing.
+        assert!(settle(&app, &day2).contains("already settled"));
+        // A reversal the ledger never saw (marked in the payments table alone) is caught.
+        let unbacked = pay(&app, 1_000).await;
+        sqlx::query("UPDATE payments SET status = 'reversed' WHERE id = $1").bind(&unbacked).execute(app.db().pool()).await.unwrap();
+        sqlx::query("INSERT INTO journal_entries (kind, reference, currency, created_at) VALUES ('reversal', $1, 'JPY', 0)")
+            .bind(&unbacked)
+            .execute(app.db().pool())
+            .await
+            .unwrap();
+        let out = app.omamori(&["admin", "verify"]);
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success() && said.contains("MISMATCH merchant"), "{out:?}");
     }
 }
 

@@ -67,6 +67,17 @@ def shopper_api(who, method, path, body=None):
         return e.code, json.loads(e.read().decode() or "null")
 
 
+def wait_until(page, expression, timeout_ms=10_000):
+    """Polls a JavaScript expression in the page until it is true. Playwright's wait_for_function
+    evaluates its predicate with eval inside the page once the first try fails, which the wallet's
+    CSP (no 'unsafe-eval') refuses; page.evaluate is not subject to it."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(expression):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_ms} ms waiting for {expression}")
+        time.sleep(0.05)
+
+
 def code_for(to, channel="sms", after=0):
     """The newest one-time code sent to `to`, waiting briefly for it."""
     for _ in range(50):
@@ -263,7 +274,7 @@ def j_login(browser):
     # The otpauth URI as a QR code that a phone's camera reads, with the key and link kept beside it.
     qr = w.page.get_by_role("img", name="QR code for your authenticator app")
     expect(qr).to_be_visible()
-    w.page.wait_for_function("(() => { const q = document.querySelector('img.totp-qr'); return q.complete && q.naturalWidth > 0; })()")
+    wait_until(w.page, "(() => { const q = document.querySelector('img.totp-qr'); return q.complete && q.naturalWidth > 0; })()")
     expect(w.page.get_by_role("link", name=uri)).to_be_visible()
     qr.scroll_into_view_if_needed()
     w.shot("totp")
@@ -429,11 +440,11 @@ def j_pay(browser):
     expect(code_el).to_have_text(re.compile(r"^\d{10,}$"))
     first = code_el.text_content()
     expect(w.page.get_by_role("img", name="QR code")).to_be_visible()
-    w.page.wait_for_function("document.querySelector('img.qr').naturalWidth > 0")
+    wait_until(w.page, "document.querySelector('img.qr').naturalWidth > 0")
     barcode = w.page.get_by_role("img", name="Barcode")
     expect(barcode).to_be_visible()
     # A data: image decodes after the element exists: read it only once it is drawn.
-    w.page.wait_for_function("(() => { const b = document.querySelector('img.barcode'); return b.complete && b.naturalWidth > 0; })()")
+    wait_until(w.page, "(() => { const b = document.querySelector('img.barcode'); return b.complete && b.naturalWidth > 0; })()")
     expect(w.page.locator(".countdown")).to_have_text(re.compile(r"Valid for \d+ s"))
     expect(w.page.get_by_text("turn up your screen brightness")).to_be_visible()
     w.shot("pay")
@@ -535,7 +546,7 @@ def j_limits(browser):
     w.go("Limits")
     p = w.page
     daily = p.get_by_label("Daily")
-    p.wait_for_function("document.querySelector('input') && document.querySelector('input').value !== ''")
+    wait_until(p, "document.querySelector('input') && document.querySelector('input').value !== ''")
     original = int(daily.input_value())
     daily.fill(str(original // 2))
     p.get_by_role("button", name="Save").click()
@@ -646,10 +657,10 @@ def j_secrets(browser):
     w.open("#/home")
     expect(w.page.get_by_role("group", name="Balance")).to_have_text("¥10,000")
     # The service worker keeps the shell only: offline, the page says so.
-    w.page.wait_for_function("navigator.serviceWorker.controller !== null || navigator.serviceWorker.ready")
+    wait_until(w.page, "navigator.serviceWorker.controller !== null || navigator.serviceWorker.ready")
     w.page.evaluate("navigator.serviceWorker.ready")
     w.page.reload()
-    w.page.wait_for_function("navigator.serviceWorker.controller !== null")
+    wait_until(w.page, "navigator.serviceWorker.controller !== null")
     cached = w.page.evaluate("""async () => {
         const names = await caches.keys(); const urls = [];
         for (const n of names) for (const r of await (await caches.open(n)).keys()) urls.push(new URL(r.url).pathname);
@@ -712,7 +723,7 @@ def usable_ms(browser):
     expect(field).to_be_visible()
     expect(field).to_be_enabled()
     expect(w.page.get_by_role("button", name="Log in", exact=True)).to_be_enabled()
-    w.page.wait_for_function("window.__usableAt !== undefined")
+    wait_until(w.page, "window.__usableAt !== undefined")
     ms = w.page.evaluate("window.__usableAt")
     cdp.send("Emulation.setCPUThrottlingRate", {"rate": 1})
     w.finish()

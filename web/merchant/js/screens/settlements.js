@@ -50,7 +50,7 @@ async function open(ctx, id, statement) {
     h('p', {}, h('a', { href: `/v1/merchant/settlements/${encodeURIComponent(id)}.csv` }, t('merchant.statement.csv'))),
     table([t('merchant.col.kind'), t('merchant.col.when'), t('merchant.store'), `#${t('merchant.col.amount')}`, t('merchant.col.id')],
       (s.lines ?? []).map((l) => [t(`merchant.line.${l.kind}`), at(l.created_at), storeName(ctx, l.store_id),
-        yen(l.kind === 'refund' ? -Math.abs(l.amount) : l.amount), h('code', {}, l.id)]),
+        yen(l.kind === 'payment' ? l.amount : -Math.abs(l.amount)), h('code', {}, l.id)]),
       { caption: t('merchant.statement.caption', { n: (s.lines ?? []).length }) }));
   heading.focus();
 }
