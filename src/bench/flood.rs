@@ -84,11 +84,12 @@ pub async fn flood(mut config: crate::config::Config, run: FloodRun) -> anyhow::
     );
     for (name, (latencies, errors)) in [("quiet", quiet), ("under the flood", under)] {
         println!(
-            "payments {name}: {} answered 201 arriving at {}/s for {} s, {}, errors {errors}",
+            "payments {name}: {} answered 201 arriving at {}/s for {} s, {}, errors {} ({errors})",
             latencies.len(),
             run.rate,
             run.duration_secs,
-            latency_summary(latencies)
+            latency_summary(latencies),
+            errors.count()
         );
     }
     println!(

@@ -262,14 +262,17 @@ pub async fn pos(mut config: crate::config::Config, run: PosRun) -> anyhow::Resu
     let shoppers = seed_shoppers(&state, &tag, payments).await?;
     let codes = Arc::new(fresh_codes(&state, &shoppers).await?);
     let charge = Charge { addr, key: terminal_key, tag: tag.clone(), codes };
+    let before_run = resident_mib();
+    let sampler = ResidentPeak::start();
     let started = Instant::now();
     let (latencies, errors, load) = match run.load {
         Load::Closed { concurrency, .. } => {
             (closed_loop(&charge, payments, concurrency).await?, 0, format!("at concurrency {concurrency}"))
         }
         Load::Open { rate, duration_secs } => {
-            let (latencies, errors) = open_loop(&charge, rate, duration_secs).await;
-            (latencies, errors, format!("arriving at {rate}/s for {duration_secs} s (open loop)"))
+            let (latencies, failures) = open_loop(&charge, rate, duration_secs).await;
+            println!("not answered 201: {failures}");
+            (latencies, failures.count(), format!("arriving at {rate}/s for {duration_secs} s (open loop)"))
         }
     };
     let elapsed = started.elapsed();
@@ -284,11 +287,52 @@ pub async fn pos(mut config: crate::config::Config, run: PosRun) -> anyhow::Resu
         latency_summary(latencies)
     );
     println!(
+        "resident memory of this process (the server and the benchmark's client together): {} MiB before the \
+         run, peak {} MiB during it (sampled every 100 ms)",
+        before_run.map_or("?".into(), |m| m.to_string()),
+        sampler.stop().map_or("?".into(), |m| m.to_string())
+    );
+    println!(
         "ledger verify after the run: {}",
         if problems.is_empty() { "clean".to_string() } else { format!("{} problem(s)", problems.len()) }
     );
     anyhow::ensure!(problems.is_empty(), "the ledger did not verify after the benchmark");
     Ok(())
+}
+
+/// This process's resident memory now (`VmRSS`), in MiB; `None` where /proc does not say.
+fn resident_mib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// The highest [`resident_mib`] seen by a thread that looks every 100 ms until stopped.
+struct ResidentPeak {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Option<u64>>,
+}
+
+impl ResidentPeak {
+    fn start() -> ResidentPeak {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = resident_mib();
+            while !seen.load(std::sync::atomic::Ordering::Relaxed) {
+                peak = peak.max(resident_mib());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            peak.max(resident_mib())
+        });
+        ResidentPeak { stop, thread }
+    }
+
+    fn stop(self) -> Option<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().ok().flatten()
+    }
 }
 
 /// What `bench pos` runs: where, and which kind of load.
@@ -397,8 +441,8 @@ async fn closed_loop(charge: &Charge, payments: u64, concurrency: u64) -> anyhow
 }
 
 /// Arrivals every 1/rate s; answers the latencies of the payments answered 201, and how many were
-/// not (another status, or no answer).
-async fn open_loop(charge: &Charge, rate: u64, duration_secs: u64) -> (Vec<Duration>, u64) {
+/// not (another status, or no answer), by what they got.
+async fn open_loop(charge: &Charge, rate: u64, duration_secs: u64) -> (Vec<Duration>, Failures) {
     let total = rate * duration_secs;
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(total as usize);
@@ -407,18 +451,41 @@ async fn open_loop(charge: &Charge, rate: u64, duration_secs: u64) -> (Vec<Durat
         tokio::time::sleep_until(due).await;
         let charge = charge.clone();
         tasks.push(tokio::spawn(async move {
-            let status = charge.pay(i).await;
-            (matches!(status, Ok(201)), due.elapsed())
+            let status = charge.pay(i).await.map_err(|e| e.to_string());
+            (status, due.elapsed())
         }));
     }
-    let (mut latencies, mut errors) = (Vec::with_capacity(total as usize), 0);
+    let (mut latencies, mut failures) = (Vec::with_capacity(total as usize), Failures::default());
     for t in tasks {
         match t.await {
-            Ok((true, latency)) => latencies.push(latency),
-            _ => errors += 1,
+            Ok((Ok(201), latency)) => latencies.push(latency),
+            Ok((Ok(status), _)) => failures.add(format!("HTTP {status}")),
+            Ok((Err(e), _)) => failures.add(format!("no answer ({e})")),
+            Err(_) => failures.add("the task failed".into()),
         }
     }
-    (latencies, errors)
+    (latencies, failures)
+}
+
+/// The payments not answered 201, counted by what they got.
+#[derive(Default)]
+pub(crate) struct Failures(std::collections::BTreeMap<String, u64>);
+
+impl Failures {
+    fn add(&mut self, what: String) {
+        *self.0.entry(what).or_default() += 1;
+    }
+
+    pub(crate) fn count(&self) -> u64 {
+        self.0.values().sum()
+    }
+}
+
+impl std::fmt::Display for Failures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(what, n)| format!("{what}: {n}")).collect();
+        write!(f, "{}", if parts.is_empty() { "none".into() } else { parts.join(", ") })
+    }
 }
 
 /// `omamori bench tpcb`: the TPC-B transaction of pgbench's default script on SQLite, with the
