@@ -194,6 +194,99 @@ both_backends! {
     }
 }
 
+/// One day of the property below: payments early in the day, payments late in the day, refunds of
+/// any payment so far (index, percent of what is left), reversals of the day's payments before the
+/// close, whether the day closes, and reversals of the day's late payments the next morning (after
+/// the close: a till may reverse for 24 hours).
+type Day = (Vec<i64>, Vec<i64>, Vec<(usize, u8)>, Vec<usize>, bool, Vec<usize>);
+
+fn random_days() -> impl proptest::strategy::Strategy<Value = Vec<Day>> {
+    use proptest::collection::vec;
+    let day = (
+        vec(1i64..50_000, 0..3),
+        vec(1i64..50_000, 0..3),
+        vec((0usize..20, 1u8..=100), 0..3),
+        vec(0usize..4, 0..2),
+        proptest::bool::weighted(0.7),
+        vec(0usize..3, 0..3),
+    );
+    vec(day, 1..5)
+}
+
+/// A payment of the property: (id, idempotency key, amount, refunded, reversed).
+type Paid = (String, String, i64, i64, bool);
+
+async fn pay_into(app: &TestApp, paid: &mut Vec<Paid>, amounts: &[i64]) {
+    for &amount in amounts {
+        let (id, key) = pay_keyed(app, amount).await;
+        paid.push((id, key, amount, 0, false));
+    }
+}
+
+async fn refund_some(app: &TestApp, paid: &mut [Paid], refunds: &[(usize, u8)]) {
+    let n = paid.len();
+    for &(i, share) in refunds {
+        let Some(p) = paid.get_mut(i % n.max(1)) else { continue };
+        let amount = (p.2 - p.3) * i64::from(share) / 100;
+        if !p.4 && amount > 0 {
+            refund(app, &p.0, amount).await;
+            p.3 += amount;
+        }
+    }
+}
+
+async fn reverse_some(app: &TestApp, among: &mut [Paid], which: &[usize]) {
+    for &i in which {
+        if let Some(p) = among.get_mut(i).filter(|p| !p.4) {
+            reverse(app, &p.1).await;
+            p.4 = true;
+        }
+    }
+}
+
+/// Runs `days` through the real service (POS payments, refunds and reversals over HTTP, the close
+/// as `omamori admin settle`), checking after each day that every settlement agrees with its lines
+/// and its ledger entry, and each merchant's ledger balance with its open lines and carried net.
+async fn run_days(app: &TestApp, days: &[Day]) {
+    end_today(app).await;
+    let mut paid: Vec<Paid> = Vec::new();
+    let mut yesterday_late = 0..0;
+    let mut reverse_next: &[usize] = &[];
+    for (early, late, refunds, reverse_now, close, next) in days {
+        reverse_some(app, &mut paid[yesterday_late.clone()], reverse_next).await;
+        let first = paid.len();
+        pay_into(app, &mut paid, early).await;
+        app.advance_clock(86_000).await;
+        let first_late = paid.len();
+        pay_into(app, &mut paid, late).await;
+        refund_some(app, &mut paid, refunds).await;
+        reverse_some(app, &mut paid[first..], reverse_now).await;
+        let day = end_today(app).await;
+        if *close {
+            settle(app, &day);
+        }
+        (yesterday_late, reverse_next) = (first_late..paid.len(), next);
+        let db = app.db();
+        let ledger = omamori::ledger::verify(db).await.unwrap();
+        assert!(ledger.is_empty(), "{days:?}: {ledger:?}");
+        let mut found = omamori::merchants::settlement::verify(db).await.unwrap();
+        found.extend(omamori::merchants::settlement::verify_balances(db).await.unwrap());
+        assert!(found.is_empty(), "after day {day} of {days:?}: {found:?}");
+    }
+}
+
+both_backends! {
+    async fn for_random_days_settlements_and_the_open_balance_equal_the_ledger(app: TestApp) {
+        use proptest::strategy::{Strategy, ValueTree};
+        // Deterministic (the same cases every run); each case continues the one before it.
+        let mut runner = proptest::test_runner::TestRunner::deterministic();
+        for _ in 0..6 {
+            let days = random_days().new_tree(&mut runner).unwrap().current();
+            run_days(&app, &days).await;
+        }
+    }
+}
+
 async fn zengin(app: &TestApp, op: &str, date: &str) -> (u16, Vec<u8>) {
     let path = format!("/v1/admin/payouts/{date}/zengin");
     let r = app.from(Method::GET, &path, crate::helpers::OPERATOR_IP).bearer_auth(op).send().await.unwrap();
