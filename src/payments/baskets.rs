@@ -78,25 +78,10 @@ pub async fn insert(conn: &mut Conn, payment_id: &PaymentId, items: &[Item]) -> 
     if items.is_empty() {
         return Ok(());
     }
-    let mut sql = String::from(
-        "INSERT INTO payment_items (payment_id, line_no, sku, name, category, quantity, unit_amount, currency) VALUES ",
+    let sql = format!(
+        "INSERT INTO payment_items (payment_id, line_no, sku, name, category, quantity, unit_amount, currency) VALUES {}",
+        placeholders(items.len(), 7, ", 'JPY'")
     );
-    for i in 0..items.len() {
-        let b = i * 7;
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${}, ${}, 'JPY')",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6,
-            b + 7
-        ));
-    }
     // Only placeholders are formatted in; every value is bound.
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for (i, item) in items.iter().enumerate() {
@@ -173,16 +158,27 @@ pub async fn return_items(
     if worth != amount {
         return Err(ItemsMismatch(format!("the items are worth ¥{worth}, not the ¥{amount} refunded")));
     }
+    let sql = format!(
+        "INSERT INTO refund_items (refund_id, payment_id, sku, quantity) VALUES {}",
+        placeholders(items.len(), 4, "")
+    );
+    // Only placeholders are formatted in; every value is bound.
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for item in items {
-        sqlx::query("INSERT INTO refund_items (refund_id, payment_id, sku, quantity) VALUES ($1, $2, $3, $4)")
-            .bind(refund_id)
-            .bind(payment_id)
-            .bind(item.sku.trim())
-            .bind(item.quantity)
-            .execute(&mut *conn)
-            .await?;
+        q = q.bind(refund_id).bind(payment_id).bind(item.sku.trim()).bind(item.quantity);
     }
+    q.execute(&mut *conn).await?;
     Ok(())
+}
+
+/// `rows` groups of `columns` numbered placeholders for a multi-row `VALUES` (`($1, $2), ($3, $4)`),
+/// each followed by `tail` (constant SQL, never a value).
+fn placeholders(rows: usize, columns: usize, tail: &str) -> String {
+    let row = |r: usize| {
+        let marks: Vec<String> = (1..=columns).map(|c| format!("${}", r * columns + c)).collect();
+        format!("({}{tail})", marks.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -191,6 +187,12 @@ mod tests {
 
     fn item(sku: &str, quantity: i64, unit_amount: i64) -> Item {
         Item { sku: sku.into(), name: "n".into(), category: None, quantity, unit_amount }
+    }
+
+    #[test]
+    fn placeholders_number_every_value() {
+        assert_eq!(placeholders(2, 3, ""), "($1, $2, $3), ($4, $5, $6)");
+        assert_eq!(placeholders(1, 2, ", 'JPY'"), "($1, $2, 'JPY')");
     }
 
     #[test]
