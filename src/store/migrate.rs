@@ -109,6 +109,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0017_passkey_hardening.sql"),
         postgres: include_str!("../../migrations/postgres/0017_passkey_hardening.sql"),
     },
+    Migration {
+        version: 18,
+        name: "analytics_generations",
+        sqlite: include_str!("../../migrations/sqlite/0018_analytics_generations.sql"),
+        postgres: include_str!("../../migrations/postgres/0018_analytics_generations.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.
