@@ -27,10 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::TryStreamExt;
 use sqlx::Row;
 
-use super::analytics::{self, Baskets, Customers, DAY_MS, FOLD_OVERLAP_MS, Filter, GroupBy, Sales, Sql, TOKYO_MS};
-use super::analytics_rows::{
-    self as rows, Block, Catalog, CustomerIds, NO_CUSTOMER, NewPayment, Newness, Returned, View,
-};
+use super::analytics::{self, Baskets, Customers, FOLD_OVERLAP_MS, Filter, GroupBy, Sales};
+use super::analytics_load::{Names, Source, day_of, day_start, load};
+use super::analytics_rows::{self as rows, Block, Catalog, CustomerIds, Newness, View};
 use crate::ids::MerchantId;
 use crate::store::{Backend, Conn, Db};
 
@@ -101,9 +100,13 @@ pub struct Stats {
     pub days: usize,
     pub payments: usize,
     pub bytes: usize,
-    /// Answers given from memory, and questions that had rows in memory but SQL answered.
+    /// Answers given from memory; questions SQL answered because a value did not fit or a tie
+    /// needed an id; and questions SQL answered while a long period was read in the background.
     pub answers: u64,
     pub declined: u64,
+    pub deferred: u64,
+    /// Merchants whose days are being read in the background.
+    pub filling: usize,
 }
 
 /// What this instance's cache holds now.
@@ -114,23 +117,24 @@ pub fn stats(db: &Db) -> Stats {
         merchants: slots.len(),
         answers: cache.answers.load(Ordering::Relaxed),
         declined: cache.declined.load(Ordering::Relaxed),
+        deferred: cache.deferred.load(Ordering::Relaxed),
         ..Stats::default()
     };
     for slot in slots.values() {
         s.days += slot.size.days;
         s.payments += slot.size.payments;
         s.bytes += slot.size.bytes;
+        s.filling += usize::from(slot.filling);
     }
     s
 }
 
-/// A Tokyo day's number (as the SQL computes it for times after 1970) and its first moment.
-fn day_of(ms: i64) -> i64 {
-    (ms + TOKYO_MS).div_euclid(DAY_MS)
-}
-
-fn day_start(day: i64) -> i64 {
-    day * DAY_MS - TOKYO_MS
+/// Empties this instance's cache (`bench analytics` times each route's first question cold).
+pub fn clear(db: &Db) {
+    if let Some(cache) = crate::store::cache::peek_instance::<AnalyticsCache>(db) {
+        cache.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        metrics::gauge!("omamori_analytics_cache_bytes").set(0.0);
+    }
 }
 
 /// A question's days: `[first, cached_end)` are closed (from memory); from `live_from` to the
@@ -155,19 +159,22 @@ fn plan(f: &Filter, now: i64) -> Option<Plan> {
 }
 
 /// The instance's cache: merchants by id, each behind a lock of its own (a load holds it across
-/// its queries, so one merchant's days are read once however many ask at once).
+/// its query, so one merchant's days are read once however many ask at once).
 pub struct AnalyticsCache {
     cap_bytes: usize,
     slots: std::sync::Mutex<HashMap<MerchantId, Slot>>,
     tick: AtomicU64,
     answers: AtomicU64,
     declined: AtomicU64,
+    deferred: AtomicU64,
 }
 
 struct Slot {
     days: Arc<tokio::sync::Mutex<MerchantDays>>,
     used: u64,
     size: Size,
+    /// Whether days are being read in the background for a long period.
+    filling: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -210,6 +217,10 @@ impl MerchantDays {
             bytes: blocks + firsts + self.catalog.bytes() + self.customers.bytes(),
         }
     }
+
+    fn names(&mut self) -> Names<'_> {
+        Names { catalog: &mut self.catalog, customers: &mut self.customers }
+    }
 }
 
 fn instance(db: &Db, cache_mib: u32) -> Arc<AnalyticsCache> {
@@ -219,23 +230,29 @@ fn instance(db: &Db, cache_mib: u32) -> Arc<AnalyticsCache> {
         tick: AtomicU64::new(0),
         answers: AtomicU64::new(0),
         declined: AtomicU64::new(0),
+        deferred: AtomicU64::new(0),
     })
 }
 
 impl AnalyticsCache {
+    fn next_tick(&self) -> u64 {
+        self.tick.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     fn merchant(&self, id: &MerchantId, tick: u64) -> Arc<tokio::sync::Mutex<MerchantDays>> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let slot = slots.entry(id.clone()).or_insert_with(|| Slot {
             days: Arc::new(tokio::sync::Mutex::new(MerchantDays::default())),
             used: tick,
             size: Size::default(),
+            filling: false,
         });
         slot.used = tick;
         slot.days.clone()
     }
 
-    /// Records a merchant's size after a question, then evicts down to the cap: the least
-    /// recently used other merchants first, then this merchant's least recently used days.
+    /// Records a merchant's size after a load, then evicts down to the cap: the least recently
+    /// used other merchants first, then this merchant's least recently used days.
     fn settle(&self, id: &MerchantId, days: &Arc<tokio::sync::Mutex<MerchantDays>>, m: &mut MerchantDays) {
         let mut size = m.size();
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
@@ -264,12 +281,84 @@ impl AnalyticsCache {
             Some(_) => {}
             None => {
                 let used = self.tick.load(Ordering::Relaxed);
-                slots.insert(id.clone(), Slot { days: days.clone(), used, size });
+                slots.insert(id.clone(), Slot { days: days.clone(), used, size, filling: false });
             }
         }
         let total: usize = slots.values().map(|s| s.size.bytes).sum();
         metrics::gauge!("omamori_analytics_cache_bytes").set(total as f64);
     }
+
+    /// Starts reading a long period's closed days in the background, newest first, [`LOAD_DAYS`]
+    /// at a time (the merchant's lock is taken per chunk, so questions go on between them); not
+    /// when a fill already runs, or when the period would not fit under the cap.
+    fn fill(self: &Arc<Self>, db: &Db, merchant: &MerchantId, days: Arc<tokio::sync::Mutex<MerchantDays>>, plan: Plan) {
+        {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(slot) = slots.get_mut(merchant).filter(|s| Arc::ptr_eq(&s.days, &days)) else { return };
+            let per_day = slot.size.bytes.checked_div(slot.size.days).unwrap_or(0);
+            if slot.filling || per_day * (plan.cached_end - plan.first) as usize > self.cap_bytes {
+                return;
+            }
+            slot.filling = true;
+        }
+        let (cache, db, merchant) = (self.clone(), db.clone(), merchant.clone());
+        tokio::spawn(async move {
+            if let Err(e) = cache.fill_days(&db, &merchant, &days, plan).await {
+                tracing::warn!(error = %crate::store::describe_error(&e), "analytics days could not be read ahead");
+            }
+            let mut slots = cache.slots.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(slot) = slots.get_mut(&merchant) {
+                slot.filling = false;
+            }
+        });
+    }
+
+    async fn fill_days(
+        &self,
+        db: &Db,
+        merchant: &MerchantId,
+        days: &Arc<tokio::sync::Mutex<MerchantDays>>,
+        plan: Plan,
+    ) -> Result<(), sqlx::Error> {
+        let mut end = plan.cached_end;
+        while end > plan.first {
+            let chunk = Plan { first: (end - LOAD_DAYS).max(plan.first), cached_end: end, live_from: day_start(end) };
+            let mut m = days.lock().await;
+            let mut tx = snapshot(db).await?;
+            let generations = generations(&mut tx, merchant, chunk).await?;
+            let fitted =
+                refresh_days(&mut tx, &mut m, db.backend(), merchant, chunk, &generations, self.next_tick()).await?;
+            tx.commit().await?;
+            self.settle(merchant, days, &mut m);
+            if !fitted {
+                return Ok(());
+            }
+            end = chunk.first;
+        }
+        Ok(())
+    }
+}
+
+/// A read-only transaction with one snapshot for every statement in it.
+async fn snapshot(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    match db.backend() {
+        Backend::Postgres => db.pool().begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await,
+        Backend::Sqlite => db.pool().begin().await,
+    }
+}
+
+/// The most closed days a question reads before it answers. A question missing more is answered
+/// by SQL while [`AnalyticsCache::fill`] reads them (a year of the bench's payments takes longer to
+/// read than SQL takes to answer it).
+pub const LOAD_DAYS: i64 = 31;
+
+/// What a question found.
+enum Built {
+    View(View),
+    /// More than [`LOAD_DAYS`] closed days to read first.
+    TooFar,
+    /// A value that does not fit in memory, or a tie only SQL breaks.
+    Unfit,
 }
 
 /// The rows of a question, with the cache brought up to date under the merchant's lock.
@@ -280,60 +369,68 @@ async fn view(ask: &Ask<'_>) -> Result<Option<(Arc<AnalyticsCache>, View)>, sqlx
     }
     let Some(plan) = plan(f, ask.now) else { return Ok(None) };
     let cache = instance(ask.db, ask.cache_mib);
-    let tick = cache.tick.fetch_add(1, Ordering::Relaxed) + 1;
+    let tick = cache.next_tick();
     let days = cache.merchant(&f.merchant_id, tick);
     let mut m = days.lock().await;
     // One snapshot for the generations and every row read with them.
-    let mut tx = match ask.db.backend() {
-        Backend::Postgres => ask.db.pool().begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?,
-        Backend::Sqlite => ask.db.pool().begin().await?,
-    };
-    let built = build_view(&mut tx, &mut m, f, plan, tick).await?;
+    let mut tx = snapshot(ask.db).await?;
+    let built = build_view(&mut tx, &mut m, ask.db.backend(), f, plan, tick).await?;
     tx.commit().await?;
     cache.settle(&f.merchant_id, &days, &mut m);
-    if built.is_none() {
-        cache.declined.fetch_add(1, Ordering::Relaxed);
+    drop(m);
+    match built {
+        Built::View(v) => return Ok(Some((cache, v))),
+        Built::TooFar => {
+            cache.deferred.fetch_add(1, Ordering::Relaxed);
+            cache.fill(ask.db, &f.merchant_id, days, plan);
+        }
+        Built::Unfit => {
+            cache.declined.fetch_add(1, Ordering::Relaxed);
+        }
     }
-    Ok(built.map(|v| (cache.clone(), v)))
+    Ok(None)
 }
 
 async fn build_view(
     conn: &mut Conn,
     m: &mut MerchantDays,
+    backend: Backend,
     f: &Filter,
     plan: Plan,
     tick: u64,
-) -> Result<Option<View>, sqlx::Error> {
+) -> Result<Built, sqlx::Error> {
     let generations = generations(conn, &f.merchant_id, plan).await?;
-    if !refresh_days(conn, m, &f.merchant_id, plan, &generations).await? {
-        return Ok(None);
+    if stale_days(m, plan, &generations).count() as i64 > LOAD_DAYS {
+        return Ok(Built::TooFar);
+    }
+    if !refresh_days(conn, m, backend, &f.merchant_id, plan, &generations, tick).await? {
+        return Ok(Built::Unfit);
     }
     let Some(newness) = newness(conn, m, f, plan, generations.get(&-1).copied().unwrap_or(0)).await? else {
-        return Ok(None);
+        return Ok(Built::Unfit);
     };
     let mut live = Vec::new();
     if plan.live_from < f.end {
         let today = Filter { start: plan.live_from, ..f.clone() };
-        let Some(blocks) = load(conn, &Source::Live(&today), m).await? else { return Ok(None) };
-        live = blocks.into_iter().map(|(_, b)| b).collect();
+        let Some(blocks) = load(conn, backend, &Source::Live(&today), m.names()).await? else {
+            return Ok(Built::Unfit);
+        };
+        live = blocks.into_values().collect();
     }
-    let stores = match &f.stores {
-        None => None,
-        Some(list) => {
-            let mut mask = vec![false; m.catalog.stores.len()];
-            for s in list.iter().filter_map(|s| m.catalog.stores.get(s.as_str())) {
-                mask[s as usize] = true;
-            }
-            Some(mask)
+    let stores = f.stores.as_ref().map(|list| {
+        let mut mask = vec![false; m.catalog.stores.len()];
+        for s in list.iter().filter_map(|s| m.catalog.stores.get(s.as_str())) {
+            mask[s as usize] = true;
         }
-    };
+        mask
+    });
     let mut cached = Vec::new();
     for (_, d) in m.days.range_mut(plan.first..plan.cached_end) {
         d.used = tick;
         cached.push(d.block.clone());
     }
     let customers = m.customers.len();
-    Ok(Some(View { cached, live, catalog: m.catalog.clone(), customers, stores, newness }))
+    Ok(Built::View(View { cached, live, catalog: m.catalog.clone(), customers, stores, newness }))
 }
 
 /// The generations of the plan's days that ever moved (day → generation; -1: first visits).
@@ -350,35 +447,45 @@ async fn generations(conn: &mut Conn, merchant: &MerchantId, plan: Plan) -> Resu
     rows.iter().map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<i64, _>(1)?))).collect()
 }
 
-/// Loads the plan's closed days that are missing or whose generation moved, a run of days per
-/// query; `false` when a row does not fit in memory.
+/// The plan's closed days that are not cached, or whose generation moved since they were read.
+fn stale_days<'a>(
+    m: &'a MerchantDays,
+    plan: Plan,
+    generations: &'a HashMap<i64, i64>,
+) -> impl Iterator<Item = i64> + 'a {
+    (plan.first..plan.cached_end).filter(move |day| {
+        let generation = generations.get(day).copied().unwrap_or(0);
+        m.days.get(day).is_none_or(|d| d.generation != generation)
+    })
+}
+
+/// Reads the plan's stale days, a run of consecutive days per statement; `false` when a row
+/// does not fit in memory.
 async fn refresh_days(
     conn: &mut Conn,
     m: &mut MerchantDays,
+    backend: Backend,
     merchant: &MerchantId,
     plan: Plan,
     generations: &HashMap<i64, i64>,
+    tick: u64,
 ) -> Result<bool, sqlx::Error> {
-    let generation = |day: i64| generations.get(&day).copied().unwrap_or(0);
-    let stale = |m: &MerchantDays, day: i64| m.days.get(&day).is_none_or(|d| d.generation != generation(day));
-    let mut day = plan.first;
-    while day < plan.cached_end {
-        if !stale(m, day) {
-            day += 1;
-            continue;
+    let stale: Vec<i64> = stale_days(m, plan, generations).collect();
+    let mut runs: Vec<(i64, i64)> = Vec::new();
+    for day in stale {
+        match runs.last_mut() {
+            Some((_, end)) if *end == day => *end += 1,
+            _ => runs.push((day, day + 1)),
         }
-        let mut end = day + 1;
-        while end < plan.cached_end && stale(m, end) {
-            end += 1;
+    }
+    for (first, end) in runs {
+        let source = Source::Closed { merchant, start: day_start(first), end: day_start(end) };
+        let Some(mut blocks) = load(conn, backend, &source, m.names()).await? else { return Ok(false) };
+        for day in first..end {
+            let block = blocks.remove(&day).unwrap_or_else(|| Block::new(day_start(day)));
+            let generation = generations.get(&day).copied().unwrap_or(0);
+            m.days.insert(day, Day { block: Arc::new(block), generation, used: tick });
         }
-        let source = Source::Closed { merchant, start: day_start(day), end: day_start(end) };
-        let Some(blocks) = load(conn, &source, m).await? else { return Ok(false) };
-        let mut blocks: HashMap<i64, Block> = blocks.into_iter().collect();
-        for d in day..end {
-            let block = blocks.remove(&d).unwrap_or_else(|| Block::new(day_start(d)));
-            m.days.insert(d, Day { block: Arc::new(block), generation: generation(d), used: 0 });
-        }
-        day = end;
     }
     Ok(true)
 }
@@ -435,206 +542,6 @@ async fn store_firsts(
         map.insert(customer, row.try_get::<i64, _>(1)?);
     }
     Ok(Some(map))
-}
-
-/// Which payments a load reads.
-enum Source<'a> {
-    /// Every succeeded payment of the merchant in `[start, end)`, with its first-visit flags.
-    Closed { merchant: &'a MerchantId, start: i64, end: i64 },
-    /// The filter's payments, each marked new or not to the filter's stores.
-    Live(&'a Filter),
-}
-
-impl Source<'_> {
-    /// `WITH ... q AS (...)`: the payments, numbered in the order (time, id) every load reads.
-    fn with(&self, sql: &mut Sql) -> String {
-        let p = match self {
-            Source::Closed { merchant, start, end } => {
-                let (m, s, e) = (sql.text(merchant.as_str()), sql.int(*start), sql.int(*end));
-                format!(
-                    "WITH p AS (SELECT id, store_id, amount, refunded, customer_ref, created_at FROM payments \
-                     WHERE merchant_id = {m} AND created_at >= {s} AND created_at < {e} AND status = 'succeeded'), "
-                )
-            }
-            Source::Live(f) => format!("{}, ", analytics::scoped(f, sql)),
-        };
-        format!(
-            "{p}q AS (SELECT id, store_id, amount, refunded, customer_ref, created_at, \
-             ROW_NUMBER() OVER (ORDER BY created_at, id) AS n FROM p) "
-        )
-    }
-
-    /// A payment's flags: its first visits ([`rows::FIRST_AT_MERCHANT`], [`rows::FIRST_AT_STORE`]),
-    /// or whether it is new to the filter ([`rows::NEW_HERE`]).
-    fn flags(&self, sql: &mut Sql) -> String {
-        match self {
-            Source::Closed { merchant, start, end } => {
-                let (m, s, e) = (sql.text(merchant.as_str()), sql.int(*start), sql.int(*end));
-                let first = |stores: &str| {
-                    format!(
-                        "(CASE WHEN q.id IN (SELECT payment_id FROM customer_firsts WHERE merchant_id = {m} \
-                         AND store_id {stores} AND first_at >= {s} AND first_at < {e}) THEN 1 ELSE 0 END)"
-                    )
-                };
-                format!("CAST({} + 2 * {} AS BIGINT)", first("= ''"), first("> ''"))
-            }
-            Source::Live(_) => {
-                "CAST(CASE WHEN q.id IN (SELECT payment_id FROM newp) THEN 4 ELSE 0 END AS BIGINT)".into()
-            }
-        }
-    }
-}
-
-/// Rows being read into day blocks; `first_n` holds each block's first payment number.
-#[derive(Default)]
-struct Loading {
-    blocks: Vec<(i64, Block)>,
-    first_n: Vec<i64>,
-    count: i64,
-}
-
-impl Loading {
-    fn add(&mut self, n: i64, p: NewPayment) -> Option<()> {
-        if n != self.count + 1 {
-            return None;
-        }
-        let day = day_of(p.created_at);
-        match self.blocks.last() {
-            Some((d, _)) if *d == day => {}
-            Some((d, _)) if *d > day => return None,
-            _ => {
-                self.blocks.push((day, Block::new(day_start(day))));
-                self.first_n.push(n);
-            }
-        }
-        self.blocks.last_mut()?.1.push_payment(p)?;
-        self.count = n;
-        Some(())
-    }
-
-    /// The block and place of payment number `n`.
-    fn locate(&mut self, n: i64) -> Option<(&mut Block, u32)> {
-        let at = self.first_n.partition_point(|&first| first <= n).checked_sub(1)?;
-        let local = u32::try_from(n - self.first_n[at]).ok()?;
-        let block = &mut self.blocks.get_mut(at)?.1;
-        (local < block.len() as u32).then_some((block, local))
-    }
-}
-
-/// Reads a source's payments, basket lines and returned items into day blocks (`None`: a value
-/// does not fit, and SQL must answer).
-async fn load(
-    conn: &mut Conn,
-    src: &Source<'_>,
-    m: &mut MerchantDays,
-) -> Result<Option<Vec<(i64, Block)>>, sqlx::Error> {
-    let mut into = Loading::default();
-    if load_payments(conn, src, m, &mut into).await?.is_none()
-        || load_lines(conn, src, m, &mut into).await?.is_none()
-        || load_returned(conn, src, m, &mut into).await?.is_none()
-    {
-        return Ok(None);
-    }
-    for (_, b) in &mut into.blocks {
-        b.finish();
-    }
-    Ok(Some(into.blocks))
-}
-
-async fn load_payments(
-    conn: &mut Conn,
-    src: &Source<'_>,
-    m: &mut MerchantDays,
-    into: &mut Loading,
-) -> Result<Option<()>, sqlx::Error> {
-    let mut sql = Sql::default();
-    let with = src.with(&mut sql);
-    let flags = src.flags(&mut sql);
-    sql.text = format!(
-        "{with}SELECT q.n, q.store_id, q.amount, q.refunded, q.customer_ref, q.created_at, {flags} AS flags \
-         FROM q ORDER BY q.n"
-    );
-    let mut rows = sql.fetch(conn);
-    while let Some(r) = rows.try_next().await? {
-        let customer = match r.try_get::<Option<&str>, _>(4)? {
-            None => NO_CUSTOMER,
-            Some(c) => match m.customers.id(c) {
-                Some(id) => id,
-                None => return Ok(None),
-            },
-        };
-        let Some(store) = rows::store_id(&mut m.catalog, r.try_get::<&str, _>(1)?) else { return Ok(None) };
-        let flags = u8::try_from(r.try_get::<i64, _>(6)?).unwrap_or(0);
-        let p = NewPayment {
-            created_at: r.try_get(5)?,
-            amount: r.try_get(2)?,
-            refunded: r.try_get(3)?,
-            customer,
-            store,
-            flags,
-        };
-        if into.add(r.try_get(0)?, p).is_none() {
-            return Ok(None);
-        }
-    }
-    Ok(Some(()))
-}
-
-async fn load_lines(
-    conn: &mut Conn,
-    src: &Source<'_>,
-    m: &mut MerchantDays,
-    into: &mut Loading,
-) -> Result<Option<()>, sqlx::Error> {
-    let mut sql = Sql::default();
-    let with = src.with(&mut sql);
-    sql.text = format!(
-        "{with}SELECT q.n, i.sku, i.name, i.category, i.quantity, i.unit_amount \
-         FROM q JOIN payment_items i ON i.payment_id = q.id ORDER BY q.n"
-    );
-    let mut rows = sql.fetch(conn);
-    while let Some(r) = rows.try_next().await? {
-        let category = r.try_get::<Option<&str>, _>(3)?.unwrap_or("");
-        let variant = rows::variant_id(&mut m.catalog, r.try_get(1)?, category, r.try_get(2)?);
-        let gross = r.try_get::<i64, _>(4)?.checked_mul(r.try_get::<i64, _>(5)?);
-        let (Some(variant), Some(gross)) = (variant, gross) else { return Ok(None) };
-        let Some((block, payment)) = into.locate(r.try_get(0)?) else { return Ok(None) };
-        if block.push_line(payment, variant, gross).is_none() {
-            return Ok(None);
-        }
-    }
-    Ok(Some(()))
-}
-
-/// The items refunds returned, valued as the SQL values them.
-async fn load_returned(
-    conn: &mut Conn,
-    src: &Source<'_>,
-    m: &mut MerchantDays,
-    into: &mut Loading,
-) -> Result<Option<()>, sqlx::Error> {
-    let mut sql = Sql::default();
-    let with = src.with(&mut sql);
-    let line = |col: &str| {
-        format!("(SELECT MAX(i.{col}) FROM payment_items i WHERE i.payment_id = r.payment_id AND i.sku = r.sku)")
-    };
-    sql.text = format!(
-        "{with}SELECT q.n, r.sku, {} AS category, CAST(r.quantity * {} AS BIGINT) AS v \
-         FROM q JOIN refund_items r ON r.payment_id = q.id WHERE q.refunded > 0",
-        line("category"),
-        line("unit_amount")
-    );
-    let mut rows = sql.fetch(conn);
-    while let Some(r) = rows.try_next().await? {
-        // A returned sku that is not in the basket is worth nothing (SQL sums a NULL).
-        let Some(value) = r.try_get::<Option<i64>, _>(3)? else { continue };
-        let sku = rows::sku_id(&mut m.catalog, r.try_get(1)?);
-        let category = rows::category_id(&mut m.catalog, r.try_get::<Option<&str>, _>(2)?.unwrap_or(""));
-        let (Some(sku), Some(category)) = (sku, category) else { return Ok(None) };
-        let Some((block, payment)) = into.locate(r.try_get(0)?) else { return Ok(None) };
-        block.push_returned(Returned { payment, sku, category, value });
-    }
-    Ok(Some(()))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod analytics;
 pub mod analytics_cache;
+pub mod analytics_load;
 pub mod analytics_routes;
 pub mod analytics_rows;
 pub mod dashboard_routes;
