@@ -235,6 +235,11 @@ fn instance(db: &Db, cache_mib: u32) -> Arc<AnalyticsCache> {
 }
 
 impl AnalyticsCache {
+    fn filling(&self, id: &MerchantId) -> bool {
+        let slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        slots.get(id).is_some_and(|s| s.filling)
+    }
+
     fn next_tick(&self) -> u64 {
         self.tick.fetch_add(1, Ordering::Relaxed) + 1
     }
@@ -322,7 +327,7 @@ impl AnalyticsCache {
     ) -> Result<(), sqlx::Error> {
         let mut end = plan.cached_end;
         while end > plan.first {
-            let chunk = Plan { first: (end - LOAD_DAYS).max(plan.first), cached_end: end, live_from: day_start(end) };
+            let chunk = Plan { first: (end - FILL_DAYS).max(plan.first), cached_end: end, live_from: day_start(end) };
             let mut m = days.lock().await;
             let mut tx = snapshot(db).await?;
             let generations = generations(&mut tx, merchant, chunk).await?;
@@ -347,15 +352,20 @@ async fn snapshot(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx
     }
 }
 
-/// The most closed days a question reads before it answers. A question missing more is answered
-/// by SQL while [`AnalyticsCache::fill`] reads them (a year of the bench's payments takes longer to
-/// read than SQL takes to answer it).
+/// The most closed days, and payments on them, a question reads before it answers (a day after
+/// the close, a day a refund changed; about a week of the bench's business). A question missing
+/// more is answered by SQL while [`AnalyticsCache::fill`] reads them in the background, as
+/// reading a month of the bench's payments takes longer than SQL takes to answer about it.
 pub const LOAD_DAYS: i64 = 31;
+pub const LOAD_PAYMENTS: i64 = 20_000;
+/// Days read per statement in the background, newest first (the merchant's lock is taken for
+/// each, so questions go on between them).
+pub const FILL_DAYS: i64 = 31;
 
 /// What a question found.
 enum Built {
     View(View),
-    /// More than [`LOAD_DAYS`] closed days to read first.
+    /// More than [`LOAD_DAYS`] closed days, or [`LOAD_PAYMENTS`] payments, to read first.
     TooFar,
     /// A value that does not fit in memory, or a tie only SQL breaks.
     Unfit,
@@ -371,7 +381,15 @@ async fn view(ask: &Ask<'_>) -> Result<Option<(Arc<AnalyticsCache>, View)>, sqlx
     let cache = instance(ask.db, ask.cache_mib);
     let tick = cache.next_tick();
     let days = cache.merchant(&f.merchant_id, tick);
-    let mut m = days.lock().await;
+    // While a long period is read in the background, SQL answers rather than wait for it.
+    let mut m = match days.try_lock() {
+        Ok(m) => m,
+        Err(_) if cache.filling(&f.merchant_id) => {
+            cache.deferred.fetch_add(1, Ordering::Relaxed);
+            return Ok(None);
+        }
+        Err(_) => days.lock().await,
+    };
     // One snapshot for the generations and every row read with them.
     let mut tx = snapshot(ask.db).await?;
     let built = build_view(&mut tx, &mut m, ask.db.backend(), f, plan, tick).await?;
@@ -400,7 +418,11 @@ async fn build_view(
     tick: u64,
 ) -> Result<Built, sqlx::Error> {
     let generations = generations(conn, &f.merchant_id, plan).await?;
-    if stale_days(m, plan, &generations).count() as i64 > LOAD_DAYS {
+    let stale: Vec<i64> = stale_days(m, plan, &generations).collect();
+    if let (Some(&first), Some(&last)) = (stale.first(), stale.last())
+        && (stale.len() as i64 > LOAD_DAYS
+            || payments_between(conn, &f.merchant_id, day_start(first), day_start(last + 1)).await? > LOAD_PAYMENTS)
+    {
         return Ok(Built::TooFar);
     }
     if !refresh_days(conn, m, backend, &f.merchant_id, plan, &generations, tick).await? {
@@ -431,6 +453,16 @@ async fn build_view(
     }
     let customers = m.customers.len();
     Ok(Built::View(View { cached, live, catalog: m.catalog.clone(), customers, stores, newness }))
+}
+
+/// How many payments the merchant has in `[start, end)` (an index range, counted).
+async fn payments_between(conn: &mut Conn, merchant: &MerchantId, start: i64, end: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT COUNT(*) FROM payments WHERE merchant_id = $1 AND created_at >= $2 AND created_at < $3")
+        .bind(merchant)
+        .bind(start)
+        .bind(end)
+        .fetch_one(&mut *conn)
+        .await
 }
 
 /// The generations of the plan's days that ever moved (day → generation; -1: first visits).

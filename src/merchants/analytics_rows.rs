@@ -664,3 +664,82 @@ pub fn baskets(view: &View, min: i64) -> Option<Baskets> {
         .collect();
     Some(Baskets { min_customers: min, pairs })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two payments of one day: a basket of tea twice and a rice ball, then one without a basket.
+    fn day() -> (Arc<Catalog>, Block) {
+        let mut catalog = Arc::new(Catalog::default());
+        let store = store_id(&mut catalog, "sto_a").unwrap();
+        let tea = variant_id(&mut catalog, "TEA", "drinks", "Tea").unwrap();
+        let oni = variant_id(&mut catalog, "ONI", "", "Rice ball").unwrap();
+        let mut b = Block::new(0);
+        let p =
+            NewPayment { created_at: 1_000, amount: 460, refunded: 150, customer: 0, store, flags: FIRST_AT_MERCHANT };
+        let first = b.push_payment(p).unwrap();
+        for (v, gross) in [(tea, 150), (oni, 160), (tea, 150)] {
+            b.push_line(first, v, gross).unwrap();
+        }
+        let sku = catalog.skus.get("TEA").unwrap();
+        let category = catalog.categories.get("drinks").unwrap();
+        b.push_returned(Returned { payment: first, sku, category, value: 150 });
+        b.push_payment(NewPayment { created_at: 2_000, amount: 999, refunded: 0, customer: 1, flags: 0, ..p }).unwrap();
+        b.finish();
+        (catalog, b)
+    }
+
+    fn view(catalog: Arc<Catalog>, b: Block) -> View {
+        View {
+            cached: vec![Arc::new(b)],
+            live: vec![],
+            catalog,
+            customers: 2,
+            stores: None,
+            newness: Newness::Merchant,
+        }
+    }
+
+    #[test]
+    fn lines_belong_to_their_payment_and_come_in_order() {
+        let (_, mut b) = day();
+        assert_eq!((b.lines(0), b.lines(1)), (0..3, 3..3));
+        // A line for an earlier payment than the last one given is refused, not misfiled.
+        assert_eq!(b.push_line(0, 0, 1), None);
+        let before_the_day = NewPayment { created_at: -1, amount: 1, refunded: 0, customer: 0, store: 0, flags: 0 };
+        assert_eq!(b.push_payment(before_the_day), None);
+    }
+
+    #[test]
+    fn figures_count_payments_once_per_group_and_refunds_against_items() {
+        let (catalog, b) = day();
+        let sales = sales(&view(catalog.clone(), b), GroupBy::Sku, 1).unwrap();
+        assert_eq!((sales.totals.payments, sales.totals.gross, sales.totals.refunds), (2, 1459, 150));
+        let tea = sales.items.iter().find(|r| r.key.as_deref() == Some("TEA")).unwrap();
+        assert_eq!((tea.figures.payments, tea.figures.gross, tea.figures.refunds), (1, 300, 150));
+        assert_eq!(tea.name.as_deref(), Some("Tea"));
+        let (catalog, b) = day();
+        let by_category = sales_of(&view(catalog, b), GroupBy::Category);
+        let keys: Vec<Option<&str>> = by_category.items.iter().map(|r| r.key.as_deref()).collect();
+        assert_eq!(keys, vec![None, Some("drinks")], "by net (rice balls kept 160, tea 150); uncategorised is null");
+    }
+
+    fn sales_of(v: &View, group: GroupBy) -> Sales {
+        sales(v, group, 1).unwrap()
+    }
+
+    #[test]
+    fn a_first_visit_tied_with_another_store_s_is_left_to_sql() {
+        let (catalog, mut b) = day();
+        b.flags[0] = FIRST_AT_STORE;
+        let other = Arc::new(HashMap::from([(0u32, 1_000i64)]));
+        let mut v = view(catalog, b);
+        v.newness = Newness::Among(vec![(0, Arc::new(HashMap::new())), (7, other)]);
+        assert_eq!(customers(&v, 1), None, "the same millisecond at two stores: only the ids decide");
+        if let Newness::Among(firsts) = &mut v.newness {
+            firsts[1].1 = Arc::new(HashMap::from([(0u32, 999i64)]));
+        }
+        assert_eq!(customers(&v, 1).unwrap().new_customers, Some(0), "an earlier first elsewhere: returning");
+    }
+}
