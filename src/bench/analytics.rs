@@ -141,7 +141,9 @@ pub async fn analytics(mut config: crate::config::Config, run: AnalyticsRun) -> 
         if counts {
             worst_p50 = worst_p50.max(p50);
         }
-        let ahead = cold.read_ahead.map(|d| format!(" (SQL answered; the days were read in {:.1} s)", d.as_secs_f64()));
+        let ahead = cold.read_ahead.map(|d| {
+            format!(" (SQL answered while the days were read: in memory {:.1} s after the question)", d.as_secs_f64())
+        });
         println!(
             "{path}: cold {:.1} ms{}; warm p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} requests){}",
             ms(cold.first),
@@ -228,13 +230,16 @@ async fn time_route(
     db: &crate::store::Db,
 ) -> anyhow::Result<(Cold, Vec<Duration>)> {
     let auth = [("Authorization", format!("Bearer {token}"))];
+    let deferred = crate::merchants::analytics_cache::stats(db).deferred;
     let t0 = Instant::now();
     let (status, body) = request(addr, "GET", path, None, &auth).await?;
     let first = t0.elapsed();
     anyhow::ensure!(status == 200, "{path} answered {status}: {body}");
     let mut read_ahead = None;
-    while crate::merchants::analytics_cache::stats(db).filling > 0 && t0.elapsed() < Duration::from_secs(300) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    if crate::merchants::analytics_cache::stats(db).deferred > deferred {
+        while crate::merchants::analytics_cache::stats(db).filling > 0 && t0.elapsed() < Duration::from_secs(300) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         read_ahead = Some(t0.elapsed());
     }
     let cold = Cold { first, read_ahead };

@@ -975,12 +975,17 @@ fn generation_trigger(s: &mut Schema, d: Dialect, c: &mut Cur) -> Result<(), Str
         g
     };
     c.done()?;
-    let t = s.table(&table)?;
+    moves_on(s, d, &table, events, &format!("moves the {group} generation"))
+}
+
+/// Records that `table`'s trigger does `what` on each of `events` (SQLite has no TRUNCATE).
+fn moves_on(s: &mut Schema, d: Dialect, table: &str, events: Vec<String>, what: &str) -> Result<(), String> {
+    let t = s.table(table)?;
     for event in events {
         match event.as_str() {
             "truncate" if d == Dialect::Postgres => {}
             "insert" | "update" | "delete" => {
-                t.guards.insert(format!("moves the {group} generation on {event}"));
+                t.guards.insert(format!("{what} on {event}"));
             }
             _ => return Err(format!("unsupported trigger event `{event}`")),
         }
@@ -1012,17 +1017,7 @@ fn analytics_body(c: &mut Cur) -> Result<(), String> {
 }
 
 fn analytics_guards(s: &mut Schema, d: Dialect, table: &str, events: Vec<String>) -> Result<(), String> {
-    let t = s.table(table)?;
-    for event in events {
-        match event.as_str() {
-            "truncate" if d == Dialect::Postgres => {}
-            "insert" | "update" | "delete" => {
-                t.guards.insert(format!("moves the analytics generation of its day on {event}"));
-            }
-            _ => return Err(format!("unsupported trigger event `{event}`")),
-        }
-    }
-    Ok(())
+    moves_on(s, d, table, events, "moves the analytics generation of its day")
 }
 
 /// A PostgreSQL function body that only upserts `analytics_generations` (inserts into nothing
