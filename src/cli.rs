@@ -251,7 +251,7 @@ enum BenchCommand {
         /// How many items the stores sell.
         #[arg(long, default_value_t = 2_000)]
         items: u64,
-        /// Timed requests per route.
+        /// Warm requests per route, after the first (timed apart, on an empty cache).
         #[arg(long, default_value_t = 20)]
         requests: u64,
     },

@@ -52,6 +52,7 @@ pub const SETTINGS: &[&str] = &[
     "webhook_signing_key",
     "analytics_key",
     "analytics_min_customers",
+    "analytics_cache_mib",
     "smtp_url",
     "smtp_from",
     "sms_gateway_url",
@@ -257,6 +258,9 @@ pub struct Config {
     pub payment_code_prefix: String,
     /// Analytics figures resting on fewer distinct customers are `null` (default 5).
     pub analytics_min_customers: u32,
+    /// The most memory, in MiB, that merchants' analytics keep of closed days on this instance
+    /// (`merchants::analytics_cache`; 0: none, every answer from SQL).
+    pub analytics_cache_mib: u32,
     /// Whether `serve` runs the daily close and the first-visit fold each minute: always in
     /// service; not an environment setting (`bench analytics` turns it off, as its seeded year has
     /// no journal entries to settle).
@@ -432,6 +436,7 @@ impl Default for Config {
             password_hash_concurrency: std::thread::available_parallelism().map_or(1, |n| (n.get() as u32 / 2).max(1)),
             payment_code_prefix: "4649".to_string(),
             analytics_min_customers: 5,
+            analytics_cache_mib: 256,
             daily_close: true,
             keys: Keys::default(),
             notify: NotifyConfig::default(),
@@ -836,6 +841,7 @@ fn set_limits(config: &mut Config, setting: &str, value: &str) -> Result<bool, S
         "throttle_subnet_failures" => config.throttle_subnet_failures = number(value, 1, 1_000_000)?,
         "password_hash_concurrency" => config.password_hash_concurrency = number(value, 1, 256)?,
         "analytics_min_customers" => config.analytics_min_customers = number(value, 1, 1_000_000)?,
+        "analytics_cache_mib" => config.analytics_cache_mib = number(value, 0, 1_048_576)?,
         "payment_code_prefix" => {
             validate_code_prefix(value)?;
             config.payment_code_prefix = value.to_string();

@@ -21,7 +21,7 @@ pub struct AnalyticsRun {
     pub stores: u64,
     pub customers: u64,
     pub items: u64,
-    /// Timed requests per route (after one untimed).
+    /// Warm requests per route (after the first, timed apart as cold).
     pub requests: u64,
 }
 
@@ -132,22 +132,42 @@ pub async fn analytics(mut config: crate::config::Config, run: AnalyticsRun) -> 
     let week_ago = crate::store::clock::tokyo_date(now - 7 * DAY_MS);
     let year_ago = crate::store::clock::tokyo_date(now - 365 * DAY_MS);
     let mut worst_p50 = Duration::ZERO;
+    println!("load average before: {}", load_average());
     for (path, counts) in routes(&today, &week_ago, &year_ago) {
-        let latencies = time_route(addr, &token, &path, run.requests).await?;
+        // Each route's first question meets an empty cache of closed days: it is timed as "cold".
+        crate::merchants::analytics_cache::clear(&state.db);
+        let (cold, latencies) = time_route(addr, &token, &path, run.requests, &state.db).await?;
         let p50 = percentile(&latencies, 0.5);
         if counts {
             worst_p50 = worst_p50.max(p50);
         }
+        let ahead = cold.read_ahead.map(|d| {
+            format!(" (SQL answered while the days were read: in memory {:.1} s after the question)", d.as_secs_f64())
+        });
         println!(
-            "{path}: p50 {:.1} ms, p95 {:.1} ms, max {:.1} ms ({} requests){}",
+            "{path}: cold {:.1} ms{}; warm p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} requests){}",
+            ms(cold.first),
+            ahead.unwrap_or_default(),
             ms(p50),
-            ms(percentile(&latencies, 0.95)),
+            ms(percentile(&latencies, 0.99)),
             ms(percentile(&latencies, 1.0)),
             latencies.len(),
             if counts { "" } else { " [a year: beyond the goal's 30 days]" }
         );
     }
-    println!("worst p50 of the dashboard's routes (30 days and today): {:.1} ms (goal 200 ms)", ms(worst_p50));
+    let held = crate::merchants::analytics_cache::stats(&state.db);
+    println!(
+        "analytics cache after the year-long question: {} days, {} payments, {:.1} MiB ({} answers from memory; \
+         SQL answered {} while days were read ahead, {} for values memory could not hold)",
+        held.days,
+        held.payments,
+        held.bytes as f64 / (1024.0 * 1024.0),
+        held.answers,
+        held.deferred,
+        held.declined
+    );
+    println!("load average after: {}", load_average());
+    println!("worst warm p50 of the dashboard's routes (30 days and today): {:.1} ms (goal 200 ms)", ms(worst_p50));
     server.abort();
     drop(state);
     if let Some(s) = scratch {
@@ -187,10 +207,42 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-async fn time_route(addr: std::net::SocketAddr, token: &str, path: &str, n: u64) -> anyhow::Result<Vec<Duration>> {
+/// The 1-, 5- and 15-minute load averages (the machine is shared), or why not.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// A route's first request on an empty cache, and how long the days it asked about then took to
+/// read in the background (a period longer than the cache reads before answering).
+struct Cold {
+    first: Duration,
+    read_ahead: Option<Duration>,
+}
+
+/// The first (cold) request's time, then, once no days are being read ahead, `n` more, sorted.
+async fn time_route(
+    addr: std::net::SocketAddr,
+    token: &str,
+    path: &str,
+    n: u64,
+    db: &crate::store::Db,
+) -> anyhow::Result<(Cold, Vec<Duration>)> {
     let auth = [("Authorization", format!("Bearer {token}"))];
+    let deferred = crate::merchants::analytics_cache::stats(db).deferred;
+    let t0 = Instant::now();
     let (status, body) = request(addr, "GET", path, None, &auth).await?;
+    let first = t0.elapsed();
     anyhow::ensure!(status == 200, "{path} answered {status}: {body}");
+    let mut read_ahead = None;
+    if crate::merchants::analytics_cache::stats(db).deferred > deferred {
+        while crate::merchants::analytics_cache::stats(db).filling > 0 && t0.elapsed() < Duration::from_secs(300) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        read_ahead = Some(t0.elapsed());
+    }
+    let cold = Cold { first, read_ahead };
     let mut latencies = Vec::with_capacity(n as usize);
     for _ in 0..n {
         let t0 = Instant::now();
@@ -199,7 +251,7 @@ async fn time_route(addr: std::net::SocketAddr, token: &str, path: &str, n: u64)
         anyhow::ensure!(status == 200, "{path} answered {status}");
     }
     latencies.sort();
-    Ok(latencies)
+    Ok((cold, latencies))
 }
 
 /// The sandbox owner's dashboard session (password and the current authenticator code).

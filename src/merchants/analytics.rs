@@ -53,8 +53,8 @@ fn base32_130(bytes: &[u8]) -> String {
     out
 }
 
-const TOKYO_MS: i64 = 9 * 3_600_000;
-const DAY_MS: i64 = 86_400_000;
+pub(crate) const TOKYO_MS: i64 = 9 * 3_600_000;
+pub(crate) const DAY_MS: i64 = 86_400_000;
 const WEEKDAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 /// Which payments a question is about: one merchant's, of some of its stores, made in `[start, end)`.
@@ -91,7 +91,7 @@ impl Sql {
         format!("${}", self.args.len())
     }
 
-    pub(crate) async fn fetch_all(self, conn: &mut Conn) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+    fn query(self) -> sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments> {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(self.text));
         for a in self.args {
             q = match a {
@@ -99,7 +99,19 @@ impl Sql {
                 Arg::Int(i) => q.bind(i),
             };
         }
-        q.fetch_all(&mut *conn).await
+        q
+    }
+
+    pub(crate) async fn fetch_all(self, conn: &mut Conn) -> Result<Vec<sqlx::any::AnyRow>, sqlx::Error> {
+        self.query().fetch_all(&mut *conn).await
+    }
+
+    /// The rows one at a time, as they come (a year of them need not be held at once).
+    pub(crate) fn fetch(
+        self,
+        conn: &mut Conn,
+    ) -> futures::stream::BoxStream<'_, Result<sqlx::any::AnyRow, sqlx::Error>> {
+        self.query().fetch(conn)
     }
 }
 
@@ -232,8 +244,31 @@ impl GroupBy {
         }
     }
 
-    fn by_item(self) -> bool {
+    pub(crate) fn by_item(self) -> bool {
         matches!(self, GroupBy::Category | GroupBy::Sku)
+    }
+}
+
+/// The key of a payment made at `t` (ms) for a breakdown by time, as [`GroupBy::payment_key`]
+/// computes it in SQL (an hour of the day, a day number, or weekday × 24 + hour); `None` for the
+/// other breakdowns.
+pub(crate) fn time_key(group: GroupBy, t: i64) -> Option<i64> {
+    let tokyo = t + TOKYO_MS;
+    Some(match group {
+        GroupBy::Hour => (tokyo / 3_600_000) % 24,
+        GroupBy::Day => tokyo / DAY_MS,
+        GroupBy::WeekdayHour => ((tokyo / DAY_MS + 3) % 7) * 24 + (tokyo / 3_600_000) % 24,
+        GroupBy::Store | GroupBy::Category | GroupBy::Sku => return None,
+    })
+}
+
+/// A time key as the API spells it: `"09"`, `"2026-12-03"` or `"mon-09"` (empty for the others).
+pub(crate) fn time_key_text(group: GroupBy, k: i64) -> String {
+    match group {
+        GroupBy::Hour => format!("{k:02}"),
+        GroupBy::Day => crate::store::clock::tokyo_date(k * DAY_MS + DAY_MS / 2 - TOKYO_MS),
+        GroupBy::WeekdayHour => format!("{}-{:02}", WEEKDAYS[(k / 24).rem_euclid(7) as usize], k % 24),
+        GroupBy::Store | GroupBy::Category | GroupBy::Sku => String::new(),
     }
 }
 
@@ -241,12 +276,7 @@ impl GroupBy {
 /// (`None`: uncategorised) or a sku.
 fn key_of(group: GroupBy, row: &sqlx::any::AnyRow) -> Result<Option<String>, sqlx::Error> {
     Ok(Some(match group {
-        GroupBy::Hour => format!("{:02}", row.try_get::<i64, _>("k")?),
-        GroupBy::Day => crate::store::clock::tokyo_date(row.try_get::<i64, _>("k")? * DAY_MS + DAY_MS / 2 - TOKYO_MS),
-        GroupBy::WeekdayHour => {
-            let k: i64 = row.try_get("k")?;
-            format!("{}-{:02}", WEEKDAYS[(k / 24).rem_euclid(7) as usize], k % 24)
-        }
+        GroupBy::Hour | GroupBy::Day | GroupBy::WeekdayHour => time_key_text(group, row.try_get::<i64, _>("k")?),
         GroupBy::Store | GroupBy::Sku => row.try_get::<String, _>("k")?,
         GroupBy::Category => {
             let c: String = row.try_get("k")?;
@@ -448,6 +478,13 @@ pub async fn sales(db: &crate::store::Db, f: &Filter, group: GroupBy, min: i64) 
         Ok::<_, sqlx::Error>(out)
     };
     let (totals, mut items) = tokio::try_join!(totals, breakdown)?;
+    sort_rows(group, &mut items);
+    Ok(Sales { min_customers: min, items, totals: SalesFigures::of(totals, min) })
+}
+
+/// The order of a breakdown's rows: items and categories by net (then key), weekdays Monday
+/// first, the others by key.
+pub(crate) fn sort_rows(group: GroupBy, items: &mut [SalesRow]) {
     match group {
         GroupBy::Category | GroupBy::Sku => {
             items.sort_by(|a, b| b.figures.net.cmp(&a.figures.net).then_with(|| a.key.cmp(&b.key)))
@@ -455,7 +492,6 @@ pub async fn sales(db: &crate::store::Db, f: &Filter, group: GroupBy, min: i64) 
         GroupBy::WeekdayHour => items.sort_by_key(|r| weekday_order(r.key.as_deref())),
         _ => items.sort_by(|a, b| a.key.cmp(&b.key)),
     }
-    Ok(Sales { min_customers: min, items, totals: SalesFigures::of(totals, min) })
 }
 
 fn weekday_order(key: Option<&str>) -> (usize, String) {

@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::analytics::{self, Baskets, Customers, Filter, GroupBy, Sales};
+use super::analytics_cache::{self, Ask};
 use super::settlement::day_bounds;
 use crate::http::auth::MerchantStaff;
 use crate::http::error::{ApiError, AuthErrors, NotFound404, Problem};
@@ -121,8 +122,15 @@ async fn fold(state: &AppState, who: &MerchantStaff) -> Result<(), ApiError> {
     Ok(analytics::fold(&state.db, who.merchant_id(), state.clock.now_ms()).await?)
 }
 
-fn min_customers(state: &AppState) -> i64 {
-    i64::from(state.config.analytics_min_customers)
+/// A question for the analytics: from this instance's cache of closed days where it can answer.
+fn ask<'a>(state: &'a AppState, f: &'a Filter) -> Ask<'a> {
+    Ask {
+        db: &state.db,
+        filter: f,
+        min: i64::from(state.config.analytics_min_customers),
+        now: state.clock.now_ms(),
+        cache_mib: state.config.analytics_cache_mib,
+    }
 }
 
 /// Sales of a period, broken down by hour, day, weekday and hour, store, category or item.
@@ -145,7 +153,7 @@ async fn sales(
     let range = AnalyticsQuery { from: q.from, to: q.to, store_id: q.store_id };
     let f = range.filter(&who, state.clock.now_ms())?;
     fold(&state, &who).await?;
-    Ok(axum::Json(analytics::sales(&state.db, &f, group, min_customers(&state)).await?).into_response())
+    Ok(axum::Json(analytics_cache::sales(&ask(&state, &f), group).await?).into_response())
 }
 
 /// The period's customers: new and returning, repeat rate, visits and the days between them.
@@ -161,8 +169,7 @@ async fn customers(
 ) -> Result<Response, ApiError> {
     let f = query(q)?.filter(&who, state.clock.now_ms())?;
     fold(&state, &who).await?;
-    let mut conn = state.db.pool().acquire().await?;
-    Ok(axum::Json(analytics::customers(&mut conn, &f, min_customers(&state)).await?).into_response())
+    Ok(axum::Json(analytics_cache::customers(&ask(&state, &f)).await?).into_response())
 }
 
 /// Items bought together: pairs bought by at least `min_customers` customers, with their lift.
@@ -178,7 +185,7 @@ async fn baskets(
 ) -> Result<Response, ApiError> {
     let f = query(q)?.filter(&who, state.clock.now_ms())?;
     fold(&state, &who).await?;
-    Ok(axum::Json(analytics::baskets(&state.db, &f, min_customers(&state)).await?).into_response())
+    Ok(axum::Json(analytics_cache::baskets(&ask(&state, &f)).await?).into_response())
 }
 
 /// What `GET /v1/merchant/payments` takes.

@@ -6,7 +6,10 @@
 //! store, and revocable.
 
 pub mod analytics;
+pub mod analytics_cache;
+pub mod analytics_load;
 pub mod analytics_routes;
+pub mod analytics_rows;
 pub mod dashboard_routes;
 pub mod payouts;
 pub mod qr;

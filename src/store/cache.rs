@@ -72,6 +72,17 @@ pub fn peek<T: Clone + Send + Sync + 'static>(db: &Db, group: Group, key: &str) 
     db.caches().lookup::<T>(group, key).map(|v| v.as_ref().clone())
 }
 
+/// A cache that a capability keeps per instance (one per type `T`), made by `make` on first use:
+/// merchants' analytics keep closed days in one, with a staleness rule of their own.
+pub fn per_instance<T: Send + Sync + 'static>(db: &Db, make: impl FnOnce() -> T) -> Arc<T> {
+    db.caches().instance(make)
+}
+
+/// This instance's cache of type `T`, if [`per_instance`] made one.
+pub fn peek_instance<T: Send + Sync + 'static>(db: &Db) -> Option<Arc<T>> {
+    db.caches().instance_if()
+}
+
 /// Keeps a value loaded after reading `generation` (which this instance then knows of too).
 fn keep<T: Send + Sync + 'static>(db: &Db, group: Group, key: &str, generation: i64, value: Arc<T>) {
     db.caches().learn(group, generation);

@@ -43,6 +43,9 @@ type Entry = (i64, Arc<dyn Any + Send + Sync>);
 pub struct Caches {
     known: [AtomicI64; 3],
     values: [RwLock<HashMap<String, Entry>>; 3],
+    /// Caches that a capability above the store keeps per instance (one per type), with staleness
+    /// rules of their own: merchants' analytics keep closed days here.
+    instance: std::sync::Mutex<HashMap<std::any::TypeId, Arc<dyn Any + Send + Sync>>>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -65,6 +68,24 @@ impl Caches {
             return None;
         }
         value.clone().downcast::<T>().ok()
+    }
+
+    /// This instance's value of type `T`, made by `make` when first asked for.
+    pub(super) fn instance<T: Send + Sync + 'static>(&self, make: impl FnOnce() -> T) -> Arc<T> {
+        let key = std::any::TypeId::of::<T>();
+        let mut slots = self.instance.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(value) = slots.get(&key).and_then(|v| v.clone().downcast::<T>().ok()) {
+            return value;
+        }
+        let value = Arc::new(make());
+        slots.insert(key, value.clone());
+        value
+    }
+
+    /// This instance's value of type `T`, if one was made.
+    pub(super) fn instance_if<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        let slots = self.instance.lock().unwrap_or_else(|e| e.into_inner());
+        slots.get(&std::any::TypeId::of::<T>()).and_then(|v| v.clone().downcast::<T>().ok())
     }
 
     pub(super) fn keep(&self, group: Group, key: &str, generation: i64, value: Arc<dyn Any + Send + Sync>) {

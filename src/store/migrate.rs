@@ -115,6 +115,12 @@ const MIGRATIONS: &[Migration] = &[
         sqlite: include_str!("../../migrations/sqlite/0018_settlement_reversals.sql"),
         postgres: include_str!("../../migrations/postgres/0018_settlement_reversals.sql"),
     },
+    Migration {
+        version: 19,
+        name: "analytics_generations",
+        sqlite: include_str!("../../migrations/sqlite/0019_analytics_generations.sql"),
+        postgres: include_str!("../../migrations/postgres/0019_analytics_generations.sql"),
+    },
 ];
 
 /// An arbitrary constant that names Omamori's migration lock among PostgreSQL advisory locks.

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod analytics;
+mod analytics_cache;
 mod architecture;
 mod attacks;
 mod bad_input;

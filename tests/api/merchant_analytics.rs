@@ -8,12 +8,12 @@ use crate::both_backends;
 use crate::helpers::*;
 use crate::merchant_staff::{STAFF_IP, Staff, demo_owner, staff_login};
 
-async fn get(app: &TestApp, path: &str, token: &str) -> Reply {
+pub(crate) async fn get(app: &TestApp, path: &str, token: &str) -> Reply {
     app.authed(Method::GET, path, token, None, STAFF_IP).await
 }
 
 /// A new store of `merchant` and its terminal key, made by an operator (session `op`).
-async fn store_with_terminal(app: &TestApp, op: &str, merchant: &str, name: &str) -> (String, String) {
+pub(crate) async fn store_with_terminal(app: &TestApp, op: &str, merchant: &str, name: &str) -> (String, String) {
     let st = app
         .authed(
             Method::POST,
@@ -65,12 +65,12 @@ async fn other_merchant(app: &TestApp, op: &str) -> (String, String, String) {
     (store, key, token)
 }
 
-fn item(sku: &str, category: Option<&str>, quantity: i64, unit_amount: i64) -> Value {
+pub(crate) fn item(sku: &str, category: Option<&str>, quantity: i64, unit_amount: i64) -> Value {
     json!({"sku": sku, "name": format!("Item {sku}"), "category": category, "quantity": quantity, "unit_amount": unit_amount})
 }
 
 /// One POS payment of `items` (or of `amount` without a basket); answers its id.
-async fn pay(app: &TestApp, key: &str, s: &Shopper, items: &Value, amount: Option<i64>) -> String {
+pub(crate) async fn pay(app: &TestApp, key: &str, s: &Shopper, items: &Value, amount: Option<i64>) -> String {
     let sum = items
         .as_array()
         .unwrap()

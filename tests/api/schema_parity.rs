@@ -236,6 +236,8 @@ struct Schema {
     refusing_functions: BTreeSet<String>,
     /// PostgreSQL trigger functions that move the cache generation their argument names.
     generation_functions: BTreeSet<String>,
+    /// PostgreSQL trigger functions that move the analytics generation of a row's day.
+    analytics_functions: BTreeSet<String>,
 }
 
 impl Schema {
@@ -940,6 +942,11 @@ fn generation_trigger(s: &mut Schema, d: Dialect, c: &mut Cur) -> Result<(), Str
     };
     let group = if d == Dialect::Sqlite {
         c.eat_all("for each row");
+        if c.eat_all("begin insert into analytics_generations") {
+            c.p -= 4;
+            analytics_body(c)?;
+            return analytics_guards(s, d, &table, events);
+        }
         c.expect("begin update cache_generations set generation = generation +")?;
         if c.peek() != Some(&Tok::Num("1".into())) {
             return Err(format!("expected `1`, found {}", c.found()));
@@ -954,6 +961,11 @@ fn generation_trigger(s: &mut Schema, d: Dialect, c: &mut Cur) -> Result<(), Str
         c.ident()?;
         c.expect("execute function")?;
         let function = c.ident()?;
+        if s.analytics_functions.contains(&function) {
+            c.expect("( )")?;
+            c.done()?;
+            return analytics_guards(s, d, &table, events);
+        }
         if !s.generation_functions.contains(&function) {
             return Err(format!("`{function}` is not a known function that moves a cache generation"));
         }
@@ -963,17 +975,64 @@ fn generation_trigger(s: &mut Schema, d: Dialect, c: &mut Cur) -> Result<(), Str
         g
     };
     c.done()?;
-    let t = s.table(&table)?;
+    moves_on(s, d, &table, events, &format!("moves the {group} generation"))
+}
+
+/// Records that `table`'s trigger does `what` on each of `events` (SQLite has no TRUNCATE).
+fn moves_on(s: &mut Schema, d: Dialect, table: &str, events: Vec<String>, what: &str) -> Result<(), String> {
+    let t = s.table(table)?;
     for event in events {
         match event.as_str() {
             "truncate" if d == Dialect::Postgres => {}
             "insert" | "update" | "delete" => {
-                t.guards.insert(format!("moves the {group} generation on {event}"));
+                t.guards.insert(format!("{what} on {event}"));
             }
             _ => return Err(format!("unsupported trigger event `{event}`")),
         }
     }
     Ok(())
+}
+
+/// The third kind of trigger: after a change to a payment (or its lines, refunded items, first
+/// visits), move the generation of the day it belongs to in `analytics_generations`. SQLite's body
+/// is `BEGIN INSERT INTO analytics_generations ...; ... END`, statements of nothing else;
+/// PostgreSQL's `EXECUTE FUNCTION f()` where `f`'s body only upserts that table. Compared as "moves
+/// the analytics generation of its day on EVENT" (the days are computed alike: the reviewer reads
+/// the two files side by side).
+fn analytics_body(c: &mut Cur) -> Result<(), String> {
+    c.expect("begin")?;
+    loop {
+        c.expect("insert into analytics_generations")?;
+        while !c.is(";") {
+            if c.peek().is_none() || c.is("update") && !matches!(c.t.get(c.p - 1), Some(Tok::Word(w)) if w == "do") {
+                return Err(format!("only upserts of analytics_generations are understood, found {}", c.found()));
+            }
+            c.p += 1;
+        }
+        c.expect(";")?;
+        if c.eat("end") {
+            return c.done();
+        }
+    }
+}
+
+fn analytics_guards(s: &mut Schema, d: Dialect, table: &str, events: Vec<String>) -> Result<(), String> {
+    moves_on(s, d, table, events, "moves the analytics generation of its day")
+}
+
+/// A PostgreSQL function body that only upserts `analytics_generations` (inserts into nothing
+/// else, updates only by `ON CONFLICT DO UPDATE`, deletes nothing) and returns NULL.
+fn is_analytics_body(toks: &[Tok]) -> bool {
+    let w = |k: usize, x: &str| matches!(toks.get(k), Some(Tok::Word(y)) if y == x);
+    let inserts = (0..toks.len()).filter(|&k| w(k, "insert")).collect::<Vec<_>>();
+    let tail = ["return", "null", ";", "end"];
+    let ends = toks.len() >= 4
+        && toks[toks.len() - 4..].iter().zip(tail).all(|(t, x)| matches!(t, Tok::Word(y) | Tok::Sym(y) if y == x));
+    w(0, "begin")
+        && ends
+        && !inserts.is_empty()
+        && inserts.iter().all(|&k| w(k + 1, "into") && w(k + 2, "analytics_generations"))
+        && (0..toks.len()).all(|k| !w(k, "delete") && (!w(k, "update") || k > 0 && w(k - 1, "do")))
 }
 
 fn create_function(s: &mut Schema, c: &mut Cur) -> Result<(), String> {
@@ -995,6 +1054,14 @@ fn create_function(s: &mut Schema, c: &mut Cur) -> Result<(), String> {
         return Err("only LANGUAGE plpgsql is understood".into());
     }
     let toks: Vec<Tok> = tokenize(&body.ok_or("no function body")?)?.into_iter().map(|(tok, _)| tok).collect();
+    let trimmed = match toks.last() {
+        Some(Tok::Sym(x)) if x == ";" => &toks[..toks.len() - 1],
+        _ => &toks[..],
+    };
+    if is_analytics_body(trimmed) {
+        s.analytics_functions.insert(name);
+        return Ok(());
+    }
     let b = &mut Cur::new(&toks);
     if b.eat_all("begin update cache_generations set generation = generation +") {
         b.p += 1;
