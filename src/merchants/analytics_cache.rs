@@ -158,6 +158,18 @@ fn plan(f: &Filter, now: i64) -> Option<Plan> {
     (cached_end > first).then(|| Plan { first, cached_end, live_from: day_start(cached_end) })
 }
 
+/// `plan` cut to the days whose first visits the fold has finished (`folded_to`, the merchant's
+/// `customer_folds` row): a day's first visits are all in `customer_firsts` once the fold has
+/// read [`FOLD_OVERLAP_MS`] past its end (it rereads that much each time, for late commits), and
+/// an inserted first visit moves no generation, so a day cached before would keep a stale
+/// new-or-returning flag. A fold that lags (an instance just started after a long stop) only
+/// sends more of the period to SQL. No fold yet: nothing from memory.
+fn within_fold(plan: Plan, folded_to: Option<i64>) -> Option<Plan> {
+    let complete = day_of(folded_to? - FOLD_OVERLAP_MS);
+    let cached_end = plan.cached_end.min(complete);
+    (cached_end > plan.first).then(|| Plan { cached_end, live_from: day_start(cached_end), ..plan })
+}
+
 /// The instance's cache: merchants by id, each behind a lock of its own (a load holds it across
 /// its query, so one merchant's days are read once however many ask at once).
 pub struct AnalyticsCache {
@@ -378,6 +390,11 @@ async fn view(ask: &Ask<'_>) -> Result<Option<(Arc<AnalyticsCache>, View)>, sqlx
         return Ok(None);
     }
     let Some(plan) = plan(f, ask.now) else { return Ok(None) };
+    let folded_to: Option<i64> = sqlx::query_scalar("SELECT folded_to FROM customer_folds WHERE merchant_id = $1")
+        .bind(&f.merchant_id)
+        .fetch_optional(ask.db.pool())
+        .await?;
+    let Some(plan) = within_fold(plan, folded_to) else { return Ok(None) };
     let cache = instance(ask.db, ask.cache_mib);
     let tick = cache.next_tick();
     let days = cache.merchant(&f.merchant_id, tick);
@@ -597,5 +614,12 @@ mod tests {
         // Today alone has nothing closed; nor has a period that is not whole days.
         assert_eq!(plan(&filter(day_start(today), end), later), None);
         assert_eq!(plan(&filter(start + 1, end), later), None);
+        // The fold decides too: a day is cached only once the fold has read FOLD_OVERLAP_MS past it.
+        let p = plan(&filter(start, end), later).unwrap();
+        assert_eq!(within_fold(p, None), None);
+        assert_eq!(within_fold(p, Some(day_start(today) + FOLD_OVERLAP_MS)), Some(p));
+        let lagging = within_fold(p, Some(day_start(today) + FOLD_OVERLAP_MS - 1)).unwrap();
+        assert_eq!((lagging.cached_end, lagging.live_from), (today - 1, day_start(today - 1)));
+        assert_eq!(within_fold(p, Some(day_start(p.first) + FOLD_OVERLAP_MS)), None);
     }
 }

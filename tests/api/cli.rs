@@ -224,7 +224,8 @@ fn migrate_on_postgres() {
     let dir = TempDir::new();
     let db = rt.block_on(TestDatabase::create(Backend::Postgres, &dir)).unwrap();
     let _ = admin;
-    for expected in ["applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 18, 19]", "up to date"] {
+    for expected in ["applied migrations [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 17, 18, 19]", "up to date"]
+    {
         let out = omamori(&dir).arg("migrate").env("OMAMORI_DATABASE_URL", &db.url).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains(expected));
