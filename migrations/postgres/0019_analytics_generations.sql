@@ -6,8 +6,8 @@
 -- merchant's first visits (`customer_firsts`), which decide who is a new customer. Inserts are not
 -- watched: a payment and its basket commit within FOLD_OVERLAP_MS of the moment they carry, and a
 -- day is cached only once that has passed after its end (so a busy merchant's payments never
--- queue on a row here). One INSERT per row moved: PostgreSQL refuses to upsert a row twice in one
--- statement.
+-- queue on a row here). The rows moved are DISTINCT: PostgreSQL refuses to upsert a row twice in
+-- one statement (NEW is NULL on a DELETE).
 CREATE TABLE analytics_generations (
     merchant_id  TEXT    NOT NULL,
     day          BIGINT  NOT NULL,
@@ -17,45 +17,31 @@ CREATE TABLE analytics_generations (
 CREATE FUNCTION omamori_payment_analytics() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO analytics_generations (merchant_id, day, generation)
-        VALUES (OLD.merchant_id, (OLD.created_at + 32400000) / 86400000, 1)
+        SELECT DISTINCT v.merchant_id, v.day, 1 FROM (VALUES
+            (OLD.merchant_id, (OLD.created_at + 32400000) / 86400000),
+            (NEW.merchant_id, (NEW.created_at + 32400000) / 86400000)) AS v (merchant_id, day)
+        WHERE v.merchant_id IS NOT NULL
         ON CONFLICT (merchant_id, day) DO UPDATE SET generation = analytics_generations.generation + 1;
-    IF TG_OP = 'UPDATE' THEN
-        INSERT INTO analytics_generations (merchant_id, day, generation)
-            VALUES (NEW.merchant_id, (NEW.created_at + 32400000) / 86400000, 1)
-            ON CONFLICT (merchant_id, day) DO UPDATE SET generation = analytics_generations.generation + 1;
-    END IF;
     RETURN NULL;
 END
 $$;
 CREATE FUNCTION omamori_item_analytics() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO analytics_generations (merchant_id, day, generation)
-        SELECT merchant_id, (created_at + 32400000) / 86400000, 1 FROM payments WHERE id = OLD.payment_id
+        SELECT DISTINCT merchant_id, (created_at + 32400000) / 86400000, 1 FROM payments
+        WHERE id IN (OLD.payment_id, NEW.payment_id)
         ON CONFLICT (merchant_id, day) DO UPDATE SET generation = analytics_generations.generation + 1;
-    IF TG_OP = 'UPDATE' THEN
-        INSERT INTO analytics_generations (merchant_id, day, generation)
-            SELECT merchant_id, (created_at + 32400000) / 86400000, 1 FROM payments WHERE id = NEW.payment_id
-            ON CONFLICT (merchant_id, day) DO UPDATE SET generation = analytics_generations.generation + 1;
-    END IF;
     RETURN NULL;
 END
 $$;
 CREATE FUNCTION omamori_first_analytics() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO analytics_generations (merchant_id, day, generation)
-        VALUES (OLD.merchant_id, (OLD.first_at + 32400000) / 86400000, 1)
+        SELECT DISTINCT v.merchant_id, v.day, 1 FROM (VALUES
+            (OLD.merchant_id, (OLD.first_at + 32400000) / 86400000), (OLD.merchant_id, -1),
+            (NEW.merchant_id, (NEW.first_at + 32400000) / 86400000), (NEW.merchant_id, -1)) AS v (merchant_id, day)
+        WHERE v.merchant_id IS NOT NULL
         ON CONFLICT (merchant_id, day) DO UPDATE SET generation = analytics_generations.generation + 1;
-    INSERT INTO analytics_generations (merchant_id, day, generation)
-        VALUES (OLD.merchant_id, -1, 1)
-        ON CONFLICT (merchant_id, day) DO UPDATE SET generation = analytics_generations.generation + 1;
-    IF TG_OP = 'UPDATE' THEN
-        INSERT INTO analytics_generations (merchant_id, day, generation)
-            VALUES (NEW.merchant_id, (NEW.first_at + 32400000) / 86400000, 1)
-            ON CONFLICT (merchant_id, day) DO UPDATE SET generation = analytics_generations.generation + 1;
-        INSERT INTO analytics_generations (merchant_id, day, generation)
-            VALUES (NEW.merchant_id, -1, 1)
-            ON CONFLICT (merchant_id, day) DO UPDATE SET generation = analytics_generations.generation + 1;
-    END IF;
     RETURN NULL;
 END
 $$;

@@ -15,10 +15,8 @@ CREATE TABLE analytics_generations (
 );
 CREATE TRIGGER payments_analytics_update AFTER UPDATE ON payments BEGIN
     INSERT INTO analytics_generations (merchant_id, day, generation)
-        VALUES (OLD.merchant_id, (OLD.created_at + 32400000) / 86400000, 1)
-        ON CONFLICT (merchant_id, day) DO UPDATE SET generation = generation + 1;
-    INSERT INTO analytics_generations (merchant_id, day, generation)
-        VALUES (NEW.merchant_id, (NEW.created_at + 32400000) / 86400000, 1)
+        VALUES (OLD.merchant_id, (OLD.created_at + 32400000) / 86400000, 1),
+        (NEW.merchant_id, (NEW.created_at + 32400000) / 86400000, 1)
         ON CONFLICT (merchant_id, day) DO UPDATE SET generation = generation + 1;
 END;
 CREATE TRIGGER payments_analytics_delete AFTER DELETE ON payments BEGIN

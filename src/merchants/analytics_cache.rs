@@ -3,8 +3,9 @@
 //! database once and then reused by every question, period and store filter; the rest of a
 //! period (today, and yesterday until it is safely closed) is read live with each question. The
 //! figures are computed in Rust and equal what the SQL of [`analytics`] answers, which stays the
-//! reference and answers whenever memory cannot (the cache off, no closed day in the period, a
-//! value that does not fit, a tie only a payment id breaks).
+//! reference and answers whenever memory cannot: the cache off, no closed day in the period, a
+//! value that does not fit, a tie only a payment id breaks, and more closed days to read than a
+//! question waits for ([`LOAD_DAYS`]), which are then read in the background.
 //!
 //! Staleness: none for what the service writes. A day is *closed*, and may be cached, once
 //! [`FOLD_OVERLAP_MS`] and [`CLOSE_MARGIN_MS`] have passed after its end: a payment commits
@@ -18,7 +19,7 @@
 //!
 //! Memory: at most `analytics_cache_mib` on an instance (the days of questions in flight aside);
 //! past it, the least recently used merchant goes first, then the merchant's least recently used
-//! days. A year of the bench's 1,000,000 payments takes about 60 MiB.
+//! days. A year of the bench's 1,000,000 payments takes about 56 MiB.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -366,7 +367,7 @@ async fn snapshot(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx
 
 /// The most closed days, and payments on them, a question reads before it answers (a day after
 /// the close, a day a refund changed; about a week of the bench's business). A question missing
-/// more is answered by SQL while [`AnalyticsCache::fill`] reads them in the background, as
+/// more is answered by SQL while `AnalyticsCache::fill` reads them in the background, as
 /// reading a month of the bench's payments takes longer than SQL takes to answer about it.
 pub const LOAD_DAYS: i64 = 31;
 pub const LOAD_PAYMENTS: i64 = 20_000;
