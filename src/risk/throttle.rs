@@ -11,7 +11,10 @@
 //! - `operator:<id>` (or `operator-login:<hash>` for an unknown operator e-mail) for the console,
 //!   whose address and subnet failures are counted apart from shoppers' (`op_fail_ip`,
 //!   `op_fail_net`): failing shopper logins from an address never locks operators out of it, and
-//!   the reverse.
+//!   the reverse;
+//! - `merchant:<id>` (or `merchant-login:<hash>`) for merchant staff, likewise counted apart
+//!   (`mu_fail_ip`, `mu_fail_net`): a shop's own network, which its shoppers may share, never
+//!   locks its staff out of the dashboard, nor a flood on the dashboard its shoppers out.
 //!
 //! After 5 consecutive failures each further failure doubles a delay (1, 2, 4, 8, 16 s); the
 //! tenth blocks the key for 30 minutes; and an account takes at most 100 failures from
@@ -87,10 +90,14 @@ impl Failure {
 }
 
 impl Attempt<'_> {
-    /// The address and subnet scopes the attempt counts against: an operator's own, or shoppers'.
+    /// The address and subnet scopes the attempt counts against: an operator's own, merchant
+    /// staff's own, or shoppers'.
     fn network_scopes(&self) -> (&'static str, &'static str) {
-        if self.key.starts_with("operator:") || self.key.starts_with("operator-login:") {
+        let key = self.key;
+        if key.starts_with("operator:") || key.starts_with("operator-login:") {
             ("op_fail_ip", "op_fail_net")
+        } else if key.starts_with("merchant:") || key.starts_with("merchant-login:") {
+            ("mu_fail_ip", "mu_fail_net")
         } else {
             ("fail_ip", "fail_net")
         }

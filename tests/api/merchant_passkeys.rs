@@ -263,9 +263,9 @@ both_backends! {
             .unwrap()
             .flatten();
         assert!(locked.unwrap_or(0) == 0, "the account was locked by someone else's forgeries");
-        // They counted against the address, as every wrong code does.
+        // They counted against the address, as every wrong code does (staff's own address scope).
         let address_failures: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM auth_events WHERE scope = 'fail_ip' AND key = $1")
+            sqlx::query_scalar("SELECT COUNT(*) FROM auth_events WHERE scope = 'mu_fail_ip' AND key = $1")
                 .bind(STAFF_IP)
                 .fetch_one(app.db().pool())
                 .await

@@ -116,6 +116,27 @@ both_backends! {
         r.assert_problem(422, "invalid_body");
     }
 
+    async fn a_shops_shared_address_keeps_its_staff_and_its_shoppers_throttles_apart(app: TestApp) {
+        // Ten failed shopper logins from the shop's network: shoppers there wait, staff do not.
+        for i in 0..10 {
+            let r = app.login(&format!("nobody{i}@example.jp"), "whatever-password", "d", None, STAFF_IP).await;
+            r.assert_problem(401, "invalid_credentials");
+        }
+        app.login("nobody-else@example.jp", "whatever-password", "d", None, STAFF_IP).await.assert_problem(429, "too_many_attempts");
+        let owner = demo_owner(&app);
+        let token = staff_login(&app, &owner).await;
+        assert_eq!(get(&app, "/v1/merchant/me", &token).await.status, 200);
+        // Staff's own address limit holds, and failing it does not stop shoppers there.
+        let other = "203.0.113.91";
+        for i in 0..10 {
+            let body = json!({"email": format!("ghost{i}@shop.example"), "password": "whatever-password", "totp_code": "000000"});
+            app.post_from("/v1/merchant/login", &body, other).await.assert_problem(401, "invalid_credentials");
+        }
+        let body = json!({"email": "ghost-else@shop.example", "password": "whatever-password", "totp_code": "000000"});
+        app.post_from("/v1/merchant/login", &body, other).await.assert_problem(429, "too_many_attempts");
+        app.login("nobody@example.jp", "whatever-password", "d", None, other).await.assert_problem(401, "invalid_credentials");
+    }
+
     async fn guessing_a_password_is_throttled_before_it_is_checked(app: TestApp) {
         let owner = demo_owner(&app);
         let mut throttled = None;
