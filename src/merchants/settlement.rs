@@ -210,13 +210,14 @@ pub async fn unsettled_lines(conn: &mut Conn, merchant: &MerchantId, end: i64) -
          UNION ALL \
          SELECT 'reversal' AS kind, p.id AS id, p.store_id AS store_id, p.amount - p.refunded AS amount, \
                 e.created_at AS created_at \
-         FROM payments p JOIN journal_entries e ON e.reference = p.id AND e.kind = 'reversal' \
+         FROM payments p JOIN journal_entries e ON e.reference = p.id AND e.kind = $3 \
          WHERE p.merchant_id = $1 AND p.status = 'reversed' AND e.created_at < $2 \
            AND NOT EXISTS (SELECT 1 FROM settlement_lines l WHERE l.kind = 'reversal' AND l.item_id = p.id) \
          ORDER BY created_at, id",
     )
     .bind(merchant)
     .bind(end)
+    .bind(EntryKind::Reversal.as_str())
     .fetch_all(&mut *conn)
     .await?;
     rows.iter().map(line_from_row).collect()
@@ -364,16 +365,13 @@ pub async fn verify_balances(db: &Db) -> Result<Vec<String>, sqlx::Error> {
     let mut found = Vec::new();
     for (id, balance) in merchants {
         let merchant = MerchantId::from_raw(id);
-        let open: i64 = unsettled_lines(&mut conn, &merchant, i64::MAX)
-            .await?
-            .iter()
-            .map(|l| if l.kind == "payment" { l.amount } else { -l.amount })
-            .sum();
+        let lines = unsettled_lines(&mut conn, &merchant, i64::MAX).await?;
         let carried = carried_over(&mut conn, &merchant).await?;
-        if balance != open + carried {
+        // What a close now would owe before its fee: the open lines' net plus the carry.
+        let owed = Figures::of(&lines, 0, carried).net;
+        if balance != owed {
             found.push(format!(
-                "merchant {merchant}: its ledger balance is {balance} yen, but its open lines ({open}) and carried net ({carried}) make {}",
-                open + carried
+                "merchant {merchant}: its ledger balance is {balance} yen, but its open lines and carried net ({carried}) make {owed}"
             ));
         }
     }
