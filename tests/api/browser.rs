@@ -2,7 +2,7 @@
 //! driven by Python's Playwright, one test per journey (tests/browser/wallet.py holds them). The
 //! server and the fixture (a funded shopper, a store) are made here; the script plays the shopper.
 //! Without Chromium or Playwright a test says why and passes, except under `CI=true`.
-//! `OMAMORI_SCREENSHOTS=docs/screenshots` makes the journeys save their 360×740 screenshots there.
+//! `OMAMORI_TEST_SCREENSHOTS=docs/screenshots` makes the journeys save their 360×740 screenshots there.
 //! The journeys run on SQLite; those that move money (pay, cards, top-up, history) run on
 //! PostgreSQL too when `OMAMORI_TEST_POSTGRES_URL` is set.
 
@@ -42,7 +42,7 @@ pub(crate) fn run_script(app: &TestApp, script: &str, journey: &str, fixture: &V
 fn run_python(app: &TestApp, script: &str, journey: &str, fixture: &Value) {
     let base = app.base.replace("127.0.0.1", "localhost");
     let script = format!("{}/tests/browser/{script}", env!("CARGO_MANIFEST_DIR"));
-    let shots = std::env::var("OMAMORI_SCREENSHOTS").unwrap_or_default();
+    let shots = std::env::var("OMAMORI_TEST_SCREENSHOTS").unwrap_or_default();
     let shots = if shots.is_empty() || std::path::Path::new(&shots).is_absolute() {
         shots
     } else {
@@ -53,7 +53,7 @@ fn run_python(app: &TestApp, script: &str, journey: &str, fixture: &Value) {
         .arg(journey)
         .env("OMAMORI_BASE", base)
         .env("OMAMORI_FIXTURE", fixture.to_string())
-        .env("OMAMORI_SCREENSHOTS", shots)
+        .env("OMAMORI_TEST_SCREENSHOTS", shots)
         .output()
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -5,7 +5,7 @@ Run by tests/api/console.rs, as wallet.py is run by browser.rs:
     python3 tests/browser/console.py JOURNEY
 with OMAMORI_BASE, OMAMORI_FIXTURE (JSON: the sandbox operators with their TOTP secrets, a viewer
 made with `omamori admin operator create`, and logged-in shoppers whose declined card links make
-the card-testing flood) and OMAMORI_SCREENSHOTS in the environment.
+the card-testing flood) and OMAMORI_TEST_SCREENSHOTS in the environment.
 """
 
 import re

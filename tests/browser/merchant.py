@@ -5,7 +5,7 @@ Run by tests/api/merchant_page.rs, as wallet.py is run by browser.rs:
     python3 tests/browser/merchant.py JOURNEY
 with OMAMORI_BASE, OMAMORI_FIXTURE (JSON: the demo owner and a staff member of the second store with
 their TOTP secrets, yesterday's date, which was closed, and what its statement must show) and
-OMAMORI_SCREENSHOTS in the environment.
+OMAMORI_TEST_SCREENSHOTS in the environment.
 """
 
 import csv

@@ -4,7 +4,7 @@
 Run by tests/api/browser_till.rs, as wallet.py is run by browser.rs:
     python3 tests/browser/till.py JOURNEY
 with OMAMORI_BASE, OMAMORI_FIXTURE (JSON: the sandbox terminal's key, a funded shopper's session
-token, device id and address) and OMAMORI_SCREENSHOTS in the environment. The shopper's payment
+token, device id and address) and OMAMORI_TEST_SCREENSHOTS in the environment. The shopper's payment
 codes are made through the API, as the phone would make them.
 """
 

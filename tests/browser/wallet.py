@@ -4,7 +4,7 @@
 Run by tests/api/browser.rs, which starts a sandbox server and prepares the fixture:
     python3 tests/browser/wallet.py JOURNEY
 with OMAMORI_BASE (http://localhost:PORT), OMAMORI_FIXTURE (JSON: a shopper's phone, e-mail and
-password, a store QR...) and OMAMORI_SCREENSHOTS (a folder, or empty for none) in the environment.
+password, a store QR...) and OMAMORI_TEST_SCREENSHOTS (a folder, or empty for none) in the environment.
 Exits 0 when the journey went as the shopper expects; otherwise prints what went wrong.
 Chromium is Debian's (/usr/bin/chromium, or OMAMORI_CHROMIUM); Playwright never downloads one.
 """
@@ -28,7 +28,7 @@ from playwright.sync_api import expect, sync_playwright
 
 BASE = os.environ["OMAMORI_BASE"].rstrip("/")
 FIXTURE = json.loads(os.environ.get("OMAMORI_FIXTURE") or "{}")
-SHOTS = os.environ.get("OMAMORI_SCREENSHOTS") or ""
+SHOTS = os.environ.get("OMAMORI_TEST_SCREENSHOTS") or ""
 CHROMIUM = os.environ.get("OMAMORI_CHROMIUM") or "/usr/bin/chromium"
 CSP_WORDS = ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"]
 
